@@ -1,0 +1,202 @@
+"""The configuration contract of DESIGN.md section 4, read from the environment (and `.env`).
+
+Every name here is relied upon by deployment scripts and acceptance tools; each invalid value raises
+`ConfigError` with a message that names the variable, so the operator knows what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bot.secret import Secret
+
+VENUES = ("binance", "binanceusdm", "kraken", "paper")
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+_LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; secrets stay wrapped in `Secret`."""
+
+    telegram_token: Secret | None
+    telegram_api_url: str
+    data_dir: Path
+    keystore_path: Path
+    master_key: Secret | None
+    master_key_file: Path | None
+    exchange_urls: Mapping[str, str] = field(default_factory=dict)
+    sandbox: bool = False
+    fill_poll_seconds: float = 10.0
+    allowed_users: frozenset[int] = frozenset()
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "strata.db"
+
+    @property
+    def default_master_key_path(self) -> Path:
+        return self.data_dir / "master.key"
+
+    def require_token(self) -> Secret:
+        """Return the bot token, or explain which variable to set."""
+        if not self.telegram_token:
+            raise ConfigError(
+                "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather and export "
+                "TELEGRAM_BOT_TOKEN=<token> (or put it in .env). Try `python -m bot demo` to run offline."
+            )
+        return self.telegram_token
+
+
+def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = True) -> Settings:
+    """Read and validate the configuration; `.env` fills only variables not already set."""
+    if environ is None:
+        if dotenv:
+            _load_dotenv()
+        environ = os.environ
+    env = {k: v for k, v in environ.items() if v is not None}
+
+    token = env.get("TELEGRAM_BOT_TOKEN", "").strip()
+    data_dir = Path(env.get("STRATA_DATA_DIR", "").strip() or "./data")
+    keystore = env.get("STRATA_KEYSTORE_PATH", "").strip()
+    master_key = env.get("STRATA_MASTER_KEY", "").strip()
+    master_key_file = env.get("STRATA_MASTER_KEY_FILE", "").strip()
+    if master_key and master_key_file:
+        raise ConfigError(
+            "STRATA_MASTER_KEY and STRATA_MASTER_KEY_FILE are both set: keep exactly one of them."
+        )
+    if master_key:
+        decode_master_key(master_key, "STRATA_MASTER_KEY")
+
+    return Settings(
+        telegram_token=Secret(token) if token else None,
+        telegram_api_url=_parse_api_url(env.get("TELEGRAM_API_URL", "").strip()),
+        data_dir=data_dir,
+        keystore_path=Path(keystore) if keystore else data_dir / "keystore.db",
+        master_key=Secret(master_key) if master_key else None,
+        master_key_file=Path(master_key_file) if master_key_file else None,
+        exchange_urls=parse_exchange_urls(env.get("STRATA_EXCHANGE_URLS", "")),
+        sandbox=_parse_bool(env.get("STRATA_SANDBOX", ""), "STRATA_SANDBOX"),
+        fill_poll_seconds=_parse_positive_float(
+            env.get("STRATA_FILL_POLL_SECONDS", ""), "STRATA_FILL_POLL_SECONDS", 10.0
+        ),
+        allowed_users=_parse_allowed_users(env.get("STRATA_ALLOWED_USERS", "")),
+        log_level=_parse_log_level(env.get("LOG_LEVEL", "")),
+    )
+
+
+def decode_master_key(text: str, source: str) -> bytes:
+    """Decode a standard-base64 master key of exactly 32 bytes; `source` names where it came from."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{source} is not valid standard base64 (expected 32 random bytes).") from None
+    if len(raw) != 32:
+        raise ConfigError(f"{source} must decode to exactly 32 bytes, got {len(raw)}.")
+    return raw
+
+
+def parse_exchange_urls(text: str) -> dict[str, str]:
+    """Parse `venue=origin,venue=origin` into a mapping of venue id to bare origin."""
+    result: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        venue, sep, origin = (s.strip() for s in item.partition("="))
+        if not sep or not venue or not origin:
+            raise ConfigError(
+                f"STRATA_EXCHANGE_URLS: {item!r} is not of the form venue=scheme://host[:port]."
+            )
+        if venue not in VENUES:
+            raise ConfigError(
+                f"STRATA_EXCHANGE_URLS: unknown venue {venue!r}; use one of {', '.join(VENUES)}."
+            )
+        parts = urlsplit(origin)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ConfigError(f"STRATA_EXCHANGE_URLS: {origin!r} has an invalid port.") from None
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise ConfigError(
+                f"STRATA_EXCHANGE_URLS: {origin!r} for {venue} must be a bare origin "
+                "scheme://host[:port] with no path."
+            )
+        result[venue] = f"{parts.scheme}://{parts.netloc}"
+    return result
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        return
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def _parse_api_url(text: str) -> str:
+    if not text:
+        return DEFAULT_TELEGRAM_API_URL
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"TELEGRAM_API_URL must be an http(s) URL such as {DEFAULT_TELEGRAM_API_URL}.")
+    return text
+
+
+def _parse_bool(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 0 or 1, got {text!r}.")
+
+
+def _parse_positive_float(text: str, name: str, default: float) -> float:
+    if not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}.") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}.")
+    return value
+
+
+def _parse_allowed_users(text: str) -> frozenset[int]:
+    ids = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            ids.add(int(part))
+        except ValueError:
+            raise ConfigError(
+                f"STRATA_ALLOWED_USERS must be comma-separated Telegram user ids, got {part!r}."
+            ) from None
+    return frozenset(ids)
+
+
+def _parse_log_level(text: str) -> str:
+    level = text.strip().upper() or "INFO"
+    if level == "WARN":
+        level = "WARNING"
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {text!r}.")
+    return level
+
+
