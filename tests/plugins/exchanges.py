@@ -1,0 +1,1 @@
+"""Pytest fixtures for the sandbox fake (exchanges); filled in by the sandbox work."""

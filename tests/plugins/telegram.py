@@ -1,0 +1,1 @@
+"""Pytest fixtures for the sandbox fake (telegram); filled in by the sandbox work."""
