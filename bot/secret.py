@@ -44,3 +44,27 @@ class Secret:
 
     def __reduce__(self):
         raise TypeError("Secret values cannot be pickled or persisted")
+
+
+class Credentials:
+    """An exchange API key pair; both halves stay `Secret` until the exchange client signs a request."""
+
+    __slots__ = ("api_key", "secret")
+
+    def __init__(self, api_key: Secret | str, secret: Secret | str) -> None:
+        self.api_key = Secret(api_key)
+        self.secret = Secret(secret)
+
+    def __repr__(self) -> str:
+        return "Credentials(api_key='**********', secret='**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Credentials) and (self.api_key, self.secret) == (other.api_key, other.secret)
+
+    def __hash__(self) -> int:
+        return hash((self.api_key, self.secret))
+
+    def __reduce__(self):
+        raise TypeError("Credentials cannot be pickled or persisted")
