@@ -1,0 +1,24 @@
+"""Create the data folder and database files with owner-only permissions before SQLite touches them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and parents) as 0700; tighten an existing folder we own."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        if path.stat().st_uid == os.getuid():
+            path.chmod(0o700)
+    except OSError:  # pragma: no cover - read-only or foreign folder: leave it
+        pass
+
+
+def ensure_private_file(path: Path) -> None:
+    """Create `path` as 0600 if missing, so SQLite (and its -wal/-shm files) inherit that mode."""
+    ensure_private_dir(path.parent)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    path.chmod(0o600)

@@ -1,0 +1,140 @@
+"""Versioned schema migrations for the main database, applied in order at start-up.
+
+Each migration runs once, inside the same transaction as the bump of `schema_version`, so a crash leaves
+either the old or the new schema. Append new migrations; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from storage.db import Database
+
+MIGRATIONS: list[str] = [
+    # 1: users, accounts, credentials (ciphertext only), strategies, order intents, fills, alert outbox.
+    """
+    CREATE TABLE users (
+        id          INTEGER PRIMARY KEY,            -- the Telegram user id
+        chat_id     INTEGER NOT NULL,               -- private chat for alerts
+        active      INTEGER NOT NULL DEFAULT 1,     -- 0 once Telegram said the user blocked the bot
+        settings    TEXT NOT NULL DEFAULT '{}',
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE accounts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL REFERENCES users(id),
+        venue       TEXT NOT NULL,
+        label       TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'active', -- active | key_rejected
+        testnet     INTEGER NOT NULL DEFAULT 0,
+        permissions TEXT NOT NULL DEFAULT '',
+        created_at  TEXT NOT NULL,
+        UNIQUE (user_id, label)
+    );
+    CREATE TABLE credentials (
+        account_id  INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        dek_id      TEXT NOT NULL,                  -- the wrapped data key lives in the key store
+        nonce       BLOB NOT NULL,
+        ciphertext  BLOB NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE strategies (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id      INTEGER NOT NULL REFERENCES users(id),
+        account_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        kind         TEXT NOT NULL,
+        symbol       TEXT NOT NULL,
+        quote        TEXT NOT NULL,
+        budget       TEXT NOT NULL,                 -- Decimal as text
+        params       TEXT NOT NULL DEFAULT '{}',
+        state        TEXT NOT NULL DEFAULT '{}',
+        status       TEXT NOT NULL DEFAULT 'active', -- active | paused | finished | stopped
+        pause_reason TEXT,
+        spent        TEXT NOT NULL DEFAULT '0',     -- quote spent in fills, fees included
+        received     TEXT NOT NULL DEFAULT '0',     -- quote received from sells, net of fees
+        fees         TEXT NOT NULL DEFAULT '0',
+        last_slot    TEXT,                          -- the last time slot executed (ISO UTC)
+        next_run     TEXT,
+        alerts       TEXT NOT NULL DEFAULT 'on',    -- on | silent | off
+        created_at   TEXT NOT NULL,
+        updated_at   TEXT NOT NULL
+    );
+    CREATE INDEX strategies_by_account ON strategies(account_id, status);
+    CREATE TABLE orders (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        strategy_id       INTEGER NOT NULL REFERENCES strategies(id) ON DELETE CASCADE,
+        account_id        INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        client_order_id   TEXT NOT NULL UNIQUE,
+        tag               TEXT NOT NULL,
+        symbol            TEXT NOT NULL,
+        side              TEXT NOT NULL,
+        type              TEXT NOT NULL,
+        amount            TEXT,
+        price             TEXT,
+        cost              TEXT,
+        reserved          TEXT NOT NULL DEFAULT '0',  -- worst-case quote held against the budget
+        status            TEXT NOT NULL,              -- intent|sent|open|closed|canceled|rejected|unknown
+        exchange_order_id TEXT,
+        filled            TEXT NOT NULL DEFAULT '0',
+        filled_cost       TEXT NOT NULL DEFAULT '0',
+        fee               TEXT NOT NULL DEFAULT '0',
+        error             TEXT,
+        created_at        TEXT NOT NULL,
+        updated_at        TEXT NOT NULL,
+        UNIQUE (strategy_id, tag)
+    );
+    CREATE INDEX orders_by_status ON orders(status, account_id);
+    CREATE TABLE fills (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id     INTEGER NOT NULL REFERENCES orders(id) ON DELETE CASCADE,
+        strategy_id  INTEGER NOT NULL REFERENCES strategies(id) ON DELETE CASCADE,
+        trade_key    TEXT NOT NULL,                 -- exchange trade id, or cumulative-filled marker
+        side         TEXT NOT NULL,
+        amount       TEXT NOT NULL,
+        price        TEXT NOT NULL,
+        cost         TEXT NOT NULL,
+        fee          TEXT NOT NULL,
+        fee_currency TEXT,
+        at           TEXT NOT NULL,
+        UNIQUE (order_id, trade_key)
+    );
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user_id     INTEGER NOT NULL,
+        chat_id     INTEGER NOT NULL,
+        kind        TEXT NOT NULL,                 -- fill | pause | error | summary | info
+        text        TEXT NOT NULL,
+        silent      INTEGER NOT NULL DEFAULT 0,
+        status      TEXT NOT NULL DEFAULT 'pending', -- pending | sent | undeliverable
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        created_at  TEXT NOT NULL,
+        sent_at     TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox(status, chat_id, id);
+    """,
+]
+
+
+async def migrate(db: Database) -> int:
+    """Apply every migration not yet applied; return the resulting schema version."""
+    async with db.transaction() as tx:
+        await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = await tx.fetchone("SELECT version FROM schema_version")
+        if row is None:
+            await tx.execute("INSERT INTO schema_version (version) VALUES (0)")
+            version = 0
+        else:
+            version = row["version"]
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number <= version:
+            continue
+        async with db.transaction() as tx:
+            for statement in _statements(script):
+                await tx.execute(statement)
+            await tx.execute("UPDATE schema_version SET version = ?", (number,))
+        version = number
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (our scripts hold no semicolons inside literals)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

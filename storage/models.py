@@ -1,0 +1,137 @@
+"""Plain dataclasses the repositories return; money fields are Decimal, times are aware UTC datetimes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def dec(value: str | None) -> Decimal | None:
+    return Decimal(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    chat_id: int
+    active: bool
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    user_id: int
+    venue: str
+    label: str
+    status: str
+    testnet: bool
+    permissions: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SealedCredential:
+    """Ciphertext of an API key pair; the data key that opens it lives in the separate key store."""
+
+    account_id: int
+    dek_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"SealedCredential(account_id={self.account_id}, dek_id={self.dek_id!r}, "
+            f"ciphertext=<{len(self.ciphertext)} bytes>)"
+        )
+
+
+@dataclass(frozen=True)
+class Strategy:
+    id: int
+    user_id: int
+    account_id: int
+    kind: str
+    symbol: str
+    quote: str
+    budget: Decimal
+    params: dict[str, Any]
+    state: dict[str, Any]
+    status: str
+    pause_reason: str | None
+    spent: Decimal
+    received: Decimal
+    fees: Decimal
+    last_slot: datetime | None
+    next_run: datetime | None
+    alerts: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Order:
+    id: int
+    strategy_id: int
+    account_id: int
+    client_order_id: str
+    tag: str
+    symbol: str
+    side: str
+    type: str
+    amount: Decimal | None
+    price: Decimal | None
+    cost: Decimal | None
+    reserved: Decimal
+    status: str
+    exchange_order_id: str | None
+    filled: Decimal
+    filled_cost: Decimal
+    fee: Decimal
+    error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Fill:
+    id: int
+    order_id: int
+    strategy_id: int
+    trade_key: str
+    side: str
+    amount: Decimal
+    price: Decimal
+    cost: Decimal
+    fee: Decimal
+    fee_currency: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Alert:
+    id: int
+    user_id: int
+    chat_id: int
+    kind: str
+    text: str
+    silent: bool
+    status: str
+    attempts: int
+
+
+def dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,27 @@
+"""The main database opened, migrated, and its repositories bundled for the services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.accounts import AccountRepository
+from storage.db import Database, connect
+from storage.migrations import migrate
+from storage.users import UserRepository
+
+
+@dataclass
+class Store:
+    db: Database
+    users: UserRepository
+    accounts: AccountRepository
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        db = await connect(path)
+        await migrate(db)
+        return cls(db=db, users=UserRepository(db), accounts=AccountRepository(db))
+
+    async def close(self) -> None:
+        await self.db.close()

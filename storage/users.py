@@ -1,0 +1,40 @@
+"""Users: a Telegram user id, the private chat alerts go to, and whether Telegram still delivers to them."""
+
+from __future__ import annotations
+
+import json
+
+from storage.db import Database, Transaction
+from storage.models import User, dumps, to_iso, utcnow
+
+
+class UserRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def upsert(self, user_id: int, chat_id: int) -> User:
+        """Register a user (or refresh their chat) and mark them active again, as /start does."""
+        await self._db.execute(
+            "INSERT INTO users (id, chat_id, active, created_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT(id) DO UPDATE SET chat_id = excluded.chat_id, active = 1",
+            (user_id, chat_id, to_iso(utcnow())),
+        )
+        return User(id=user_id, chat_id=chat_id, active=True, settings=(await self.get(user_id)).settings)
+
+    async def get(self, user_id: int) -> User | None:
+        row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+        return _user(row) if row else None
+
+    async def set_active(self, user_id: int, active: bool, tx: Transaction | None = None) -> None:
+        sql, params = "UPDATE users SET active = ? WHERE id = ?", (int(active), user_id)
+        if tx is not None:
+            await tx.execute(sql, params)
+        else:
+            await self._db.execute(sql, params)
+
+    async def update_settings(self, user_id: int, settings: dict) -> None:
+        await self._db.execute("UPDATE users SET settings = ? WHERE id = ?", (dumps(settings), user_id))
+
+
+def _user(row) -> User:
+    return User(id=row["id"], chat_id=row["chat_id"], active=bool(row["active"]), settings=json.loads(row["settings"]))
