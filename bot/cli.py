@@ -1,0 +1,107 @@
+"""Command line: `python -m bot run | demo | rotate-master-key`.
+
+Operator mistakes (missing token, bad variable, wrong master key) end with one actionable line on stderr and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.config import ConfigError, load_settings
+from bot.redaction import configure_logging
+from bot.vault import VaultError
+
+logger = logging.getLogger("bot")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Strata: automated trading strategies on your own exchange account, driven from Telegram.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="run the bot with long polling (needs TELEGRAM_BOT_TOKEN)")
+    demo = sub.add_parser("demo", help="offline demo: fake Telegram and exchanges, chat in this terminal")
+    demo.add_argument("--data-dir", type=Path, default=None, help="keep the demo's data here (default: temporary)")
+    rotate = sub.add_parser("rotate-master-key", help="re-wrap every data key under a new master key")
+    rotate.add_argument("--new-key-file", type=Path, required=True, help="file holding the new base64 key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "run":
+            return _run()
+        if args.command == "demo":
+            from bot.sandbox.demo import run_demo
+
+            return run_demo(data_dir=args.data_dir)
+        if args.command == "rotate-master-key":
+            return asyncio.run(_rotate(args.new_key_file))
+    except (ConfigError, VaultError) as exc:
+        print(f"strata: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _run() -> int:
+    settings = load_settings()
+    settings.require_token()
+    configure_logging(settings.log_level)
+    from bot.app import build_application, preflight
+
+    asyncio.run(preflight(settings))
+    application = build_application(settings)
+    logger.info("Strata starting (long polling)")
+    application.run_polling(allowed_updates=None, drop_pending_updates=False, close_loop=True)
+    return 0
+
+
+async def _rotate(new_key_file: Path) -> int:
+    from bot.master_key import load_master_key, read_key_file
+    from bot.vault import Vault
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    current = load_master_key(settings, create=False)
+    new = read_key_file(new_key_file, "--new-key-file")
+    if new == current:
+        raise ConfigError("--new-key-file holds the current master key: generate a new one first.")
+    vault = await Vault.open(settings.keystore_path, current)
+    try:
+        count = await vault.rotate(new)
+    finally:
+        await vault.close()
+    print(
+        f"Re-wrapped {count} data key(s) under the new master key (id {vault.kek_id}). "
+        "Now point STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE at the new key and restart."
+    )
+    if settings.master_key is None and settings.master_key_file is None:
+        _replace_generated_key(settings.default_master_key_path, new_key_file)
+        print(f"The generated key file {settings.default_master_key_path} now holds the new key.")
+    return 0
+
+
+def _replace_generated_key(path: Path, new_key_file: Path) -> None:
+    """Swap the generated key file atomically so a default deployment keeps starting."""
+    import os
+
+    tmp = path.with_suffix(".key.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(new_key_file.read_text().strip() + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,143 @@
+"""Logging that cannot leak: the bot token, API keys and secrets are scrubbed from every record.
+
+Three layers, because the libraries leak in different ways (LIBRARY-FACTS):
+1. loggers that dump secrets by design are clamped: httpx/httpcore log URLs with the bot token at INFO;
+   telegram's ExtBot/Application log whole updates (a user's API secret) at DEBUG; ccxt logs request headers
+   (the API key) at DEBUG; aiohttp.access logs `/bot<token>/` paths. They stay at WARNING even when
+   LOG_LEVEL=DEBUG;
+2. a filter on every handler (and `logging.lastResort`) rewrites the message and the formatted traceback,
+   replacing every registered secret (and its hex and base64 forms) and anything shaped like a bot token or a
+   request signature;
+3. secrets are registered the moment they enter the process (`register_secret`), before anything can log them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import sys
+import threading
+
+from bot.secret import Secret
+
+REDACTED = "[REDACTED]"
+_CLAMPED_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "telegram.ext.ExtBot",
+    "telegram.Bot",
+    "telegram.ext.Application",
+    "telegram.ext.Updater",
+    "telegram.ext._application",
+    "telegram.ext._updater",
+    "telegram.request",
+    "ccxt",
+    "aiohttp.access",
+    "aiohttp.client",
+    "apscheduler.executors.default",
+)
+_PATTERNS = [
+    re.compile(r"\b\d{5,12}:[A-Za-z0-9_-]{30,}"),  # a Telegram bot token
+    re.compile(r"(?i)(signature=)[0-9a-f]{16,}"),
+    re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"),
+    re.compile(r"(?i)(API-(?:Key|Sign)['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9+/=]+"),
+]
+
+
+class _Registry:
+    """The secret strings to scrub, compiled into one pattern that is rebuilt only when the set changes."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add(self, value: str) -> None:
+        if len(value) < 6:
+            return
+        raw = value.encode()
+        forms = {value, raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+        with self._lock:
+            if forms <= self._values:
+                return
+            self._values |= forms
+            self._pattern = None
+
+    def scrub(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is None and self._values:
+            with self._lock:
+                ordered = sorted(self._values, key=len, reverse=True)
+                pattern = self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        if pattern is not None:
+            text = pattern.sub(REDACTED, text)
+        for regex in _PATTERNS:
+            text = regex.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+        return text
+
+
+_registry = _Registry()
+
+
+def register_secret(value: str | Secret | None) -> None:
+    """Scrub this value (and its hex/base64 forms) from every log record from now on."""
+    if value is None:
+        return
+    _registry.add(value.reveal() if isinstance(value, Secret) else value)
+
+
+def redact(text: str) -> str:
+    """Return `text` with every registered secret and secret-shaped token replaced."""
+    return _registry.scrub(text)
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrite a record's final message and traceback text with secrets scrubbed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string must not break logging
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.exc_info = None if record.exc_text else record.exc_info
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def configure_logging(level: str = "INFO", *, stream=None) -> logging.Handler:
+    """Install one redacting handler on the root logger and clamp the loggers that leak by design."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_strata", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler._strata = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    install_everywhere()
+    return handler
+
+
+def install_everywhere() -> None:
+    """Clamp leaky loggers and put the filter on every existing handler, lastResort included."""
+    for name in _CLAMPED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    handlers = list(logging.getLogger().handlers)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            handlers.extend(logger.handlers)
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

@@ -1,0 +1,225 @@
+"""Envelope encryption of exchange credentials (DESIGN.md section 2).
+
+Each credential is sealed with its own random 256-bit data key (DEK) using AES-256-GCM, with associated data
+binding the ciphertext to (user, account, venue) so rows cannot be swapped. DEKs are wrapped by the master key
+(KEK) and live in a separate SQLite database, the key store; the main database holds ciphertext only.
+Deleting a DEK makes its ciphertext unrecoverable forever (crypto-shredding), whatever backups exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bot.secret import Credentials
+from storage.db import Database, connect
+from storage.models import SealedCredential, to_iso, utcnow
+
+logger = logging.getLogger(__name__)
+
+_CHECK_PLAINTEXT = b"strata key store check v1"
+_CHECK_AAD = b"strata:kek-check"
+_KEYSTORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kek_check (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    kek_id  TEXT NOT NULL,
+    nonce   BLOB NOT NULL,
+    sealed  BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deks (
+    id          TEXT PRIMARY KEY,
+    kek_id      TEXT NOT NULL,
+    nonce       BLOB NOT NULL,
+    wrapped     BLOB NOT NULL,
+    created_at  TEXT NOT NULL
+)
+"""
+
+
+class VaultError(Exception):
+    """Base class of key-vault failures; messages never contain key material."""
+
+
+class MasterKeyMismatch(VaultError):
+    """The master key does not open this key store: start-up must stop and change nothing."""
+
+
+class CredentialUnreadable(VaultError):
+    """A sealed credential failed authentication (tampered, moved to another row, or its DEK is gone)."""
+
+
+def kek_id_of(master_key: bytes) -> str:
+    """A short public identifier of a master key (a hash prefix; reveals nothing usable)."""
+    return hashlib.sha256(b"strata-kek-id:" + master_key).hexdigest()[:16]
+
+
+def associated_data(user_id: int, account_id: int, venue: str) -> bytes:
+    return f"strata:credential:v1:{user_id}:{account_id}:{venue}".encode()
+
+
+@dataclass(frozen=True)
+class _Key:
+    """The master key with its id; repr shows only the id."""
+
+    material: bytes
+    id: str
+
+    def __repr__(self) -> str:
+        return f"MasterKey(id={self.id})"
+
+
+class Vault:
+    """Seal, open, shred and re-wrap credentials; the only holder of the master key in the process."""
+
+    def __init__(self, keystore: Database, master_key: bytes) -> None:
+        self._db = keystore
+        self._kek = _Key(master_key, kek_id_of(master_key))
+
+    @classmethod
+    async def open(cls, keystore_path: Path, master_key: bytes, *, expect_existing: bool = False) -> Vault:
+        """Open the key store and prove the master key opens it; a new key store gets a check value.
+
+        `expect_existing` is true when the main database already holds credentials: an empty or missing key
+        store then means a wrong STRATA_KEYSTORE_PATH, and we refuse rather than start with keys we cannot read.
+        """
+        keystore_path = Path(keystore_path)
+        existed = keystore_path.exists() and keystore_path.stat().st_size > 0
+        db = await connect(keystore_path)
+        try:
+            async with db.transaction() as tx:
+                for statement in _KEYSTORE_SCHEMA.split(";"):
+                    await tx.execute(statement)
+                row = await tx.fetchone("SELECT kek_id, nonce, sealed FROM kek_check WHERE id = 1")
+                if row is None:
+                    if expect_existing:
+                        raise MasterKeyMismatch(
+                            f"The key store {keystore_path} holds no keys, but the main database has stored "
+                            "credentials: check STRATA_KEYSTORE_PATH (nothing was changed)."
+                        )
+                    nonce = os.urandom(12)
+                    sealed = AESGCM(master_key).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD)
+                    await tx.execute(
+                        "INSERT INTO kek_check (id, kek_id, nonce, sealed) VALUES (1, ?, ?, ?)",
+                        (kek_id_of(master_key), nonce, sealed),
+                    )
+                    if not existed:
+                        logger.info("Created a new key store at %s", keystore_path)
+                else:
+                    _verify_check(master_key, row["kek_id"], row["nonce"], row["sealed"], keystore_path)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, master_key)
+
+    @property
+    def kek_id(self) -> str:
+        return self._kek.id
+
+    async def seal(self, *, user_id: int, account_id: int, venue: str, credentials: Credentials) -> SealedCredential:
+        """Encrypt a key pair under a fresh data key, storing the wrapped data key in the key store."""
+        dek = AESGCM.generate_key(bit_length=256)
+        dek_id = secrets.token_hex(16)
+        payload = json.dumps({"k": credentials.api_key.reveal(), "s": credentials.secret.reveal()}).encode()
+        nonce = os.urandom(12)
+        ciphertext = AESGCM(dek).encrypt(nonce, payload, associated_data(user_id, account_id, venue))
+        del payload
+        wrap_nonce = os.urandom(12)
+        wrapped = AESGCM(self._kek.material).encrypt(wrap_nonce, dek, _dek_aad(dek_id))
+        await self._db.execute(
+            "INSERT INTO deks (id, kek_id, nonce, wrapped, created_at) VALUES (?, ?, ?, ?, ?)",
+            (dek_id, self._kek.id, wrap_nonce, wrapped, to_iso(utcnow())),
+        )
+        return SealedCredential(account_id=account_id, dek_id=dek_id, nonce=nonce, ciphertext=ciphertext)
+
+    async def unseal(self, sealed: SealedCredential, *, user_id: int, venue: str) -> Credentials:
+        """Decrypt a credential; any mismatch (tamper, swap, shredded key) raises CredentialUnreadable."""
+        dek = await self._unwrap(sealed.dek_id)
+        try:
+            payload = AESGCM(dek).decrypt(
+                sealed.nonce, sealed.ciphertext, associated_data(user_id, sealed.account_id, venue)
+            )
+        except InvalidTag:
+            raise CredentialUnreadable(
+                f"The stored credential of account {sealed.account_id} failed its integrity check."
+            ) from None
+        data = json.loads(payload)
+        return Credentials(data["k"], data["s"])
+
+    async def shred(self, dek_id: str) -> None:
+        """Delete a data key: its ciphertext can never be opened again, in any copy of the main database."""
+        await self._db.execute("DELETE FROM deks WHERE id = ?", (dek_id,))
+
+    async def dek_ids(self) -> set[str]:
+        rows = await self._db.fetchall("SELECT id FROM deks")
+        return {r["id"] for r in rows}
+
+    async def prune(self, keep: set[str]) -> int:
+        """Delete data keys no credential refers to (left by a crash between the two databases' commits)."""
+        orphans = await self.dek_ids() - keep
+        for dek_id in orphans:
+            await self.shred(dek_id)
+        return len(orphans)
+
+    async def rotate(self, new_master_key: bytes) -> int:
+        """Re-wrap every data key and the check value under a new master key, in one key-store transaction."""
+        new_id = kek_id_of(new_master_key)
+        async with self._db.transaction() as tx:
+            rows = await tx.fetchall("SELECT id, nonce, wrapped FROM deks")
+            for row in rows:
+                dek = self._unwrap_row(row["id"], row["nonce"], row["wrapped"])
+                nonce = os.urandom(12)
+                wrapped = AESGCM(new_master_key).encrypt(nonce, dek, _dek_aad(row["id"]))
+                await tx.execute(
+                    "UPDATE deks SET kek_id = ?, nonce = ?, wrapped = ? WHERE id = ?",
+                    (new_id, nonce, wrapped, row["id"]),
+                )
+            nonce = os.urandom(12)
+            sealed = AESGCM(new_master_key).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD)
+            await tx.execute(
+                "UPDATE kek_check SET kek_id = ?, nonce = ?, sealed = ? WHERE id = 1", (new_id, nonce, sealed)
+            )
+        self._kek = _Key(new_master_key, new_id)
+        return len(rows)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _unwrap(self, dek_id: str) -> bytes:
+        row = await self._db.fetchone("SELECT nonce, wrapped FROM deks WHERE id = ?", (dek_id,))
+        if row is None:
+            raise CredentialUnreadable("The data key of this credential is gone (the account was disconnected).")
+        return self._unwrap_row(dek_id, row["nonce"], row["wrapped"])
+
+    def _unwrap_row(self, dek_id: str, nonce: bytes, wrapped: bytes) -> bytes:
+        try:
+            return AESGCM(self._kek.material).decrypt(nonce, wrapped, _dek_aad(dek_id))
+        except InvalidTag:
+            raise CredentialUnreadable(f"The wrapped data key {dek_id} failed its integrity check.") from None
+
+    def __repr__(self) -> str:
+        return f"Vault(kek_id={self._kek.id})"
+
+
+def _dek_aad(dek_id: str) -> bytes:
+    return f"strata:dek:v1:{dek_id}".encode()
+
+
+def _verify_check(master_key: bytes, kek_id: str, nonce: bytes, sealed: bytes, path: Path) -> None:
+    try:
+        plain = AESGCM(master_key).decrypt(nonce, sealed, _CHECK_AAD)
+    except InvalidTag:
+        plain = b""
+    if plain != _CHECK_PLAINTEXT:
+        raise MasterKeyMismatch(
+            f"The master key (id {kek_id_of(master_key)}) does not open the key store {path} "
+            f"(it was sealed with key id {kek_id}). Set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE to the "
+            "right key; nothing was changed."
+        )
