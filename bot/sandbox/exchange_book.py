@@ -29,7 +29,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 Number = Decimal | int | str
@@ -52,6 +52,7 @@ ERROR_KINDS = frozenset(
         "order_not_open",  # cancel of a filled or already canceled order
         "reduce_only",  # a reduce-only order would increase the position
         "no_price",  # no price for the symbol yet: market orders cannot fill
+        "post_only",  # a post-only (maker) order would have filled at once as taker
     }
 )
 
@@ -99,10 +100,12 @@ def D(value: Number | float | None) -> Decimal:
 class BookError(Exception):
     """A refusal by the fake exchange; `kind` is venue-neutral, the venue app picks the wire error."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, field: str | None = None) -> None:
         super().__init__(f"{kind}: {message}")
         self.kind = kind
         self.message = message
+        #: For precision errors: "price" or "amount", so venues can name the filter that failed.
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class MarketSpec:
     maker_fee: Decimal = Decimal("0.001")
     taker_fee: Decimal = Decimal("0.001")
     max_amount: Decimal | None = None
+    #: Decimal places fees are rounded to (half up), as venues report commissions; None keeps them exact.
+    fee_decimals: int | None = None
     #: The venue's own record for this market (exchangeInfo symbol, AssetPairs entry) for the app to serve.
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -524,6 +529,7 @@ class ExchangeBook:
         client_order_id: str | None = None,
         *,
         reduce_only: bool = False,
+        post_only: bool = False,
         position_side: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Order:
@@ -531,7 +537,7 @@ class ExchangeBook:
 
         Raises `BookError` for: permission, unknown_symbol, bad_request, precision, min_amount,
         min_notional, insufficient_funds (spot), margin_insufficient (futures), duplicate_client_id,
-        reduce_only, no_price.
+        reduce_only, no_price, post_only (a post-only order that would take).
         """
         account = self._account(key)
         if not account.can_trade:
@@ -553,7 +559,9 @@ class ExchangeBook:
                 raise BookError("bad_request", "a limit order needs a price")
             limit_price = D(price)
             if limit_price <= 0 or limit_price % market.tick_size:
-                raise BookError("precision", f"price {limit_price} is not a multiple of {market.tick_size}")
+                raise BookError(
+                    "precision", f"price {limit_price} is not a multiple of {market.tick_size}", field="price"
+                )
         last = self._prices.get(symbol)
         if type == "market" and last is None:
             raise BookError("no_price", f"no price for {symbol}")
@@ -571,15 +579,17 @@ class ExchangeBook:
                 raise BookError("bad_request", "an amount is required")
             qty = D(amount)
             if qty <= 0 or qty % market.amount_step:
-                raise BookError("precision", f"amount {qty} is not a multiple of {market.amount_step}")
+                raise BookError("precision", f"amount {qty} is not a multiple of {market.amount_step}", field="amount")
         if qty < market.min_amount or qty <= 0:
             raise BookError("min_amount", f"amount {qty} is below the minimum {market.min_amount}")
         if market.max_amount is not None and qty > market.max_amount:
-            raise BookError("precision", f"amount {qty} is above the maximum {market.max_amount}")
+            raise BookError("precision", f"amount {qty} is above the maximum {market.max_amount}", field="amount")
 
         marketable = type == "market" or (
             last is not None and ((side == "buy" and limit_price >= last) or (side == "sell" and limit_price <= last))
         )
+        if post_only and marketable:
+            raise BookError("post_only", "order would immediately match and take")
         exec_price = last if marketable else limit_price
         notional = qty * exec_price
         if notional < market.min_cost and not reduce_only:
@@ -855,6 +865,8 @@ class ExchangeBook:
         account = self.keys[order.api_key]
         cost = amount * price
         fee = cost * (market.maker_fee if maker else market.taker_fee)
+        if market.fee_decimals is not None:
+            fee = fee.quantize(Decimal(1).scaleb(-market.fee_decimals), rounding=ROUND_HALF_UP)
         realized = Decimal(0)
         if self.futures:
             realized = self._apply_position(account, order, amount, price)
