@@ -1,0 +1,96 @@
+"""The half-finished key intake of `/connect`, kept in process memory only.
+
+The API key waits here (as a `Secret`) between the user's two messages. It never enters PTB's
+`user_data`, persistence, the database or logs, and is dropped on completion, `/cancel` and timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from bot.secret import Secret
+
+INTAKE_TIMEOUT_S = 300.0
+
+# A long run of key-alphabet characters with no spaces, or a PEM block: what an API key or secret looks like.
+_KEYISH = re.compile(r"^[A-Za-z0-9+/=_\-]{32,}$")
+_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def looks_like_key(text: str | None) -> bool:
+    """True when a message is probably an API key or secret (used to delete stray ones)."""
+    if not text:
+        return False
+    stripped = text.strip()
+    return bool(_PEM.search(stripped) or _KEYISH.match(stripped))
+
+
+class Step(Enum):
+    VENUE = "venue"
+    API_KEY = "api_key"
+    SECRET = "secret"  # noqa: S105 - a step name, not a password
+    CHECKING = "checking"
+
+
+@dataclass
+class Intake:
+    user_id: int
+    chat_id: int
+    step: Step = Step.VENUE
+    venue: str | None = None
+    api_key: Secret | None = None
+    menu_message_id: int | None = None
+    deadline: float = field(default_factory=lambda: time.monotonic() + INTAKE_TIMEOUT_S)
+    _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"Intake(user_id={self.user_id}, step={self.step.value}, venue={self.venue})"
+
+
+class IntakeBook:
+    """One pending intake per user, each expiring after `timeout` seconds of the flow's start."""
+
+    def __init__(
+        self, on_expire: Callable[[Intake], Awaitable[None]] | None = None, timeout: float = INTAKE_TIMEOUT_S
+    ) -> None:
+        self._pending: dict[int, Intake] = {}
+        self._on_expire = on_expire
+        self._timeout = timeout
+        self._tasks: set[asyncio.Task] = set()
+
+    def begin(self, user_id: int, chat_id: int) -> Intake:
+        self.clear(user_id)
+        intake = Intake(user_id=user_id, chat_id=chat_id, deadline=time.monotonic() + self._timeout)
+        loop = asyncio.get_running_loop()
+        intake._timer = loop.call_later(self._timeout, self._expire, user_id, intake)
+        self._pending[user_id] = intake
+        return intake
+
+    def get(self, user_id: int) -> Intake | None:
+        return self._pending.get(user_id)
+
+    def clear(self, user_id: int) -> Intake | None:
+        """Forget the user's intake (and the API key it held)."""
+        intake = self._pending.pop(user_id, None)
+        if intake is not None:
+            if intake._timer is not None:
+                intake._timer.cancel()
+            intake.api_key = None
+        return intake
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _expire(self, user_id: int, intake: Intake) -> None:
+        if self._pending.get(user_id) is not intake:
+            return
+        self.clear(user_id)
+        if self._on_expire is not None:
+            task = asyncio.get_running_loop().create_task(self._on_expire(intake))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
