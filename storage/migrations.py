@@ -110,6 +110,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_pending ON outbox(status, chat_id, id);
     """,
+    # 2: why an alert failed last (kept for undeliverable ones), and a quick way to a user's pending alerts.
+    """
+    ALTER TABLE outbox ADD COLUMN error TEXT;
+    CREATE INDEX outbox_by_user ON outbox(user_id, status);
+    """,
 ]
 
 

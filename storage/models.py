@@ -131,6 +131,9 @@ class Alert:
     silent: bool
     status: str
     attempts: int
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
+    error: str | None = None  # the last failure, kept on undeliverable alerts
 
 
 def dumps(value: dict[str, Any]) -> str:

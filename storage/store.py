@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.db import Database, connect
 from storage.migrations import migrate
+from storage.outbox import OutboxRepository
 from storage.users import UserRepository
 
 
@@ -16,12 +17,15 @@ class Store:
     db: Database
     users: UserRepository
     accounts: AccountRepository
+    outbox: OutboxRepository
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         db = await connect(path)
         await migrate(db)
-        return cls(db=db, users=UserRepository(db), accounts=AccountRepository(db))
+        return cls(
+            db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db)
+        )
 
     async def close(self) -> None:
         await self.db.close()

@@ -1,0 +1,128 @@
+"""The alert outbox: alerts written in the same transaction as the event they report, then sent by the notifier.
+
+An alert exists iff its event exists (the engine calls `enqueue` inside the transaction that records the fill or
+the pause). The notifier is the only writer of `status` afterwards: `pending` → `sent` once Telegram accepted
+the message, or `pending` → `undeliverable` when Telegram will never take it (user blocked the bot, chat gone,
+message refused as malformed). Nothing is ever deleted here, so an undeliverable alert stays visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from storage.db import Database, Transaction
+from storage.models import Alert, from_iso, to_iso, utcnow
+
+KINDS = frozenset({"fill", "pause", "error", "summary", "info"})
+PENDING, SENT, UNDELIVERABLE = "pending", "sent", "undeliverable"
+ERROR_MAX_CHARS = 500
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    """A pending alert as the notifier loads it, with whether its user is still reachable."""
+
+    alert: Alert
+    user_active: bool
+
+
+class OutboxRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def enqueue(
+        self, tx: Transaction, *, user_id: int, chat_id: int, kind: str, text: str, silent: bool = False
+    ) -> int:
+        """Queue an alert inside the caller's transaction, so it commits (or not) with the event it reports."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
+        if not text:
+            raise ValueError("an alert needs a text")
+        return await tx.execute(
+            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)",
+            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow())),
+        )
+
+    async def pending_after(self, after_id: int, limit: int = 1000) -> list[PendingAlert]:
+        """Pending alerts with an id above `after_id`, oldest first.
+
+        Ids grow in commit order (every write transaction is BEGIN IMMEDIATE, so writers are serialised), which
+        lets the notifier read only what is new with a cursor instead of rescanning the table.
+        """
+        rows = await self._db.fetchall(
+            "SELECT o.*, COALESCE(u.active, 1) AS user_active FROM outbox o "
+            "LEFT JOIN users u ON u.id = o.user_id "
+            "WHERE o.status = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?",
+            (after_id, limit),
+        )
+        return [PendingAlert(alert=_alert(row), user_active=bool(row["user_active"])) for row in rows]
+
+    async def mark_sent(self, alert_id: int) -> bool:
+        """Record that Telegram accepted the alert; False if it was not pending any more."""
+        async with self._db.transaction() as tx:
+            changed = await tx.rowcount(
+                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, error = NULL "
+                "WHERE id = ? AND status = 'pending'",
+                (to_iso(utcnow()), alert_id),
+            )
+        return changed == 1
+
+    async def record_failure(self, alert_id: int, error: str) -> None:
+        """Count a failed attempt that will be retried (network error, 5xx), keeping the last error."""
+        await self._db.execute(
+            "UPDATE outbox SET attempts = attempts + 1, error = ? WHERE id = ? AND status = 'pending'",
+            (_clip(error), alert_id),
+        )
+
+    async def mark_undeliverable(self, alert_id: int, error: str) -> bool:
+        """Give up on one alert Telegram refused for good (e.g. message too long); the chat carries on."""
+        async with self._db.transaction() as tx:
+            changed = await tx.rowcount(
+                "UPDATE outbox SET status = 'undeliverable', attempts = attempts + 1, error = ? "
+                "WHERE id = ? AND status = 'pending'",
+                (_clip(error), alert_id),
+            )
+        return changed == 1
+
+    async def mark_user_undeliverable(self, tx: Transaction, user_id: int, error: str) -> int:
+        """Give up on every pending alert of a user Telegram no longer delivers to; return how many."""
+        return await tx.rowcount(
+            "UPDATE outbox SET status = 'undeliverable', error = ? WHERE user_id = ? AND status = 'pending'",
+            (_clip(error), user_id),
+        )
+
+    async def get(self, alert_id: int) -> Alert | None:
+        row = await self._db.fetchone("SELECT * FROM outbox WHERE id = ?", (alert_id,))
+        return _alert(row) if row else None
+
+    async def list_for_chat(self, chat_id: int) -> list[Alert]:
+        rows = await self._db.fetchall("SELECT * FROM outbox WHERE chat_id = ? ORDER BY id", (chat_id,))
+        return [_alert(row) for row in rows]
+
+    async def counts(self) -> dict[str, int]:
+        """How many alerts are in each status (for /status-like reports, tests and benchmarks)."""
+        rows = await self._db.fetchall("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status")
+        counts = {PENDING: 0, SENT: 0, UNDELIVERABLE: 0}
+        counts.update({row["status"]: row["n"] for row in rows})
+        return counts
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= ERROR_MAX_CHARS else error[: ERROR_MAX_CHARS - 1] + "…"
+
+
+def _alert(row) -> Alert:
+    return Alert(
+        id=row["id"],
+        user_id=row["user_id"],
+        chat_id=row["chat_id"],
+        kind=row["kind"],
+        text=row["text"],
+        silent=bool(row["silent"]),
+        status=row["status"],
+        attempts=row["attempts"],
+        created_at=from_iso(row["created_at"]),
+        sent_at=from_iso(row["sent_at"]),
+        error=row["error"],
+    )
