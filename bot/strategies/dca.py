@@ -1,0 +1,136 @@
+"""DCA: buy a fixed quote amount at market every `every`, until the budget is used.
+
+Slots are `start + k*every`. Each run buys at most once, for the latest slot owed, and records that slot:
+a late, coalesced or missed run catches up exactly once (three missed slots → one buy, for the newest
+slot, tagged `dca:slot:<k>`), so the schedule never bunches buys after an outage. The first buy is slot 0,
+at once. The buy that leaves less than the market's minimum order is shrunk to what is left and is the last:
+the strategy then finishes and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bot.strategies.base import (
+    ZERO,
+    Budget,
+    Decision,
+    DesiredOrder,
+    Fill,
+    FillUpdate,
+    MarketSnapshot,
+    Params,
+    Strategy,
+    slot_index,
+)
+from bot.strategies.params import ParamError, ParamSpec, format_value
+
+
+@dataclass(frozen=True)
+class DcaState:
+    """When the schedule started, the last slot bought (-1: none yet), and whether it is done."""
+
+    start: datetime
+    last_slot: int = -1
+    buys: int = 0
+    finished: bool = False
+
+
+class Dca(Strategy):
+    name = "dca"
+    title = "DCA"
+    description = (
+        "Buys a fixed amount at market at a regular interval, the first buy at once, "
+        "until the budget is used."
+    )
+    param_specs = (
+        ParamSpec(
+            "every",
+            "duration",
+            "time between buys",
+            default=timedelta(days=1),
+            minimum=timedelta(minutes=1),
+            maximum=timedelta(weeks=52),
+        ),
+        ParamSpec(
+            "amount",
+            "decimal",
+            "quote currency spent per buy",
+            default=None,
+            default_text="budget/10",
+            minimum=ZERO,
+            strict_minimum=True,
+        ),
+    )
+
+    def check_allocation(self, symbol: str, budget: Decimal, params: Params) -> None:
+        amount = params.get("amount")
+        if amount is not None and amount > budget:
+            raise ParamError(
+                f"amount ({format_value('decimal', amount)}) is larger than the budget "
+                f"({format_value('decimal', budget)})"
+            )
+
+    def initial_state(self, params: Params, now: datetime) -> DcaState:
+        return DcaState(start=now)
+
+    def decide(self, snapshot: MarketSnapshot, state: DcaState, budget: Budget, params: Params) -> Decision:
+        if state.finished:
+            return Decision((), state, "finished: the budget is used", finished=True)
+        slot = slot_index(state.start, params["every"], snapshot.now)
+        if slot <= state.last_slot:
+            return Decision((), state, f"waiting: next buy at {self._slot_time(state, params, slot + 1)}")
+        per_buy: Decimal = params["amount"] or budget.total / 10
+        market = snapshot.markets.get(snapshot.symbol)
+        minimum = market.min_cost(snapshot.price) if market else ZERO
+        available = budget.spendable
+        if (available <= 0 or available < minimum) and budget.reserved > 0:
+            # An earlier buy still holds part of the budget: the slot stays owed until it settles.
+            return Decision((), state, "waiting: an earlier buy is still open")
+        if available <= 0 or available < minimum:
+            done = replace(state, last_slot=slot, finished=True)
+            return Decision((), done, "finished: what is left of the budget is below the market minimum", True)
+        cost = min(per_buy, available)
+        left_after = available - cost
+        last = left_after <= 0 or left_after < minimum
+        new_state = replace(state, last_slot=slot, buys=state.buys + 1, finished=last)
+        order = DesiredOrder(snapshot.symbol, "buy", "market", tag=f"dca:slot:{slot}", cost=cost)
+        status = "finished: last buy placed, the budget is used" if last else f"bought for slot {slot}"
+        return Decision((order,), new_state, status, finished=last)
+
+    def on_fill(self, state: DcaState, fill: Fill, params: Params) -> FillUpdate:
+        # DCA keeps no per-order state: the engine's ledger holds what was spent and bought.
+        return FillUpdate(state)
+
+    def next_run(self, state: DcaState, params: Params, now: datetime) -> datetime | None:
+        if state.finished:
+            return None
+        return self._slot_time(state, params, state.last_slot + 1)
+
+    @staticmethod
+    def _slot_time(state: DcaState, params: Params, slot: int) -> datetime:
+        every: timedelta = params["every"]
+        return state.start + max(slot, 0) * every
+
+    def dump_state(self, state: DcaState) -> dict[str, Any]:
+        return {
+            "start": state.start.isoformat(),
+            "last_slot": state.last_slot,
+            "buys": state.buys,
+            "finished": state.finished,
+        }
+
+    def load_state(self, data: Mapping[str, Any]) -> DcaState:
+        return DcaState(
+            start=datetime.fromisoformat(data["start"]),
+            last_slot=int(data["last_slot"]),
+            buys=int(data["buys"]),
+            finished=bool(data["finished"]),
+        )
+
+
+DCA = Dca()
