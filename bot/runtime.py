@@ -1,0 +1,106 @@
+"""Everything the handlers reach at run time, opened in order and closed in reverse.
+
+Opening order matters for safety: the master key must open the key store (and a key store must exist when
+the main database holds credentials) before anything else runs, so a wrong key stops start-up and changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.config import Settings
+from bot.master_key import load_master_key
+from bot.services.intake import IntakeBook
+from bot.vault import Vault
+from storage.files import ensure_private_dir
+from storage.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+async def open_vault(settings: Settings, store: Store) -> Vault:
+    """Open the key store with the configured master key, refusing a missing store when credentials exist."""
+    master_key = load_master_key(settings)
+    dek_ids = await store.accounts.all_dek_ids()
+    vault = await Vault.open(settings.keystore_path, master_key, expect_existing=bool(dek_ids))
+    pruned = await vault.prune(dek_ids)
+    if pruned:
+        logger.info("removed %d data key(s) left by an interrupted /connect", pruned)
+    return vault
+
+
+async def check_startup(settings: Settings) -> None:
+    """Open and close the databases and the vault once, so start-up errors surface before polling starts."""
+    ensure_private_dir(settings.data_dir)
+    store = await Store.open(settings.database_path)
+    try:
+        vault = await open_vault(settings, store)
+        await vault.close()
+    finally:
+        await store.close()
+
+
+class Runtime:
+    """The services bundle shared by all handlers (one per process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.intakes = IntakeBook(on_expire=self._intake_expired)
+        self.bot = None
+        self.store: Store | None = None
+        self.vault: Vault | None = None
+        self.gateway = None
+        self.accounts = None
+        self.strategies = None
+        self.engine = None
+        self.notifier = None
+
+    async def start(self, bot) -> None:
+        from bot.exchanges.gateway import Gateway
+        from bot.services.accounts import AccountService
+
+        self.bot = bot
+        ensure_private_dir(self.settings.data_dir)
+        self.store = await Store.open(self.settings.database_path)
+        self.vault = await open_vault(self.settings, self.store)
+        self.gateway = Gateway(self.settings)
+        self.accounts = AccountService(self.store, self.vault, self.gateway)
+        await self._start_engine(bot)
+
+    async def _start_engine(self, bot) -> None:
+        """Start the notifier and the trading engine when they are part of this build."""
+        try:
+            from bot.notifier import Notifier
+        except ImportError:  # pragma: no cover - during development only
+            Notifier = None
+        if Notifier is not None:
+            self.notifier = Notifier(self.store, bot)
+            await self.notifier.start()
+        try:
+            from bot.engine import build_engine
+        except ImportError:  # pragma: no cover - during development only
+            return
+        self.engine, self.strategies = await build_engine(self)
+        self.accounts.set_strategy_stopper(self.strategies.stop_account_strategies)
+
+    async def close(self) -> None:
+        for name in ("engine", "notifier"):
+            part = getattr(self, name)
+            if part is not None:
+                try:
+                    await part.stop()
+                except Exception:
+                    logger.exception("error while stopping the %s", name)
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.vault is not None:
+            await self.vault.close()
+        if self.store is not None:
+            await self.store.close()
+
+    async def _intake_expired(self, intake) -> None:
+        from handlers.connect import expired
+
+        if self.bot is not None:
+            await expired(intake, self.bot)

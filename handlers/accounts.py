@@ -1,0 +1,78 @@
+"""/accounts and /disconnect (pick an account, confirm, then its strategies stop and its key is shredded)."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import CallbackQueryHandler, CommandHandler
+
+from bot.services.errors import UserError
+from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, reply, runtime
+from handlers.render import accounts_text
+
+
+async def accounts(update: Update, context: Context) -> None:
+    views = await runtime(context).accounts.list_accounts(update.effective_user.id)
+    await reply(update, accounts_text(views))
+
+
+async def disconnect(update: Update, context: Context) -> None:
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    views = await rt.accounts.list_accounts(user_id, with_balances=False)
+    if not views:
+        await reply(update, "You have no connected accounts.")
+        return
+    if context.args:
+        label = context.args[0]
+        match = next((v for v in views if v.label == label), None)
+        if match is None:
+            await reply(update, f"No account labelled {esc(label)}. Yours: " + ", ".join(esc(v.label) for v in views))
+            return
+        await reply(update, _confirm_text(match.label), _confirm_keyboard(match.id))
+        return
+    rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views] + [[("Cancel", "disc:no")]]
+    await reply(update, "Which account do you want to disconnect?", keyboard(rows))
+
+
+def _confirm_text(label: str) -> str:
+    return (
+        f"Disconnect <b>{esc(label)}</b>? Its strategies stop, their open orders are cancelled, and its key is "
+        "destroyed (you can connect it again later)."
+    )
+
+
+def _confirm_keyboard(account_id: int):
+    return keyboard([[("Confirm disconnect", f"disc:yes:{account_id}"), ("Cancel", "disc:no")]])
+
+
+async def disconnect_button(update: Update, context: Context) -> None:
+    query = update.callback_query
+    await query.answer()
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    action = query.data.split(":")[1]
+    if action == "no":
+        await answer_and_edit(update, "Nothing was changed.")
+        return
+    account_id = callback_int(query.data, 2)
+    try:
+        if account_id is None:
+            raise UserError("That account is not (or no longer) connected.")
+        if action == "pick":
+            account = await rt.accounts.owned(user_id, account_id)
+            await answer_and_edit(update, _confirm_text(account.label), _confirm_keyboard(account.id))
+            return
+        await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
+        account = await rt.accounts.disconnect(user_id, account_id)
+    except UserError as exc:
+        await answer_and_edit(update, esc(exc.message))
+        return
+    await answer_and_edit(update, f"🗑 <b>{esc(account.label)}</b> is disconnected and its key destroyed.")
+
+
+def handlers() -> list[tuple[int, object]]:
+    return [
+        (0, CommandHandler("accounts", accounts)),
+        (0, CommandHandler("disconnect", disconnect)),
+        (0, CallbackQueryHandler(disconnect_button, pattern=r"^disc:")),
+    ]

@@ -1,0 +1,186 @@
+"""/connect: pick a venue, send the API key and the secret; every message of the intake is deleted at once.
+
+    /connect ──► [venue buttons] ──► API key message ──► secret message ──► checking ──► stored | refused
+        any step: /cancel or 5 minutes without finishing ──► nothing stored
+
+The state lives in `bot.services.intake` (process memory), never in `context.user_data`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from telegram import Update
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+from telegram.ext import ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
+
+from bot.redaction import register_secret
+from bot.secret import Credentials, Secret
+from bot.services.errors import UserError
+from bot.services.intake import Intake, IntakeBook, Step, looks_like_key
+from bot.venues import CONNECTABLE, KEY_GUIDES, venue_name
+from handlers.common import Context, answer_and_edit, esc, is_private, keyboard, reply, runtime
+from handlers.render import connected_text
+
+logger = logging.getLogger(__name__)
+
+NOT_DELETED = (
+    "⚠️ I could not delete your message. Delete it yourself now, and revoke that key on the exchange to be "
+    "safe. Nothing was stored; /connect to start again with a new key."
+)
+
+
+def venue_keyboard():
+    return keyboard([[(venue_name(v), f"connect:venue:{v}")] for v in CONNECTABLE] + [[("Cancel", "connect:cancel")]])
+
+
+async def connect(update: Update, context: Context) -> None:
+    if not is_private(update):
+        me = await context.bot.get_me()
+        await reply(
+            update,
+            "For your safety, keys are only accepted in a private chat. "
+            f"Open a private chat with me (@{esc(me.username)}) and send /connect there.",
+        )
+        return
+    intakes: IntakeBook = runtime(context).intakes
+    intake = intakes.begin(update.effective_user.id, update.effective_chat.id)
+    message = await update.effective_chat.send_message(
+        "Which exchange do you want to connect?\n"
+        "You will create an API key that can trade but <b>cannot withdraw</b>, then send me the key and the "
+        "secret. I delete those messages at once and store the key encrypted.",
+        reply_markup=venue_keyboard(),
+    )
+    intake.menu_message_id = message.message_id
+
+
+async def choose_venue(update: Update, context: Context) -> None:
+    query = update.callback_query
+    await query.answer()
+    rt = runtime(context)
+    intake = rt.intakes.get(update.effective_user.id)
+    venue = query.data.rsplit(":", 1)[-1]
+    if intake is None or intake.step is not Step.VENUE or venue not in CONNECTABLE:
+        await answer_and_edit(update, "This menu has expired. Send /connect to start again.")
+        return
+    if rt.settings.sandbox and venue == "kraken":
+        await answer_and_edit(
+            update, "Kraken has no testnet, and this bot runs in testnet mode (STRATA_SANDBOX=1). Pick Binance."
+        )
+        rt.intakes.clear(intake.user_id)
+        return
+    intake.venue = venue
+    intake.step = Step.API_KEY
+    key_name = "API key"
+    await answer_and_edit(
+        update,
+        f"<b>{venue_name(venue)}</b>\n{KEY_GUIDES[venue]}\n\n"
+        f"Now send the <b>{key_name}</b> as a message. I delete it at once. /cancel to stop.",
+    )
+
+
+async def cancel_button(update: Update, context: Context) -> None:
+    await update.callback_query.answer()
+    runtime(context).intakes.clear(update.effective_user.id)
+    await answer_and_edit(update, "Cancelled: nothing was stored.")
+
+
+class _InIntake(filters.MessageFilter):
+    """A private message from a user whose key intake is in progress (commands pass unless key-shaped)."""
+
+    def __init__(self, intakes: IntakeBook) -> None:
+        super().__init__(name="InIntake")
+        self._intakes = intakes
+
+    def filter(self, message) -> bool:
+        if message.chat.type != "private" or message.from_user is None:
+            return False
+        if self._intakes.get(message.from_user.id) is None:
+            return False
+        text = message.text or ""
+        return not text.startswith("/") or looks_like_key(text)
+
+
+async def intake_message(update: Update, context: Context) -> None:
+    """Delete the message first, whatever happens next; then advance the intake."""
+    message = update.effective_message
+    text = (message.text or "").strip()
+    if text:
+        register_secret(text)
+    rt = runtime(context)
+    intake: Intake | None = rt.intakes.get(update.effective_user.id)
+    try:
+        await message.delete()
+    except TelegramError:
+        rt.intakes.clear(update.effective_user.id)
+        await reply(update, NOT_DELETED)
+        raise ApplicationHandlerStop from None
+    if intake is not None:  # None: it expired while the delete was in flight
+        await _advance(update, context, intake, text)
+    raise ApplicationHandlerStop
+
+
+async def _advance(update: Update, context: Context, intake: Intake, text: str) -> None:
+    rt = runtime(context)
+    if intake.step is Step.VENUE:
+        await reply(update, "(Message deleted.) First pick an exchange with the buttons above, or /cancel.")
+        return
+    if intake.step is Step.CHECKING:
+        await reply(update, "(Message deleted.) I'm still checking your key, one moment.")
+        return
+    if not text:
+        await reply(update, "(Message deleted.) Please send the key as a plain text message, or /cancel.")
+        return
+    secret_name = "private key" if intake.venue == "kraken" else "secret key"
+    if intake.step is Step.API_KEY:
+        try:
+            rt.accounts.check_key_format(intake.venue, text)
+        except UserError as exc:
+            await reply(update, f"(Message deleted.) {exc.message}\nSend the API key again, or /cancel.")
+            return
+        intake.api_key = Secret(text)
+        intake.step = Step.SECRET
+        await reply(update, f"Got the API key (message deleted). Now send the <b>{secret_name}</b>.")
+        return
+    # Step.SECRET
+    api_key = intake.api_key
+    try:
+        rt.accounts.check_key_format(intake.venue, api_key.reveal(), text)
+    except UserError as exc:
+        await reply(update, f"(Message deleted.) {exc.message}\nSend the {secret_name} again, or /cancel.")
+        return
+    intake.step = Step.CHECKING
+    await reply(update, f"Got it (message deleted). Checking the key with {venue_name(intake.venue)}…")
+    await update.effective_chat.send_action(ChatAction.TYPING)
+    try:
+        connected = await rt.accounts.connect(
+            intake.user_id, intake.chat_id, intake.venue, Credentials(api_key, Secret(text))
+        )
+    except UserError as exc:
+        await reply(update, f"❌ {exc.message}\nNothing was stored. /connect to try again.")
+    except Exception:
+        logger.exception("connect failed for user %s", intake.user_id)
+        await reply(update, "❌ Something went wrong while checking the key. Nothing was stored; please try again.")
+    else:
+        await reply(update, connected_text(connected))
+    finally:
+        rt.intakes.clear(intake.user_id)
+
+
+async def expired(intake: Intake, bot) -> None:
+    try:
+        await bot.send_message(
+            intake.chat_id, "⌛ /connect timed out after 5 minutes: nothing was stored. Send /connect to start again."
+        )
+    except TelegramError:
+        logger.info("could not tell user %s that /connect timed out", intake.user_id)
+
+
+def handlers(intakes: IntakeBook) -> list[tuple[int, object]]:
+    return [
+        (-1, MessageHandler(_InIntake(intakes) & ~filters.UpdateType.EDITED, intake_message)),
+        (0, CommandHandler("connect", connect)),
+        (0, CallbackQueryHandler(choose_venue, pattern=r"^connect:venue:")),
+        (0, CallbackQueryHandler(cancel_button, pattern=r"^connect:cancel$")),
+    ]

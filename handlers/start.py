@@ -1,0 +1,62 @@
+"""/start and /help, and the command menu set at start-up."""
+
+from __future__ import annotations
+
+from telegram import BotCommand, Update
+from telegram.ext import CommandHandler
+
+from handlers.common import Context, reply, runtime
+
+COMMANDS: list[tuple[str, str]] = [
+    ("start", "Welcome and what to do first"),
+    ("help", "Every command in one line each"),
+    ("connect", "Connect an exchange account (private chat)"),
+    ("accounts", "Your accounts, status and balances"),
+    ("disconnect", "Remove an account and shred its key"),
+    ("allocate", "Give a strategy a budget"),
+    ("strategies", "The strategies and their parameters"),
+    ("status", "How your strategies are doing"),
+    ("pause", "Pause a strategy"),
+    ("resume", "Resume a paused strategy"),
+    ("stop", "Stop a strategy: keep or sell its holdings"),
+    ("panic", "Pause everything and cancel all open orders"),
+    ("settings", "Alerts and daily summary"),
+    ("cancel", "End the current guided step"),
+]
+
+WELCOME = (
+    "<b>Strata</b> runs trading strategies (DCA, grid, rebalance, trend) on <i>your own</i> exchange account, "
+    "24/7, and tells you about every fill.\n\n"
+    "🔒 Your keys can trade but never withdraw: keys that can withdraw are refused. "
+    "They are stored encrypted, and the messages that carry them are deleted at once.\n\n"
+    "Next step: /connect an exchange account, then /allocate a budget to a strategy. /help lists every command."
+)
+
+
+def help_text() -> str:
+    lines = ["<b>Commands</b>"] + [f"/{name} — {text}" for name, text in COMMANDS]
+    lines += [
+        "",
+        "One-line forms: <code>/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt; "
+        "[param=value …]</code>, e.g. <code>/allocate binance dca 100 BTC/USDT every=1d amount=10</code>.",
+    ]
+    return "\n".join(lines)
+
+
+async def start(update: Update, context: Context) -> None:
+    user, chat = update.effective_user, update.effective_chat
+    if user is not None and chat is not None and chat.type == "private":
+        await runtime(context).store.users.upsert(user.id, chat.id)
+    await reply(update, WELCOME)
+
+
+async def help_command(update: Update, context: Context) -> None:
+    await reply(update, help_text())
+
+
+async def set_commands(bot) -> None:
+    await bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+
+
+def handlers() -> list:
+    return [CommandHandler("start", start), CommandHandler("help", help_command)]
