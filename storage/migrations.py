@@ -115,6 +115,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN error TEXT;
     CREATE INDEX outbox_by_user ON outbox(user_id, status);
     """,
+    # 3: the engine's extras: a strategy's last /status line, fills' fee valued in quote (budget ledger) and a
+    #    grid round trip's profit, and indexes for the per-strategy queries of /status and fill polling.
+    """
+    ALTER TABLE strategies ADD COLUMN note TEXT;
+    ALTER TABLE fills ADD COLUMN fee_quote TEXT NOT NULL DEFAULT '0';
+    ALTER TABLE fills ADD COLUMN profit TEXT;
+    CREATE INDEX orders_by_strategy ON orders(strategy_id, status);
+    CREATE INDEX fills_by_strategy ON fills(strategy_id, id);
+    """,
 ]
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.db import Database, connect
 from storage.migrations import migrate
+from storage.orders import OrderRepository
 from storage.outbox import OutboxRepository
+from storage.strategies import StrategyRepository
 from storage.users import UserRepository
 
 
@@ -18,13 +20,16 @@ class Store:
     users: UserRepository
     accounts: AccountRepository
     outbox: OutboxRepository
+    strategies: StrategyRepository
+    orders: OrderRepository
 
     @classmethod
     async def open(cls, path: Path) -> Store:
         db = await connect(path)
         await migrate(db)
         return cls(
-            db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db)
+            db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
+            strategies=StrategyRepository(db), orders=OrderRepository(db),
         )
 
     async def close(self) -> None:
