@@ -790,8 +790,10 @@ class ExchangeBook:
         api_key: str | None,
         signature_valid: bool | None,
         params: dict[str, str] | None = None,
+        status: int | None = None,
     ) -> RequestRecord:
-        record = RequestRecord(method, path, api_key, signature_valid, self.now_ms(), dict(params or {}))
+        """Append what a venue app received (and answered) to `requests`."""
+        record = RequestRecord(method, path, api_key, signature_valid, self.now_ms(), dict(params or {}), status)
         self.requests.append(record)
         return record
 
