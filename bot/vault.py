@@ -94,6 +94,8 @@ class Vault:
         existed = keystore_path.exists() and keystore_path.stat().st_size > 0
         db = await connect(keystore_path)
         try:
+            # Zero deleted rows' pages, so a shredded or re-wrapped data key leaves no copy in the file.
+            await db.fetchone("PRAGMA secure_delete = ON")
             async with db.transaction() as tx:
                 for statement in _KEYSTORE_SCHEMA.split(";"):
                     await tx.execute(statement)
@@ -146,7 +148,7 @@ class Vault:
             payload = AESGCM(dek).decrypt(
                 sealed.nonce, sealed.ciphertext, associated_data(user_id, sealed.account_id, venue)
             )
-        except InvalidTag:
+        except (InvalidTag, ValueError, TypeError):  # ValueError/TypeError: a nonce or column mangled
             raise CredentialUnreadable(
                 f"The stored credential of account {sealed.account_id} failed its integrity check."
             ) from None
@@ -156,6 +158,7 @@ class Vault:
     async def shred(self, dek_id: str) -> None:
         """Delete a data key: its ciphertext can never be opened again, in any copy of the main database."""
         await self._db.execute("DELETE FROM deks WHERE id = ?", (dek_id,))
+        await self._flush()
 
     async def dek_ids(self) -> set[str]:
         rows = await self._db.fetchall("SELECT id FROM deks")
@@ -187,10 +190,15 @@ class Vault:
                 "UPDATE kek_check SET kek_id = ?, nonce = ?, sealed = ? WHERE id = 1", (new_id, nonce, sealed)
             )
         self._kek = _Key(new_master_key, new_id)
+        await self._flush()
         return len(rows)
 
     async def close(self) -> None:
         await self._db.close()
+
+    async def _flush(self) -> None:
+        """Checkpoint and empty the WAL: until then the main file (and old WAL frames) keep the old rows."""
+        await self._db.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _unwrap(self, dek_id: str) -> bytes:
         row = await self._db.fetchone("SELECT nonce, wrapped FROM deks WHERE id = ?", (dek_id,))
@@ -201,7 +209,7 @@ class Vault:
     def _unwrap_row(self, dek_id: str, nonce: bytes, wrapped: bytes) -> bytes:
         try:
             return AESGCM(self._kek.material).decrypt(nonce, wrapped, _dek_aad(dek_id))
-        except InvalidTag:
+        except (InvalidTag, ValueError, TypeError):
             raise CredentialUnreadable(f"The wrapped data key {dek_id} failed its integrity check.") from None
 
     def __repr__(self) -> str:
@@ -215,7 +223,7 @@ def _dek_aad(dek_id: str) -> bytes:
 def _verify_check(master_key: bytes, kek_id: str, nonce: bytes, sealed: bytes, path: Path) -> None:
     try:
         plain = AESGCM(master_key).decrypt(nonce, sealed, _CHECK_AAD)
-    except InvalidTag:
+    except (InvalidTag, ValueError, TypeError):
         plain = b""
     if plain != _CHECK_PLAINTEXT:
         raise MasterKeyMismatch(
