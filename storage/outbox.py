@@ -1,9 +1,9 @@
-"""The alert outbox: alerts written in the same transaction as the event they report, then sent by the notifier.
+"""The alert outbox: alerts written in the same transaction as the event they report, sent later.
 
-An alert exists iff its event exists (the engine calls `enqueue` inside the transaction that records the fill or
-the pause). The notifier is the only writer of `status` afterwards: `pending` → `sent` once Telegram accepted
-the message, or `pending` → `undeliverable` when Telegram will never take it (user blocked the bot, chat gone,
-message refused as malformed). Nothing is ever deleted here, so an undeliverable alert stays visible.
+An alert exists iff its event exists (the engine calls `enqueue` inside the transaction that records the fill
+or the pause). The notifier is the only writer of `status` afterwards: `pending` → `sent` once Telegram
+accepted the message, or `pending` → `undeliverable` when Telegram will never take it (user blocked the bot,
+chat gone, message refused as malformed). Nothing is deleted here, so an undeliverable alert stays visible.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class PendingAlert:
     """A pending alert as the notifier loads it, with whether its user is still reachable."""
 
     alert: Alert
-    user_active: bool
+    user_active: bool | None  # None: no users row for that user id
 
 
 class OutboxRepository:
@@ -33,7 +33,7 @@ class OutboxRepository:
     async def enqueue(
         self, tx: Transaction, *, user_id: int, chat_id: int, kind: str, text: str, silent: bool = False
     ) -> int:
-        """Queue an alert inside the caller's transaction, so it commits (or not) with the event it reports."""
+        """Queue an alert inside the caller's transaction: it commits (or not) with the event it reports."""
         if kind not in KINDS:
             raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
         if not text:
@@ -47,16 +47,16 @@ class OutboxRepository:
     async def pending_after(self, after_id: int, limit: int = 1000) -> list[PendingAlert]:
         """Pending alerts with an id above `after_id`, oldest first.
 
-        Ids grow in commit order (every write transaction is BEGIN IMMEDIATE, so writers are serialised), which
-        lets the notifier read only what is new with a cursor instead of rescanning the table.
+        Ids grow in commit order (every write transaction is BEGIN IMMEDIATE, so writers are serialised),
+        which lets the notifier read only what is new with a cursor instead of rescanning the table.
         """
         rows = await self._db.fetchall(
-            "SELECT o.*, COALESCE(u.active, 1) AS user_active FROM outbox o "
+            "SELECT o.*, u.active AS user_active FROM outbox o "
             "LEFT JOIN users u ON u.id = o.user_id "
             "WHERE o.status = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?",
             (after_id, limit),
         )
-        return [PendingAlert(alert=_alert(row), user_active=bool(row["user_active"])) for row in rows]
+        return [PendingAlert(alert=_alert(row), user_active=_flag(row["user_active"])) for row in rows]
 
     async def mark_sent(self, alert_id: int) -> bool:
         """Record that Telegram accepted the alert; False if it was not pending any more."""
@@ -106,6 +106,10 @@ class OutboxRepository:
         counts = {PENDING: 0, SENT: 0, UNDELIVERABLE: 0}
         counts.update({row["status"]: row["n"] for row in rows})
         return counts
+
+
+def _flag(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def _clip(error: str) -> str:
