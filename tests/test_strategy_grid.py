@@ -1,0 +1,226 @@
+"""Grid on real Kraken XBT/USDT 1-minute candles: ladder, re-arming one level up and back, profit, waiting."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
+from bot.strategies.grid import GRID, level_prices
+from tests.test_strategy_candles import ONE_MINUTE, kraken_1m
+
+SYMBOL = "BTC/USDT"
+# 104800, 105000, … 106400: the 12 hours of candles move between 104711 and 106536.
+PARAMS = GRID.parse_params({"low": "104800", "high": "106400", "levels": "9"})
+LEVELS = level_prices(PARAMS["low"], PARAMS["high"], PARAMS["levels"])
+MARKET = MarketInfo(SYMBOL, "BTC", "USDT", amount_min=Decimal("0.00001"), cost_min=Decimal(5))
+
+
+def snapshot(candle: Candle, price: Decimal | None = None) -> MarketSnapshot:
+    return MarketSnapshot(now=candle.ts + ONE_MINUTE, symbol=SYMBOL, price=candle.close if price is None else price,
+                          markets={SYMBOL: MARKET})
+
+
+@dataclass
+class Replay:
+    """A minimal engine: limit orders fill at their price when a later candle trades through it."""
+
+    total: Decimal
+    fee_rate: Decimal = Decimal(0)
+    fee_in_base: bool = False
+    state: object = None
+    open: dict[str, DesiredOrder] = field(default_factory=dict)
+    spent: Decimal = Decimal(0)  # net: buys + quote fees − sell proceeds
+    placed: list[DesiredOrder] = field(default_factory=list)
+    profits: list[Decimal] = field(default_factory=list)
+    fills: list[Fill] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def reserved(self) -> Decimal:
+        worst = (o.amount * o.price * (1 + self.fee_rate) for o in self.open.values() if o.side == "buy")
+        return sum(worst, Decimal(0))
+
+    def run(self, candles: tuple[Candle, ...]) -> Replay:
+        if self.state is None:
+            self.state = GRID.initial_state(PARAMS, candles[0].ts)
+        for candle in candles:
+            self._fill_crossed(candle)
+            budget = Budget(self.total, self.spent, self.reserved, fee_rate=self.fee_rate)
+            decision = GRID.decide(snapshot(candle), self.state, budget, PARAMS)
+            self.state = decision.state
+            self.statuses.append(decision.status)
+            for order in decision.orders:
+                assert order.tag not in {o.tag for o in self.placed}, "a tag was reused"
+                self.placed.append(order)
+                self.open[order.tag] = order
+            assert self.spent + self.reserved <= self.total
+        return self
+
+    def _fill_crossed(self, candle: Candle) -> None:
+        for tag, order in list(self.open.items()):
+            crossed = candle.low <= order.price if order.side == "buy" else candle.high >= order.price
+            if not crossed:
+                continue
+            value = order.amount * order.price
+            if order.side == "buy" and self.fee_in_base:
+                fee, currency = order.amount * self.fee_rate, "BTC"
+            else:
+                fee, currency = value * self.fee_rate, "USDT"
+            self.spent += (value if order.side == "buy" else -value) + (fee if currency == "USDT" else 0)
+            fill = Fill(tag, SYMBOL, order.side, order.amount, order.price, closed=True, fee=fee,
+                        fee_currency=currency)
+            self.fills.append(fill)
+            del self.open[tag]
+            update = GRID.on_fill(self.state, fill, PARAMS)
+            self.state = update.state
+            if update.profit is not None:
+                self.profits.append(update.profit)
+
+
+def test_ladder_buys_below_the_price_within_range_and_budget():
+    candle = kraken_1m()[0]  # close 106038.2
+    state = GRID.initial_state(PARAMS, candle.ts)
+    decision = GRID.decide(snapshot(candle), state, Budget(Decimal(700)), PARAMS)
+    prices = [o.price for o in decision.orders]
+    assert prices == list(LEVELS[:7])  # 104800 … 106000: every level below 106038.2
+    assert all(PARAMS["low"] <= p <= PARAMS["high"] and p < candle.close for p in prices)
+    assert all((o.side, o.type) == ("buy", "limit") for o in decision.orders)
+    assert [o.tag for o in decision.orders] == [f"grid:buy:{i}:0" for i in range(7)]
+    values = [o.amount * o.price for o in decision.orders]
+    assert sum(values) <= Decimal(700)
+    assert all(Decimal("99.99") < v <= 100 for v in values)  # the budget split evenly
+
+
+def test_the_top_level_never_gets_a_buy():
+    candle = kraken_1m()[0]
+    decision = GRID.decide(snapshot(candle, price=Decimal("106399")), GRID.initial_state(PARAMS, candle.ts),
+                           Budget(Decimal(800)), PARAMS)
+    assert max(o.price for o in decision.orders) == LEVELS[-2]
+
+
+def test_a_filled_buy_arms_a_sell_one_level_up_whose_fill_rearms_the_buy_with_profit():
+    candle = kraken_1m()[0]
+    budget = Budget(Decimal(700))
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), budget, PARAMS)
+    buy = next(o for o in ladder.orders if o.tag == "grid:buy:3:0")  # at 105400
+    state = GRID.on_fill(ladder.state, Fill(buy.tag, SYMBOL, "buy", buy.amount, buy.price), PARAMS).state
+    spent = buy.amount * buy.price
+    reserved = sum(o.amount * o.price for o in ladder.orders) - spent
+
+    armed = GRID.decide(snapshot(candle, Decimal(105450)), state, Budget(Decimal(700), spent, reserved), PARAMS)
+    [sell] = armed.orders
+    assert (sell.side, sell.type, sell.tag) == ("sell", "limit", "grid:sell:4:1")
+    assert sell.price == LEVELS[4] == Decimal(105600)
+    assert sell.amount == buy.amount
+
+    update = GRID.on_fill(armed.state, Fill(sell.tag, SYMBOL, "sell", sell.amount, sell.price), PARAMS)
+    assert update.profit == buy.amount * (LEVELS[4] - LEVELS[3])
+    assert "profit" in update.note
+    spent -= sell.amount * sell.price
+    rearmed = GRID.decide(snapshot(candle, Decimal(105650)), update.state,
+                          Budget(Decimal(700), spent, reserved), PARAMS)
+    [again] = rearmed.orders
+    assert (again.side, again.tag, again.price, again.amount) == ("buy", "grid:buy:3:2", LEVELS[3], buy.amount)
+    assert rearmed.state.round_trips == 1 and rearmed.state.profit == update.profit
+
+
+def test_a_buy_fee_paid_in_base_is_not_sold_and_is_counted_in_the_profit():
+    candle = kraken_1m()[0]
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)), PARAMS)
+    buy = ladder.orders[3]
+    fee = buy.amount / 1000
+    state = GRID.on_fill(ladder.state, Fill(buy.tag, SYMBOL, "buy", buy.amount, buy.price, fee=fee,
+                                            fee_currency="BTC"), PARAMS).state
+    [sell] = GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS).orders
+    assert sell.amount == buy.amount - fee
+    armed = GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS).state
+    update = GRID.on_fill(armed, Fill(sell.tag, SYMBOL, "sell", sell.amount, sell.price, fee=Decimal("0.1"),
+                                      fee_currency="USDT"), PARAMS)
+    assert update.profit == sell.amount * sell.price - Decimal("0.1") - buy.amount * buy.price
+
+
+def test_partial_fills_sell_what_was_bought_once_the_buy_closes():
+    candle = kraken_1m()[0]
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)), PARAMS)
+    buy = ladder.orders[2]
+    half = buy.amount / 2
+    state = GRID.on_fill(ladder.state, Fill(buy.tag, SYMBOL, "buy", half, buy.price, closed=False), PARAMS).state
+    assert GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS).orders == ()
+    state = GRID.on_fill(state, Fill(buy.tag, SYMBOL, "buy", Decimal(0), buy.price, closed=True), PARAMS).state
+    [sell] = GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS).orders
+    assert (sell.side, sell.amount, sell.price) == ("sell", half, LEVELS[3])
+
+
+def test_a_repeated_fill_report_is_folded_in_once():
+    candle = kraken_1m()[0]
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)), PARAMS)
+    buy = ladder.orders[0]
+    fill = Fill(buy.tag, SYMBOL, "buy", buy.amount, buy.price)
+    once = GRID.on_fill(ladder.state, fill, PARAMS).state
+    assert GRID.on_fill(once, fill, PARAMS).state == once
+
+
+@pytest.mark.parametrize("price", [Decimal("104700"), Decimal("106536")])
+def test_outside_the_range_it_waits_and_says_so(price):
+    candle = kraken_1m()[0]
+    decision = GRID.decide(snapshot(candle, price), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)),
+                           PARAMS)
+    assert decision.orders == ()
+    assert "outside the grid range 104800–106400" in decision.status
+    assert not decision.state.started
+
+
+def test_a_budget_too_small_per_level_stops_with_an_explanation():
+    candle = kraken_1m()[0]
+    decision = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(20)), PARAMS)
+    assert decision.orders == () and decision.finished
+    assert "below the market minimum" in decision.status
+
+
+def test_twelve_hours_of_real_candles_complete_round_trips_within_budget():
+    replay = Replay(total=Decimal(700)).run(kraken_1m())
+    assert len(replay.profits) >= 10
+    assert all(p > 0 for p in replay.profits)
+    assert replay.state.profit == sum(replay.profits)
+    assert replay.state.round_trips == len(replay.profits)
+    buys = [o for o in replay.placed if o.side == "buy"]
+    assert all(o.price in LEVELS[:-1] for o in buys)
+    assert all(o.price in LEVELS[1:] for o in replay.placed if o.side == "sell")
+    # Each sell sits exactly one level above the buy whose amount it sells.
+    for sell in (o for o in replay.placed if o.side == "sell"):
+        level = int(sell.tag.split(":")[2])
+        assert sell.price == LEVELS[level]
+
+
+def test_the_grid_waits_while_the_price_is_above_the_range():
+    candles = kraken_1m()
+    above = [i for i, c in enumerate(candles) if c.close > PARAMS["high"]]
+    replay = Replay(total=Decimal(700)).run(candles[above[0]: above[0] + 3])
+    assert replay.placed == []
+    assert all("outside the grid range" in s for s in replay.statuses)
+
+
+def test_state_survives_a_json_round_trip():
+    replay = Replay(total=Decimal(700)).run(kraken_1m()[:300])
+    assert GRID.load_state(json.loads(json.dumps(GRID.dump_state(replay.state)))) == replay.state
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.integers(min_value=0, max_value=700),
+    length=st.integers(min_value=1, max_value=300),
+    total=st.decimals(min_value=50, max_value=5000, places=2),
+    fee_rate=st.sampled_from(["0", "0.001", "0.0026"]),
+    fee_in_base=st.booleans(),
+)
+def test_open_buys_plus_net_spent_never_exceed_the_budget(start, length, total, fee_rate, fee_in_base):
+    """Over any window of real candles the ladder and its re-arms stay inside the budget (checked each run)."""
+    replay = Replay(total=total, fee_rate=Decimal(fee_rate), fee_in_base=fee_in_base)
+    replay.run(kraken_1m()[start: start + length])
+    assert replay.spent + replay.reserved <= total
