@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import ConfigError, load_settings
-from bot.redaction import configure_logging
+from bot.redaction import configure_logging, register_secret
 from bot.vault import VaultError
 
 logger = logging.getLogger("bot")
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run() -> int:
     settings = load_settings()
-    settings.require_token()
+    register_secret(settings.require_token())
     configure_logging(settings.log_level)
     from bot.app import build_application, preflight
 

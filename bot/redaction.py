@@ -38,7 +38,8 @@ _CLAMPED_LOGGERS = (
     "apscheduler.executors.default",
 )
 _PATTERNS = [
-    re.compile(r"\b\d{5,12}:[A-Za-z0-9_-]{30,}"),  # a Telegram bot token
+    # A Telegram bot token, also inside URLs (`/bot123:ABC…/getMe`, where `\b` would not match).
+    re.compile(r"(?<!\d)\d{5,12}:[A-Za-z0-9_-]{30,}"),
     re.compile(r"(?i)(signature=)[0-9a-f]{16,}"),
     re.compile(r"(?i)(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9]+"),
     re.compile(r"(?i)(API-(?:Key|Sign)['\"]?\s*[:=]\s*['\"]?)[A-Za-z0-9+/=]+"),
