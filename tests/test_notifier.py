@@ -63,6 +63,12 @@ def texts_in(fake: FakeTelegram, chat_id: int) -> list[str]:
     return [m.text for m in fake.sent if m.chat_id == chat_id and m.method == "sendMessage"]
 
 
+def attempt_times(fake: FakeTelegram, chat_id: int) -> list[float]:
+    """When sendMessage calls to the chat reached the fake, accepted or refused."""
+    refused = [r.time for r in fake.rejected if r.method == "sendMessage" and r.chat_id == chat_id]
+    return sorted(refused + [m.time for m in fake.sent if m.chat_id == chat_id])
+
+
 def send_attempts(fake: FakeTelegram, chat_id: int) -> int:
     refused = sum(1 for r in fake.rejected if r.method == "sendMessage" and r.chat_id == chat_id)
     return len(texts_in(fake, chat_id)) + refused
@@ -196,6 +202,10 @@ async def test_order_per_chat_holds_and_nothing_doubles_under_429s(
         assert texts_in(fake_telegram, user_id) == [f"fill {n} for {user_id}" for n in range(6)]
     assert fake_telegram.rejected_429 >= 3
     assert notifier.stats.rate_limited == fake_telegram.rejected_429  # every 429 was honoured, none lost
+    for refusal in (r for r in fake_telegram.rejected if r.status == 429):
+        retry_after = int(refusal.description.rsplit(" ", 1)[1])
+        next_try = min(t for t in attempt_times(fake_telegram, refusal.chat_id) if t > refusal.time)
+        assert next_try - refusal.time >= retry_after - 0.05  # waited as told before trying that chat again
     assert notifier.stats.transient_failures == 0  # a 429 is not a failure
 
 
