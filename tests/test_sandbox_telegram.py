@@ -10,7 +10,7 @@ import sys
 import aiohttp
 import pytest
 from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 from telegram.request import HTTPXRequest
 
@@ -292,6 +292,19 @@ async def test_group_commands_and_replies_use_the_group_chat(fake_telegram: Fake
         fake_telegram.user_sends(USER, "hi", chat_id=5, chat_type="group")
 
 
+async def test_restarted_fake_keeps_its_port_and_state(fake_telegram: FakeTelegram, bot) -> None:
+    fake_telegram.add_user(USER)
+    base_url = fake_telegram.base_url
+    await fake_telegram.stop()  # Telegram is down: the bot's calls fail at the network level
+    with pytest.raises(NetworkError):
+        await bot.send_message(USER, "lost")
+    await fake_telegram.start()
+
+    assert fake_telegram.base_url == base_url
+    await bot.send_message(USER, "back")
+    assert [m.text for m in fake_telegram.sent] == ["back"]
+
+
 async def test_wait_for_message_times_out_with_what_the_chat_holds(fake_telegram: FakeTelegram, bot) -> None:
     fake_telegram.add_user(USER)
     cursor = fake_telegram.cursor()
@@ -341,6 +354,8 @@ async def test_standalone_process_prints_ready_line_and_serves_control_routes() 
                 assert (await sent.json())["result"]["text"] == "hi"
             async with session.get(f"{root}/_sandbox/stats") as stats:
                 assert (await stats.json())["sent"] == 1
+            async with session.get(f"{root}/_sandbox/outbox", params={"after": "0"}) as outbox:
+                assert [(m["chat_id"], m["text"]) for m in (await outbox.json())["messages"]] == [(2, "hi")]
     finally:
         process.terminate()
         await process.wait()

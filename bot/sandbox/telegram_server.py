@@ -60,7 +60,8 @@ class FakeTelegram(TelegramWorld):
         return f"{self.url}/bot"
 
     async def start(self) -> Self:
-        """Listen on host:port (port 0 picks a free one)."""
+        """Listen on host:port (port 0 picks a free one; a restart after stop() reuses the same port)."""
+        self.reopen()
         app = web.Application(client_max_size=_MAX_UPLOAD_BYTES)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         add_control_routes(app, self)

@@ -402,9 +402,13 @@ class TelegramWorld:
         return copy.deepcopy(list(itertools.islice(self._updates, limit)))
 
     def close(self) -> None:
-        """Release every waiting long poll (server shutdown)."""
+        """Release every waiting long poll and answer new ones at once (server shutdown)."""
         self._closed = True
-        _wake(self._updates_changed)
+        self._updates_changed = _wake(self._updates_changed)
+
+    def reopen(self) -> None:
+        """Let long polls block again after a close (server restarted)."""
+        self._closed = False
 
     # ---- internals --------------------------------------------------------------------------------
 
