@@ -356,3 +356,40 @@ def test_kraken_markets_round_fees_to_the_pair_cost_decimals(book: ExchangeBook)
     order = book.place_order("trade-key", "ETH/USD", "buy", "market", amount="0.001")
     assert order.fee == Decimal("0.01200")  # 0.4 % of 3.00001 = 0.01200004, at XETHZUSD's 5 cost decimals
     assert order.fee.as_tuple().exponent == -5
+
+
+async def test_partially_filled_order_stays_open_then_cancels_with_its_fill(
+    ex: ccxt.kraken, book: ExchangeBook
+) -> None:
+    created = await ex.create_order("ETH/USD", "limit", "buy", 1, 2800, params={"clientOrderId": "part"})
+    book.fill_partially(book.open_orders("trade-key")[0].id, "0.4")
+
+    [resting] = await ex.fetch_open_orders()
+    assert (resting["status"], resting["filled"], resting["remaining"]) == ("open", 0.4, 0.6)
+    await ex.cancel_order(created["id"])
+    [canceled] = await ex.fetch_closed_orders(params={"clientOrderId": "part"})
+    assert (canceled["status"], canceled["filled"], canceled["average"]) == ("canceled", 0.4, 2800)
+    assert (await ex.fetch_balance())["total"]["ETH"] == 2.4
+
+
+async def test_client_order_id_in_use_by_an_open_order_is_refused(ex: ccxt.kraken) -> None:
+    await ex.create_order("ETH/USD", "limit", "buy", 0.1, 2000, params={"clientOrderId": "once"})
+    with pytest.raises(ccxt.ExchangeError, match="cl_ord_id"):
+        await ex.create_order("ETH/USD", "limit", "buy", 0.1, 2001, params={"clientOrderId": "once"})
+
+
+async def test_public_pairs_answer_by_id_altname_or_wsname_and_refuse_unknown(ex: ccxt.kraken) -> None:
+    for name in ("XXBTZUSD", "XBTUSD", "XBT/USD"):
+        response = await ex.public_get_assetpairs({"pair": name})
+        assert list(response["result"]) == ["XXBTZUSD"]
+    with pytest.raises(ccxt.ExchangeError, match="EQuery:Unknown asset pair"):
+        await ex.public_get_ticker({"pair": "NOPEUSD"})
+
+
+async def test_launcher_serves_kraken_to_a_client_pointed_by_origin(fake_exchanges, exchange_client) -> None:
+    book = fake_exchanges.books["kraken"]
+    book.add_key("launch-key", SECRET, balances={"USD": "100"})
+    client = exchange_client("kraken", "launch-key", SECRET)
+
+    assert (await client.fetch_balance())["total"]["USD"] == 100
+    assert (await client.fetch_ticker("BTC/USD"))["last"] == float(book.price("BTC/USD"))

@@ -168,7 +168,7 @@ def _signature_ok(secret_b64: str, path: str, nonce: str, body: bytes, sent: str
 # ---------------------------------------------------------------------------------------------- ids
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _ID_MOD = 32**16
-_ID_MUL = 0x9E3779B97F4A7C15B9  # odd (so invertible modulo 32**16) and ~0.62 × the modulus: ids look random
+_ID_MUL = 0x9E3779B97F4A7C15F39D  # odd (so invertible modulo 32**16) and ~0.62 × the modulus: ids look random
 _ID_INV = pow(_ID_MUL, -1, _ID_MOD)
 
 
@@ -225,7 +225,10 @@ class _Venue:
     def __init__(self, book: ExchangeBook) -> None:
         self.book = book
         self.assets = _assets()
-        self._asset_by_code = {_unified(aid, self.assets): aid for aid in self.assets}
+        # balances are keyed by ccxt's unified codes (BTC); Kraken's altnames (XBT) and ids (XXBT) work too
+        self._asset_by_code = {aid: aid for aid in self.assets}
+        self._asset_by_code.update({info["altname"]: aid for aid, info in self.assets.items()})
+        self._asset_by_code.update({_unified(aid, self.assets): aid for aid in self.assets})
         self.pairs: dict[str, dict[str, Any]] = {m.venue_symbol: m.raw for m in book.markets.values()}
         self._pair_names: dict[str, MarketSpec] = {}
         for m in book.markets.values():
@@ -687,9 +690,7 @@ def _priv_withdraw_methods(venue: _Venue, account: KeyAccount, params: dict[str,
     methods = _load("kraken_withdraw_methods.json")["result"]
     asset = params.get("asset")
     if asset:
-        aid = venue.asset_id(asset) if asset not in venue.assets else asset
-        aid = {info["altname"]: a for a, info in venue.assets.items()}.get(asset, aid)
-        methods = [m for m in methods if m["asset"] == aid]
+        methods = [m for m in methods if m["asset"] == venue.asset_id(asset)]
     return methods
 
 
