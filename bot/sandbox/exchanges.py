@@ -108,7 +108,7 @@ async def start_fake_exchanges(
     try:
         for index, (venue, book) in enumerate(books.items()):
             apps[venue] = make_app(venue, book, weight_limit=weight_limits.get(venue))
-            runner = web.AppRunner(apps[venue], access_log=None, shutdown_timeout=0.5)
+            runner = web.AppRunner(apps[venue], access_log=None, shutdown_timeout=0.1)
             await runner.setup()
             running._runners.append(runner)
             site = web.TCPSite(runner, host, 0 if port_base is None else port_base + index)
