@@ -24,6 +24,13 @@ def load_master_key(settings: Settings, *, create: bool = True) -> bytes:
         return read_key_file(path, f"the generated master key file {path}")
     if not create:
         raise ConfigError(f"No master key: set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE ({path} does not exist).")
+    keystore = settings.keystore_path
+    if keystore.exists() and keystore.stat().st_size > 0:
+        # A new key could never open an existing key store: stop with the real cause and create nothing.
+        raise ConfigError(
+            "No master key: set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE to the key of the existing key "
+            f"store {keystore} ({path} does not exist; nothing was changed)."
+        )
     ensure_private_dir(path.parent)
     key = os.urandom(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

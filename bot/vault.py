@@ -92,6 +92,8 @@ class Vault:
         """
         keystore_path = Path(keystore_path)
         existed = keystore_path.exists() and keystore_path.stat().st_size > 0
+        if expect_existing and not existed:  # refuse before creating a file at a wrong path
+            raise _no_keys(keystore_path)
         db = await connect(keystore_path)
         try:
             # Zero deleted rows' pages, so a shredded or re-wrapped data key leaves no copy in the file.
@@ -102,10 +104,7 @@ class Vault:
                 row = await tx.fetchone("SELECT kek_id, nonce, sealed FROM kek_check WHERE id = 1")
                 if row is None:
                     if expect_existing:
-                        raise MasterKeyMismatch(
-                            f"The key store {keystore_path} holds no keys, but the main database has stored "
-                            "credentials: check STRATA_KEYSTORE_PATH (nothing was changed)."
-                        )
+                        raise _no_keys(keystore_path)
                     nonce = os.urandom(12)
                     sealed = AESGCM(master_key).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD)
                     await tx.execute(
@@ -214,6 +213,13 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault(kek_id={self._kek.id})"
+
+
+def _no_keys(path: Path) -> MasterKeyMismatch:
+    return MasterKeyMismatch(
+        f"The key store {path} holds no keys, but the main database has stored credentials: "
+        "check STRATA_KEYSTORE_PATH (nothing was changed)."
+    )
 
 
 def _dek_aad(dek_id: str) -> bytes:

@@ -288,8 +288,11 @@ async def test_expecting_existing_keys_refuses_an_empty_key_store(keystore_path,
     with pytest.raises(MasterKeyMismatch, match="STRATA_KEYSTORE_PATH"):
         await Vault.open(keystore_path, master_key, expect_existing=True)
 
-    # Nothing was initialised: no check value sealed with this key, no tables.
-    assert _rows(keystore_path, "SELECT name FROM sqlite_master") == []
+    # Nothing was created or initialised: no file at a wrong path, no check value sealed with this key.
+    if existing_file:
+        assert keystore_path.read_bytes() == b""
+    else:
+        assert not keystore_path.exists()
 
 
 async def test_a_shredded_credential_is_unrecoverable_even_from_an_old_main_database_copy(
@@ -397,3 +400,18 @@ def test_without_create_a_missing_master_key_is_an_error_not_a_new_key(tmp_path)
     with pytest.raises(ConfigError, match="STRATA_MASTER_KEY"):
         load_master_key(settings, create=False)
     assert not (tmp_path / "data" / "master.key").exists()
+
+
+async def test_no_master_key_for_an_existing_key_store_is_an_error_and_no_key_is_generated(tmp_path):
+    data_dir = tmp_path / "data"
+    settings = load_settings({"STRATA_DATA_DIR": str(data_dir)}, dotenv=False)
+    created = await Vault.open(settings.keystore_path, os.urandom(32))
+    await created.close()
+    before = file_family(settings.keystore_path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_master_key(settings)
+
+    assert "STRATA_MASTER_KEY" in str(caught.value) and "STRATA_MASTER_KEY_FILE" in str(caught.value)
+    assert not (data_dir / "master.key").exists()
+    assert file_family(settings.keystore_path) == before
