@@ -186,3 +186,11 @@ def test_parameters_survive_storage_as_text(name, raw):
     stored = strategy.dump_params(params)
     assert all(isinstance(v, str) for v in stored.values())
     assert strategy.parse_params(stored) == params
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_each_strategy_example_parses(name):
+    strategy = STRATEGIES[name]
+    words = strategy.example.split()
+    assert words[:3] == ["/allocate", words[1], name]
+    strategy.parse_params(split_assignments(words[5:]))

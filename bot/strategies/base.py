@@ -230,9 +230,10 @@ class FillUpdate:
 class Strategy(ABC):
     """A named, pure strategy with declared parameters; one instance is shared by all allocations."""
 
-    name: str
-    title: str
-    description: str
+    name: str  # the command word: dca, grid, rebalance, trend
+    title: str  # the keyboard label: DCA, Grid, Rebalance, Trend
+    description: str  # one plain sentence for /strategies
+    example: str  # a one-line /allocate with typical parameters
     param_specs: tuple[ParamSpec, ...]
 
     def parse_params(self, raw: Mapping[str, str]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class Dca(Strategy):
         "Buys a fixed amount at market at a regular interval, the first buy at once, "
         "until the budget is used."
     )
+    example = "/allocate binance dca 100 BTC/USDT every=1d amount=10"
     param_specs = (
         ParamSpec(
             "every",

@@ -7,6 +7,9 @@ over the strategy's own holdings plus its unspent budget; when any listed asset 
 percentage points off target it trades all of them back. Sells go first and alone; the buys follow once the
 sells have ended, sized from the fresh budget, so buys are never funded by proceeds not yet received. A trade
 below the market's minimum is skipped, not an error. Tags: `rebalance:<slot>:<sell|buy>:<ASSET>`.
+
+Snapshot: `symbol` is the quote asset (its `price` is unused: pass 1), `prices` and `markets` hold each
+`<ASSET>/<QUOTE>` of `symbols(...)`, and `holdings` the assets this allocation bought (net of fees).
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ class Rebalance(Strategy):
         "Buys a basket at target weights, then trades it back to them whenever an asset's weight "
         "drifts more than the band."
     )
+    example = "/allocate binance rebalance 500 USDT weights=BTC:50,ETH:50 band=5 every=1h"
     param_specs = (
         ParamSpec("weights", "weights", "target percent per asset, summing to 100, e.g. BTC:50,ETH:50",
                   required=True),

@@ -67,6 +67,7 @@ class Trend(Strategy):
         "Follows the trend with two simple moving averages of closed candles: long while the fast one is "
         "above the slow one, otherwise flat (spot) or short (futures)."
     )
+    example = "/allocate binanceusdm trend 200 BTC/USDT timeframe=1h fast=9 slow=21"
     param_specs = (
         ParamSpec("timeframe", "timeframe", f"candle size: {', '.join(TIMEFRAMES)}", default="1h"),
         ParamSpec("fast", "int", "candles in the fast average", default=9, minimum=1, maximum=199),
