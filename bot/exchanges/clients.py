@@ -1,0 +1,357 @@
+"""A pool of ccxt async instances shared by every account of a venue, with credentials bound per call.
+
+A bare ccxt binance instance costs ~245 KB and its markets several MB, so the process keeps, per venue, one
+*master* instance (loads the markets once, serves public calls, never holds a key) and a small set of
+*slots* (N instances sharing the master's markets by reference through `set_markets_from_exchange`). A
+private call takes a slot's lock, writes the caller's key into the instance, runs, and wipes the key and
+ccxt's `last_request_*` copies of the signed request before releasing the lock: ccxt can await inside a
+call before it signs, and a key swapped on a shared instance during that await would sign another user's
+order. Several slots keep one slow call from serialising every account.
+
+Rate limiting: ccxt's own limiter is per instance (`enableRateLimit`), which is the wrong scope (Binance
+counts weight per IP, Kraken per key) and would make N slots spend N times the budget. It is switched off;
+instead each instance's `fetch2` — the single place every REST request passes, once per HTTP request, even
+for methods that make several — first waits on our shared `RateBudgets` with ccxt's own cost for that
+endpoint, and every response's headers are shown to the budget (`X-MBX-USED-WEIGHT-1M`).
+
+Kraken nonces are per key and must strictly increase: one key's private calls are serialised by a per-key
+lock, and the nonce comes from a per-key source shared by all slots instead of ccxt's per-instance counter.
+
+Configuration: `STRATA_EXCHANGE_URLS` moves the origin of every URL in `urls['api']` (path kept);
+`STRATA_SANDBOX=1` switches binance/binanceusdm to ccxt's testnet URLs (Kraken has no testnet: refused),
+except for a venue the URL override names, where the override wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import ccxt.async_support as ccxt_async
+
+from bot.exchanges.rate_budget import RateBudgets
+from bot.secret import Credentials
+
+#: Venues this layer talks to through ccxt (the paper venue is a separate adapter).
+CCXT_VENUES = ("binance", "binanceusdm", "kraken")
+
+#: Per-venue constructor options: only the market types we trade, no key-dependent calls in load_markets.
+VENUE_OPTIONS: Mapping[str, dict[str, Any]] = {
+    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False},
+    "binanceusdm": {"fetchCurrencies": False},
+    "kraken": {},
+}
+
+#: Venues where ccxt's testnet exists (`set_sandbox_mode(True)` works).
+SANDBOX_VENUES = frozenset({"binance", "binanceusdm"})
+
+DEFAULT_POOL_SIZE = 4
+DEFAULT_TIMEOUT_MS = 10_000
+
+
+class ExchangeSetupError(Exception):
+    """The pool cannot build a client for this venue as configured (unknown venue, Kraken in sandbox)."""
+
+
+def key_id(creds: Credentials) -> str:
+    """Return a short stable id for an API key, so per-key state never keeps the key text as a dict key."""
+    return hashlib.sha256(creds.api_key.reveal().encode()).hexdigest()[:16]
+
+
+def override_api_urls(urls: Any, origin: str) -> Any:
+    """Return `urls` (ccxt's `urls['api']`: a str or nested dicts of str) with every origin replaced.
+
+    The path, query and fragment of each URL are kept: `https://api.binance.com/api/v3` with origin
+    `http://127.0.0.1:9001` becomes `http://127.0.0.1:9001/api/v3`.
+    """
+    if isinstance(urls, str):
+        new = urlsplit(origin)
+        old = urlsplit(urls)
+        return urlunsplit((new.scheme, new.netloc, old.path, old.query, old.fragment))
+    if isinstance(urls, Mapping):
+        return {key: override_api_urls(value, origin) for key, value in urls.items()}
+    return urls
+
+
+class KeyNonces:
+    """A strictly increasing millisecond nonce per key, shared by every instance of a venue.
+
+    ccxt's `incrementing_nonce` keeps its last value per *instance*; with several instances signing for
+    one key, two calls in the same millisecond on different instances would reuse a nonce. This source
+    is per key, and `bump` moves a key's nonce forward after the venue said it was too low.
+    """
+
+    def __init__(self, clock_ms: Callable[[], int] | None = None) -> None:
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._last: dict[str, int] = {}
+
+    def next(self, kid: str) -> int:
+        value = max(self._clock_ms(), self._last.get(kid, 0) + 1)
+        self._last[kid] = value
+        return value
+
+    def bump(self, kid: str, ms: int = 1_000) -> None:
+        """Jump this key's nonce ahead (resync after `EAPI:Invalid nonce`)."""
+        self._last[kid] = max(self._last.get(kid, 0), self._clock_ms()) + ms
+
+
+def _pooled_class(base: type) -> type:
+    """Subclass a ccxt exchange so every request is budgeted and every response's headers are observed."""
+
+    class Pooled(base):  # type: ignore[misc, valid-type]
+        strata_budgets: RateBudgets | None = None
+        strata_key_id: str | None = None
+        strata_nonce: Callable[[], int] | None = None
+
+        async def fetch2(self, path, api="public", method="GET", params=None, config=None):
+            params = {} if params is None else params
+            config = {} if config is None else config
+            if self.strata_budgets is not None:
+                cost = self.calculate_rate_limiter_cost(api, method, path, params, config)
+                name = _api_name(api)
+                await self.strata_budgets.acquire(
+                    self.id, name, _api_url(self, name), cost, self.strata_key_id
+                )
+            return await super().fetch2(path, api, method, params, config)
+
+        def on_rest_response(self, code, reason, url, method, headers, body, request_headers, request_body):
+            if self.strata_budgets is not None and headers:
+                self.strata_budgets.observe(self.id, url, code, headers)
+            return super().on_rest_response(
+                code, reason, url, method, headers, body, request_headers, request_body
+            )
+
+        def nonce(self):
+            if self.strata_nonce is not None:
+                return self.strata_nonce()
+            return super().nonce()
+
+    Pooled.__name__ = Pooled.__qualname__ = f"Pooled_{base.__name__}"
+    return Pooled
+
+
+def _api_name(api: Any) -> str:
+    return str(api[0] if isinstance(api, list | tuple) and api else api)
+
+
+def _api_url(exchange: Any, name: str) -> str:
+    urls = exchange.urls.get("api")
+    url = urls.get(name) if isinstance(urls, dict) else urls
+    return url if isinstance(url, str) else ""
+
+
+@dataclass
+class _Slot:
+    exchange: Any
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _Venue:
+    master: Any
+    slots: list[_Slot] = field(default_factory=list)
+    markets_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    next_slot: Any = field(default_factory=itertools.count)
+
+
+class ClientPool:
+    """Shared ccxt instances per venue; the only place an API key is written into a ccxt instance."""
+
+    def __init__(
+        self,
+        exchange_urls: Mapping[str, str] | None = None,
+        *,
+        sandbox: bool = False,
+        size: int = DEFAULT_POOL_SIZE,
+        timeout_ms: int = DEFAULT_TIMEOUT_MS,
+        budgets: RateBudgets | None = None,
+        nonces: KeyNonces | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("pool size must be at least 1")
+        self._urls = dict(exchange_urls or {})
+        self._sandbox = sandbox
+        self._size = size
+        self._timeout_ms = timeout_ms
+        self.budgets = budgets if budgets is not None else RateBudgets()
+        self.nonces = nonces if nonces is not None else KeyNonces()
+        self._venues: dict[str, _Venue] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._key_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Any, **kwargs: Any) -> ClientPool:
+        """Build a pool from `bot.config.Settings` (`exchange_urls`, `sandbox`)."""
+        return cls(settings.exchange_urls, sandbox=settings.sandbox, **kwargs)
+
+    def is_testnet(self, venue: str) -> bool:
+        """Whether this venue runs on ccxt's testnet URLs (no `sapi`: the withdraw check cannot run)."""
+        return self._sandbox and venue in SANDBOX_VENUES and venue not in self._urls
+
+    def check_venue(self, venue: str) -> None:
+        """Raise `ExchangeSetupError` if this venue cannot be used with the current configuration."""
+        if venue not in CCXT_VENUES:
+            raise ExchangeSetupError(
+                f"unknown exchange venue {venue!r}; expected one of {', '.join(CCXT_VENUES)}"
+            )
+        if self._sandbox and venue not in SANDBOX_VENUES and venue not in self._urls:
+            raise ExchangeSetupError(
+                f"{venue} has no testnet: it cannot be used while STRATA_SANDBOX=1 "
+                f"(turn STRATA_SANDBOX off, or point STRATA_EXCHANGE_URLS at a test server for {venue})"
+            )
+
+    def new_exchange(self, venue: str) -> Any:
+        """Construct one configured instance (URLs, sandbox, options, shared session, our budget)."""
+        self.check_venue(venue)
+        if self._closed:
+            raise ExchangeSetupError("the exchange client pool is closed")
+        config: dict[str, Any] = {
+            "enableRateLimit": False,
+            "timeout": self._timeout_ms,
+            "options": {key: value for key, value in VENUE_OPTIONS[venue].items()},
+        }
+        if self._session is not None:
+            config["session"] = self._session
+        exchange = _pooled_class(getattr(ccxt_async, venue))(config)
+        exchange.timeout_on_exit = 0  # the pool waits once for the shared session, not per instance
+        if venue in self._urls:
+            exchange.urls["api"] = override_api_urls(exchange.urls["api"], self._urls[venue])
+        elif self._sandbox:
+            exchange.set_sandbox_mode(True)
+        exchange.strata_budgets = self.budgets
+        return exchange
+
+    def _ensure_session(self) -> None:
+        if self._session is None:
+            # One connection pool (and TLS context) for every instance of every venue.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, enable_cleanup_closed=True)
+            )
+
+    def _venue(self, venue: str) -> _Venue:
+        state = self._venues.get(venue)
+        if state is None:
+            self.check_venue(venue)
+            self._ensure_session()
+            state = _Venue(master=self.new_exchange(venue))
+            self._venues[venue] = state
+        return state
+
+    async def master(self, venue: str) -> Any:
+        """The venue's shared keyless instance, markets loaded; use it for public calls only."""
+        state = self._venue(venue)
+        await self._load_markets(state)
+        return state.master
+
+    async def load_markets(self, venue: str, *, reload: bool = False) -> dict[str, Any]:
+        """Load (or reload) the venue's markets once and share them with every slot."""
+        state = self._venue(venue)
+        await self._load_markets(state, reload=reload)
+        return state.master.markets
+
+    async def _load_markets(self, state: _Venue, *, reload: bool = False) -> None:
+        if state.master.markets and not reload:
+            return
+        async with state.markets_lock:
+            if state.master.markets and not reload:
+                return
+            await state.master.load_markets(reload)
+            for slot in state.slots:
+                slot.exchange.set_markets_from_exchange(state.master)
+
+    def _pick_slot(self, state: _Venue) -> _Slot:
+        for slot in state.slots:
+            if not slot.lock.locked():
+                return slot
+        if len(state.slots) < self._size:
+            exchange = self.new_exchange(state.master.id)
+            exchange.set_markets_from_exchange(state.master)
+            exchange.options["timeDifference"] = state.master.options.get("timeDifference", 0)
+            slot = _Slot(exchange)
+            state.slots.append(slot)
+            return slot
+        return state.slots[next(state.next_slot) % len(state.slots)]
+
+    @asynccontextmanager
+    async def bound(self, venue: str, creds: Credentials) -> AsyncIterator[Any]:
+        """Yield an instance signing with `creds` for the duration of the block, and only then."""
+        state = self._venue(venue)
+        await self._load_markets(state)
+        kid = key_id(creds)
+        async with AsyncExitStack() as stack:
+            if venue == "kraken":
+                await stack.enter_async_context(self._key_lock(venue, kid))
+            slot = self._pick_slot(state)
+            await stack.enter_async_context(slot.lock)
+            exchange = slot.exchange
+            exchange.apiKey = creds.api_key.reveal()
+            exchange.secret = creds.secret.reveal()
+            exchange.strata_key_id = kid
+            if venue == "kraken":
+                exchange.options["lastNonce"] = 0
+                exchange.strata_nonce = lambda: self.nonces.next(kid)
+            try:
+                yield exchange
+            finally:
+                _unbind(exchange)
+
+    def _key_lock(self, venue: str, kid: str) -> asyncio.Lock:
+        lock = self._key_locks.get((venue, kid))
+        if lock is None:
+            lock = asyncio.Lock()
+            self._key_locks[(venue, kid)] = lock
+        return lock
+
+    def instances(self, venue: str) -> list[Any]:
+        """Every live instance of a venue (master first); for time resync and for tests."""
+        state = self._venues.get(venue)
+        if state is None:
+            return []
+        return [state.master, *(slot.exchange for slot in state.slots)]
+
+    async def resync_time(self, venue: str) -> None:
+        """Re-measure the venue's clock offset (Binance -1021) and apply it to every instance."""
+        state = self._venue(venue)
+        if venue not in SANDBOX_VENUES:
+            return
+        offset = await state.master.load_time_difference()
+        for exchange in self.instances(venue):
+            exchange.options["timeDifference"] = offset
+
+    async def close(self) -> None:
+        """Close every instance and the shared HTTP session; the pool cannot be used afterwards."""
+        self._closed = True
+        instances = [exchange for venue in list(self._venues) for exchange in self.instances(venue)]
+        self._venues.clear()
+        await asyncio.gather(*(exchange.close() for exchange in instances), return_exceptions=True)
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+
+def _unbind(exchange: Any) -> None:
+    """Wipe the key and ccxt's copies of the last signed request and private response from an instance."""
+    exchange.apiKey = ""
+    exchange.secret = ""
+    exchange.strata_key_id = None
+    exchange.strata_nonce = None
+    exchange.last_request_headers = None
+    exchange.last_request_body = None
+    exchange.last_request_url = None
+    exchange.last_json_response = None
+    exchange.last_http_response = None
+    if "hasAlreadyAuthenticatedSuccessfully" in exchange.options:
+        # Binance turns a later -2015 into DDoSProtection once *any* key succeeded on this instance.
+        exchange.options["hasAlreadyAuthenticatedSuccessfully"] = False

@@ -1,0 +1,298 @@
+"""One shared request budget per (venue, origin host) for the whole process, whatever the number of accounts.
+
+Binance counts request *weight per IP* (6,000/min on spot, 2,400/min on USD-M futures), not per key: a
+thousand accounts polling through one process share one budget. Each request is charged before it is sent
+with ccxt's own cost for that endpoint (`exchange.api` definitions, converted to Binance weight), and the
+server's own count (`X-MBX-USED-WEIGHT-1M`, seen on every response) corrects ours upward. When the next
+request would pass a safety margin (90 % by default) of the limit, callers wait (asynchronously) for the next
+minute window. `used_per_minute()` and `headroom()` let the fill poller stretch its interval in time.
+
+Kraken (documented simplification): private calls use a per-key call counter with Kraken's published decay
+(the Starter tier: +1 per call — +2 for history endpoints, 0 for trading — max 15, −0.33/s), and public
+calls one small per-host token bucket (about 1 call/s with a burst). Kraken's separate per-pair trading
+rate counter is not modelled: the engine places few orders per pair.
+
+Binance `sapi` endpoints (key permissions) have their own, much larger, limits and are not charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+WEIGHT_HEADER = "x-mbx-used-weight-1m"
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """How a venue counts: the per-minute limit and ccxt cost units per unit of venue weight."""
+
+    limit_per_minute: int
+    weight_per_cost: float
+
+
+#: ccxt's binance cost table is scaled so 1,200 cost/min fills the limit it assumes: spot endpoints cost
+#: 0.2 per unit of weight (6,000/min), USD-M endpoints 1 per unit of weight (2,400/min on the venue).
+WEIGHT_RULES: Mapping[str, WeightRule] = {
+    "binance": WeightRule(limit_per_minute=6_000, weight_per_cost=5.0),
+    "binanceusdm": WeightRule(limit_per_minute=2_400, weight_per_cost=1.0),
+}
+
+#: ccxt's kraken private costs are 3 per counter point (Balance 3 → +1, TradesHistory 6 → +2).
+KRAKEN_COST_PER_POINT = 3.0
+
+
+class WeightBudget:
+    """Binance-style weight in calendar-minute windows, charged before sending, corrected by the server."""
+
+    def __init__(
+        self,
+        limit_per_minute: int,
+        *,
+        margin: float = 0.9,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not 0 < margin <= 1:
+            raise ValueError("margin must be in (0, 1]")
+        self.limit_per_minute = limit_per_minute
+        self.safe_limit = max(1, int(limit_per_minute * margin))
+        self._clock = clock
+        self._sleep = sleep
+        self._window = self._window_now()
+        self._used = 0
+        self._previous_used = 0
+        self._blocked_until = 0.0
+        self.waits = 0
+        self.requests = 0
+
+    def _window_now(self) -> int:
+        return int(self._clock() // 60)
+
+    def _roll(self) -> None:
+        window = self._window_now()
+        if window != self._window:
+            self._previous_used = self._used if window == self._window + 1 else 0
+            self._window = window
+            self._used = 0
+
+    async def acquire(self, weight: int) -> None:
+        """Charge `weight`, first waiting while it would pass the safety limit or the server asked to wait."""
+        while True:
+            self._roll()
+            now = self._clock()
+            if now < self._blocked_until:
+                self.waits += 1
+                await self._sleep(self._blocked_until - now)
+                continue
+            # A request heavier than the whole margin still goes out in an empty window.
+            if self._used + weight <= self.safe_limit or self._used == 0:
+                self._used += weight
+                self.requests += 1
+                return
+            self.waits += 1
+            await self._sleep(max(0.001, 60.0 - now % 60.0))
+
+    def observe_used(self, used: int) -> None:
+        """Take the server's count for the current minute when it is higher than ours."""
+        self._roll()
+        self._used = max(self._used, used)
+
+    def block_for(self, seconds: float) -> None:
+        """Hold every caller for `seconds` (a 429/418 with `Retry-After`)."""
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def used_per_minute(self) -> int:
+        """Weight being spent per minute: this minute so far, or the last full minute if that was more."""
+        self._roll()
+        return max(self._used, self._previous_used)
+
+    def headroom(self) -> int:
+        """Weight that can still be spent in the current minute without waiting."""
+        self._roll()
+        return max(0, self.safe_limit - self._used)
+
+
+class KeyCallCounter:
+    """Kraken's per-key call counter: each call adds points, points decay continuously, wait above the max."""
+
+    def __init__(
+        self,
+        max_points: float = 15.0,
+        decay_per_second: float = 0.33,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.max_points = max_points
+        self.decay_per_second = decay_per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._levels: dict[str, tuple[float, float]] = {}  # key id -> (level, at)
+        self.waits = 0
+
+    def level(self, kid: str) -> float:
+        level, at = self._levels.get(kid, (0.0, self._clock()))
+        return max(0.0, level - (self._clock() - at) * self.decay_per_second)
+
+    async def acquire(self, kid: str, points: float) -> None:
+        while True:
+            level = self.level(kid)
+            if points <= 0 or level + points <= self.max_points or level == 0:
+                self._levels[kid] = (level + max(points, 0.0), self._clock())
+                return
+            self.waits += 1
+            await self._sleep((level + points - self.max_points) / self.decay_per_second)
+
+    def forget_idle(self) -> None:
+        """Drop keys whose counter decayed to zero, so the table does not grow with every key ever seen."""
+        for kid in [k for k in self._levels if self.level(k) == 0]:
+            del self._levels[kid]
+
+
+class TokenBucket:
+    """A plain token bucket (Kraken public calls, per host)."""
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        burst: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.rate = rate_per_second
+        self.burst = burst
+        self._tokens = burst
+        self._at = clock()
+        self._clock = clock
+        self._sleep = sleep
+
+    async def acquire(self, tokens: float = 1.0) -> None:
+        while True:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= tokens:
+                self._tokens -= tokens
+                return
+            await self._sleep((tokens - self._tokens) / self.rate)
+
+
+def binance_weight(venue: str, cost: float) -> int:
+    """Convert a ccxt cost for a binance/binanceusdm endpoint into venue request weight (at least 1)."""
+    rule = WEIGHT_RULES[venue]
+    return max(1, math.ceil(cost * rule.weight_per_cost - 1e-9))
+
+
+class RateBudgets:
+    """The process-wide registry of budgets; every pooled ccxt instance charges and informs it."""
+
+    def __init__(
+        self,
+        *,
+        margin: float = 0.9,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        kraken_public_rate: float = 1.0,
+        kraken_public_burst: float = 15.0,
+    ) -> None:
+        self._margin = margin
+        self._clock = clock
+        self._sleep = sleep
+        self._weights: dict[tuple[str, str], WeightBudget] = {}
+        self._kraken_public: dict[str, TokenBucket] = {}
+        self._kraken_public_rate = kraken_public_rate
+        self._kraken_public_burst = kraken_public_burst
+        self._monotonic = monotonic
+        self.kraken_keys = KeyCallCounter(clock=monotonic, sleep=sleep)
+
+    def weight_budget(self, venue: str, host: str) -> WeightBudget:
+        """The weight budget of one (venue, origin host); created on first use."""
+        budget = self._weights.get((venue, host))
+        if budget is None:
+            rule = WEIGHT_RULES[venue]
+            budget = WeightBudget(
+                rule.limit_per_minute, margin=self._margin, clock=self._clock, sleep=self._sleep
+            )
+            self._weights[(venue, host)] = budget
+        return budget
+
+    def budgets(self) -> dict[tuple[str, str], WeightBudget]:
+        """Every weight budget in use, keyed by (venue, host)."""
+        return dict(self._weights)
+
+    def used_per_minute(self, venue: str) -> int:
+        """The highest per-minute weight being spent on any host of this venue (0 when unused)."""
+        return max((b.used_per_minute() for (v, _), b in self._weights.items() if v == venue), default=0)
+
+    def headroom(self, venue: str) -> int | None:
+        """The smallest remaining weight this minute on any host of this venue; None when not weight-based."""
+        if venue not in WEIGHT_RULES:
+            return None
+        values = [b.headroom() for (v, _), b in self._weights.items() if v == venue]
+        return min(values) if values else max(1, int(WEIGHT_RULES[venue].limit_per_minute * self._margin))
+
+    async def acquire(
+        self, venue: str, api_name: str, api_url: str, cost: float | None, kid: str | None = None
+    ) -> None:
+        """Wait until one request fits its budget, then charge it.
+
+        `api_name` is ccxt's api group ("public", "private", "sapi", "fapiPrivate"…), `api_url` its base URL,
+        `cost` ccxt's cost for the endpoint, `kid` the signing key's id for per-key venues.
+        """
+        cost = 1.0 if cost is None else float(cost)
+        parts = urlsplit(api_url)
+        if venue in WEIGHT_RULES:
+            if api_name.startswith("sapi"):
+                return
+            await self.weight_budget(venue, parts.netloc).acquire(binance_weight(venue, cost))
+        elif venue == "kraken":
+            if api_name == "private":
+                await self.kraken_keys.acquire(kid or "", cost / KRAKEN_COST_PER_POINT)
+                return
+            if api_name != "public":
+                return
+            bucket = self._kraken_public.get(parts.netloc)
+            if bucket is None:
+                bucket = TokenBucket(
+                    self._kraken_public_rate,
+                    self._kraken_public_burst,
+                    clock=self._monotonic,
+                    sleep=self._sleep,
+                )
+                self._kraken_public[parts.netloc] = bucket
+            await bucket.acquire()
+
+    def observe(self, venue: str, url: str, status: int | None, headers: Mapping[str, str]) -> None:
+        """Read the server's weight count (and any Retry-After on 418/429) from a response."""
+        if venue not in WEIGHT_RULES:
+            return
+        host = urlsplit(url).netloc
+        lowered = {str(k).lower(): v for k, v in headers.items()}
+        used = lowered.get(WEIGHT_HEADER)
+        budget = None
+        if used is not None:
+            try:
+                value = int(str(used).split(",")[0].strip())
+            except ValueError:
+                value = None
+            if value is not None:
+                budget = self.weight_budget(venue, host)
+                budget.observe_used(value)
+        if status in (418, 429):
+            retry_after = lowered.get("retry-after")
+            try:
+                seconds = float(retry_after) if retry_after is not None else 0.0
+            except ValueError:
+                seconds = 0.0
+            if seconds > 0:
+                (budget or self.weight_budget(venue, host)).block_for(min(seconds, 300.0))
