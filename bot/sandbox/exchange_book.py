@@ -77,6 +77,15 @@ _TIMEFRAME_MS = {
 }
 
 
+_MONDAY_OFFSET_MS = 4 * 86_400_000
+
+
+def period_start(timestamp_ms: int, step_ms: int) -> int:
+    """Open time of the candle holding `timestamp_ms`; weekly candles open on Monday 00:00 UTC like the venues'."""
+    offset = _MONDAY_OFFSET_MS if step_ms == _TIMEFRAME_MS["1w"] else 0
+    return timestamp_ms - (timestamp_ms - offset) % step_ms
+
+
 def timeframe_ms(timeframe: str) -> int:
     """Return the length of a ccxt-style timeframe ("1m" … "1w") in milliseconds."""
     try:
@@ -964,7 +973,7 @@ class ExchangeBook:
         shift = 0
         if feed.rebase:
             now = self.now_ms()
-            shift = (now - now % step) - rows[-1].timestamp_ms
+            shift = period_start(now, step) - rows[-1].timestamp_ms
         last = rows[-1]
         price = self._prices.get(symbol, last.close)
         live = Candle(
@@ -979,7 +988,7 @@ class ExchangeBook:
     def _aggregate(rows: list[Candle], step: int) -> list[Candle]:
         out: list[Candle] = []
         for row in rows:
-            start = row.timestamp_ms - row.timestamp_ms % step
+            start = period_start(row.timestamp_ms, step)
             if out and out[-1].timestamp_ms == start:
                 prev = out[-1]
                 out[-1] = Candle(
