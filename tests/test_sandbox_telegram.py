@@ -197,8 +197,34 @@ async def test_malformed_html_is_refused_like_telegram(fake_telegram: FakeTelegr
 
     with pytest.raises(BadRequest, match="Can't parse entities"):
         await bot.send_message(USER, "price <b>1 < 2</b>", parse_mode="HTML")
-    ok = await bot.send_message(USER, "price <b>1 &lt; 2</b>", parse_mode="HTML")
-    assert ok.text == "price <b>1 &lt; 2</b>" and fake_telegram.sent[-1].parse_mode == "HTML"
+    with pytest.raises(BadRequest, match=r'(?i)unsupported start tag "br"'):
+        await bot.send_message(USER, "line<br>line", parse_mode="HTML")
+    assert fake_telegram.sent == []
+
+
+async def test_html_is_rendered_into_text_and_entities_like_telegram(fake_telegram: FakeTelegram, bot) -> None:
+    fake_telegram.add_user(USER)
+    source = '<b>BTC</b> 1 &lt; 2 <a href="https://example.org/?a=1&amp;b=2">docs</a> 🚀 <i>done</i>'
+
+    message = await bot.send_message(USER, source, parse_mode="HTML")
+
+    assert message.text == "BTC 1 < 2 docs 🚀 done"
+    assert [(e.type, e.offset, e.length) for e in message.entities] == [
+        ("bold", 0, 3),
+        ("text_link", 10, 4),
+        ("italic", 18, 4),  # the rocket counts as two UTF-16 code units
+    ]
+    assert message.entities[1].url == "https://example.org/?a=1&b=2"
+    assert message.text_html == source.replace("&amp;", "&")
+    record = fake_telegram.sent[-1]
+    assert (record.text, record.plain_text, record.parse_mode) == (source, message.text, "HTML")
+    with pytest.raises(BadRequest, match="Message is not modified"):
+        await bot.edit_message_text(
+            '<b>BTC</b> 1 &lt; 2 <a href="https://example.org/?a=1&amp;b=2">docs</a> 🚀 <i>done</i>',
+            chat_id=USER,
+            message_id=message.message_id,
+            parse_mode="HTML",
+        )
 
 
 async def test_flood_limits_answer_429_with_retry_after_beyond_a_burst_of_three(

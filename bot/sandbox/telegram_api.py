@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.sandbox.telegram_html import html_parse_error, html_plain_text
+from bot.sandbox.telegram_html import HtmlError, render_html
 from bot.sandbox.telegram_world import JSON, ApiError, TelegramWorld
 
 Params = dict[str, Any]
@@ -147,30 +147,50 @@ def _admit(world: TelegramWorld, method: str, chat_id: int) -> None:
         raise ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
 
 
-def _text(params: Params, key: str, *, limit: int, empty: str, too_long: str) -> str | None:
+@dataclass(frozen=True, slots=True)
+class _Text:
+    source: str  # as the bot sent it
+    fields: JSON  # as the Message carries it: plain text and entities
+
+
+def _text(params: Params, key: str, *, limit: int, empty: str, too_long: str) -> _Text | None:
     """Validate a text/caption like Telegram: markup must parse, rendered text non-empty and within limit."""
-    text = params.get(key)
-    if text is None:
+    if params.get(key) is None:
         return None
-    text = str(text)
-    plain = text
+    source = str(params[key])
+    entities_key = "entities" if key == "text" else "caption_entities"
+    plain, entities = source, params.get(entities_key)
     if str(params.get("parse_mode") or "").upper() == "HTML":
-        reason = html_parse_error(text)
-        if reason is not None:
-            raise ApiError(400, f"Bad Request: can't parse entities: {reason}")
-        plain = html_plain_text(text)
+        try:
+            plain, entities = render_html(source)
+        except HtmlError as error:
+            raise ApiError(400, f"Bad Request: can't parse entities: {error}") from error
     if not plain.strip():
         raise ApiError(400, empty)
     if len(plain) > limit:
         raise ApiError(400, too_long)
-    return text
+    return _Text(source, {key: plain, entities_key: entities or None})
 
 
-def _message_text(params: Params) -> str:
+def _message_text(params: Params) -> _Text:
     text = _text(params, "text", limit=4096, empty=_EMPTY_TEXT, too_long="Bad Request: message is too long")
     if text is None:
         raise ApiError(400, _EMPTY_TEXT)
     return text
+
+
+def _caption(params: Params) -> _Text | None:
+    return _text(
+        params,
+        "caption",
+        limit=1024,
+        empty="Bad Request: message caption is empty",
+        too_long="Bad Request: message caption is too long",
+    )
+
+
+def _source(params: Params, key: str, text: _Text | None) -> JSON:
+    return {key: text.source if text else None, "parse_mode": params.get("parse_mode")}
 
 
 def _inline_keyboard(params: Params) -> JSON | None:
@@ -209,8 +229,10 @@ def _bot_message(world: TelegramWorld, params: Params, action: str) -> tuple[int
     return chat_id, message_id, stored
 
 
-def _content(params: Params, **fields: Any) -> JSON:
+def _content(params: Params, *texts: _Text | None, **fields: Any) -> JSON:
     keyboard = _inline_keyboard(params)
+    for text in texts:
+        fields.update(text.fields if text else {})
     content = {key: value for key, value in fields.items() if value is not None}
     if keyboard is not None:
         content["reply_markup"] = keyboard
@@ -276,9 +298,9 @@ def _delete_my_commands(world: TelegramWorld, params: Params) -> bool:
 def _send_message(world: TelegramWorld, params: Params) -> JSON:
     chat_id = _writable_chat(world, params)
     text = _message_text(params)
-    content = _content(params, text=text)
+    content = _content(params, text)
     _admit(world, "sendMessage", chat_id)
-    return world.post_bot_message("sendMessage", chat_id, content, params)
+    return world.post_bot_message("sendMessage", chat_id, content, params, _source(params, "text", text))
 
 
 def _send_photo(world: TelegramWorld, params: Params) -> JSON:
@@ -286,16 +308,10 @@ def _send_photo(world: TelegramWorld, params: Params) -> JSON:
     photo = params.get("photo")
     if not photo:
         raise ApiError(400, "Bad Request: there is no photo in the request")
-    caption = _text(
-        params,
-        "caption",
-        limit=1024,
-        empty="Bad Request: message caption is empty",
-        too_long="Bad Request: message caption is too long",
-    )
-    content = _content(params, photo=_photo_sizes(photo), caption=caption)
+    caption = _caption(params)
+    content = _content(params, caption, photo=_photo_sizes(photo))
     _admit(world, "sendPhoto", chat_id)
-    return world.post_bot_message("sendPhoto", chat_id, content, params)
+    return world.post_bot_message("sendPhoto", chat_id, content, params, _source(params, "caption", caption))
 
 
 def _photo_sizes(photo: UploadedFile | str) -> list[JSON]:
@@ -314,17 +330,22 @@ def _photo_sizes(photo: UploadedFile | str) -> list[JSON]:
     ]
 
 
+def _unchanged(stored: JSON, changes: JSON) -> bool:
+    """Telegram refuses an edit that changes nothing the user sees."""
+    return all(stored.get(key) == value for key, value in changes.items())
+
+
 def _edit_message_text(world: TelegramWorld, params: Params) -> JSON:
     chat_id, message_id, stored = _bot_message(world, params, "edit")
     text = _message_text(params)
     if "text" not in stored:
         raise ApiError(400, "Bad Request: there is no text in the message to edit")
-    keyboard = _inline_keyboard(params)
-    if stored.get("text") == text and stored.get("reply_markup") == keyboard:
+    changes = {**text.fields, "reply_markup": _inline_keyboard(params)}
+    if _unchanged(stored, changes):
         raise ApiError(400, _NOT_MODIFIED)
     _admit(world, "editMessageText", chat_id)
     return world.edit_bot_message(
-        "editMessageText", chat_id, message_id, {"text": text, "reply_markup": keyboard}, params
+        "editMessageText", chat_id, message_id, changes, params, _source(params, "text", text)
     )
 
 
@@ -332,29 +353,26 @@ def _edit_message_caption(world: TelegramWorld, params: Params) -> JSON:
     chat_id, message_id, stored = _bot_message(world, params, "edit")
     if "photo" not in stored:
         raise ApiError(400, "Bad Request: there is no caption in the message to edit")
-    caption = _text(
-        params,
-        "caption",
-        limit=1024,
-        empty="Bad Request: message caption is empty",
-        too_long="Bad Request: message caption is too long",
-    )
-    keyboard = _inline_keyboard(params)
-    if stored.get("caption") == caption and stored.get("reply_markup") == keyboard:
+    caption = _caption(params)
+    changes = {
+        **(caption.fields if caption else {"caption": None, "caption_entities": None}),
+        "reply_markup": _inline_keyboard(params),
+    }
+    if _unchanged(stored, changes):
         raise ApiError(400, _NOT_MODIFIED)
     _admit(world, "editMessageCaption", chat_id)
     return world.edit_bot_message(
-        "editMessageCaption", chat_id, message_id, {"caption": caption, "reply_markup": keyboard}, params
+        "editMessageCaption", chat_id, message_id, changes, params, _source(params, "caption", caption)
     )
 
 
 def _edit_message_reply_markup(world: TelegramWorld, params: Params) -> JSON:
     chat_id, message_id, stored = _bot_message(world, params, "edit")
-    keyboard = _inline_keyboard(params)
-    if stored.get("reply_markup") == keyboard:
+    changes = {"reply_markup": _inline_keyboard(params)}
+    if _unchanged(stored, changes):
         raise ApiError(400, _NOT_MODIFIED)
     _admit(world, "editMessageReplyMarkup", chat_id)
-    return world.edit_bot_message("editMessageReplyMarkup", chat_id, message_id, {"reply_markup": keyboard}, params)
+    return world.edit_bot_message("editMessageReplyMarkup", chat_id, message_id, changes, params, {})
 
 
 def _delete_message(world: TelegramWorld, params: Params) -> bool:

@@ -8,7 +8,11 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class BotMessage:
-    """A message as the bot left it after one sendMessage / sendPhoto / editMessage* call."""
+    """A message as the bot left it after one sendMessage / sendPhoto / editMessage* call.
+
+    `text` and `caption` are as the bot sent them (HTML markup included); `plain_text` is what the user
+    sees (text or caption with the markup rendered away).
+    """
 
     seq: int  # position in the fake's outbox; `cursor()` values compare against it
     method: str
@@ -20,6 +24,7 @@ class BotMessage:
     time: float  # wall clock (time.time()), comparable across processes
     parse_mode: str | None = None
     caption: str | None = None
+    plain_text: str | None = None
 
     @property
     def buttons(self) -> list[dict[str, Any]]:

@@ -76,6 +76,7 @@ class TelegramWorld:
         self._users: dict[int, JSON] = {}
         self._chats: dict[int, JSON] = {}
         self._messages: dict[tuple[int, int], JSON] = {}
+        self._sources: dict[tuple[int, int], dict[str, Any]] = {}  # bot messages' text/caption as sent
         self._next_message_id: dict[int, int] = {}
         self._updates: deque[JSON] = deque()
         self._update_ids = itertools.count(1)
@@ -324,14 +325,26 @@ class TelegramWorld:
     def note_rejection(self, method: str, chat_id: int | str | None, error: ApiError) -> None:
         self.rejected.append(Rejection(method, chat_id, error.status, error.description, time.time()))
 
-    def post_bot_message(self, method: str, chat_id: int, content: JSON, params: Mapping[str, Any]) -> JSON:
-        """Store a new bot message with `content` (text/photo/caption/reply_markup...), record it, return it."""
+    def post_bot_message(
+        self, method: str, chat_id: int, content: JSON, params: Mapping[str, Any], source: Mapping[str, Any]
+    ) -> JSON:
+        """Store a new bot message with `content` (as the Message carries it), record it, return it.
+
+        `source` holds the text or caption and parse_mode as the bot sent them, for the records.
+        """
         message = self._new_message(chat_id, self.bot_user, content)
+        self._sources[(chat_id, message["message_id"])] = dict(source)
         self._record(method, message, params, self.sent)
         return copy.deepcopy(message)
 
     def edit_bot_message(
-        self, method: str, chat_id: int, message_id: int, changes: JSON, params: Mapping[str, Any]
+        self,
+        method: str,
+        chat_id: int,
+        message_id: int,
+        changes: JSON,
+        params: Mapping[str, Any],
+        source: Mapping[str, Any],
     ) -> JSON:
         """Apply `changes` to a stored message (a None value removes the field), record it, return it."""
         message = self._messages[(chat_id, message_id)]
@@ -341,6 +354,7 @@ class TelegramWorld:
             else:
                 message[key] = value
         message["edit_date"] = int(time.time())
+        self._sources.setdefault((chat_id, message_id), {}).update(source)
         self._record(method, message, params, self.edited)
         return copy.deepcopy(message)
 
@@ -355,6 +369,7 @@ class TelegramWorld:
         """Remove a message; False if it does not exist."""
         if self._messages.pop((chat_id, message_id), None) is None:
             return False
+        self._sources.pop((chat_id, message_id), None)
         self.deleted.append(DeletedMessage(chat_id, message_id, time.time()))
         return True
 
@@ -426,17 +441,19 @@ class TelegramWorld:
         return message
 
     def _record(self, method: str, message: JSON, params: Mapping[str, Any], into: list[BotMessage]) -> None:
+        source = self._sources.get((message["chat"]["id"], message["message_id"]), {})
         record = BotMessage(
             seq=len(self.outbox),
             method=method,
             chat_id=message["chat"]["id"],
             message_id=message["message_id"],
-            text=message.get("text"),
+            text=source.get("text"),
             reply_markup=copy.deepcopy(params.get("reply_markup")),
             disable_notification=bool(params.get("disable_notification", False)),
             time=time.time(),
-            parse_mode=params.get("parse_mode"),
-            caption=message.get("caption"),
+            parse_mode=source.get("parse_mode"),
+            caption=source.get("caption"),
+            plain_text=message.get("text", message.get("caption")),
         )
         self.outbox.append(record)
         into.append(record)
