@@ -29,7 +29,8 @@ def snapshot(index: int, *, futures: bool, open_close: Decimal | None = None) ->
     """The market at the open of candle `index`: candles before it closed, candle `index` still open."""
     candles = kraken_1m()
     current = candles[index]
-    shown = candles[:index] + ((replace(current, close=open_close),) if open_close is not None else (current,))
+    window = candles[max(0, index - 50):index]  # what the engine fetches: enough for the slow average
+    shown = window + ((replace(current, close=open_close),) if open_close is not None else (current,))
     return MarketSnapshot(now=current.ts, symbol=SYMBOL, price=current.open, candles=shown,
                           markets={SYMBOL: MARKET}, futures=futures)
 
