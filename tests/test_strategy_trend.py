@@ -21,7 +21,7 @@ MARKET = MarketInfo(SYMBOL, "BTC", "USDT", amount_min=Decimal("0.001"), cost_min
 
 def reference_is_long(candles: tuple[Candle, ...]) -> bool:
     """An independent SMA crossover in exact fractions over the given (closed) candles."""
-    closes = [Fraction(str(c.close)) for c in candles]
+    closes = [Fraction(str(c.close)) for c in candles[-21:]]
     return sum(closes[-9:]) / 9 > sum(closes[-21:]) / 21
 
 
