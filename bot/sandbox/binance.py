@@ -15,6 +15,7 @@ the spot app serves `/api/v3/…` and the usdm app `/fapi/v1|v2|v3/…`; both se
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import json
@@ -112,13 +113,23 @@ def make_binance_book(kind: str = "spot", *, clock: Callable[[], int] | None = N
     book = ExchangeBook(
         "binanceusdm" if futures else "binance", binance_markets(info, futures=futures), futures=futures, clock=clock
     )
-    rows = load_json("binance_BTC_USDT-1d.json")
     suffix = ":USDT" if futures else ""
-    book.load_candles(f"BTC/USDT{suffix}", "1d", rows)
-    eth = book.market(f"ETH/USDT{suffix}")
-    eth_rows = [[r[0], *[(D(v) * ETH_PER_BTC_PRICE).quantize(eth.tick_size) for v in r[1:5]], r[5]] for r in rows]
-    book.load_candles(f"ETH/USDT{suffix}", "1d", eth_rows)
+    book.load_candles(f"BTC/USDT{suffix}", "1d", _btc_daily())
+    book.load_candles(f"ETH/USDT{suffix}", "1d", _eth_daily())
     return book
+
+
+@functools.cache
+def _btc_daily() -> tuple[tuple[Decimal, ...], ...]:
+    """The recorded BTC/USDT daily candles, parsed once per process (books are cheap to make in tests)."""
+    return tuple((Decimal(r[0]), *(D(v) for v in r[1:])) for r in load_json("binance_BTC_USDT-1d.json"))
+
+
+@functools.cache
+def _eth_daily() -> tuple[tuple[Decimal, ...], ...]:
+    """ETH/USDT prices derived from BTC/USDT (synthesized), on ETH's 0.01 tick; volumes unchanged."""
+    tick = Decimal("0.01")
+    return tuple((r[0], *((v * ETH_PER_BTC_PRICE).quantize(tick) for v in r[1:5]), r[5]) for r in _btc_daily())
 
 
 # ---------------------------------------------------------------------------------------------- weights
