@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -317,7 +318,10 @@ class ExchangeBook:
         self.default_leverage = default_leverage
         self.keys: dict[str, KeyAccount] = {}
         self._orders: dict[int, Order] = {}
+        self._orders_by_key: dict[str, list[Order]] = {}
+        self._open_by_symbol: dict[str, dict[int, Order]] = {}
         self._trades: list[Trade] = []
+        self._trades_by_key: dict[str, list[Trade]] = {}
         self._prices: dict[str, Decimal] = {}
         self._liquidity: dict[str, Decimal | None] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}
@@ -327,6 +331,10 @@ class ExchangeBook:
         #: How long a "timeout" fault hangs a request; set it above the client's timeout, small in tests.
         self.hang_seconds: float = 5.0
         self.requests: list[RequestRecord] = []
+        #: Keep every request in `requests` (tests); a long benchmark turns this off and reads the counts.
+        self.log_requests = True
+        #: Requests per (method, path), kept even when `log_requests` is off.
+        self.request_counts: Counter[tuple[str, str]] = Counter()
 
     # ------------------------------------------------------------------ time, keys
     def now_ms(self) -> int:
@@ -556,8 +564,8 @@ class ExchangeBook:
         if side not in ("buy", "sell") or type not in ("market", "limit"):
             raise BookError("bad_request", f"unsupported order {side} {type}")
         if client_order_id is not None and any(
-            o.client_order_id == client_order_id and o.api_key == account.api_key and o.status == "open"
-            for o in self._orders.values()
+            o.client_order_id == client_order_id and o.status == "open"
+            for o in self._orders_by_key.get(account.api_key, ())
         ):
             raise BookError("duplicate_client_id", f"client order id {client_order_id} is in use")
         position_side = self._position_side(account, side, position_side)
@@ -628,6 +636,8 @@ class ExchangeBook:
             self._reserve_spot(account, market, order, exec_price, fee_rate)
         self._next_order_id += 1
         self._orders[order.id] = order
+        self._orders_by_key.setdefault(account.api_key, []).append(order)
+        self._open_by_symbol.setdefault(symbol, {})[order.id] = order
         if marketable:
             self._fill(order, qty, exec_price, maker=False, market=market)
         return order
@@ -646,6 +656,7 @@ class ExchangeBook:
         account = self.keys[order.api_key]
         self._release(account, order)
         order.status = "canceled"
+        self._open_by_symbol[order.symbol].pop(order.id, None)
         order.updated_ms = self.now_ms()
         return order
 
@@ -658,7 +669,7 @@ class ExchangeBook:
     ) -> Order:
         """One of the key's orders by id or by client order id (the latest with that id)."""
         account = self._account(key)
-        candidates = [o for o in self._orders.values() if o.api_key == account.api_key]
+        candidates = self._orders_by_key.get(account.api_key, [])
         if symbol is not None:
             candidates = [o for o in candidates if o.symbol == symbol]
         if order_id is not None:
@@ -682,8 +693,8 @@ class ExchangeBook:
         account = self._account(key)
         return [
             o
-            for o in self._orders.values()
-            if o.api_key == account.api_key and o.status == "open" and (symbol is None or o.symbol == symbol)
+            for o in self._orders_by_key.get(account.api_key, ())
+            if o.status == "open" and (symbol is None or o.symbol == symbol)
         ]
 
     def closed_orders(self, key: KeyAccount | str, symbol: str | None = None) -> list[Order]:
@@ -691,25 +702,21 @@ class ExchangeBook:
         account = self._account(key)
         return [
             o
-            for o in self._orders.values()
-            if o.api_key == account.api_key and o.status != "open" and (symbol is None or o.symbol == symbol)
+            for o in self._orders_by_key.get(account.api_key, ())
+            if o.status != "open" and (symbol is None or o.symbol == symbol)
         ]
 
     def all_orders(self, key: KeyAccount | str, symbol: str | None = None) -> list[Order]:
         account = self._account(key)
-        return [
-            o for o in self._orders.values() if o.api_key == account.api_key and (symbol is None or o.symbol == symbol)
-        ]
+        return [o for o in self._orders_by_key.get(account.api_key, ()) if symbol is None or o.symbol == symbol]
 
     def trades(self, key: KeyAccount | str, symbol: str | None = None, since: int | None = None) -> list[Trade]:
         """The key's fills, oldest first."""
         account = self._account(key)
         return [
             t
-            for t in self._trades
-            if t.api_key == account.api_key
-            and (symbol is None or t.symbol == symbol)
-            and (since is None or t.time_ms >= since)
+            for t in self._trades_by_key.get(account.api_key, ())
+            if (symbol is None or t.symbol == symbol) and (since is None or t.time_ms >= since)
         ]
 
     # ------------------------------------------------------------------ futures settings
@@ -803,7 +810,9 @@ class ExchangeBook:
     ) -> RequestRecord:
         """Append what a venue app received (and answered) to `requests`."""
         record = RequestRecord(method, path, api_key, signature_valid, self.now_ms(), dict(params or {}), status)
-        self.requests.append(record)
+        self.request_counts[(method, path)] += 1
+        if self.log_requests:
+            self.requests.append(record)
         return record
 
     # ------------------------------------------------------------------ internals
@@ -817,7 +826,7 @@ class ExchangeBook:
         return price
 
     def _open_for(self, symbol: str) -> list[Order]:
-        return [o for o in self._orders.values() if o.symbol == symbol and o.status == "open"]
+        return list(self._open_by_symbol.get(symbol, {}).values())
 
     def _position_side(self, account: KeyAccount, side: str, asked: str | None) -> str:
         if not self.futures:
@@ -906,12 +915,14 @@ class ExchangeBook:
         )
         self._next_trade_id += 1
         self._trades.append(trade)
+        self._trades_by_key.setdefault(order.api_key, []).append(trade)
         order.filled += amount
         order.cost += cost
         order.fee += fee
         order.updated_ms = now
         if order.remaining <= 0:
             order.status = "closed"
+            self._open_by_symbol[order.symbol].pop(order.id, None)
             self._release(account, order)
         return trade
 
