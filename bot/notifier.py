@@ -54,6 +54,7 @@ from storage.store import Store
 log = logging.getLogger(__name__)
 
 WINDOW_MARGIN_S = 0.005  # slack on top of the global window for clock rounding
+SPACING_TOLERANCE = 2  # starts may run this many spacings ahead, to catch up on timer lateness
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
 GLOBAL_FLOOD_WINDOW_S = 1.0  # 429s on two chats this close together mean the overall limit was hit
@@ -95,6 +96,8 @@ class Notifier:
         self._per_chat_interval = per_chat_interval
         self._global_slots = max(1, round(global_rate))
         self._global_window = self._global_slots / global_rate + WINDOW_MARGIN_S
+        self._spacing = 1.0 / global_rate
+        self._theoretical_start = 0.0  # GCRA: starts are spread 1/global_rate apart, small catch-up allowed
         self._poll_interval = poll_interval
         self._retry_backoff = retry_backoff
         self._clock = clock
@@ -195,6 +198,8 @@ class Notifier:
                 break
         for user_id, reason in unreachable.items():
             await self._settle_user(user_id, reason, deactivate=False)
+        now = self._clock()
+        self._ready_at = {c: at for c, at in self._ready_at.items() if at > now or c in self._queues}
 
     def _dispatch(self, now: float) -> float:
         """Start every send allowed now; return how long until the next one may be (inf: wait for a nudge)."""
@@ -202,6 +207,9 @@ class Notifier:
             return math.inf
         if now < self._paused_until:
             return self._paused_until - now
+        free_at = self._global_free_at(now)
+        if free_at > now:  # no send can start before then, whichever chat is ready: skip the scan
+            return free_at - now
         next_at = math.inf
         ready: list[tuple[int, int]] = []
         for chat_id, queue in self._queues.items():
@@ -222,19 +230,27 @@ class Notifier:
         return next_at - now
 
     def _global_free_at(self, now: float) -> float:
-        """When a request may start without exceeding `global_rate` in any window Telegram counts."""
+        """When a request may start without exceeding `global_rate` in any window Telegram counts.
+
+        Two rules: (1) a request holds one of `global_rate` slots from its start until one window after its
+        answer, which is safe whatever the network jitter; (2) starts are spread evenly (`1/global_rate`
+        apart, with a tolerance of two spacings for timer lateness), so requests do not queue behind each
+        other in bursts: queueing would lengthen rule 1's hold and cost throughput.
+        """
         while self._finished and self._finished[0] <= now - self._global_window:
             self._finished.popleft()
+        spread_at = self._theoretical_start - SPACING_TOLERANCE * self._spacing
         if self._in_flight + len(self._finished) < self._global_slots:
-            return now
+            return max(now, spread_at)
         if self._finished:
-            return self._finished[0] + self._global_window
+            return max(self._finished[0] + self._global_window, spread_at)
         return math.inf  # every slot is in flight: a completion will nudge us
 
     def _start_send(self, alert: Alert, now: float) -> None:
         self._busy.add(alert.chat_id)
         self._in_flight += 1
         self._ready_at[alert.chat_id] = now + self._per_chat_interval
+        self._theoretical_start = max(self._theoretical_start, now) + self._spacing
         task = asyncio.create_task(self._send(alert), name=f"notifier-send-{alert.id}")
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
