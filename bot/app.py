@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from telegram import Update
+from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
 from telegram.ext import Application, ApplicationBuilder, Defaults
 
@@ -31,7 +31,7 @@ def build_application(settings: Settings, *, runtime: Runtime | None = None) -> 
         ApplicationBuilder()
         .token(token)
         .base_url(settings.telegram_api_url)
-        .defaults(Defaults(parse_mode=ParseMode.HTML, disable_web_page_preview=True))
+        .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
         .concurrent_updates(True)

@@ -36,6 +36,7 @@ _CLAMPED_LOGGERS = (
     "aiohttp.access",
     "aiohttp.client",
     "apscheduler.executors.default",
+    "aiosqlite",
 )
 _PATTERNS = [
     # A Telegram bot token, also inside URLs (`/bot123:ABC…/getMe`, where `\b` would not match).

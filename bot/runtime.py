@@ -57,14 +57,14 @@ class Runtime:
         self.notifier = None
 
     async def start(self, bot) -> None:
-        from bot.exchanges.gateway import Gateway
+        from bot.exchanges.gateway import ExchangeGateway
         from bot.services.accounts import AccountService
 
         self.bot = bot
         ensure_private_dir(self.settings.data_dir)
         self.store = await Store.open(self.settings.database_path)
         self.vault = await open_vault(self.settings, self.store)
-        self.gateway = Gateway(self.settings)
+        self.gateway = ExchangeGateway.from_settings(self.settings)
         self.accounts = AccountService(self.store, self.vault, self.gateway)
         await self._start_engine(bot)
 

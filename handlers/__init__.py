@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, connect, guard, start
+from handlers import accounts, cancel, connect, guard, start
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -14,6 +14,7 @@ def register_handlers(application: Application, runtime) -> None:
         *connect.handlers(runtime.intakes),
         *[(0, h) for h in start.handlers()],
         *accounts.handlers(),
+        *cancel.handlers(),
     ]
     for group, handler in pairs:
         application.add_handler(handler, group=group)

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.plugins.telegram",
     "tests.plugins.exchanges",
+    "tests.plugins.strata",
 ]

@@ -60,14 +60,14 @@ class IntakeBook:
     ) -> None:
         self._pending: dict[int, Intake] = {}
         self._on_expire = on_expire
-        self._timeout = timeout
+        self.timeout = timeout
         self._tasks: set[asyncio.Task] = set()
 
     def begin(self, user_id: int, chat_id: int) -> Intake:
         self.clear(user_id)
-        intake = Intake(user_id=user_id, chat_id=chat_id, deadline=time.monotonic() + self._timeout)
+        intake = Intake(user_id=user_id, chat_id=chat_id, deadline=time.monotonic() + self.timeout)
         loop = asyncio.get_running_loop()
-        intake._timer = loop.call_later(self._timeout, self._expire, user_id, intake)
+        intake._timer = loop.call_later(self.timeout, self._expire, user_id, intake)
         self._pending[user_id] = intake
         return intake
 

@@ -1,0 +1,25 @@
+"""/cancel ends whatever guided flow the user is in (key intake, allocation), storing nothing."""
+
+from __future__ import annotations
+
+from telegram import Update
+from telegram.ext import CommandHandler
+
+from handlers.common import Context, reply, runtime
+
+
+async def cancel(update: Update, context: Context) -> None:
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    ended = rt.intakes.clear(user_id) is not None
+    drafts = getattr(rt, "drafts", None)
+    if drafts is not None:
+        ended = drafts.pop(user_id, None) is not None or ended
+    if ended:
+        await reply(update, "Cancelled: nothing was stored.")
+    else:
+        await reply(update, "There is nothing to cancel.")
+
+
+def handlers() -> list[tuple[int, object]]:
+    return [(0, CommandHandler("cancel", cancel))]

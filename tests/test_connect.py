@@ -1,0 +1,270 @@
+"""/connect end to end: real python-telegram-bot against the fake Telegram, real ccxt against the fake exchanges."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import sqlite3
+from decimal import Decimal
+
+import pytest
+
+USER = 1001
+OTHER = 2002
+
+
+def make_keypair(venue: str) -> tuple[str, str]:
+    if venue == "kraken":
+        return base64.b64encode(os.urandom(42)).decode(), base64.b64encode(os.urandom(64)).decode()
+    return secrets.token_hex(32), secrets.token_hex(32)
+
+
+def register(fake_exchanges, venue: str, **flags) -> tuple[str, str]:
+    api_key, secret = make_keypair(venue)
+    quote = "USD" if venue == "kraken" else "USDT"
+    balances = flags.pop("balances", None) or {quote: Decimal(5000), "BTC": Decimal("0.5")}
+    fake_exchanges.books[venue].add_key(api_key, secret, balances=balances, **flags)
+    return api_key, secret
+
+
+async def start_connect(s, venue_button: str, user: int = USER):
+    await s.send(user, "/connect")
+    menu = await s.next_reply(user, contains="Which exchange")
+    await s.press(user, menu, venue_button)
+    await s.next_reply(user, contains="send the")
+    return menu
+
+
+async def send_key_pair(s, api_key: str, secret: str, user: int = USER) -> tuple[dict, dict]:
+    key_msg = await s.send(user, api_key)
+    await s.next_reply(user, contains="Now send")
+    secret_msg = await s.send(user, secret)
+    return key_msg, secret_msg
+
+
+def deleted_ids(s, chat_id: int) -> set[int]:
+    return {d.message_id for d in s.tg.deleted if d.chat_id == chat_id}
+
+
+def assert_no_leak(s, *secrets_: str) -> None:
+    blob = s.files_bytes()
+    log = s.log.getvalue()
+    for value in (*secrets_, s.tg.token):
+        for form in (value.encode(), value.encode().hex().encode(), base64.b64encode(value.encode())):
+            assert form not in blob, "a secret reached a file in the data folder"
+            assert form.decode() not in log, "a secret reached the logs"
+
+
+def stored_accounts(s) -> list[tuple]:
+    with sqlite3.connect(s.settings.database_path) as db:
+        return db.execute("SELECT venue, label, user_id FROM accounts").fetchall()
+
+
+def keystore_deks(s) -> int:
+    with sqlite3.connect(s.settings.keystore_path) as db:
+        return db.execute("SELECT count(*) FROM deks").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("venue", "button"), [("binance", "Binance Spot"), ("binanceusdm", "Binance Futures"), ("kraken", "Kraken")]
+)
+async def test_full_connect_deletes_both_messages_stores_sealed_key_and_leaks_nothing(
+    strata, fake_exchanges, venue, button
+):
+    api_key, secret = register(fake_exchanges, venue)
+    await start_connect(strata, button)
+    key_msg, secret_msg = await send_key_pair(strata, api_key, secret)
+    done = await strata.next_reply(USER, contains="Connected")
+    assert venue in done.text  # the account label
+    assert {key_msg["message_id"], secret_msg["message_id"]} <= deleted_ids(strata, USER)
+    signed = [r for r in fake_exchanges.books[venue].requests if r.api_key == api_key]
+    assert signed and all(r.signature_valid for r in signed)
+    await strata.send(USER, "/accounts")
+    listing = await strata.next_reply(USER, contains="Your accounts")
+    assert venue in listing.text and "active" in listing.text
+    assert stored_accounts(strata) == [(venue, venue, USER)]
+    assert keystore_deks(strata) == 1
+    assert_no_leak(strata, api_key, secret)
+
+
+async def test_second_account_on_a_venue_gets_its_own_label(strata, fake_exchanges):
+    for expected in ("binance", "binance-2"):
+        api_key, secret = register(fake_exchanges, "binance")
+        await start_connect(strata, "Binance Spot")
+        await send_key_pair(strata, api_key, secret)
+        done = await strata.next_reply(USER, contains="Connected")
+        assert expected in done.text
+    assert [row[1] for row in stored_accounts(strata)] == ["binance", "binance-2"]
+
+
+async def test_withdraw_enabled_key_is_refused_and_nothing_is_stored(strata, fake_exchanges):
+    api_key, secret = register(fake_exchanges, "binance", can_withdraw=True)
+    await start_connect(strata, "Binance Spot")
+    key_msg, secret_msg = await send_key_pair(strata, api_key, secret)
+    refusal = await strata.next_reply(USER, contains="withdraw")
+    assert "nothing was stored" in refusal.text.lower()
+    assert {key_msg["message_id"], secret_msg["message_id"]} <= deleted_ids(strata, USER)
+    assert stored_accounts(strata) == [] and keystore_deks(strata) == 0
+    assert_no_leak(strata, api_key, secret)
+
+
+async def test_kraken_key_that_can_withdraw_is_refused(strata, fake_exchanges):
+    api_key, secret = register(fake_exchanges, "kraken", can_withdraw=True)
+    await start_connect(strata, "Kraken")
+    await send_key_pair(strata, api_key, secret)
+    refusal = await strata.next_reply(USER, contains="withdraw")
+    assert "nothing was stored" in refusal.text.lower()
+    assert stored_accounts(strata) == []
+
+
+async def test_wrong_secret_is_refused_with_a_plain_answer(strata, fake_exchanges):
+    api_key, _ = register(fake_exchanges, "binance")
+    await start_connect(strata, "Binance Spot")
+    await send_key_pair(strata, api_key, secrets.token_hex(32))
+    refusal = await strata.next_reply(USER, contains="nothing was stored")
+    assert "key" in refusal.text.lower()
+    assert stored_accounts(strata) == []
+
+
+async def test_malformed_key_is_rejected_before_any_network_call(strata, fake_exchanges):
+    await start_connect(strata, "Binance Spot")
+    bad = await strata.send(USER, "not a key at all")
+    hint = await strata.next_reply(USER, contains="again")
+    assert "deleted" in hint.text.lower()
+    assert bad["message_id"] in deleted_ids(strata, USER)
+    assert not [r for r in fake_exchanges.books["binance"].requests if r.api_key]
+
+
+async def test_pem_secret_gets_the_hmac_hint(strata, fake_exchanges):
+    api_key, _ = register(fake_exchanges, "binance")
+    await start_connect(strata, "Binance Spot")
+    await strata.send(USER, api_key)
+    await strata.next_reply(USER, contains="Now send")
+    await strata.send(USER, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIGx\n-----END PRIVATE KEY-----")
+    hint = await strata.next_reply(USER, contains="HMAC")
+    assert "deleted" in hint.text.lower()
+
+
+async def test_exchange_timeout_gives_a_clear_message_and_stores_nothing(strata, fake_exchanges):
+    api_key, secret = register(fake_exchanges, "binance")
+    book = fake_exchanges.books["binance"]
+    book.hang_seconds = 12  # longer than the bot's 10 s request timeout
+    book.inject("timeout", count=20, path="/api/v3/account")
+    await start_connect(strata, "Binance Spot")
+    await send_key_pair(strata, api_key, secret)
+    answer = await strata.next_reply(USER, contains="nothing was stored", timeout=60)
+    assert "try again" in answer.text.lower()
+    assert stored_accounts(strata) == []
+
+
+async def test_cancel_mid_intake_keeps_deleting_and_stores_nothing(strata, fake_exchanges):
+    api_key, _ = register(fake_exchanges, "kraken")
+    await start_connect(strata, "Kraken")
+    key_msg = await strata.send(USER, api_key)
+    await strata.next_reply(USER, contains="Now send")
+    await strata.send(USER, "/cancel")
+    await strata.next_reply(USER, contains="Cancelled")
+    assert key_msg["message_id"] in deleted_ids(strata, USER)
+    assert strata.runtime.intakes.get(USER) is None
+    # After the flow ended, a pasted secret is still deleted, with a warning.
+    stray = await strata.send(USER, base64.b64encode(os.urandom(64)).decode())
+    await strata.next_reply(USER, contains="revoke")
+    assert stray["message_id"] in deleted_ids(strata, USER)
+    assert stored_accounts(strata) == []
+
+
+async def test_intake_times_out_and_forgets_the_key(strata, fake_exchanges):
+    strata.runtime.intakes.timeout = 0.5
+    api_key, _ = register(fake_exchanges, "binance")
+    await start_connect(strata, "Binance Spot")
+    key_msg = await strata.send(USER, api_key)
+    await strata.next_reply(USER, contains="Now send")
+    await strata.next_reply(USER, contains="timed out", timeout=5)
+    assert key_msg["message_id"] in deleted_ids(strata, USER)
+    assert strata.runtime.intakes.get(USER) is None
+
+
+async def test_failed_deletion_tells_the_user_to_delete_and_revoke(strata, fake_exchanges):
+    api_key, _ = register(fake_exchanges, "binance")
+    await start_connect(strata, "Binance Spot")
+    strata.tg.make_delete_fail(USER)
+    await strata.send(USER, api_key)
+    warning = await strata.next_reply(USER, contains="could not delete")
+    assert "revoke" in warning.text.lower()
+    assert strata.runtime.intakes.get(USER) is None
+
+
+async def test_connect_in_a_group_is_refused_and_key_messages_there_are_deleted(strata):
+    group = -100500
+    strata.tg.add_group(group)
+    await strata.send(USER, "/connect", chat_id=group, chat_type="group")
+    refusal = await strata.next_reply(group, contains="private chat")
+    assert refusal.reply_markup is None or "Binance" not in str(refusal.reply_markup)
+    leaked = await strata.send(USER, secrets.token_hex(32), chat_id=group, chat_type="group")
+    await strata.next_reply(group, contains="revoke")
+    assert leaked["message_id"] in deleted_ids(strata, group)
+
+
+async def connect_account(s, fake_exchanges, venue="binance", button="Binance Spot", user=USER):
+    api_key, secret = register(fake_exchanges, venue)
+    await start_connect(s, button, user=user)
+    await send_key_pair(s, api_key, secret, user=user)
+    await s.next_reply(user, contains="Connected")
+    rows = await s.runtime.store.accounts.list_for_user(user)
+    return rows[-1]
+
+
+async def test_disconnect_shreds_the_key_and_removes_the_account(strata, fake_exchanges):
+    account = await connect_account(strata, fake_exchanges)
+    assert keystore_deks(strata) == 1
+    await strata.send(USER, "/disconnect")
+    menu = await strata.next_reply(USER, contains="Which account")
+    await strata.press(USER, menu, 0)
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    await strata.next_reply(USER, contains="destroyed")
+    assert keystore_deks(strata) == 0
+    assert await strata.runtime.store.accounts.get(account.id) is None
+    await strata.send(USER, "/accounts")
+    assert "no connected accounts" in (await strata.next_reply(USER, contains="account")).text
+
+
+async def test_forged_callback_for_another_users_account_changes_nothing(strata, fake_exchanges):
+    victim = await connect_account(strata, fake_exchanges, user=OTHER)
+    # The attacker owns an account too, so they get a real disconnect menu to tamper with.
+    await connect_account(strata, fake_exchanges, user=USER)
+    await strata.send(USER, "/disconnect")
+    menu = await strata.next_reply(USER, contains="Which account")
+    forged = menu.reply_markup["inline_keyboard"][0][0]
+    forged["callback_data"] = f"disc:yes:{victim.id}"
+    strata.tg.message(USER, menu.message_id)  # the fake presses whatever data the keyboard holds
+    strata.tg.press_callback_data(USER, menu.message_id, f"disc:yes:{victim.id}")
+    answer = await strata.next_reply(USER, contains="not")
+    assert "no longer" in answer.text or "not" in answer.text
+    assert await strata.runtime.store.accounts.get(victim.id) is not None
+    assert keystore_deks(strata) == 2
+
+
+async def test_allowlisted_deployment_refuses_others_politely(make_strata, fake_exchanges):
+    async with make_strata(STRATA_ALLOWED_USERS=str(OTHER)) as s:
+        await s.send(USER, "/connect")
+        refusal = await s.next_reply(USER)
+        assert "private" in refusal.text.lower()
+        assert "Which exchange" not in refusal.text
+        await s.send(OTHER, "/start")
+        welcome = await s.next_reply(OTHER)
+        assert "Strata" in welcome.text
+
+
+async def test_start_and_help_and_the_command_menu(strata):
+    await strata.send(USER, "/start")
+    welcome = await strata.next_reply(USER)
+    assert "withdraw" in welcome.text.lower() and "/connect" in welcome.text
+    await strata.send(USER, "/help")
+    help_text = (await strata.next_reply(USER)).text
+    for command in ("/connect", "/accounts", "/disconnect", "/allocate", "/status", "/panic", "/cancel"):
+        assert command in help_text
+    await asyncio.sleep(0)
+    assert {c["command"] for c in strata.tg.commands} >= {"start", "help", "connect", "allocate", "panic"}
