@@ -123,10 +123,17 @@ class Notifier:
         self._sends: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Initialise the bot if needed (idempotent; the caller owns its shutdown) and start sending."""
+        """Start sending; the bot is initialised if it can be (the caller owns its shutdown).
+
+        Telegram being unreachable at start-up is not an error: sends work without `getMe`, and the alerts
+        wait in the table, retried with backoff, until Telegram answers.
+        """
         if self._runner is not None:
             return
-        await self._bot.initialize()
+        try:
+            await self._bot.initialize()
+        except TelegramError as exc:
+            log.warning("notifier starting while Telegram is unreachable: %s", self._describe(exc))
         self._stopping = False
         self._load_requested = True
         self._runner = asyncio.create_task(self._run(), name="notifier")

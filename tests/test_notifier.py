@@ -277,6 +277,33 @@ async def test_transient_server_errors_are_retried_until_delivered_once(
     assert notifier.stats.transient_failures == 2
 
 
+async def test_alerts_wait_in_the_table_while_telegram_is_unreachable(
+    store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot, unused_tcp_port: int
+):
+    await register(store, fake_telegram, 75)
+    alert_id = await enqueue(store, 75, "fill during an outage")
+    # Nothing listens there: even the notifier's start-up getMe fails, which must not stop it starting.
+    unreachable = telegram.Bot(fake_telegram.token, base_url=f"http://127.0.0.1:{unused_tcp_port}/bot")
+    down = Notifier(store, unreachable, **FAST)
+    await down.start()
+    try:
+        async with asyncio.timeout(5):
+            while down.stats.transient_failures < 3:
+                await asyncio.sleep(0.02)
+    finally:
+        await down.stop()
+    alert = await store.outbox.get(alert_id)
+    assert (alert.status, alert.attempts) == ("pending", down.stats.transient_failures)
+
+    back = Notifier(store, bot, **FAST)
+    await back.start()
+    try:
+        await settled(store, back)
+    finally:
+        await back.stop()
+    assert texts_in(fake_telegram, 75) == ["fill during an outage"]
+
+
 async def test_a_message_telegram_refuses_is_undeliverable_and_the_chat_carries_on(
     store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot
 ):
