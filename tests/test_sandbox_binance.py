@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import aiohttp
 import ccxt.async_support as ccxt
 import pytest
 
 from bot.sandbox.binance import make_binance_book
-from bot.sandbox.exchanges import start_fake_exchanges
-from tests.plugins.exchanges import make_client
+from bot.sandbox.exchanges import sandbox_credentials, start_fake_exchanges
+from tests.plugins.exchanges import make_client, point_at
 
 BTC = "BTC/USDT"
 BTC_PERP = "BTC/USDT:USDT"
@@ -354,3 +357,42 @@ async def test_a_hedge_mode_key_trades_by_position_side(usdm, exchange_client):
     [position] = await client.fetch_positions()
     assert (position["side"], position["hedged"], position["info"]["positionSide"]) == ("short", True, "SHORT")
     assert usdm.positions("hedge-key")[1].amount == Decimal("-0.001")
+
+
+# ------------------------------------------------------------------------------------------- separate process
+async def test_the_launcher_runs_the_venues_in_another_process_with_sandbox_keys_and_a_control_api():
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.sandbox.exchanges", "--keys", "2", "--balance", "500",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=20)).decode()
+        assert line.startswith("READY STRATA_EXCHANGE_URLS=")
+        urls_part, control_part = line.split()[1:]
+        origins = dict(item.split("=", 1) for item in urls_part.removeprefix("STRATA_EXCHANGE_URLS=").split(","))
+        control = control_part.removeprefix("CONTROL=")
+        assert {"binance", "binanceusdm"} <= set(origins)
+
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{control}/books/binance/price", json={"symbol": BTC, "price": "30000"}) as r:
+                assert r.status == 200
+            api_key, secret = sandbox_credentials(1)
+            client = point_at(
+                ccxt.binance({"apiKey": api_key, "secret": secret, "enableRateLimit": False,
+                              "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                          "fetchMargins": False}}),
+                origins["binance"],
+            )  # fmt: skip
+            try:
+                assert (await client.fetch_balance())["USDT"]["free"] == 500
+                assert (await client.fetch_ticker(BTC))["last"] == 30000
+            finally:
+                await client.close()
+            async with http.get(f"{control}/books/binance/stats") as r:
+                stats = await r.json()
+        assert stats["requests"]["GET /api/v3/account"] == 1
+        assert sum(stats["weight_by_ip"].values()) == 20 + 20 + 2  # exchangeInfo + account + ticker
+    finally:
+        proc.terminate()
+        await proc.wait()
