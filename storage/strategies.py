@@ -63,9 +63,12 @@ class StrategyRepository:
         rows = await self._db.fetchall(sql + " ORDER BY id", params)
         return [_strategy(r) for r in rows]
 
-    async def list_for_account(self, account_id: int, statuses: Iterable[str] | None = None) -> list[Strategy]:
+    async def list_for_account(
+        self, account_id: int, statuses: Iterable[str] | None = None, tx: Transaction | None = None
+    ) -> list[Strategy]:
         sql, params = _with_statuses("SELECT * FROM strategies WHERE account_id = ?", [account_id], statuses)
-        rows = await self._db.fetchall(sql + " ORDER BY id", params)
+        sql += " ORDER BY id"
+        rows = await (tx.fetchall(sql, params) if tx is not None else self._db.fetchall(sql, params))
         return [_strategy(r) for r in rows]
 
     async def list_by_status(self, statuses: Iterable[str]) -> list[Strategy]:

@@ -1,0 +1,191 @@
+"""The risk gate: a pure, Decimal-only check of one desired order against the market, the budget and the balance.
+
+Before an order is written as an intent, the gate rounds it to the venue's precision (amounts always DOWN, so
+an order never exceeds what was asked), checks the market's minimums, and computes the worst-case quote the
+order can consume — amount × price × (1 + fee), rounded UP to the quote's precision — which the engine then
+reserves against the allocation. Invariant kept by the engine with this gate:
+
+    net spent (fills, fees included) + reserved (live orders' worst case, less what they already spent) ≤ budget
+
+The allocation-time check (`allocation_headroom`) keeps the sum of the account's budgets within its free balance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal
+
+from bot.exchanges.models import MarketInfo
+from bot.strategies.base import DesiredOrder
+
+ZERO = Decimal(0)
+#: Market orders sized in base have no price: reserve as if they filled this much worse than the last price.
+MARKET_SLIPPAGE = Decimal("0.02")
+#: Fee rate assumed when the market does not say (above every venue's default taker fee we support).
+DEFAULT_FEE_RATE = Decimal("0.0026")
+QUOTE_STEP = Decimal("1e-8")
+
+RefusalKind = Literal["budget", "minimum", "funds", "invalid"]
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """One market's precision (as step sizes) and limits, in Decimal."""
+
+    symbol: str
+    base: str
+    quote: str
+    amount_step: Decimal | None = None
+    price_step: Decimal | None = None
+    quote_step: Decimal | None = None
+    amount_min: Decimal | None = None
+    cost_min: Decimal | None = None
+    fee_rate: Decimal = DEFAULT_FEE_RATE
+    contract: bool = False
+
+    @classmethod
+    def from_info(cls, info: MarketInfo) -> MarketRules:
+        """Build from the exchange layer's market description (steps already in Decimal)."""
+        fee = max(info.taker_fee or ZERO, info.maker_fee or ZERO)
+        return cls(
+            symbol=info.symbol,
+            base=info.base,
+            quote=info.quote,
+            amount_step=info.amount_step,
+            price_step=info.price_tick,
+            quote_step=info.price_tick,
+            amount_min=info.min_amount,
+            cost_min=info.min_cost,
+            fee_rate=fee if fee > 0 else DEFAULT_FEE_RATE,
+            contract=info.contract,
+        )
+
+    def amount_down(self, amount: Decimal) -> Decimal:
+        return _round(amount, self.amount_step, ROUND_FLOOR)
+
+    def price_round(self, price: Decimal, side: str) -> Decimal:
+        """Round a limit price to the tick: a buy never pays more, a sell never asks less than intended."""
+        return _round(price, self.price_step, ROUND_FLOOR if side == "buy" else ROUND_CEILING)
+
+    def quote_down(self, value: Decimal) -> Decimal:
+        return _round(value, self.quote_step or QUOTE_STEP, ROUND_FLOOR)
+
+    def quote_up(self, value: Decimal) -> Decimal:
+        """Round a quote amount UP (reservations): the quote's granularity is taken as the price tick."""
+        return _round(value, self.quote_step or QUOTE_STEP, ROUND_CEILING)
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A strategy's budget position: `spent` is net (buys + fees − sale proceeds); `reserved` by live orders."""
+
+    budget: Decimal
+    spent: Decimal = ZERO
+    reserved: Decimal = ZERO
+
+    @property
+    def headroom(self) -> Decimal:
+        return self.budget - self.spent - self.reserved
+
+
+@dataclass(frozen=True)
+class Approved:
+    """The order as it will be sent (rounded) and the worst-case quote to reserve for it."""
+
+    amount: Decimal | None
+    cost: Decimal | None
+    price: Decimal | None
+    reserve: Decimal
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Why the gate refused: `budget`/`minimum` are skipped quietly; `funds`/`invalid` pause the strategy."""
+
+    kind: RefusalKind
+    reason: str
+
+
+def check_order(
+    order: DesiredOrder,
+    rules: MarketRules,
+    *,
+    last_price: Decimal,
+    ledger: Ledger,
+    free_quote: Decimal | None,
+    free_base: Decimal | None = None,
+) -> Approved | Refused:
+    """Round `order` to the venue's precision and check limits, budget and balance; never raises."""
+    if last_price <= 0:
+        return Refused("invalid", f"no valid price for {rules.symbol}")
+    fee = rules.fee_rate
+    price = rules.price_round(order.price, order.side) if order.price is not None else None
+    if price is not None and price <= 0:
+        return Refused("minimum", f"limit price {order.price} rounds to nothing at {rules.symbol}'s tick")
+    cost: Decimal | None = None
+    amount: Decimal | None = None
+    if order.cost is not None:
+        cost = rules.quote_down(order.cost)
+        value = cost
+        if cost <= 0:
+            return Refused("minimum", "order value rounds to nothing")
+        # The venue converts the cost into an amount on its step: check the minimums on what it will buy.
+        estimated_amount = rules.amount_down(cost / last_price)
+        if estimated_amount <= 0 or (rules.amount_min is not None and estimated_amount < rules.amount_min):
+            return Refused("minimum", f"{_fmt(cost)} {rules.quote} buys less than the minimum amount")
+        if rules.cost_min is not None and estimated_amount * last_price < rules.cost_min:
+            return Refused(
+                "minimum", f"{_fmt(cost)} {rules.quote} buys less than the minimum order value {_fmt(rules.cost_min)}"
+            )
+        worst = cost * (1 + fee)
+    else:
+        assert order.amount is not None  # noqa: S101 - DesiredOrder guarantees one of amount/cost
+        amount = rules.amount_down(order.amount)
+        if amount <= 0:
+            return Refused("minimum", f"amount {order.amount} rounds to nothing at {rules.symbol}'s step")
+        if rules.amount_min is not None and amount < rules.amount_min:
+            return Refused("minimum", f"amount {_fmt(amount)} is below the minimum {_fmt(rules.amount_min)}")
+        unit = price if price is not None else last_price * (1 + MARKET_SLIPPAGE if order.side == "buy" else 1)
+        value = amount * (price if price is not None else last_price)
+        worst = amount * unit * (1 + fee)
+    if rules.cost_min is not None and value < rules.cost_min:
+        return Refused("minimum", f"order value {_fmt(value)} is below the minimum {_fmt(rules.cost_min)}")
+
+    spends_quote = order.side == "buy" or (rules.contract and not order.reduce_only)
+    reserve = rules.quote_up(worst) if spends_quote else ZERO
+    if reserve > ledger.headroom:
+        return Refused(
+            "budget", f"needs up to {_fmt(reserve)} {rules.quote}, only {_fmt(max(ZERO, ledger.headroom))} left"
+        )
+    if spends_quote and free_quote is not None and reserve > free_quote:
+        return Refused(
+            "funds",
+            f"not enough free {rules.quote} on the account: needs up to {_fmt(reserve)}, free {_fmt(free_quote)}",
+        )
+    if not spends_quote and not rules.contract and free_base is not None and amount is not None:
+        if amount > free_base:
+            return Refused("funds", f"not enough free {rules.base} to sell {_fmt(amount)}: free {_fmt(free_base)}")
+    return Approved(amount=amount, cost=cost, price=price, reserve=reserve)
+
+
+def allocation_headroom(free_quote: Decimal, others: Iterable[Ledger]) -> Decimal:
+    """What a new allocation may take: free quote minus what the account's other allocations may still spend.
+
+    An allocation's open orders already hold their funds on the exchange (not in the free balance), so what it
+    still claims from the free balance is its budget less its net spending and its reservations.
+    """
+    claimed = sum((max(ZERO, other.headroom) for other in others), ZERO)
+    return max(ZERO, free_quote - claimed)
+
+
+def _round(value: Decimal, step: Decimal | None, rounding: str) -> Decimal:
+    if step is None or step <= 0:
+        return value
+    return (value / step).to_integral_value(rounding=rounding) * step
+
+
+def _fmt(value: Decimal) -> str:
+    text = format(value.normalize(), "f")
+    return text

@@ -1,0 +1,244 @@
+"""One run of one strategy: load → market snapshot → decide → risk gate → intents (committed) → send.
+
+The decision's new state and its orders' intents commit in ONE transaction, so after a crash the strategy
+never decides the same slot again without its intents existing, and the intents are sent (or found) by the
+start-up reconciliation. A gate refusal for `funds` pauses the strategy and keeps the old state (nothing of
+the decision is stored: on resume the strategy owes the same slot); a refusal for `budget` or `minimum`
+skips that order quietly and tells the strategy it closed unfilled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from bot.engine.actions import pause_strategy, reject_key
+from bot.engine.context import EngineContext
+from bot.engine.crash_hook import crash_point
+from bot.engine.intents import OrderDesk, client_order_id
+from bot.engine.risk import Approved, Ledger, MarketRules, Refused, check_order
+from bot.exchanges.errors import Action, ExchangeFailure
+from bot.strategies import STRATEGIES
+from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
+from storage.models import Account, Strategy
+from storage.orders import ZERO
+from storage.strategies import ACTIVE
+
+logger = logging.getLogger(__name__)
+
+FUTURES_VENUES = frozenset({"binanceusdm"})
+CANDLE_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run decided about the schedule: when to run next (None: only after fills or never)."""
+
+    next_run: datetime | None
+    placed: int = 0
+    retry_later: bool = False
+
+
+class StrategyRunner:
+    def __init__(self, ctx: EngineContext, desk: OrderDesk) -> None:
+        self.ctx = ctx
+        self.desk = desk
+        self._futures_ready: set[tuple[int, str]] = set()
+
+    async def run(self, strategy_id: int) -> RunResult:
+        """Run a strategy once if it is active; exchange trouble is acted on, never raised."""
+        store = self.ctx.store
+        strategy = await store.strategies.get(strategy_id)
+        if strategy is None or strategy.status != ACTIVE:
+            return RunResult(None)
+        account = await store.accounts.get(strategy.account_id)
+        if account is None or account.status != "active":
+            return RunResult(None)
+        try:
+            intents = await self._decide(strategy, account)
+        except ExchangeFailure as failure:
+            return await self._on_failure(strategy, account, failure)
+        if intents is None:
+            return RunResult(None)
+        next_run, order_ids = intents
+        if order_ids:
+            crash_point("after_intent")
+            if account.venue in FUTURES_VENUES and not await self._prepare_futures(strategy, account):
+                return RunResult(None)
+            for order_id in order_ids:
+                order = await store.orders.get(order_id)
+                if order is not None:
+                    await self.desk.send(order, account)
+        return RunResult(next_run, placed=len(order_ids))
+
+    async def _decide(self, strategy: Strategy, account: Account) -> tuple[datetime | None, list[int]] | None:
+        """Decide under the strategy's lock and commit the state with the intents; return their row ids."""
+        store = self.ctx.store
+        kind = STRATEGIES[strategy.kind]
+        params = kind.parse_params(strategy.params)
+        async with self.ctx.lock(strategy.id):
+            strategy = await store.strategies.get(strategy.id)
+            if strategy is None or strategy.status != ACTIVE:
+                return None
+            state = kind.load_state(strategy.state)
+            symbols = kind.symbols(strategy.symbol, params)
+            snapshot, rules = await self._snapshot(strategy, account, symbols, kind.timeframe(params))
+            reserved = await store.orders.reserved_for(strategy.id)
+            net_spent = strategy.spent - strategy.received
+            fee_rate = max((r.fee_rate for r in rules.values()), default=ZERO)
+            budget = Budget(total=strategy.budget, spent=net_spent, reserved=reserved, fee_rate=fee_rate)
+            decision = kind.decide(snapshot, state, budget, params)
+
+            approved: list[tuple[DesiredOrder, Approved]] = []
+            skipped: list[DesiredOrder] = []
+            if decision.orders:
+                creds = await self.ctx.credentials(account)
+                balance = await self.ctx.gateway.fetch_balance(account.venue, creds)
+                free = {asset: line.free for asset, line in balance.items()}
+                ledger = Ledger(budget=strategy.budget, spent=net_spent, reserved=reserved)
+                for desired in decision.orders:
+                    if await store.orders.tag_exists(strategy.id, desired.tag):
+                        continue  # already written by an earlier run: never twice
+                    market = rules.get(desired.symbol)
+                    price = snapshot.price_of(desired.symbol)
+                    if market is None or price is None:
+                        skipped.append(desired)
+                        continue
+                    verdict = check_order(
+                        desired, market, last_price=price, ledger=ledger,
+                        free_quote=free.get(market.quote, ZERO), free_base=free.get(market.base, ZERO),
+                    )
+                    if isinstance(verdict, Refused):
+                        if verdict.kind in ("funds", "invalid"):
+                            await pause_strategy(self.ctx, strategy.id, _refusal_message(desired, verdict))
+                            return None
+                        logger.info("strategy %s: %s skipped (%s)", strategy.id, desired.tag, verdict.reason)
+                        skipped.append(desired)
+                        continue
+                    approved.append((desired, verdict))
+                    ledger = Ledger(ledger.budget, ledger.spent, ledger.reserved + verdict.reserve)
+                    free[market.quote] = free.get(market.quote, ZERO) - verdict.reserve
+
+            new_state = decision.state
+            for desired in skipped:
+                new_state = kind.on_fill(new_state, Fill(
+                    tag=desired.tag, symbol=desired.symbol, side=desired.side, amount=ZERO,
+                    price=desired.price or ZERO, closed=True,
+                ), params).state
+            now = self.ctx.clock()
+            next_run = kind.next_run(new_state, params, now)
+            live = await store.orders.live_for_strategy(strategy.id)
+            finished = decision.finished and not approved and not live
+            order_ids: list[int] = []
+            async with store.db.transaction() as tx:
+                for desired, verdict in approved:
+                    order_ids.append(await store.orders.insert_intent(
+                        tx, strategy_id=strategy.id, account_id=account.id,
+                        client_order_id=client_order_id(account.venue, strategy, desired.tag), tag=desired.tag,
+                        symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
+                        price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
+                    ))
+                await store.strategies.save_run(
+                    tx, strategy.id, state=kind.dump_state(new_state), next_run=next_run, note=decision.status,
+                    ran_at=now if approved else None, finished=finished,
+                )
+                if finished:
+                    await self._finished_alert(tx, strategy, decision.status)
+            if finished:
+                self.ctx.wake_notifier()
+            return next_run, order_ids
+
+    async def _snapshot(
+        self, strategy: Strategy, account: Account, symbols: tuple[str, ...], timeframe: str | None
+    ) -> tuple[MarketSnapshot, dict[str, MarketRules]]:
+        gateway = self.ctx.gateway
+        venue = account.venue
+        round_id = int(time.time())
+        infos = await asyncio.gather(*(gateway.market(venue, s) for s in symbols))
+        tickers = await asyncio.gather(*(gateway.fetch_ticker(venue, s, round_id) for s in symbols))
+        rules = {info.symbol: MarketRules.from_info(info) for info in infos}
+        markets = {
+            info.symbol: MarketInfo(info.symbol, info.base, info.quote, info.min_amount, info.min_cost)
+            for info in infos
+        }
+        prices = {t.symbol: t.last for t in tickers if t.last is not None}
+        candles: tuple[Candle, ...] = ()
+        if timeframe is not None:
+            data = await gateway.fetch_ohlcv(venue, strategy.symbol, timeframe, CANDLE_LIMIT)
+            candles = tuple(
+                Candle(datetime.fromtimestamp(c.timestamp_ms / 1000, tz=UTC), c.open, c.high, c.low, c.close,
+                       c.volume)
+                for c in data.closed
+            )
+        price = prices.get(strategy.symbol, Decimal(1) if "/" not in strategy.symbol else ZERO)
+        snapshot = MarketSnapshot(
+            now=self.ctx.clock(), symbol=strategy.symbol, price=price, candles=candles, markets=markets,
+            prices=prices, holdings=await holdings(self.ctx, strategy.id), futures=venue in FUTURES_VENUES,
+        )
+        return snapshot, rules
+
+    async def _prepare_futures(self, strategy: Strategy, account: Account) -> bool:
+        """Before the first futures order: refuse hedge mode, set leverage 1 (once per process and market)."""
+        key = (account.id, strategy.symbol)
+        if key in self._futures_ready:
+            return True
+        creds = await self.ctx.credentials(account)
+        try:
+            if await self.ctx.gateway.fetch_position_mode(account.venue, creds):
+                reason = (
+                    "Your Binance Futures account is in hedge (dual-side) position mode; Strata trades one-way "
+                    "mode only. Switch to one-way mode in Binance's futures settings, then resume."
+                )
+                await self._abandon_intents(strategy, reason)
+                await pause_strategy(self.ctx, strategy.id, reason)
+                return False
+            await self.ctx.gateway.set_leverage(account.venue, creds, strategy.symbol, 1)
+        except ExchangeFailure as failure:
+            await self._on_failure(strategy, account, failure)
+            return False
+        self._futures_ready.add(key)
+        return True
+
+    async def _abandon_intents(self, strategy: Strategy, reason: str) -> None:
+        for order in await self.ctx.store.orders.in_states(("intent",), strategy_id=strategy.id):
+            await self.desk.record(order.id, status="canceled", fill=None, error=reason[:300])
+
+    async def _on_failure(self, strategy: Strategy, account: Account, failure: ExchangeFailure) -> RunResult:
+        if failure.action is Action.AUTH:
+            await reject_key(self.ctx, account.id, failure.user_message)
+            return RunResult(None)
+        if failure.action in (Action.FUNDS, Action.INVALID_ORDER):
+            await pause_strategy(self.ctx, strategy.id, failure.user_message)
+            return RunResult(None)
+        logger.warning("strategy %s: run failed (%s); retrying later", strategy.id, failure)
+        return RunResult(None, retry_later=True)
+
+    async def _finished_alert(self, tx, strategy: Strategy, note: str | None) -> None:
+        from bot.engine.alerts import finished_text
+
+        fresh = await self.ctx.store.strategies.get(strategy.id, tx)
+        chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
+        if fresh is not None and chat is not None:
+            await self.ctx.store.outbox.enqueue(
+                tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="info", text=finished_text(fresh, note)
+            )
+
+
+async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
+    """What the strategy owns from its own fills, per base asset, net of fees paid in that asset."""
+    result: dict[str, Decimal] = {}
+    for item in await ctx.store.orders.fills_for_strategy(strategy_id):
+        fill = item.fill
+        base = item.symbol.split("/")[0]
+        fee = fill.fee if fill.fee_currency == base else ZERO
+        change = fill.amount if fill.side == "buy" else -fill.amount
+        result[base] = result.get(base, ZERO) + change - fee
+    return result
+
+
+def _refusal_message(order: DesiredOrder, refused: Refused) -> str:
+    return f"The {order.side} order on {order.symbol} could not be placed: {refused.reason}."

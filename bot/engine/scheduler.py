@@ -1,0 +1,344 @@
+"""The 24/7 engine: its own APScheduler, one job per active strategy, fill polling, start-up reconciliation.
+
+The database is the source of truth. At start-up every unconfirmed order is reconciled with its exchange by
+client order id, then one job `strategy:<id>` is scheduled per active strategy at its stored next run (spread
+by a per-strategy jitter so a restart does not fire thousands of jobs in one second). Job defaults make late
+runs still run (`misfire_grace_time=None`) and coalesce (`coalesce=True`, `max_instances=1`); what a run owes
+is decided by the strategy from its stored last slot, so a late, coalesced or missed run catches up exactly
+once. A strategy that gets activity (a fill, an order's end) while it runs is run again right after.
+
+Fill polling runs as one task on the same loop: every `STRATA_FILL_POLL_SECONDS` it polls only the accounts
+with live orders, their polls spread over the interval, and stretches the interval when the venue's request
+budget is short (`effective_poll_interval`, shown by /status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.engine.actions import pause_strategy
+from bot.engine.context import CredentialsMissing, EngineContext, utc_now
+from bot.engine.intents import OrderDesk, client_order_id
+from bot.engine.risk import Ledger, MarketRules, Refused, check_order
+from bot.engine.runner import RunResult, StrategyRunner
+from bot.exchanges.errors import ExchangeFailure
+from bot.strategies.base import DesiredOrder
+from storage.orders import LIVE, OPEN, UNCONFIRMED, UNKNOWN
+from storage.strategies import ACTIVE
+
+logger = logging.getLogger(__name__)
+
+JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+#: Retry a run that failed on a transient exchange problem after this long.
+RETRY_DELAY = timedelta(seconds=30)
+#: Share of a venue's request budget the fill poller may plan to use.
+POLL_BUDGET_SHARE = 0.5
+#: Binance weight of one order lookup (GET /api/v3/order).
+ORDER_LOOKUP_WEIGHT = 4
+
+
+def job_id(strategy_id: int) -> str:
+    return f"strategy:{strategy_id}"
+
+
+class Engine:
+    """Runs every active strategy on schedule, tracks fills, and offers the control actions services use."""
+
+    def __init__(
+        self,
+        store: Any,
+        vault: Any,
+        gateway: Any,
+        notifier: Any,
+        settings: Any,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        jitter_seconds: float = 2.0,
+        poll_interval: float | None = None,
+    ) -> None:
+        self.ctx = EngineContext(store=store, vault=vault, gateway=gateway, notifier=notifier, clock=clock)
+        self.desk = OrderDesk(self.ctx, on_activity=self._on_activity)
+        self.runner = StrategyRunner(self.ctx, self.desk)
+        self.poll_interval = float(poll_interval or getattr(settings, "fill_poll_seconds", 10.0))
+        self.effective_poll_interval = self.poll_interval
+        self.jitter_seconds = jitter_seconds
+        self.scheduler: AsyncIOScheduler | None = None
+        self._running: set[int] = set()
+        self._rerun: set[int] = set()
+        self._poller: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.started = False
+
+    @property
+    def store(self) -> Any:
+        return self.ctx.store
+
+    @property
+    def gateway(self) -> Any:
+        return self.ctx.gateway
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reconcile unconfirmed orders, rebuild the jobs from the database, start the fill poller."""
+        self.scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, event_loop=asyncio.get_running_loop())
+        self.scheduler.start()
+        started = time.monotonic()
+        await self.reconcile()
+        strategies = await self.store.strategies.list_by_status((ACTIVE,))
+        for strategy in strategies:
+            self.schedule(strategy.id, strategy.next_run, spread=True)
+        self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
+        self.started = True
+        logger.info(
+            "engine started: %d strategies scheduled in %.2fs", len(strategies), time.monotonic() - started
+        )
+
+    async def shutdown(self) -> None:
+        """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
+        self.started = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- scheduling -------------------------------------------------------------------------------------
+
+    def schedule(self, strategy_id: int, at: datetime | None, *, spread: bool = False) -> None:
+        """(Re)place the strategy's one job at `at` (None: remove it); `spread` adds its jitter."""
+        if self.scheduler is None:
+            return
+        if at is None:
+            self.unschedule(strategy_id)
+            return
+        now = self.ctx.clock()
+        run_at = max(at, now)
+        if spread:
+            run_at += timedelta(seconds=self._jitter(strategy_id))
+        # The job fires on the real clock; `ctx.clock` may be a test clock: keep the same distance from now.
+        real = utc_now() + (run_at - now)
+        self.scheduler.add_job(
+            self._job, "date", run_date=real, args=[strategy_id], id=job_id(strategy_id),
+            replace_existing=True, **JOB_DEFAULTS,
+        )
+
+    def run_soon(self, strategy_id: int) -> None:
+        """Run a strategy right away (or right after its current run)."""
+        if strategy_id in self._running:
+            self._rerun.add(strategy_id)
+        else:
+            self.schedule(strategy_id, self.ctx.clock())
+
+    def unschedule(self, strategy_id: int) -> None:
+        if self.scheduler is not None:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(job_id(strategy_id))
+
+    def next_run_time(self, strategy_id: int) -> datetime | None:
+        """When the strategy's job fires next (None: not scheduled)."""
+        if self.scheduler is None:
+            return None
+        job = self.scheduler.get_job(job_id(strategy_id))
+        return job.next_run_time if job is not None else None
+
+    def _jitter(self, strategy_id: int) -> float:
+        # A fixed, evenly spread offset per strategy (golden-ratio sequence), not random: tests stay exact.
+        return ((strategy_id * 0.6180339887) % 1.0) * self.jitter_seconds
+
+    def _on_activity(self, strategy_id: int) -> None:
+        if self.started:
+            self.run_soon(strategy_id)
+
+    async def _job(self, strategy_id: int) -> None:
+        # The run is its own task, so this job instance ends at once: a run that reschedules its own job
+        # (same id) is never refused by APScheduler's max_instances; `_running` serialises runs instead.
+        task = asyncio.get_running_loop().create_task(self.run_strategy(strategy_id), name=job_id(strategy_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run_strategy(self, strategy_id: int) -> RunResult:
+        """Run one strategy now, then schedule its next run (also after activity that arrived meanwhile)."""
+        if strategy_id in self._running:
+            self._rerun.add(strategy_id)
+            return RunResult(None)
+        self._running.add(strategy_id)
+        try:
+            result = await self.runner.run(strategy_id)
+        except CredentialsMissing:
+            result = RunResult(None)
+        except Exception:
+            logger.exception("strategy %s: run crashed; retrying later", strategy_id)
+            result = RunResult(None, retry_later=True)
+        finally:
+            self._running.discard(strategy_id)
+        if strategy_id in self._rerun:
+            self._rerun.discard(strategy_id)
+            self.schedule(strategy_id, self.ctx.clock())
+        elif result.retry_later:
+            self.schedule(strategy_id, self.ctx.clock() + RETRY_DELAY)
+        elif result.next_run is not None:
+            self.schedule(strategy_id, result.next_run, spread=True)
+        return result
+
+    # --- reconciliation ---------------------------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Resolve every unconfirmed order (intent/sent/unknown) with its exchange, by client order id."""
+        orders = await self.store.orders.in_states(UNCONFIRMED)
+        accounts: dict[int, Any] = {}
+        semaphore = asyncio.Semaphore(32)
+
+        async def one(order) -> None:
+            account = accounts.get(order.account_id)
+            if account is None:
+                account = accounts[order.account_id] = await self.store.accounts.get(order.account_id)
+            if account is None or account.status != "active":
+                return
+            async with semaphore:
+                try:
+                    await self.desk.resolve(order, account, at_startup=True)
+                except (ExchangeFailure, CredentialsMissing) as failure:
+                    logger.warning("order %s not reconciled yet: %s", order.client_order_id, failure)
+
+        await asyncio.gather(*(one(order) for order in orders))
+        if orders:
+            logger.info("reconciled %d unconfirmed orders", len(orders))
+        return len(orders)
+
+    # --- fill polling -----------------------------------------------------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.poll_once(spread=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("fill poll failed")
+            await asyncio.sleep(max(0.0, self.effective_poll_interval - (time.monotonic() - started)))
+
+    async def poll_once(self, *, spread: bool = False) -> int:
+        """Poll the live orders of every account that has some; return how many orders were polled."""
+        orders = await self.store.orders.in_states((OPEN, UNKNOWN))
+        by_account: dict[int, list] = {}
+        for order in orders:
+            by_account.setdefault(order.account_id, []).append(order)
+        self.effective_poll_interval = self._stretched_interval(len(orders))
+        if not by_account:
+            return 0
+        step = self.effective_poll_interval * 0.8 / len(by_account) if spread else 0.0
+
+        async def account_poll(index: int, account_id: int, items: list) -> None:
+            if step:
+                await asyncio.sleep(index * step)
+            account = await self.store.accounts.get(account_id)
+            if account is None or account.status != "active":
+                return
+            for order in items:
+                try:
+                    await self.desk.refresh(order, account)
+                except (ExchangeFailure, CredentialsMissing) as failure:
+                    logger.warning("poll of order %s failed: %s", order.client_order_id, failure)
+                    return
+
+        await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
+        return len(orders)
+
+    def _stretched_interval(self, live_orders: int) -> float:
+        """The poll interval, longer when polling every live order would overspend the request budget."""
+        pool = getattr(self.gateway, "pool", None)
+        budgets = getattr(pool, "budgets", None)
+        interval = self.poll_interval
+        if budgets is None or live_orders == 0:
+            return interval
+        from bot.exchanges.rate_budget import WEIGHT_RULES
+
+        limit = WEIGHT_RULES["binance"].limit_per_minute * POLL_BUDGET_SHARE
+        used = budgets.used_per_minute("binance")
+        available = max(limit - used * 0.5, limit * 0.1)
+        needed_per_minute = live_orders * ORDER_LOOKUP_WEIGHT * 60.0 / interval
+        if needed_per_minute > available:
+            interval = live_orders * ORDER_LOOKUP_WEIGHT * 60.0 / available
+        return interval
+
+    # --- control (used by the services) -----------------------------------------------------------------
+
+    async def pause(self, strategy_id: int, reason: str, *, alert: bool = False) -> bool:
+        changed = await pause_strategy(self.ctx, strategy_id, reason, alert=alert)
+        self.unschedule(strategy_id)
+        return changed
+
+    async def resume(self, strategy_id: int) -> None:
+        self.run_soon(strategy_id)
+
+    async def cancel_orders(self, strategy_id: int) -> tuple[int, list[str]]:
+        """Cancel every live order of a strategy; return (how many ended, errors for those that could not)."""
+        strategy = await self.store.strategies.get(strategy_id)
+        if strategy is None:
+            return 0, []
+        account = await self.store.accounts.get(strategy.account_id)
+        if account is None:
+            return 0, []
+        ended, errors = 0, []
+        for order in await self.store.orders.in_states(LIVE, strategy_id=strategy_id):
+            try:
+                await self.desk.cancel(order, account)
+                ended += 1
+            except (ExchangeFailure, CredentialsMissing) as failure:
+                errors.append(f"{order.symbol} {order.side}: {getattr(failure, 'user_message', failure)}")
+        return ended, errors
+
+    async def place_now(self, strategy_id: int, desired: DesiredOrder) -> str | None:
+        """Place one order for a strategy outside its decisions (/stop's sell) through an intent.
+
+        Returns None when it was sent, or why it was not (too small to place, no price, exchange refusal).
+        """
+        store = self.store
+        strategy = await store.strategies.get(strategy_id)
+        account = await store.accounts.get(strategy.account_id) if strategy is not None else None
+        if strategy is None or account is None:
+            return "the strategy or its account is gone"
+        try:
+            info = await self.gateway.market(account.venue, desired.symbol)
+            ticker = await self.gateway.fetch_ticker(account.venue, desired.symbol)
+        except ExchangeFailure as failure:
+            return failure.user_message
+        if ticker.last is None:
+            return f"no price for {desired.symbol}"
+        verdict = check_order(
+            desired, MarketRules.from_info(info), last_price=ticker.last,
+            ledger=Ledger(budget=Decimal("Infinity")), free_quote=None,
+        )
+        if isinstance(verdict, Refused):
+            return verdict.reason
+        async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
+            order_id = await store.orders.insert_intent(
+                tx, strategy_id=strategy.id, account_id=account.id,
+                client_order_id=client_order_id(account.venue, strategy, desired.tag), tag=desired.tag,
+                symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
+                price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
+            )
+        order = await store.orders.get(order_id)
+        await self.desk.send(order, account)
+        order = await store.orders.get(order_id)
+        if order is not None and order.status in ("rejected", "unknown"):
+            return order.error or f"the order is {order.status}"
+        return None

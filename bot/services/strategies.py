@@ -1,0 +1,485 @@
+"""Strategy use-cases, transport-agnostic: allocate (validate → preview → confirm), describe, status, pause,
+resume, panic, stop, and stopping an account's strategies before /disconnect.
+
+Every method takes the caller's Telegram user id and checks ownership in SQL; a strategy id that is not the
+caller's gets the same answer as one that does not exist. Results are frozen dataclasses holding everything a
+front end prints; every refusal is a `UserError` whose message is fit to show as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from bot.engine.pnl import compute
+from bot.engine.risk import Ledger, allocation_headroom
+from bot.exchanges.errors import ExchangeFailure
+from bot.services.errors import UserError
+from bot.strategies import STRATEGIES, get_strategy
+from bot.strategies.base import DesiredOrder
+from bot.strategies.params import ParamError, format_value
+from bot.venues import venue_name
+from storage.models import Account, Strategy
+from storage.orders import LIVE
+from storage.strategies import ACTIVE, HOLDING, PAUSED, STOPPED
+
+logger = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+FUTURES_VENUES = frozenset({"binanceusdm"})
+EXAMPLES = {
+    "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
+    "grid": "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5",
+    "rebalance": "/allocate binance rebalance 500 USDT weights=BTC:50,ETH:50 band=5 every=1h",
+    "trend": "/allocate binanceusdm trend 200 BTC/USDT timeframe=1h fast=9 slow=21",
+}
+
+
+@dataclass(frozen=True)
+class ParamDescription:
+    name: str
+    description: str
+    default: str
+
+
+@dataclass(frozen=True)
+class StrategyDescription:
+    name: str  # command name: dca, grid, rebalance, trend
+    title: str  # "DCA"
+    description: str
+    params: tuple[ParamDescription, ...]
+    example: str
+
+
+@dataclass(frozen=True)
+class AllocationPreview:
+    """A validated allocation, not yet created: show it with a "Confirm…" button, then pass it to `confirm`."""
+
+    token: str
+    user_id: int
+    account_id: int
+    account_label: str
+    venue: str
+    venue_name: str
+    kind: str
+    title: str
+    symbol: str
+    quote: str
+    budget: Decimal
+    params: Mapping[str, str]  # canonical text, defaults filled in
+    free_quote: Decimal
+    available: Decimal  # free quote minus the account's other unspent budgets
+
+
+@dataclass(frozen=True)
+class Allocated:
+    strategy_id: int
+    preview: AllocationPreview
+
+
+@dataclass(frozen=True)
+class StrategyStatus:
+    id: int
+    kind: str
+    title: str
+    symbol: str
+    account_label: str
+    venue_name: str
+    status: str  # active | paused | finished | stopped
+    pause_reason: str | None
+    note: str | None  # the strategy's own last word ("waiting: next buy at …")
+    budget: Decimal
+    quote: str
+    used: Decimal  # net spent: buys + fees − sale proceeds
+    reserved: Decimal  # held by open orders
+    left: Decimal
+    open_orders: int
+    holdings: Mapping[str, Decimal]
+    average_buy_price: Decimal | None
+    realised_pnl: Decimal
+    unrealised_pnl: Decimal | None
+    fees: Decimal
+    next_run: datetime | None
+    fill_poll_seconds: float
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    strategy_id: int
+    title: str
+    status: str
+
+
+@dataclass(frozen=True)
+class PanicResult:
+    paused: int
+    canceled: int
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StopSummary:
+    strategy_id: int
+    title: str
+    quote: str
+    canceled: int
+    sold: Mapping[str, Decimal]  # asset → amount sold at market by the stop
+    kept: Mapping[str, Decimal]  # asset → amount left held
+    invested: Decimal
+    returned: Decimal
+    fees: Decimal
+    realised_pnl: Decimal
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+class StrategyService:
+    """The strategy use-cases over the store and the engine."""
+
+    def __init__(self, store: Any, engine: Any) -> None:
+        self._store = store
+        self._engine = engine
+        self._confirmed: set[str] = set()
+
+    @property
+    def _gateway(self) -> Any:
+        return self._engine.gateway
+
+    # --- catalogue ------------------------------------------------------------------------------------
+
+    def strategies_catalogue(self) -> list[StrategyDescription]:
+        """Every strategy with its plain description, parameters and defaults (for /strategies)."""
+        return [
+            StrategyDescription(
+                name=s.name, title=s.title, description=s.description,
+                params=tuple(ParamDescription(p.name, p.description, p.describe_default()) for p in s.param_specs),
+                example=EXAMPLES.get(s.name, ""),
+            )
+            for s in STRATEGIES.values()
+        ]
+
+    # --- allocation -----------------------------------------------------------------------------------
+
+    async def allocate(
+        self,
+        user_id: int,
+        account_label: str,
+        kind: str,
+        budget: Decimal | str,
+        symbol: str,
+        params: Mapping[str, str] | None = None,
+    ) -> AllocationPreview:
+        """Validate an allocation and return its preview; nothing is created until `confirm`."""
+        account = await self._store.accounts.by_label(user_id, account_label.strip())
+        if account is None:
+            labels = sorted(await self._store.accounts.labels_for_user(user_id))
+            known = ", ".join(labels) if labels else "none yet: connect one with /connect"
+            raise UserError(f"You have no account labelled '{account_label}'. Your accounts: {known}.")
+        if account.status != "active":
+            raise UserError(
+                f"The API key of {account.label} was rejected by the exchange: connect it again with /connect."
+            )
+        try:
+            strategy = get_strategy(kind)
+        except ParamError as exc:
+            raise UserError(exc.message) from None
+        amount = _budget(budget)
+        symbol = symbol.strip().upper()
+        try:
+            parsed = strategy.parse_params(dict(params or {}))
+        except ParamError as exc:
+            raise UserError(exc.message) from None
+
+        quote = await self._check_markets(account, strategy.name, symbol, parsed)
+        market_symbol = symbol if strategy.name == "rebalance" else _venue_symbol(account.venue, symbol)
+        try:
+            strategy.check_allocation(market_symbol, amount, parsed)
+        except ParamError as exc:
+            raise UserError(exc.message) from None
+        if strategy.name == "dca":
+            await self._check_dca_amount(account, market_symbol, amount, parsed)
+
+        creds = await self._engine.ctx.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read your balance: {failure.user_message}") from None
+        free = balance[quote].free if quote in balance else ZERO
+        others = []
+        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
+            if other.quote != quote:
+                continue
+            reserved = await self._store.orders.reserved_for(other.id)
+            others.append(Ledger(other.budget, other.spent - other.received, reserved))
+        available = allocation_headroom(free, others)
+        if amount > available:
+            committed = free - available
+            raise UserError(
+                f"The budget {_q(amount)} {quote} is more than you can allocate on {account.label}: "
+                f"free {_q(free)} {quote}"
+                + (f", of which {_q(committed)} is promised to your other strategies" if committed > 0 else "")
+                + f". You can allocate at most {_q(available)} {quote}."
+            )
+        if account.venue in FUTURES_VENUES:
+            try:
+                hedged = await self._gateway.fetch_position_mode(account.venue, creds)
+            except ExchangeFailure as failure:
+                raise UserError(f"Could not read your futures settings: {failure.user_message}") from None
+            if hedged:
+                raise UserError(
+                    "Your Binance Futures account is in hedge (dual-side) position mode. Strata trades in "
+                    "one-way mode only: switch it in Binance Futures → Preferences → Position Mode, then try again."
+                )
+        return AllocationPreview(
+            token=secrets.token_hex(8), user_id=user_id, account_id=account.id, account_label=account.label,
+            venue=account.venue, venue_name=venue_name(account.venue), kind=strategy.name, title=strategy.title,
+            symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
+            free_quote=free, available=available,
+        )
+
+    async def confirm(self, preview: AllocationPreview) -> Allocated:
+        """Create and schedule the allocation of a preview (once: a second confirm is refused)."""
+        if preview.token in self._confirmed:
+            raise UserError("This allocation was already confirmed: see /status.")
+        account = await self._store.accounts.get_owned(preview.user_id, preview.account_id)
+        if account is None or account.status != "active":
+            raise UserError("That account is not (or no longer) usable: see /accounts.")
+        strategy = STRATEGIES[preview.kind]
+        params = strategy.parse_params(dict(preview.params))
+        now = self._engine.ctx.clock()
+        state = strategy.dump_state(strategy.initial_state(params, now))
+        self._confirmed.add(preview.token)
+        async with self._store.db.transaction() as tx:
+            strategy_id = await self._store.strategies.create(
+                tx, user_id=preview.user_id, account_id=account.id, kind=preview.kind, symbol=preview.symbol,
+                quote=preview.quote, budget=preview.budget, params=dict(preview.params), state=state, next_run=now,
+            )
+        logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
+        self._engine.run_soon(strategy_id)
+        return Allocated(strategy_id=strategy_id, preview=preview)
+
+    async def _check_markets(self, account: Account, kind: str, symbol: str, params: Mapping[str, Any]) -> str:
+        """Check the symbol (or rebalance's markets) exist on the venue; return the quote currency."""
+        if kind == "rebalance":
+            quote = symbol
+            if "/" in quote:
+                raise UserError(f"Rebalance takes the quote asset (e.g. USDT), not a market like {symbol}.")
+            for asset in params["weights"]:
+                if asset != quote:
+                    await self._market(account, f"{asset}/{quote}")
+            return quote
+        if "/" not in symbol:
+            raise UserError(f"'{symbol}' is not a market: write it like BTC/USDT.")
+        info = await self._market(account, _venue_symbol(account.venue, symbol))
+        return info.quote
+
+    async def _market(self, account: Account, symbol: str) -> Any:
+        try:
+            return await self._gateway.market(account.venue, symbol)
+        except ExchangeFailure as failure:
+            if failure.action.value == "invalid_order":
+                raise UserError(f"{symbol.split(':')[0]} is not traded on {venue_name(account.venue)}.") from None
+            raise UserError(f"Could not reach {venue_name(account.venue)}: {failure.user_message}") from None
+
+    async def _check_dca_amount(self, account: Account, symbol: str, budget: Decimal, params: Any) -> None:
+        per_buy = params.get("amount") or budget / 10
+        info = await self._market(account, symbol)
+        try:
+            ticker = await self._gateway.fetch_ticker(account.venue, symbol)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read the price of {symbol}: {failure.user_message}") from None
+        minimum = info.min_cost or ZERO
+        if ticker.last is not None:
+            if info.min_amount is not None:
+                minimum = max(minimum, info.min_amount * ticker.last)
+            if info.amount_step is not None and minimum > 0:
+                # A buy by cost is truncated to the amount step: leave room for one step.
+                minimum += info.amount_step * ticker.last
+        if per_buy < minimum:
+            which = "amount" if params.get("amount") else "amount (budget/10 by default)"
+            raise UserError(
+                f"The {which} per buy, {_q(per_buy)} {info.quote}, is below {symbol}'s minimum order of "
+                f"{_q(minimum)} {info.quote}. Use amount= at least that."
+            )
+
+    # --- status ---------------------------------------------------------------------------------------
+
+    async def status(self, user_id: int) -> list[StrategyStatus]:
+        """Every strategy of the user that still holds a budget, plus finished/stopped ones, newest last."""
+        strategies = await self._store.strategies.list_for_user(user_id)
+        accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
+        return [await self._status(s, accounts.get(s.account_id)) for s in strategies]
+
+    async def strategy_status(self, user_id: int, strategy_id: int) -> StrategyStatus:
+        strategy = await self._owned(user_id, strategy_id)
+        return await self._status(strategy, await self._store.accounts.get(strategy.account_id))
+
+    async def _status(self, strategy: Strategy, account: Account | None) -> StrategyStatus:
+        orders = await self._store.orders.live_for_strategy(strategy.id)
+        reserved = await self._store.orders.reserved_for(strategy.id)
+        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        prices: dict[str, Decimal] = {}
+        if account is not None:
+            for asset in (a.asset for a in pnl.assets.values() if a.held != 0):
+                try:
+                    ticker = await self._gateway.fetch_ticker(
+                        account.venue, _venue_symbol(account.venue, f"{asset}/{strategy.quote}")
+                    )
+                except ExchangeFailure:
+                    continue
+                if ticker.last is not None:
+                    prices[asset] = ticker.last
+        used = strategy.spent - strategy.received
+        main = strategy.symbol.split("/")[0]
+        average = pnl.assets[main].average_buy_price if main in pnl.assets else None
+        return StrategyStatus(
+            id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
+            account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
+            status=strategy.status, pause_reason=strategy.pause_reason,
+            note=await self._store.strategies.note(strategy.id), budget=strategy.budget, quote=strategy.quote,
+            used=used, reserved=reserved, left=max(ZERO, strategy.budget - used - reserved),
+            open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
+            average_buy_price=average, realised_pnl=pnl.realised, unrealised_pnl=pnl.unrealised(prices),
+            fees=pnl.fees,
+            next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
+            fill_poll_seconds=self._engine.effective_poll_interval,
+        )
+
+    # --- control --------------------------------------------------------------------------------------
+
+    async def pause(self, user_id: int, strategy_id: int) -> ControlResult:
+        strategy = await self._owned(user_id, strategy_id)
+        if strategy.status != ACTIVE:
+            raise UserError(f"{_title(strategy)} is {strategy.status}, not running.")
+        await self._engine.pause(strategy.id, "paused by you", alert=False)
+        return ControlResult(strategy.id, _title(strategy), PAUSED)
+
+    async def resume(self, user_id: int, strategy_id: int) -> ControlResult:
+        strategy = await self._owned(user_id, strategy_id)
+        if strategy.status != PAUSED:
+            raise UserError(f"{_title(strategy)} is {strategy.status}, not paused.")
+        account = await self._store.accounts.get(strategy.account_id)
+        if account is None or account.status != "active":
+            raise UserError("This strategy's exchange key was rejected: connect the account again with /connect.")
+        async with self._store.db.transaction() as tx:
+            await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
+        await self._engine.resume(strategy.id)
+        return ControlResult(strategy.id, _title(strategy), ACTIVE)
+
+    async def panic(self, user_id: int) -> PanicResult:
+        """Pause every strategy of the user and cancel every open order they have."""
+        strategies = await self._store.strategies.list_for_user(user_id)
+        paused = 0
+        for strategy in strategies:
+            if strategy.status == ACTIVE and await self._engine.pause(strategy.id, "paused by /panic", alert=False):
+                paused += 1
+        canceled, errors = 0, []
+        for strategy in strategies:
+            ended, problems = await self._engine.cancel_orders(strategy.id)
+            canceled += ended
+            errors += problems
+        return PanicResult(paused=paused, canceled=canceled, errors=tuple(errors))
+
+    async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
+        """Stop a strategy for good: cancel its orders, keep or sell what it bought, release its budget."""
+        strategy = await self._owned(user_id, strategy_id)
+        if strategy.status == STOPPED:
+            raise UserError(f"{_title(strategy)} is already stopped.")
+        await self._stop(strategy)
+        canceled, errors = await self._engine.cancel_orders(strategy.id)
+        sold: dict[str, Decimal] = {}
+        if sell:
+            errors += await self._sell_holdings(strategy, sold)
+        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        return StopSummary(
+            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=canceled, sold=sold,
+            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0}, invested=pnl.invested,
+            returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised, errors=tuple(errors),
+        )
+
+    async def stop_account_strategies(self, account_id: int) -> int:
+        """Stop every strategy of an account and cancel their open orders (before /disconnect)."""
+        stopped = 0
+        for strategy in await self._store.strategies.list_for_account(account_id):
+            if strategy.status in HOLDING:
+                await self._stop(strategy)
+                stopped += 1
+            if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
+                _, errors = await self._engine.cancel_orders(strategy.id)
+                for error in errors:
+                    logger.warning("account %s: %s", account_id, error)
+        self._engine.ctx.forget_credentials(account_id)
+        return stopped
+
+    async def _stop(self, strategy: Strategy) -> None:
+        self._engine.unschedule(strategy.id)
+        async with self._store.db.transaction() as tx:
+            await self._store.strategies.set_status(tx, strategy.id, STOPPED, reason="stopped by you")
+
+    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal]) -> list[str]:
+        account = await self._store.accounts.get(strategy.account_id)
+        if account is None:
+            return ["the account is gone"]
+        errors = []
+        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
+            if asset.held == 0:
+                continue
+            symbol = _venue_symbol(account.venue, f"{asset.asset}/{strategy.quote}")
+            side = "sell" if asset.held > 0 else "buy"
+            amount = abs(asset.held)
+            if side == "sell" and account.venue not in FUTURES_VENUES:
+                amount = min(amount, await self._free(account, asset.asset))
+            if amount <= 0:
+                continue
+            desired = DesiredOrder(symbol, side, "market", f"stop:{asset.asset}:close", amount=amount,
+                                   reduce_only=account.venue in FUTURES_VENUES)
+            problem = await self._engine.place_now(strategy.id, desired)
+            if problem is None:
+                sold[asset.asset] = amount
+            else:
+                errors.append(f"{asset.asset} kept: {problem}")
+        return errors
+
+    async def _free(self, account: Account, asset: str) -> Decimal:
+        creds = await self._engine.ctx.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure:
+            return ZERO
+        return balance[asset].free if asset in balance else ZERO
+
+    async def _owned(self, user_id: int, strategy_id: int) -> Strategy:
+        strategy = await self._store.strategies.get_owned(user_id, int(strategy_id))
+        if strategy is None:
+            raise UserError("No such strategy. See /status for yours.")
+        return strategy
+
+
+def _budget(value: Decimal | str) -> Decimal:
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
+    except InvalidOperation:
+        raise UserError(f"The budget '{value}' is not a number.") from None
+    if not amount.is_finite() or amount <= 0:
+        raise UserError("The budget must be a number greater than 0.")
+    return amount
+
+
+def _venue_symbol(venue: str, symbol: str) -> str:
+    """USD-M futures markets are `BTC/USDT:USDT` in ccxt; users write `BTC/USDT`."""
+    if venue in FUTURES_VENUES and ":" not in symbol and "/" in symbol:
+        return f"{symbol}:{symbol.split('/')[1]}"
+    return symbol
+
+
+def _title(strategy: Strategy) -> str:
+    return f"{STRATEGIES[strategy.kind].title} #{strategy.id} {strategy.symbol}"
+
+
+def _q(value: Decimal) -> str:
+    return format_value("decimal", value)

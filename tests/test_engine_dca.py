@@ -1,0 +1,47 @@
+"""DCA end to end on the fake Binance Spot, through the real ccxt client, engine, database and outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from tests.engine_world import open_world
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_dca_first_buy_is_placed_at_once_recorded_once_and_alerted_once(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.add_key("key-1", "secret-1", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(7, "binance", "key-1", "secret-1")
+        strategy_id = await world.allocate(7, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+
+        async def filled() -> bool:
+            return len(await world.alerts("fill")) == 1
+
+        await wait_for(filled)
+        for _ in range(3):  # re-polling and re-running change nothing
+            await world.engine.poll_once()
+            await world.engine.run_strategy(strategy_id)
+        exchange_orders = book.all_orders("key-1")
+        assert len(exchange_orders) == 1
+        assert exchange_orders[0].side == "buy" and exchange_orders[0].status == "closed"
+        assert len(await world.alerts("fill")) == 1
+        rows = await world.orders()
+        assert [r["status"] for r in rows] == ["closed"]
+        strategy = await world.store.strategies.get(strategy_id)
+        fills = await world.store.orders.fills_for_strategy(strategy_id)
+        assert len(fills) == 1
+        assert strategy.spent - strategy.received <= Decimal(20) * Decimal("1.001") + Decimal("0.01")
+        alert = (await world.alerts("fill"))[0]
+        assert "Bought" in alert["text"] and "BTC" in alert["text"] and "left of 100" in alert["text"]
+    finally:
+        await world.close()
