@@ -202,6 +202,15 @@ async def test_api_restrictions_report_the_key_flags(spot, exchange_client):
     assert set(safe) == expected
 
 
+async def test_an_expired_unrestricted_key_can_read_but_trading_gets_2015_which_ccxt_calls_ddos(spot, exchange_client):
+    spot.add_key("old", "s", trading_authority_expiration_ms=int(time.time() * 1000) - 1000)
+    client = exchange_client("binance", "old", "s")
+    assert (await client.fetch_balance())["USDT"]["free"] == 1000
+    # after one successful signed call ccxt reports -2015 as DDoSProtection (LIBRARY-FACTS): map by code
+    with pytest.raises(ccxt.DDoSProtection, match="-2015"):
+        await client.create_order(BTC, "market", "buy", 0.001)
+
+
 async def test_a_stale_timestamp_is_rejected_with_1021():
     ahead = make_binance_book("spot", clock=lambda: int(time.time() * 1000) + 60_000)
     ahead.add_key("k", "s")
@@ -396,3 +405,18 @@ async def test_the_launcher_runs_the_venues_in_another_process_with_sandbox_keys
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_the_price_feed_opens_the_next_recorded_candle_on_its_own(fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    before = book.candles(BTC, "1d")
+    feed = asyncio.create_task(fake_exchanges.run_price_feed(0.01))
+    try:
+        while len(book.candles(BTC, "1d")) == len(before):
+            await asyncio.sleep(0.01)
+    finally:
+        feed.cancel()
+    after = book.candles(BTC, "1d")
+    assert len(after) == len(before) + 1
+    assert (after[-2].open, after[-2].close) == (before[-1].open, before[-1].close)
+    assert book.price(BTC) == after[-1].close

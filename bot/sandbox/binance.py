@@ -732,6 +732,10 @@ class BinanceVenue:
     async def create_order(self, call: Call) -> Json:
         p = call.params
         market = self._market(p)
+        expires = call.key.trading_authority_expiration_ms
+        if expires is not None and not call.key.ip_restrict and self.book.now_ms() >= expires:
+            # Binance withdraws trading from keys without an IP restriction once this time has passed.
+            raise BinanceError(*INVALID_KEY)
         side = (p.get("side") or "").upper()
         order_type = (p.get("type") or "").upper()
         if side not in ("BUY", "SELL"):

@@ -91,6 +91,16 @@ class FakeExchanges:
         for venue in venues or tuple(self.books):
             self.books[venue].add_key(api_key, secret, **flags)  # type: ignore[arg-type]
 
+    async def run_price_feed(self, interval_seconds: float) -> None:
+        """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
+
+        Runs until cancelled; the offline demo starts it as a task so prices move on their own.
+        """
+        while True:
+            await asyncio.sleep(interval_seconds)
+            for book in self.books.values():
+                book.advance()
+
     async def close(self) -> None:
         for runner in reversed(self._runners):
             await runner.cleanup()
@@ -268,10 +278,15 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    feed = asyncio.create_task(running.run_price_feed(args.advance_seconds)) if args.advance_seconds else None
     print(f"READY STRATA_EXCHANGE_URLS={running.exchange_urls} CONTROL={control_origin}", flush=True)
     try:
         await stop.wait()
     finally:
+        if feed is not None:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
         await control.cleanup()
         await running.close()
 
@@ -283,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=0, help="register sandbox_credentials(0..N-1) on every venue")
     parser.add_argument("--balance", default="1000000", help="USDT balance of each registered key")
     parser.add_argument("--log-requests", action="store_true", help="keep every request in memory (tests only)")
+    parser.add_argument(
+        "--advance-seconds", type=float, default=0, help="open the next recorded candle every S seconds (0: never)"
+    )
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))
     return 0
