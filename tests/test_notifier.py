@@ -209,6 +209,28 @@ async def test_order_per_chat_holds_and_nothing_doubles_under_429s(
     assert notifier.stats.transient_failures == 0  # a 429 is not a failure
 
 
+async def test_429s_on_two_chats_at_once_pause_every_chat(
+    store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot
+):
+    """Two chats refused within a second means the overall limit: nobody is sent to until retry_after."""
+    users = range(201, 209)
+    await register(store, fake_telegram, *users)
+    for user_id in users:
+        await enqueue(store, user_id, f"fill for {user_id}")
+    fake_telegram.fail_next("sendMessage", 429, "Too Many Requests: retry after 1", count=2, retry_after=1)
+    notifier = Notifier(store, bot, **FAST)
+    await notifier.start()
+    try:
+        assert (await settled(store, notifier))["sent"] == 8
+    finally:
+        await notifier.stop()
+    second_429 = max(r.time for r in fake_telegram.rejected if r.status == 429)
+    during_pause = [m for m in fake_telegram.sent if second_429 + 0.1 < m.time < second_429 + 0.95]
+    assert during_pause == []
+    assert any(m.time >= second_429 + 0.95 for m in fake_telegram.sent)
+    assert notifier.stats.global_pauses == 1
+
+
 # ---- failures -------------------------------------------------------------------------------------------
 
 
