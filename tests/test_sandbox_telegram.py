@@ -89,6 +89,16 @@ async def test_pressing_a_missing_or_url_button_is_a_scripting_error(fake_telegr
         fake_telegram.press_button(USER, message.message_id, 1)  # the URL button has no callback data
 
 
+async def test_a_tampered_client_can_send_callback_data_no_button_has(fake_telegram: FakeTelegram) -> None:
+    async with polling(_bot_app(fake_telegram)):
+        fake_telegram.user_sends(USER, "/start")
+        menu = await fake_telegram.wait_for_message(USER)
+        fake_telegram.press_callback_data(USER, menu.message_id, "pause:999")
+        edited = await fake_telegram.wait_for_message(USER)
+
+    assert edited.text == "Strategy paused (pause:999)"
+
+
 async def test_get_updates_long_polls_instead_of_answering_empty_at_once(fake_telegram: FakeTelegram) -> None:
     async with polling(_bot_app(fake_telegram), timeout=5):
         await asyncio.sleep(1.0)
@@ -219,12 +229,7 @@ async def test_html_is_rendered_into_text_and_entities_like_telegram(fake_telegr
     record = fake_telegram.sent[-1]
     assert (record.text, record.plain_text, record.parse_mode) == (source, message.text, "HTML")
     with pytest.raises(BadRequest, match="Message is not modified"):
-        await bot.edit_message_text(
-            '<b>BTC</b> 1 &lt; 2 <a href="https://example.org/?a=1&amp;b=2">docs</a> 🚀 <i>done</i>',
-            chat_id=USER,
-            message_id=message.message_id,
-            parse_mode="HTML",
-        )
+        await bot.edit_message_text(source, chat_id=USER, message_id=message.message_id, parse_mode="HTML")
 
 
 async def test_flood_limits_answer_429_with_retry_after_beyond_a_burst_of_three(

@@ -176,10 +176,7 @@ class TelegramWorld:
         `message` is a BotMessage, a Message object, or a message id in `chat_id` (default: the user's
         private chat).
         """
-        chat_id, message_id = self._locate(message, chat_id if chat_id is not None else user_id)
-        current = self._messages.get((chat_id, message_id))
-        if current is None:
-            raise LookupError(f"message {message_id} in chat {chat_id} does not exist (deleted?)")
+        current = self._live(message, chat_id if chat_id is not None else user_id)
         rows = (current.get("reply_markup") or {}).get("inline_keyboard") or []
         buttons = [b for row in rows for b in row]
         if isinstance(button, int):
@@ -188,22 +185,16 @@ class TelegramWorld:
             chosen = next((b for b in buttons if b.get("text") == button), None)
         if chosen is None or "callback_data" not in chosen:
             texts = [b.get("text") for b in buttons]
-            raise LookupError(f"no callback button {button!r} on message {message_id}; buttons: {texts}")
-        user = self.add_user(user_id)
-        query_id = f"{self.bot_user['id']}{next(self._callback_ids):08d}"
-        self._open_callbacks.add(query_id)
-        self._enqueue(
-            {
-                "callback_query": {
-                    "id": query_id,
-                    "from": user,
-                    "message": copy.deepcopy(current),
-                    "chat_instance": str(abs(chat_id) * 7919 + self.bot_user["id"]),
-                    "data": chosen["callback_data"],
-                }
-            }
-        )
-        return query_id
+            raise LookupError(f"no callback button {button!r} on message {current['message_id']}; buttons: {texts}")
+        return self._callback_query(user_id, current, chosen["callback_data"])
+
+    def press_callback_data(self, user_id: int, message: MessageRef, data: str, *, chat_id: int | None = None) -> str:
+        """Send a callback query with arbitrary `data` from a message, as a tampered client can; return its id.
+
+        Telegram does not check that the message has a button with this data, so neither does the fake.
+        """
+        current = self._live(message, chat_id if chat_id is not None else user_id)
+        return self._callback_query(user_id, current, data)
 
     # ---- scripting: faults and limits -------------------------------------------------------------
 
@@ -459,16 +450,40 @@ class TelegramWorld:
         into.append(record)
         self._outbox_changed = _wake(self._outbox_changed)
 
+    def _callback_query(self, user_id: int, message: JSON, data: str) -> str:
+        user = self.add_user(user_id)
+        query_id = f"{self.bot_user['id']}{next(self._callback_ids):08d}"
+        self._open_callbacks.add(query_id)
+        chat_instance = str(abs(message["chat"]["id"]) * 7919 + self.bot_user["id"])
+        self._enqueue(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "from": user,
+                    "message": copy.deepcopy(message),
+                    "chat_instance": chat_instance,
+                    "data": data,
+                }
+            }
+        )
+        return query_id
+
     def _enqueue(self, payload: JSON) -> None:
         self._updates.append({"update_id": next(self._update_ids), **payload})
         self._updates_changed = _wake(self._updates_changed)
 
-    def _locate(self, message: MessageRef, default_chat: int) -> tuple[int, int]:
+    def _live(self, message: MessageRef, default_chat: int) -> JSON:
+        """The stored message a script refers to (BotMessage, Message object, or id in `default_chat`)."""
         if isinstance(message, BotMessage):
-            return message.chat_id, message.message_id
-        if isinstance(message, Mapping):
-            return int(message["chat"]["id"]), int(message["message_id"])
-        return default_chat, int(message)
+            chat_id, message_id = message.chat_id, message.message_id
+        elif isinstance(message, Mapping):
+            chat_id, message_id = int(message["chat"]["id"]), int(message["message_id"])
+        else:
+            chat_id, message_id = default_chat, int(message)
+        current = self._messages.get((chat_id, message_id))
+        if current is None:
+            raise LookupError(f"message {message_id} in chat {chat_id} does not exist (deleted?)")
+        return current
 
 
 def _wake(event: asyncio.Event) -> asyncio.Event:
