@@ -31,6 +31,7 @@ from aiohttp import web
 
 from bot.sandbox.exchange_book import (
     BookError,
+    Candle,
     D,
     ExchangeBook,
     KeyAccount,
@@ -120,16 +121,23 @@ def make_binance_book(kind: str = "spot", *, clock: Callable[[], int] | None = N
 
 
 @functools.cache
-def _btc_daily() -> tuple[tuple[Decimal, ...], ...]:
+def _btc_daily() -> tuple[Candle, ...]:
     """The recorded BTC/USDT daily candles, parsed once per process (books are cheap to make in tests)."""
-    return tuple((Decimal(r[0]), *(D(v) for v in r[1:])) for r in load_json("binance_BTC_USDT-1d.json"))
+    return tuple(Candle(int(r[0]), *(D(v) for v in r[1:6])) for r in load_json("binance_BTC_USDT-1d.json"))
 
 
 @functools.cache
-def _eth_daily() -> tuple[tuple[Decimal, ...], ...]:
+def _eth_daily() -> tuple[Candle, ...]:
     """ETH/USDT prices derived from BTC/USDT (synthesized), on ETH's 0.01 tick; volumes unchanged."""
     tick = Decimal("0.01")
-    return tuple((r[0], *((v * ETH_PER_BTC_PRICE).quantize(tick) for v in r[1:5]), r[5]) for r in _btc_daily())
+
+    def scaled(v: Decimal) -> Decimal:
+        return (v * ETH_PER_BTC_PRICE).quantize(tick)
+
+    return tuple(
+        Candle(c.timestamp_ms, scaled(c.open), scaled(c.high), scaled(c.low), scaled(c.close), c.volume)
+        for c in _btc_daily()
+    )
 
 
 # ---------------------------------------------------------------------------------------------- weights

@@ -460,12 +460,12 @@ class ExchangeBook:
         self,
         symbol: str,
         timeframe: str,
-        rows: Sequence[Sequence[Number | float]],
+        rows: Sequence[Sequence[Number | float] | Candle],
         *,
         start: int | None = None,
         rebase: bool = True,
     ) -> None:
-        """Feed real candles `[[ts_ms, o, h, l, c, v], …]`; the row at `start` becomes the open candle.
+        """Feed real candles `[[ts_ms, o, h, l, c, v], …]` (or `Candle`s); the row at `start` becomes the open one.
 
         The price becomes that candle's close. With `rebase` the timestamps are shifted so the open
         candle is the one containing the clock's "now" (values stay real, only time moves), which keeps
@@ -473,7 +473,9 @@ class ExchangeBook:
         """
         self.market(symbol)
         step = timeframe_ms(timeframe)
-        candles = [Candle(int(r[0]), D(r[1]), D(r[2]), D(r[3]), D(r[4]), D(r[5])) for r in rows]
+        candles = [
+            r if isinstance(r, Candle) else Candle(int(r[0]), D(r[1]), D(r[2]), D(r[3]), D(r[4]), D(r[5])) for r in rows
+        ]
         if not candles:
             raise BookError("bad_request", "no candles")
         if any(b.timestamp_ms - a.timestamp_ms != step for a, b in itertools.pairwise(candles)):
