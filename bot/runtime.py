@@ -10,8 +10,14 @@ from __future__ import annotations
 import logging
 
 from bot.config import Settings
+from bot.engine.scheduler import Engine
+from bot.exchanges.gateway import ExchangeGateway
 from bot.master_key import load_master_key
+from bot.notifier import Notifier
+from bot.services.accounts import AccountService
+from bot.services.drafts import Drafts
 from bot.services.intake import IntakeBook
+from bot.services.strategies import StrategyService
 from bot.vault import Vault
 from storage.files import ensure_private_dir
 from storage.store import Store
@@ -47,6 +53,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.intakes = IntakeBook(on_expire=self._intake_expired)
+        self.drafts = Drafts()
         self.bot = None
         self.store: Store | None = None
         self.vault: Vault | None = None
@@ -57,41 +64,26 @@ class Runtime:
         self.notifier = None
 
     async def start(self, bot) -> None:
-        from bot.exchanges.gateway import ExchangeGateway
-        from bot.services.accounts import AccountService
-
+        """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
         self.bot = bot
         ensure_private_dir(self.settings.data_dir)
         self.store = await Store.open(self.settings.database_path)
         self.vault = await open_vault(self.settings, self.store)
         self.gateway = ExchangeGateway.from_settings(self.settings)
-        self.accounts = AccountService(self.store, self.vault, self.gateway)
-        await self._start_engine(bot)
-
-    async def _start_engine(self, bot) -> None:
-        """Start the notifier and the trading engine when they are part of this build."""
-        try:
-            from bot.notifier import Notifier
-        except ImportError:  # pragma: no cover - during development only
-            Notifier = None
-        if Notifier is not None:
-            self.notifier = Notifier(self.store, bot)
-            await self.notifier.start()
-        try:
-            from bot.engine import build_engine
-        except ImportError:  # pragma: no cover - during development only
-            return
-        self.engine, self.strategies = await build_engine(self)
-        self.accounts.set_strategy_stopper(self.strategies.stop_account_strategies)
+        self.notifier = Notifier(self.store, bot)
+        await self.notifier.start()
+        self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
+        self.strategies = StrategyService(self.store, self.engine)
+        self.accounts = AccountService(
+            self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies
+        )
+        await self.engine.start()
 
     async def close(self) -> None:
-        for name in ("engine", "notifier"):
-            part = getattr(self, name)
-            if part is not None:
-                try:
-                    await part.stop()
-                except Exception:
-                    logger.exception("error while stopping the %s", name)
+        if self.engine is not None:
+            await self.engine.shutdown()
+        if self.notifier is not None:
+            await self.notifier.stop()
         if self.gateway is not None:
             await self.gateway.close()
         if self.vault is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, cancel, connect, guard, start
+from handlers import accounts, cancel, connect, guard, start, strategies
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -15,6 +15,7 @@ def register_handlers(application: Application, runtime) -> None:
         *[(0, h) for h in start.handlers()],
         *accounts.handlers(),
         *cancel.handlers(),
+        *strategies.handlers(runtime.drafts),
     ]
     for group, handler in pairs:
         application.add_handler(handler, group=group)

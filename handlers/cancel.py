@@ -12,9 +12,7 @@ async def cancel(update: Update, context: Context) -> None:
     rt = runtime(context)
     user_id = update.effective_user.id
     ended = rt.intakes.clear(user_id) is not None
-    drafts = getattr(rt, "drafts", None)
-    if drafts is not None:
-        ended = drafts.pop(user_id, None) is not None or ended
+    ended = rt.drafts.pop(user_id) is not None or ended
     if ended:
         await reply(update, "Cancelled: nothing was stored.")
     else:

@@ -70,3 +70,109 @@ def accounts_text(views: list[AccountView]) -> str:
         lines.append("")
         lines.extend(account_lines(view))
     return "\n".join(lines)
+
+
+def catalogue_text(descriptions) -> str:
+    lines = ["<b>Strategies</b>"]
+    for d in descriptions:
+        lines.append("")
+        lines.append(f"<b>{esc(d.title)}</b> (<code>{esc(d.name)}</code>) — {esc(d.description)}")
+        for p in d.params:
+            lines.append(f"  • <code>{esc(p.name)}</code> — {esc(p.description)} (default: {esc(p.default)})")
+        if d.example:
+            lines.append(f"  e.g. <code>{esc(d.example)}</code>")
+    return "\n".join(lines)
+
+
+def preview_text(preview) -> str:
+    params = " ".join(f"{k}={v}" for k, v in preview.params.items())
+    return "\n".join(
+        [
+            "<b>Allocation summary</b>",
+            f"Account: {esc(preview.account_label)} ({esc(preview.venue_name)})",
+            f"Strategy: {esc(preview.title)}",
+            f"Market: {esc(preview.symbol)}",
+            f"Budget: {fmt_amount(preview.budget)} {esc(preview.quote)} (hard ceiling; "
+            f"{fmt_amount(preview.available)} {esc(preview.quote)} available)",
+            f"Parameters: <code>{esc(params) or 'defaults'}</code>",
+            "",
+            "Nothing trades until you press Confirm.",
+        ]
+    )
+
+
+def _pnl(value: Decimal | None, quote: str) -> str:
+    if value is None:
+        return "?"
+    sign = "+" if value > 0 else ""
+    return f"{sign}{fmt_amount(value.quantize(Decimal('0.01')))} {esc(quote)}"
+
+
+def status_lines(s) -> list[str]:
+    state = {"active": "▶️ running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped"}
+    head = f"<b>#{s.id} {esc(s.title)}</b> {esc(s.symbol)} on {esc(s.account_label)} — {state.get(s.status, s.status)}"
+    lines = [head]
+    if s.status == "paused" and s.pause_reason:
+        lines.append(f"  reason: {esc(s.pause_reason)}")
+    cents = Decimal("0.01")
+    lines.append(
+        f"  budget {fmt_amount(s.budget)} {esc(s.quote)}: used {fmt_amount(s.used.quantize(cents))}, "
+        f"reserved {fmt_amount(s.reserved.quantize(cents))}, left {fmt_amount(s.left.quantize(cents))}"
+    )
+    if s.holdings:
+        held = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.holdings.items())
+        lines.append(f"  holds {held}")
+    if s.average_buy_price is not None:
+        lines.append(f"  average buy price {fmt_amount(s.average_buy_price.quantize(Decimal('0.01')))}")
+    lines.append(
+        f"  P&amp;L net of fees: realised {_pnl(s.realised_pnl, s.quote)}, unrealised {_pnl(s.unrealised_pnl, s.quote)}"
+        f" (fees {fmt_amount(s.fees.quantize(Decimal('0.0001')))})"
+    )
+    lines.append(f"  open orders: {s.open_orders}")
+    if s.note:
+        lines.append(f"  {esc(s.note)}")
+    if s.next_run is not None:
+        lines.append(f"  next run: {s.next_run.strftime('%Y-%m-%d %H:%M:%S UTC')}")
+    return lines
+
+
+def status_text(statuses) -> str:
+    if not statuses:
+        return "No strategies yet. /allocate a budget to one (/strategies lists them)."
+    lines = ["<b>Your strategies</b>"]
+    for s in statuses:
+        lines.append("")
+        lines.extend(status_lines(s))
+    lines.append("")
+    lines.append(f"Fills are checked every {statuses[0].fill_poll_seconds:g} s.")
+    return "\n".join(lines)
+
+
+def stop_text(summary) -> str:
+    q = esc(summary.quote)
+    lines = [f"⏹ <b>{esc(summary.title)}</b> stopped; its budget is released."]
+    if summary.canceled:
+        lines.append(f"Cancelled {summary.canceled} open order(s).")
+    for asset, amount in summary.sold.items():
+        lines.append(f"Sold {fmt_amount(amount)} {esc(asset)} at market.")
+    for asset, amount in summary.kept.items():
+        if asset not in summary.sold:
+            lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
+    lines += [
+        f"Invested {fmt_amount(summary.invested.quantize(Decimal('0.01')))} {q}, "
+        f"returned {fmt_amount(summary.returned.quantize(Decimal('0.01')))} {q}, "
+        f"fees {fmt_amount(summary.fees.quantize(Decimal('0.0001')))} {q}.",
+        f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.",
+    ]
+    lines += [f"⚠️ {esc(e)}" for e in summary.errors]
+    return "\n".join(lines)
+
+
+def panic_text(result) -> str:
+    lines = [
+        f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
+        f"{result.canceled} open order(s).",
+        "/resume a strategy when you are ready.",
+    ]
+    lines += [f"⚠️ {esc(e)}" for e in result.errors]
+    return "\n".join(lines)

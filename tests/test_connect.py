@@ -237,10 +237,7 @@ async def test_forged_callback_for_another_users_account_changes_nothing(strata,
     await connect_account(strata, fake_exchanges, user=USER)
     await strata.send(USER, "/disconnect")
     menu = await strata.next_reply(USER, contains="Which account")
-    forged = menu.reply_markup["inline_keyboard"][0][0]
-    forged["callback_data"] = f"disc:yes:{victim.id}"
-    strata.tg.message(USER, menu.message_id)  # the fake presses whatever data the keyboard holds
-    strata.tg.press_callback_data(USER, menu.message_id, f"disc:yes:{victim.id}")
+    strata.tg.press_callback_data(USER, menu, f"disc:yes:{victim.id}")
     answer = await strata.next_reply(USER, contains="not")
     assert "no longer" in answer.text or "not" in answer.text
     assert await strata.runtime.store.accounts.get(victim.id) is not None

@@ -68,9 +68,6 @@ class AccountService:
         self._checker = KeyChecker(gateway)
         self._stop_strategies = stop_account_strategies
 
-    def set_strategy_stopper(self, stopper: Callable[[int], Awaitable[object]]) -> None:
-        self._stop_strategies = stopper
-
     @staticmethod
     def check_key_format(venue: str, api_key: str, secret: str | None = None) -> None:
         """Reject what can never be a valid key for `venue`, before any network call.

@@ -1,0 +1,81 @@
+"""Half-built allocations of the guided `/allocate` flow and previews awaiting "Confirm", in process memory.
+
+A draft holds no secret, but like the key intake it stays out of PTB's `user_data` so that a restart never
+replays a half-confirmed allocation: after a restart the user simply starts again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+DRAFT_TTL_S = 900.0
+
+
+class DraftStep(Enum):
+    ACCOUNT = "account"
+    STRATEGY = "strategy"
+    SYMBOL = "symbol"
+    BUDGET = "budget"
+    PARAMS = "params"
+    CONFIRM = "confirm"
+
+
+@dataclass
+class Draft:
+    user_id: int
+    step: DraftStep = DraftStep.ACCOUNT
+    account_label: str | None = None
+    venue: str | None = None
+    kind: str | None = None
+    symbol: str | None = None
+    budget: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    created: float = field(default_factory=time.monotonic)
+
+    @property
+    def awaits_text(self) -> bool:
+        return self.step in (DraftStep.SYMBOL, DraftStep.BUDGET, DraftStep.PARAMS)
+
+
+class Drafts:
+    """One draft per user and the previews they may confirm, both expiring after a quarter of an hour."""
+
+    def __init__(self, ttl: float = DRAFT_TTL_S) -> None:
+        self.ttl = ttl
+        self._drafts: dict[int, Draft] = {}
+        self._previews: dict[str, tuple[float, object]] = {}
+
+    def begin(self, user_id: int) -> Draft:
+        draft = Draft(user_id=user_id)
+        self._drafts[user_id] = draft
+        return draft
+
+    def get(self, user_id: int) -> Draft | None:
+        draft = self._drafts.get(user_id)
+        if draft is not None and time.monotonic() - draft.created > self.ttl:
+            del self._drafts[user_id]
+            return None
+        return draft
+
+    def pop(self, user_id: int) -> Draft | None:
+        return self._drafts.pop(user_id, None)
+
+    def keep_preview(self, preview) -> None:
+        self._expire_previews()
+        self._previews[preview.token] = (time.monotonic(), preview)
+
+    def take_preview(self, token: str, user_id: int):
+        """The preview behind a Confirm button, only for the user it was made for (else None)."""
+        self._expire_previews()
+        entry = self._previews.get(token)
+        if entry is None or entry[1].user_id != user_id:
+            return None
+        del self._previews[token]
+        return entry[1]
+
+    def _expire_previews(self) -> None:
+        horizon = time.monotonic() - self.ttl
+        for token in [t for t, (born, _) in self._previews.items() if born < horizon]:
+            del self._previews[token]
