@@ -9,7 +9,7 @@ import sys
 
 import aiohttp
 import pytest
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters, Update
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 from telegram.request import HTTPXRequest
@@ -167,6 +167,15 @@ async def test_sending_to_an_unknown_chat_is_chat_not_found(bot) -> None:
         await bot.send_message(777, "anyone there?")
 
 
+async def test_replying_to_a_missing_message_is_bad_request_unless_allowed(fake_telegram: FakeTelegram, bot) -> None:
+    fake_telegram.add_user(USER)
+
+    with pytest.raises(BadRequest, match="Message to be replied not found"):
+        await bot.send_message(USER, "x", reply_parameters=ReplyParameters(99))
+    sent = await bot.send_message(USER, "y", reply_parameters=ReplyParameters(99, allow_sending_without_reply=True))
+    assert sent.reply_to_message is None
+
+
 async def test_bot_deletes_a_user_message_once_and_a_second_delete_is_bad_request(
     fake_telegram: FakeTelegram, bot
 ) -> None:
@@ -319,6 +328,8 @@ async def test_group_commands_and_replies_use_the_group_chat(fake_telegram: Fake
         reply = await fake_telegram.wait_for_message(group)
 
     assert reply.chat_id == group and reply.text.startswith("Hello")
+    # PTB quotes in groups: the reply carries reply_to_message, as from Telegram
+    assert fake_telegram.message(group, reply.message_id)["reply_to_message"]["text"] == "/start@strata_test_bot"
     with pytest.raises(ValueError, match="negative"):
         fake_telegram.user_sends(USER, "hi", chat_id=5, chat_type="group")
 

@@ -229,6 +229,24 @@ def _bot_message(world: TelegramWorld, params: Params, action: str) -> tuple[int
     return chat_id, message_id, stored
 
 
+def _reply_to(world: TelegramWorld, chat_id: int, params: Params) -> JSON:
+    """The `reply_to_message` field for a reply (reply_parameters, or the older reply_to_message_id)."""
+    reply = params.get("reply_parameters")
+    reply = dict(reply) if isinstance(reply, dict) else {}
+    if params.get("reply_to_message_id") is not None:
+        reply.setdefault("message_id", params["reply_to_message_id"])
+        reply.setdefault("allow_sending_without_reply", params.get("allow_sending_without_reply", False))
+    if reply.get("message_id") is None:
+        return {}
+    target_chat = reply.get("chat_id", chat_id)
+    original = world.stored_message(target_chat, reply["message_id"]) if isinstance(target_chat, int) else None
+    if original is None:
+        if reply.get("allow_sending_without_reply"):
+            return {}
+        raise ApiError(400, "Bad Request: message to be replied not found")
+    return {"reply_to_message": {k: v for k, v in original.items() if k != "reply_to_message"}}
+
+
 def _content(params: Params, *texts: _Text | None, **fields: Any) -> JSON:
     keyboard = _inline_keyboard(params)
     for text in texts:
@@ -298,7 +316,7 @@ def _delete_my_commands(world: TelegramWorld, params: Params) -> bool:
 def _send_message(world: TelegramWorld, params: Params) -> JSON:
     chat_id = _writable_chat(world, params)
     text = _message_text(params)
-    content = _content(params, text)
+    content = {**_content(params, text), **_reply_to(world, chat_id, params)}
     _admit(world, "sendMessage", chat_id)
     return world.post_bot_message("sendMessage", chat_id, content, params, _source(params, "text", text))
 
@@ -309,7 +327,7 @@ def _send_photo(world: TelegramWorld, params: Params) -> JSON:
     if not photo:
         raise ApiError(400, "Bad Request: there is no photo in the request")
     caption = _caption(params)
-    content = _content(params, caption, photo=_photo_sizes(photo))
+    content = {**_content(params, caption, photo=_photo_sizes(photo)), **_reply_to(world, chat_id, params)}
     _admit(world, "sendPhoto", chat_id)
     return world.post_bot_message("sendPhoto", chat_id, content, params, _source(params, "caption", caption))
 
