@@ -1,7 +1,7 @@
 """Crash-test child process: run the real engine on given database files against already running fake venues.
 
-    python -m tests.crash_child DATA_DIR EXCHANGE_URLS start    # connect, allocate a DCA, run until killed
-    python -m tests.crash_child DATA_DIR EXCHANGE_URLS resume   # restart on the same files, settle, exit 0
+    python -m tests.crash_child DATA_DIR EXCHANGE_URLS start API_KEY   # connect, allocate a DCA, run until killed
+    python -m tests.crash_child DATA_DIR EXCHANGE_URLS resume API_KEY  # restart on the same files, settle, exit 0
 
 The parent test sets `STRATA_CRASH_AT` for the `start` run only, so the engine's test hook SIGKILLs this
 process at that point; `start` exiting by itself (code 3) means the crash point was never reached.
@@ -17,13 +17,13 @@ from storage.orders import LIVE
 from tests.engine_world import open_world
 
 USER_ID = 42
-API_KEY, SECRET = "crash-key", "crash-secret"
+SECRET = "crash-secret"
 
 
-async def start(data_dir: Path, urls: str) -> int:
+async def start(data_dir: Path, urls: str, api_key: str) -> int:
     world = await open_world(data_dir, urls)
     try:
-        await world.connect(USER_ID, "binance", API_KEY, SECRET)
+        await world.connect(USER_ID, "binance", api_key, SECRET)
         await world.allocate(USER_ID, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
         await asyncio.sleep(10)  # the crash hook kills us long before this ends
         return 3
@@ -31,7 +31,7 @@ async def start(data_dir: Path, urls: str) -> int:
         await world.close()
 
 
-async def resume(data_dir: Path, urls: str) -> int:
+async def resume(data_dir: Path, urls: str, api_key: str) -> int:
     world = await open_world(data_dir, urls)
     try:
         for _ in range(100):
@@ -46,9 +46,9 @@ async def resume(data_dir: Path, urls: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    data_dir, urls, mode = Path(argv[0]), argv[1], argv[2]
+    data_dir, urls, mode, api_key = Path(argv[0]), argv[1], argv[2], argv[3]
     runner = {"start": start, "resume": resume}[mode]
-    return asyncio.run(runner(data_dir, urls))
+    return asyncio.run(runner(data_dir, urls, api_key))
 
 
 if __name__ == "__main__":
