@@ -7,41 +7,10 @@ import base64
 import os
 import secrets
 import sqlite3
-from decimal import Decimal
 
 import pytest
 
-USER = 1001
-OTHER = 2002
-
-
-def make_keypair(venue: str) -> tuple[str, str]:
-    if venue == "kraken":
-        return base64.b64encode(os.urandom(42)).decode(), base64.b64encode(os.urandom(64)).decode()
-    return secrets.token_hex(32), secrets.token_hex(32)
-
-
-def register(fake_exchanges, venue: str, **flags) -> tuple[str, str]:
-    api_key, secret = make_keypair(venue)
-    quote = "USD" if venue == "kraken" else "USDT"
-    balances = flags.pop("balances", None) or {quote: Decimal(5000), "BTC": Decimal("0.5")}
-    fake_exchanges.books[venue].add_key(api_key, secret, balances=balances, **flags)
-    return api_key, secret
-
-
-async def start_connect(s, venue_button: str, user: int = USER):
-    await s.send(user, "/connect")
-    menu = await s.next_reply(user, contains="Which exchange")
-    await s.press(user, menu, venue_button)
-    await s.next_reply(user, contains="send the")
-    return menu
-
-
-async def send_key_pair(s, api_key: str, secret: str, user: int = USER) -> tuple[dict, dict]:
-    key_msg = await s.send(user, api_key)
-    await s.next_reply(user, contains="Now send")
-    secret_msg = await s.send(user, secret)
-    return key_msg, secret_msg
+from tests.chat_helpers import OTHER, USER, connect_account, register, send_key_pair, start_connect
 
 
 def deleted_ids(s, chat_id: int) -> set[int]:
@@ -205,15 +174,6 @@ async def test_connect_in_a_group_is_refused_and_key_messages_there_are_deleted(
     leaked = await strata.send(USER, secrets.token_hex(32), chat_id=group, chat_type="group")
     await strata.next_reply(group, contains="revoke")
     assert leaked["message_id"] in deleted_ids(strata, group)
-
-
-async def connect_account(s, fake_exchanges, venue="binance", button="Binance Spot", user=USER):
-    api_key, secret = register(fake_exchanges, venue)
-    await start_connect(s, button, user=user)
-    await send_key_pair(s, api_key, secret, user=user)
-    await s.next_reply(user, contains="Connected")
-    rows = await s.runtime.store.accounts.list_for_user(user)
-    return rows[-1]
 
 
 async def test_disconnect_shreds_the_key_and_removes_the_account(strata, fake_exchanges):

@@ -296,9 +296,6 @@ class StrategyService:
         if ticker.last is not None:
             if info.min_amount is not None:
                 minimum = max(minimum, info.min_amount * ticker.last)
-            if info.amount_step is not None and minimum > 0:
-                # A buy by cost is truncated to the amount step: leave room for one step.
-                minimum += info.amount_step * ticker.last
         if per_buy < minimum:
             which = "amount" if params.get("amount") else "amount (budget/10 by default)"
             raise UserError(

@@ -1,0 +1,135 @@
+"""Strategies driven from the chat end to end: /allocate (one-line and guided), fills as alerts, /status,
+/pause, /resume, /stop and /panic — real PTB against the fake Telegram, real ccxt against the fake venues."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from tests.chat_helpers import OTHER, USER, connect_with_key
+
+
+def open_orders(fake_exchanges, venue: str, api_key: str) -> list:
+    return fake_exchanges.books[venue].open_orders(api_key)
+
+
+async def wait_for_open_orders(fake_exchanges, venue: str, api_key: str, timeout: float = 10.0) -> list:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (orders := open_orders(fake_exchanges, venue, api_key)):
+        assert asyncio.get_running_loop().time() < deadline, "the strategy placed no resting order"
+        await asyncio.sleep(0.05)
+    return orders
+
+
+async def allocate_one_line(s, text: str, user: int = USER):
+    await s.send(user, text)
+    summary = await s.next_reply(user, contains="Allocation summary")
+    await s.press(user, summary, "Confirm allocation")
+    return await s.next_reply(user, contains="is running")
+
+
+async def test_one_line_dca_buys_at_once_and_the_fill_alert_arrives_exactly_once(strata, fake_exchanges):
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
+    running = await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
+    assert "DCA" in running.text
+    alert = await strata.next_reply(USER, contains="Bought", timeout=15)
+    assert "BTC" in alert.text and "50000" in alert.text and "left of 100" in alert.text
+    orders = fake_exchanges.books["binance"].all_orders(api_key)
+    assert len(orders) == 1 and orders[0].side == "buy"
+    await strata.send(USER, "/status")
+    status = await strata.next_reply(USER, contains="Your strategies")
+    assert "DCA" in status.text and "running" in status.text
+    fills = [m for m in strata.tg.sent if m.chat_id == USER and "Bought" in (m.text or "")]
+    assert len(fills) == 1
+
+
+async def test_guided_allocation_reaches_the_same_summary(strata, fake_exchanges):
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    await connect_with_key(strata, fake_exchanges, "binance")
+    await strata.send(USER, "/allocate")
+    menu = await strata.next_reply(USER, contains="Which account")
+    await strata.press(USER, menu, 0)
+    kinds = await strata.next_reply(USER, contains="Which strategy")
+    await strata.press(USER, kinds, "DCA")
+    markets = await strata.next_reply(USER, contains="Which market")
+    await strata.press(USER, markets, "BTC/USDT")
+    await strata.next_reply(USER, contains="What budget")
+    await strata.send(USER, "100")
+    await strata.next_reply(USER, contains="Parameters of")
+    await strata.send(USER, "every=1h amount=20")
+    summary = await strata.next_reply(USER, contains="Allocation summary")
+    assert "every=1h" in summary.text and "amount=20" in summary.text and "100" in summary.text
+    await strata.press(USER, summary, "Confirm allocation")
+    await strata.next_reply(USER, contains="is running")
+    await strata.next_reply(USER, contains="Bought", timeout=15)
+
+
+async def test_allocation_mistakes_get_clear_answers_and_create_nothing(strata, fake_exchanges):
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    await connect_with_key(strata, fake_exchanges, "binance")
+    cases = [
+        ("/allocate nosuch dca 100 BTC/USDT", "no account labelled"),
+        ("/allocate binance moon 100 BTC/USDT", "moon"),
+        ("/allocate binance dca -5 BTC/USDT", "greater than 0"),
+        ("/allocate binance dca 100 NOPE/USDT", "not traded"),
+        ("/allocate binance dca 999999 BTC/USDT amount=10", "at most"),
+        ("/allocate binance dca 100 BTC/USDT every=0m", "every"),
+        ("/allocate binance dca 100 BTC/USDT amount=0.01", "minimum"),
+        ("/allocate binance", "Usage"),
+    ]
+    for text, expected in cases:
+        await strata.send(USER, text)
+        answer = await strata.next_reply(USER)
+        assert expected.lower() in answer.text.lower(), (text, answer.text)
+    assert await strata.runtime.store.strategies.list_for_user(USER) == []
+
+
+async def test_pause_resume_and_forged_ids_of_other_users(strata, fake_exchanges):
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    await connect_with_key(strata, fake_exchanges, "binance")
+    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
+    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+    await strata.send(OTHER, f"/pause {strategy.id}")
+    assert "no such strategy" in (await strata.next_reply(OTHER)).text.lower()
+    await strata.send(USER, "/pause")
+    menu = await strata.next_reply(USER, contains="Which strategy")
+    # A tampered client of another user presses the owner's button: nothing changes for the owner.
+    strata.tg.press_callback_data(OTHER, menu.message_id, f"ctl:pause:{strategy.id}", chat_id=USER)
+    refused = await strata.next_reply(USER, contains="no such strategy")
+    assert refused.method.startswith("edit")
+    assert (await strata.runtime.store.strategies.get(strategy.id)).status == "active"
+    await strata.send(USER, f"/pause {strategy.id}")
+    await strata.next_reply(USER, contains="paused")
+    assert (await strata.runtime.store.strategies.get(strategy.id)).status == "paused"
+    await strata.send(USER, f"/resume {strategy.id}")
+    await strata.next_reply(USER, contains="running again")
+    assert (await strata.runtime.store.strategies.get(strategy.id)).status == "active"
+
+
+async def test_panic_pauses_everything_and_leaves_no_open_order(strata, fake_exchanges):
+    book = fake_exchanges.books["kraken"]
+    book.set_price("BTC/USD", "65000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
+    await wait_for_open_orders(fake_exchanges, "kraken", api_key)
+    await strata.send(USER, "/panic")
+    confirm = await strata.next_reply(USER, contains="Pause")
+    await strata.press(USER, confirm, "Confirm panic")
+    done = await strata.next_reply(USER, contains="Paused", timeout=15)
+    assert "cancelled" in done.text
+    assert open_orders(fake_exchanges, "kraken", api_key) == []
+    assert all(s.status == "paused" for s in await strata.runtime.store.strategies.list_for_user(USER))
+
+
+async def test_disconnect_cancels_the_strategies_open_orders(strata, fake_exchanges):
+    fake_exchanges.books["kraken"].set_price("BTC/USD", "65000")
+    account, api_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
+    await wait_for_open_orders(fake_exchanges, "kraken", api_key)
+    await strata.send(USER, "/disconnect kraken")
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    await strata.next_reply(USER, contains="destroyed", timeout=15)
+    assert open_orders(fake_exchanges, "kraken", api_key) == []
+    assert await strata.runtime.store.accounts.get(account.id) is None
