@@ -25,18 +25,21 @@ Guarantees and their limits:
 - **400** (message too long, bad markup…): that alert becomes `undeliverable` with Telegram's description;
   the chat carries on with its next alert.
 
-Alerts are plain text (no parse mode), so nothing in them needs escaping. New alerts are picked up on
-`wake()` and by polling the table every `poll_interval` seconds, so alerts queued by another process or
-before a restart go out too.
+Alert texts are Telegram HTML (`parse_mode`, "HTML" by default): their writers escape every value. Should
+Telegram still refuse the markup ("can't parse entities"), the alert is sent once more as plain text, tags
+stripped, rather than lost. New alerts are picked up on `wake()` and by polling the table every
+`poll_interval` seconds, so alerts queued by another process or before a restart go out too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import logging
 import math
 import random
+import re
 import time
 import warnings
 from collections import deque
@@ -52,6 +55,7 @@ from storage.models import Alert
 from storage.store import Store
 
 log = logging.getLogger(__name__)
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?>")
 
 WINDOW_MARGIN_S = 0.005  # slack on top of the global window for clock rounding
 SPACING_TOLERANCE = 2  # starts may run this many spacings ahead, to catch up on timer lateness
@@ -87,6 +91,7 @@ class Notifier:
         global_rate: float = 30.0,
         poll_interval: float = 1.0,
         retry_backoff: float = BACKOFF_BASE_S,
+        parse_mode: str | None = "HTML",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if per_chat_interval < 0 or global_rate <= 0 or poll_interval <= 0:
@@ -100,6 +105,8 @@ class Notifier:
         self._theoretical_start = 0.0  # GCRA: starts are spread 1/global_rate apart, small catch-up allowed
         self._poll_interval = poll_interval
         self._retry_backoff = retry_backoff
+        self._parse_mode = parse_mode
+        self._as_plain: set[int] = set()  # alerts whose markup Telegram refused: resend as plain text
         self._clock = clock
         self.stats = NotifierStats()
 
@@ -276,8 +283,12 @@ class Notifier:
 
     async def _deliver(self, alert: Alert) -> None:
         try:
+            plain = self._parse_mode is None or alert.id in self._as_plain
             await self._bot.send_message(
-                chat_id=alert.chat_id, text=alert.text, disable_notification=alert.silent
+                chat_id=alert.chat_id,
+                text=_plain_text(alert.text) if plain and self._parse_mode else alert.text,
+                parse_mode=None if plain else self._parse_mode,
+                disable_notification=alert.silent,
             )
         except RetryAfter as exc:
             self._rate_limited(alert, _retry_after_seconds(exc))
@@ -288,6 +299,9 @@ class Notifier:
         except BadRequest as exc:
             if "chat not found" in exc.message.lower():
                 await self._settle_user(alert.user_id, self._describe(exc), deactivate=True)
+            elif "can't parse entities" in exc.message.lower() and alert.id not in self._as_plain:
+                log.warning("alert %s: markup refused (%s); resending as plain text", alert.id, exc.message)
+                self._as_plain.add(alert.id)
             else:
                 await self._give_up(alert, self._describe(exc))
         except TelegramError as exc:  # NetworkError, TimedOut, 5xx, InvalidToken: retry, never drop
@@ -298,6 +312,7 @@ class Notifier:
                 await self._store.outbox.record_failure(alert.id, self._describe(exc))
         else:
             self._pop(alert)
+            self._as_plain.discard(alert.id)
             self._failures.pop(alert.chat_id, None)
             self.stats.sent += 1
             await self._mark_sent(alert.id)
@@ -329,6 +344,7 @@ class Notifier:
     async def _give_up(self, alert: Alert, error: str) -> None:
         log.warning("alert %s to chat %s refused, kept as undeliverable: %s", alert.id, alert.chat_id, error)
         self._pop(alert)
+        self._as_plain.discard(alert.id)
         self.stats.undeliverable += 1
         await self._store.outbox.mark_undeliverable(alert.id, error)
 
@@ -378,6 +394,11 @@ class Notifier:
         text = f"{type(exc).__name__}: {exc.message}"
         token = getattr(self._bot, "token", "")
         return text.replace(token, "[REDACTED]") if token else text
+
+
+def _plain_text(text: str) -> str:
+    """An HTML alert as plain text: tags dropped, entities decoded (the fallback when markup is refused)."""
+    return html.unescape(_TAG.sub("", text)).strip() or text
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:

@@ -136,6 +136,27 @@ async def test_silent_alerts_are_sent_with_disable_notification(
     assert sent == {"daily summary": True, "strategy paused": False}
 
 
+async def test_alerts_are_sent_as_html_and_refused_markup_falls_back_to_plain_text(
+    store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot
+):
+    await register(store, fake_telegram, 25)
+    fine = await enqueue(store, 25, "<b>DCA #1 BTC/USDT</b>: filled 0.001 BTC &amp; fee 0.1 USDT")
+    broken = await enqueue(store, 25, "<b>Grid #2 ETH/USDT</b> paused: <i>unclosed")
+    notifier = Notifier(store, bot, **FAST)
+    await notifier.start()
+    try:
+        assert (await settled(store, notifier))["sent"] == 2
+    finally:
+        await notifier.stop()
+    sent = [(m.text, m.parse_mode) for m in fake_telegram.sent]
+    assert sent == [
+        ("<b>DCA #1 BTC/USDT</b>: filled 0.001 BTC &amp; fee 0.1 USDT", "HTML"),
+        ("Grid #2 ETH/USDT paused: unclosed", None),
+    ]
+    assert [r.status for r in fake_telegram.rejected] == [400]  # one refusal, then the plain copy
+    assert {(await store.outbox.get(i)).status for i in (fine, broken)} == {"sent"}
+
+
 async def test_alerts_queued_by_another_connection_go_out_without_a_wake(
     store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot, tmp_path: Path
 ):
