@@ -119,7 +119,7 @@ def _pooled_class(base: type) -> type:
                 cost = self.calculate_rate_limiter_cost(api, method, path, params, config)
                 name = _api_name(api)
                 await self.strata_budgets.acquire(
-                    self.id, name, _api_url(self, name), cost, self.strata_key_id
+                    self.id, name, _api_url(self, name), cost, self.strata_key_id, path
                 )
             return await super().fetch2(path, api, method, params, config)
 

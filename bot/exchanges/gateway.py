@@ -325,8 +325,10 @@ class ExchangeGateway:
 
         data = await self._private(venue, creds, op)
         order = order_from_ccxt(venue, data)
-        if order.client_order_id is None and client_order_id is not None:
-            order = _with_client_id(order, client_order_id)
+        # Binance answers a cancel with the cancel request's own id in clientOrderId; ours is the original.
+        original = (data.get("info") or {}).get("origClientOrderId") or client_order_id
+        if original is not None and order.client_order_id != original:
+            order = _with_client_id(order, original)
         return order
 
     async def fetch_my_trades(

@@ -61,6 +61,9 @@ MSG_HMAC_ONLY = (
     "This looks like a private key file (Ed25519/RSA). Strata only works with system-generated (HMAC) keys: "
     "create one on the exchange and send its API key and secret."
 )
+MSG_FUTURES_DISABLED = (
+    "This key cannot trade futures. Edit it on Binance, tick 'Enable Futures', then send it again."
+)
 MSG_WITHDRAW = (
     "This key is allowed to withdraw funds, so it was not stored. Create a key with withdrawals disabled "
     "(trading and reading only) and try again. We suggest deleting the key you sent."
@@ -170,8 +173,21 @@ class KeyChecker:
         try:
             data = await self._once(venue, creds, lambda ex: ex.fetch_balance())
         except ExchangeFailure as failure:
+            if venue == "binanceusdm" and failure.action is Action.AUTH and not self._pool.is_testnet(venue):
+                # A valid key without futures permission gets the same -2015 as a wrong key: ask sapi.
+                await self._explain_futures_rejection(creds)
             raise _balance_rejection(venue, failure) from None
         return {asset: line.total for asset, line in balances_from_ccxt(data).items() if line.total}
+
+    async def _explain_futures_rejection(self, creds: Credentials) -> None:
+        try:
+            restrictions = await self._once(
+                "binanceusdm", creds, lambda ex: ex.sapi_get_account_apirestrictions()
+            )
+        except ExchangeFailure:
+            return
+        if isinstance(restrictions, dict) and restrictions.get("enableFutures") is False:
+            raise KeyRejected("futures_disabled", MSG_FUTURES_DISABLED)
 
     async def _binance_permissions(
         self, venue: str, creds: Credentials, balances: dict[str, Decimal]
@@ -204,11 +220,7 @@ class KeyChecker:
         if restrictions.get("enableFutures"):
             permissions.append("futures_trading")
         if venue == "binanceusdm" and not restrictions.get("enableFutures"):
-            raise KeyRejected(
-                "futures_disabled",
-                "This key cannot trade futures. Edit it on Binance, tick 'Enable Futures', "
-                "then send it again.",
-            )
+            raise KeyRejected("futures_disabled", MSG_FUTURES_DISABLED)
         if venue == "binance" and not restrictions.get("enableSpotAndMarginTrading"):
             raise KeyRejected(
                 "trading_disabled",

@@ -45,6 +45,12 @@ WEIGHT_RULES: Mapping[str, WeightRule] = {
     "binanceusdm": WeightRule(limit_per_minute=2_400, weight_per_cost=1.0),
 }
 
+#: Endpoints whose ccxt cost understates Binance's documented weight (ccxt 4.5.90): (venue, api, path).
+WEIGHT_OVERRIDES: Mapping[tuple[str, str, str], int] = {
+    ("binanceusdm", "fapiPrivateV3", "account"): 5,
+    ("binanceusdm", "fapiPrivateV3", "positionRisk"): 5,
+}
+
 #: ccxt's kraken private costs are 3 per counter point (Balance 3 → +1, TradesHistory 6 → +2).
 KRAKEN_COST_PER_POINT = 3.0
 
@@ -204,8 +210,12 @@ class RateBudgets:
         sleep: Sleep = asyncio.sleep,
         kraken_public_rate: float = 1.0,
         kraken_public_burst: float = 15.0,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         self._margin = margin
+        #: Per-venue weight limit per minute (defaults: `WEIGHT_RULES`); lower it to leave room for others.
+        self.limits = {venue: rule.limit_per_minute for venue, rule in WEIGHT_RULES.items()}
+        self.limits.update(limits or {})
         self._clock = clock
         self._sleep = sleep
         self._weights: dict[tuple[str, str], WeightBudget] = {}
@@ -219,9 +229,8 @@ class RateBudgets:
         """The weight budget of one (venue, origin host); created on first use."""
         budget = self._weights.get((venue, host))
         if budget is None:
-            rule = WEIGHT_RULES[venue]
             budget = WeightBudget(
-                rule.limit_per_minute, margin=self._margin, clock=self._clock, sleep=self._sleep
+                self.limits[venue], margin=self._margin, clock=self._clock, sleep=self._sleep
             )
             self._weights[(venue, host)] = budget
         return budget
@@ -239,22 +248,30 @@ class RateBudgets:
         if venue not in WEIGHT_RULES:
             return None
         values = [b.headroom() for (v, _), b in self._weights.items() if v == venue]
-        return min(values) if values else max(1, int(WEIGHT_RULES[venue].limit_per_minute * self._margin))
+        return min(values) if values else max(1, int(self.limits[venue] * self._margin))
 
     async def acquire(
-        self, venue: str, api_name: str, api_url: str, cost: float | None, kid: str | None = None
+        self,
+        venue: str,
+        api_name: str,
+        api_url: str,
+        cost: float | None,
+        kid: str | None = None,
+        path: str = "",
     ) -> None:
         """Wait until one request fits its budget, then charge it.
 
         `api_name` is ccxt's api group ("public", "private", "sapi", "fapiPrivate"…), `api_url` its base URL,
-        `cost` ccxt's cost for the endpoint, `kid` the signing key's id for per-key venues.
+        `cost` ccxt's cost for the endpoint, `kid` the signing key's id for per-key venues, `path` the
+        endpoint (for `WEIGHT_OVERRIDES`).
         """
         cost = 1.0 if cost is None else float(cost)
         parts = urlsplit(api_url)
         if venue in WEIGHT_RULES:
             if api_name.startswith("sapi"):
                 return
-            await self.weight_budget(venue, parts.netloc).acquire(binance_weight(venue, cost))
+            weight = WEIGHT_OVERRIDES.get((venue, api_name, path)) or binance_weight(venue, cost)
+            await self.weight_budget(venue, parts.netloc).acquire(weight)
         elif venue == "kraken":
             if api_name == "private":
                 await self.kraken_keys.acquire(kid or "", cost / KRAKEN_COST_PER_POINT)
