@@ -21,6 +21,7 @@ from bot.app import build_application
 from bot.config import Settings, load_settings
 from bot.redaction import configure_logging
 from bot.runtime import Runtime
+from bot.sandbox.lifecycle import lifecycle
 from tests.plugins.telegram import POLL_TIMEOUT_SECONDS
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -78,26 +79,6 @@ def strata_env(tg, exchanges, data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def lifecycle(app) -> AsyncIterator[None]:
-    """The steps of `Application.run_polling`, in its order, post_init and post_shutdown included."""
-    await app.initialize()
-    try:
-        await app.post_init(app)
-        await app.updater.start_polling(poll_interval=0, timeout=POLL_TIMEOUT_SECONDS)
-        await app.start()
-        try:
-            yield
-        finally:
-            if app.updater.running:
-                await app.updater.stop()
-            if app.running:
-                await app.stop()
-    finally:
-        await app.shutdown()
-        await app.post_shutdown(app)
-
-
-@contextlib.asynccontextmanager
 async def run_strata(tg, exchanges, data_dir: Path, **extra: str) -> AsyncIterator[Strata]:
     settings = load_settings(strata_env(tg, exchanges, data_dir, **extra), dotenv=False)
     log = io.StringIO()
@@ -107,7 +88,7 @@ async def run_strata(tg, exchanges, data_dir: Path, **extra: str) -> AsyncIterat
     try:
         runtime = Runtime(settings)
         app = build_application(settings, runtime=runtime)
-        async with lifecycle(app):
+        async with lifecycle(app, poll_timeout=POLL_TIMEOUT_SECONDS):
             yield Strata(tg, exchanges, settings, runtime, log, data_dir)
     finally:
         for handler in list(root.handlers):
