@@ -17,7 +17,9 @@ from bot.notifier import Notifier
 from bot.services.accounts import AccountService
 from bot.services.drafts import Drafts
 from bot.services.intake import IntakeBook
+from bot.services.settings import SettingsService
 from bot.services.strategies import StrategyService
+from bot.summary import DailySummary
 from bot.vault import Vault
 from storage.files import ensure_private_dir
 from storage.store import Store
@@ -62,6 +64,8 @@ class Runtime:
         self.strategies = None
         self.engine = None
         self.notifier = None
+        self.settings_service = None
+        self.summary = None
 
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
@@ -77,7 +81,10 @@ class Runtime:
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies
         )
+        self.settings_service = SettingsService(self.store)
         await self.engine.start()
+        self.summary = DailySummary(self.store, self.strategies, self.notifier, self.engine.ctx.clock)
+        self.summary.schedule(self.engine.scheduler)
 
     async def close(self) -> None:
         if self.engine is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, cancel, connect, guard, start, strategies
+from handlers import accounts, cancel, connect, guard, settings, start, strategies
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -16,6 +16,7 @@ def register_handlers(application: Application, runtime) -> None:
         *accounts.handlers(),
         *cancel.handlers(),
         *strategies.handlers(runtime.drafts),
+        *settings.handlers(),
     ]
     for group, handler in pairs:
         application.add_handler(handler, group=group)

@@ -147,6 +147,17 @@ class StrategyRepository:
             "UPDATE strategies SET next_run = ? WHERE id = ?", (to_iso(next_run), strategy_id)
         )
 
+    async def set_alerts(self, user_id: int, strategy_id: int, mode: str) -> bool:
+        """Set a strategy's fill-alert mode (on | silent | off) if the user owns it; True when a row changed."""
+        if mode not in ("on", "silent", "off"):
+            raise ValueError(f"unknown alert mode {mode!r}")
+        async with self._db.transaction() as tx:
+            changed = await tx.rowcount(
+                "UPDATE strategies SET alerts = ? WHERE id = ? AND user_id = ?", (mode, strategy_id, user_id)
+            )
+        return changed == 1
+
+
 
 def _with_statuses(sql: str, params: list[Any], statuses: Iterable[str] | None) -> tuple[str, list[Any]]:
     if statuses is None:
@@ -176,3 +187,4 @@ def _strategy(row) -> Strategy:
         alerts=row["alerts"],
         created_at=from_iso(row["created_at"]),
     )
+

@@ -36,5 +36,22 @@ class UserRepository:
         await self._db.execute("UPDATE users SET settings = ? WHERE id = ?", (dumps(settings), user_id))
 
 
+    async def with_daily_summary(self) -> list[User]:
+        """Active users who asked for a daily summary."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM users WHERE active = 1 AND json_extract(settings, '$.summary') = 1"
+        )
+        return [_user(r) for r in rows]
+
+    async def claim_daily_summary(self, tx: Transaction, user_id: int, day: str) -> bool:
+        """Mark today's summary as owed-and-taken, once: False when it was already claimed for `day`."""
+        changed = await tx.rowcount(
+            "UPDATE users SET settings = json_set(settings, '$.last_summary', ?) "
+            "WHERE id = ? AND coalesce(json_extract(settings, '$.last_summary'), '') != ?",
+            (day, user_id, day),
+        )
+        return changed == 1
+
+
 def _user(row) -> User:
     return User(id=row["id"], chat_id=row["chat_id"], active=bool(row["active"]), settings=json.loads(row["settings"]))

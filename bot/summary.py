@@ -1,0 +1,77 @@
+"""The daily summary: once a day, at the hour each user chose (UTC), P&L net of fees per strategy.
+
+It rides on the engine's scheduler (one job, `daily-summary`, every hour). A user's summary is claimed and
+queued in one transaction, so a restart or an overlapping run never sends it twice; after downtime, a summary
+whose hour has passed today still goes out once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from html import escape
+
+from apscheduler.triggers.cron import CronTrigger
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "daily-summary"
+
+
+def summary_text(day: str, statuses) -> str:
+    lines = [f"📊 <b>Daily summary</b> {escape(day)} (P&amp;L net of fees)"]
+    if not statuses:
+        lines.append("No strategies yet: /allocate one.")
+    for s in statuses:
+        unrealised = "?" if s.unrealised_pnl is None else _signed(s.unrealised_pnl)
+        lines.append(
+            f"#{s.id} {escape(s.title)} {escape(s.symbol)} ({escape(s.status)}): used {_money(s.used)} of "
+            f"{_money(s.budget)} {escape(s.quote)}; realised {_signed(s.realised_pnl)}, unrealised {unrealised}, "
+            f"fees {_money(s.fees)}"
+        )
+    return "\n".join(lines)
+
+
+def _money(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.01")), "f")
+
+
+def _signed(value: Decimal) -> str:
+    return ("+" if value > 0 else "") + _money(value)
+
+
+class DailySummary:
+    def __init__(self, store, strategies, notifier, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._strategies = strategies
+        self._notifier = notifier
+        self._clock = clock
+
+    def schedule(self, scheduler) -> None:
+        scheduler.add_job(
+            self.run_due, CronTrigger(minute=0, second=5, timezone="UTC"), id=JOB_ID, name=JOB_ID,
+            replace_existing=True, misfire_grace_time=None, coalesce=True,
+        )
+
+    async def run_due(self) -> int:
+        """Queue today's summary for every user whose chosen hour has come; return how many were queued."""
+        now = self._clock()
+        day = now.date().isoformat()
+        queued = 0
+        for user in await self._store.users.with_daily_summary():
+            if int(user.settings.get("summary_hour", 8)) > now.hour or user.settings.get("last_summary") == day:
+                continue
+            text = summary_text(day, await self._strategies.status(user.id))
+            async with self._store.db.transaction() as tx:
+                if not await self._store.users.claim_daily_summary(tx, user.id, day):
+                    continue
+                await self._store.outbox.enqueue(
+                    tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
+                )
+            queued += 1
+        if queued:
+            self._notifier.wake()
+            logger.info("queued %d daily summaries", queued)
+        return queued
