@@ -134,6 +134,14 @@ async def test_open_orders_list_and_cancel_releases_the_reserve(spot, exchange_c
         await client.cancel_order(order["id"], BTC)
 
 
+async def test_all_orders_serve_fetch_orders_and_fetch_closed_orders(spot, exchange_client):
+    client = exchange_client("binance", "spot-key", "spot-secret")
+    resting = await client.create_order(BTC, "limit", "buy", 0.001, 15000)
+    filled = await client.create_order(BTC, "market", "buy", 0.001)
+    assert [o["id"] for o in await client.fetch_orders(BTC)] == [resting["id"], filled["id"]]
+    assert [(o["id"], o["status"]) for o in await client.fetch_closed_orders(BTC)] == [(filled["id"], "closed")]
+
+
 async def test_a_duplicate_open_client_order_id_is_refused(spot, exchange_client):
     client = exchange_client("binance", "spot-key", "spot-secret")
     await client.create_order(BTC, "limit", "buy", 0.001, 15000, {"clientOrderId": "same"})

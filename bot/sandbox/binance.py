@@ -275,6 +275,7 @@ class BinanceVenue:
         r[("POST", f"{p}/order")] = Route(self.create_order, _w(1), True)
         r[("GET", f"{p}/order")] = Route(self.get_order, _w(1 if self.futures else 4), True)
         r[("DELETE", f"{p}/order")] = Route(self.cancel_order, _w(1), True)
+        r[("GET", f"{p}/allOrders")] = Route(self.all_orders, _w(5 if self.futures else 20), True)
         r[("GET", f"{p}/openOrders")] = Route(
             self.open_orders, _w_symbol(1, 40) if self.futures else _w_symbol(6, 80), True
         )
@@ -831,6 +832,20 @@ class BinanceVenue:
     async def open_orders(self, call: Call) -> Json:
         market = self._market_opt(call.params)
         orders = self.book.open_orders(call.key, market.symbol if market else None)
+        return [self._order_json(o) for o in orders]
+
+    async def all_orders(self, call: Call) -> Json:
+        market = self._market(call.params)
+        orders = self.book.all_orders(call.key, market.symbol)
+        start, end, from_id = (call.params.get(k) for k in ("startTime", "endTime", "orderId"))
+        if from_id:
+            orders = [o for o in orders if o.id >= int(from_id)]
+        if start:
+            orders = [o for o in orders if o.created_ms >= int(start)]
+        if end:
+            orders = [o for o in orders if o.created_ms <= int(end)]
+        limit = max(1, min(int(call.params.get("limit") or 500), 1000))
+        orders = orders[:limit] if (start or from_id) else orders[-limit:]
         return [self._order_json(o) for o in orders]
 
     async def my_trades(self, call: Call) -> Json:
