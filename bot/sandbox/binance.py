@@ -450,6 +450,8 @@ class BinanceVenue:
             return 400, -2010, "Order would immediately match and take."
         if kind == "no_price":
             return 400, -1013, "Market is closed."
+        if fut and "positionSide" in err.message:
+            return 400, -4061, "Order's position side does not match user's setting."
         return 400, -1102, err.message
 
     # ---------------------------------------------------------------- helpers

@@ -19,8 +19,14 @@ Public API (stable; the Kraken fake builds on it):
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
-  - faults: `inject`, `take_fault`, `hang_seconds`; request log: `record_request`, `requests`
-- `BookError(kind, message)` with `kind` one of the `ERROR_KINDS`.
+  - faults: `inject`, `take_fault`, `hang_seconds`; request log: `record_request`, `requests`,
+    `request_counts`, `log_requests`
+- `BookError(kind, message, field=None)` with `kind` one of the `ERROR_KINDS`.
+- helpers: `D` (exact Decimal from str/int/float text), `timeframe_ms`, `period_start`; records `Order`,
+  `Trade`, `Position`, `KeyAccount`, `Ticker`, `Candle`, `RequestRecord`.
+
+The clock (`clock=`, milliseconds) is the venue's server time: venue apps check request timestamps against it
+and candle timestamps are rebased to it.
 """
 
 from __future__ import annotations
