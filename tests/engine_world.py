@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bot.config import load_settings
 from bot.engine.scheduler import Engine
+from bot.exchanges.errors import RetryPolicy
 from bot.exchanges.gateway import ExchangeGateway
 from bot.exchanges.rate_budget import RateBudgets
 from bot.secret import Credentials
@@ -88,6 +89,8 @@ async def open_world(
     clock: Any = None,
     start: bool = True,
     jitter_seconds: float = 0.0,
+    timeout_ms: int = 3000,
+    unknown_grace_seconds: float = 0.3,
 ) -> World:
     settings = load_settings(
         {
@@ -102,12 +105,16 @@ async def open_world(
     store = await Store.open(settings.database_path)
     vault = await Vault.open(settings.keystore_path, MASTER_KEY)
     # Budgets on a fast clock-free margin: tests never wait for a minute window.
-    gateway = ExchangeGateway.from_settings(settings, budgets=RateBudgets(), timeout_ms=3000)
+    gateway = ExchangeGateway.from_settings(
+        settings, budgets=RateBudgets(), timeout_ms=timeout_ms,
+        retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
+    )
     notifier = CountingNotifier()
     kwargs: dict[str, Any] = {"jitter_seconds": jitter_seconds}
     if clock is not None:
         kwargs["clock"] = clock
     engine = Engine(store, vault, gateway, notifier, settings, **kwargs)
+    engine.desk.unknown_grace = timedelta(seconds=unknown_grace_seconds)
     world = World(store, vault, gateway, engine, StrategyService(store, engine), notifier)
     if start:
         await engine.start()
@@ -118,11 +125,7 @@ class ShiftedClock:
     """The real clock moved by a settable offset (to make a DCA slot come due without waiting a day)."""
 
     def __init__(self) -> None:
-        from datetime import timedelta
-
         self.offset = timedelta(0)
 
     def __call__(self) -> datetime:
-        from datetime import UTC
-
         return datetime.now(UTC) + self.offset

@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.alerts import fill_text
-from bot.engine.context import EngineContext
+from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
 from bot.engine.fills import Recorded, fee_from_trades, fee_value, new_fill, order_status, quote_fee
 from bot.exchanges.client_ids import client_order_id_for
@@ -50,6 +50,7 @@ class OrderDesk:
 
     def __init__(self, ctx: EngineContext, *, on_activity: Callable[[int], None] | None = None) -> None:
         self.ctx = ctx
+        self.unknown_grace = UNKNOWN_GRACE
         #: Called with a strategy id after new fills or an order's end (the engine re-runs the strategy soon).
         self.on_activity = on_activity or (lambda strategy_id: None)
 
@@ -98,7 +99,7 @@ class OrderDesk:
 
     async def resolve(self, order: Order, account: Account, *, at_startup: bool) -> None:
         """Find an unconfirmed order by client order id: adopt it, or send it if it never arrived."""
-        if not at_startup and self.ctx.clock() - order.created_at < UNKNOWN_GRACE:
+        if not at_startup and utc_now() - order.created_at < self.unknown_grace:
             return
         try:
             found = await self.lookup(order, account)

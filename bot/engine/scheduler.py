@@ -74,6 +74,7 @@ class Engine:
         self.jitter_seconds = jitter_seconds
         self.scheduler: AsyncIOScheduler | None = None
         self._running: set[int] = set()
+        self._run_locks: dict[int, asyncio.Lock] = {}
         self._rerun: set[int] = set()
         self._poller: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
@@ -118,6 +119,12 @@ class Engine:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def settle(self) -> None:
+        """Wait until no strategy run is in progress (tests and benchmarks use it between steps)."""
+        while self._tasks or self._running:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            await asyncio.sleep(0)
 
     # --- scheduling -------------------------------------------------------------------------------------
 
@@ -175,19 +182,21 @@ class Engine:
 
     async def run_strategy(self, strategy_id: int) -> RunResult:
         """Run one strategy now, then schedule its next run (also after activity that arrived meanwhile)."""
-        if strategy_id in self._running:
-            self._rerun.add(strategy_id)
-            return RunResult(None)
-        self._running.add(strategy_id)
-        try:
-            result = await self.runner.run(strategy_id)
-        except CredentialsMissing:
-            result = RunResult(None)
-        except Exception:
-            logger.exception("strategy %s: run crashed; retrying later", strategy_id)
-            result = RunResult(None, retry_later=True)
-        finally:
-            self._running.discard(strategy_id)
+        lock = self._run_locks.get(strategy_id)
+        if lock is None:
+            lock = self._run_locks[strategy_id] = asyncio.Lock()
+        async with lock:  # one run at a time per strategy; a run asked for meanwhile follows this one
+            self._running.add(strategy_id)
+            self._rerun.discard(strategy_id)
+            try:
+                result = await self.runner.run(strategy_id)
+            except CredentialsMissing:
+                result = RunResult(None)
+            except Exception:
+                logger.exception("strategy %s: run crashed; retrying later", strategy_id)
+                result = RunResult(None, retry_later=True)
+            finally:
+                self._running.discard(strategy_id)
         if strategy_id in self._rerun:
             self._rerun.discard(strategy_id)
             self.schedule(strategy_id, self.ctx.clock())
