@@ -216,7 +216,24 @@ async def test_markets_load_once_per_venue_and_are_shared_by_reference(fake_exch
         instances = pool.instances("binance")
         assert len(instances) == 4
         assert all(inst.markets is instances[0].markets for inst in instances)
+        assert all(inst.session is instances[0].session for inst in instances)
+        assert all(inst.ssl_context is instances[0].ssl_context for inst in instances)
         assert len([r for r in book.requests if r.path == "/api/v3/exchangeInfo"]) == 1
     finally:
         await pool.close()
     assert pool.instances("binance") == []
+
+
+async def test_many_accounts_never_create_more_than_the_pool_size_of_instances(fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    accounts = [Credentials(f"{i:064d}", f"s{i:063d}") for i in range(30)]
+    for i, creds in enumerate(accounts):
+        book.add_key(creds.api_key.reveal(), creds.secret.reveal(), balances={"USDT": str(100 + i)})
+    pool = ClientPool(fake_exchanges.origins, size=4)
+    gateway = ExchangeGateway(pool)
+    try:
+        balances = await asyncio.gather(*(gateway.fetch_balance("binance", c) for c in accounts))
+        assert len(pool.instances("binance")) <= 1 + 4
+    finally:
+        await pool.close()
+    assert [b["USDT"].total for b in balances] == [Decimal(100 + i) for i in range(30)]

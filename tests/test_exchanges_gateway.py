@@ -97,6 +97,8 @@ async def test_an_order_is_found_again_by_its_client_order_id(fake_exchanges, ga
     assert await gateway.fetch_order_by_client_id(venue, CREDS[venue], SYMBOL[venue], missing) is None
     open_orders = await gateway.fetch_open_orders(venue, CREDS[venue], SYMBOL[venue])
     assert [o.id for o in open_orders] == [placed.id]
+    every_symbol = await gateway.fetch_open_orders(venue, CREDS[venue])  # /panic needs all symbols
+    assert [o.id for o in every_symbol] == [placed.id]
     canceled = await gateway.cancel_order(venue, CREDS[venue], SYMBOL[venue], client_order_id=cid)
     assert canceled.client_order_id == cid
     after = await gateway.fetch_order_by_client_id(venue, CREDS[venue], SYMBOL[venue], cid)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import ssl
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -37,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import ccxt.async_support as ccxt_async
+import certifi
 
 from bot.exchanges.rate_budget import RateBudgets
 from bot.secret import Credentials
@@ -45,9 +47,15 @@ from bot.secret import Credentials
 CCXT_VENUES = ("binance", "binanceusdm", "kraken")
 
 #: Per-venue constructor options: only the market types we trade, no key-dependent calls in load_markets.
+#: Open orders of all symbols (for /panic) is a deliberate, budgeted call: no ccxt warning exception.
 VENUE_OPTIONS: Mapping[str, dict[str, Any]] = {
-    "binance": {"fetchMarkets": {"types": ["spot"]}, "fetchMargins": False, "fetchCurrencies": False},
-    "binanceusdm": {"fetchCurrencies": False},
+    "binance": {
+        "fetchMarkets": {"types": ["spot"]},
+        "fetchMargins": False,
+        "fetchCurrencies": False,
+        "warnOnFetchOpenOrdersWithoutSymbol": False,
+    },
+    "binanceusdm": {"fetchCurrencies": False, "warnOnFetchOpenOrdersWithoutSymbol": False},
     "kraken": {},
 }
 
@@ -186,6 +194,7 @@ class ClientPool:
         self.nonces = nonces if nonces is not None else KeyNonces()
         self._venues: dict[str, _Venue] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._ssl_context: ssl.SSLContext | None = None
         self._key_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -224,6 +233,8 @@ class ClientPool:
         }
         if self._session is not None:
             config["session"] = self._session
+            # ccxt's open() builds its own certifi SSLContext per instance unless given one: share ours.
+            config["ssl_context"] = self._ssl_context
         exchange = _pooled_class(getattr(ccxt_async, venue))(config)
         exchange.timeout_on_exit = 0  # the pool waits once for the shared session, not per instance
         if venue in self._urls:
@@ -235,9 +246,10 @@ class ClientPool:
 
     def _ensure_session(self) -> None:
         if self._session is None:
-            # One connection pool (and TLS context) for every instance of every venue.
+            # One connection pool and one TLS context (ccxt's: certifi's CA bundle) for every instance.
+            self._ssl_context = ssl.create_default_context(cafile=certifi.where())
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=100, enable_cleanup_closed=True)
+                connector=aiohttp.TCPConnector(ssl=self._ssl_context, limit=100, enable_cleanup_closed=True)
             )
 
     def _venue(self, venue: str) -> _Venue:

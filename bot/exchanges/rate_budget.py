@@ -149,6 +149,8 @@ class KeyCallCounter:
         return max(0.0, level - (self._clock() - at) * self.decay_per_second)
 
     async def acquire(self, kid: str, points: float) -> None:
+        if len(self._levels) > 1_000:
+            self.forget_idle()
         while True:
             level = self.level(kid)
             if points <= 0 or level + points <= self.max_points or level == 0:
