@@ -1,0 +1,10 @@
+"""The exchange layer: one port (`gateway.ExchangeGateway`) over ccxt async, shared by every account.
+
+- `clients`: ccxt instances shared per venue, credentials bound per call under a per-instance lock;
+- `errors`: ccxt/venue errors → our types and an action (retry, back off, resync, auth, funds, …);
+- `rate_budget`: one request budget per (venue, host) for the whole process (Binance weight per IP);
+- `market_data`: cache that merges concurrent requests, valid until the next candle closes / one round;
+- `models`: Decimal results (orders, trades, balances, markets, positions);
+- `client_ids`: deterministic client order ids valid on every venue;
+- `key_check`: /connect validation — authenticate, then prove the key cannot withdraw (fail closed).
+"""
