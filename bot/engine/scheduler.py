@@ -151,7 +151,12 @@ class Engine:
         if strategy_id in self._running:
             self._rerun.add(strategy_id)
         else:
-            self.schedule(strategy_id, self.ctx.clock())
+            self._spawn(strategy_id)
+
+    def _spawn(self, strategy_id: int) -> None:
+        task = asyncio.get_running_loop().create_task(self.run_strategy(strategy_id), name=job_id(strategy_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def unschedule(self, strategy_id: int) -> None:
         if self.scheduler is not None:
@@ -176,9 +181,7 @@ class Engine:
     async def _job(self, strategy_id: int) -> None:
         # The run is its own task, so this job instance ends at once: a run that reschedules its own job
         # (same id) is never refused by APScheduler's max_instances; `_running` serialises runs instead.
-        task = asyncio.get_running_loop().create_task(self.run_strategy(strategy_id), name=job_id(strategy_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(strategy_id)
 
     async def run_strategy(self, strategy_id: int) -> RunResult:
         """Run one strategy now, then schedule its next run (also after activity that arrived meanwhile)."""
@@ -199,7 +202,7 @@ class Engine:
                 self._running.discard(strategy_id)
         if strategy_id in self._rerun:
             self._rerun.discard(strategy_id)
-            self.schedule(strategy_id, self.ctx.clock())
+            self._spawn(strategy_id)
         elif result.retry_later:
             self.schedule(strategy_id, self.ctx.clock() + RETRY_DELAY)
         elif result.next_run is not None:
