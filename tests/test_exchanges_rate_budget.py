@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
@@ -13,6 +14,7 @@ from bot.exchanges.clients import ClientPool, key_id
 from bot.exchanges.gateway import ExchangeGateway
 from bot.exchanges.rate_budget import KeyCallCounter, RateBudgets, WeightBudget, binance_weight
 from bot.sandbox.binance import VENUE_KEY
+from bot.sandbox.exchanges import make_books, start_fake_exchanges
 from bot.secret import Credentials
 
 
@@ -138,3 +140,38 @@ async def test_kraken_private_calls_are_counted_per_key(fake_exchanges):
         assert pool.budgets.kraken_keys.level(key_id(creds)) == pytest.approx(1.0, abs=0.05)
     finally:
         await pool.close()
+
+
+async def test_the_shared_budget_keeps_the_whole_process_under_the_venues_weight_limit():
+    """100 callers (5 in flight at a time) against a fake Binance allowing 100 weight/min: never a 429.
+
+    The fake and our budget share one clock that jumps to the next minute when callers wait, so the test
+    takes no real minutes. The 10 % safety margin covers requests still in flight at a minute boundary.
+    """
+    clock = StepClock(start=float(int(time.time()) // 60 * 60 + 30))
+    books = make_books(("binance",), clock=lambda: int(clock() * 1000))
+    fake = await start_fake_exchanges(books=books, weight_limits={"binance": 100})
+
+    async def next_minute(seconds: float) -> None:
+        clock.slept.append(seconds)
+        clock.now = max(clock.now, (clock.now // 60 + 1) * 60)  # every waiter wakes in the same new minute
+        await asyncio.sleep(0)
+
+    budgets = RateBudgets(limits={"binance": 100}, clock=clock, sleep=next_minute)
+    pool = ClientPool(fake.origins, budgets=budgets)
+    in_flight = asyncio.Semaphore(5)
+
+    async def ticker(master):
+        async with in_flight:
+            return await master.fetch_ticker("BTC/USDT")
+
+    try:
+        master = await pool.master("binance")  # exchangeInfo: weight 20
+        await asyncio.gather(*(ticker(master) for _ in range(100)))  # weight 2 each
+    finally:
+        await pool.close()
+        await fake.close()
+    statuses = [r.status for r in books["binance"].requests]
+    assert len(statuses) == 101 and set(statuses) == {200}
+    budget = next(iter(budgets.budgets().values()))
+    assert budget.waits >= 2  # 220 weight at 90 per minute: spread over three minutes
