@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from telegram.ext import Application
+
 from bot.config import load_settings
 from bot.redaction import configure_logging, register_secret
 from bot.sandbox.demo_chat import ChatView, LineReader
@@ -62,6 +64,7 @@ Demo commands (any other line is sent to the bot as your message):
   :prices               current prices
   :feed on|off          resume (scripted symbols too) or pause the market replay
   :step [N]             advance the market replay N candles now
+  :wait [SECONDS]       read no input for a while (scripts: let fills and alerts arrive)
   :say TEXT             send TEXT as it is (e.g. a number or a line starting with ':')
   :help                 this list
   :quit                 stop the demo (Ctrl-D too)"""
@@ -190,7 +193,7 @@ async def _demo(folder: Path, temporary: bool) -> int:
                 feed.start()
                 try:
                     _out(_banner(keys, list(exchanges.books), folder, temporary, log_path))
-                    await DemoSession(tg, feed, keys).run()
+                    await DemoSession(tg, app, feed, keys).run()
                 finally:
                     await feed.stop()
             _out("Demo stopped.")
@@ -222,8 +225,9 @@ def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, tempor
         "  :key binance       sends the demo API key as your message (the bot deletes it)",
         "  :secret binance    sends the demo secret: the bot checks it on the fake exchange",
         "  /accounts          your accounts and balances",
-        "  /help              everything the bot can do, e.g.",
-        "                     /allocate binance dca 100 BTC/USDT every=1d amount=10",
+        "  /help              everything the bot can do, e.g. (then 1 to press Confirm)",
+        "                     /allocate binance dca 100 BTC/USDT every=1m amount=20",
+        "  :prices            the replayed market; :price BTC/USDT 4500 moves it (limit orders fill)",
         "Typing a number presses that button; :help lists the demo's commands; :quit or Ctrl-D ends it.",
         f"Data folder: {where}",
         f"Bot log: {log}",
@@ -244,18 +248,20 @@ def _key_lines(keys: dict[str, DemoKey]) -> list[str]:
 class DemoSession:
     """The terminal chat: turn each input line into a message, a button press or a demo command."""
 
-    def __init__(self, tg: FakeTelegram, feed: PriceFeed, keys: dict[str, DemoKey]) -> None:
+    def __init__(self, tg: FakeTelegram, app: Application, feed: PriceFeed, keys: dict[str, DemoKey]) -> None:
         self.tg = tg
+        self.app = app
         self.feed = feed
         self.keys = keys
         self.view = ChatView(tg, DEMO_USER_ID, _out)
         self.reader = LineReader()
         self.echo = not sys.stdin.isatty()
+        self.stopping = asyncio.Event()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self.reader.finish)
+            loop.add_signal_handler(signal.SIGINT, self._interrupt)
         self.tg.add_user(DEMO_USER_ID, first_name=DEMO_USER_NAME, username="demo_user")
         self.reader.start()
         self.view.start()
@@ -271,6 +277,32 @@ class DemoSession:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
             await self.view.stop()
+
+    def _interrupt(self) -> None:
+        self.stopping.set()
+        self.reader.finish()
+
+    async def settle(self, limit: float = 30.0) -> None:
+        """Wait until the bot has fetched and handled everything sent so far, so scripted input stays in step.
+
+        A pipe delivers the next line at once; without this a button number could be read before the bot
+        sent the message whose button it means.
+        """
+
+        async def handled() -> None:
+            # acknowledged only after PTB queued the update; the fake offers no event for it
+            while self.tg.pending_updates:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            await self.app.update_queue.join()  # task_done() comes after the handlers finished
+
+        waiter = asyncio.ensure_future(handled())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait((waiter, stop), timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, stop):
+                task.cancel()
+        await self.view.wait_quiet()
 
     async def handle(self, line: str) -> bool:
         """Act on one input line; False ends the demo."""
@@ -294,20 +326,18 @@ class DemoSession:
         return True
 
     async def send(self, text: str, *, echo: str) -> None:
-        since = self.view.activity()
         self.view.flush()
         message = self.tg.user_sends(DEMO_USER_ID, text, first_name=DEMO_USER_NAME, username="demo_user")
         self.view.user_message_ids.add(message["message_id"])
         if self.echo:
             _out(f"you #{message['message_id']}: {echo}")
-        await self.view.settle(since)
+        await self.settle()
 
     async def press(self, number: int) -> None:
         message = self.view.latest_with_buttons()
         if message is None:
             _out("(demo) no message with buttons to press; :say N sends the number as text")
             return
-        since = self.view.activity()
         self.view.flush()
         try:
             self.tg.press_button(DEMO_USER_ID, message["message_id"], number - 1)
@@ -316,7 +346,7 @@ class DemoSession:
             return
         if self.echo:
             _out(f"you: pressed [{number}] on #{message['message_id']}")
-        await self.view.settle(since)
+        await self.settle()
 
     def _key(self, venue: str) -> DemoKey | None:
         name = _KEY_ALIASES.get(venue.lower() or "binance")
@@ -356,7 +386,6 @@ class DemoSession:
         if len(parts) != 2:
             _out("(demo) usage: :price BTC/USDT 70000")
             return
-        since = self.view.activity()
         try:
             venues, fills = self.feed.set_price(parts[0], parts[1])
         except ValueError as err:
@@ -365,8 +394,8 @@ class DemoSession:
         filled = f"; {fills} resting order(s) filled" if fills else ""
         where = ", ".join(venues)
         _out(f"(demo) {parts[0].upper()} is now {parts[1]} on {where}{filled} (:feed on resumes the replay)")
-        if fills:
-            await self.view.settle(since, limit=FEED_INTERVAL_SECONDS * 3)
+        if fills:  # the bot sees them at its next fill check
+            await self.view.wait_quiet(quiet=FEED_INTERVAL_SECONDS * 1.5, limit=FEED_INTERVAL_SECONDS * 3)
 
     async def _cmd_prices(self, rest: str) -> None:
         paused = "" if self.feed.running else " (replay paused)"
@@ -384,6 +413,16 @@ class DemoSession:
             _out("(demo) market replay running")
         else:
             _out("(demo) usage: :feed on | :feed off")
+
+    async def _cmd_wait(self, rest: str) -> None:
+        try:
+            seconds = min(max(float(rest or "5"), 0.0), 600.0)
+        except ValueError:
+            _out("(demo) usage: :wait SECONDS")
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        self.view.flush()
 
     async def _cmd_step(self, rest: str) -> None:
         count = int(rest) if rest.isdigit() else 1

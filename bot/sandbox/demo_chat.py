@@ -117,18 +117,16 @@ class ChatView:
             self._task = None
         self.flush()
 
-    async def settle(self, since: int, *, quiet: float = 0.3, limit: float = 5.0) -> None:
-        """Wait until the bot reacted (activity beyond `since`) and then stayed quiet a moment, or `limit`."""
+    async def wait_quiet(self, quiet: float = 0.2, limit: float = 2.0) -> None:
+        """Wait until the bot did nothing for `quiet` seconds (at most `limit`), then print what it did."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         last, last_change = self.activity(), loop.time()
-        while loop.time() < deadline:
+        while loop.time() < deadline and loop.time() - last_change < quiet:
             await asyncio.sleep(0.05)
             now = self.activity()
             if now != last:
                 last, last_change = now, loop.time()
-            elif now > since and loop.time() - last_change >= quiet:
-                break
         self.flush()
 
     def flush(self) -> None:
@@ -166,7 +164,7 @@ class ChatView:
                 body = "[picture] " + body
         lines = body.split("\n") if body else []
         text = f"{head}: {lines[0]}" if lines else head + ":"
-        text += "".join(f"\n{_INDENT}{line}".rstrip() for line in lines[1:])
+        text += "".join("\n" + f"{_INDENT}{line}".rstrip() for line in lines[1:])
         keyboard = button_lines(record.reply_markup)
         if keyboard:
             text += "".join(f"\n{_INDENT}{line}" for line in keyboard)
