@@ -37,11 +37,10 @@ def venue_keyboard():
 
 async def connect(update: Update, context: Context) -> None:
     if not is_private(update):
-        me = await context.bot.get_me()
         await reply(
             update,
             "For your safety, keys are only accepted in a private chat. "
-            f"Open a private chat with me (@{esc(me.username)}) and send /connect there.",
+            f"Open a private chat with me (@{esc(context.bot.username)}) and send /connect there.",
         )
         return
     intakes: IntakeBook = runtime(context).intakes
@@ -134,31 +133,47 @@ async def _advance(update: Update, context: Context, intake: Intake, text: str) 
         return
     secret_name = "private key" if intake.venue == "kraken" else "secret key"
     if intake.step is Step.API_KEY:
+        parts = text.split()
+        if len(parts) == 2:  # key and secret pasted together, one per line: take both
+            intake.api_key, text = Secret(parts[0]), parts[1]
+            register_secret(parts[0])
+            register_secret(parts[1])
+            intake.step = Step.SECRET
+            await _check_and_store(update, context, intake, text, secret_name)
+            return
         try:
             rt.accounts.check_key_format(intake.venue, text)
         except UserError as exc:
-            await reply(update, f"(Message deleted.) {exc.message}\nSend the API key again, or /cancel.")
+            await reply(update, f"(Message deleted.) {esc(exc.message)}\nSend the API key again, or /cancel.")
             return
         intake.api_key = Secret(text)
         intake.step = Step.SECRET
         await reply(update, f"Got the API key (message deleted). Now send the <b>{secret_name}</b>.")
         return
-    # Step.SECRET
+    await _check_and_store(update, context, intake, text, secret_name)
+
+
+async def _check_and_store(update: Update, context: Context, intake: Intake, text: str, secret_name: str) -> None:
+    """The secret has arrived: format check, then validation with the exchange, then storage."""
+    rt = runtime(context)
     api_key = intake.api_key
     try:
         rt.accounts.check_key_format(intake.venue, api_key.reveal(), text)
     except UserError as exc:
-        await reply(update, f"(Message deleted.) {exc.message}\nSend the {secret_name} again, or /cancel.")
+        await reply(update, f"(Message deleted.) {esc(exc.message)}\nSend the {secret_name} again, or /cancel.")
         return
     intake.step = Step.CHECKING
     await reply(update, f"Got it (message deleted). Checking the key with {venue_name(intake.venue)}…")
-    await update.effective_chat.send_action(ChatAction.TYPING)
+    try:
+        await update.effective_chat.send_action(ChatAction.TYPING)
+    except TelegramError:  # a typing indicator is a nicety; the check goes on without it
+        pass
     try:
         connected = await rt.accounts.connect(
             intake.user_id, intake.chat_id, intake.venue, Credentials(api_key, Secret(text))
         )
     except UserError as exc:
-        await reply(update, f"❌ {exc.message}\nNothing was stored. /connect to try again.")
+        await reply(update, f"❌ {esc(exc.message)}\nNothing was stored. /connect to try again.")
     except Exception:
         logger.exception("connect failed for user %s", intake.user_id)
         await reply(update, "❌ Something went wrong while checking the key. Nothing was stored; please try again.")

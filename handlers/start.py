@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from telegram import BotCommand, Update
+from telegram.error import TelegramError
 from telegram.ext import CommandHandler
 
 from handlers.common import Context, reply, runtime
+
+logger = logging.getLogger(__name__)
 
 COMMANDS: list[tuple[str, str]] = [
     ("start", "Welcome and what to do first"),
@@ -55,7 +60,11 @@ async def help_command(update: Update, context: Context) -> None:
 
 
 async def set_commands(bot) -> None:
-    await bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+    """Publish the command menu; a failure is logged, never fatal (the commands work without the menu)."""
+    try:
+        await bot.set_my_commands([BotCommand(name, text) for name, text in COMMANDS])
+    except TelegramError as exc:
+        logger.warning("could not publish the command menu: %s", exc)
 
 
 def handlers() -> list:

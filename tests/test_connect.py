@@ -225,3 +225,13 @@ async def test_start_and_help_and_the_command_menu(strata):
         assert command in help_text
     await asyncio.sleep(0)
     assert {c["command"] for c in strata.tg.commands} >= {"start", "help", "connect", "allocate", "panic"}
+
+
+async def test_key_and_secret_pasted_in_one_message_are_both_taken(strata, fake_exchanges):
+    api_key, secret = register(fake_exchanges, "binance")
+    await start_connect(strata, "Binance Spot")
+    both = await strata.send(USER, f"{api_key}\n{secret}")
+    done = await strata.next_reply(USER, contains="Connected")
+    assert "binance" in done.text
+    assert both["message_id"] in deleted_ids(strata, USER)
+    assert_no_leak(strata, api_key, secret)
