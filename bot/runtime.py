@@ -32,19 +32,28 @@ async def open_vault(settings: Settings, store: Store) -> Vault:
     master_key = load_master_key(settings)
     dek_ids = await store.accounts.all_dek_ids()
     vault = await Vault.open(settings.keystore_path, master_key, expect_existing=bool(dek_ids))
-    pruned = await vault.prune(dek_ids)
-    if pruned:
-        logger.info("removed %d data key(s) left by an interrupted /connect", pruned)
+    # Data keys with no credential are never deleted automatically: a main database restored from an old
+    # backup, or a mistyped STRATA_DATA_DIR, would otherwise make start-up destroy every key. They are
+    # harmless (an interrupted /connect leaves one); say so, and leave cleaning to the operator.
+    orphans = await vault.dek_ids() - dek_ids
+    if orphans and not dek_ids:
+        logger.warning(
+            "The key store %s holds %d data key(s) but the main database %s has no credentials: "
+            "is STRATA_DATA_DIR the right folder?", settings.keystore_path, len(orphans), settings.database_path,
+        )
+    elif orphans:
+        logger.info("%d data key(s) in the key store belong to no credential (an interrupted /connect)", len(orphans))
     return vault
 
 
 async def check_startup(settings: Settings) -> None:
     """Open and close the databases and the vault once, so start-up errors surface before polling starts."""
     ensure_private_dir(settings.data_dir)
-    store = await Store.open(settings.database_path)
+    store = await Store.open(settings.database_path, migrate_schema=False)
     try:
         vault = await open_vault(settings, store)
         await vault.close()
+        await store.migrate()
     finally:
         await store.close()
 
@@ -71,8 +80,9 @@ class Runtime:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
         self.bot = bot
         ensure_private_dir(self.settings.data_dir)
-        self.store = await Store.open(self.settings.database_path)
+        self.store = await Store.open(self.settings.database_path, migrate_schema=False)
         self.vault = await open_vault(self.settings, self.store)
+        await self.store.migrate()
         self.gateway = ExchangeGateway.from_settings(self.settings)
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()

@@ -11,8 +11,25 @@ from handlers.render import accounts_text
 
 
 async def accounts(update: Update, context: Context) -> None:
-    views = await runtime(context).accounts.list_accounts(update.effective_user.id)
-    await reply(update, accounts_text(views))
+    """List the accounts; `/accounts rename <label> <new-label>` renames one."""
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    if context.args and context.args[0].lower() == "rename":
+        if len(context.args) != 3:
+            await reply(update, "Usage: /accounts rename &lt;label&gt; &lt;new-label&gt;")
+            return
+        account = await rt.accounts.by_label(user_id, context.args[1])
+        try:
+            if account is None:
+                raise UserError(f"You have no account labelled {context.args[1]}.")
+            renamed = await rt.accounts.rename(user_id, account.id, context.args[2])
+        except UserError as exc:
+            await reply(update, f"❌ {esc(exc.message)}")
+            return
+        await reply(update, f"Renamed: <b>{esc(renamed.label)}</b>. Use this label in /allocate.")
+        return
+    views = await rt.accounts.list_accounts(user_id)
+    await reply(update, accounts_text(views) + "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;.")
 
 
 async def disconnect(update: Update, context: Context) -> None:

@@ -79,6 +79,12 @@ class AccountRepository:
         await tx.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
 
     async def all_dek_ids(self) -> set[str]:
+        """Every data key id a credential refers to (empty before the first migration)."""
+        exists = await self._db.fetchone(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'credentials'"
+        )
+        if exists is None:
+            return set()
         rows = await self._db.fetchall("SELECT dek_id FROM credentials")
         return {r["dek_id"] for r in rows}
 

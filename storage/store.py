@@ -24,13 +24,18 @@ class Store:
     orders: OrderRepository
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
+        """Open the main database; `migrate_schema=False` lets start-up check the master key before any write."""
         db = await connect(path)
-        await migrate(db)
+        if migrate_schema:
+            await migrate(db)
         return cls(
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db),
         )
+
+    async def migrate(self) -> int:
+        return await migrate(self.db)
 
     async def close(self) -> None:
         await self.db.close()

@@ -235,3 +235,12 @@ async def test_key_and_secret_pasted_in_one_message_are_both_taken(strata, fake_
     assert "binance" in done.text
     assert both["message_id"] in deleted_ids(strata, USER)
     assert_no_leak(strata, api_key, secret)
+
+
+async def test_accounts_can_be_renamed_but_never_to_another_venues_id(strata, fake_exchanges):
+    await connect_account(strata, fake_exchanges, "binance")
+    await strata.send(USER, "/accounts rename binance kraken")
+    assert "another exchange" in (await strata.next_reply(USER)).text
+    await strata.send(USER, "/accounts rename binance main")
+    assert "Renamed" in (await strata.next_reply(USER)).text
+    assert [row[1] for row in stored_accounts(strata)] == ["main"]

@@ -122,6 +122,9 @@ class AccountService:
             raise UserError("That account is not (or no longer) connected.")
         return account
 
+    async def by_label(self, user_id: int, label: str) -> Account | None:
+        return await self._store.accounts.by_label(user_id, label)
+
     async def credentials(self, account: Account) -> Credentials:
         sealed = await self._store.accounts.credential(account.id)
         if sealed is None:
