@@ -209,7 +209,11 @@ async def _demo(folder: Path, temporary: bool) -> int:
 
 def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, temporary: bool, log: Path) -> str:
     venues = ", ".join(_VENUE_NAMES.get(v, v) for v in venue_ids)
-    where = f"{folder} (temporary: deleted at exit; --data-dir DIR keeps it)" if temporary else str(folder)
+    where = (
+        f"{folder} (temporary: deleted at exit; --data-dir DIR keeps it)"
+        if temporary
+        else f"{folder} (kept; the fake exchanges start afresh on every run)"
+    )
     lines = [
         "=" * 78,
         "Strata offline demo: the real bot, chatting with you through a fake Telegram, trading on fake",
