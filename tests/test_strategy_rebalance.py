@@ -58,8 +58,10 @@ class Book:
             fee = amount * price * self.fee_rate
             if order.side == "buy":
                 self.holdings[asset] = self.holdings.get(asset, Decimal(0)) + amount
-                self.spent += amount * price + fee
-                self.bought += amount * price
+                # A buy by cost spends exactly its cost (amount × price may differ in the 28th digit).
+                value = order.cost if order.cost is not None else amount * price
+                self.spent += value + fee
+                self.bought += value
             else:
                 assert amount <= self.holdings[asset], "sold more than held"
                 self.holdings[asset] -= amount
@@ -186,6 +188,7 @@ def test_hourly_rebalancing_on_real_prices_never_spends_past_the_budget(eth_move
         prices = {"BTC": candles[(hour * 60) % len(candles)].close, "ETH": 3500 * move}
         for minute in range(2):  # the sells, then the buys
             decision = book.decide(START + hour * HOUR + minute * timedelta(minutes=1), prices)
-            assert sum((o.cost for o in decision.orders if o.cost), Decimal(0)) <= total
+            # Buys never ask for more than what is left of the budget (net of what sells brought back).
+            assert sum((o.cost for o in decision.orders if o.cost), Decimal(0)) <= book.total - book.spent
             book.fill(decision, prices)
             assert book.spent <= book.total
