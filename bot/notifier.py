@@ -158,6 +158,8 @@ class Notifier:
             for task in pending:  # a hung send stays pending in the table: it goes out after the restart
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        self._in_flight = 0  # a send cancelled before it began never released its slot
+        self._busy.clear()
         await self._flush_unmarked()
 
     def wake(self) -> None:
@@ -276,20 +278,27 @@ class Notifier:
             log.exception("alert %s: unexpected error while settling it", alert.id)
             self._back_off(alert.chat_id)
         finally:
-            self._in_flight -= 1
-            self._finished.append(self._clock())
-            self._busy.discard(alert.chat_id)
+            self._busy.discard(alert.chat_id)  # only now: the chat's next alert waits for this one's mark
             self._nudge.set()
 
-    async def _deliver(self, alert: Alert) -> None:
+    async def _post(self, alert: Alert) -> None:
+        """One sendMessage; its global slot is released the moment Telegram answers, before any DB write."""
+        plain = self._parse_mode is None or alert.id in self._as_plain
         try:
-            plain = self._parse_mode is None or alert.id in self._as_plain
             await self._bot.send_message(
                 chat_id=alert.chat_id,
                 text=_plain_text(alert.text) if plain and self._parse_mode else alert.text,
                 parse_mode=None if plain else self._parse_mode,
                 disable_notification=alert.silent,
             )
+        finally:
+            self._in_flight -= 1
+            self._finished.append(self._clock())
+            self._nudge.set()
+
+    async def _deliver(self, alert: Alert) -> None:
+        try:
+            await self._post(alert)
         except RetryAfter as exc:
             self._rate_limited(alert, _retry_after_seconds(exc))
         except Forbidden as exc:
