@@ -14,6 +14,7 @@ from telegram.ext import Application, ApplicationBuilder, Defaults
 
 from bot.config import Settings
 from bot.runtime import Runtime, check_startup
+from bot.update_order import PerUserUpdateProcessor
 from handlers import register_handlers
 from handlers.start import set_commands
 
@@ -34,7 +35,7 @@ def build_application(settings: Settings, *, runtime: Runtime | None = None) -> 
         .defaults(Defaults(parse_mode=ParseMode.HTML, link_preview_options=LinkPreviewOptions(is_disabled=True)))
         .post_init(_post_init)
         .post_shutdown(_post_shutdown)
-        .concurrent_updates(True)
+        .concurrent_updates(PerUserUpdateProcessor())
     )
     application = builder.build()
     rt = runtime or Runtime(settings)

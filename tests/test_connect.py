@@ -244,3 +244,13 @@ async def test_accounts_can_be_renamed_but_never_to_another_venues_id(strata, fa
     await strata.send(USER, "/accounts rename binance main")
     assert "Renamed" in (await strata.next_reply(USER)).text
     assert [row[1] for row in stored_accounts(strata)] == ["main"]
+
+
+async def test_key_and_secret_sent_back_to_back_are_taken_in_order(strata, fake_exchanges):
+    api_key, secret = register(fake_exchanges, "kraken")
+    await start_connect(strata, "Kraken")
+    await strata.send(USER, api_key)
+    await strata.send(USER, secret)  # without waiting for the bot's answer to the key
+    done = await strata.next_reply(USER, contains="Connected")
+    assert "kraken" in done.text
+    assert_no_leak(strata, api_key, secret)
