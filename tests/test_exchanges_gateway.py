@@ -223,3 +223,21 @@ async def test_market_data_goes_through_the_cache(fake_exchanges, gateway):
         "binance:BTC/USDT:1d": 1,
         "binance:BTC/USDT:ticker": 1,
     }
+
+
+async def test_markets_that_failed_to_load_are_loaded_on_the_next_try(fake_exchanges, gateway):
+    fake_exchanges.books["binance"].inject("server_error", count=1, path="/api/v3/exchangeInfo")
+    market = await gateway.market("binance", "BTC/USDT")
+    assert market.min_cost == Decimal(10)
+    assert len(sent(fake_exchanges.books["binance"], "/exchangeInfo")) == 2
+
+
+async def test_a_stored_kraken_secret_that_is_not_base64_pauses_the_account_without_a_request(
+    fake_exchanges, gateway
+):
+    broken = Credentials(KRAKEN.api_key.reveal(), "not base64 at all!")
+    await gateway.load_markets("kraken")
+    with pytest.raises(AuthFailure) as info:
+        await gateway.fetch_balance("kraken", broken)
+    assert sent(fake_exchanges.books["kraken"], "/BalanceEx") == []
+    assert "not base64 at all" not in str(info.value)
