@@ -1,7 +1,8 @@
 """Alert throughput: fills' alerts to distinct chats through the fake Telegram enforcing Telegram's limits.
 
 The fake Bot API server runs in another process (`python -m bot.sandbox.telegram_server --limits`); this
-process holds a real SQLite outbox with one fill alert per chat, and the notifier sends them through a real
+process holds a real SQLite outbox with one fill alert per chat (half queued before the notifier starts, the
+rest recorded while it sends, as fills would be), and the notifier sends them through a real
 python-telegram-bot `Bot`. Ends with one JSON line:
 
     {"bench": "alerts", "msgs_per_s": …, "lost": …, "duplicated": …, "unhandled_429": …}
@@ -68,7 +69,7 @@ def pin_to_two_cores() -> str:
     return f"cores {cores}"
 
 
-async def run(alerts: int, chats: int, data_dir: Path, fake_url: str) -> dict[str, object]:
+async def run(alerts: int, chats: int, data_dir: Path, fake_url: str, upfront: bool) -> dict[str, object]:
     chat_ids = [FIRST_CHAT + i for i in range(chats)]
     async with aiohttp.ClientSession() as control:
         async with control.post(f"{fake_url}/_sandbox/users", json={"user_ids": chat_ids}) as answer:
@@ -76,23 +77,27 @@ async def run(alerts: int, chats: int, data_dir: Path, fake_url: str) -> dict[st
 
         store = await Store.open(data_dir / "main.db")
         try:
-            expected: dict[str, int] = {}
             for chat_id in chat_ids:
                 await store.users.upsert(chat_id, chat_id)
-            async with store.db.transaction() as tx:
-                for n in range(alerts):
-                    chat_id = chat_ids[n % chats]
-                    text = f"#{n} Bought 0.0015 BTC at 64,250.00 USDT (fee 0.09 USDT). Budget used 96.4/500."
-                    await store.outbox.enqueue(tx, user_id=chat_id, chat_id=chat_id, kind="fill", text=text)
-                    expected[text] = chat_id
-            print(f"queued {alerts} fill alerts for {chats} chats", flush=True)
+            texts = [
+                f"#{n} Bought 0.0015 BTC at 64,250.00 USDT (fee 0.09 USDT). Budget used 96.4/500."
+                for n in range(alerts)
+            ]
+            expected = {text: chat_ids[n % chats] for n, text in enumerate(texts)}
+            backlog = alerts if upfront else alerts // 2
+            await queue_fills(store, texts[:backlog], expected)
+            print(
+                f"queued {backlog} fill alerts for {chats} chats; the rest arrive while sending", flush=True
+            )
 
             async with telegram.Bot(TOKEN, base_url=f"{fake_url}/bot") as bot:
                 notifier = Notifier(store, bot)
                 started = time.perf_counter()
                 await notifier.start()
                 notifier.wake()
+                trickle = asyncio.create_task(trickle_fills(store, notifier, texts[backlog:], expected))
                 elapsed = await wait_until_settled(store, notifier, started, alerts)
+                await trickle
                 await notifier.stop()
             counts = await store.outbox.counts()
         finally:
@@ -126,6 +131,22 @@ async def run(alerts: int, chats: int, data_dir: Path, fake_url: str) -> dict[st
     }
 
 
+async def queue_fills(store: Store, texts: list[str], chat_of: dict[str, int]) -> None:
+    """Queue fill alerts as the engine does: inside a write transaction, one alert per fill."""
+    async with store.db.transaction() as tx:
+        for text in texts:
+            chat_id = chat_of[text]
+            await store.outbox.enqueue(tx, user_id=chat_id, chat_id=chat_id, kind="fill", text=text)
+
+
+async def trickle_fills(store: Store, notifier: Notifier, texts: list[str], chat_of: dict[str, int]) -> None:
+    """Fills recorded while the notifier is busy: 10 per transaction, ~100 per second, each batch a wake()."""
+    for start in range(0, len(texts), 10):
+        await queue_fills(store, texts[start : start + 10], chat_of)
+        notifier.wake()
+        await asyncio.sleep(0.1)
+
+
 async def wait_until_settled(store: Store, notifier: Notifier, started: float, alerts: int) -> float:
     """Print progress every second until nothing is pending; return the seconds since `started`."""
     last_report = started
@@ -151,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="CI size: 100 alerts to 100 chats")
     parser.add_argument("--alerts", type=int, help="number of fill alerts (default 1000, quick 100)")
     parser.add_argument("--chats", type=int, help="number of distinct chats (default: one per alert)")
+    parser.add_argument("--upfront", action="store_true", help="queue every alert before starting")
     args = parser.parse_args(argv)
     alerts = args.alerts or (100 if args.quick else 1000)
     chats = min(args.chats or alerts, alerts)
@@ -159,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(f"fake Telegram at {fake_url} (limits on); bench process {pin_to_two_cores()}", flush=True)
         with tempfile.TemporaryDirectory(prefix="strata-bench-alerts-") as data_dir:
-            result = asyncio.run(run(alerts, chats, Path(data_dir), fake_url))
+            result = asyncio.run(run(alerts, chats, Path(data_dir), fake_url, args.upfront))
     finally:
         process.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
