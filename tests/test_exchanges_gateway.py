@@ -241,3 +241,18 @@ async def test_a_stored_kraken_secret_that_is_not_base64_pauses_the_account_with
         await gateway.fetch_balance("kraken", broken)
     assert sent(fake_exchanges.books["kraken"], "/BalanceEx") == []
     assert "not base64 at all" not in str(info.value)
+
+
+@pytest.mark.parametrize("venue", ["binance", "binanceusdm", "kraken"])
+async def test_sending_the_same_client_order_id_twice_returns_the_existing_order(
+    fake_exchanges, gateway, venue
+):
+    book = fake_exchanges.books[venue]
+    tick = (await gateway.market(venue, SYMBOL[venue])).price_tick
+    price = (book.price(SYMBOL[venue]) * Decimal("0.5")).quantize(tick)
+    cid = client_order_id_for(venue, 3, "resent-after-crash")
+    args = (venue, CREDS[venue], SYMBOL[venue], "buy", "limit")
+    first = await gateway.create_order(*args, amount=Decimal("0.01"), price=price, client_order_id=cid)
+    again = await gateway.create_order(*args, amount=Decimal("0.01"), price=price, client_order_id=cid)
+    assert again.id == first.id and again.client_order_id == cid
+    assert len(book.all_orders(CREDS[venue].api_key.reveal())) == 1

@@ -175,6 +175,7 @@ BINANCE_CODES: dict[str, Action] = {
     "-4003": Action.INVALID_ORDER,
     "-4061": Action.INVALID_ORDER,  # position side does not match the account's mode
     "-4164": Action.INVALID_ORDER,  # futures: notional below the minimum
+    "-4116": Action.INVALID_ORDER,  # futures: ClientOrderId is duplicated.
     # unknown orders
     "-2011": Action.NOT_FOUND,  # Unknown order sent.
     "-2013": Action.NOT_FOUND,  # Order does not exist.
@@ -346,6 +347,15 @@ def _reason(venue: str, message: str, code: str | None) -> str:
         return match.group(1)
     text = message.removeprefix(f"{venue} ").strip()
     return text[:300] if text else "no details"
+
+
+def is_duplicate_client_id(failure: ExchangeFailure) -> bool:
+    """Whether the venue refused an order because its client order id is already in use (it exists)."""
+    if failure.venue == "kraken":
+        return (failure.code or "").startswith("EGeneral:Invalid arguments:cl_ord_id")
+    if failure.code == "-4116":
+        return True
+    return failure.code == "-2010" and "duplicate" in failure.detail.lower()
 
 
 def translate(

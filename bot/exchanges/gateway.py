@@ -29,6 +29,7 @@ from bot.exchanges.errors import (
     RetryPolicy,
     TransientFailure,
     call_with_retry,
+    is_duplicate_client_id,
 )
 from bot.exchanges.market_data import Candles, MarketDataCache, Ticker, to_decimal
 from bot.exchanges.models import (
@@ -221,6 +222,8 @@ class ExchangeGateway:
         cost orders, so amount = cost / price (the given price, else the ticker's ask) truncated to the step.
         Only rate-limit and clock/nonce rejections are retried (the venue did not act on them); a timeout
         or 5xx raises a `TransientFailure` with `outcome_unknown=True`: reconcile by client order id.
+        Idempotent per client order id: if the venue says the id is already in use, the existing order
+        is returned instead of an error.
         """
         extra: dict[str, Any] = dict(params or {})
         if client_order_id is not None:
@@ -251,6 +254,13 @@ class ExchangeGateway:
 
         try:
             data = await self._private(venue, creds, op, retry_on=_SAFE_TO_RETRY_ORDER)
+        except InvalidOrderFailure as failure:
+            if client_order_id is None or not is_duplicate_client_id(failure):
+                raise
+            existing = await self.fetch_order_by_client_id(venue, creds, symbol, client_order_id)
+            if existing is None:
+                raise
+            return existing
         except TransientFailure as failure:
             raise TransientFailure(
                 venue,
