@@ -7,6 +7,7 @@ the notifier on PTB's loop; post_shutdown closes them in reverse order.
 from __future__ import annotations
 
 import logging
+import os
 
 from telegram import LinkPreviewOptions, Update
 from telegram.constants import ParseMode
@@ -19,6 +20,10 @@ from handlers import register_handlers
 from handlers.start import set_commands
 
 logger = logging.getLogger(__name__)
+
+# Opt into python-telegram-bot's coming behaviour: durations such as RetryAfter.retry_after are timedeltas.
+# Without it PTB 22 emits a deprecation warning on every 429; the notifier reads either form.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 
 async def preflight(settings: Settings) -> None:
