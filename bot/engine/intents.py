@@ -139,27 +139,65 @@ class OrderDesk:
             return
         await self.apply(order.id, account, current)
 
+    async def refresh_account(self, account: Account, orders: list[Order]) -> None:
+        """Poll all of an account's live orders with few requests: its open orders in one call (Kraken) or
+        one per symbol (Binance), then a lookup by client order id only for those no longer open."""
+        unconfirmed = [o for o in orders if o.status in (INTENT, UNKNOWN)]
+        confirmed = [o for o in orders if o.status not in (INTENT, UNKNOWN)]
+        for order in unconfirmed:
+            await self.resolve(order, account, at_startup=False)
+        if not confirmed:
+            return
+        creds = await self.ctx.credentials(account)
+        symbols = sorted({o.symbol for o in confirmed})
+        open_now: dict[str, VenueOrder] = {}
+        try:
+            if account.venue == "kraken" or len(symbols) > 8:
+                listed = await self.ctx.gateway.fetch_open_orders(account.venue, creds, None)
+            else:
+                listed = []
+                for symbol in symbols:
+                    listed += await self.ctx.gateway.fetch_open_orders(account.venue, creds, symbol)
+        except ExchangeFailure as failure:
+            await self.on_lookup_failure(account, failure)
+            return
+        for remote in listed:
+            if remote.client_order_id:
+                open_now[remote.client_order_id] = remote
+        for order in confirmed:
+            remote = open_now.get(order.client_order_id)
+            if remote is not None:
+                if (remote.filled or ZERO) > order.filled:
+                    await self.apply(order.id, account, remote)
+                continue
+            await self.refresh(order, account)  # no longer open: filled or canceled, look it up
+
     async def cancel(self, order: Order, account: Account) -> None:
         """Cancel a live order on the exchange and record how it ended (fills included).
 
         An unconfirmed order is looked up first: if the exchange never got it, it ends here unsent.
         Raises `ExchangeFailure` when the exchange cannot be reached (the order then stays live).
         """
-        found = await self.lookup(order, account)
-        if found is None:
-            await self.record(order.id, status=CANCELED, fill=None, error="canceled before it reached the exchange")
-            return
-        if found.is_open:
-            creds = await self.ctx.credentials(account)
-            try:
-                found = await self.ctx.gateway.cancel_order(
-                    account.venue, creds, order.symbol, client_order_id=order.client_order_id
-                )
-            except ExchangeFailure as failure:
-                if failure.action is not Action.NOT_FOUND:
-                    raise
-            found = await self.lookup(order, account) or found
-        await self.apply(order.id, account, found)
+        if order.status in (INTENT, UNKNOWN):
+            found = await self.lookup(order, account)
+            if found is None:
+                await self.record(order.id, status=CANCELED, fill=None, error="canceled before it reached the exchange")
+                return
+            if not found.is_open:
+                await self.apply(order.id, account, found)
+                return
+        creds = await self.ctx.credentials(account)
+        try:
+            await self.ctx.gateway.cancel_order(
+                account.venue, creds, order.symbol, client_order_id=order.client_order_id
+            )
+        except ExchangeFailure as failure:
+            if failure.action is not Action.NOT_FOUND:
+                raise
+        # The cancel's answer may not carry the fills: read the order's final state once.
+        final = await self.lookup(order, account)
+        if final is not None:
+            await self.apply(order.id, account, final)
 
     # --- recording --------------------------------------------------------------------------------------
 

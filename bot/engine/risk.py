@@ -55,7 +55,7 @@ class MarketRules:
             quote=info.quote,
             amount_step=info.amount_step,
             price_step=info.price_tick,
-            quote_step=info.price_tick,
+            quote_step=None,  # the venue's quote precision is not in the market description: 1e-8
             amount_min=info.min_amount,
             cost_min=info.min_cost,
             fee_rate=fee if fee > 0 else DEFAULT_FEE_RATE,
@@ -73,7 +73,7 @@ class MarketRules:
         return _round(value, self.quote_step or QUOTE_STEP, ROUND_FLOOR)
 
     def quote_up(self, value: Decimal) -> Decimal:
-        """Round a quote amount UP (reservations): the quote's granularity is taken as the price tick."""
+        """Round a quote amount UP (reservations) to the quote's step (1e-8 unless the market says)."""
         return _round(value, self.quote_step or QUOTE_STEP, ROUND_CEILING)
 
 

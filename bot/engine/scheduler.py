@@ -264,12 +264,10 @@ class Engine:
             account = await self.store.accounts.get(account_id)
             if account is None or account.status != "active":
                 return
-            for order in items:
-                try:
-                    await self.desk.refresh(order, account)
-                except (ExchangeFailure, CredentialsMissing) as failure:
-                    logger.warning("poll of order %s failed: %s", order.client_order_id, failure)
-                    return
+            try:
+                await self.desk.refresh_account(account, items)
+            except (ExchangeFailure, CredentialsMissing) as failure:
+                logger.warning("poll of account %s failed: %s", account_id, failure)
 
         await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
         return len(orders)

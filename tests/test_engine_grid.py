@@ -1,0 +1,95 @@
+"""Grid on the fake Kraken end to end: a ladder within range and budget, buys re-arming sells one level up and
+sells re-arming buys, partial fills recorded once each, an alert per fill, and /panic leaving no open order."""
+
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+
+from tests.engine_world import open_world
+from tests.test_engine_dca import wait_for
+
+USER = 11
+
+
+async def _grid(fake_exchanges, tmp_path, key: str):
+    book = fake_exchanges.books["kraken"]
+    book.add_key(key, "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", balances={"USD": "1000"})
+    book.set_price("BTC/USD", "105717.2")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    await world.connect(USER, "kraken", key, "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+    strategy_id = await world.allocate(
+        USER, "kraken", "grid", "500", "BTC/USD", low="100000", high="110000", levels="5"
+    )
+    await world.engine.settle()
+    return book, world, strategy_id
+
+
+def _open(book, key):
+    return sorted(book.open_orders(key), key=lambda o: o.price)
+
+
+async def test_grid_ladder_rearms_sells_and_buys_and_alerts_each_fill(fake_exchanges, tmp_path):
+    book, world, strategy_id = await _grid(fake_exchanges, tmp_path, "grid-key")
+    try:
+        ladder = _open(book, "grid-key")
+        assert [(o.side, o.price) for o in ladder] == [
+            ("buy", Decimal("100000")), ("buy", Decimal("102500")), ("buy", Decimal("105000"))
+        ]
+        assert sum(o.amount * o.price for o in ladder) <= Decimal(500)
+
+        book.set_price("BTC/USD", "104900")  # the 105000 buy fills
+        await world.engine.poll_once()
+        await world.engine.settle()
+
+        async def sell_armed() -> bool:
+            return any(o.side == "sell" for o in book.open_orders("grid-key"))
+
+        await wait_for(sell_armed)
+        sell = next(o for o in book.open_orders("grid-key") if o.side == "sell")
+        bought = next(o for o in book.closed_orders("grid-key") if o.side == "buy")
+        assert sell.price == Decimal("107500") and sell.amount == bought.amount
+
+        book.set_price("BTC/USD", "107600")  # the sell fills: one round trip
+        await world.engine.poll_once()
+        await world.engine.settle()
+
+        async def buy_rearmed() -> bool:
+            return sum(1 for o in book.open_orders("grid-key") if o.price == Decimal("105000")) == 1
+
+        await wait_for(buy_rearmed)
+        fills = await world.alerts("fill")
+        assert len(fills) == 2
+        assert "Bought" in fills[0]["text"] and "Sold" in fills[1]["text"]
+        assert "Round trip profit: +" in fills[1]["text"]
+        strategy = await world.store.strategies.get(strategy_id)
+        reserved = await world.store.orders.reserved_for(strategy_id)
+        assert strategy.spent - strategy.received + reserved <= strategy.budget
+    finally:
+        await world.close()
+
+
+async def test_partial_fills_are_recorded_once_each_and_panic_cancels_every_open_order(fake_exchanges, tmp_path):
+    book, world, strategy_id = await _grid(fake_exchanges, tmp_path, "panic-key")
+    try:
+        order = _open(book, "panic-key")[0]
+        quarter = (order.amount / 4).quantize(Decimal("1e-8"), rounding=ROUND_DOWN)
+        book.fill_partially(order.id, quarter)
+        for _ in range(3):
+            await world.engine.poll_once()
+        book.fill_partially(order.id, quarter)
+        for _ in range(3):
+            await world.engine.poll_once()
+        fills = await world.store.orders.fills_for_strategy(strategy_id)
+        assert [f.fill.amount for f in fills] == [quarter, quarter]
+        alerts = await world.alerts("fill")
+        assert len(alerts) == 2 and all("partial fill" in a["text"] for a in alerts)
+
+        result = await world.service.panic(USER)
+        assert result.paused == 1 and result.canceled == 3 and result.errors == ()
+        assert book.open_orders("panic-key") == []
+        assert [r["status"] for r in await world.orders()] == ["canceled"] * 3
+        assert (await world.store.strategies.get(strategy_id)).status == "paused"
+        # The half-filled order's fills stay recorded; nothing was doubled by the cancel.
+        assert len(await world.store.orders.fills_for_strategy(strategy_id)) == 2
+    finally:
+        await world.close()
