@@ -30,6 +30,7 @@ def leaves(urls):
 async def test_exchange_url_override_moves_every_api_url_and_keeps_its_path(venue: str):
     pool = ClientPool({venue: ORIGIN})
     real = getattr(ccxt_async, venue)()
+    real.timeout_on_exit = 0
     try:
         moved = pool.new_exchange(venue)
         before, after = list(leaves(real.urls["api"])), list(leaves(moved.urls["api"]))

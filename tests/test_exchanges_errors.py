@@ -35,6 +35,7 @@ async def ccxt_error(
 ) -> Exception:
     """Return the exception ccxt raises for this HTTP answer (its own handlers, as after a real request)."""
     exchange = getattr(ccxt_async, venue)({"enableRateLimit": False})
+    exchange.timeout_on_exit = 0  # no session was opened: nothing to wait for on close
     if authenticated_before:
         exchange.options["hasAlreadyAuthenticatedSuccessfully"] = True
     try:
@@ -222,6 +223,7 @@ def test_without_a_venue_code_the_most_specific_ccxt_class_decides(exc, action):
 
 async def test_malformed_kraken_secret_raises_binascii_error_which_maps_to_auth():
     exchange = ccxt_async.kraken({"apiKey": "K" * 56, "secret": "not base64 at all!"})
+    exchange.timeout_on_exit = 0
     try:
         with pytest.raises(binascii.Error) as info:
             exchange.sign("Balance", ["private"], "POST", {})

@@ -67,6 +67,7 @@ async def test_retry_after_on_429_holds_every_caller():
 
 async def test_ccxt_costs_convert_to_binance_weights():
     spot = ccxt_async.binance()
+    spot.timeout_on_exit = 0
     try:
         api = spot.api
         assert binance_weight("binance", api["private"]["get"]["order"]["cost"]) == 4

@@ -351,6 +351,17 @@ class ClientPool:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+            if any(url.startswith("https:") for ex in instances for url in _leaves(ex.urls.get("api"))):
+                # Let TLS connections finish closing (aiohttp's advice; ccxt waits this long per instance).
+                await asyncio.sleep(0.25)
+
+
+def _leaves(urls: Any) -> list[str]:
+    if isinstance(urls, str):
+        return [urls]
+    if isinstance(urls, Mapping):
+        return [leaf for value in urls.values() for leaf in _leaves(value)]
+    return []
 
 
 def _unbind(exchange: Any) -> None:
