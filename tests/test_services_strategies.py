@@ -1,0 +1,167 @@
+"""Strategy services against the fake venues: allocation validation, catalogue, status, ownership, pause and
+resume, /stop with keep or sell (summary equal to the fake's own fills), and stopping an account's strategies."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from bot.services.errors import UserError
+from tests.engine_world import ShiftedClock, open_world
+from tests.test_engine_dca import wait_for
+
+ALICE, BOB = 21, 22
+
+
+@pytest.fixture
+async def world(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.set_price("ETH/USDT", "2500")
+    book.add_key("alice", "secret-a", balances={"USDT": "1000"})
+    book.add_key("bob", "secret-b", balances={"USDT": "1000"})
+    clock = ShiftedClock()
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, clock=clock)
+    world.clock = clock
+    world.book = book
+    await world.connect(ALICE, "binance", "alice", "secret-a")
+    await world.connect(BOB, "binance", "bob", "secret-b")
+    try:
+        yield world
+    finally:
+        await world.close()
+
+
+@pytest.mark.parametrize(
+    ("label", "kind", "budget", "symbol", "params", "message"),
+    [
+        ("nosuch", "dca", "100", "BTC/USDT", {}, "no account labelled 'nosuch'"),
+        ("binance", "moon", "100", "BTC/USDT", {}, "unknown strategy 'moon'"),
+        ("binance", "dca", "-5", "BTC/USDT", {}, "greater than 0"),
+        ("binance", "dca", "abc", "BTC/USDT", {}, "not a number"),
+        ("binance", "dca", "100", "NOPE/USDT", {}, "NOPE/USDT is not traded on Binance Spot"),
+        ("binance", "dca", "5000", "BTC/USDT", {"amount": "10"}, "at most 1000"),
+        ("binance", "dca", "100", "BTC/USDT", {"every": "0m"}, "every"),
+        ("binance", "dca", "100", "BTC/USDT", {"amount": "1"}, "below BTC/USDT's minimum order of 10"),
+        ("binance", "dca", "100", "BTC/USDT", {"speed": "3"}, "no parameter 'speed'"),
+        ("binance", "grid", "100", "BTC/USDT", {"low": "60000", "high": "50000"}, "must be below high"),
+        ("binance", "rebalance", "100", "USDT", {"weights": "BTC:50,ETH:40"}, "sum to 100"),
+    ],
+)
+async def test_allocation_refusals_explain_what_is_wrong(world, label, kind, budget, symbol, params, message):
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, label, kind, budget, symbol, params)
+    assert message in refused.value.message
+
+
+async def test_the_budget_must_fit_the_free_balance_minus_other_unspent_budgets(world):
+    await world.allocate(ALICE, "binance", "dca", "600", "BTC/USDT", every="1d", amount="20")
+    await world.engine.settle()
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "dca", "500", "ETH/USDT", {"every": "1d", "amount": "20"})
+    assert "promised to your other strategies" in refused.value.message
+    preview = await world.service.allocate(ALICE, "binance", "dca", "400", "ETH/USDT", {"every": "1d", "amount": "20"})
+    assert preview.available == Decimal(400)
+    assert preview.params == {"every": "1d", "amount": "20"}
+
+
+async def test_a_preview_is_confirmed_once(world):
+    preview = await world.service.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", {"amount": "20"})
+    await world.service.confirm(preview)
+    with pytest.raises(UserError):
+        await world.service.confirm(preview)
+    await world.engine.settle()
+    assert len(world.book.all_orders("alice")) == 1
+
+
+async def test_the_catalogue_lists_every_strategy_with_parameters_and_defaults(world):
+    catalogue = {s.name: s for s in world.service.strategies_catalogue()}
+    assert set(catalogue) == {"dca", "grid", "rebalance", "trend"}
+    dca = {p.name: p.default for p in catalogue["dca"].params}
+    assert dca == {"every": "1d", "amount": "budget/10"}
+    assert catalogue["grid"].example.startswith("/allocate kraken grid")
+
+
+async def test_status_shows_budget_use_holdings_and_pnl(world):
+    strategy_id = await world.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+
+    async def filled() -> bool:
+        return bool(await world.store.orders.fills_for_strategy(strategy_id))
+
+    await wait_for(filled)
+    await world.engine.settle()
+    world.book.set_price("BTC/USDT", "55000")
+    world.gateway.market_data.invalidate()  # the ticker cache keeps a price for one round
+    [status] = await world.service.status(ALICE)
+    assert status.status == "active" and status.open_orders == 0
+    assert status.used == Decimal("20.02")  # 20 + 0.1 % fee, paid in USDT on the fake
+    assert status.left == Decimal("79.98")
+    assert status.holdings == {"BTC": Decimal("0.0004")}
+    assert status.average_buy_price == Decimal(50000)
+    assert status.unrealised_pnl == Decimal("0.0004") * 55000 - Decimal("20.02")
+    assert status.next_run is not None and status.fill_poll_seconds > 0
+    assert await world.service.status(BOB) == []
+
+
+async def test_pause_and_resume_check_ownership_and_resume_catches_up(world):
+    strategy_id = await world.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+    await world.engine.settle()
+    with pytest.raises(UserError):
+        await world.service.pause(BOB, strategy_id)
+    assert (await world.service.pause(ALICE, strategy_id)).status == "paused"
+    world.clock.offset = timedelta(days=2, seconds=1)
+    await world.engine.run_strategy(strategy_id)  # paused: nothing happens
+    assert len(world.book.all_orders("alice")) == 1
+    with pytest.raises(UserError):
+        await world.service.resume(BOB, strategy_id)
+    await world.service.resume(ALICE, strategy_id)
+    await world.engine.settle()
+    assert len(world.book.all_orders("alice")) == 2  # one catch-up buy for the owed slot
+
+
+async def test_stop_with_sell_cancels_sells_holdings_and_sums_the_fakes_own_fills(world):
+    strategy_id = await world.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+    await world.engine.settle()
+    world.book.set_price("BTC/USDT", "52000")
+    world.gateway.market_data.invalidate()
+    with pytest.raises(UserError):
+        await world.service.stop(BOB, strategy_id, sell=True)
+    summary = await world.service.stop(ALICE, strategy_id, sell=True)
+    trades = world.book.trades("alice")
+    assert [t.side for t in trades] == ["buy", "sell"]
+    buy, sell = trades
+    assert summary.sold == {"BTC": buy.amount}
+    assert summary.kept == {}
+    assert summary.invested == buy.price * buy.amount + buy.fee
+    assert summary.returned == sell.price * sell.amount - sell.fee
+    assert summary.fees == buy.fee + sell.fee
+    assert summary.realised_pnl == summary.returned - summary.invested
+    assert world.book.open_orders("alice") == []
+    assert (await world.store.strategies.get(strategy_id)).status == "stopped"
+    # A stopped strategy's budget is released.
+    preview = await world.service.allocate(ALICE, "binance", "dca", "900", "ETH/USDT", {"amount": "20"})
+    assert preview.budget == Decimal(900)
+
+
+async def test_stop_with_keep_leaves_the_holdings(world):
+    strategy_id = await world.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+    await world.engine.settle()
+    summary = await world.service.stop(ALICE, strategy_id, sell=False)
+    assert summary.sold == {} and summary.kept == {"BTC": Decimal("0.0004")}
+    assert summary.realised_pnl == 0
+    assert [t.side for t in world.book.trades("alice")] == ["buy"]
+
+
+async def test_stopping_an_accounts_strategies_cancels_their_open_orders(world):
+    preview = await world.service.allocate(
+        ALICE, "binance", "grid", "300", "BTC/USDT", {"low": "40000", "high": "60000", "levels": "5"}
+    )
+    strategy_id = (await world.service.confirm(preview)).strategy_id
+    await world.engine.settle()
+    assert len(world.book.open_orders("alice")) == 2
+    account = await world.store.accounts.by_label(ALICE, "binance")
+    assert await world.service.stop_account_strategies(account.id) == 1
+    assert world.book.open_orders("alice") == []
+    assert (await world.store.strategies.get(strategy_id)).status == "stopped"
