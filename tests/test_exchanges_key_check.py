@@ -205,3 +205,10 @@ async def test_kraken_is_refused_in_sandbox_mode_without_a_request():
     with pytest.raises(KeyRejected) as info:
         await checker.check_key("kraken", Credentials(KRAKEN_KEY, KRAKEN_SECRET))
     assert info.value.reason == "unsupported"
+
+
+async def test_a_binance_key_that_cannot_trade_is_refused_with_the_box_to_tick(fake_exchanges, checker):
+    with pytest.raises(KeyRejected) as info:
+        await checker.check_key("binance", binance_key(fake_exchanges, "binance", can_trade=False))
+    assert info.value.reason == "trading_disabled"
+    assert "Enable Spot & Margin Trading" in info.value.user_message

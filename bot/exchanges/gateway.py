@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -402,6 +403,4 @@ def _num(value: Decimal | int | float | str) -> str:
 
 
 def _with_client_id(order: Order, client_order_id: str) -> Order:
-    from dataclasses import replace
-
     return replace(order, client_order_id=client_order_id)
