@@ -1,0 +1,132 @@
+"""Rebalance on the fake Binance Spot and Trend on the fake Binance Futures, end to end through the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from bot.services.errors import UserError
+from tests.engine_world import ShiftedClock, open_world
+
+USER = 31
+
+
+def weights(book, key: str, prices: dict[str, Decimal], strategy_fills) -> dict[str, Decimal]:
+    held: dict[str, Decimal] = {}
+    for item in strategy_fills:
+        asset = item.symbol.split("/")[0]
+        sign = 1 if item.fill.side == "buy" else -1
+        held[asset] = held.get(asset, Decimal(0)) + sign * item.fill.amount
+    values = {asset: amount * prices[asset] for asset, amount in held.items()}
+    total = sum(values.values())
+    return {asset: value * 100 / total for asset, value in values.items()}
+
+
+async def test_rebalance_buys_the_weights_then_trades_back_within_band_after_a_30_percent_rise(
+    fake_exchanges, tmp_path
+):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.set_price("ETH/USDT", "2500")
+    book.add_key("rebal", "secret", balances={"USDT": "1000"})
+    clock = ShiftedClock()
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, clock=clock)
+    try:
+        await world.connect(USER, "binance", "rebal", "secret")
+        strategy_id = await world.allocate(
+            USER, "binance", "rebalance", "500", "USDT", weights="BTC:50,ETH:50", band="5", every="1h"
+        )
+        await world.engine.settle()
+        prices = {"BTC": Decimal(50000), "ETH": Decimal(2500)}
+        initial = weights(book, "rebal", prices, await world.store.orders.fills_for_strategy(strategy_id))
+        assert all(abs(w - 50) <= 5 for w in initial.values()), initial
+        assert [o.side for o in book.all_orders("rebal")] == ["buy", "buy"]
+
+        book.set_price("BTC/USDT", "65000")  # +30 %
+        world.gateway.market_data.invalidate()
+        clock.offset = timedelta(hours=1, seconds=1)
+        await world.engine.run_strategy(strategy_id)
+        await world.engine.settle()
+        prices["BTC"] = Decimal(65000)
+        after = weights(book, "rebal", prices, await world.store.orders.fills_for_strategy(strategy_id))
+        assert all(abs(w - 50) <= 5 for w in after.values()), after
+        sides = [(o.symbol, o.side) for o in book.all_orders("rebal")]
+        assert sides[2:] == [("BTC/USDT", "sell"), ("ETH/USDT", "buy")]  # sells first, then buys
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent - strategy.received <= strategy.budget
+    finally:
+        await world.close()
+
+
+async def _trend_world(fake_exchanges, tmp_path, key: str, *, dual_side: bool = False):
+    book = fake_exchanges.books["binanceusdm"]
+    book.add_key(key, "secret", balances={"USDT": "1000"}, dual_side=dual_side)
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    await world.connect(USER, "binanceusdm", key, "secret")
+    return book, world
+
+
+def rising_then_falling(book, symbol: str) -> None:
+    """Script daily candles: 30 days up, so fast > slow, ending at the last closed candle before now."""
+    day = 86_400_000
+    now = int(datetime.now(UTC).timestamp() * 1000) // day * day
+    rows = []
+    for i in range(30):
+        close = Decimal(40000 + i * 500)
+        rows.append((Decimal(now - (30 - i) * day), close, close + 100, close - 100, close, Decimal(10)))
+    rows.append((Decimal(now), Decimal(55000), Decimal(55100), Decimal(54900), Decimal(55000), Decimal(1)))
+    book.load_candles(symbol, "1d", rows)
+
+
+async def test_trend_on_futures_sets_leverage_1_opens_long_then_flips_short_on_a_cross(fake_exchanges, tmp_path):
+    book, world = await _trend_world(fake_exchanges, tmp_path, "trend-key")
+    try:
+        symbol = "BTC/USDT:USDT"
+        rising_then_falling(book, symbol)
+        book.set_price(symbol, "55000")
+        strategy_id = await world.allocate(
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+        )
+        await world.engine.settle()
+        account = book.keys["trend-key"]
+        assert book.leverage_of(account, symbol) == 1
+        leverage_at = next(i for i, r in enumerate(book.requests) if "leverage" in r.path)
+        order_at = next(i for i, r in enumerate(book.requests) if r.path.endswith("/order") and r.method == "POST")
+        assert leverage_at < order_at
+        [opened] = book.all_orders("trend-key")
+        assert opened.side == "buy"
+
+        # The averages cross down on closed candles: close the long, then open a short.
+        day = 86_400_000
+        now = int(datetime.now(UTC).timestamp() * 1000) // day * day
+        rows = [(Decimal(now - (30 - i) * day), *(Decimal(60000 - i * 500),) * 4, Decimal(10)) for i in range(30)]
+        rows.append((Decimal(now), *(Decimal(45000),) * 4, Decimal(1)))
+        book.load_candles(symbol, "1d", rows)
+        book.set_price(symbol, "45000")
+        world.gateway.market_data.invalidate()
+        world.engine.ctx.clock = lambda: datetime.now(UTC) + timedelta(days=1)
+        for _ in range(5):
+            await world.engine.run_strategy(strategy_id)
+            await world.engine.settle()
+            await asyncio.sleep(0)
+        sides = [(o.side, o.reduce_only) for o in book.all_orders("trend-key")]
+        assert sides == [("buy", False), ("sell", True), ("sell", False)]
+        positions = [p for p in book.positions("trend-key") if p.symbol == symbol]
+        assert positions[0].amount < 0  # short
+    finally:
+        await world.close()
+
+
+async def test_trend_refuses_a_futures_account_in_hedge_mode(fake_exchanges, tmp_path):
+    book, world = await _trend_world(fake_exchanges, tmp_path, "hedge-key", dual_side=True)
+    try:
+        book.set_price("BTC/USDT:USDT", "55000")
+        with pytest.raises(UserError) as refused:
+            await world.service.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", {"timeframe": "1d"})
+        assert "hedge" in refused.value.message and "one-way" in refused.value.message
+        assert book.all_orders("hedge-key") == []
+    finally:
+        await world.close()
