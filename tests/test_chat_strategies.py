@@ -133,3 +133,31 @@ async def test_disconnect_cancels_the_strategies_open_orders(strata, fake_exchan
     await strata.next_reply(USER, contains="destroyed", timeout=15)
     assert open_orders(fake_exchanges, "kraken", api_key) == []
     assert await strata.runtime.store.accounts.get(account.id) is None
+
+
+async def test_stop_and_sell_leaves_no_order_sells_the_holdings_and_sums_up_what_the_venue_recorded(
+    strata, fake_exchanges
+):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
+    await strata.next_reply(USER, contains="Bought", timeout=15)
+    book.set_price("BTC/USDT", "55000")
+    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+    await strata.send(USER, f"/stop {strategy.id}")
+    question = await strata.next_reply(USER, contains="Keep what it bought")
+    await strata.press(USER, question, "Stop and sell")
+    summary = await strata.next_reply(USER, contains="Realised", timeout=15)
+    assert open_orders(fake_exchanges, "binance", api_key) == []
+    trades = book.trades(api_key, "BTC/USDT")
+    buys = [t for t in trades if t.side == "buy"]
+    sells = [t for t in trades if t.side == "sell"]
+    assert sum(t.amount for t in sells) == sum(t.amount for t in buys) - sum(
+        t.fee for t in buys if t.fee_currency == "BTC"
+    )
+    invested = sum(t.cost for t in buys) + sum(t.fee for t in buys if t.fee_currency == "USDT")
+    returned = sum(t.cost for t in sells) - sum(t.fee for t in sells if t.fee_currency == "USDT")
+    assert f"Invested {invested.quantize(Decimal('0.01')).normalize():f}" in summary.plain_text
+    assert f"returned {returned.quantize(Decimal('0.01')).normalize():f}" in summary.plain_text
+    assert (await strata.runtime.store.strategies.get(strategy.id)).status == "stopped"
