@@ -84,7 +84,8 @@ class Dca(Strategy):
             return Decision((), state, "finished: the budget is used", finished=True)
         slot = slot_index(state.start, params["every"], snapshot.now)
         if slot <= state.last_slot:
-            return Decision((), state, f"waiting: next buy at {self._slot_time(state, params, slot + 1)}")
+            next_buy = self._slot_time(state, params, slot + 1)
+            return Decision((), state, f"waiting: next buy at {next_buy:%Y-%m-%d %H:%M:%S} UTC")
         per_buy: Decimal = params["amount"] or budget.total / 10
         market = snapshot.markets.get(snapshot.symbol)
         minimum = market.min_cost(snapshot.price) if market else ZERO
