@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from tests.engine_world import open_world
@@ -43,5 +44,29 @@ async def test_dca_first_buy_is_placed_at_once_recorded_once_and_alerted_once(fa
         assert strategy.spent - strategy.received <= Decimal(20) * Decimal("1.001") + Decimal("0.01")
         alert = (await world.alerts("fill"))[0]
         assert "Bought" in alert["text"] and "BTC" in alert["text"] and "left of 100" in alert["text"]
+    finally:
+        await world.close()
+
+
+async def test_dca_shrinks_its_last_buy_to_what_is_left_then_finishes_and_says_so(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("key-2", "secret-2", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(8, "binance", "key-2", "secret-2")
+        strategy_id = await world.allocate(8, "binance", "dca", "35", "BTC/USDT", every="1m", amount="20")
+        await world.engine.settle()
+        world.engine.ctx.clock = lambda: datetime.now(UTC) + timedelta(minutes=1, seconds=1)
+        await world.engine.run_strategy(strategy_id)
+        await world.engine.settle()
+        costs = [o.quote_cost for o in book.all_orders("key-2")]
+        assert costs[0] == Decimal(20) and Decimal(14) < costs[1] < Decimal(15)  # 35 − 20.02, less its fee
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.status == "finished"
+        assert strategy.spent - strategy.received <= strategy.budget
+        [info] = await world.alerts("info")
+        assert "has finished" in info["text"]
+        assert world.engine.next_run_time(strategy_id) is None
     finally:
         await world.close()

@@ -207,6 +207,8 @@ class Engine:
             self.schedule(strategy_id, self.ctx.clock() + RETRY_DELAY)
         elif result.next_run is not None:
             self.schedule(strategy_id, result.next_run, spread=True)
+        else:
+            self.unschedule(strategy_id)  # finished, paused, or waiting for fills only
         return result
 
     # --- reconciliation ---------------------------------------------------------------------------------
