@@ -35,13 +35,11 @@ class Database:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
-            async with self._conn.execute(sql, params) as cur:
-                return list(await cur.fetchall())
+            return await _fetchall(self._conn, sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
         async with self._lock:
-            async with self._conn.execute(sql, params) as cur:
-                return await cur.fetchone()
+            return await _fetchone(self._conn, sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -80,12 +78,22 @@ class Transaction:
         await self._conn.executemany(sql, rows)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        return await _fetchall(self._conn, sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        async with self._conn.execute(sql, params) as cur:
-            return await cur.fetchone()
+        return await _fetchone(self._conn, sql, params)
+
+
+# Reads go to aiosqlite's thread ONCE (execute + fetch + close in one call): a cursor opened, fetched and
+# closed from the event loop costs three thread round trips, which bench/engine.py showed to dominate a
+# strategy evaluation (≈10 reads each).
+async def _fetchall(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> list[aiosqlite.Row]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
+async def _fetchone(conn: aiosqlite.Connection, sql: str, params: Sequence[Any]) -> aiosqlite.Row | None:
+    rows = await conn.execute_fetchall(sql, params)
+    return next(iter(rows), None)
 
 
 async def connect(path: Path) -> Database:
