@@ -1,0 +1,64 @@
+"""CI hook for bench/: every benchmark runs at `--quick` size as its own process and ends with its JSON line.
+
+Each script starts its fakes in another process, so this proves the whole chain still works from a clean
+checkout: the one-command run, the fakes' launcher, real accounts, the engine, and the issue's result keys.
+Speed targets are not asserted at CI size (CI machines vary); correctness figures that must hold at any
+size are: no duplicated or lost alert, one market-data request per key per round, no order placed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+KEYS = {
+    "engine": {"bench", "strategies", "accounts", "evals_per_s", "md_requests_per_key",
+               "private_requests_per_round", "binance_weight_per_min", "effective_poll_s"},
+    "memory": {"bench", "accounts", "kb_per_account_rss", "kb_per_account_traced"},
+    "alerts": {"bench", "msgs_per_s", "lost", "duplicated", "unhandled_429"},
+    "latency": {"bench", "poll_s", "p50_s", "p95_s", "max_s"},
+    "restart": {"bench", "strategies", "intents", "seconds", "duplicates"},
+}
+
+
+def run_quick(name: str) -> dict[str, object]:
+    done = subprocess.run(  # noqa: S603 - our own script, fixed arguments
+        [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+    )
+    assert done.returncode == 0, f"bench/{name}.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) > 1, "a benchmark prints its figures as it goes, then the JSON line"
+    result = json.loads(lines[-1])
+    assert isinstance(result, dict)
+    return result
+
+
+@pytest.mark.parametrize("name", sorted(KEYS))
+def test_quick_benchmark_ends_with_its_json_line_holding_the_issue_keys(name: str) -> None:
+    result = run_quick(name)
+    assert KEYS[name] <= set(result), f"missing keys: {KEYS[name] - set(result)}"
+    assert result["bench"] == name
+    for key in KEYS[name] - {"bench"}:
+        assert isinstance(result[key], int | float) and not isinstance(result[key], bool), (key, result[key])
+    if name == "engine":
+        assert result["md_requests_per_key"] == 1.0
+        assert result["strategies"] == 100 and result["accounts"] == 50
+        assert result["evals_per_s"] > 0 and result["private_requests_per_round"] > 0
+        assert result["binance_weight_per_min"] < 6000
+    elif name == "memory":
+        assert result["kb_per_account_rss"] > 0 and result["kb_per_account_traced"] > 0
+    elif name == "alerts":
+        assert (result["lost"], result["duplicated"], result["unhandled_429"]) == (0, 0, 0)
+    elif name == "latency":
+        assert result["missing_alerts"] == 0
+        assert 0 < result["p50_s"] <= result["p95_s"] <= result["max_s"]
+    elif name == "restart":
+        assert result["intents"] == 20 and result["strategies"] == 100
+        assert (result["duplicates"], result["missing"], result["unresolved"]) == (0, 0, 0)
