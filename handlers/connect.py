@@ -95,7 +95,8 @@ class _InIntake(filters.MessageFilter):
     def filter(self, message) -> bool:
         if message.chat.type != "private" or message.from_user is None:
             return False
-        if self._intakes.get(message.from_user.id) is None:
+        user_id = message.from_user.id
+        if self._intakes.get(user_id) is None and not self._intakes.sent_during_intake(user_id, message.date):
             return False
         text = message.text or ""
         return not text.startswith("/") or looks_like_key(text)
@@ -115,8 +116,10 @@ async def intake_message(update: Update, context: Context) -> None:
         rt.intakes.clear(update.effective_user.id)
         await reply(update, NOT_DELETED)
         raise ApplicationHandlerStop from None
-    if intake is not None:  # None: it expired while the delete was in flight
+    if intake is not None:
         await _advance(update, context, intake, text)
+    else:  # sent while the key was being checked (handled after it), or as the intake expired
+        await reply(update, "(Message deleted: it arrived while I was handling your key.)")
     raise ApplicationHandlerStop
 
 
@@ -124,9 +127,6 @@ async def _advance(update: Update, context: Context, intake: Intake, text: str) 
     rt = runtime(context)
     if intake.step is Step.VENUE:
         await reply(update, "(Message deleted.) First pick an exchange with the buttons above, or /cancel.")
-        return
-    if intake.step is Step.CHECKING:
-        await reply(update, "(Message deleted.) I'm still checking your key, one moment.")
         return
     if not text:
         await reply(update, "(Message deleted.) Please send the key as a plain text message, or /cancel.")
@@ -163,6 +163,7 @@ async def _check_and_store(update: Update, context: Context, intake: Intake, tex
         await reply(update, f"(Message deleted.) {esc(exc.message)}\nSend the {secret_name} again, or /cancel.")
         return
     intake.step = Step.CHECKING
+    rt.intakes.hold(intake)
     await reply(update, f"Got it (message deleted). Checking the key with {venue_name(intake.venue)}…")
     try:
         await update.effective_chat.send_action(ChatAction.TYPING)

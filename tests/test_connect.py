@@ -254,3 +254,30 @@ async def test_key_and_secret_sent_back_to_back_are_taken_in_order(strata, fake_
     done = await strata.next_reply(USER, contains="Connected")
     assert "kraken" in done.text
     assert_no_leak(strata, api_key, secret)
+
+
+async def test_a_slow_key_check_is_not_cut_short_by_the_intake_timeout(strata, fake_exchanges):
+    strata.runtime.intakes.timeout = 1.0
+    api_key, secret = register(fake_exchanges, "binance")
+    book = fake_exchanges.books["binance"]
+    book.hang_seconds = 2  # the exchange answers slowly, but within the bot's request timeout
+    book.inject("timeout", count=1, path="/api/v3/account")
+    await start_connect(strata, "Binance Spot")
+    await send_key_pair(strata, api_key, secret)
+    await strata.next_reply(USER, contains="Connected", timeout=20)
+    said = [m.text for m in strata.tg.sent if m.chat_id == USER]
+    assert not any("timed out" in text for text in said)
+
+
+async def test_a_message_sent_while_the_key_is_checked_is_deleted_too(strata, fake_exchanges):
+    api_key, secret = register(fake_exchanges, "binance")
+    book = fake_exchanges.books["binance"]
+    book.hang_seconds = 1
+    book.inject("timeout", count=1, path="/api/v3/account")
+    await start_connect(strata, "Binance Spot")
+    await send_key_pair(strata, api_key, secret)
+    await strata.next_reply(USER, contains="Checking the key")
+    oops = await strata.send(USER, "oops, my secret was wrong, it is abc")
+    await strata.next_reply(USER, contains="Connected", timeout=20)
+    await strata.next_reply(USER, contains="arrived while", timeout=10)
+    assert oops["message_id"] in deleted_ids(strata, USER)

@@ -11,11 +11,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from bot.secret import Secret
 
 INTAKE_TIMEOUT_S = 300.0
+_CLOSED_MEMORY = timedelta(minutes=2)
 
 # A long run of key-alphabet characters with no spaces, or a PEM block: what an API key or secret looks like.
 _KEYISH = re.compile(r"^[A-Za-z0-9+/=_\-]{32,}$")
@@ -59,6 +61,7 @@ class IntakeBook:
         self, on_expire: Callable[[Intake], Awaitable[None]] | None = None, timeout: float = INTAKE_TIMEOUT_S
     ) -> None:
         self._pending: dict[int, Intake] = {}
+        self._closed: dict[int, datetime] = {}
         self._on_expire = on_expire
         self.timeout = timeout
         self._tasks: set[asyncio.Task] = set()
@@ -74,14 +77,35 @@ class IntakeBook:
     def get(self, user_id: int) -> Intake | None:
         return self._pending.get(user_id)
 
+    def hold(self, intake: Intake) -> None:
+        """Stop the timeout clock: the key is being checked, and the check itself is bounded."""
+        if intake._timer is not None:
+            intake._timer.cancel()
+            intake._timer = None
+
     def clear(self, user_id: int) -> Intake | None:
-        """Forget the user's intake (and the API key it held)."""
+        """Forget the user's intake (and the API key it held), remembering when it ended."""
         intake = self._pending.pop(user_id, None)
         if intake is not None:
             if intake._timer is not None:
                 intake._timer.cancel()
             intake.api_key = None
+            self._closed[user_id] = datetime.now(UTC)
         return intake
+
+    def sent_during_intake(self, user_id: int, sent_at: datetime | None) -> bool:
+        """Whether a message (by Telegram's send time) was sent before the user's intake ended.
+
+        Updates of one user are handled in order, so a message typed while the key was being checked is only
+        handled after the intake closed; it still belongs to the intake and must be deleted.
+        """
+        closed = self._closed.get(user_id)
+        if closed is None or sent_at is None:
+            return False
+        if datetime.now(UTC) - closed > _CLOSED_MEMORY:
+            del self._closed[user_id]
+            return False
+        return sent_at <= closed
 
     def __len__(self) -> int:
         return len(self._pending)
