@@ -13,8 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from telegram.error import InvalidToken, TelegramError
+
 from bot.config import ConfigError, load_settings
-from bot.redaction import configure_logging, register_secret
+from bot.redaction import configure_logging, redact, register_secret
 from bot.vault import VaultError
 
 logger = logging.getLogger("bot")
@@ -67,7 +69,19 @@ def _run() -> int:
     asyncio.run(preflight(settings))
     application = build_application(settings)
     logger.info("Strata starting (long polling)")
-    application.run_polling(allowed_updates=None, drop_pending_updates=False, close_loop=True)
+    try:
+        application.run_polling(allowed_updates=None, drop_pending_updates=False, close_loop=True)
+    except InvalidToken:
+        # PTB's message quotes the token: never print it.
+        raise ConfigError(
+            "Telegram refused TELEGRAM_BOT_TOKEN (or TELEGRAM_API_URL does not point at a Bot API "
+            "ending in /bot): check both."
+        ) from None
+    except TelegramError as exc:
+        raise ConfigError(
+            f"Could not reach the Telegram Bot API at TELEGRAM_API_URL ({redact(str(exc))}); check the URL "
+            "and the network, then start again."
+        ) from None
     return 0
 
 
@@ -81,8 +95,18 @@ async def _rotate(new_key_file: Path) -> int:
     new = read_key_file(new_key_file, "--new-key-file")
     if new == current:
         raise ConfigError("--new-key-file holds the current master key: generate a new one first.")
-    vault = await Vault.open(settings.keystore_path, current)
+    keystore = settings.keystore_path
+    if not keystore.exists() or keystore.stat().st_size == 0:
+        raise ConfigError(f"There is no key store at {keystore}: nothing to rotate (check STRATA_KEYSTORE_PATH).")
+    credential_keys = await _credential_dek_ids(settings.database_path)
+    vault = await Vault.open(keystore, current, expect_existing=True)
     try:
+        missing = credential_keys - await vault.dek_ids()
+        if missing:
+            raise ConfigError(
+                f"The key store {keystore} does not hold the data keys of {len(missing)} credential(s) in "
+                f"{settings.database_path}: check STRATA_KEYSTORE_PATH and STRATA_DATA_DIR (nothing was changed)."
+            )
         count = await vault.rotate(new)
     finally:
         await vault.close()
@@ -94,6 +118,20 @@ async def _rotate(new_key_file: Path) -> int:
         _replace_generated_key(settings.default_master_key_path, new_key_file)
         print(f"The generated key file {settings.default_master_key_path} now holds the new key.")
     return 0
+
+
+async def _credential_dek_ids(database: Path) -> set[str]:
+    """The data-key ids the main database's credentials use (none when it does not exist yet)."""
+    from storage.store import Store
+
+    if not database.exists():  # noqa: ASYNC240 - a one-off stat in a CLI command
+        return set()
+
+    store = await Store.open(database, migrate_schema=False)
+    try:
+        return await store.accounts.all_dek_ids()
+    finally:
+        await store.close()
 
 
 def _replace_generated_key(path: Path, new_key_file: Path) -> None:

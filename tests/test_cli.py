@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import stat
@@ -277,3 +278,43 @@ async def test_rotate_master_key_refuses_an_unusable_new_key_file(tmp_path, cont
     assert "--new-key-file" in result.stderr and "Traceback" not in result.stderr
     assert settings.keystore_path.read_bytes() == before
     await assert_opens_with(settings, sealed, old)
+
+
+async def test_rotate_master_key_with_the_wrong_key_store_path_changes_nothing(tmp_path):
+    data_dir = tmp_path / "data"
+    generated = load_master_key(load_settings({"STRATA_DATA_DIR": str(data_dir)}, dotenv=False))
+    elsewhere = tmp_path / "keys" / "keystore.db"
+    settings, sealed = await store_a_credential(data_dir, generated, keystore_path=elsewhere)
+    master_before = (data_dir / "master.key").read_bytes()
+
+    # The operator forgot STRATA_KEYSTORE_PATH in this shell: the default key store does not exist.
+    result = run_cli(
+        "rotate-master-key", "--new-key-file", str(key_file(tmp_path / "new.key", os.urandom(32))),
+        cwd=tmp_path, STRATA_DATA_DIR=str(data_dir),
+    )
+
+    assert result.returncode == 2
+    assert "STRATA_KEYSTORE_PATH" in result.stderr and "Traceback" not in result.stderr
+    assert (data_dir / "master.key").read_bytes() == master_before
+    assert not (data_dir / "keystore.db").exists()
+    await assert_opens_with(settings, sealed, generated)
+
+
+async def test_run_with_a_refused_token_says_so_in_one_line_without_the_token(tmp_path, fake_telegram):
+    # The fake answers in this event loop, so the bot runs as an asyncio subprocess (run_cli would block it).
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT),
+        "TELEGRAM_BOT_TOKEN": FAKE_TOKEN, "TELEGRAM_API_URL": fake_telegram.base_url,
+        "STRATA_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    stdout, stderr = out.decode(), err.decode()
+    assert proc.returncode == 2
+    # The last line is ours and actionable; PTB's own (redacted) log of the failed call may precede it.
+    assert "TELEGRAM_BOT_TOKEN" in stderr.splitlines()[-1]
+    assert stderr.splitlines()[-1].startswith("strata: ")
+    assert FAKE_TOKEN.split(":")[1] not in stderr + stdout
