@@ -71,9 +71,32 @@ async def delete_stray_key(update: Update, context: Context) -> None:
     raise ApplicationHandlerStop
 
 
+GROUP_COMMANDS = frozenset({"start", "help", "connect"})
+
+
+class _PrivateOnlyCommand(filters.MessageFilter):
+    """A command outside a private chat that shows or changes someone's money (all but /start, /help, /connect)."""
+
+    def filter(self, message) -> bool:
+        text = message.text or ""
+        if message.chat.type == "private" or not text.startswith("/"):
+            return False
+        command = text[1:].split(maxsplit=1)[0].split("@", 1)[0].lower() if len(text) > 1 else ""
+        return command not in GROUP_COMMANDS
+
+
+async def private_only(update: Update, context: Context) -> None:
+    """Balances, strategies and settings are never shown in, or routed to, a group."""
+    await update.effective_message.reply_text(
+        f"For your privacy, use this command in a private chat with me (@{context.bot.username})."
+    )
+    raise ApplicationHandlerStop
+
+
 def handlers(intakes) -> list[tuple[int, object]]:
     """(group, handler) pairs; negative groups run before the feature handlers."""
     return [
         (-3, TypeHandler(Update, allowlist_gate)),
         (-2, MessageHandler(_StrayKey(intakes), delete_stray_key)),
+        (-2, MessageHandler(_PrivateOnlyCommand(name="PrivateOnlyCommand"), private_only)),
     ]

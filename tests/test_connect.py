@@ -281,3 +281,15 @@ async def test_a_message_sent_while_the_key_is_checked_is_deleted_too(strata, fa
     await strata.next_reply(USER, contains="Connected", timeout=20)
     await strata.next_reply(USER, contains="arrived while", timeout=10)
     assert oops["message_id"] in deleted_ids(strata, USER)
+
+
+async def test_money_commands_in_a_group_point_to_the_private_chat_and_never_reroute_alerts(strata, fake_exchanges):
+    await connect_account(strata, fake_exchanges, "binance")
+    group = -100777
+    strata.tg.add_group(group)
+    for command in ("/settings", "/status", "/accounts", "/allocate binance dca 100 BTC/USDT", "/panic"):
+        await strata.send(USER, command, chat_id=group, chat_type="group")
+        answer = await strata.next_reply(group)
+        assert "private chat" in answer.text, (command, answer.text)
+    user = await strata.runtime.store.users.get(USER)
+    assert user.chat_id == USER
