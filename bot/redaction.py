@@ -48,35 +48,89 @@ _PATTERNS = [
 
 
 class _Registry:
-    """The secret strings to scrub, compiled into one pattern that is rebuilt only when the set changes."""
+    """The secret strings to scrub, found in a record in time linear in its length, whatever their number.
+
+    Every form (the value, its hex and base64 encodings) is indexed by its first characters; scrubbing looks
+    up each position of each key-alphabet run of the text. A regex alternation of all values would cost time
+    proportional to their number on every record, and anyone can make the bot register values (each pasted
+    key-looking message is one), so that would let a user slow down all logging. The registry is bounded: the
+    oldest values are forgotten first (a key in use is registered again whenever it is unsealed).
+    """
+
+    MIN_LENGTH = 12  # no real API key or secret is shorter; shorter words would blank out ordinary log text
+    PREFIX = 8
+    MAX_FORMS = 50_000
+    _RUN = re.compile(r"[A-Za-z0-9+/=_\-]{12,}")
 
     def __init__(self) -> None:
-        self._values: set[str] = set()
-        self._pattern: re.Pattern[str] | None = None
+        self._by_prefix: dict[str, tuple[str, ...]] = {}
+        self._order: dict[str, None] = {}  # insertion-ordered set of every form, for eviction
+        self._odd: tuple[str, ...] = ()  # values with characters outside the key alphabet (PEM text…)
         self._lock = threading.Lock()
 
     def add(self, value: str) -> None:
-        if len(value) < 6:
+        value = value.strip()
+        if len(value) < self.MIN_LENGTH:
             return
         raw = value.encode()
         forms = {value, raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
         with self._lock:
-            if forms <= self._values:
-                return
-            self._values |= forms
-            self._pattern = None
+            for form in forms:
+                if not self._RUN.fullmatch(form):
+                    if form not in self._odd:
+                        self._odd = (*self._odd[-99:], form)
+                    continue
+                if form in self._order:
+                    continue
+                self._order[form] = None
+                prefix = form[: self.PREFIX]
+                self._by_prefix[prefix] = (*self._by_prefix.get(prefix, ()), form)
+            while len(self._order) > self.MAX_FORMS:
+                self._forget(next(iter(self._order)))
+
+    def _forget(self, form: str) -> None:
+        del self._order[form]
+        prefix = form[: self.PREFIX]
+        rest = tuple(f for f in self._by_prefix.get(prefix, ()) if f != form)
+        if rest:
+            self._by_prefix[prefix] = rest
+        else:
+            self._by_prefix.pop(prefix, None)
 
     def scrub(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is None and self._values:
-            with self._lock:
-                ordered = sorted(self._values, key=len, reverse=True)
-                pattern = self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
-        if pattern is not None:
-            text = pattern.sub(REDACTED, text)
+        if self._by_prefix:
+            text = self._scrub_indexed(text)
+        for odd in self._odd:
+            text = text.replace(odd, REDACTED)
         for regex in _PATTERNS:
             text = regex.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
         return text
+
+    def _scrub_indexed(self, text: str) -> str:
+        by_prefix, width = self._by_prefix, self.PREFIX
+        spans: list[tuple[int, int]] = []
+        for run in self._RUN.finditer(text):
+            start, end = run.span()
+            i = start
+            while i <= end - width:
+                longest = 0
+                for form in by_prefix.get(text[i : i + width], ()):
+                    if len(form) > longest and text.startswith(form, i):
+                        longest = len(form)
+                if longest:
+                    spans.append((i, i + longest))
+                    i += longest
+                else:
+                    i += 1
+        if not spans:
+            return text
+        pieces, last = [], 0
+        for begin, finish in spans:
+            pieces.append(text[last:begin])
+            pieces.append(REDACTED)
+            last = finish
+        pieces.append(text[last:])
+        return "".join(pieces)
 
 
 _registry = _Registry()

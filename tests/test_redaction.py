@@ -251,3 +251,23 @@ def test_secrets_refuse_to_be_serialised_or_copied_into_storage():
         copy.deepcopy(Credentials(value, value))
     with pytest.raises(AttributeError):
         Secret(value)._value = "changed"  # type: ignore[misc]
+
+
+def test_words_shorter_than_a_key_are_not_registered_so_ordinary_log_text_survives():
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    register_secret("binance")
+    register_secret("Kraken-1")
+    logging.getLogger("bot.test").info("connected binance and Kraken-1")
+    assert "connected binance and Kraken-1" in stream.getvalue()
+
+
+def test_a_registered_secret_is_found_inside_longer_tokens_and_among_many_others():
+    for _ in range(2000):
+        register_secret(secrets.token_hex(32))
+    target = secrets.token_hex(32)
+    register_secret(target)
+    text = f"url?apiKey={target}&x=1 header:{target.upper()}{target} b64 {base64.b64encode(target.encode()).decode()}"
+    scrubbed = redact(text)
+    assert target not in scrubbed
+    assert base64.b64encode(target.encode()).decode() not in scrubbed

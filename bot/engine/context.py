@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
+from bot.redaction import register_secret
 from bot.secret import Credentials
 from storage.models import Account
 from storage.store import Store
 
 logger = logging.getLogger(__name__)
+
+ACCOUNT_TTL_S = 1.0
 
 
 def utc_now() -> datetime:
@@ -37,8 +42,27 @@ class EngineContext:
     gateway: Any
     notifier: Any | None = None
     clock: Callable[[], datetime] = utc_now
+    #: Per strategy: base assets held from its own fills (dropped when a fill is recorded).
+    holdings_cache: dict[int, dict[str, Decimal]] = field(default_factory=dict, repr=False)
+    #: Strategies known to have no live order (this process is the only writer of orders; an intent
+    #: insert removes the strategy from the set before it commits).
+    no_live_orders: set[int] = field(default_factory=set, repr=False)
     _credentials: dict[int, Credentials] = field(default_factory=dict, repr=False)
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict, repr=False)
+    _accounts: dict[int, tuple[float, Account | None]] = field(default_factory=dict, repr=False)
+
+    async def account(self, account_id: int) -> Account | None:
+        """The account row, cached for about a second (a round of strategies shares one read)."""
+        cached = self._accounts.get(account_id)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        account = await self.store.accounts.get(account_id)
+        self._accounts[account_id] = (now + ACCOUNT_TTL_S, account)
+        return account
+
+    def forget_account(self, account_id: int) -> None:
+        self._accounts.pop(account_id, None)
 
     async def credentials(self, account: Account) -> Credentials:
         """The account's API key pair, unsealed on first use and kept in memory."""
@@ -48,11 +72,14 @@ class EngineContext:
             if sealed is None:
                 raise CredentialsMissing(f"account {account.id} has no credential")
             creds = await self.vault.unseal(sealed, user_id=account.user_id, venue=account.venue)
+            register_secret(creds.api_key)  # from now on no log record can carry them
+            register_secret(creds.secret)
             self._credentials[account.id] = creds
         return creds
 
     def forget_credentials(self, account_id: int) -> None:
         self._credentials.pop(account_id, None)
+        self._accounts.pop(account_id, None)
 
     def lock(self, strategy_id: int) -> asyncio.Lock:
         lock = self._locks.get(strategy_id)
