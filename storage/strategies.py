@@ -51,6 +51,11 @@ class StrategyRepository:
         row = await (tx.fetchone(sql, params) if tx is not None else self._db.fetchone(sql, params))
         return _strategy(row) if row else None
 
+    async def get_with_note(self, strategy_id: int) -> tuple[Strategy, str | None] | None:
+        """The strategy and its last status line, in one read (the engine's run reads both)."""
+        row = await self._db.fetchone("SELECT * FROM strategies WHERE id = ?", (strategy_id,))
+        return (_strategy(row), row["note"]) if row else None
+
     async def get_owned(self, user_id: int, strategy_id: int) -> Strategy | None:
         """The strategy if and only if it belongs to `user_id` (ownership is checked in SQL)."""
         row = await self._db.fetchone(

@@ -66,6 +66,7 @@ async def reject_key(ctx: EngineContext, account_id: int, reason: str) -> bool:
                 tx, user_id=row["user_id"], chat_id=chat["chat_id"], kind="error",
                 text=key_rejected_text(row["label"], venue_name(row["venue"]), reason, paused),
             )
+    ctx.forget_credentials(account_id)
     logger.warning("account %s: key rejected (%s); %d strategies paused", account_id, reason, len(paused))
     ctx.wake_notifier()
     return True

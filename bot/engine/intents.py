@@ -261,6 +261,8 @@ class OrderDesk:
                 fill = replace(fill, fee_quote=fee_value(fill.fee_currency, fill.fee, fill.price, base=base,
                                                          quote=quote))
                 inserted = await store.orders.add_fill(tx, order, fill)
+                if inserted:
+                    self.ctx.holdings_cache.pop(strategy_id, None)  # under the strategy's lock
             if inserted:
                 assert fill is not None  # noqa: S101 - inserted implies a fill
                 charged = quote_fee(fill.fee_currency, fill.fee, quote=quote)

@@ -10,6 +10,7 @@ skips that order quietly and tells the strategy it closed unfilled.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ from bot.engine.risk import Approved, Ledger, MarketRules, Refused, check_order
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.strategies import STRATEGIES
 from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
-from storage.models import Account, Strategy
-from storage.orders import ZERO
+from storage.models import Account, Strategy, dumps
+from storage.orders import ZERO, outstanding
 from storage.strategies import ACTIVE
 
 logger = logging.getLogger(__name__)
@@ -48,23 +49,15 @@ class StrategyRunner:
         self.ctx = ctx
         self.desk = desk
         self._futures_ready: set[tuple[int, str]] = set()
+        self._notes: dict[int, str | None] = {}  # the status line last stored per strategy
 
     async def run(self, strategy_id: int) -> RunResult:
         """Run a strategy once if it is active; exchange trouble is acted on, never raised."""
         store = self.ctx.store
-        strategy = await store.strategies.get(strategy_id)
-        if strategy is None or strategy.status != ACTIVE:
-            return RunResult(None)
-        account = await store.accounts.get(strategy.account_id)
-        if account is None or account.status != "active":
-            return RunResult(None)
-        try:
-            intents = await self._decide(strategy, account)
-        except ExchangeFailure as failure:
-            return await self._on_failure(strategy, account, failure)
-        if intents is None:
-            return RunResult(None)
-        next_run, order_ids = intents
+        decided = await self._decide(strategy_id)
+        if isinstance(decided, RunResult):
+            return decided
+        strategy, account, next_run, order_ids = decided
         if order_ids:
             crash_point("after_intent")
             if account.venue in FUTURES_VENUES and not await self._prepare_futures(strategy, account):
@@ -75,82 +68,112 @@ class StrategyRunner:
                     await self.desk.send(order, account)
         return RunResult(next_run, placed=len(order_ids))
 
-    async def _decide(self, strategy: Strategy, account: Account) -> tuple[datetime | None, list[int]] | None:
+    async def _decide(self, strategy_id: int) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult:
         """Decide under the strategy's lock and commit the state with the intents; return their row ids."""
+        store = self.ctx.store
+        async with self.ctx.lock(strategy_id):
+            found = await store.strategies.get_with_note(strategy_id)
+            if found is None or found[0].status != ACTIVE:
+                return RunResult(None)
+            strategy, self._notes[strategy_id] = found
+            account = await self.ctx.account(strategy.account_id)
+            if account is None or account.status != "active":
+                return RunResult(None)
+            try:
+                return await self._decide_locked(strategy, account)
+            except ExchangeFailure as failure:
+                return await self._on_failure(strategy, account, failure)
+
+    async def _decide_locked(
+        self, strategy: Strategy, account: Account
+    ) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult:
         store = self.ctx.store
         kind = STRATEGIES[strategy.kind]
         params = kind.parse_params(strategy.params)
-        async with self.ctx.lock(strategy.id):
-            strategy = await store.strategies.get(strategy.id)
-            if strategy is None or strategy.status != ACTIVE:
-                return None
-            state = kind.load_state(strategy.state)
-            symbols = kind.symbols(strategy.symbol, params)
-            snapshot, rules = await self._snapshot(strategy, account, symbols, kind.timeframe(params))
-            reserved = await store.orders.reserved_for(strategy.id)
-            net_spent = strategy.spent - strategy.received
-            fee_rate = max((r.fee_rate for r in rules.values()), default=ZERO)
-            budget = Budget(total=strategy.budget, spent=net_spent, reserved=reserved, fee_rate=fee_rate)
-            decision = kind.decide(snapshot, state, budget, params)
+        state = kind.load_state(strategy.state)
+        symbols = kind.symbols(strategy.symbol, params)
+        snapshot, rules = await self._snapshot(strategy, account, symbols, kind.timeframe(params))
+        live = [] if strategy.id in self.ctx.no_live_orders else await store.orders.live_for_strategy(strategy.id)
+        if not live:
+            self.ctx.no_live_orders.add(strategy.id)
+        reserved = sum((outstanding(o) for o in live), ZERO)
+        net_spent = strategy.spent - strategy.received
+        fee_rate = max((r.fee_rate for r in rules.values()), default=ZERO)
+        budget = Budget(total=strategy.budget, spent=net_spent, reserved=reserved, fee_rate=fee_rate)
+        decision = kind.decide(snapshot, state, budget, params)
 
-            approved: list[tuple[DesiredOrder, Approved]] = []
-            skipped: list[DesiredOrder] = []
-            if decision.orders:
-                creds = await self.ctx.credentials(account)
-                balance = await self.ctx.gateway.fetch_balance(account.venue, creds)
-                free = {asset: line.free for asset, line in balance.items()}
-                ledger = Ledger(budget=strategy.budget, spent=net_spent, reserved=reserved)
-                for desired in decision.orders:
-                    if await store.orders.tag_exists(strategy.id, desired.tag):
-                        continue  # already written by an earlier run: never twice
-                    market = rules.get(desired.symbol)
-                    price = snapshot.price_of(desired.symbol)
-                    if market is None or price is None:
-                        skipped.append(desired)
-                        continue
-                    verdict = check_order(
-                        desired, market, last_price=price, ledger=ledger,
-                        free_quote=free.get(market.quote, ZERO), free_base=free.get(market.base, ZERO),
-                    )
-                    if isinstance(verdict, Refused):
-                        if verdict.kind in ("funds", "invalid"):
-                            await pause_strategy(self.ctx, strategy.id, _refusal_message(desired, verdict))
-                            return None
-                        logger.info("strategy %s: %s skipped (%s)", strategy.id, desired.tag, verdict.reason)
-                        skipped.append(desired)
-                        continue
-                    approved.append((desired, verdict))
-                    ledger = Ledger(ledger.budget, ledger.spent, ledger.reserved + verdict.reserve)
-                    free[market.quote] = free.get(market.quote, ZERO) - verdict.reserve
-
-            new_state = decision.state
-            for desired in skipped:
-                new_state = kind.on_fill(new_state, Fill(
-                    tag=desired.tag, symbol=desired.symbol, side=desired.side, amount=ZERO,
-                    price=desired.price or ZERO, closed=True,
-                ), params).state
-            now = self.ctx.clock()
-            next_run = kind.next_run(new_state, params, now)
-            live = await store.orders.live_for_strategy(strategy.id)
-            finished = decision.finished and not approved and not live
-            order_ids: list[int] = []
-            async with store.db.transaction() as tx:
-                for desired, verdict in approved:
-                    order_ids.append(await store.orders.insert_intent(
-                        tx, strategy_id=strategy.id, account_id=account.id,
-                        client_order_id=client_order_id(account.venue, strategy, desired.tag), tag=desired.tag,
-                        symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
-                        price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
-                    ))
-                await store.strategies.save_run(
-                    tx, strategy.id, state=kind.dump_state(new_state), next_run=next_run, note=decision.status,
-                    ran_at=now if approved else None, finished=finished,
+        approved: list[tuple[DesiredOrder, Approved]] = []
+        skipped: list[DesiredOrder] = []
+        if decision.orders:
+            creds = await self.ctx.credentials(account)
+            balance = await self.ctx.gateway.fetch_balance(account.venue, creds)
+            free = {asset: line.free for asset, line in balance.items()}
+            ledger = Ledger(budget=strategy.budget, spent=net_spent, reserved=reserved)
+            for desired in decision.orders:
+                if await store.orders.tag_exists(strategy.id, desired.tag):
+                    continue  # already written by an earlier run: never twice
+                market = rules.get(desired.symbol)
+                price = snapshot.price_of(desired.symbol)
+                if market is None or price is None:
+                    skipped.append(desired)
+                    continue
+                verdict = check_order(
+                    desired, market, last_price=price, ledger=ledger,
+                    free_quote=free.get(market.quote, ZERO), free_base=free.get(market.base, ZERO),
                 )
-                if finished:
-                    await self._finished_alert(tx, strategy, decision.status)
+                if isinstance(verdict, Refused):
+                    if verdict.kind in ("funds", "invalid"):
+                        # Nothing of this decision is stored: on resume the strategy owes the same orders.
+                        await pause_strategy(self.ctx, strategy.id, _refusal_message(desired, verdict))
+                        return RunResult(None)
+                    logger.info("strategy %s: %s skipped (%s)", strategy.id, desired.tag, verdict.reason)
+                    skipped.append(desired)
+                    continue
+                approved.append((desired, verdict))
+                ledger = Ledger(ledger.budget, ledger.spent, ledger.reserved + verdict.reserve)
+                free[market.quote] = free.get(market.quote, ZERO) - verdict.reserve
+
+        new_state = decision.state
+        for desired in skipped:
+            new_state = kind.on_fill(new_state, Fill(
+                tag=desired.tag, symbol=desired.symbol, side=desired.side, amount=ZERO,
+                price=desired.price or ZERO, closed=True,
+            ), params).state
+        now = self.ctx.clock()
+        next_run = kind.next_run(new_state, params, now)
+        finished = decision.finished and not approved and not live
+        dumped = kind.dump_state(new_state)
+        if not approved and not finished and self._unchanged(strategy, dumped, next_run, decision.status):
+            return strategy, account, next_run, []  # a run that changes nothing writes nothing
+        order_ids: list[int] = []
+        if approved:
+            self.ctx.no_live_orders.discard(strategy.id)
+        async with store.db.transaction() as tx:
+            for desired, verdict in approved:
+                order_ids.append(await store.orders.insert_intent(
+                    tx, strategy_id=strategy.id, account_id=account.id,
+                    client_order_id=client_order_id(account.venue, strategy, desired.tag), tag=desired.tag,
+                    symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
+                    price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
+                ))
+            await store.strategies.save_run(
+                tx, strategy.id, state=dumped, next_run=next_run, note=decision.status,
+                ran_at=now if approved else None, finished=finished,
+            )
             if finished:
-                self.ctx.wake_notifier()
-            return next_run, order_ids
+                await self._finished_alert(tx, strategy, decision.status)
+        self._notes[strategy.id] = decision.status
+        if finished:
+            self.ctx.wake_notifier()
+        return strategy, account, next_run, order_ids
+
+    def _unchanged(self, strategy: Strategy, state: dict, next_run: datetime | None, note: str | None) -> bool:
+        """Whether storing this run would write what the database already holds."""
+        return (
+            self._notes.get(strategy.id, "\0") == note
+            and strategy.next_run == next_run
+            and json.loads(dumps(state)) == strategy.state
+        )
 
     async def _snapshot(
         self, strategy: Strategy, account: Account, symbols: tuple[str, ...], timeframe: str | None
@@ -229,7 +252,13 @@ class StrategyRunner:
 
 
 async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
-    """What the strategy owns from its own fills, per base asset, net of fees paid in that asset."""
+    """What the strategy owns from its own fills, per base asset, net of fees paid in that asset.
+
+    Kept in memory per strategy and dropped whenever a fill of the strategy is recorded.
+    """
+    cached = ctx.holdings_cache.get(strategy_id)
+    if cached is not None:
+        return dict(cached)
     result: dict[str, Decimal] = {}
     for item in await ctx.store.orders.fills_for_strategy(strategy_id):
         fill = item.fill
@@ -237,7 +266,8 @@ async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
         fee = fill.fee if fill.fee_currency == base else ZERO
         change = fill.amount if fill.side == "buy" else -fill.amount
         result[base] = result.get(base, ZERO) + change - fee
-    return result
+    ctx.holdings_cache[strategy_id] = result
+    return dict(result)
 
 
 def _refusal_message(order: DesiredOrder, refused: Refused) -> str:

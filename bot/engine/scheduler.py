@@ -341,6 +341,7 @@ class Engine:
         )
         if isinstance(verdict, Refused):
             return verdict.reason
+        self.ctx.no_live_orders.discard(strategy_id)
         async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
             order_id = await store.orders.insert_intent(
                 tx, strategy_id=strategy.id, account_id=account.id,
