@@ -34,6 +34,17 @@ def summary_text(day: str, statuses) -> str:
     return "\n".join(lines)
 
 
+TELEGRAM_TEXT_LIMIT = 4096
+
+
+def _fit(text: str) -> str:
+    """Keep a summary within one Telegram message, cutting at a line and saying so."""
+    if len(text) <= TELEGRAM_TEXT_LIMIT:
+        return text
+    cut = text[: TELEGRAM_TEXT_LIMIT - 40].rsplit("\n", 1)[0]
+    return cut + "\n… (more in /status)"
+
+
 def _money(value: Decimal) -> str:
     return format(value.quantize(Decimal("0.01")), "f")
 
@@ -63,13 +74,17 @@ class DailySummary:
         for user in await self._store.users.with_daily_summary():
             if int(user.settings.get("summary_hour", 8)) > now.hour or user.settings.get("last_summary") == day:
                 continue
-            text = summary_text(day, await self._strategies.status(user.id))
-            async with self._store.db.transaction() as tx:
-                if not await self._store.users.claim_daily_summary(tx, user.id, day):
-                    continue
-                await self._store.outbox.enqueue(
-                    tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
-                )
+            try:
+                text = _fit(summary_text(day, await self._strategies.status(user.id)))
+                async with self._store.db.transaction() as tx:
+                    if not await self._store.users.claim_daily_summary(tx, user.id, day):
+                        continue
+                    await self._store.outbox.enqueue(
+                        tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
+                    )
+            except Exception:  # one user's failure must not cost the others their summary; retried next hour
+                logger.exception("daily summary for user %s failed", user.id)
+                continue
             queued += 1
         if queued:
             self._notifier.wake()

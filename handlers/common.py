@@ -47,10 +47,13 @@ def is_private(update: Update) -> bool:
     return update.effective_chat is not None and update.effective_chat.type == "private"
 
 
+MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger forged id must not reach a query
+
+
 def callback_int(data: str, index: int) -> int | None:
-    """The integer id at `index` of a colon-separated callback payload, or None if forged/malformed."""
+    """The positive integer id at `index` of a colon-separated payload, or None if forged or malformed."""
     parts = data.split(":")
-    try:
-        return int(parts[index])
-    except (IndexError, ValueError):
+    if index >= len(parts) or not parts[index].isdigit():
         return None
+    value = int(parts[index])
+    return value if 0 < value <= MAX_ID else None

@@ -77,7 +77,7 @@ async def allocate(update: Update, context: Context) -> None:
 async def _one_line(update: Update, context: Context, services, user_id: int, args: list[str]) -> None:
     if len(args) < 4:
         raise UserError(
-            "Usage: /allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt; [param=value …], "
+            "Usage: /allocate <account> <strategy> <budget> <symbol> [param=value …], "
             "e.g. /allocate binance dca 100 BTC/USDT every=1d amount=10. Or send /allocate alone for a guided flow."
         )
     label, kind, budget, symbol, *rest = args
@@ -250,7 +250,7 @@ async def _control_command(update: Update, context: Context, verb: str) -> None:
         if context.args:
             strategy_id = callback_int(f"x:{context.args[0].lstrip('#')}", 1)
             if strategy_id is None:
-                raise UserError(f"Usage: /{verb} &lt;strategy number&gt; (see /status), or /{verb} alone to pick.")
+                raise UserError(f"Usage: /{verb} <strategy number> (see /status), or /{verb} alone to pick.")
             await _control(update, context, services, verb, user_id, strategy_id)
             return
         wanted = {"pause": ("active",), "resume": ("paused",), "stop": ("active", "paused", "finished")}[verb]
@@ -290,7 +290,8 @@ async def control_button(update: Update, context: Context) -> None:
     query = update.callback_query
     await query.answer()
     user_id = update.effective_user.id
-    _, verb, _ = query.data.split(":", 2)
+    parts = query.data.split(":")
+    verb = parts[1] if len(parts) == 3 else "none"
     strategy_id = callback_int(query.data, 2)
     try:
         services = _services(context)

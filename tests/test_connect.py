@@ -272,7 +272,7 @@ async def test_a_slow_key_check_is_not_cut_short_by_the_intake_timeout(strata, f
 async def test_a_message_sent_while_the_key_is_checked_is_deleted_too(strata, fake_exchanges):
     api_key, secret = register(fake_exchanges, "binance")
     book = fake_exchanges.books["binance"]
-    book.hang_seconds = 1
+    book.hang_seconds = 1.5
     book.inject("timeout", count=1, path="/api/v3/account")
     await start_connect(strata, "Binance Spot")
     await send_key_pair(strata, api_key, secret)

@@ -105,7 +105,9 @@ class IntakeBook:
         if datetime.now(UTC) - closed > _CLOSED_MEMORY:
             del self._closed[user_id]
             return False
-        return sent_at <= closed
+        # Telegram dates have whole seconds: only a message from a second before the close is surely earlier
+        # (one from the closing second may be the user's next answer; a key-shaped one is caught anyway).
+        return sent_at < closed.replace(microsecond=0)
 
     def __len__(self) -> int:
         return len(self._pending)
