@@ -164,3 +164,28 @@ async def test_a_send_timeout_leaves_the_order_unknown_then_it_is_found_by_clien
         assert len(await world.store.orders.fills_for_strategy(strategy_id)) == 1
     finally:
         await world.close()
+
+
+async def test_a_server_error_on_send_is_looked_up_then_sent_again_exactly_once(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.add_key("flaky", "secret", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(12, "binance", "flaky", "secret")
+        preview = await world.service.allocate(12, "binance", "dca", "100", "BTC/USDT", {"every": "1d", "amount": "20"})
+        book.inject("server_error", count=1, path="/api/v3/order")  # the POST answers 503: placed or not?
+        await world.service.confirm(preview)
+        await world.engine.settle()
+        assert [r["status"] for r in await world.orders()] == ["unknown"]
+        assert book.all_orders("flaky") == []
+
+        async def placed() -> bool:
+            return [r["status"] for r in await world.orders()] == ["closed"]
+
+        await wait_for(placed, timeout=8)
+        for _ in range(3):
+            await world.engine.poll_once()
+        assert len(book.all_orders("flaky")) == 1
+        assert len(await world.alerts("fill")) == 1
+    finally:
+        await world.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from bot.engine.actions import pause_strategy, reject_key
@@ -32,8 +32,12 @@ from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, REJECTED, UNKN
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
-#: How long after an unconfirmed send a "not found" answer is trusted (Binance's recvWindow is 5 s).
-UNKNOWN_GRACE = timedelta(seconds=10)
+#: How long after a send failed with an unknown outcome a "not found" answer is trusted: a request that timed
+#: out on our side is refused by the venue once older than its receive window (Binance: 5–10 s).
+UNKNOWN_GRACE = timedelta(seconds=15)
+#: An intent still unsent this long after it was written (the process died between commit and send, or the
+#: start-up lookup failed) is resolved by the poller; far longer than any send with its retries can take.
+INTENT_STALE = timedelta(minutes=5)
 
 
 def client_order_id(venue: str, strategy: Strategy, tag: str) -> str:
@@ -51,6 +55,11 @@ class OrderDesk:
     def __init__(self, ctx: EngineContext, *, on_activity: Callable[[int], None] | None = None) -> None:
         self.ctx = ctx
         self.unknown_grace = UNKNOWN_GRACE
+        self.intent_stale = INTENT_STALE
+        #: When each order's send ended with an unknown outcome (in this process).
+        self._unknown_since: dict[int, datetime] = {}
+        #: Tells whether a strategy is running now (its own run is then sending its intents).
+        self.is_running: Callable[[int], bool] = lambda strategy_id: False
         #: Called with a strategy id after new fills or an order's end (the engine re-runs the strategy soon).
         self.on_activity = on_activity or (lambda strategy_id: None)
 
@@ -82,6 +91,7 @@ class OrderDesk:
         else:
             # Timeout, 5xx, rate limit, unexpected: it may or may not be placed. Resolve by client id later.
             logger.warning("order %s outcome unknown: %s", order.client_order_id, failure)
+            self._unknown_since[order.id] = utc_now()
             await self.ctx.store.orders.set_status(None, order.id, UNKNOWN, error=str(failure)[:300])
 
     async def _end_unsent(self, order: Order, status: str, error: str) -> None:
@@ -99,7 +109,7 @@ class OrderDesk:
 
     async def resolve(self, order: Order, account: Account, *, at_startup: bool) -> None:
         """Find an unconfirmed order by client order id: adopt it, or send it if it never arrived."""
-        if not at_startup and utc_now() - order.created_at < self.unknown_grace:
+        if not at_startup and not self._due_for_lookup(order):
             return
         try:
             found = await self.lookup(order, account)
@@ -115,6 +125,16 @@ class OrderDesk:
         fresh = await self.ctx.store.orders.get(order.id)
         if fresh is not None:
             await self.send(fresh, account)
+
+    def _due_for_lookup(self, order: Order) -> bool:
+        """Whether a "not found" for this unconfirmed order can be trusted now (so it may be sent again)."""
+        if self.is_running(order.strategy_id):
+            return False  # its own run may be sending it right now
+        now = utc_now()
+        if order.status == INTENT:
+            return now - order.created_at >= self.intent_stale
+        since = self._unknown_since.get(order.id, order.created_at)
+        return now - since >= self.unknown_grace
 
     async def on_lookup_failure(self, account: Account, failure: ExchangeFailure) -> None:
         if failure.action is Action.AUTH:

@@ -33,7 +33,7 @@ from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
 from bot.exchanges.errors import ExchangeFailure
 from bot.strategies.base import DesiredOrder
-from storage.orders import LIVE, OPEN, UNCONFIRMED, UNKNOWN
+from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
 from storage.strategies import ACTIVE
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class Engine:
     ) -> None:
         self.ctx = EngineContext(store=store, vault=vault, gateway=gateway, notifier=notifier, clock=clock)
         self.desk = OrderDesk(self.ctx, on_activity=self._on_activity)
+        self.desk.is_running = lambda strategy_id: strategy_id in self._running
         self.runner = StrategyRunner(self.ctx, self.desk)
         self.poll_interval = float(poll_interval or getattr(settings, "fill_poll_seconds", 10.0))
         self.effective_poll_interval = self.poll_interval
@@ -251,7 +252,7 @@ class Engine:
 
     async def poll_once(self, *, spread: bool = False) -> int:
         """Poll the live orders of every account that has some; return how many orders were polled."""
-        orders = await self.store.orders.in_states((OPEN, UNKNOWN))
+        orders = await self.store.orders.in_states((OPEN, UNKNOWN, INTENT))
         by_account: dict[int, list] = {}
         for order in orders:
             by_account.setdefault(order.account_id, []).append(order)
