@@ -340,7 +340,8 @@ class StrategyService:
             note=await self._store.strategies.note(strategy.id), budget=strategy.budget, quote=strategy.quote,
             used=used, reserved=reserved, left=max(ZERO, strategy.budget - used - reserved),
             open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
-            average_buy_price=average, realised_pnl=pnl.realised, unrealised_pnl=pnl.unrealised(prices),
+            average_buy_price=_q8(average), realised_pnl=_q8(pnl.realised),
+            unrealised_pnl=_q8(pnl.unrealised(prices)),
             fees=pnl.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
             fill_poll_seconds=self._engine.effective_poll_interval,
@@ -399,16 +400,26 @@ class StrategyService:
         )
 
     async def stop_account_strategies(self, account_id: int) -> int:
-        """Stop every strategy of an account and cancel their open orders (before /disconnect)."""
+        """Stop every strategy of an account and cancel their open orders (before /disconnect).
+
+        Raises `UserError` when some order could not be cancelled: the key must not be deleted while the
+        bot's orders may still rest on the exchange (calling again retries the cancels).
+        """
         stopped = 0
+        problems: list[str] = []
         for strategy in await self._store.strategies.list_for_account(account_id):
             if strategy.status in HOLDING:
                 await self._stop(strategy)
                 stopped += 1
             if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
                 _, errors = await self._engine.cancel_orders(strategy.id)
-                for error in errors:
-                    logger.warning("account %s: %s", account_id, error)
+                problems += errors
+        if problems:
+            logger.warning("account %s: %d orders not cancelled", account_id, len(problems))
+            raise UserError(
+                f"The strategies are stopped, but {len(problems)} open order(s) could not be cancelled on the "
+                f"exchange ({problems[0]}). Nothing was deleted: try again in a moment."
+            )
         self._engine.ctx.forget_credentials(account_id)
         return stopped
 
@@ -476,6 +487,14 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 def _title(strategy: Strategy) -> str:
     return f"{STRATEGIES[strategy.kind].title} #{strategy.id} {strategy.symbol}"
+
+
+def _q8(value: Decimal | None) -> Decimal | None:
+    """Money figures to 8 decimals: divisions (average cost) would otherwise print 28 digits."""
+    if value is None:
+        return None
+    text = format(value.quantize(Decimal("1e-8")), "f")
+    return Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
 
 
 def _q(value: Decimal) -> str:
