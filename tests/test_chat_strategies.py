@@ -161,3 +161,25 @@ async def test_stop_and_sell_leaves_no_order_sells_the_holdings_and_sums_up_what
     assert f"Invested {invested.quantize(Decimal('0.01')).normalize():f}" in summary.plain_text
     assert f"returned {returned.quantize(Decimal('0.01')).normalize():f}" in summary.plain_text
     assert (await strata.runtime.store.strategies.get(strategy.id)).status == "stopped"
+
+
+async def test_disconnect_keeps_the_key_when_open_orders_could_not_be_cancelled(strata, fake_exchanges):
+    book = fake_exchanges.books["kraken"]
+    book.set_price("BTC/USD", "65000")
+    account, api_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=3")
+    resting = await wait_for_open_orders(fake_exchanges, "kraken", api_key)
+    book.inject("server_error", count=100, path="CancelOrder")
+    await strata.send(USER, "/disconnect kraken")
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    refusal = await strata.next_reply(USER, contains="could not cancel", timeout=60)
+    assert "nothing was deleted" in refusal.text
+    assert len(open_orders(fake_exchanges, "kraken", api_key)) == len(resting)
+    assert await strata.runtime.store.accounts.credential(account.id) is not None
+    book.faults.clear()
+    await strata.send(USER, "/disconnect kraken")
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    await strata.next_reply(USER, contains="destroyed", timeout=30)
+    assert open_orders(fake_exchanges, "kraken", api_key) == []

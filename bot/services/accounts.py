@@ -19,6 +19,7 @@ from bot.services.errors import UserError
 from bot.vault import CredentialUnreadable, Vault
 from bot.venues import CONNECTABLE, next_label, venue_name
 from storage.models import Account
+from storage.orders import LIVE
 from storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,14 @@ class AccountService:
         account = await self.owned(user_id, account_id)
         if self._stop_strategies is not None:
             await self._stop_strategies(account.id)
+        left = await self._store.orders.in_states(LIVE, account_id=account.id)
+        if left:
+            # Shredding the key now would leave these orders on the exchange, out of our reach for good.
+            raise UserError(
+                f"I could not cancel {len(left)} open order(s) on {account.label}: the exchange did not answer. "
+                "Its strategies are stopped, but nothing was deleted: try /disconnect again in a moment (or cancel "
+                "the orders on the exchange)."
+            )
         sealed = await self._store.accounts.credential(account.id)
         if sealed is not None:
             await self._vault.shred(sealed.dek_id)
