@@ -19,7 +19,7 @@ from typing import Any
 
 from bot.redaction import register_secret
 from bot.secret import Credentials
-from storage.models import Account
+from storage.models import Account, Order
 from storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ class EngineContext:
     clock: Callable[[], datetime] = utc_now
     #: Per strategy: base assets held from its own fills (dropped when a fill is recorded).
     holdings_cache: dict[int, dict[str, Decimal]] = field(default_factory=dict, repr=False)
-    #: Strategies known to have no live order (this process is the only writer of orders; an intent
-    #: insert removes the strategy from the set before it commits).
-    no_live_orders: set[int] = field(default_factory=set, repr=False)
+    #: Per strategy: its live orders, as last read. The engine is the only writer of orders and drops a
+    #: strategy's entry (`orders_changed`) with every write, so a run reads the database only after a change.
+    _live: dict[int, list[Order]] = field(default_factory=dict, repr=False)
     _credentials: dict[int, Credentials] = field(default_factory=dict, repr=False)
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict, repr=False)
     _accounts: dict[int, tuple[float, Account | None]] = field(default_factory=dict, repr=False)
@@ -60,6 +60,21 @@ class EngineContext:
         account = await self.store.accounts.get(account_id)
         self._accounts[account_id] = (now + ACCOUNT_TTL_S, account)
         return account
+
+    async def live_orders(self, strategy_id: int) -> list[Order]:
+        cached = self._live.get(strategy_id)
+        if cached is None:
+            cached = self._live[strategy_id] = await self.store.orders.live_for_strategy(strategy_id)
+        return list(cached)
+
+    def orders_changed(self, strategy_id: int) -> None:
+        self._live.pop(strategy_id, None)
+
+    def preload_live_orders(self, orders: list[Order], strategy_ids: list[int]) -> None:
+        """Fill the live-order cache for many strategies from one query (engine start-up)."""
+        self._live.update({strategy_id: [] for strategy_id in strategy_ids})
+        for order in orders:
+            self._live.setdefault(order.strategy_id, []).append(order)
 
     def forget_account(self, account_id: int) -> None:
         self._accounts.pop(account_id, None)

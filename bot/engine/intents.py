@@ -93,6 +93,7 @@ class OrderDesk:
             logger.warning("order %s outcome unknown: %s", order.client_order_id, failure)
             self._unknown_since[order.id] = utc_now()
             await self.ctx.store.orders.set_status(None, order.id, UNKNOWN, error=str(failure)[:300])
+            self.ctx.orders_changed(order.strategy_id)
 
     async def _end_unsent(self, order: Order, status: str, error: str) -> None:
         """End an order the exchange never took, and tell its strategy it closed with nothing filled."""
@@ -122,6 +123,7 @@ class OrderDesk:
             return
         logger.info("order %s never reached %s: sending it now", order.client_order_id, account.venue)
         await self.ctx.store.orders.set_status(None, order.id, INTENT)
+        self.ctx.orders_changed(order.strategy_id)
         fresh = await self.ctx.store.orders.get(order.id)
         if fresh is not None:
             await self.send(fresh, account)
@@ -322,6 +324,7 @@ class OrderDesk:
                 await store.orders.set_status(tx, order.id, status, exchange_order_id=exchange_order_id, error=error)
             if inserted or ending:
                 await store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
+            self.ctx.orders_changed(strategy_id)  # under the strategy's lock, before a run can read
         if inserted:
             crash_point("after_fill")
             self.ctx.wake_notifier()

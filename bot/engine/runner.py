@@ -50,6 +50,7 @@ class StrategyRunner:
         self.desk = desk
         self._futures_ready: set[tuple[int, str]] = set()
         self._notes: dict[int, str | None] = {}  # the status line last stored per strategy
+        self._round = 0
 
     async def run(self, strategy_id: int) -> RunResult:
         """Run a strategy once if it is active; exchange trouble is acted on, never raised."""
@@ -93,9 +94,7 @@ class StrategyRunner:
         state = kind.load_state(strategy.state)
         symbols = kind.symbols(strategy.symbol, params)
         snapshot, rules = await self._snapshot(strategy, account, symbols, kind.timeframe(params))
-        live = [] if strategy.id in self.ctx.no_live_orders else await store.orders.live_for_strategy(strategy.id)
-        if not live:
-            self.ctx.no_live_orders.add(strategy.id)
+        live = await self.ctx.live_orders(strategy.id)
         reserved = sum((outstanding(o) for o in live), ZERO)
         net_spent = strategy.spent - strategy.received
         fee_rate = max((r.fee_rate for r in rules.values()), default=ZERO)
@@ -147,7 +146,7 @@ class StrategyRunner:
             return strategy, account, next_run, []  # a run that changes nothing writes nothing
         order_ids: list[int] = []
         if approved:
-            self.ctx.no_live_orders.discard(strategy.id)
+            self.ctx.orders_changed(strategy.id)
         async with store.db.transaction() as tx:
             for desired, verdict in approved:
                 order_ids.append(await store.orders.insert_intent(
@@ -156,6 +155,7 @@ class StrategyRunner:
                     symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
                     price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
                 ))
+            self.ctx.orders_changed(strategy.id)
             await store.strategies.save_run(
                 tx, strategy.id, state=dumped, next_run=next_run, note=decision.status,
                 ran_at=now if approved else None, finished=finished,
@@ -180,7 +180,9 @@ class StrategyRunner:
     ) -> tuple[MarketSnapshot, dict[str, MarketRules]]:
         gateway = self.ctx.gateway
         venue = account.venue
-        round_id = int(time.time())
+        # One ticker request per key per round: runs that started in an earlier second use the newest round.
+        self._round = max(self._round, int(time.time()))
+        round_id = self._round
         infos = await asyncio.gather(*(gateway.market(venue, s) for s in symbols))
         tickers = await asyncio.gather(*(gateway.fetch_ticker(venue, s, round_id) for s in symbols))
         rules = {info.symbol: MarketRules.from_info(info) for info in infos}

@@ -41,10 +41,11 @@ logger = logging.getLogger(__name__)
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 #: Retry a run that failed on a transient exchange problem after this long.
 RETRY_DELAY = timedelta(seconds=30)
-#: Share of a venue's request budget the fill poller may plan to use.
-POLL_BUDGET_SHARE = 0.5
-#: Binance weight of one order lookup (GET /api/v3/order).
-ORDER_LOOKUP_WEIGHT = 4
+#: Share of a venue's per-minute request budget the fill poller may plan to use (the rest is for trading).
+POLL_BUDGET_SHARE = 0.6
+#: Binance weight of GET /api/v3/openOrders for one symbol, and for all symbols.
+OPEN_ORDERS_WEIGHT = 6
+OPEN_ORDERS_ALL_WEIGHT = 80
 
 
 def job_id(strategy_id: int) -> str:
@@ -98,6 +99,7 @@ class Engine:
         started = time.monotonic()
         await self.reconcile()
         strategies = await self.store.strategies.list_by_status((ACTIVE,))
+        self.ctx.preload_live_orders(await self.store.orders.in_states(LIVE), [s.id for s in strategies])
         for strategy in strategies:
             self.schedule(strategy.id, strategy.next_run, spread=True)
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
@@ -256,7 +258,7 @@ class Engine:
         by_account: dict[int, list] = {}
         for order in orders:
             by_account.setdefault(order.account_id, []).append(order)
-        self.effective_poll_interval = self._stretched_interval(len(orders))
+        self.effective_poll_interval = self._stretched_interval(by_account)
         if not by_account:
             return 0
         step = self.effective_poll_interval * 0.8 / len(by_account) if spread else 0.0
@@ -275,22 +277,22 @@ class Engine:
         await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
         return len(orders)
 
-    def _stretched_interval(self, live_orders: int) -> float:
-        """The poll interval, longer when polling every live order would overspend the request budget."""
-        pool = getattr(self.gateway, "pool", None)
-        budgets = getattr(pool, "budgets", None)
-        interval = self.poll_interval
-        if budgets is None or live_orders == 0:
-            return interval
+    def _stretched_interval(self, by_account: dict[int, list]) -> float:
+        """The poll interval, longer when one poll of every account would overspend the request budget.
+
+        A poll costs, per account, Binance's openOrders weight per symbol (6; 80 for all symbols at once);
+        polling may plan on `POLL_BUDGET_SHARE` of the per-IP minute budget, the rest is for trading.
+        """
+        if not by_account or getattr(getattr(self.gateway, "pool", None), "budgets", None) is None:
+            return self.poll_interval
         from bot.exchanges.rate_budget import WEIGHT_RULES
 
-        limit = WEIGHT_RULES["binance"].limit_per_minute * POLL_BUDGET_SHARE
-        used = budgets.used_per_minute("binance")
-        available = max(limit - used * 0.5, limit * 0.1)
-        needed_per_minute = live_orders * ORDER_LOOKUP_WEIGHT * 60.0 / interval
-        if needed_per_minute > available:
-            interval = live_orders * ORDER_LOOKUP_WEIGHT * 60.0 / available
-        return interval
+        weight = 0
+        for orders in by_account.values():
+            symbols = len({o.symbol for o in orders})
+            weight += OPEN_ORDERS_ALL_WEIGHT if symbols > 8 else OPEN_ORDERS_WEIGHT * symbols
+        allowed = WEIGHT_RULES["binance"].limit_per_minute * POLL_BUDGET_SHARE
+        return max(self.poll_interval, weight * 60.0 / allowed)
 
     # --- control (used by the services) -----------------------------------------------------------------
 
@@ -342,7 +344,7 @@ class Engine:
         )
         if isinstance(verdict, Refused):
             return verdict.reason
-        self.ctx.no_live_orders.discard(strategy_id)
+        self.ctx.orders_changed(strategy_id)
         async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
             order_id = await store.orders.insert_intent(
                 tx, strategy_id=strategy.id, account_id=account.id,
@@ -350,6 +352,7 @@ class Engine:
                 symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
                 price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
             )
+            self.ctx.orders_changed(strategy_id)
         order = await store.orders.get(order_id)
         await self.desk.send(order, account)
         order = await store.orders.get(order_id)
