@@ -203,27 +203,8 @@ class StrategyService:
         if strategy.name == "dca":
             await self._check_dca_amount(account, market_symbol, amount, parsed)
 
+        free, available = await self._check_headroom(account, quote, amount)
         creds = await self._engine.ctx.credentials(account)
-        try:
-            balance = await self._gateway.fetch_balance(account.venue, creds)
-        except ExchangeFailure as failure:
-            raise UserError(f"Could not read your balance: {failure.user_message}") from None
-        free = balance[quote].free if quote in balance else ZERO
-        others = []
-        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
-            if other.quote != quote:
-                continue
-            reserved = await self._store.orders.reserved_for(other.id)
-            others.append(Ledger(other.budget, other.spent - other.received, reserved))
-        available = allocation_headroom(free, others)
-        if amount > available:
-            committed = free - available
-            raise UserError(
-                f"The budget {_q(amount)} {quote} is more than you can allocate on {account.label}: "
-                f"free {_q(free)} {quote}"
-                + (f", of which {_q(committed)} is promised to your other strategies" if committed > 0 else "")
-                + f". You can allocate at most {_q(available)} {quote}."
-            )
         if account.venue in FUTURES_VENUES:
             try:
                 hedged = await self._gateway.fetch_position_mode(account.venue, creds)
@@ -248,6 +229,11 @@ class StrategyService:
         account = await self._store.accounts.get_owned(preview.user_id, preview.account_id)
         if account is None or account.status != "active":
             raise UserError("That account is not (or no longer) usable: see /accounts.")
+        # Balances and other allocations may have changed since the preview (another Confirm, a deposit
+        # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
+        await self._check_headroom(account, preview.quote, preview.budget)
+        if len(self._confirmed) > 10_000:  # tokens are random and single-use; an old one is never shown again
+            self._confirmed.clear()
         strategy = STRATEGIES[preview.kind]
         params = strategy.parse_params(dict(preview.params))
         now = self._engine.ctx.clock()
@@ -261,6 +247,31 @@ class StrategyService:
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
         self._engine.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
+
+    async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
+        """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
+        creds = await self._engine.ctx.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read your balance: {failure.user_message}") from None
+        free = balance[quote].free if quote in balance else ZERO
+        others = []
+        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
+            if other.quote != quote:
+                continue
+            reserved = await self._store.orders.reserved_for(other.id)
+            others.append(Ledger(other.budget, other.spent - other.received, reserved))
+        available = allocation_headroom(free, others)
+        if amount > available:
+            committed = free - available
+            raise UserError(
+                f"The budget {_q(amount)} {quote} is more than you can allocate on {account.label}: "
+                f"free {_q(free)} {quote}"
+                + (f", of which {_q(committed)} is promised to your other strategies" if committed > 0 else "")
+                + f". You can allocate at most {_q(available)} {quote}."
+            )
+        return free, available
 
     async def _check_markets(self, account: Account, kind: str, symbol: str, params: Mapping[str, Any]) -> str:
         """Check the symbol (or rebalance's markets) exist on the venue; return the quote currency."""
