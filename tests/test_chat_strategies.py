@@ -29,12 +29,14 @@ async def allocate_one_line(s, text: str, user: int = USER):
 
 
 async def test_one_line_dca_buys_at_once_and_the_fill_alert_arrives_exactly_once(strata, fake_exchanges):
-    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    # The documented example: 10 USDT per buy on a market whose minimum order is 10 USDT, at a price where
+    # 10 USDT rounds down to an amount worth a little less: the bot buys the smallest valid amount instead.
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50123")
     _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
     running = await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
     assert "DCA" in running.text
     alert = await strata.next_reply(USER, contains="Bought", timeout=15)
-    assert "BTC" in alert.text and "50000" in alert.text and "left of 100" in alert.text
+    assert "Bought 0.0002 BTC at 50123" in alert.text and "left of 100" in alert.text
     orders = fake_exchanges.books["binance"].all_orders(api_key)
     assert len(orders) == 1 and orders[0].side == "buy"
     await strata.send(USER, "/status")

@@ -149,3 +149,23 @@ def test_spent_plus_reserved_never_exceeds_the_budget(budget, price, steps):
             orders[orders.index(order)] = replace(order, status="canceled")
         reserved = sum((outstanding(o) for o in orders if o.status == "open"), D(0))
         assert spent + reserved <= budget, (spent, reserved, budget)
+
+
+def test_a_buy_by_cost_that_rounding_pushed_under_the_minimum_buys_the_smallest_valid_amount():
+    rules = replace(RULES, cost_min=D(10))
+    ten = DesiredOrder("BTC/USDT", "buy", "market", "t", cost=D(10))
+    # 10 / 50123 = 0.000199… → 0.00019 BTC on the step, worth 9.52 < 10: the venue would refuse it.
+    verdict = check_order(ten, rules, last_price=D(50123), ledger=Ledger(D(100)), free_quote=D(100))
+    assert isinstance(verdict, Approved)
+    assert verdict.cost is None and verdict.amount == D("0.0002")  # 10.02 USDT: the smallest valid order
+    assert verdict.reserve <= D(100)
+    one = DesiredOrder("BTC/USDT", "buy", "market", "t", cost=D(1))  # far below: never lifted 10×
+    assert check_order(one, rules, last_price=D(50123), ledger=Ledger(D(100)), free_quote=D(100)).kind == "minimum"
+
+
+def test_a_market_order_sized_to_the_whole_budget_is_trimmed_to_fit_the_slippage_reserve():
+    futures = replace(RULES, contract=True, cost_min=D(5))
+    whole = DesiredOrder("BTC/USDT", "buy", "market", "t", amount=D("0.01"))  # 0.01 × 100000 = the budget
+    verdict = check_order(whole, futures, last_price=D(100000), ledger=Ledger(D(1000)), free_quote=D(5000))
+    assert isinstance(verdict, Approved)
+    assert verdict.amount < D("0.01") and verdict.reserve <= D(1000)

@@ -26,6 +26,8 @@ MARKET_SLIPPAGE = Decimal("0.02")
 #: Fee rate assumed when the market does not say (above every venue's default taker fee we support).
 DEFAULT_FEE_RATE = Decimal("0.0026")
 QUOTE_STEP = Decimal("1e-8")
+#: How far above its cost a buy-by-cost may be lifted to reach the venue's minimum order (rounding losses only).
+MAX_LIFT = Decimal("0.05")
 
 RefusalKind = Literal["budget", "minimum", "funds", "invalid"]
 
@@ -126,34 +128,41 @@ def check_order(
         return Refused("minimum", f"limit price {order.price} rounds to nothing at {rules.symbol}'s tick")
     cost: Decimal | None = None
     amount: Decimal | None = None
+    spends_quote = order.side == "buy" or (rules.contract and not order.reduce_only)
     if order.cost is not None:
         cost = rules.quote_down(order.cost)
-        value = cost
         if cost <= 0:
             return Refused("minimum", "order value rounds to nothing")
         # The venue converts the cost into an amount on its step: check the minimums on what it will buy.
         estimated_amount = rules.amount_down(cost / last_price)
-        if estimated_amount <= 0 or (rules.amount_min is not None and estimated_amount < rules.amount_min):
-            return Refused("minimum", f"{_fmt(cost)} {rules.quote} buys less than the minimum amount")
-        if rules.cost_min is not None and estimated_amount * last_price < rules.cost_min:
-            return Refused(
-                "minimum", f"{_fmt(cost)} {rules.quote} buys less than the minimum order value {_fmt(rules.cost_min)}"
-            )
+        if not _meets_minimums(rules, estimated_amount, last_price):
+            lifted = _smallest_amount(rules, last_price)
+            if lifted is None or lifted * last_price > cost * (1 + MAX_LIFT):
+                return Refused("minimum", f"{_fmt(cost)} {rules.quote} buys less than {rules.symbol}'s minimum order")
+            # Rounding the amount down to the step cost the order its minimum (e.g. 10 USDT of BTC at a 10 USDT
+            # minimum): buy the smallest amount that meets it instead, a hair above the cost, within the budget.
+            cost, amount = None, lifted
+    if amount is None and cost is not None:
+        value = cost
         worst = cost * (1 + fee)
     else:
-        assert order.amount is not None  # noqa: S101 - DesiredOrder guarantees one of amount/cost
-        amount = rules.amount_down(order.amount)
+        if amount is None:
+            assert order.amount is not None  # noqa: S101 - DesiredOrder guarantees one of amount/cost
+            amount = rules.amount_down(order.amount)
         if amount <= 0:
             return Refused("minimum", f"amount {order.amount} rounds to nothing at {rules.symbol}'s step")
-        if rules.amount_min is not None and amount < rules.amount_min:
-            return Refused("minimum", f"amount {_fmt(amount)} is below the minimum {_fmt(rules.amount_min)}")
         unit = price if price is not None else last_price * (1 + MARKET_SLIPPAGE if order.side == "buy" else 1)
+        if spends_quote and price is None and amount * unit * (1 + fee) > ledger.headroom:
+            # A market order sized to the budget at the last price cannot also cover the slippage reserve:
+            # trim it to what the budget can hold rather than skip it forever.
+            amount = min(amount, rules.amount_down(max(ZERO, ledger.headroom) / (unit * (1 + fee))))
+        if (rules.amount_min is not None and amount < rules.amount_min) or amount <= 0:
+            return Refused("minimum", f"amount {_fmt(amount)} is below {rules.symbol}'s minimum")
         value = amount * (price if price is not None else last_price)
         worst = amount * unit * (1 + fee)
     if rules.cost_min is not None and value < rules.cost_min:
         return Refused("minimum", f"order value {_fmt(value)} is below the minimum {_fmt(rules.cost_min)}")
 
-    spends_quote = order.side == "buy" or (rules.contract and not order.reduce_only)
     reserve = rules.quote_up(worst) if spends_quote else ZERO
     if reserve > ledger.headroom:
         return Refused(
@@ -168,6 +177,21 @@ def check_order(
         if amount > free_base:
             return Refused("funds", f"not enough free {rules.base} to sell {_fmt(amount)}: free {_fmt(free_base)}")
     return Approved(amount=amount, cost=cost, price=price, reserve=reserve)
+
+
+def _meets_minimums(rules: MarketRules, amount: Decimal, price: Decimal) -> bool:
+    if amount <= 0 or (rules.amount_min is not None and amount < rules.amount_min):
+        return False
+    return rules.cost_min is None or amount * price >= rules.cost_min
+
+
+def _smallest_amount(rules: MarketRules, price: Decimal) -> Decimal | None:
+    """The smallest amount on the venue's step that meets both minimums at `price` (None if unknown)."""
+    if rules.amount_step is None or rules.amount_step <= 0:
+        return None
+    needed = max(rules.amount_min or ZERO, (rules.cost_min or ZERO) / price)
+    amount = _round(needed, rules.amount_step, ROUND_CEILING)
+    return amount if _meets_minimums(rules, amount, price) else amount + rules.amount_step
 
 
 def allocation_headroom(free_quote: Decimal, others: Iterable[Ledger]) -> Decimal:
