@@ -130,3 +130,25 @@ async def test_trend_refuses_a_futures_account_in_hedge_mode(fake_exchanges, tmp
         assert book.all_orders("hedge-key") == []
     finally:
         await world.close()
+
+
+async def test_a_failed_leverage_call_leaves_the_intent_to_be_sent_later_after_leverage_1(fake_exchanges, tmp_path):
+    book, world = await _trend_world(fake_exchanges, tmp_path, "lev-key")
+    try:
+        symbol = "BTC/USDT:USDT"
+        rising_then_falling(book, symbol)
+        book.set_price(symbol, "55000")
+        book.inject("server_error", count=50, path="/fapi/v1/leverage")
+        await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5")
+        await world.engine.settle()
+        assert book.all_orders("lev-key") == []  # never sent without leverage 1
+        [intent] = await world.store.orders.in_states(("intent",))
+        book.faults.clear()
+        world.engine.desk.intent_stale = timedelta(0)  # the resolver's turn comes at once
+        await world.engine.poll_once()
+        await world.engine.settle()
+        [opened] = book.all_orders("lev-key")
+        assert opened.client_order_id == intent.client_order_id
+        assert book.leverage_of(book.keys["lev-key"], symbol) == 1
+    finally:
+        await world.close()

@@ -11,7 +11,7 @@ and never lost. Fills, the budget ledger, the strategy's state and the fill aler
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -62,11 +62,16 @@ class OrderDesk:
         self.is_running: Callable[[int], bool] = lambda strategy_id: False
         #: Called with a strategy id after new fills or an order's end (the engine re-runs the strategy soon).
         self.on_activity = on_activity or (lambda strategy_id: None)
+        #: Called before every send, also of an intent resolved after a restart (futures: hedge-mode check and
+        #: leverage 1); False leaves the intent unsent, to be tried again by the resolver.
+        self.prepare: Callable[[Order, Account], Awaitable[bool]] | None = None
 
     # --- sending ---------------------------------------------------------------------------------------
 
     async def send(self, order: Order, account: Account) -> None:
         """Send an intent; record the answer (and any fill in it), or act on the failure."""
+        if self.prepare is not None and not await self.prepare(order, account):
+            return
         creds = await self.ctx.credentials(account)
         try:
             placed = await self.ctx.gateway.create_order(

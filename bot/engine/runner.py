@@ -25,7 +25,7 @@ from bot.engine.risk import Approved, Ledger, MarketRules, Refused, check_order
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.strategies import STRATEGIES
 from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
-from storage.models import Account, Strategy, dumps
+from storage.models import Account, Order, Strategy, dumps
 from storage.orders import ZERO, outstanding
 from storage.strategies import ACTIVE
 
@@ -48,6 +48,7 @@ class StrategyRunner:
     def __init__(self, ctx: EngineContext, desk: OrderDesk) -> None:
         self.ctx = ctx
         self.desk = desk
+        desk.prepare = self._prepare_order
         self._futures_ready: set[tuple[int, str]] = set()
         self._notes: dict[int, str | None] = {}  # the status line last stored per strategy
         self._round = 0
@@ -58,11 +59,9 @@ class StrategyRunner:
         decided = await self._decide(strategy_id)
         if isinstance(decided, RunResult):
             return decided
-        strategy, account, next_run, order_ids = decided
+        _, account, next_run, order_ids = decided
         if order_ids:
             crash_point("after_intent")
-            if account.venue in FUTURES_VENUES and not await self._prepare_futures(strategy, account):
-                return RunResult(None)
             for order_id in order_ids:
                 order = await store.orders.get(order_id)
                 if order is not None:
@@ -206,9 +205,21 @@ class StrategyRunner:
         )
         return snapshot, rules
 
-    async def _prepare_futures(self, strategy: Strategy, account: Account) -> bool:
-        """Before the first futures order: refuse hedge mode, set leverage 1 (once per process and market)."""
-        key = (account.id, strategy.symbol)
+    async def _prepare_order(self, order: Order, account: Account) -> bool:
+        """The desk's hook before any send: futures orders need one-way mode and leverage 1 first."""
+        if account.venue not in FUTURES_VENUES:
+            return True
+        if (account.id, order.symbol) in self._futures_ready:
+            return True
+        strategy = await self.ctx.store.strategies.get(order.strategy_id)
+        return strategy is not None and await self._prepare_futures(strategy, account, order.symbol)
+
+    async def _prepare_futures(self, strategy: Strategy, account: Account, symbol: str) -> bool:
+        """Before the first futures order: refuse hedge mode, set leverage 1 (once per process and market).
+
+        On a passing failure the intent stays unsent; the resolver sends it later, through this check again.
+        """
+        key = (account.id, symbol)
         if key in self._futures_ready:
             return True
         creds = await self.ctx.credentials(account)
@@ -221,7 +232,7 @@ class StrategyRunner:
                 await self._abandon_intents(strategy, reason)
                 await pause_strategy(self.ctx, strategy.id, reason)
                 return False
-            await self.ctx.gateway.set_leverage(account.venue, creds, strategy.symbol, 1)
+            await self.ctx.gateway.set_leverage(account.venue, creds, symbol, 1)
         except ExchangeFailure as failure:
             await self._on_failure(strategy, account, failure)
             return False
