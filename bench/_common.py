@@ -77,6 +77,18 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by this process or by `pid` (Linux /proc; 0 elsewhere)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def say(text: str) -> None:
     print(text, flush=True)
 

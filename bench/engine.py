@@ -44,6 +44,7 @@ from bench._common import (
     World,
     accounts_with_orders,
     connect_accounts,
+    cpu_seconds,
     create_strategies,
     fresh_weight_window,
     grid_params,
@@ -150,8 +151,8 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
                     all_ran.set()
 
     engine.runner.run = timed  # type: ignore[method-assign]
-    fake_before = await fakes.stats(VENUE)
     try:
+        cpu_bot, cpu_fakes = cpu_seconds(), cpu_seconds(fakes.process.pid)
         t_start = time.time()
         await engine.start()
         t_started = time.time()
@@ -165,6 +166,8 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
             if time.time() - last_report >= 1.0:
                 last_report = time.time()
                 say(f"  round: {len(first_run)}/{expected} strategies evaluated")
+        cpu_bot, cpu_fakes = cpu_seconds() - cpu_bot, cpu_seconds(fakes.process.pid) - cpu_fakes
+        wall = time.time() - t_start
         first_of_round = [r for r in runs if first_run.get(r[0]) == r[1]]
         round_start = min(r[1] for r in first_of_round)
         round_end = max(r[2] for r in first_of_round)
@@ -172,6 +175,8 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
         evals_per_s = len(first_of_round) / round_seconds
         say(f"round: {len(first_of_round)} evaluations in {round_seconds:.2f}s = {evals_per_s:.0f}/s "
             f"(+{len(runs) - len(first_of_round)} re-runs after fills)")
+        say(f"CPU while the round ran ({wall:.1f}s): bot process {cpu_bot:.1f}s ({cpu_bot / wall:.0%} of a core), "
+            f"fakes {cpu_fakes:.1f}s ({cpu_fakes / wall:.0%})")
         md = engine.gateway.market_data.requests_per_key
         seconds_per_symbol: dict[str, set[int]] = defaultdict(set)
         for sid, started, _ in first_of_round:
@@ -200,7 +205,6 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
             f"{fake_after['weight_by_ip']}; budget waits: "
             f"{sum(b.waits for b in budgets.budgets().values())}")
         say(f"fill poll: {live['n']} live orders, interval {engine.poll_interval:.0f}s stretched to {effective:.1f}s")
-        del fake_before
         return {
             "evals_per_s": round(evals_per_s, 1),
             "md_requests_per_key": round(max(per_key.values()), 3),
@@ -212,6 +216,8 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
             "md_requests_by_key": per_key,
             "private_by_endpoint": dict(by_path),
             "live_orders": live["n"],
+            "round_cpu_bot_s": round(cpu_bot, 1),
+            "round_cpu_fakes_s": round(cpu_fakes, 1),
             "weight_window_s": window,
             "fake_weight_by_ip": fake_after["weight_by_ip"],
         }
