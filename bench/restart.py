@@ -39,6 +39,7 @@ from bench._common import (
     World,
     accounts_with_orders,
     connect_accounts,
+    cpu_seconds,
     create_strategies,
     fresh_weight_window,
     grid_params,
@@ -124,9 +125,23 @@ async def measure(data_dir: Path, fakes: Fakes, cids: list[str]) -> dict[str, ob
     world = await open_world(data_dir, fakes.exchange_urls, budgets=budgets)
     try:
         active = await world.store.db.fetchone("SELECT COUNT(*) AS n FROM strategies WHERE status = 'active'")
+        reconcile = world.engine.reconcile
+        reconcile_seconds = 0.0
+
+        async def timed_reconcile() -> int:
+            nonlocal reconcile_seconds
+            begin = time.perf_counter()
+            try:
+                return await reconcile()
+            finally:
+                reconcile_seconds = time.perf_counter() - begin
+
+        world.engine.reconcile = timed_reconcile  # type: ignore[method-assign]
+        cpu_bot, cpu_fakes = cpu_seconds(), cpu_seconds(fakes.process.pid)
         started = time.perf_counter()
         await world.engine.start()
         seconds = time.perf_counter() - started
+        cpu_bot, cpu_fakes = cpu_seconds() - cpu_bot, cpu_seconds(fakes.process.pid) - cpu_fakes
         jobs = len(world.engine.scheduler.get_jobs()) if world.engine.scheduler else 0
         unresolved = len(await world.store.orders.in_states(UNCONFIRMED))
         statuses = Counter(
@@ -137,7 +152,8 @@ async def measure(data_dir: Path, fakes: Fakes, cids: list[str]) -> dict[str, ob
         )
         weight = sum(c.weight for c in budgets.charges)
         private = Counter(f"{c.api} {c.path}" for c in budgets.charges if c.private)
-        say(f"engine.start(): {len(cids)} intents reconciled and {jobs} jobs scheduled in {seconds:.2f}s")
+        say(f"engine.start(): {len(cids)} intents reconciled and {jobs} jobs scheduled in {seconds:.2f}s "
+            f"(reconcile {reconcile_seconds:.2f}s); CPU: bot {cpu_bot:.1f}s, fakes {cpu_fakes:.1f}s")
         say(f"intents now {dict(statuses)}; {unresolved} still unconfirmed; requests {dict(private)}, "
             f"Binance weight {weight}")
     finally:
@@ -149,6 +165,9 @@ async def measure(data_dir: Path, fakes: Fakes, cids: list[str]) -> dict[str, ob
         f"{missing} intents not there exactly once")
     return {
         "seconds": round(seconds, 2),
+        "reconcile_seconds": round(reconcile_seconds, 2),
+        "cpu_bot_s": round(cpu_bot, 1),
+        "cpu_fakes_s": round(cpu_fakes, 1),
         "duplicates": duplicates,
         "missing": missing,
         "unresolved": unresolved,
