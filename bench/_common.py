@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -215,7 +216,16 @@ class RecordingBudgets(RateBudgets):
 
 
 def weight_per_minute(charges: Iterable[Charge], venue: str = "binance") -> int:
-    """The most Binance weight charged in any 60-second window (sliding, over the given charges)."""
+    """The most Binance weight charged in one calendar minute: Binance's (and the fake's) own accounting."""
+    minutes: Counter[int] = Counter()
+    for charge in charges:
+        if charge.venue == venue:
+            minutes[int(charge.at // 60)] += charge.weight
+    return max(minutes.values(), default=0)
+
+
+def weight_per_sliding_minute(charges: Iterable[Charge], venue: str = "binance") -> int:
+    """The most Binance weight charged in any 60 seconds (straddling two minutes: not what Binance counts)."""
     times = sorted((c.at, c.weight) for c in charges if c.venue == venue and c.weight)
     best, total, left = 0, 0, 0
     for at, weight in times:
