@@ -44,8 +44,8 @@ RETRY_DELAY = timedelta(seconds=30)
 #: Share of a venue's per-minute request budget the fill poller may plan to use (the rest is for trading).
 POLL_BUDGET_SHARE = 0.6
 #: Binance weight of GET /api/v3/openOrders for one symbol, and for all symbols.
-OPEN_ORDERS_WEIGHT = 6
-OPEN_ORDERS_ALL_WEIGHT = 80
+#: Binance's openOrders weight per venue: (per symbol, all symbols at once).
+OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
 
 
 def job_id(strategy_id: int) -> str:
@@ -258,7 +258,7 @@ class Engine:
         by_account: dict[int, list] = {}
         for order in orders:
             by_account.setdefault(order.account_id, []).append(order)
-        self.effective_poll_interval = self._stretched_interval(by_account)
+        self.effective_poll_interval = await self._stretched_interval(by_account)
         if not by_account:
             return 0
         step = self.effective_poll_interval * 0.8 / len(by_account) if spread else 0.0
@@ -277,22 +277,28 @@ class Engine:
         await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
         return len(orders)
 
-    def _stretched_interval(self, by_account: dict[int, list]) -> float:
-        """The poll interval, longer when one poll of every account would overspend the request budget.
+    async def _stretched_interval(self, by_account: dict[int, list]) -> float:
+        """The poll interval, longer when one poll of every account would overspend a venue's per-IP budget.
 
-        A poll costs, per account, Binance's openOrders weight per symbol (6; 80 for all symbols at once);
-        polling may plan on `POLL_BUDGET_SHARE` of the per-IP minute budget, the rest is for trading.
+        Only Binance counts weight per IP: a poll costs, per account, the openOrders weight per symbol (spot 6,
+        80 for all symbols; USD-M 1, 40 for all), and polling may plan on `POLL_BUDGET_SHARE` of each venue's
+        minute budget, the rest is for trading. Kraken's limits are per key, so its accounts never stretch it.
         """
-        if not by_account or getattr(getattr(self.gateway, "pool", None), "budgets", None) is None:
+        budgets = getattr(getattr(self.gateway, "pool", None), "budgets", None)
+        if not by_account or budgets is None:
             return self.poll_interval
-        from bot.exchanges.rate_budget import WEIGHT_RULES
-
-        weight = 0
-        for orders in by_account.values():
+        weight: dict[str, int] = {}
+        for account_id, orders in by_account.items():
+            account = await self.ctx.account(account_id)
+            if account is None or account.venue not in OPEN_ORDERS_WEIGHTS:
+                continue
+            per_symbol, all_symbols = OPEN_ORDERS_WEIGHTS[account.venue]
             symbols = len({o.symbol for o in orders})
-            weight += OPEN_ORDERS_ALL_WEIGHT if symbols > 8 else OPEN_ORDERS_WEIGHT * symbols
-        allowed = WEIGHT_RULES["binance"].limit_per_minute * POLL_BUDGET_SHARE
-        return max(self.poll_interval, weight * 60.0 / allowed)
+            weight[account.venue] = weight.get(account.venue, 0) + min(all_symbols, per_symbol * symbols)
+        stretched = (
+            used * 60.0 / (budgets.limits[venue] * POLL_BUDGET_SHARE) for venue, used in weight.items()
+        )
+        return max([self.poll_interval, *stretched])
 
     # --- control (used by the services) -----------------------------------------------------------------
 
