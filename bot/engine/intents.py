@@ -191,13 +191,32 @@ class OrderDesk:
         for remote in listed:
             if remote.client_order_id:
                 open_now[remote.client_order_id] = remote
+        vanished = []
         for order in confirmed:
             remote = open_now.get(order.client_order_id)
             if remote is not None:
                 if (remote.filled or ZERO) > order.filled:
                     await self.apply(order.id, account, remote)
-                continue
-            await self.refresh(order, account)  # no longer open: filled or canceled, look it up
+            else:
+                vanished.append(order)
+        closed_now: dict[str, VenueOrder] = {}
+        if vanished and account.venue == "kraken":
+            # Kraken counts calls per key: one ClosedOrders for all vanished orders instead of two lookups each.
+            try:
+                closed_now = {
+                    o.client_order_id: o
+                    for o in await self.ctx.gateway.fetch_closed_orders(account.venue, creds)
+                    if o.client_order_id
+                }
+            except ExchangeFailure as failure:
+                await self.on_lookup_failure(account, failure)
+                return
+        for order in vanished:
+            remote = closed_now.get(order.client_order_id)
+            if remote is not None:
+                await self.apply(order.id, account, remote)
+            else:
+                await self.refresh(order, account)  # no longer open: filled or canceled, look it up
 
     async def cancel(self, order: Order, account: Account) -> None:
         """Cancel a live order on the exchange and record how it ended (fills included).

@@ -316,6 +316,11 @@ class ExchangeGateway:
                     return order_from_ccxt("kraken", data)
         return None
 
+    async def fetch_closed_orders(self, venue: str, creds: Credentials, symbol: str | None = None) -> list[Order]:
+        """The key's recently closed or canceled orders (Kraken: its 50 latest, all symbols, in one call)."""
+        rows = await self._private(venue, creds, lambda ex: ex.fetch_closed_orders(symbol))
+        return [order_from_ccxt(venue, row) for row in rows]
+
     async def fetch_open_orders(
         self, venue: str, creds: Credentials, symbol: str | None = None
     ) -> list[Order]:
