@@ -56,6 +56,16 @@ class StrategyRepository:
         row = await self._db.fetchone("SELECT * FROM strategies WHERE id = ?", (strategy_id,))
         return (_strategy(row), row["note"]) if row else None
 
+    async def get_many_with_notes(self, strategy_ids: list[int]) -> dict[int, tuple[Strategy, str | None]]:
+        """Many strategies with their status lines, in one read per 500 ids (a round of runs shares it)."""
+        result: dict[int, tuple[Strategy, str | None]] = {}
+        for start in range(0, len(strategy_ids), 500):
+            chunk = strategy_ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._db.fetchall(f"SELECT * FROM strategies WHERE id IN ({marks})", chunk)  # noqa: S608
+            result.update({row["id"]: (_strategy(row), row["note"]) for row in rows})
+        return result
+
     async def get_owned(self, user_id: int, strategy_id: int) -> Strategy | None:
         """The strategy if and only if it belongs to `user_id` (ownership is checked in SQL)."""
         row = await self._db.fetchone(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +29,54 @@ ACCOUNT_TTL_S = 1.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class RoundReader:
+    """Coalesce the reads of many keys asked in the same event-loop iteration into one query.
+
+    When a round's jobs fire together, thousands of runs each need their strategy row; each read is a round
+    trip to the database thread under the connection's lock. Reads asked before the loop's next iteration go
+    out as one `fetch_many(keys)`.
+    """
+
+    def __init__(self, fetch_many: Callable[[list[int]], Awaitable[dict[int, Any]]]) -> None:
+        self._fetch_many = fetch_many
+        self._pending: dict[int, list[asyncio.Future]] = {}
+        self._scheduled = False
+
+    async def get(self, key: int) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.setdefault(key, []).append(future)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending, self._scheduled = self._pending, {}, False
+        task = asyncio.get_running_loop().create_task(self._load(pending))
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
+
+    async def _load(self, pending: dict[int, list[asyncio.Future]]) -> None:
+        try:
+            rows = await self._fetch_many(list(pending))
+        except BaseException as exc:
+            for futures in pending.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for key, futures in pending.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(rows.get(key))
+
+
+_BACKGROUND: set[asyncio.Task] = set()
 
 
 class CredentialsMissing(Exception):
@@ -50,6 +98,9 @@ class EngineContext:
     _credentials: dict[int, Credentials] = field(default_factory=dict, repr=False)
     _locks: dict[int, asyncio.Lock] = field(default_factory=dict, repr=False)
     _accounts: dict[int, tuple[float, Account | None]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.strategy_reader = RoundReader(self.store.strategies.get_many_with_notes)
 
     async def account(self, account_id: int) -> Account | None:
         """The account row, cached for about a second (a round of strategies shares one read)."""

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.context import EngineContext
@@ -52,6 +53,7 @@ class StrategyRunner:
         self._futures_ready: set[tuple[int, str]] = set()
         self._notes: dict[int, str | None] = {}  # the status line last stored per strategy
         self._round = 0
+        self._parsed_cache: dict[int, tuple[dict, dict, Any, Any]] = {}
 
     async def run(self, strategy_id: int) -> RunResult:
         """Run a strategy once if it is active; exchange trouble is acted on, never raised."""
@@ -70,9 +72,8 @@ class StrategyRunner:
 
     async def _decide(self, strategy_id: int) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult:
         """Decide under the strategy's lock and commit the state with the intents; return their row ids."""
-        store = self.ctx.store
         async with self.ctx.lock(strategy_id):
-            found = await store.strategies.get_with_note(strategy_id)
+            found = await self.ctx.strategy_reader.get(strategy_id)  # read under the lock, batched per round
             if found is None or found[0].status != ACTIVE:
                 return RunResult(None)
             strategy, self._notes[strategy_id] = found
@@ -89,8 +90,7 @@ class StrategyRunner:
     ) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult:
         store = self.ctx.store
         kind = STRATEGIES[strategy.kind]
-        params = kind.parse_params(strategy.params)
-        state = kind.load_state(strategy.state)
+        params, state = self._parsed(strategy)
         symbols = kind.symbols(strategy.symbol, params)
         snapshot, rules = await self._snapshot(strategy, account, symbols, kind.timeframe(params))
         live = await self.ctx.live_orders(strategy.id)
@@ -166,13 +166,25 @@ class StrategyRunner:
             self.ctx.wake_notifier()
         return strategy, account, next_run, order_ids
 
+    def _parsed(self, strategy: Strategy) -> tuple[Any, Any]:
+        """Parameters and state as the strategy's objects, parsed again only when their stored JSON changed."""
+        cached = self._parsed_cache.get(strategy.id)
+        if cached is not None and cached[0] == strategy.params and cached[1] == strategy.state:
+            return cached[2], cached[3]
+        kind = STRATEGIES[strategy.kind]
+        params, state = kind.parse_params(strategy.params), kind.load_state(strategy.state)
+        self._parsed_cache[strategy.id] = (strategy.params, strategy.state, params, state)
+        return params, state
+
     def _unchanged(self, strategy: Strategy, state: dict, next_run: datetime | None, note: str | None) -> bool:
         """Whether storing this run would write what the database already holds."""
-        return (
-            self._notes.get(strategy.id, "\0") == note
-            and strategy.next_run == next_run
-            and json.loads(dumps(state)) == strategy.state
-        )
+        if self._notes.get(strategy.id, "\0") != note or json.loads(dumps(state)) != strategy.state:
+            return False
+        # A stored next run that is earlier than the new one only makes a restart run the strategy sooner,
+        # which is harmless (it decides from its state): skip the write unless the schedule would be lost.
+        if strategy.next_run is None or next_run is None:
+            return strategy.next_run == next_run
+        return strategy.next_run <= next_run
 
     async def _snapshot(
         self, strategy: Strategy, account: Account, symbols: tuple[str, ...], timeframe: str | None
