@@ -101,6 +101,7 @@ class EngineContext:
 
     def __post_init__(self) -> None:
         self.strategy_reader = RoundReader(self.store.strategies.get_many_with_notes)
+        self.fills_reader = RoundReader(self.store.orders.fills_for_strategies)
 
     async def account(self, account_id: int) -> Account | None:
         """The account row, cached for about a second (a round of strategies shares one read)."""

@@ -285,7 +285,7 @@ async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
     if cached is not None:
         return dict(cached)
     result: dict[str, Decimal] = {}
-    for item in await ctx.store.orders.fills_for_strategy(strategy_id):
+    for item in await ctx.fills_reader.get(strategy_id) or ():
         fill = item.fill
         base = item.symbol.split("/")[0]
         fee = fill.fee if fill.fee_currency == base else ZERO
