@@ -50,10 +50,15 @@ def is_private(update: Update) -> bool:
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger forged id must not reach a query
 
 
-def callback_int(data: str, index: int) -> int | None:
-    """The positive integer id at `index` of a colon-separated payload, or None if forged or malformed."""
-    parts = data.split(":")
-    if index >= len(parts) or not parts[index].isdigit():
+def parse_id(text: str) -> int | None:
+    """A positive database id from user or button text, or None if forged, malformed or out of range."""
+    if not text.isdigit():
         return None
-    value = int(parts[index])
+    value = int(text)
     return value if 0 < value <= MAX_ID else None
+
+
+def callback_int(data: str, index: int) -> int | None:
+    """The id at `index` of a colon-separated callback payload, or None if forged or malformed."""
+    parts = data.split(":")
+    return parse_id(parts[index]) if index < len(parts) else None

@@ -16,7 +16,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
 from bot.strategies.params import ParamError, split_assignments
-from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, reply, runtime
+from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, parse_id, reply, runtime
 from handlers.render import catalogue_text, panic_text, preview_text, status_text, stop_text
 
 SUGGESTED_SYMBOLS = {
@@ -135,10 +135,10 @@ async def allocate_button(update: Update, context: Context) -> None:
 async def _advance_draft(update: Update, context: Context, services, draft: Draft, action: str, value: str) -> None:
     rt = runtime(context)
     if action == "acct" and draft.step is DraftStep.ACCOUNT:
-        account_id = callback_int(f"x:{value}", 1)
-        account = await rt.accounts.owned(draft.user_id, account_id) if account_id is not None else None
-        if account is None:
+        account_id = parse_id(value)
+        if account_id is None:
             raise UserError("That account is not (or no longer) connected.")
+        account = await rt.accounts.owned(draft.user_id, account_id)
         draft.account_label, draft.venue, draft.step = account.label, account.venue, DraftStep.STRATEGY
         rows = [[(d.title, f"alloc:kind:{d.name}")] for d in services.strategies_catalogue()]
         await answer_and_edit(update, f"Account <b>{esc(account.label)}</b>. Which strategy?", keyboard(rows))
@@ -248,7 +248,7 @@ async def _control_command(update: Update, context: Context, verb: str) -> None:
     try:
         services = _services(context)
         if context.args:
-            strategy_id = callback_int(f"x:{context.args[0].lstrip('#')}", 1)
+            strategy_id = parse_id(context.args[0].lstrip("#"))
             if strategy_id is None:
                 raise UserError(f"Usage: /{verb} <strategy number> (see /status), or /{verb} alone to pick.")
             await _control(update, context, services, verb, user_id, strategy_id)
