@@ -103,29 +103,37 @@ def _text(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
 
 
-def check_format(venue: str, api_key: str | Secret, secret: str | Secret) -> None:
-    """Reject, without any network call, a key pair that can never be valid on `venue`."""
-    key, sec = _text(api_key).strip(), _text(secret).strip()
-    if _PEM.search(key) or _PEM.search(sec):
+def check_api_key_format(venue: str, api_key: str | Secret) -> None:
+    """Reject, without any network call, an API key that can never be valid on `venue` (asked before the secret)."""
+    key = _text(api_key).strip()
+    if _PEM.search(key):
         raise KeyRejected("hmac_only", MSG_HMAC_ONLY)
-    if not key or not sec:
+    if not key:
         raise KeyRejected("malformed", "Both the API key and the secret are needed.")
-    if key == sec:
-        raise KeyRejected("malformed", "The API key and the secret are the same text: send both, key first.")
     if venue in ("binance", "binanceusdm"):
-        # Real Binance HMAC keys and secrets are 64 letters and digits; allow some slack, no other characters.
-        for name, value in (("API key", key), ("secret", sec)):
-            if not _ALNUM.match(value) or not 32 <= len(value) <= 128:
-                raise KeyRejected(
-                    "malformed",
-                    f"That {name} does not look like a Binance one (64 letters and digits). "
-                    "Copy it again from the API Management page.",
-                )
+        _check_binance_part("API key", key)
     elif venue == "kraken":
         if not _BASE64_CHARS.match(key) or not 40 <= len(key) <= 80:
             raise KeyRejected(
                 "malformed", "That API key does not look like a Kraken one (56 characters). Copy it again."
             )
+    else:
+        raise KeyRejected("unsupported", f"{venue} is not an exchange Strata can connect to.")
+
+
+def check_format(venue: str, api_key: str | Secret, secret: str | Secret) -> None:
+    """Reject, without any network call, a key pair that can never be valid on `venue`."""
+    key, sec = _text(api_key).strip(), _text(secret).strip()
+    if _PEM.search(sec):
+        raise KeyRejected("hmac_only", MSG_HMAC_ONLY)
+    check_api_key_format(venue, key)
+    if not sec:
+        raise KeyRejected("malformed", "Both the API key and the secret are needed.")
+    if key == sec:
+        raise KeyRejected("malformed", "The API key and the secret are the same text: send both, key first.")
+    if venue in ("binance", "binanceusdm"):
+        _check_binance_part("secret", sec)
+    else:  # kraken (check_api_key_format refused every other venue)
         try:
             raw = base64.b64decode(sec, validate=True)
         except (binascii.Error, ValueError):
@@ -138,8 +146,16 @@ def check_format(venue: str, api_key: str | Secret, secret: str | Secret) -> Non
             raise KeyRejected(
                 "malformed", "That private key is too short or too long for Kraken (88 characters expected)."
             )
-    else:
-        raise KeyRejected("unsupported", f"{venue} is not an exchange Strata can connect to.")
+
+
+def _check_binance_part(name: str, value: str) -> None:
+    # Real Binance HMAC keys and secrets are 64 letters and digits; allow some slack, no other characters.
+    if not _ALNUM.match(value) or not 32 <= len(value) <= 128:
+        raise KeyRejected(
+            "malformed",
+            f"That {name} does not look like a Binance one (64 letters and digits). "
+            "Copy it again from the API Management page.",
+        )
 
 
 class KeyChecker:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from bot.exchanges.key_check import KeyChecker, KeyRejected, check_format
+from bot.exchanges.key_check import KeyChecker, KeyRejected, check_api_key_format, check_format
 from bot.secret import Credentials
 from bot.services.errors import UserError
 from bot.vault import CredentialUnreadable, Vault
@@ -77,7 +77,10 @@ class AccountService:
         then with both.
         """
         try:
-            check_format(venue, api_key, secret if secret is not None else _placeholder_secret(venue, api_key))
+            if secret is None:
+                check_api_key_format(venue, api_key)
+            else:
+                check_format(venue, api_key, secret)
         except KeyRejected as exc:
             raise UserError(exc.user_message) from None
 
@@ -199,13 +202,6 @@ class AccountService:
         valued = await asyncio.gather(*(value(a, amt) for a, amt in items))
         valued.sort(key=lambda v: (v.value is None, -(v.value or 0), v.asset))
         return tuple(valued[:5])
-
-
-def _placeholder_secret(venue: str, api_key: str) -> str:
-    """A well-formed stand-in secret, so the key alone can be format-checked with the pair rules."""
-    if venue == "kraken":
-        return "A" * 86 + "=="
-    return "0" * 64 if api_key != "0" * 64 else "1" * 64
 
 
 def _view(account: Account, balances, note: str | None = None) -> AccountView:
