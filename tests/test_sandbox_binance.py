@@ -259,6 +259,22 @@ async def test_a_hang_longer_than_the_client_timeout_is_a_request_timeout(spot, 
         await client.fetch_ticker(BTC)
 
 
+async def test_a_hold_places_the_order_at_once_and_only_delays_the_answer(spot, exchange_client):
+    client = exchange_client("binance", "spot-key", "spot-secret")
+    spot.inject("hold", path="/api/v3/order", method="POST", seconds=0.6)
+    started = time.monotonic()
+    sending = asyncio.ensure_future(
+        client.create_order(BTC, "limit", "buy", 0.001, 19000, {"clientOrderId": "held-1"})
+    )
+    while not spot.open_orders("spot-key"):
+        assert time.monotonic() - started < 0.5, "the held order was not placed at once"
+        await asyncio.sleep(0.01)
+    assert not sending.done()  # on the book, while the client still waits for the answer
+    placed = await sending
+    assert time.monotonic() - started >= 0.6
+    assert placed["clientOrderId"] == "held-1" and placed["status"] == "open"
+
+
 async def test_used_weight_is_reported_per_ip_and_429_past_the_limit():
     running = await start_fake_exchanges(books={"binance": make_binance_book("spot")}, weight_limits={"binance": 45})
     origin = running.origins["binance"]

@@ -275,6 +275,18 @@ def test_injected_faults_are_consumed_per_matching_request():
         book.inject("gremlins")
 
 
+def test_a_hold_is_taken_apart_from_other_faults_and_only_by_its_method():
+    book = spot_book()
+    book.hang_seconds = 7.0
+    book.inject("hold", path="/api/v3/order", method="post", seconds=2.5)
+    book.inject("hold", path="/api/v3/order")
+    assert book.take_fault("/api/v3/order", "POST") is None  # a hold is not an error fault
+    assert book.take_hold("/api/v3/order", "GET") == 7.0  # the second hold has no method: any request
+    assert book.take_hold("/api/v3/order", "DELETE") is None
+    assert book.take_hold("/api/v3/order", "POST") == 2.5
+    assert book.faults == []
+
+
 def test_the_request_log_keeps_what_venues_record():
     book = spot_book()
     book.record_request("GET", "/api/v3/account", "k", True, {"timestamp": "1"}, 200)

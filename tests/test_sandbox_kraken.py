@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import itertools
@@ -184,6 +185,21 @@ async def test_limit_order_with_client_order_id_rests_then_fills_when_the_price_
     )
     assert trade["takerOrMaker"] == "maker"
     assert trade["fee"] == {"cost": 3.625, "currency": "USD"}  # 0.25 % maker fee on 1450
+
+
+async def test_a_hold_rests_the_order_at_once_and_only_delays_the_answer(ex: ccxt.kraken, book: ExchangeBook) -> None:
+    book.inject("hold", path="AddOrder", seconds=0.6)
+    sending = asyncio.ensure_future(
+        ex.create_order("ETH/USD", "limit", "buy", 0.5, 2900, params={"clientOrderId": "held-2"})
+    )
+    deadline = asyncio.get_running_loop().time() + 0.5
+    while not book.open_orders("trade-key"):
+        assert asyncio.get_running_loop().time() < deadline, "the held order was not placed at once"
+        await asyncio.sleep(0.01)
+    assert not sending.done()
+    created = await sending
+    [resting] = await ex.fetch_open_orders(params={"clientOrderId": "held-2"})
+    assert resting["id"] == created["id"]
 
 
 async def test_open_and_closed_orders_filter_by_userref(ex: ccxt.kraken, book: ExchangeBook) -> None:

@@ -297,6 +297,7 @@ class BinanceVenue:
         headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
         api_key = request.headers.get("X-MBX-APIKEY")
         checked: dict[str, bool | None] = {"signature_valid": None}
+        hold: float | None = None
         try:
             if used > self.weights.limit:
                 raise BinanceError(
@@ -305,7 +306,8 @@ class BinanceVenue:
                     f"Too many requests; current limit of IP({ip}) request weight per minute is "
                     f"{self.weights.limit}. Please use WebSocket Streams for live updates to avoid polling the API.",
                 )
-            await self._apply_fault(path, ip)
+            await self._apply_fault(path, ip, request.method)
+            hold = self.book.take_hold(path, request.method)
             if route is None:
                 raise web.HTTPNotFound()
             account = None
@@ -325,10 +327,12 @@ class BinanceVenue:
             self.book.record_request(request.method, path, api_key, checked["signature_valid"], params, err.status)
             return web.Response(status=err.status, text=err.text, headers=headers)
         self.book.record_request(request.method, path, api_key, checked["signature_valid"], params, status)
+        if hold:
+            await asyncio.sleep(hold)  # the venue has acted; only its answer is late
         return web.json_response(body, status=status, headers=headers, dumps=json.dumps)
 
-    async def _apply_fault(self, path: str, ip: str) -> None:
-        fault = self.book.take_fault(path)
+    async def _apply_fault(self, path: str, ip: str, method: str | None = None) -> None:
+        fault = self.book.take_fault(path, method)
         if fault is None:
             return
         if fault == "server_error":

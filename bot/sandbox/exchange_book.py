@@ -19,7 +19,7 @@ Public API (stable; the Kraken fake builds on it):
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
-  - faults: `inject`, `take_fault`, `hang_seconds`; request log: `record_request`, `requests`,
+  - faults: `inject`, `take_fault`, `take_hold`, `hang_seconds`; request log: `record_request`, `requests`,
     `request_counts`, `log_requests`
 - `BookError(kind, message, field=None)` with `kind` one of the `ERROR_KINDS`.
 - helpers: `D` (exact Decimal from str/int/float text), `timeframe_ms`, `period_start`; records `Order`,
@@ -63,8 +63,10 @@ ERROR_KINDS = frozenset(
     }
 )
 
-#: Fault kinds the venue apps consume per request (`inject`, `take_fault`).
-FAULT_KINDS = frozenset({"server_error", "timeout", "rate_limit", "invalid_nonce", "revoked", "ban"})
+#: Fault kinds the venue apps consume per request (`inject`, `take_fault`). "timeout" hangs a request BEFORE the
+#: venue acts on it; "hold" (`take_hold`) lets the venue act at once and delays only its answer, like a response
+#: lost in a slow network: the order is on the book while the client still waits.
+FAULT_KINDS = frozenset({"server_error", "timeout", "rate_limit", "invalid_nonce", "revoked", "ban", "hold"})
 
 _TIMEFRAME_MS = {
     "1m": 60_000,
@@ -272,11 +274,14 @@ class Candle:
 
 @dataclass
 class Fault:
-    """A pending injected failure; consumed by the next `count` requests whose path contains `path`."""
+    """A pending injected failure; consumed by the next `count` requests whose path contains `path` (and whose
+    HTTP method is `method`, if given); a "hold" delays the answer by `seconds` (default: `hang_seconds`)."""
 
     kind: str
     count: int = 1
     path: str | None = None
+    method: str | None = None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -791,20 +796,45 @@ class ExchangeBook:
         return account.total(asset) + upnl - self.used_margin(account)
 
     # ------------------------------------------------------------------ faults and the request log
-    def inject(self, kind: str, *, count: int = 1, path: str | None = None) -> None:
-        """Make the next `count` requests (whose path contains `path`, if given) fail with `kind`."""
+    def inject(
+        self,
+        kind: str,
+        *,
+        count: int = 1,
+        path: str | None = None,
+        method: str | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Make the next `count` requests (whose path contains `path` and whose method is `method`, if given)
+        fail with `kind`; `seconds` is how long a "hold" delays the answer."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
-        self.faults.append(Fault(kind, count, path))
+        self.faults.append(Fault(kind, count, path, method.upper() if method else None, seconds))
 
-    def take_fault(self, path: str) -> str | None:
-        """Consume and return the first pending fault matching this request path, if any."""
+    def take_fault(self, path: str, method: str | None = None) -> str | None:
+        """Consume and return the first pending fault (other than a hold) matching this request, if any."""
+        fault = self._take(path, method, hold=False)
+        return fault.kind if fault is not None else None
+
+    def take_hold(self, path: str, method: str | None = None) -> float | None:
+        """Consume a pending "hold" for this request: the seconds its answer waits after the book acted on it."""
+        fault = self._take(path, method, hold=True)
+        if fault is None:
+            return None
+        return fault.seconds if fault.seconds is not None else self.hang_seconds
+
+    def _take(self, path: str, method: str | None, *, hold: bool) -> Fault | None:
         for fault in self.faults:
-            if fault.path is None or fault.path in path:
-                fault.count -= 1
-                if fault.count <= 0:
-                    self.faults.remove(fault)
-                return fault.kind
+            if (fault.kind == "hold") != hold:
+                continue
+            if fault.path is not None and fault.path not in path:
+                continue
+            if fault.method is not None and method is not None and fault.method != method.upper():
+                continue
+            fault.count -= 1
+            if fault.count <= 0:
+                self.faults.remove(fault)
+            return fault
         return None
 
     def record_request(

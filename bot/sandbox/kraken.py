@@ -521,6 +521,7 @@ async def _private(request: web.Request) -> web.Response:
     book.record_request(request.method, request.path, api_key, valid, {k: v for k, v in params.items()})
     try:
         await _apply_fault(book, request.path, private=True)
+        hold = book.take_hold(request.path, request.method)
         if account is None or account.revoked:
             raise _KrakenError("EAPI:Invalid key")
         if not valid:
@@ -529,7 +530,10 @@ async def _private(request: web.Request) -> web.Response:
         handler = _PRIVATE.get(method)
         if handler is None:
             raise _KrakenError("EGeneral:Unknown method")
-        return _ok(handler(venue, account, params))
+        answer = _ok(handler(venue, account, params))
+        if hold:
+            await asyncio.sleep(hold)  # the venue has acted; only its answer is late
+        return answer
     except _KrakenError as exc:
         return _fail(exc)
     except BookError as exc:
