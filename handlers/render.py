@@ -164,7 +164,7 @@ def stop_text(summary) -> str:
         f"fees {fmt_amount(summary.fees.quantize(Decimal('0.0001')))} {q}.",
         f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.",
     ]
-    lines += [f"⚠️ {esc(e)}" for e in summary.errors]
+    lines += _settling_lines(summary)
     return "\n".join(lines)
 
 
@@ -172,7 +172,39 @@ def panic_text(result) -> str:
     lines = [
         f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
         f"{result.canceled} open order(s).",
-        "/resume a strategy when you are ready.",
+        "/resume a strategy when you are ready: it places the orders it needs again.",
     ]
-    lines += [f"⚠️ {esc(e)}" for e in result.errors]
+    lines += _settling_lines(result)
     return "\n".join(lines)
+
+
+def control_text(result) -> str:
+    """The answer to /pause or /resume: what changed, and for /pause what happened to the open orders."""
+    if result.status != "paused":
+        return f"{esc(result.title)} is running again ▶️"
+    lines = [f"{esc(result.title)} is paused ⏸"]
+    if result.canceled:
+        lines.append(f"Cancelled {_orders(result.canceled, 'resting')}; /resume {result.strategy_id} places "
+                     f"{'it' if result.canceled == 1 else 'them'} again.")
+    lines += _settling_lines(result)
+    return "\n".join(lines)
+
+
+def _orders(count: int, kind: str = "open") -> str:
+    return f"{count} {kind} order{'' if count == 1 else 's'}"
+
+
+def _settling_lines(result) -> list[str]:
+    """Orders that filled before the cancel, orders not confirmed yet, and the exchange's errors."""
+    lines = []
+    if getattr(result, "filled", 0):
+        count = result.filled
+        lines.append(f"{count} order{' had' if count == 1 else 's had'} already filled before the cancel.")
+    if result.unconfirmed:
+        count = result.unconfirmed
+        lines.append(
+            f"⚠️ {count} order{'' if count == 1 else 's'} could not be confirmed yet; I keep checking and will "
+            "tell you how it ends."
+        )
+    lines += [f"⚠️ {esc(e)}" for e in result.errors]
+    return lines

@@ -17,7 +17,7 @@ from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
 from bot.strategies.params import ParamError, split_assignments
 from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, parse_id, reply, runtime
-from handlers.render import catalogue_text, panic_text, preview_text, status_text, stop_text
+from handlers.render import catalogue_text, control_text, panic_text, preview_text, status_text, stop_text
 
 SUGGESTED_SYMBOLS = {
     "binance": ("BTC/USDT", "ETH/USDT"),
@@ -278,8 +278,7 @@ async def _control(update: Update, context: Context, services, verb: str, user_i
             await reply(update, text, markup)
         return
     result = await (services.pause if verb == "pause" else services.resume)(user_id, strategy_id)
-    word = "paused ⏸" if verb == "pause" else "running again ▶️"
-    text = f"{esc(result.title)} is {word}"
+    text = control_text(result)
     if update.callback_query is not None:
         await answer_and_edit(update, text)
     else:

@@ -124,6 +124,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX orders_by_strategy ON orders(strategy_id, status);
     CREATE INDEX fills_by_strategy ON fills(strategy_id, id);
     """,
+    # 4: orders a /pause, /stop, /panic or /disconnect could not confirm ended yet: the engine resolves them and
+    #    alerts the user once (storage/order_watches.py).
+    """
+    CREATE TABLE order_watches (
+        order_id   INTEGER PRIMARY KEY REFERENCES orders(id) ON DELETE CASCADE,
+        reason     TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

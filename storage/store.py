@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.db import Database, connect
 from storage.migrations import migrate
+from storage.order_watches import OrderWatchRepository
 from storage.orders import OrderRepository
 from storage.outbox import OutboxRepository
 from storage.strategies import StrategyRepository
@@ -22,6 +23,7 @@ class Store:
     outbox: OutboxRepository
     strategies: StrategyRepository
     orders: OrderRepository
+    order_watches: OrderWatchRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -31,7 +33,7 @@ class Store:
             await migrate(db)
         return cls(
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
-            strategies=StrategyRepository(db), orders=OrderRepository(db),
+            strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
         )
 
     async def migrate(self) -> int:

@@ -1,4 +1,5 @@
-"""The texts of the engine's alerts (fills, pauses, key problems, finished strategies): plain data in, text out.
+"""The texts of the engine's alerts (fills, pauses, key problems, finished strategies, orders a stop resolved
+later): plain data in, text out.
 
 Alerts are sent with HTML parse mode by the notifier, so every value is escaped.
 """
@@ -8,7 +9,8 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
-from storage.models import Strategy
+from storage.models import Order, Strategy
+from storage.orders import CLOSED
 
 KIND_TITLES = {"dca": "DCA", "grid": "Grid", "rebalance": "Rebalance", "trend": "Trend"}
 
@@ -78,3 +80,36 @@ def finished_text(strategy: Strategy, note: str | None) -> str:
         + (f": {escape(note)}" if note else ".")
         + f"\nBudget used: {fmt(used, 2)} of {fmt(strategy.budget)} {escape(strategy.quote)}."
     )
+
+
+def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
+    """How an order ended that a stop (`reason`: "paused by /panic"…) could not confirm when it answered."""
+    base, _, rest = order.symbol.partition("/")
+    quote = rest.split(":")[0] or strategy.quote
+    if order.amount is not None:
+        what = f"{order.side} of {fmt(order.amount)} {escape(base)}"
+    else:
+        what = f"{order.side} for {fmt(order.cost or Decimal(0))} {escape(quote)}"
+    if order.price is not None:
+        what += f" at {fmt(order.price)} {escape(quote)}"
+    lines = [
+        f"<b>{escape(strategy_name(strategy))}</b> ({escape(reason)}): the {order.type} {what} that I could not "
+        "confirm then is now settled."
+    ]
+    verb = "bought" if order.side == "buy" else "sold"
+    if order.status == CLOSED:
+        lines.append(f"It had filled before it could be cancelled: {verb} {fmt(order.filled)} {escape(base)} "
+                     f"for {fmt(order.filled_cost, 2)} {escape(quote)}.")
+    elif order.exchange_order_id is not None:
+        lines.append("It is cancelled on the exchange" + (
+            f"; {fmt(order.filled)} {escape(base)} had filled before ({verb} for {fmt(order.filled_cost, 2)} "
+            f"{escape(quote)})." if order.filled > 0 else "; nothing of it filled."
+        ))
+    else:
+        lines.append("It never reached the exchange: nothing was placed.")
+    if order.filled > 0:
+        lines.append(
+            f"/resume {strategy.id} carries on from there." if strategy.status == "paused"
+            else "The strategy is stopped: Strata leaves this as it is in your account."
+        )
+    return "\n".join(lines)

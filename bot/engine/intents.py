@@ -6,10 +6,18 @@ An `unknown` order — and at start-up every `intent` — is looked up on the ex
 found → adopted (its fills recorded); not found → it never reached the exchange and is sent now with the same
 client order id. Because the lookup comes first and the id is deterministic, an order is never placed twice
 and never lost. Fills, the budget ledger, the strategy's state and the fill alert commit in ONE transaction.
+
+Stop means stopped: every send re-reads its strategy's and account's status under the strategy's lock and is
+registered as in flight before its lock is released, so a control action that changed the status under that
+lock knows which sends it must wait for (`wait_sends`) and that no other will go out. A strategy that is not
+active never gets a new order: its unconfirmed orders are never sent again, and those found open are cancelled.
+An unconfirmed order's "not found" is trusted only once the venue's receive window has passed
+(`UNKNOWN_GRACE`); until then `cancel` answers `UNCONFIRMED` and the order stays to be resolved.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -27,7 +35,8 @@ from bot.exchanges.models import Order as VenueOrder
 from bot.strategies import STRATEGIES
 from bot.strategies.base import Fill
 from storage.models import Account, Order, Strategy
-from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, REJECTED, UNKNOWN, NewFill
+from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, REJECTED, UNCONFIRMED, UNKNOWN, NewFill
+from storage.strategies import ACTIVE, STOPPED
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +47,10 @@ UNKNOWN_GRACE = timedelta(seconds=15)
 #: An intent still unsent this long after it was written (the process died between commit and send, or the
 #: start-up lookup failed) is resolved by the poller; far longer than any send with its retries can take.
 INTENT_STALE = timedelta(minutes=5)
+
+#: How a cancel ended: cancelled on the venue (fills before it recorded); never reached the venue; had already
+#: filled completely; not known yet (its request is in flight, or the venue did not confirm either way).
+CANCELLED, UNSENT, FILLED, NOT_CONFIRMED = "cancelled", "unsent", "filled", "unconfirmed"
 
 
 def client_order_id(venue: str, strategy: Strategy, tag: str) -> str:
@@ -65,14 +78,43 @@ class OrderDesk:
         #: Called before every send, also of an intent resolved after a restart (futures: hedge-mode check and
         #: leverage 1); False leaves the intent unsent, to be tried again by the resolver.
         self.prepare: Callable[[Order, Account], Awaitable[bool]] | None = None
+        #: When this desk started: an intent written before may have been sent by the previous process.
+        self.started_at = utc_now()
+        #: Per strategy, the orders whose send is under way (registered under the strategy's lock).
+        self._in_flight: dict[int, set[int]] = {}
+        #: Orders whose create request was started by this process.
+        self._attempted: set[int] = set()
+        self._sends_changed = asyncio.Condition()
 
     # --- sending ---------------------------------------------------------------------------------------
 
-    async def send(self, order: Order, account: Account) -> None:
-        """Send an intent; record the answer (and any fill in it), or act on the failure."""
+    async def send(self, order: Order, account: Account, *, closing: bool = False) -> None:
+        """Send an intent if its strategy may still trade; record the answer, or act on the failure.
+
+        `closing`: the order closes a stopped strategy's holdings (/stop's sell), which a stopped strategy may send.
+        """
+        async with self.ctx.lock(order.strategy_id):
+            current = await self.ctx.store.orders.get(order.id)
+            if current is None or current.status != INTENT:
+                return  # ended meanwhile (a cancel ended it unsent): nothing to send
+            refusal = await self.send_refusal(order, closing=closing)
+            if refusal is None:
+                self._in_flight.setdefault(order.strategy_id, set()).add(order.id)
+        if refusal is not None:
+            logger.info("order %s not sent: %s", order.client_order_id, refusal)
+            await self._end_unsent(order, CANCELED, f"not sent: {refusal}")
+            return
+        try:
+            await self._send(order, account)
+        finally:
+            await self._send_ended(order)
+
+    async def _send(self, order: Order, account: Account) -> None:
         if self.prepare is not None and not await self.prepare(order, account):
             return
         creds = await self.ctx.credentials(account)
+        self._attempted.add(order.id)
+        self._unknown_since[order.id] = utc_now()  # from now on the request may be on its way
         try:
             placed = await self.ctx.gateway.create_order(
                 account.venue, creds, order.symbol, order.side, order.type,
@@ -82,8 +124,46 @@ class OrderDesk:
         except ExchangeFailure as failure:
             await self.on_send_failure(order, account, failure)
             return
+        self._unknown_since.pop(order.id, None)
         crash_point("after_send")
         await self.apply(order.id, account, placed)
+
+    async def send_refusal(self, order: Order, *, closing: bool = False) -> str | None:
+        """Why this order may not be sent now (None: it may): read fresh, call under the strategy's lock."""
+        account = await self.ctx.store.accounts.get(order.account_id)
+        if account is None or account.status != "active":
+            return "its account is not usable"
+        strategy = await self.ctx.store.strategies.get(order.strategy_id)
+        if strategy is None:
+            return "its strategy is gone"
+        if strategy.status == ACTIVE or (closing and strategy.status == STOPPED):
+            return None
+        return f"the strategy is {strategy.status}"
+
+    async def _send_ended(self, order: Order) -> None:
+        sending = self._in_flight.get(order.strategy_id)
+        if sending is not None:
+            sending.discard(order.id)
+            if not sending:
+                del self._in_flight[order.strategy_id]
+        async with self._sends_changed:
+            self._sends_changed.notify_all()
+
+    def in_flight(self, order: Order) -> bool:
+        return order.id in self._in_flight.get(order.strategy_id, ())
+
+    async def wait_sends(self, strategy_id: int, timeout: float) -> bool:  # noqa: ASYNC109 - a bounded wait
+        """Wait until no send of the strategy is under way; False if one still is after `timeout` seconds."""
+
+        async def idle() -> None:
+            async with self._sends_changed:
+                await self._sends_changed.wait_for(lambda: not self._in_flight.get(strategy_id))
+
+        try:
+            await asyncio.wait_for(idle(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def on_send_failure(self, order: Order, account: Account, failure: ExchangeFailure) -> None:
         action = failure.action
@@ -102,6 +182,7 @@ class OrderDesk:
 
     async def _end_unsent(self, order: Order, status: str, error: str) -> None:
         """End an order the exchange never took, and tell its strategy it closed with nothing filled."""
+        self._unknown_since.pop(order.id, None)
         await self.record(order.id, status=status, fill=None, error=error[:300])
 
     # --- resolving --------------------------------------------------------------------------------------
@@ -125,6 +206,14 @@ class OrderDesk:
         if found is not None:
             logger.info("order %s found on %s: adopting it", order.client_order_id, account.venue)
             await self.apply(order.id, account, found)
+            if found.is_open and await self.send_refusal(order) is not None:
+                await self._cancel_adopted(order, account)  # its strategy stopped meanwhile: no order stays
+            return
+        refusal = await self.send_refusal(order)
+        if refusal is not None:
+            # Never sent again; ended once a late arrival is ruled out (the venue's receive window passed).
+            if self.surely_absent(order):
+                await self._end_unsent(order, CANCELED, f"never reached the exchange; not sent again: {refusal}")
             return
         logger.info("order %s never reached %s: sending it now", order.client_order_id, account.venue)
         await self.ctx.store.orders.set_status(None, order.id, INTENT)
@@ -132,6 +221,29 @@ class OrderDesk:
         fresh = await self.ctx.store.orders.get(order.id)
         if fresh is not None:
             await self.send(fresh, account)
+
+    async def _cancel_adopted(self, order: Order, account: Account) -> None:
+        fresh = await self.ctx.store.orders.get(order.id)
+        if fresh is None or fresh.status not in LIVE:
+            return
+        try:
+            await self.cancel(fresh, account)
+        except ExchangeFailure as failure:
+            logger.warning("order %s of a stopped strategy not cancelled yet: %s", order.client_order_id, failure)
+
+    def surely_absent(self, order: Order) -> bool:
+        """Whether "not found" proves this unconfirmed order will never reach the venue.
+
+        True for an intent this process wrote and never sent; otherwise only once `unknown_grace` (longer than
+        the venue's receive window) has passed since its request may have left — for an order of an earlier
+        process, since this one started.
+        """
+        if self.in_flight(order):
+            return False
+        if order.status == INTENT and order.id not in self._attempted and order.created_at >= self.started_at:
+            return True
+        since = self._unknown_since.get(order.id, max(order.created_at, self.started_at))
+        return utc_now() - since >= self.unknown_grace
 
     def _due_for_lookup(self, order: Order) -> bool:
         """Whether a "not found" for this unconfirmed order can be trusted now (so it may be sent again)."""
@@ -218,20 +330,28 @@ class OrderDesk:
             else:
                 await self.refresh(order, account)  # no longer open: filled or canceled, look it up
 
-    async def cancel(self, order: Order, account: Account) -> None:
-        """Cancel a live order on the exchange and record how it ended (fills included).
+    async def cancel(self, order: Order, account: Account) -> str:
+        """Cancel a live order on the exchange and record how it ended (fills included); say how it ended.
 
-        An unconfirmed order is looked up first: if the exchange never got it, it ends here unsent.
-        Raises `ExchangeFailure` when the exchange cannot be reached (the order then stays live).
+        An order whose send is under way is left to its send (`NOT_CONFIRMED`). An unconfirmed one is looked up
+        first: not found ends it unsent only when it surely never arrives (`surely_absent`), else it stays
+        `NOT_CONFIRMED`. Raises `ExchangeFailure` when the exchange cannot be reached (the order stays live).
         """
-        if order.status in (INTENT, UNKNOWN):
+        if self.in_flight(order):
+            return NOT_CONFIRMED
+        if order.status in UNCONFIRMED:
+            if order.status == INTENT and self.surely_absent(order):
+                await self.record(order.id, status=CANCELED, fill=None, error="canceled before it was sent")
+                return UNSENT
             found = await self.lookup(order, account)
             if found is None:
-                await self.record(order.id, status=CANCELED, fill=None, error="canceled before it reached the exchange")
-                return
+                if not self.surely_absent(order):
+                    return NOT_CONFIRMED
+                await self.record(order.id, status=CANCELED, fill=None, error="canceled: it never reached the exchange")
+                return UNSENT
             if not found.is_open:
                 await self.apply(order.id, account, found)
-                return
+                return _ended(found)
         creds = await self.ctx.credentials(account)
         try:
             await self.ctx.gateway.cancel_order(
@@ -242,8 +362,10 @@ class OrderDesk:
                 raise
         # The cancel's answer may not carry the fills: read the order's final state once.
         final = await self.lookup(order, account)
-        if final is not None:
-            await self.apply(order.id, account, final)
+        if final is None:
+            return NOT_CONFIRMED
+        await self.apply(order.id, account, final)
+        return NOT_CONFIRMED if final.is_open else _ended(final)
 
     # --- recording --------------------------------------------------------------------------------------
 
@@ -359,6 +481,11 @@ class OrderDesk:
     async def _strategy_of(self, order_id: int) -> int:
         row = await self.ctx.store.db.fetchone("SELECT strategy_id FROM orders WHERE id = ?", (order_id,))
         return row["strategy_id"] if row else 0
+
+
+def _ended(remote: VenueOrder) -> str:
+    """How a cancel ended for an order the venue reports closed: filled completely, or cancelled."""
+    return FILLED if order_status(remote) == CLOSED else CANCELLED
 
 
 def _assets(symbol: str, fallback_quote: str) -> tuple[str, str]:

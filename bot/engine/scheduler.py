@@ -10,6 +10,11 @@ once. A strategy that gets activity (a fill, an order's end) while it runs is ru
 Fill polling runs as one task on the same loop: every `STRATA_FILL_POLL_SECONDS` it polls only the accounts
 with live orders, their polls spread over the interval, and stretches the interval when the venue's request
 budget is short (`effective_poll_interval`, shown by /status).
+
+Control (/pause, /stop, /panic, /disconnect): the status changes under the strategy's lock, so no send starts
+after it (`OrderDesk.send` re-reads the status under that lock); the sends already under way are waited for,
+then every live order is cancelled. An order whose fate is not known yet is watched (`order_watches`): a task
+keeps resolving it and queues one alert, with the watch's end, once it is cancelled, filled or surely absent.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,14 +33,16 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.engine.actions import pause_strategy
+from bot.engine.alerts import resolved_text
 from bot.engine.context import CredentialsMissing, EngineContext, utc_now
-from bot.engine.intents import OrderDesk, client_order_id
+from bot.engine.intents import CANCELLED, FILLED, NOT_CONFIRMED, OrderDesk, client_order_id
 from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
 from bot.exchanges.errors import ExchangeFailure
 from bot.strategies.base import DesiredOrder
+from storage.models import Order
 from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
-from storage.strategies import ACTIVE
+from storage.strategies import ACTIVE, STOPPED
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +54,29 @@ POLL_BUDGET_SHARE = 0.6
 #: Binance weight of GET /api/v3/openOrders for one symbol, and for all symbols.
 #: Binance's openOrders weight per venue: (per symbol, all symbols at once).
 OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
+#: How long a control action waits for a send under way (a send is bounded by the client's timeout, 10 s);
+#: one still under way after this is reported unconfirmed and watched.
+SEND_WAIT_SECONDS = 30.0
+#: How often watched orders are looked up again until each is resolved.
+WATCH_SECONDS = 1.0
+#: How long past the receive window /disconnect waits for its unconfirmed orders to be resolved.
+SETTLE_MARGIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What cancelling a strategy's live orders did: counts by outcome, and the venue's errors."""
+
+    canceled: int = 0  # were on the exchange, now cancelled
+    filled: int = 0  # had filled completely before the cancel
+    unconfirmed: int = 0  # fate not known yet: watched, the user is alerted once resolved
+    errors: tuple[str, ...] = ()
+
+    def __add__(self, other: Cancellation) -> Cancellation:
+        return Cancellation(
+            self.canceled + other.canceled, self.filled + other.filled, self.unconfirmed + other.unconfirmed,
+            self.errors + other.errors,
+        )
 
 
 def job_id(strategy_id: int) -> str:
@@ -79,6 +110,9 @@ class Engine:
         self._run_locks: dict[int, asyncio.Lock] = {}
         self._rerun: set[int] = set()
         self._poller: asyncio.Task | None = None
+        self._watcher: asyncio.Task | None = None
+        self._watch_wanted = False
+        self._account_controls: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self.started = False
 
@@ -104,6 +138,8 @@ class Engine:
             self.schedule(strategy.id, strategy.next_run, spread=True)
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
         self.started = True
+        if await self.store.order_watches.pending():
+            self._ensure_watcher()
         logger.info(
             "engine started: %d strategies scheduled in %.2fs", len(strategies), time.monotonic() - started
         )
@@ -111,11 +147,12 @@ class Engine:
     async def shutdown(self) -> None:
         """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
         self.started = False
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        for task in (self._poller, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._poller = self._watcher = None
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for task in list(self._tasks):
@@ -303,29 +340,127 @@ class Engine:
     # --- control (used by the services) -----------------------------------------------------------------
 
     async def pause(self, strategy_id: int, reason: str, *, alert: bool = False) -> bool:
-        changed = await pause_strategy(self.ctx, strategy_id, reason, alert=alert)
+        """Pause an active strategy; once this returns no new send of it starts (its orders stay: see
+        `cancel_orders`)."""
+        async with self.ctx.lock(strategy_id):  # serialised with its runs' decisions and sends' status checks
+            changed = await pause_strategy(self.ctx, strategy_id, reason, alert=alert)
+        self.unschedule(strategy_id)
+        return changed
+
+    async def stop(self, strategy_id: int, reason: str) -> bool:
+        """Stop a strategy for good; once this returns no new send of it starts but /stop's own closing sale."""
+        async with self.ctx.lock(strategy_id), self.store.db.transaction() as tx:
+            changed = await self.store.strategies.set_status(tx, strategy_id, STOPPED, reason=reason)
         self.unschedule(strategy_id)
         return changed
 
     async def resume(self, strategy_id: int) -> None:
         self.run_soon(strategy_id)
 
-    async def cancel_orders(self, strategy_id: int) -> tuple[int, list[str]]:
-        """Cancel every live order of a strategy; return (how many ended, errors for those that could not)."""
+    def account_control(self, account_id: int) -> asyncio.Lock:
+        """The lock that keeps /stop (with its sale) and /disconnect of one account from interleaving."""
+        lock = self._account_controls.get(account_id)
+        if lock is None:
+            lock = self._account_controls[account_id] = asyncio.Lock()
+        return lock
+
+    async def cancel_orders(self, strategy_id: int, reason: str = "stopped") -> Cancellation:
+        """Cancel every live order of a halted strategy, after the sends under way ended.
+
+        An order whose fate cannot be known yet (its send still under way, its request possibly still on its
+        way, or the exchange not answering) is watched: resolved in the background, the user alerted once.
+        """
         strategy = await self.store.strategies.get(strategy_id)
         if strategy is None:
-            return 0, []
+            return Cancellation()
         account = await self.store.accounts.get(strategy.account_id)
         if account is None:
-            return 0, []
-        ended, errors = 0, []
+            return Cancellation()
+        await self.desk.wait_sends(strategy_id, SEND_WAIT_SECONDS)
+        result = Cancellation()
         for order in await self.store.orders.in_states(LIVE, strategy_id=strategy_id):
             try:
-                await self.desk.cancel(order, account)
-                ended += 1
+                outcome = await self.desk.cancel(order, account)
             except (ExchangeFailure, CredentialsMissing) as failure:
-                errors.append(f"{order.symbol} {order.side}: {getattr(failure, 'user_message', failure)}")
-        return ended, errors
+                outcome = NOT_CONFIRMED
+                message = getattr(failure, "user_message", None) or "the exchange did not answer"
+                result += Cancellation(errors=(f"{order.symbol} {order.side}: {message}",))
+            if outcome == NOT_CONFIRMED:
+                await self.store.order_watches.add(order.id, reason)
+                self._ensure_watcher()
+            result += Cancellation(
+                canceled=outcome == CANCELLED, filled=outcome == FILLED, unconfirmed=outcome == NOT_CONFIRMED
+            )
+        return result
+
+    async def settle_account_orders(self, account_id: int) -> bool:
+        """Wait until the account has no live order, at most the venue's receive window (`unknown_grace`) and
+        a few seconds: an unconfirmed order is resolved by then. False if some are still live (unreachable)."""
+        deadline = time.monotonic() + self.desk.unknown_grace.total_seconds() + SETTLE_MARGIN_SECONDS
+        while await self.store.orders.in_states(LIVE, account_id=account_id):
+            if time.monotonic() >= deadline:
+                return False
+            self._ensure_watcher()
+            await asyncio.sleep(min(WATCH_SECONDS, self.poll_interval) / 2)
+        return True
+
+    # --- watched orders -------------------------------------------------------------------------------
+
+    def _ensure_watcher(self) -> None:
+        self._watch_wanted = True
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_loop(), name="strata-order-watch")
+
+    async def _watch_loop(self) -> None:
+        """Resolve the watched orders until none is left (a new watch restarts it)."""
+        while True:
+            self._watch_wanted = False
+            pending = await self.store.order_watches.pending()
+            if not pending and not self._watch_wanted:
+                self._watcher = None
+                return
+            for order_id, reason in pending:
+                try:
+                    await self._resolve_watched(order_id, reason)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("watched order %s: resolving failed; trying again", order_id)
+            await asyncio.sleep(min(WATCH_SECONDS, self.poll_interval))
+
+    async def _resolve_watched(self, order_id: int, reason: str) -> None:
+        order = await self.store.orders.get(order_id)
+        if order is None:
+            return  # deleted with its account: the watch went with it
+        if order.status in LIVE:
+            account = await self.store.accounts.get(order.account_id)
+            if account is None or account.status != "active" or self.desk.in_flight(order):
+                return
+            try:
+                await self.desk.cancel(order, account)
+            except (ExchangeFailure, CredentialsMissing) as failure:
+                logger.info("watched order %s not resolved yet: %s", order.client_order_id, failure)
+                return
+            order = await self.store.orders.get(order_id)
+            if order is None or order.status in LIVE:
+                return
+        await self._alert_resolved(order)
+
+    async def _alert_resolved(self, order: Order) -> None:
+        """End the order's watch and queue its alert in one transaction (so it is sent exactly once)."""
+        store = self.store
+        strategy = await store.strategies.get(order.strategy_id)
+        user = await store.users.get(strategy.user_id) if strategy is not None else None
+        async with store.db.transaction() as tx:
+            reason = await store.order_watches.take(tx, order.id)
+            if reason is None:
+                return  # another resolver alerted already
+            if strategy is not None and user is not None:
+                await store.outbox.enqueue(
+                    tx, user_id=user.id, chat_id=user.chat_id, kind="info", text=resolved_text(strategy, order, reason)
+                )
+        logger.info("watched order %s resolved: %s", order.client_order_id, order.status)
+        self.ctx.wake_notifier()
 
     async def place_now(self, strategy_id: int, desired: DesiredOrder) -> str | None:
         """Place one order for a strategy outside its decisions (/stop's sell) through an intent.
@@ -360,7 +495,7 @@ class Engine:
             )
             self.ctx.orders_changed(strategy_id)
         order = await store.orders.get(order_id)
-        await self.desk.send(order, account)
+        await self.desk.send(order, account, closing=True)
         order = await store.orders.get(order_id)
         if order is not None and order.status in ("rejected", "unknown"):
             return order.error or f"the order is {order.status}"

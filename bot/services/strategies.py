@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.engine.pnl import compute
 from bot.engine.risk import Ledger, allocation_headroom
+from bot.engine.scheduler import Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
@@ -113,6 +114,10 @@ class ControlResult:
     strategy_id: int
     title: str
     status: str
+    canceled: int = 0  # /pause: resting orders cancelled on the exchange (/resume places them again)
+    filled: int = 0  # orders that had filled completely before the cancel
+    unconfirmed: int = 0  # orders whose fate is not known yet: resolved in the background, alerted once
+    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,8 @@ class PanicResult:
     paused: int
     canceled: int
     errors: tuple[str, ...] = ()
+    filled: int = 0
+    unconfirmed: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,7 @@ class StopSummary:
     fees: Decimal
     realised_pnl: Decimal
     errors: tuple[str, ...] = field(default_factory=tuple)
+    unconfirmed: int = 0  # orders whose fate is not known yet: resolved in the background, alerted once
 
 
 class StrategyService:
@@ -361,11 +369,16 @@ class StrategyService:
     # --- control --------------------------------------------------------------------------------------
 
     async def pause(self, user_id: int, strategy_id: int) -> ControlResult:
+        """Pause a strategy and cancel its resting orders; /resume places what it still needs again."""
         strategy = await self._owned(user_id, strategy_id)
         if strategy.status != ACTIVE:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not running.")
         await self._engine.pause(strategy.id, "paused by you", alert=False)
-        return ControlResult(strategy.id, _title(strategy), PAUSED)
+        done = await self._engine.cancel_orders(strategy.id, "paused by you")
+        return ControlResult(
+            strategy.id, _title(strategy), PAUSED, canceled=done.canceled, filled=done.filled,
+            unconfirmed=done.unconfirmed, errors=done.errors,
+        )
 
     async def resume(self, user_id: int, strategy_id: int) -> ControlResult:
         strategy = await self._owned(user_id, strategy_id)
@@ -380,58 +393,64 @@ class StrategyService:
         return ControlResult(strategy.id, _title(strategy), ACTIVE)
 
     async def panic(self, user_id: int) -> PanicResult:
-        """Pause every strategy of the user and cancel every open order they have."""
+        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards)."""
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = 0
         for strategy in strategies:
             if strategy.status == ACTIVE and await self._engine.pause(strategy.id, "paused by /panic", alert=False):
                 paused += 1
-        canceled, errors = 0, []
+        done = Cancellation()
         for strategy in strategies:
-            ended, problems = await self._engine.cancel_orders(strategy.id)
-            canceled += ended
-            errors += problems
-        return PanicResult(paused=paused, canceled=canceled, errors=tuple(errors))
+            done += await self._engine.cancel_orders(strategy.id, "paused by /panic")
+        return PanicResult(
+            paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
+            unconfirmed=done.unconfirmed,
+        )
 
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
         """Stop a strategy for good: cancel its orders, keep or sell what it bought, release its budget."""
         strategy = await self._owned(user_id, strategy_id)
-        if strategy.status == STOPPED:
-            raise UserError(f"{_title(strategy)} is already stopped.")
-        await self._stop(strategy)
-        canceled, errors = await self._engine.cancel_orders(strategy.id)
-        sold: dict[str, Decimal] = {}
-        if sell:
-            errors += await self._sell_holdings(strategy, sold)
+        async with self._engine.account_control(strategy.account_id):  # a /disconnect waits for the sale
+            strategy = await self._owned(user_id, strategy_id)
+            if strategy.status == STOPPED:
+                raise UserError(f"{_title(strategy)} is already stopped.")
+            await self._engine.stop(strategy.id, "stopped by you")
+            done = await self._engine.cancel_orders(strategy.id, "stopped by you")
+            errors = list(done.errors)
+            sold: dict[str, Decimal] = {}
+            if sell:
+                errors += await self._sell_holdings(strategy, sold)
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         return StopSummary(
-            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=canceled, sold=sold,
+            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
             kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0}, invested=pnl.invested,
             returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised, errors=tuple(errors),
+            unconfirmed=done.unconfirmed,
         )
 
     async def stop_account_strategies(self, account_id: int) -> int:
-        """Stop every strategy of an account and cancel their open orders (before /disconnect).
+        """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
-        Orders the exchange would not cancel stay `open` in the database; the caller checks for live orders
-        before deleting the key (calling again retries the cancels). Returns how many strategies it stopped.
+        No order of the account is sent once this returns: its strategies are stopped under their locks, the
+        sends under way are waited for, every live order is cancelled, and those whose fate was not known are
+        resolved for up to the venue's receive window and a little more. Orders still live after that stay in
+        the database; the caller refuses to shred the key while any is (calling again retries). Returns how
+        many strategies it stopped.
         """
         stopped = 0
-        for strategy in await self._store.strategies.list_for_account(account_id):
-            if strategy.status in HOLDING:
-                await self._stop(strategy)
-                stopped += 1
-            if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
-                _, errors = await self._engine.cancel_orders(strategy.id)
-                for error in errors:
-                    logger.warning("account %s: order not cancelled: %s", account_id, error)
+        async with self._engine.account_control(account_id):
+            for strategy in await self._store.strategies.list_for_account(account_id):
+                if strategy.status in HOLDING:
+                    await self._engine.stop(strategy.id, "stopped by you")
+                    stopped += 1
+            for strategy in await self._store.strategies.list_for_account(account_id):
+                if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
+                    done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
+                    for error in done.errors:
+                        logger.warning("account %s: order not cancelled: %s", account_id, error)
+            await self._engine.settle_account_orders(account_id)
         self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
         return stopped
-
-    async def _stop(self, strategy: Strategy) -> None:
-        self._engine.unschedule(strategy.id)
-        async with self._store.db.transaction() as tx:
-            await self._store.strategies.set_status(tx, strategy.id, STOPPED, reason="stopped by you")
 
     async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal]) -> list[str]:
         account = await self._store.accounts.get(strategy.account_id)

@@ -1,0 +1,236 @@
+"""Stop means stopped: /pause, /stop, /panic and /disconnect against orders whose request is still in flight.
+
+The fake venue either holds an order's answer after placing it (`hold`) or holds the request before acting on it
+(`timeout` with a hang shorter or longer than the client's timeout). After the command answers, no order of
+what it stopped may be sent any more, every order it could reach is cancelled on the venue's book, and an order
+whose fate is not known yet is said to be so, resolved in the background and alerted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from storage.orders import LIVE
+from tests.chat_helpers import USER, connect_with_key
+from tests.engine_world import open_world
+from tests.test_engine_dca import wait_for
+
+GRID = "/allocate binance grid 500 BTC/USDT low=40000 high=60000 levels=5"  # two buy limits below 50000
+
+
+async def allocate_grid(s, text: str = GRID) -> int:
+    await s.send(USER, text)
+    summary = await s.next_reply(USER, contains="Allocation summary")
+    await s.press(USER, summary, "Confirm allocation")
+    await s.next_reply(USER, contains="is running")
+    [strategy] = await s.runtime.store.strategies.list_for_user(USER)
+    return strategy.id
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def grid_with_a_held_answer(s, fake_exchanges, hold_seconds: float = 4.0):
+    """A Binance grid whose first buy limit is on the book while its answer is still held by the venue."""
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(s, fake_exchanges, "binance")
+    book.inject("hold", path="/api/v3/order", method="POST", seconds=hold_seconds)
+    strategy_id = await allocate_grid(s)
+    await wait_until(lambda: book.open_orders(api_key))  # placed; the bot has not heard back yet
+    return book, api_key, strategy_id
+
+
+async def no_live_orders(s) -> bool:
+    return not await s.runtime.store.orders.in_states(LIVE)
+
+
+async def test_panic_while_an_order_answer_is_held_leaves_no_open_order(strata, fake_exchanges):
+    book, api_key, _ = await grid_with_a_held_answer(strata, fake_exchanges)
+    await strata.send(USER, "/panic")
+    confirm = await strata.next_reply(USER, contains="Pause")
+    await strata.press(USER, confirm, "Confirm panic")
+    pressed = asyncio.get_running_loop().time()
+    done = await strata.next_reply(USER, contains="Paused", timeout=20)
+    await asyncio.sleep(max(0.0, pressed + 10 - asyncio.get_running_loop().time()))
+    assert book.open_orders(api_key) == []
+    assert [o.status for o in book.all_orders(api_key)] == ["canceled"]
+    assert await no_live_orders(strata)
+    # The answer counts what the venue really cancelled: the held buy; the second buy was never sent.
+    assert "cancelled 1 open order" in done.plain_text
+    assert "could not be confirmed" not in done.plain_text
+
+
+async def test_pause_while_an_order_answer_is_held_leaves_no_open_order(strata, fake_exchanges):
+    book, api_key, strategy_id = await grid_with_a_held_answer(strata, fake_exchanges)
+    await strata.send(USER, f"/pause {strategy_id}")
+    pressed = asyncio.get_running_loop().time()
+    done = await strata.next_reply(USER, contains="paused", timeout=20)
+    await asyncio.sleep(max(0.0, pressed + 10 - asyncio.get_running_loop().time()))
+    assert book.open_orders(api_key) == []
+    assert [o.status for o in book.all_orders(api_key)] == ["canceled"]
+    assert "Cancelled 1 resting order" in done.plain_text
+    assert (await strata.runtime.store.strategies.get(strategy_id)).status == "paused"
+
+
+async def test_stop_while_an_order_answer_is_held_leaves_no_open_order(strata, fake_exchanges):
+    book, api_key, strategy_id = await grid_with_a_held_answer(strata, fake_exchanges)
+    await strata.send(USER, f"/stop {strategy_id}")
+    question = await strata.next_reply(USER, contains="Keep what it bought")
+    await strata.press(USER, question, "Stop and keep")
+    pressed = asyncio.get_running_loop().time()
+    summary = await strata.next_reply(USER, contains="budget is released", timeout=20)
+    await asyncio.sleep(max(0.0, pressed + 10 - asyncio.get_running_loop().time()))
+    assert book.open_orders(api_key) == []
+    assert [o.status for o in book.all_orders(api_key)] == ["canceled"]
+    assert "Cancelled 1 open order" in summary.plain_text
+    assert (await strata.runtime.store.strategies.get(strategy_id)).status == "stopped"
+
+
+async def test_disconnect_with_an_order_on_its_way_cancels_it_before_the_key_is_shredded(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    account, api_key = await connect_with_key(strata, fake_exchanges, "binance")
+    book.hang_seconds = 4.0  # shorter than the client's timeout: the venue acts on it, then answers
+    book.inject("timeout", path="/api/v3/order", method="POST")
+    await allocate_grid(strata)
+
+    async def sending() -> bool:
+        return bool(await strata.runtime.store.orders.in_states(("intent",)))
+
+    await wait_for(sending)
+    await asyncio.sleep(0.3)  # the request left; the venue has not acted on it yet
+    assert book.all_orders(api_key) == []
+    await strata.send(USER, "/disconnect binance")
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    await strata.next_reply(USER, contains="destroyed", timeout=30)
+    assert await strata.runtime.store.accounts.credential(account.id) is None
+    await asyncio.sleep(6)  # longer than the hang: anything still on its way has landed by now
+    assert book.all_orders(api_key), "the in-flight order reached the venue"
+    assert book.open_orders(api_key) == []
+
+
+async def test_pause_cancels_a_grids_resting_orders_and_resume_places_them_again(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
+    strategy_id = await allocate_grid(strata)
+    await wait_until(lambda: len(book.open_orders(api_key)) == 2)
+    ladder = sorted((o.side, o.price, o.amount) for o in book.open_orders(api_key))
+    await strata.send(USER, f"/pause {strategy_id}")
+    paused = await strata.next_reply(USER, contains="paused", timeout=15)
+    assert "Cancelled 2 resting orders" in paused.plain_text and "/resume" in paused.plain_text
+    assert book.open_orders(api_key) == []
+    await strata.send(USER, "/status")
+    status = await strata.next_reply(USER, contains="Your strategies")
+    assert "paused" in status.plain_text and "open orders: 0" in status.plain_text
+    await strata.send(USER, f"/resume {strategy_id}")
+    await strata.next_reply(USER, contains="running again")
+    await wait_until(lambda: len(book.open_orders(api_key)) == 2)
+    assert sorted((o.side, o.price, o.amount) for o in book.open_orders(api_key)) == ladder
+    await asyncio.sleep(1.0)  # a poll or two later: still exactly the ladder, nothing doubled
+    assert len(book.open_orders(api_key)) == 2
+
+
+# --- engine level: an order whose fate cannot be known yet -------------------------------------------------
+
+
+async def test_panic_says_when_an_order_cannot_be_confirmed_yet_then_cancels_it_and_alerts_once(
+    fake_exchanges, tmp_path
+):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("late", "secret", balances={"USDT": "1000"})
+    book.hang_seconds = 2.0  # the first buy's request reaches the venue 2 s late, after the client gave up
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, timeout_ms=600, unknown_grace_seconds=4.0)
+    try:
+        await world.connect(21, "binance", "late", "secret")
+        book.inject("timeout", path="/api/v3/order", method="POST")
+        await world.allocate(21, "binance", "grid", "500", "BTC/USDT", low="40000", high="60000", levels="5")
+        await world.engine.settle()
+        assert sorted(r["status"] for r in await world.orders()) == ["open", "unknown"]
+        assert len(book.open_orders("late")) == 1  # the second buy; the first is still on its way
+
+        result = await world.service.panic(21)
+        assert (result.paused, result.canceled, result.unconfirmed) == (1, 1, 1)
+
+        async def resolved() -> bool:
+            return bool(await world.alerts("info")) and not await world.store.orders.in_states(LIVE)
+
+        await wait_for(resolved, timeout=15)
+        assert book.open_orders("late") == []
+        assert sorted(o.status for o in book.all_orders("late")) == ["canceled", "canceled"]
+        [alert] = await world.alerts("info")
+        assert "cancelled" in alert["text"] and "40000" in alert["text"]
+        for _ in range(3):
+            await world.engine.poll_once()
+        await asyncio.sleep(0.5)
+        assert len(await world.alerts("info")) == 1
+    finally:
+        await world.close()
+
+
+async def test_an_unconfirmed_market_buy_that_filled_is_reported_as_bought_and_kept(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("late-dca", "secret", balances={"USDT": "1000"})
+    book.hang_seconds = 2.0
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, timeout_ms=600, unknown_grace_seconds=4.0)
+    try:
+        await world.connect(22, "binance", "late-dca", "secret")
+        book.inject("timeout", path="/api/v3/order", method="POST")
+        strategy_id = await world.allocate(22, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        await world.engine.settle()
+        assert [r["status"] for r in await world.orders()] == ["unknown"]
+        pause = await world.service.pause(22, strategy_id)
+        assert pause.unconfirmed == 1
+
+        async def resolved() -> bool:
+            return bool(await world.alerts("info"))
+
+        await wait_for(resolved, timeout=15)
+        [alert] = await world.alerts("info")
+        assert "filled" in alert["text"] and "0.0004 BTC" in alert["text"]
+        assert [r["status"] for r in await world.orders()] == ["closed"]
+        assert len(await world.store.orders.fills_for_strategy(strategy_id)) == 1
+        assert (await world.store.strategies.get(strategy_id)).status == "paused"
+    finally:
+        await world.close()
+
+
+async def test_an_order_not_found_within_the_grace_is_not_trusted_gone_until_the_grace_passed(
+    fake_exchanges, tmp_path
+):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("lost", "secret", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, unknown_grace_seconds=1.5)
+    try:
+        await world.connect(23, "binance", "lost", "secret")
+        book.inject("server_error", path="/api/v3/order", method="POST")  # 503: did it get there? (no)
+        strategy_id = await world.allocate(23, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        await world.engine.settle()
+        assert [r["status"] for r in await world.orders()] == ["unknown"]
+        stopped = await world.service.stop(23, strategy_id, sell=False)
+        assert stopped.unconfirmed == 1
+        started = asyncio.get_running_loop().time()
+
+        async def resolved() -> bool:
+            return bool(await world.alerts("info"))
+
+        await wait_for(resolved, timeout=10)
+        assert asyncio.get_running_loop().time() - started >= 1.0  # trusted only once the grace passed
+        [alert] = await world.alerts("info")
+        assert "never reached" in alert["text"]
+        assert [r["status"] for r in await world.orders()] == ["canceled"]
+        assert book.all_orders("lost") == []  # and a stopped strategy's order is never sent again
+        await asyncio.sleep(timedelta(seconds=0.5).total_seconds())
+        assert book.all_orders("lost") == []
+    finally:
+        await world.close()
