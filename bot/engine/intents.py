@@ -69,7 +69,7 @@ class OrderDesk:
         self.ctx = ctx
         self.unknown_grace = UNKNOWN_GRACE
         self.intent_stale = INTENT_STALE
-        #: When each order's send ended with an unknown outcome (in this process).
+        #: When each order's create request may last have left (its send started, or ended with an unknown outcome).
         self._unknown_since: dict[int, datetime] = {}
         #: Tells whether a strategy is running now (its own run is then sending its intents).
         self.is_running: Callable[[int], bool] = lambda strategy_id: False
@@ -82,7 +82,7 @@ class OrderDesk:
         self.started_at = utc_now()
         #: Per strategy, the orders whose send is under way (registered under the strategy's lock).
         self._in_flight: dict[int, set[int]] = {}
-        #: Orders whose create request was started by this process.
+        #: Orders whose create request this process started and whose row may not say so yet.
         self._attempted: set[int] = set()
         self._sends_changed = asyncio.Condition()
 
@@ -106,6 +106,8 @@ class OrderDesk:
             return
         try:
             await self._send(order, account)
+            # Ended normally: the row now tells how (a send that raised keeps its `_attempted` mark).
+            self._attempted.discard(order.id)
         finally:
             await self._send_ended(order)
 

@@ -436,6 +436,9 @@ class Engine:
             account = await self.store.accounts.get(order.account_id)
             if account is None or account.status != "active" or self.desk.in_flight(order):
                 return
+            strategy = await self.store.strategies.get(order.strategy_id)
+            if strategy is None or strategy.status == ACTIVE:
+                return  # resumed meanwhile: the order is its again, the poller resolves it; alerted once ended
             try:
                 await self.desk.cancel(order, account)
             except (ExchangeFailure, CredentialsMissing) as failure:
