@@ -138,6 +138,36 @@ async def test_pause_cancels_a_grids_resting_orders_and_resume_places_them_again
     assert len(book.open_orders(api_key)) == 2
 
 
+async def test_panic_says_an_order_is_unconfirmed_then_alerts_once_how_it_ended(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
+    book.inject("server_error", path="/api/v3/order", method="POST")  # 503: placed or not? (it was not)
+    await strata.send(USER, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
+    summary = await strata.next_reply(USER, contains="Allocation summary")
+    await strata.press(USER, summary, "Confirm allocation")
+    await strata.next_reply(USER, contains="is running")
+
+    async def unknown() -> bool:
+        return [o.status for o in await strata.runtime.store.orders.in_states(LIVE)] == ["unknown"]
+
+    await wait_for(unknown, timeout=10)
+    await strata.send(USER, "/panic")
+    confirm = await strata.next_reply(USER, contains="Pause")
+    await strata.press(USER, confirm, "Confirm panic")
+    done = await strata.next_reply(USER, contains="Paused", timeout=20)
+    assert "cancelled 0 open order" in done.plain_text
+    assert "1 order could not be confirmed yet" in done.plain_text and "will tell you" in done.plain_text
+    # Believed absent only once the venue's receive window has passed; then told once, and never sent.
+    alert = await strata.next_reply(USER, contains="never reached the exchange", timeout=30)
+    assert "DCA" in alert.plain_text and "paused by /panic" in alert.plain_text
+    await asyncio.sleep(2)
+    told = [m for m in strata.tg.sent if m.chat_id == USER and "never reached" in (m.text or "")]
+    assert len(told) == 1
+    assert book.all_orders(api_key) == []
+    assert await no_live_orders(strata)
+
+
 # --- engine level: an order whose fate cannot be known yet -------------------------------------------------
 
 
