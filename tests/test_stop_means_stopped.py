@@ -264,3 +264,33 @@ async def test_an_order_not_found_within_the_grace_is_not_trusted_gone_until_the
         assert book.all_orders("lost") == []
     finally:
         await world.close()
+
+
+async def test_a_watched_order_survives_a_restart_and_is_alerted_exactly_once(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("restart", "secret", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, unknown_grace_seconds=60)
+    try:
+        await world.connect(24, "binance", "restart", "secret")
+        book.inject("server_error", path="/api/v3/order", method="POST")
+        await world.allocate(24, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        await world.engine.settle()
+        assert (await world.service.panic(24)).unconfirmed == 1
+    finally:
+        await world.close()  # the bot stops before the order is resolved
+
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, unknown_grace_seconds=1.0)
+    try:
+        async def alerted() -> bool:
+            return bool(await world.alerts("info"))
+
+        await wait_for(alerted, timeout=10)
+        await asyncio.sleep(1.5)
+        [alert] = await world.alerts("info")
+        assert "never reached" in alert["text"]
+        assert [r["status"] for r in await world.orders()] == ["canceled"]
+        assert await world.store.order_watches.pending() == []
+        assert book.all_orders("restart") == []  # found absent: a paused strategy's order is not sent again
+    finally:
+        await world.close()

@@ -389,7 +389,8 @@ class Engine:
                 await self.store.order_watches.add(order.id, reason)
                 self._ensure_watcher()
             result += Cancellation(
-                canceled=outcome == CANCELLED, filled=outcome == FILLED, unconfirmed=outcome == NOT_CONFIRMED
+                canceled=int(outcome == CANCELLED), filled=int(outcome == FILLED),
+                unconfirmed=int(outcome == NOT_CONFIRMED),
             )
         return result
 
@@ -398,8 +399,9 @@ class Engine:
         a few seconds: an unconfirmed order is resolved by then. False if some are still live (unreachable)."""
         deadline = time.monotonic() + self.desk.unknown_grace.total_seconds() + SETTLE_MARGIN_SECONDS
         while await self.store.orders.in_states(LIVE, account_id=account_id):
-            if time.monotonic() >= deadline:
-                return False
+            account = await self.store.accounts.get(account_id)
+            if time.monotonic() >= deadline or account is None or account.status != "active":
+                return False  # (a key the exchange rejected cannot resolve anything: no use waiting)
             self._ensure_watcher()
             await asyncio.sleep(min(WATCH_SECONDS, self.poll_interval) / 2)
         return True
