@@ -224,3 +224,28 @@ def test_open_buys_plus_net_spent_never_exceed_the_budget(start, length, total, 
     replay = Replay(total=total, fee_rate=Decimal(fee_rate), fee_in_base=fee_in_base)
     replay.run(kraken_1m()[start: start + length])
     assert replay.spent + replay.reserved <= total
+
+
+def test_a_ladder_cancelled_unfilled_by_a_pause_is_placed_again_whole_on_resume():
+    candle = kraken_1m()[0]
+    budget = Budget(Decimal(700))
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), budget, PARAMS)
+    state = ladder.state
+    for order in ladder.orders:  # /pause cancels every resting buy; the engine reports each closed unfilled
+        state = GRID.on_fill(state, Fill(order.tag, SYMBOL, "buy", Decimal(0), order.price, closed=True), PARAMS).state
+    again = GRID.decide(snapshot(candle), state, budget, PARAMS)
+    assert [(o.side, o.price, o.amount) for o in again.orders] == [(o.side, o.price, o.amount) for o in ladder.orders]
+    assert {o.tag for o in again.orders}.isdisjoint(o.tag for o in ladder.orders)  # new client order ids
+
+
+def test_a_sell_cancelled_after_a_partial_fill_places_the_rest_again():
+    candle = kraken_1m()[0]
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)), PARAMS)
+    buy = ladder.orders[3]
+    state = GRID.on_fill(ladder.state, Fill(buy.tag, SYMBOL, "buy", buy.amount, buy.price), PARAMS).state
+    armed = GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS)
+    [sell] = armed.orders
+    third = sell.amount / 3
+    state = GRID.on_fill(armed.state, Fill(sell.tag, SYMBOL, "sell", third, sell.price, closed=True), PARAMS).state
+    [rest] = GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS).orders
+    assert (rest.side, rest.price, rest.amount) == ("sell", sell.price, sell.amount - third)
