@@ -294,3 +294,33 @@ async def test_a_watched_order_survives_a_restart_and_is_alerted_exactly_once(fa
         assert book.all_orders("restart") == []  # found absent: a paused strategy's order is not sent again
     finally:
         await world.close()
+
+
+async def test_a_stop_sale_whose_answer_is_lost_is_said_unconfirmed_then_alerted_when_it_filled(
+    fake_exchanges, tmp_path
+):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("sale", "secret", balances={"USDT": "1000"})
+    book.hang_seconds = 2.0
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, timeout_ms=600, unknown_grace_seconds=4.0)
+    try:
+        await world.connect(25, "binance", "sale", "secret")
+        strategy_id = await world.allocate(25, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        await world.engine.settle()
+        assert [r["status"] for r in await world.orders()] == ["closed"]
+        book.inject("timeout", path="/api/v3/order", method="POST")  # the sale lands 2 s late, its answer lost
+        summary = await world.service.stop(25, strategy_id, sell=True)
+        assert summary.sold == {}
+        assert any("could not be confirmed yet" in e and "kept" not in e for e in summary.errors)
+
+        async def alerted() -> bool:
+            return bool(await world.alerts("info"))
+
+        await wait_for(alerted, timeout=15)
+        [alert] = await world.alerts("info")
+        sells = [t for t in book.trades("sale") if t.side == "sell"]
+        assert len(sells) == 1 and f"It filled: sold {sells[0].amount.normalize():f} BTC" in alert["text"]
+        assert [r["status"] for r in await world.orders()] == ["closed", "closed"]
+    finally:
+        await world.close()

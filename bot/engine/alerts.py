@@ -97,9 +97,10 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
         "confirm then is now settled."
     ]
     verb = "bought" if order.side == "buy" else "sold"
+    closing = order.tag.startswith("stop:")  # /stop's own sale, not an order it cancels
     if order.status == CLOSED:
-        lines.append(f"It had filled before it could be cancelled: {verb} {fmt(order.filled)} {escape(base)} "
-                     f"for {fmt(order.filled_cost, 2)} {escape(quote)}.")
+        lines.append(f"{'It filled' if closing else 'It had filled before it could be cancelled'}: {verb} "
+                     f"{fmt(order.filled)} {escape(base)} for {fmt(order.filled_cost, 2)} {escape(quote)}.")
     elif order.exchange_order_id is not None:
         lines.append("It is cancelled on the exchange" + (
             f"; {fmt(order.filled)} {escape(base)} had filled before ({verb} for {fmt(order.filled_cost, 2)} "
@@ -107,7 +108,7 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
         ))
     else:
         lines.append("It never reached the exchange: nothing was placed.")
-    if order.filled > 0:
+    if order.filled > 0 and not closing:
         lines.append(
             f"/resume {strategy.id} carries on from there." if strategy.status == "paused"
             else "The strategy is stopped: Strata leaves this as it is in your account."

@@ -59,6 +59,8 @@ OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
 SEND_WAIT_SECONDS = 30.0
 #: How often watched orders are looked up again until each is resolved.
 WATCH_SECONDS = 1.0
+#: `place_now`'s answer for an order whose fate is not known yet.
+UNCONFIRMED_ORDER = "could not be confirmed yet; I keep checking and will tell you how it ends"
 #: How long past the receive window /disconnect waits for its unconfirmed orders to be resolved.
 SETTLE_MARGIN_SECONDS = 5.0
 
@@ -470,7 +472,8 @@ class Engine:
     async def place_now(self, strategy_id: int, desired: DesiredOrder) -> str | None:
         """Place one order for a strategy outside its decisions (/stop's sell) through an intent.
 
-        Returns None when it was sent, or why it was not (too small to place, no price, exchange refusal).
+        Returns None when it was sent, or why it was not (too small to place, no price, exchange refusal), or
+        `UNCONFIRMED_ORDER` when its fate is not known yet (it is watched: the user is alerted once it ends).
         """
         store = self.store
         strategy = await store.strategies.get(strategy_id)
@@ -502,6 +505,10 @@ class Engine:
         order = await store.orders.get(order_id)
         await self.desk.send(order, account, closing=True)
         order = await store.orders.get(order_id)
-        if order is not None and order.status in ("rejected", "unknown"):
+        if order is not None and order.status == UNKNOWN:
+            await self.store.order_watches.add(order.id, "stopped by you")
+            self._ensure_watcher()
+            return UNCONFIRMED_ORDER
+        if order is not None and order.status in ("rejected", "canceled"):
             return order.error or f"the order is {order.status}"
         return None

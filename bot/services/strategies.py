@@ -18,7 +18,7 @@ from typing import Any
 
 from bot.engine.pnl import compute
 from bot.engine.risk import Ledger, allocation_headroom
-from bot.engine.scheduler import Cancellation
+from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
@@ -473,6 +473,8 @@ class StrategyService:
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
                 sold[asset.asset] = amount
+            elif problem == UNCONFIRMED_ORDER:
+                errors.append(f"{asset.asset}: the {side} at market {problem}")
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
         return errors
