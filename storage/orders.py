@@ -189,12 +189,12 @@ class OrderRepository:
         rows = await self._db.fetchall("SELECT trade_key FROM fills WHERE order_id = ?", (order_id,))
         return {r["trade_key"] for r in rows}
 
-    async def fills_for_strategy(self, strategy_id: int) -> list[StrategyFill]:
-        rows = await self._db.fetchall(
+    async def fills_for_strategy(self, strategy_id: int, tx: Transaction | None = None) -> list[StrategyFill]:
+        sql = (
             "SELECT f.*, o.symbol AS symbol FROM fills f JOIN orders o ON o.id = f.order_id "
-            "WHERE f.strategy_id = ? ORDER BY f.id",
-            (strategy_id,),
+            "WHERE f.strategy_id = ? ORDER BY f.id"
         )
+        rows = await (tx.fetchall(sql, (strategy_id,)) if tx is not None else self._db.fetchall(sql, (strategy_id,)))
         return [StrategyFill(fill=_fill(r), symbol=r["symbol"], fee_quote=Decimal(r["fee_quote"]),
                              profit=dec(r["profit"])) for r in rows]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
+from bot.engine.pnl import AssetPnl, FillEffect
 from storage.models import Strategy
 
 KIND_TITLES = {"dca": "DCA", "grid": "Grid", "rebalance": "Rebalance", "trend": "Trend"}
@@ -41,18 +42,44 @@ def fill_text(
     used: Decimal,
     partial: bool,
     profit: Decimal | None = None,
+    futures: FillEffect | None = None,
 ) -> str:
+    """A fill's alert; a futures fill also says the position it left and the P&L realised, as the venue books."""
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b>: {'partial fill' if partial else 'filled'}",
         f"{verb} {fmt(amount)} {escape(base)} at {fmt(price)} {escape(quote)} "
         f"(value {fmt(cost, 2)} {escape(quote)}, fee {fmt(fee)} {escape(fee_currency or quote)})",
-        f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
-        f"{escape(strategy.quote)}",
     ]
+    if futures is not None:
+        lines += [
+            f"Position: {position_text(futures.asset, quote)}",
+            f"Realised P&amp;L net of fees: {signed(futures.realised)} {escape(quote)} on this fill, "
+            f"{signed(futures.total_realised)} {escape(quote)} in total",
+        ]
+    lines.append(
+        f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
+        f"{escape(strategy.quote)}"
+    )
     if profit is not None:
         lines.append(f"Round trip profit: {'+' if profit >= 0 else ''}{fmt(profit, 2)} {escape(quote)}")
     return "\n".join(lines)
+
+
+def signed(value: Decimal) -> str:
+    """A money figure with its sign, to the cent: +12.5, -3.07, 0."""
+    text = fmt(value, 2)
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
+def position_text(position: AssetPnl, quote: str) -> str:
+    """A futures position in words: "short 0.003 BTC at entry 45000 USDT", or "flat"."""
+    if position.held == 0 or position.entry_price is None:
+        return "flat"
+    return (
+        f"{position.side} {fmt(abs(position.held))} {escape(position.asset)} at entry "
+        f"{fmt(position.entry_price, 8)} {escape(quote)}"
+    )
 
 
 def pause_text(strategy: Strategy, reason: str) -> str:

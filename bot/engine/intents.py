@@ -21,6 +21,7 @@ from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
 from bot.engine.fills import Recorded, fee_from_trades, fee_value, new_fill, order_status, quote_fee
+from bot.engine.pnl import effect_of_last, is_contract
 from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
@@ -317,6 +318,11 @@ class OrderDesk:
                     spent, received = fill.cost + charged, ZERO
                 else:
                     spent, received = ZERO, fill.cost - charged
+                futures = None
+                if is_contract(order.symbol):
+                    # A futures fill puts up or releases margin and realises P&L: booked as the venue does.
+                    futures = effect_of_last(await store.orders.fills_for_strategy(strategy.id, tx), quote)
+                    spent, received = futures.spent, futures.received
                 await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received,
                                                      fees=fill.fee_quote)
                 update = kind.on_fill(state, Fill(
@@ -332,7 +338,7 @@ class OrderDesk:
                     text = fill_text(
                         strategy, side=fill.side, amount=fill.amount, base=base, price=fill.price, quote=quote,
                         cost=fill.cost, fee=fill.fee, fee_currency=fill.fee_currency, used=used,
-                        partial=status != CLOSED, profit=update.profit,
+                        partial=status != CLOSED, profit=update.profit, futures=futures,
                     )
                     if chat is not None:
                         await store.outbox.enqueue(

@@ -145,9 +145,9 @@ class FillEffect:
     asset: AssetPnl
 
 
-def effect_of_last(fills: Sequence[StrategyFill], quote: str) -> FillEffect:
-    """The effect of `fills[-1]` on a strategy whose earlier fills are `fills[:-1]` (oldest first)."""
-    before, after = compute(fills[:-1], quote), compute(fills, quote)
+def effect_of_last(fills: Sequence[StrategyFill], quote: str, count: int = 1) -> FillEffect:
+    """The effect of the last `count` fills (of one order) on a strategy whose fills are `fills`, oldest first."""
+    before, after = compute(fills[:-count], quote), compute(fills, quote)
     asset = fills[-1].symbol.split("/")[0]
     return FillEffect(
         spent=after.invested - before.invested,
