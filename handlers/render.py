@@ -108,6 +108,13 @@ def _pnl(value: Decimal | None, quote: str) -> str:
     return f"{sign}{fmt_amount(value.quantize(Decimal('0.01')))} {esc(quote)}"
 
 
+def _position(amount: Decimal, asset: str) -> str:
+    """A signed futures position in words: "short 0.003 BTC", "long 0.01 BTC", "flat"."""
+    if amount == 0:
+        return "flat"
+    return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount))} {esc(asset)}"
+
+
 def status_lines(s) -> list[str]:
     state = {"active": "▶️ running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped"}
     head = f"<b>#{s.id} {esc(s.title)}</b> {esc(s.symbol)} on {esc(s.account_label)} — {state.get(s.status, s.status)}"
@@ -119,7 +126,11 @@ def status_lines(s) -> list[str]:
         f"  budget {fmt_amount(s.budget)} {esc(s.quote)}: used {fmt_amount(s.used.quantize(cents))}, "
         f"reserved {fmt_amount(s.reserved.quantize(cents))}, left {fmt_amount(s.left.quantize(cents))}"
     )
-    if s.holdings:
+    if s.futures:
+        entry = "" if s.entry_price is None else f" at entry {fmt_amount(s.entry_price.quantize(cents))}"
+        positions = [f"{_position(amount, asset)}{entry}" for asset, amount in s.holdings.items()]
+        lines.append(f"  position {', '.join(positions) or 'flat'}")
+    elif s.holdings:
         held = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.holdings.items())
         lines.append(f"  holds {held}")
     if s.average_buy_price is not None:
@@ -154,16 +165,26 @@ def stop_text(summary) -> str:
     if summary.canceled:
         lines.append(f"Cancelled {summary.canceled} open order(s).")
     for asset, amount in summary.sold.items():
-        lines.append(f"Sold {fmt_amount(amount)} {esc(asset)} at market.")
+        if summary.futures:
+            lines.append(f"Closed the {_position(amount, asset)} position at market.")
+        else:
+            verb = "Sold" if amount > 0 else "Bought back"
+            lines.append(f"{verb} {fmt_amount(abs(amount))} {esc(asset)} at market.")
     for asset, amount in summary.kept.items():
         if asset not in summary.sold:
-            lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
-    lines += [
-        f"Invested {fmt_amount(summary.invested.quantize(Decimal('0.01')))} {q}, "
-        f"returned {fmt_amount(summary.returned.quantize(Decimal('0.01')))} {q}, "
-        f"fees {fmt_amount(summary.fees.quantize(Decimal('0.0001')))} {q}.",
-        f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.",
-    ]
+            if summary.futures:
+                lines.append(f"Kept the {_position(amount, asset)} position open.")
+            else:
+                lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
+    fees = fmt_amount(summary.fees.quantize(Decimal("0.0001")))
+    if summary.futures:  # buy cost and sale proceeds mean nothing for a short: the venue's P&L says it all
+        lines.append(f"Fees {fees} {q}.")
+    else:
+        lines.append(
+            f"Invested {fmt_amount(summary.invested.quantize(Decimal('0.01')))} {q}, "
+            f"returned {fmt_amount(summary.returned.quantize(Decimal('0.01')))} {q}, fees {fees} {q}."
+        )
+    lines.append(f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.")
     lines += [f"⚠️ {esc(e)}" for e in summary.errors]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bot.engine.pnl import compute
+from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, allocation_headroom
 from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
@@ -95,12 +95,14 @@ class StrategyStatus:
     note: str | None  # the strategy's own last word ("waiting: next buy at …")
     budget: Decimal
     quote: str
-    used: Decimal  # net spent: buys + fees − sale proceeds
+    used: Decimal  # net spent: buys + fees − sale proceeds (futures: margin at 1x − realised P&L net of fees)
     reserved: Decimal  # held by open orders
     left: Decimal
     open_orders: int
-    holdings: Mapping[str, Decimal]
-    average_buy_price: Decimal | None
+    holdings: Mapping[str, Decimal]  # futures: the signed position (short < 0)
+    average_buy_price: Decimal | None  # spot only
+    futures: bool
+    entry_price: Decimal | None  # futures: the open position's average entry, as the venue shows it
     realised_pnl: Decimal
     unrealised_pnl: Decimal | None
     fees: Decimal
@@ -129,12 +131,13 @@ class StopSummary:
     quote: str
     canceled: int
     sold: Mapping[str, Decimal]  # asset → amount sold at market by the stop
-    kept: Mapping[str, Decimal]  # asset → amount left held
-    invested: Decimal
-    returned: Decimal
+    kept: Mapping[str, Decimal]  # asset → amount left held (futures: signed position left open)
+    invested: Decimal  # spot: buys with fees; futures: margin put up at 1x with fees (not shown)
+    returned: Decimal  # spot: sales less fees; futures: margin released plus P&L (not shown)
     fees: Decimal
     realised_pnl: Decimal
     errors: tuple[str, ...] = field(default_factory=tuple)
+    futures: bool = False  # `sold` is then the position closed: negative for a short bought back
 
 
 class StrategyService:
@@ -342,8 +345,9 @@ class StrategyService:
                 if ticker.last is not None:
                     prices[asset] = ticker.last
         used = strategy.spent - strategy.received
-        main = strategy.symbol.split("/")[0]
-        average = pnl.assets[main].average_buy_price if main in pnl.assets else None
+        main = pnl.assets.get(strategy.symbol.split("/")[0])
+        futures = is_contract(strategy.symbol)
+        average = main.average_buy_price if main is not None and not futures else None
         return StrategyStatus(
             id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
@@ -351,7 +355,8 @@ class StrategyService:
             note=await self._store.strategies.note(strategy.id), budget=strategy.budget, quote=strategy.quote,
             used=used, reserved=reserved, left=max(ZERO, strategy.budget - used - reserved),
             open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
-            average_buy_price=_q8(average), realised_pnl=_q8(pnl.realised),
+            average_buy_price=_q8(average), futures=futures,
+            entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(pnl.realised),
             unrealised_pnl=_q8(pnl.unrealised(prices)),
             fees=pnl.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
@@ -406,8 +411,9 @@ class StrategyService:
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=canceled, sold=sold,
-            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0}, invested=pnl.invested,
-            returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised, errors=tuple(errors),
+            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0 or (a.contract and a.held != 0)},
+            invested=pnl.invested, returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised,
+            errors=tuple(errors), futures=is_contract(strategy.symbol),
         )
 
     async def stop_account_strategies(self, account_id: int) -> int:
@@ -453,7 +459,7 @@ class StrategyService:
                                    reduce_only=account.venue in FUTURES_VENUES)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                sold[asset.asset] = amount
+                sold[asset.asset] = amount if side == "sell" else -amount
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
         return errors
