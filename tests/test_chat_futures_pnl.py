@@ -99,6 +99,8 @@ async def test_a_futures_trend_long_short_flat_reports_the_wallets_realised_pnl_
     assert figure(status, "realised") == cents(realised_by_venue()), status
     assert figure(status, "unrealised") == cents(book.unrealized_pnl(position())) > 0, status
     assert "position short 0.003 BTC at entry 45000" in status and "average buy price" not in status
+    margin = abs(position().amount) * position().entry_price  # at leverage 1
+    assert figure(status, "used") == cents(margin - realised_by_venue()) <= 200, status  # the short is not income
 
     # /stop and close the position: flat on the venue, and the summary reports the wallet's figure.
     await strata.send(USER, f"/stop {strategy.id}")
