@@ -130,7 +130,7 @@ class StopSummary:
     title: str
     quote: str
     canceled: int
-    sold: Mapping[str, Decimal]  # asset → amount sold at market by the stop
+    sold: Mapping[str, Decimal]  # asset → amount sold at market by the stop (negative: bought back)
     kept: Mapping[str, Decimal]  # asset → amount left held (futures: signed position left open)
     invested: Decimal  # spot: buys with fees; futures: margin put up at 1x with fees (not shown)
     returned: Decimal  # spot: sales less fees; futures: margin released plus P&L (not shown)
