@@ -31,6 +31,7 @@ from decimal import Decimal
 from storage.orders import StrategyFill
 
 ZERO = Decimal(0)
+FEE_SHARE_STEP = Decimal("1e-12")
 
 
 def is_contract(symbol: str) -> bool:
@@ -188,7 +189,8 @@ def _contract_fill(book: _Book, item: StrategyFill) -> tuple[Decimal, Decimal]:
     opening = fill.amount - closing
     entry = book.cost / abs(old) if old != 0 else ZERO
     gain = (fill.price - entry) * closing * (1 if old > 0 else -1)
-    closing_fee = fee * closing / fill.amount if fill.amount else ZERO
+    # A flip's fee is shared by its two parts pro rata (to 1e-12, so the ledger keeps short numbers).
+    closing_fee = (fee * closing / fill.amount).quantize(FEE_SHARE_STEP) if fill.amount else ZERO
     book.realised += gain - fee
     book.held = old + change
     book.cost = entry * (abs(old) - closing) + fill.price * opening
