@@ -202,3 +202,32 @@ async def test_trend_on_futures_closes_a_short_that_holds_its_whole_budget_and_b
         assert strategy.spent - strategy.received <= strategy.budget
     finally:
         await world.close()
+
+
+async def test_a_futures_ledger_booked_the_old_way_is_rebooked_from_the_fills_at_start_up(fake_exchanges, tmp_path):
+    book, world = await _trend_world(fake_exchanges, tmp_path, "old-key")
+    symbol = "BTC/USDT:USDT"
+    try:
+        script_daily(book, symbol, 60000, -500, 45000)  # falling: open a short
+        book.set_price(symbol, "45000")
+        strategy_id = await world.allocate(
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+        )
+        await world.engine.settle()
+        [sale] = book.trades("old-key", symbol)
+        booked = await world.store.strategies.get(strategy_id)
+        # Older versions booked the short's sale as money received: the budget looked unused (and more).
+        async with world.store.db.transaction() as tx:
+            await world.store.strategies.rebook_ledger(
+                tx, strategy_id, spent=Decimal(0), received=sale.cost - sale.fee
+            )
+    finally:
+        await world.close()
+
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        rebooked = await world.store.strategies.get(strategy_id)
+        assert (rebooked.spent, rebooked.received) == (booked.spent, booked.received)
+        assert rebooked.spent - rebooked.received == sale.cost + sale.fee  # the short's margin and its fee
+    finally:
+        await world.close()

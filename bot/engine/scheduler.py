@@ -29,12 +29,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.engine.actions import pause_strategy
 from bot.engine.context import CredentialsMissing, EngineContext, utc_now
 from bot.engine.intents import OrderDesk, client_order_id
+from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
 from bot.exchanges.errors import ExchangeFailure
 from bot.strategies.base import DesiredOrder
 from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
-from storage.strategies import ACTIVE
+from storage.strategies import ACTIVE, HOLDING
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ POLL_BUDGET_SHARE = 0.6
 #: Binance weight of GET /api/v3/openOrders for one symbol, and for all symbols.
 #: Binance's openOrders weight per venue: (per symbol, all symbols at once).
 OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
+#: A stored ledger this close to the one recomputed from the fills is left alone (division rounding only).
+LEDGER_TOLERANCE = Decimal("1e-8")
 
 
 def job_id(strategy_id: int) -> str:
@@ -98,6 +101,7 @@ class Engine:
         self.scheduler.start()
         started = time.monotonic()
         await self.reconcile()
+        await self._rebook_futures_ledgers()
         strategies = await self.store.strategies.list_by_status((ACTIVE,))
         self.ctx.preload_live_orders(await self.store.orders.in_states(LIVE), [s.id for s in strategies])
         for strategy in strategies:
@@ -107,6 +111,22 @@ class Engine:
         logger.info(
             "engine started: %d strategies scheduled in %.2fs", len(strategies), time.monotonic() - started
         )
+
+    async def _rebook_futures_ledgers(self) -> None:
+        """Book every futures strategy's ledger from its fills as margin at 1x and the venue's P&L.
+
+        Older versions booked a short's sale as money received, so its budget looked unused and the next
+        position could take more than the budget; rebooking from the fills is idempotent (no-op once right).
+        """
+        for strategy in await self.store.strategies.list_by_status(HOLDING):
+            if not is_contract(strategy.symbol):
+                continue
+            pnl = compute(await self.store.orders.fills_for_strategy(strategy.id), strategy.quote)
+            if abs(pnl.invested - strategy.spent) + abs(pnl.returned - strategy.received) < LEDGER_TOLERANCE:
+                continue
+            async with self.store.db.transaction() as tx:
+                await self.store.strategies.rebook_ledger(tx, strategy.id, spent=pnl.invested, received=pnl.returned)
+            logger.warning("strategy %s: futures budget ledger rebooked from its fills", strategy.id)
 
     async def shutdown(self) -> None:
         """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
