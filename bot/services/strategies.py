@@ -106,6 +106,8 @@ class StrategyStatus:
     fees: Decimal
     next_run: datetime | None
     fill_poll_seconds: float
+    #: Base amounts held but too small to sell yet (below the venue's step or minimum), per asset.
+    dust: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,7 @@ class StrategyService:
             fees=pnl.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
             fill_poll_seconds=self._engine.effective_poll_interval,
+            dust=_dust(strategy),
         )
 
     # --- control --------------------------------------------------------------------------------------
@@ -492,6 +495,15 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 def _title(strategy: Strategy) -> str:
     return f"{STRATEGIES[strategy.kind].title} #{strategy.id} {strategy.symbol}"
+
+
+def _dust(strategy: Strategy) -> Mapping[str, Decimal]:
+    """What the strategy carries as unsellable dust (its state says; an unreadable state shows none)."""
+    kind = STRATEGIES[strategy.kind]
+    try:
+        return kind.dust(kind.load_state(strategy.state), strategy.symbol)
+    except (KeyError, ValueError, TypeError, ArithmeticError):
+        return {}
 
 
 def _q8(value: Decimal | None) -> Decimal | None:

@@ -69,13 +69,15 @@ class Candle:
 
 @dataclass(frozen=True)
 class MarketInfo:
-    """What a strategy needs to know about one market: its assets and the venue's minimums."""
+    """What a strategy needs to know about one market: its assets, the venue's minimums and amount step."""
 
     symbol: str
     base: str
     quote: str
     amount_min: Decimal | None = None
     cost_min: Decimal | None = None
+    #: The venue's amount step (the gate rounds every amount down to it); None when unknown.
+    amount_step: Decimal | None = None
 
     @classmethod
     def from_ccxt(cls, market: Mapping[str, Any]) -> MarketInfo:
@@ -100,6 +102,18 @@ class MarketInfo:
         if self.amount_min is not None:
             floor = max(floor, self.amount_min * price)
         return floor
+
+    def amount_down(self, amount: Decimal) -> Decimal:
+        """Round a base amount down to the venue's step (as the risk gate will)."""
+        if self.amount_step is None or self.amount_step <= 0:
+            return amount
+        return floor_to(amount, self.amount_step)
+
+    def can_trade(self, amount: Decimal, price: Decimal) -> bool:
+        """Whether an order of this (already stepped) amount at this price meets the venue's minimums."""
+        if amount <= 0 or (self.amount_min is not None and amount < self.amount_min):
+            return False
+        return self.cost_min is None or amount * price >= self.cost_min
 
 
 @dataclass(frozen=True)
@@ -191,7 +205,9 @@ class Fill:
 
     `amount` is the base filled by this event only (0 when an order ends without more fills: cancelled,
     expired, or refused by the risk gate or the venue — report those too, so the strategy can re-arm).
-    `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds.
+    `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds. `refused` says the
+    engine's risk gate refused the order before sending it (`minimum`, `budget`, `unpriced`): the strategy must
+    not simply ask for the same order again, or it would be refused on every run.
     """
 
     tag: str
@@ -202,6 +218,7 @@ class Fill:
     closed: bool = True
     fee: Decimal = ZERO
     fee_currency: str | None = None
+    refused: str | None = None
 
     @property
     def cost(self) -> Decimal:
@@ -275,6 +292,10 @@ class Strategy(ABC):
     @abstractmethod
     def next_run(self, state: Any, params: Params, now: datetime) -> datetime | None:
         """Return when the strategy next wants `decide` called; None: only after fills, or finished."""
+
+    def dust(self, state: Any, symbol: str) -> Mapping[str, Decimal]:
+        """Return the amounts the strategy holds but could not sell (below the venue's step or minimum)."""
+        return {}
 
     @abstractmethod
     def dump_state(self, state: Any) -> dict[str, Any]:
