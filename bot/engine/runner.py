@@ -132,17 +132,18 @@ class StrategyRunner:
                 ledger = Ledger(ledger.budget, ledger.spent, ledger.reserved + verdict.reserve)
                 free[market.quote] = free.get(market.quote, ZERO) - verdict.reserve
 
-        new_state = decision.state
+        new_state, note = decision.state, decision.status
         for desired, why in skipped:
-            new_state = kind.on_fill(new_state, Fill(
+            update = kind.on_fill(new_state, Fill(
                 tag=desired.tag, symbol=desired.symbol, side=desired.side, amount=ZERO,
                 price=desired.price or ZERO, closed=True, refused=why,
-            ), params).state
+            ), params)
+            new_state, note = update.state, update.note or note
         now = self.ctx.clock()
         next_run = kind.next_run(new_state, params, now)
         finished = decision.finished and not approved and not live
         dumped = kind.dump_state(new_state)
-        if not approved and not finished and self._unchanged(strategy, dumped, next_run, decision.status):
+        if not approved and not finished and self._unchanged(strategy, dumped, next_run, note):
             return strategy, account, next_run, []  # a run that changes nothing writes nothing
         order_ids: list[int] = []
         if approved:
@@ -157,12 +158,12 @@ class StrategyRunner:
                 ))
             self.ctx.orders_changed(strategy.id)
             await store.strategies.save_run(
-                tx, strategy.id, state=dumped, next_run=next_run, note=decision.status,
+                tx, strategy.id, state=dumped, next_run=next_run, note=note,
                 ran_at=now if approved else None, finished=finished,
             )
             if finished:
-                await self._finished_alert(tx, strategy, decision.status)
-        self._notes[strategy.id] = decision.status
+                await self._finished_alert(tx, strategy, note)
+        self._notes[strategy.id] = note
         if finished:
             self.ctx.wake_notifier()
         return strategy, account, next_run, order_ids
