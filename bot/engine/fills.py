@@ -74,9 +74,14 @@ def fee_value(
     return fee * rate if rate is not None else ZERO
 
 
+def charged_fee(fee_currency: str | None, fee_quote: Decimal, *, base: str) -> Decimal:
+    """The part of a fee (valued in quote) charged to the budget: all of it unless taken in the base asset."""
+    return ZERO if fee_currency == base else fee_quote
+
+
 def ledger_fee(fill: NewFill, *, base: str) -> Decimal:
-    """The part of a fill's fee charged to the budget: every fee except one taken in the base asset."""
-    return ZERO if fill.fee_currency == base else fill.fee_quote
+    """The part of a fill's fee charged to the budget."""
+    return charged_fee(fill.fee_currency, fill.fee_quote, base=base)
 
 
 def trades_amount(trades: tuple[Trade, ...] | list[Trade]) -> Decimal:
