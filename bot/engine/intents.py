@@ -35,7 +35,7 @@ from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
 from bot.strategies import STRATEGIES
-from bot.strategies.base import Fill
+from bot.strategies.base import REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
 from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, OPEN, REJECTED, UNKNOWN, NewFill
 
@@ -446,9 +446,10 @@ class OrderDesk:
                             silent=strategy.alerts == "silent",
                         )
             if not inserted and ending:
+                rejected = status == REJECTED and order.filled == 0
                 state = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=ZERO, price=order.price or ZERO,
-                    closed=True,
+                    closed=True, refused=REJECTED_BY_VENUE if rejected else None,
                 ), params).state
             if status != order.status or exchange_order_id != order.exchange_order_id or error:
                 await store.orders.set_status(tx, order.id, status, exchange_order_id=exchange_order_id, error=error)

@@ -36,6 +36,8 @@ ZERO = Decimal(0)
 # derived order never exceeds the budget it came from; the engine then applies the venue's precision.
 QUOTE_STEP = Decimal("1e-8")
 AMOUNT_STEP = Decimal("1e-12")
+#: `Fill.refused` of an order the exchange rejected (its send failed for funds or its rules).
+REJECTED_BY_VENUE = "rejected"
 
 
 @dataclass(frozen=True)
@@ -206,8 +208,9 @@ class Fill:
     `amount` is the base filled by this event only (0 when an order ends without more fills: cancelled,
     expired, or refused by the risk gate or the venue — report those too, so the strategy can re-arm).
     `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds. `refused` says the
-    engine's risk gate refused the order before sending it (`minimum`, `budget`, `unpriced`): the strategy must
-    not simply ask for the same order again, or it would be refused on every run.
+    order never traded because it was refused: by the engine's risk gate before sending (`minimum`, `budget`,
+    `unpriced`: the strategy must not simply ask for the same order again, or it would be refused on every run)
+    or by the exchange (`REJECTED_BY_VENUE`, the strategy is then paused with the venue's reason).
     """
 
     tag: str
@@ -336,6 +339,7 @@ def _floor(value: Decimal) -> Decimal:
 __all__ = [
     "AMOUNT_STEP",
     "QUOTE_STEP",
+    "REJECTED_BY_VENUE",
     "ZERO",
     "Budget",
     "Candle",

@@ -21,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from bot.strategies.base import (
+    REJECTED_BY_VENUE,
     ZERO,
     Budget,
     Decision,
@@ -43,7 +44,8 @@ class DcaState:
     last_slot: int = -1
     buys: int = 0
     finished: bool = False
-    refused_slot: int = -1  # the last slot whose buy the risk gate refused (missed, not bought)
+    refused_slot: int = -1  # the last slot whose buy was refused (missed, not bought)
+    refused_why: str = ""  # why: the gate's `minimum`/`budget`/`unpriced`, or the exchange's `rejected`
 
 
 class Dca(Strategy):
@@ -113,12 +115,15 @@ class Dca(Strategy):
         return Decision((order,), new_state, status, finished=last)
 
     def on_fill(self, state: DcaState, fill: Fill, params: Params) -> FillUpdate:
-        # DCA keeps no per-order state: the engine's ledger holds what was spent and bought. Only a buy the
-        # gate refused (reported before anything was stored) undoes what `decide` counted for it.
+        # DCA keeps no per-order state: the engine's ledger holds what was spent and bought. Only a buy that
+        # was refused (by the gate, or by the exchange) undoes what `decide` counted for it.
         if fill.refused is None or fill.tag != f"dca:slot:{state.last_slot}":
             return FillUpdate(state)
-        undone = replace(state, buys=max(0, state.buys - 1), refused_slot=state.last_slot)
-        if state.finished:
+        undone = replace(state, buys=max(0, state.buys - 1), refused_slot=state.last_slot, refused_why=fill.refused)
+        if fill.refused == REJECTED_BY_VENUE:
+            # The exchange refused it: the strategy is paused with the venue's reason; the next slot buys.
+            undone = replace(undone, finished=False)
+        if undone.finished:
             return FillUpdate(undone, note="finished: what is left of the budget buys less than the market minimum")
         next_buy = self._slot_time(state, params, state.last_slot + 1)
         return FillUpdate(undone, note=_missed(undone, next_buy))
@@ -140,6 +145,7 @@ class Dca(Strategy):
             "buys": state.buys,
             "finished": state.finished,
             "refused_slot": state.refused_slot,
+            "refused_why": state.refused_why,
         }
 
     def load_state(self, data: Mapping[str, Any]) -> DcaState:
@@ -149,12 +155,22 @@ class Dca(Strategy):
             buys=int(data["buys"]),
             finished=bool(data["finished"]),
             refused_slot=int(data.get("refused_slot", -1)),
+            refused_why=str(data.get("refused_why", "")),
         )
 
 
+_REFUSALS = {
+    "minimum": "below the market minimum at that price, once rounded to the exchange's step",
+    "budget": "not enough budget left",
+    "unpriced": "no price for the market",
+    REJECTED_BY_VENUE: "the exchange rejected it",
+}
+
+
 def _missed(state: DcaState, next_buy: datetime) -> str:
-    return (f"slot {state.refused_slot} missed: its buy was refused (below the market minimum at that price, "
-            f"once rounded to the exchange's step); next buy at {next_buy:%Y-%m-%d %H:%M:%S} UTC")
+    why = _REFUSALS.get(state.refused_why, state.refused_why or "refused")
+    return (f"slot {state.refused_slot} missed: its buy was refused ({why}); "
+            f"next buy at {next_buy:%Y-%m-%d %H:%M:%S} UTC")
 
 
 DCA = Dca()

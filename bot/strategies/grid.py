@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from bot.strategies.base import (
     QUOTE_STEP,
+    REJECTED_BY_VENUE,
     ZERO,
     Budget,
     Decision,
@@ -199,7 +200,7 @@ class Grid(Strategy):
         else:
             level = replace(level, sold=level.sold + fill.amount,
                             proceeds=level.proceeds + fill.cost - quote_fee - base_fee * fill.price)
-            if fill.refused is not None and fill.closed:
+            if fill.refused not in (None, REJECTED_BY_VENUE) and fill.closed:
                 # The gate would not send it (below the minimum at today's rules): carry it, re-arm the level.
                 dust += level.bought - level.sold
                 level, profit = _closed(level)
