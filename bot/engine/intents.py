@@ -340,9 +340,13 @@ class OrderDesk:
         return via * usdt_in_quote if usdt_in_quote else None
 
     async def _last_price(self, venue: str, symbol: str) -> Decimal | None:
-        if symbol not in await self.ctx.gateway.symbols(venue):
+        """The last price of a spot pair, or of its linear perpetual on a futures venue (BNB/USDT:USDT)."""
+        listed = await self.ctx.gateway.symbols(venue)
+        quote = symbol.partition("/")[2]
+        market = next((s for s in (symbol, f"{symbol}:{quote}") if s in listed), None)
+        if market is None:
             return None
-        ticker = await self.ctx.gateway.fetch_ticker(venue, symbol)
+        ticker = await self.ctx.gateway.fetch_ticker(venue, market)
         return ticker.last if ticker.last and ticker.last > 0 else None
 
     @contextlib.asynccontextmanager
