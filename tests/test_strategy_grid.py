@@ -290,3 +290,14 @@ def test_a_sell_the_gate_refuses_is_carried_as_dust_and_the_level_rearms_instead
     assert (level.phase, level.open_tag, level.bought) == ("buy", None, Decimal(0))
     again = GRID.decide(snapshot(candle, Decimal(105450)), refused, Budget(Decimal(700)), PARAMS)
     assert [(o.side, o.price) for o in again.orders] == [("buy", LEVELS[3])]
+
+
+def test_a_budget_per_level_that_the_step_rounds_below_the_minimum_stops_instead_of_being_refused_each_run():
+    """10 USDT per level at 104999.9: 0.00009 BTC on Binance's 0.00001 step, 9.45 USDT, below its 10 USDT
+    minimum — the gate would refuse that buy every minute. The grid says so at once, with what a level needs."""
+    params = GRID.parse_params({"low": "104999.9", "high": "107000", "levels": "2"})
+    candle = kraken_1m()[0]
+    decision = GRID.decide(snapshot(candle, market=BINANCE_MARKET), GRID.initial_state(params, candle.ts),
+                           Budget(Decimal(10)), params)
+    assert decision.orders == () and decision.finished
+    assert "below the market minimum of 10.49999" in decision.status

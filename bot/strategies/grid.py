@@ -34,6 +34,7 @@ from bot.strategies.base import (
     DesiredOrder,
     Fill,
     FillUpdate,
+    MarketInfo,
     MarketSnapshot,
     Params,
     Strategy,
@@ -116,8 +117,8 @@ class Grid(Strategy):
             state = self._arm_ladder(state, prices, price, budget)
             if not state.started:
                 return Decision((), state, "waiting: no grid level below the price")
-            dearest = max(p for p, lv in zip(prices, state.levels, strict=True) if lv.phase == "buy")
-            minimum = market.min_cost(dearest) if market else ZERO
+            armed = [p for p, lv in zip(prices, state.levels, strict=True) if lv.phase == "buy"]
+            minimum = max(_smallest_buy(market, p) for p in armed) if market else ZERO
             if state.quote_per_level < minimum or state.quote_per_level <= 0:
                 done = replace(state, finished=True)
                 return Decision(
@@ -150,7 +151,7 @@ class Grid(Strategy):
                 levels[i] = replace(level, open_tag=tag, seq=level.seq + 1, bought=level.sold + amount)
             elif level.phase == "buy" and in_range:
                 cost = min(state.quote_per_level, room)
-                if cost <= 0 or (market and cost < market.min_cost(prices[i])):
+                if cost <= 0 or (market and cost < _smallest_buy(market, prices[i])):
                     continue  # no room yet: a sell must return quote first; retried on the next run
                 tag = f"grid:buy:{i}:{level.seq}"
                 orders.append(DesiredOrder(snapshot.symbol, "buy", "limit", tag,
@@ -258,6 +259,16 @@ class Grid(Strategy):
                 for lv in data["levels"]
             ),
         )
+
+
+def _smallest_buy(market: MarketInfo, price: Decimal) -> Decimal:
+    """The smallest quote a buy at `price` needs so that its amount, rounded down to the venue's step, still meets
+    the market's minimums (what the risk gate checks: anything less would be refused on every run)."""
+    minimum = market.min_cost(price)
+    step = market.amount_step
+    if step is None or step <= 0 or market.can_trade(market.amount_down(minimum / price), price):
+        return minimum
+    return (market.amount_down(minimum / price) + step) * price
 
 
 def _closed(level: GridLevel) -> tuple[GridLevel, Decimal | None]:
