@@ -120,3 +120,36 @@ async def test_a_fee_paid_in_bnb_is_valued_in_quote_and_counted_in_the_ledger(fa
         assert book.request_counts[("GET", "/api/v3/myTrades")] == 0
     finally:
         await world.close()
+
+
+async def test_two_reports_of_one_kraken_order_applied_at_once_record_its_filled_amount_once(fake_exchanges, tmp_path):
+    """Kraken's fills are keyed by the cumulative filled amount: a stale report (half filled) and a fresh one
+    (all filled) applied together must not record the half on top of the whole."""
+    book = fake_exchanges.books["kraken"]
+    book.add_key("kraken-race", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=", balances={"USD": "1000"})
+    book.set_price("BTC/USD", "105717.2")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(USER, "kraken", "kraken-race", "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+        strategy_id = await world.allocate(
+            USER, "kraken", "grid", "100", "BTC/USD", low="100000", high="110000", levels="2"
+        )
+        await world.engine.settle()
+        [venue_order] = book.open_orders("kraken-race")
+        [row] = await world.store.orders.in_states(("open",))
+        account = await world.store.accounts.get(row.account_id)
+        desk = world.engine.desk
+        half = (venue_order.amount / 2).quantize(Decimal("1e-8"))
+        book.fill_partially(venue_order.id, half)
+        stale = await desk.lookup(row, account)
+        book.fill_partially(venue_order.id, venue_order.amount - half)
+        fresh = await desk.lookup(row, account)
+        await asyncio.gather(desk.apply(row.id, account, stale), desk.apply(row.id, account, fresh))
+
+        fills = await world.store.orders.fills_for_strategy(strategy_id)
+        assert sum(f.fill.amount for f in fills) == venue_order.amount
+        trades = book.trades("kraken-race")
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent == sum((t.cost + t.fee for t in trades), Decimal(0))
+    finally:
+        await world.close()
