@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.alerts import fill_text
@@ -281,12 +282,7 @@ class OrderDesk:
                         status = OPEN
                 else:
                     base_filled = order.filled
-                    fill = new_fill(
-                        remote, await self._recorded(order), side=order.side, **await self._valuation(
-                            order, account, [remote.fee_currency] if (remote.fee_cost or ZERO) > 0 else []
-                        ),
-                    )
-                    fills = [fill] if fill is not None else []
+                    fills = await self._cumulative_fills(order, account, remote)
             except ExchangeFailure as failure:
                 await self.on_lookup_failure(account, failure)
                 return
@@ -313,7 +309,16 @@ class OrderDesk:
         fills = [trade_fill(t, side=order.side, **valuation) for t in fresh]
         return fills, order.filled + sum((f.amount for f in fills), ZERO) >= filled
 
-    async def _valuation(self, order: Order, account: Account, fee_currencies: list[str | None]) -> dict:
+    async def _cumulative_fills(self, order: Order, account: Account, remote: VenueOrder) -> list[NewFill]:
+        """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken)."""
+        if (remote.filled or ZERO) <= order.filled:
+            return []
+        fee_currencies = [remote.fee_currency] if (remote.fee_cost or ZERO) > 0 else []
+        valuation = await self._valuation(order, account, fee_currencies)
+        fill = new_fill(remote, await self._recorded(order), side=order.side, **valuation)
+        return [fill] if fill is not None else []
+
+    async def _valuation(self, order: Order, account: Account, fee_currencies: list[str | None]) -> dict[str, Any]:
         """What values an order's fees in quote: its assets, and the price in quote of any third fee currency."""
         base, quote = _assets(order.symbol, "")
         rates: dict[str, Decimal] = {}
