@@ -427,6 +427,7 @@ class OrderDesk:
                 currency = event[0].fee_currency
                 price = cost / amount if amount else ZERO
                 last = number == len(events)
+                amount_before = order.filled + sum((f.amount for e in events[: number - 1] for f in e), ZERO)
                 await store.orders.add_progress(tx, order.id, amount=amount, cost=cost, fee_quote=charged)
                 if order.side == "buy":
                     spent, received = cost + charged, ZERO
@@ -447,7 +448,8 @@ class OrderDesk:
                     text = fill_text(
                         strategy, side=order.side, amount=amount, base=base, price=price, quote=quote,
                         cost=cost, fee=fee, fee_currency=currency, used=used,
-                        partial=status != CLOSED or not last, profit=update.profit,
+                        partial=not last or not (status == CLOSED or _all_filled(order, amount_before + amount)),
+                        profit=update.profit,
                     )
                     if chat is not None:
                         await store.outbox.enqueue(
@@ -475,6 +477,11 @@ class OrderDesk:
     async def _strategy_of(self, order_id: int) -> int:
         row = await self.ctx.store.db.fetchone("SELECT strategy_id FROM orders WHERE id = ?", (order_id,))
         return row["strategy_id"] if row else 0
+
+
+def _all_filled(order: Order, filled: Decimal) -> bool:
+    """Whether an order sized in base has filled in full (its trades can be recorded before its status)."""
+    return order.amount is not None and filled >= order.amount
 
 
 def _assets(symbol: str, fallback_quote: str) -> tuple[str, str]:
