@@ -119,7 +119,8 @@ async def test_a_binance_grid_paying_its_buy_fee_in_btc_completes_three_round_tr
                 return any(o.side == "sell" for o in book.open_orders("base-fee"))
 
             await wait_for(sell_armed, timeout=15)  # generous: the machine may be busy
-            book.set_price("BTC/USDT", "60100")
+            book.set_price("BTC/USDT", "60100")  # the sell fills…
+            book.set_price("BTC/USDT", "55000")  # …and the price comes back into the range: the buy re-arms
             await world.engine.poll_once()
 
             async def buy_rearmed(trip: int = trip) -> bool:
