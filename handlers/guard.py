@@ -8,7 +8,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, MessageHandler, TypeHandler, filters
 
-from bot.redaction import register_secret
+from bot.redaction import register_possible_secret
 from bot.services.intake import looks_like_key
 from handlers.common import Context, runtime
 
@@ -60,7 +60,7 @@ class _StrayKey(filters.MessageFilter):
 
 async def delete_stray_key(update: Update, context: Context) -> None:
     message = update.effective_message
-    register_secret((message.text or message.caption or "").strip())
+    register_possible_secret((message.text or message.caption or "").strip())
     try:
         await message.delete()
         text = STRAY_KEY_DELETED
