@@ -288,7 +288,7 @@ class AccountService:
 
     async def _prove_same_owner(self, account: Account, credentials: Credentials, owner_ref: str | None) -> None:
         """Refuse a key of another exchange account (by uid, else by the account's own orders)."""
-        name = venue_name(account.venue)
+        name = "Binance" if _OWNER_FAMILY[account.venue] == "binance" else venue_name(account.venue)
         if account.owner_ref is not None:
             if owner_ref is None:
                 raise UserError(
