@@ -376,6 +376,8 @@ class Engine:
             try:
                 await self.desk.cancel(order, account)
                 ended += 1
+            except CredentialUnreadable:
+                errors.append(f"{order.symbol} {order.side}: the account's stored key cannot be read (see /accounts)")
             except (ExchangeFailure, CredentialsMissing) as failure:
                 errors.append(f"{order.symbol} {order.side}: {getattr(failure, 'user_message', failure)}")
         return ended, errors
@@ -390,6 +392,8 @@ class Engine:
         account = await store.accounts.get(strategy.account_id) if strategy is not None else None
         if strategy is None or account is None:
             return "the strategy or its account is gone"
+        if account.status != "active":
+            return "the account's API key does not work (see /accounts)"
         try:
             info = await self.gateway.market(account.venue, desired.symbol)
             ticker = await self.gateway.fetch_ticker(account.venue, desired.symbol)

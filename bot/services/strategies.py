@@ -384,8 +384,13 @@ class StrategyService:
         if strategy.status != PAUSED:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not paused.")
         account = await self._store.accounts.get(strategy.account_id)
-        if account is None or account.status != "active":
-            raise UserError("This strategy's exchange key was rejected: connect the account again with /connect.")
+        if account is None:
+            raise UserError("This strategy's account is no longer connected.")
+        if account.status != "active":
+            raise UserError(
+                f"The API key of {account.label} does not work (see /accounts): give it a new key with "
+                f"/connect replace {account.label} first."
+            )
         async with self._store.db.transaction() as tx:
             await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
         await self._engine.resume(strategy.id)
