@@ -339,7 +339,10 @@ class AccountService:
         sealed = await self._store.accounts.credential(account.id)
         if sealed is None:
             raise CredentialUnreadable(f"account {account.id} has no stored credential")
-        return await self._vault.unseal(sealed, user_id=account.user_id, venue=account.venue)
+        creds = await self._vault.unseal(sealed, user_id=account.user_id, venue=account.venue)
+        register_secret(creds.api_key)  # a real key: scrubbed from every log for the life of the process
+        register_secret(creds.secret)
+        return creds
 
     async def rename(self, user_id: int, account_id: int, new_label: str) -> Account:
         account = await self.owned(user_id, account_id)
