@@ -84,8 +84,11 @@ class Disconnected:
     left_open: tuple[LeftOpen, ...]
 
 
-#: The message of an order abandoned when the account's key could not cancel it.
-ABANDONED = "abandoned: key rejected, the account was disconnected (it may still be open on the exchange)"
+#: The error of an order abandoned because the account's key could not cancel it (by the account's status).
+ABANDONED = {
+    KEY_REJECTED: "abandoned: key rejected, the account was disconnected (it may still be open on the exchange)",
+    KEY_UNREADABLE: "abandoned: key unreadable, the account was disconnected (it may still be open on the exchange)",
+}
 #: Venues sharing one exchange account (a Binance uid is the same on spot and USD-M).
 _OWNER_FAMILY = {"binance": "binance", "binanceusdm": "binance", "kraken": "kraken"}
 #: How many of an account's orders the new key must see to prove it is the same exchange account.
@@ -220,8 +223,8 @@ class AccountService:
     async def disconnect_suspended(self, user_id: int, account_id: int) -> Disconnected:
         """Disconnect an account whose key is rejected or unreadable: shred the key, abandon its orders.
 
-        Its key cannot cancel anything, so its live orders end here (`ABANDONED`, releasing their budget
-        reservations) and are returned for the user to cancel on the exchange; the data key is shredded first,
+        Its key cannot cancel anything, so its live orders end here (`ABANDONED`), releasing their budget
+        reservations, and are returned for the user to cancel on the exchange; the data key is shredded first,
         then the rows go. An account whose key works again takes the normal /disconnect instead.
         """
         account = await self.owned(user_id, account_id)
@@ -235,8 +238,9 @@ class AccountService:
         sealed = await self._store.accounts.credential(account.id)
         if sealed is not None:
             await self._vault.shred(sealed.dek_id)
+        error = ABANDONED.get(account.status, ABANDONED[KEY_REJECTED])
         async with self._store.db.transaction() as tx:
-            await self._store.orders.abandon_live(tx, account.id, ABANDONED)
+            await self._store.orders.abandon_live(tx, account.id, error)
             await self._store.accounts.delete(tx, account.id)
         logger.info(
             "user %s disconnected suspended account %s; %d order(s) left on the exchange", user_id, account.id,
