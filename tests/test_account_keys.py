@@ -80,7 +80,11 @@ async def test_a_rejected_key_that_works_again_makes_the_account_active_and_keep
 ):
     account, strategy, api_key, _, _ = await _grid_with_a_revoked_key(strata, fake_exchanges)
     engine = strata.runtime.engine
+    requests = fake_exchanges.books["binance"].requests
+    before = len(requests)
     assert await engine.retry_rejected_keys() == 0  # still revoked: nothing changes, nobody is told
+    tried = [r.path for r in requests[before:] if r.api_key == api_key]
+    assert tried == ["/sapi/v1/account/apiRestrictions"]  # one call of weight 1 per retry of a dead key
     assert (await strata.runtime.store.accounts.get(account.id)).status == "key_rejected"
 
     fake_exchanges.books["binance"].keys[api_key].revoked = False

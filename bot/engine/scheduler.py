@@ -265,6 +265,9 @@ class Engine:
     async def retry_rejected_keys(self) -> int:
         """Try every rejected key again with the checks of /connect; return how many work again.
 
+        A key still refused costs one signed call of the smallest weight (`KeyChecker.authenticates`), so
+        retrying many dead keys never eats the per-IP budget the live accounts trade with.
+
         A key that authenticates, still cannot withdraw and may trade again makes its account active (its
         strategies stay paused until the user resumes them; `key_works_again` tells the user). Any doubt — the
         exchange unreachable, a permission missing — leaves the account as it is until the next try.
@@ -274,6 +277,9 @@ class Engine:
         for account in await self.store.accounts.with_status(KEY_REJECTED):
             try:
                 creds = await self.ctx.credentials(account)
+                if not await checker.authenticates(account.venue, creds):
+                    self.ctx.forget_credentials(account.id)
+                    continue
                 await checker.check_key(account.venue, creds)
             except KeyRejected as rejected:
                 logger.info("account %s: key still refused (%s)", account.id, rejected.reason)

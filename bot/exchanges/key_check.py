@@ -195,6 +195,21 @@ class KeyChecker:
         uid = info.get("uid") if isinstance(info, dict) else None
         return str(uid) if uid not in (None, "") else None
 
+    async def authenticates(self, venue: str, creds: Credentials) -> bool:
+        """Whether a key is accepted again, by the cheapest signed call (a rejected key's slow retry).
+
+        Binance: `apiRestrictions` (weight 1 on the sapi budget, not the spot/futures one trading uses), then
+        only a key that passes it gets the full `check_key`. Kraken counts calls per key, not per IP, and the
+        testnet has no sapi: there the caller runs `check_key` directly. False on any failure (try later).
+        """
+        if venue == "kraken" or self._pool.is_testnet(venue):
+            return True
+        try:
+            await self._once(venue, creds, lambda ex: ex.sapi_get_account_apirestrictions())
+        except ExchangeFailure:
+            return False
+        return True
+
     async def _once(self, venue: str, creds: Credentials, op: Callable[[Any], Awaitable[T]]) -> T:
         try:
             async with self._pool.bound(venue, creds) as exchange:
