@@ -189,5 +189,5 @@ def _account(row) -> Account:
         testnet=bool(row["testnet"]),
         permissions=tuple(p for p in row["permissions"].split(",") if p),
         created_at=from_iso(row["created_at"]),
-        owner_ref=row["owner_ref"] if "owner_ref" in row.keys() else None,
+        owner_ref=row["owner_ref"],
     )
