@@ -135,9 +135,10 @@ class AccountService:
             raise UserError("Pick one of the exchanges offered: Binance Spot, Binance Futures or Kraken.")
         await self.check_can_connect(user_id)
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
+        check = await self._check(venue, credentials)
+        # Only after the key pair proved itself: nobody learns whether a key is connected without its secret.
         key_ref = await self._key_ref(venue, credentials)
         await self._refuse_connected_key(user_id, key_ref, None)
-        check = await self._check(venue, credentials)
         owner_ref = await self._owner_ref(venue, check)
         await self._store.users.upsert(user_id, chat_id)
         label = next_label(venue, await self._store.accounts.labels_for_user(user_id))
@@ -184,9 +185,9 @@ class AccountService:
         account = await self.owned(user_id, account_id)
         venue = account.venue
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
+        check = await self._check(venue, credentials)
         key_ref = await self._key_ref(venue, credentials)
         await self._refuse_connected_key(user_id, key_ref, account.id)
-        check = await self._check(venue, credentials)
         owner_ref = await self._owner_ref(venue, check)
         await self._prove_same_owner(account, credentials, owner_ref)
         old = await self._store.accounts.credential(account.id)
