@@ -48,6 +48,18 @@ async def connect(update: Update, context: Context) -> None:
         return
     rt = runtime(context)
     user_id = update.effective_user.id
+    if any(looks_like_key(arg) for arg in context.args or ()):  # "/connect <key>": the key must not stay
+        register_possible_secret(update.effective_message.text)
+        for arg in context.args:
+            register_possible_secret(arg)
+        try:
+            await update.effective_message.delete()
+        except TelegramError:
+            await reply(update, NOT_DELETED)
+            return
+        await reply(update, "(Message deleted: never put a key after /connect.) Send /connect, pick the exchange, "
+                    "then send the key as its own message.")
+        return
     if context.args:
         await _replace_command(update, context)
         return

@@ -311,3 +311,11 @@ async def test_a_key_pasted_in_a_group_by_someone_not_on_the_allowlist_is_delete
         assert leaked["message_id"] in deleted_ids(s, group)
         await s.send(USER, "/start")
         assert "private" in (await s.next_reply(USER)).text.lower()  # still refused everything else
+
+
+async def test_a_key_typed_after_connect_is_deleted(strata, fake_exchanges):
+    api_key, _ = register(fake_exchanges, "binance")
+    typed = await strata.send(USER, f"/connect {api_key}")
+    await strata.next_reply(USER, contains="never put a key")
+    assert typed["message_id"] in deleted_ids(strata, USER)
+    assert strata.runtime.intakes.get(USER) is None
