@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.services.accounts import AccountView, AssetValue, Connected
+from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
 from handlers.common import esc
 
 
@@ -36,10 +36,13 @@ def balances_lines(balances: tuple[AssetValue, ...] | None) -> list[str]:
     return lines
 
 
+ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_unreadable": "⛔ key unreadable"}
+
+
 def account_lines(view: AccountView) -> list[str]:
-    status = "active" if view.status == "active" else "⛔ key rejected"
+    status = ACCOUNT_STATES.get(view.status, esc(view.status))
     head = f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"
-    lines = [head, *balances_lines(view.balances)]
+    lines = [head, *(balances_lines(view.balances) if view.status == "active" else [])]
     if view.note:
         lines.append(f"  <i>{esc(view.note)}</i>")
     return lines
@@ -70,6 +73,36 @@ def accounts_text(views: list[AccountView]) -> str:
         lines.append("")
         lines.extend(account_lines(view))
     return "\n".join(lines)
+
+
+def replaced_text(result: Connected) -> str:
+    view = result.account
+    lines = [
+        f"✅ New key stored for <b>{esc(view.label)}</b> ({esc(view.venue_name)}): the old key is destroyed and "
+        "the account is active.",
+        "Balances (top assets):",
+        *balances_lines(view.balances),
+    ]
+    for warning in result.warnings:
+        lines.append(f"⚠️ {esc(warning)}")
+    if result.paused:
+        lines.append("Its strategies are kept and stay paused until you resume them: "
+                     + " ".join(f"/resume {i}" for i in result.paused))
+    return "\n".join(lines)
+
+
+def left_open_lines(orders: tuple[LeftOpen, ...]) -> list[str]:
+    """One line per order that may still be open on the exchange (the user cancels them there)."""
+    lines = []
+    for o in orders:
+        price = f" at {fmt_amount(o.price)}" if o.price is not None else ""
+        amount = f" {fmt_amount(o.amount)}" if o.amount is not None else ""
+        ref = f"order id {esc(o.exchange_order_id)}, " if o.exchange_order_id else ""
+        lines.append(
+            f"  • {esc(o.symbol)} {esc(o.side)} {esc(o.type)}{amount}{price} "
+            f"({ref}client id <code>{esc(o.client_order_id)}</code>)"
+        )
+    return lines
 
 
 def catalogue_text(descriptions) -> str:

@@ -167,6 +167,26 @@ class OrderRepository:
         )
         return [r["account_id"] for r in rows]
 
+    async def abandon_live(self, tx: Transaction, account_id: int, error: str) -> int:
+        """End every live order of an account whose key cannot act on them any more (budgets released).
+
+        They may still be open on the exchange: `error` says so, and the caller tells the user to cancel them there.
+        """
+        states = ", ".join(f"'{s}'" for s in LIVE)
+        return await tx.rowcount(
+            f"UPDATE orders SET status = '{CANCELED}', error = ?, updated_at = ? "  # noqa: S608 - constants only
+            f"WHERE account_id = ? AND status IN ({states})",
+            (error, to_iso(utcnow()), account_id),
+        )
+
+    async def latest_sent(self, account_id: int, limit: int) -> list[Order]:
+        """The account's latest orders the exchange acknowledged (they carry an exchange order id)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM orders WHERE account_id = ? AND exchange_order_id IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (account_id, limit),
+        )
+        return [_order(r) for r in rows]
+
     # --- fills -------------------------------------------------------------------------------------------
 
     async def add_fill(self, tx: Transaction, order: Order, fill: NewFill) -> bool:

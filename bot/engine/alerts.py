@@ -94,7 +94,28 @@ def key_rejected_text(label: str, venue_name: str, reason: str, paused: list[Str
     return (
         f"<b>The API key of {escape(label)} ({escape(venue_name)}) was rejected by the exchange.</b>\n"
         f"{escape(reason)}\nPaused strategies: {names}.\n"
-        "Check the key on the exchange, then connect it again with /connect."
+        "I try the key again every few minutes and tell you if it works again. To fix it now, send a new key "
+        f"for this account with /connect replace {escape(label)} (its strategies are kept), or remove it with "
+        f"/disconnect {escape(label)}."
+    )
+
+
+def key_unreadable_text(label: str, venue_name: str, paused: list[Strategy]) -> str:
+    names = ", ".join(escape(strategy_name(s)) for s in paused) or "none"
+    return (
+        f"<b>The stored API key of {escape(label)} ({escape(venue_name)}) cannot be read.</b>\n"
+        "It failed its integrity check: the database was changed or damaged. Nothing is traded on this "
+        f"account.\nPaused strategies: {names}.\n"
+        f"Send the key again with /connect replace {escape(label)} (its strategies are kept), or remove the "
+        f"account with /disconnect {escape(label)}."
+    )
+
+
+def key_works_again_text(label: str, venue_name: str, paused: list[Strategy]) -> str:
+    resume = " ".join(f"/resume {s.id}" for s in paused)
+    return (
+        f"✅ <b>The API key of {escape(label)} ({escape(venue_name)}) works again</b>: the account is active.\n"
+        + (f"Its strategies stay paused until you resume them: {resume}" if paused else "It has no paused strategies.")
     )
 
 

@@ -145,10 +145,11 @@ class StopSummary:
 class StrategyService:
     """The strategy use-cases over the store and the engine."""
 
-    def __init__(self, store: Any, engine: Any) -> None:
+    def __init__(self, store: Any, engine: Any, *, max_strategies: int = 50) -> None:
         self._store = store
         self._engine = engine
         self._confirmed: set[str] = set()
+        self.max_strategies = max_strategies
 
     @property
     def _gateway(self) -> Any:
@@ -186,8 +187,10 @@ class StrategyService:
             raise UserError(f"You have no account labelled '{account_label}'. Your accounts: {known}.")
         if account.status != "active":
             raise UserError(
-                f"The API key of {account.label} was rejected by the exchange: connect it again with /connect."
+                f"The API key of {account.label} cannot be used (see /accounts): give it a new key with "
+                f"/connect replace {account.label}."
             )
+        await self._check_strategy_limit(user_id)
         try:
             strategy = get_strategy(kind)
         except ParamError as exc:
@@ -236,6 +239,7 @@ class StrategyService:
             raise UserError("That account is not (or no longer) usable: see /accounts.")
         # Balances and other allocations may have changed since the preview (another Confirm, a deposit
         # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
+        await self._check_strategy_limit(preview.user_id)
         await self._check_headroom(account, preview.quote, preview.budget)
         if len(self._confirmed) > 10_000:  # tokens are random and single-use; an old one is never shown again
             self._confirmed.clear()
@@ -252,6 +256,14 @@ class StrategyService:
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
         self._engine.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
+
+    async def _check_strategy_limit(self, user_id: int) -> None:
+        """Refuse a strategy beyond STRATA_MAX_STRATEGIES_PER_USER (active or paused ones count)."""
+        if len(await self._store.strategies.list_for_user(user_id, HOLDING)) >= self.max_strategies:
+            raise UserError(
+                f"You already have {self.max_strategies} strategies running or paused, the most this bot allows. "
+                "/stop one first."
+            )
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
@@ -396,8 +408,13 @@ class StrategyService:
         if strategy.status != PAUSED:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not paused.")
         account = await self._store.accounts.get(strategy.account_id)
-        if account is None or account.status != "active":
-            raise UserError("This strategy's exchange key was rejected: connect the account again with /connect.")
+        if account is None:
+            raise UserError("This strategy's account is no longer connected.")
+        if account.status != "active":
+            raise UserError(
+                f"The API key of {account.label} does not work (see /accounts): give it a new key with "
+                f"/connect replace {account.label} first."
+            )
         async with self._store.db.transaction() as tx:
             await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
         await self._engine.resume(strategy.id)
