@@ -124,7 +124,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX orders_by_strategy ON orders(strategy_id, status);
     CREATE INDEX fills_by_strategy ON fills(strategy_id, id);
     """,
-    # 4: orders a /pause, /stop, /panic or /disconnect could not confirm ended yet: the engine resolves them and
+    # 4: an account's keyed fingerprints (HMAC under a key-store key, never the value): of its API key, so one
+    #    key is connected once across all users; of the exchange account behind it (Binance uid), so a
+    #    replacement key is proven to belong to the same exchange account. NULL for accounts connected earlier.
+    """
+    ALTER TABLE accounts ADD COLUMN key_ref TEXT;
+    ALTER TABLE accounts ADD COLUMN owner_ref TEXT;
+    CREATE UNIQUE INDEX accounts_by_key_ref ON accounts(key_ref);
+    """,
+    # 5: orders a /pause, /stop, /panic or /disconnect could not confirm ended yet: the engine resolves them and
     #    alerts the user once (storage/order_watches.py).
     """
     CREATE TABLE order_watches (

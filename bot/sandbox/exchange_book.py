@@ -19,6 +19,7 @@ Public API (stable; the Kraken fake builds on it):
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
+  - fees: `KeyAccount.fee_mode` ("quote", "received", "bnb"); trade history lag: `lag_trades`, `visible_trades`
   - faults: `inject`, `take_fault`, `take_hold`, `hang_seconds`; request log: `record_request`, `requests`,
     `request_counts`, `log_requests`
 - `BookError(kind, message, field=None)` with `kind` one of the `ERROR_KINDS`.
@@ -62,6 +63,11 @@ ERROR_KINDS = frozenset(
         "post_only",  # a post-only (maker) order would have filled at once as taker
     }
 )
+
+#: Where a spot fill's fee is taken (`KeyAccount.fee_mode`).
+FEE_MODES = frozenset({"quote", "received", "bnb"})
+#: Binance's discount on fees paid in BNB.
+BNB_FEE_DISCOUNT = Decimal("0.25")
 
 #: Fault kinds the venue apps consume per request (`inject`, `take_fault`). "timeout" hangs a request BEFORE the
 #: venue acts on it; "hold" (`take_hold`) lets the venue act at once and delays only its answer, like a response
@@ -181,6 +187,17 @@ class KeyAccount:
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
     #: Free-form per-venue state (e.g. Kraken's last nonce) so venue apps need no side tables.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which asset a spot fill's fee is taken in: "quote" (every fee in the quote: Kraken, and this fake's
+    #: long-standing default), "received" (Binance without BNB: the asset received — base on a buy, quote on a
+    #: sell) or "bnb" (Binance with "pay fees with BNB": BNB at the BNB/quote price, 25% off; quote if unpriced).
+    fee_mode: str = "quote"
+    #: The first key of the exchange account this key belongs to (itself unless added with `same_account_as`):
+    #: every key of one account sees the same balances, orders and trades, as on the real venues.
+    owner_key: str | None = None
+
+    @property
+    def home(self) -> str:
+        return self.owner_key or self.api_key
 
     def total(self, asset: str) -> Decimal:
         return self.balances.get(asset, Decimal(0))
@@ -338,6 +355,8 @@ class ExchangeBook:
         self._feeds: dict[tuple[str, str], _Feed] = {}
         self._next_order_id = 1000001
         self._next_trade_id = 5000001
+        #: `lag_trades`: (trade history requests still lagging, first trade id they do not show yet).
+        self._trade_lag: tuple[int, int] | None = None
         self.faults: list[Fault] = []
         #: How long a "timeout" fault hangs a request; set it above the client's timeout, small in tests.
         self.hang_seconds: float = 5.0
@@ -364,11 +383,32 @@ class ExchangeBook:
         balances: dict[str, Number] | None = None,
         trading_authority_expiration_ms: int | None = None,
         dual_side: bool = False,
+        fee_mode: str = "quote",
+        same_account_as: str | None = None,
     ) -> KeyAccount:
-        """Register a key with its permissions and starting balances (default 1000 USDT)."""
+        """Register a key with its permissions and starting balances (default 1000 USDT).
+
+        `same_account_as`: a second key of the account behind that key (the user created a new API key on
+        the same exchange account): it shares its balances, positions, orders and trades; `balances` is ignored.
+        """
+        if same_account_as is not None:
+            first = self.keys[same_account_as]
+            account = KeyAccount(
+                api_key=api_key, secret=secret, can_withdraw=can_withdraw, can_trade=can_trade, can_read=can_read,
+                futures=futures, ip_restrict=ip_restrict, created_ms=self.now_ms(),
+                trading_authority_expiration_ms=trading_authority_expiration_ms, balances=first.balances,
+                locked=first.locked, dual_side=first.dual_side, leverage=first.leverage,
+                margin_type=first.margin_type, positions=first.positions, owner_key=first.home,
+                fee_mode=first.fee_mode,
+            )
+            self.keys[api_key] = account
+            return account
         if balances is None:
             balances = {"USDT": Decimal(1000)}
+        if fee_mode not in FEE_MODES:
+            raise ValueError(f"unknown fee mode {fee_mode!r}; one of {sorted(FEE_MODES)}")
         account = KeyAccount(
+            fee_mode=fee_mode,
             api_key=api_key,
             secret=secret,
             can_withdraw=can_withdraw,
@@ -578,7 +618,7 @@ class ExchangeBook:
             raise BookError("bad_request", f"unsupported order {side} {type}")
         if client_order_id is not None and any(
             o.client_order_id == client_order_id and o.status == "open"
-            for o in self._orders_by_key.get(account.api_key, ())
+            for o in self._orders_by_key.get(account.home, ())
         ):
             raise BookError("duplicate_client_id", f"client order id {client_order_id} is in use")
         position_side = self._position_side(account, side, position_side)
@@ -649,7 +689,7 @@ class ExchangeBook:
             self._reserve_spot(account, market, order, exec_price, fee_rate)
         self._next_order_id += 1
         self._orders[order.id] = order
-        self._orders_by_key.setdefault(account.api_key, []).append(order)
+        self._orders_by_key.setdefault(account.home, []).append(order)
         self._open_by_symbol.setdefault(symbol, {})[order.id] = order
         if marketable:
             self._fill(order, qty, exec_price, maker=False, market=market)
@@ -682,7 +722,7 @@ class ExchangeBook:
     ) -> Order:
         """One of the key's orders by id or by client order id (the latest with that id)."""
         account = self._account(key)
-        candidates = self._orders_by_key.get(account.api_key, [])
+        candidates = self._orders_by_key.get(account.home, [])
         if symbol is not None:
             candidates = [o for o in candidates if o.symbol == symbol]
         if order_id is not None:
@@ -706,7 +746,7 @@ class ExchangeBook:
         account = self._account(key)
         return [
             o
-            for o in self._orders_by_key.get(account.api_key, ())
+            for o in self._orders_by_key.get(account.home, ())
             if o.status == "open" and (symbol is None or o.symbol == symbol)
         ]
 
@@ -715,22 +755,36 @@ class ExchangeBook:
         account = self._account(key)
         return [
             o
-            for o in self._orders_by_key.get(account.api_key, ())
+            for o in self._orders_by_key.get(account.home, ())
             if o.status != "open" and (symbol is None or o.symbol == symbol)
         ]
 
     def all_orders(self, key: KeyAccount | str, symbol: str | None = None) -> list[Order]:
         account = self._account(key)
-        return [o for o in self._orders_by_key.get(account.api_key, ()) if symbol is None or o.symbol == symbol]
+        return [o for o in self._orders_by_key.get(account.home, ()) if symbol is None or o.symbol == symbol]
 
     def trades(self, key: KeyAccount | str, symbol: str | None = None, since: int | None = None) -> list[Trade]:
         """The key's fills, oldest first."""
         account = self._account(key)
         return [
             t
-            for t in self._trades_by_key.get(account.api_key, ())
+            for t in self._trades_by_key.get(account.home, ())
             if (symbol is None or t.symbol == symbol) and (since is None or t.time_ms >= since)
         ]
+
+    def lag_trades(self, requests: int = 1) -> None:
+        """Make the trade history lag the orders: the next `requests` trade-history requests (myTrades,
+        userTrades, TradesHistory) do not show the trades made from now on, while the orders already count
+        them as filled (as a venue whose trade history is served by a slower replica)."""
+        self._trade_lag = (requests, self._next_trade_id)
+
+    def visible_trades(self, trades: list[Trade]) -> list[Trade]:
+        """What one trade-history request shows of `trades` (consumes one request of `lag_trades`)."""
+        if self._trade_lag is None:
+            return trades
+        left, first_hidden = self._trade_lag
+        self._trade_lag = (left - 1, first_hidden) if left > 1 else None
+        return [t for t in trades if t.id < first_hidden]
 
     # ------------------------------------------------------------------ futures settings
     def set_leverage(self, key: KeyAccount | str, symbol: str, leverage: int) -> int:
@@ -922,9 +976,8 @@ class ExchangeBook:
     def _fill(self, order: Order, amount: Decimal, price: Decimal, *, maker: bool, market: MarketSpec) -> Trade:
         account = self.keys[order.api_key]
         cost = amount * price
-        fee = cost * (market.maker_fee if maker else market.taker_fee)
-        if market.fee_decimals is not None:
-            fee = fee.quantize(Decimal(1).scaleb(-market.fee_decimals), rounding=ROUND_HALF_UP)
+        rate = market.maker_fee if maker else market.taker_fee
+        fee, fee_currency = self._fee(account, market, order.side, amount, cost, rate)
         realized = Decimal(0)
         if self.futures:
             realized = self._apply_position(account, order, amount, price)
@@ -933,7 +986,7 @@ class ExchangeBook:
                 share = order.margin * amount / order.remaining
                 order.margin -= share
         else:
-            self._apply_spot(account, market, order, amount, cost, fee)
+            self._apply_spot(account, market, order, amount, cost, fee, fee_currency)
         now = self.now_ms()
         trade = Trade(
             id=self._next_trade_id,
@@ -945,7 +998,7 @@ class ExchangeBook:
             amount=amount,
             cost=cost,
             fee=fee,
-            fee_currency=market.quote,
+            fee_currency=fee_currency,
             maker=maker,
             time_ms=now,
             realized_pnl=realized,
@@ -953,10 +1006,11 @@ class ExchangeBook:
         )
         self._next_trade_id += 1
         self._trades.append(trade)
-        self._trades_by_key.setdefault(order.api_key, []).append(trade)
+        self._trades_by_key.setdefault(self.keys[order.api_key].home, []).append(trade)
         order.filled += amount
         order.cost += cost
-        order.fee += fee
+        if fee_currency == market.quote:
+            order.fee += fee
         order.updated_ms = now
         if order.remaining <= 0:
             order.status = "closed"
@@ -964,12 +1018,35 @@ class ExchangeBook:
             self._release(account, order)
         return trade
 
+    def _fee(
+        self, account: KeyAccount, market: MarketSpec, side: str, amount: Decimal, cost: Decimal, rate: Decimal
+    ) -> tuple[Decimal, str]:
+        """A fill's fee and the asset it is taken in, by the key's `fee_mode` (futures: always the quote)."""
+        fee, currency = cost * rate, market.quote
+        if not self.futures and account.fee_mode == "received" and side == "buy":
+            fee, currency = amount * rate, market.base
+        elif not self.futures and account.fee_mode == "bnb":
+            bnb_price = self._prices.get(f"BNB/{market.quote}")
+            if bnb_price:
+                fee, currency = cost * rate * (1 - BNB_FEE_DISCOUNT) / bnb_price, "BNB"
+        if market.fee_decimals is not None:
+            fee = fee.quantize(Decimal(1).scaleb(-market.fee_decimals), rounding=ROUND_HALF_UP)
+        return fee, currency
+
     def _apply_spot(
-        self, account: KeyAccount, market: MarketSpec, order: Order, amount: Decimal, cost: Decimal, fee: Decimal
+        self,
+        account: KeyAccount,
+        market: MarketSpec,
+        order: Order,
+        amount: Decimal,
+        cost: Decimal,
+        fee: Decimal,
+        fee_currency: str,
     ) -> None:
         bal = account.balances
+        quote_fee = fee if fee_currency == market.quote else Decimal(0)
         if order.side == "buy":
-            spent = cost + fee
+            spent = cost + quote_fee
             used = min(spent, order.reserved)
             account.locked[market.quote] -= used
             order.reserved -= used
@@ -979,7 +1056,9 @@ class ExchangeBook:
             account.locked[market.base] -= amount
             order.reserved -= amount
             bal[market.base] = account.total(market.base) - amount
-            bal[market.quote] = account.total(market.quote) + cost - fee
+            bal[market.quote] = account.total(market.quote) + cost - quote_fee
+        if fee_currency != market.quote:
+            bal[fee_currency] = account.total(fee_currency) - fee
 
     def _apply_position(self, account: KeyAccount, order: Order, amount: Decimal, price: Decimal) -> Decimal:
         """Move the position by a fill; return the realized PnL of the part that reduced it."""
