@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
+
 from storage.orders import LIVE
 from tests.chat_helpers import USER, connect_with_key
 from tests.engine_world import open_world
@@ -35,13 +37,21 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def grid_with_a_held_answer(s, fake_exchanges, hold_seconds: float = 4.0):
-    """A Binance grid whose first buy limit is on the book while its answer is still held by the venue."""
-    book = fake_exchanges.books["binance"]
-    book.set_price("BTC/USDT", "50000")
-    _, api_key = await connect_with_key(s, fake_exchanges, "binance")
-    book.inject("hold", path="/api/v3/order", method="POST", seconds=hold_seconds)
-    strategy_id = await allocate_grid(s)
+#: Per venue: the market at its price, the grid (two buy limits below the price), and the order request's path.
+VENUES = {
+    "binance": ("BTC/USDT", "50000", GRID, "/api/v3/order"),
+    "kraken": ("BTC/USD", "65000", "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5", "AddOrder"),
+}
+
+
+async def grid_with_a_held_answer(s, fake_exchanges, venue: str = "binance", hold_seconds: float = 4.0):
+    """A grid whose first buy limit is on the venue's book while its answer is still held by the venue."""
+    symbol, price, allocation, order_path = VENUES[venue]
+    book = fake_exchanges.books[venue]
+    book.set_price(symbol, price)
+    _, api_key = await connect_with_key(s, fake_exchanges, venue)
+    book.inject("hold", path=order_path, method="POST", seconds=hold_seconds)
+    strategy_id = await allocate_grid(s, allocation)
     await wait_until(lambda: book.open_orders(api_key))  # placed; the bot has not heard back yet
     return book, api_key, strategy_id
 
@@ -50,8 +60,9 @@ async def no_live_orders(s) -> bool:
     return not await s.runtime.store.orders.in_states(LIVE)
 
 
-async def test_panic_while_an_order_answer_is_held_leaves_no_open_order(strata, fake_exchanges):
-    book, api_key, _ = await grid_with_a_held_answer(strata, fake_exchanges)
+@pytest.mark.parametrize("venue", ["binance", "kraken"])
+async def test_panic_while_an_order_answer_is_held_leaves_no_open_order(strata, fake_exchanges, venue):
+    book, api_key, _ = await grid_with_a_held_answer(strata, fake_exchanges, venue)
     await strata.send(USER, "/panic")
     confirm = await strata.next_reply(USER, contains="Pause")
     await strata.press(USER, confirm, "Confirm panic")
@@ -114,6 +125,9 @@ async def test_disconnect_with_an_order_on_its_way_cancels_it_before_the_key_is_
     await asyncio.sleep(6)  # longer than the hang: anything still on its way has landed by now
     assert book.all_orders(api_key), "the in-flight order reached the venue"
     assert book.open_orders(api_key) == []
+    # It was cancelled with the account's own key, so before that key was shredded.
+    cancels = [r for r in book.requests if r.method == "DELETE" and r.path == "/api/v3/order"]
+    assert [(r.api_key, r.status) for r in cancels] == [(api_key, 200)]
 
 
 async def test_pause_cancels_a_grids_resting_orders_and_resume_places_them_again(strata, fake_exchanges):
