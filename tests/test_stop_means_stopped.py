@@ -338,3 +338,29 @@ async def test_a_stop_sale_whose_answer_is_lost_is_said_unconfirmed_then_alerted
         assert [r["status"] for r in await world.orders()] == ["closed", "closed"]
     finally:
         await world.close()
+
+
+async def test_resume_after_panic_places_the_grids_ladder_again(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("rearm", "secret", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(26, "binance", "rearm", "secret")
+        strategy_id = await world.allocate(26, "binance", "grid", "500", "BTC/USDT", low="40000", high="60000",
+                                           levels="5")
+        await world.engine.settle()
+        ladder = sorted((o.price, o.amount) for o in book.open_orders("rearm"))
+        assert len(ladder) == 2
+        panic = await world.service.panic(26)
+        assert (panic.paused, panic.canceled, panic.unconfirmed) == (1, 2, 0)
+        assert book.open_orders("rearm") == []
+        await world.service.resume(26, strategy_id)
+        await world.engine.settle()
+        assert sorted((o.price, o.amount) for o in book.open_orders("rearm")) == ladder
+        for _ in range(2):
+            await world.engine.poll_once()
+        await world.engine.settle()
+        assert len(book.open_orders("rearm")) == 2  # re-armed once, not twice
+    finally:
+        await world.close()
