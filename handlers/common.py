@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
@@ -48,11 +49,13 @@ def is_private(update: Update) -> bool:
 
 
 MAX_ID = 2**63 - 1  # SQLite's INTEGER range: a larger forged id must not reach a query
+#: ASCII digits only (`str.isdigit` also accepts '²', which `int()` refuses), at most MAX_ID's 19 digits.
+_ID_RE = re.compile(r"[0-9]{1,19}")
 
 
 def parse_id(text: str) -> int | None:
     """A positive database id from user or button text, or None if forged, malformed or out of range."""
-    if not text.isdigit():
+    if not _ID_RE.fullmatch(text):
         return None
     value = int(text)
     return value if 0 < value <= MAX_ID else None

@@ -6,8 +6,9 @@ from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.services.errors import UserError
-from handlers.common import Context, answer_and_edit, esc, keyboard, reply, runtime
+from handlers.common import Context, answer_and_edit, esc, keyboard, parse_id, reply, runtime
 
+HOURS = frozenset(str(hour) for hour in range(24))
 MODE_LABELS = {"on": "🔔 on", "silent": "🔕 silent", "off": "🚫 off"}
 
 
@@ -50,11 +51,11 @@ async def settings_button(update: Update, context: Context) -> None:
     user_id = update.effective_user.id
     parts = query.data.split(":")
     try:
-        if parts[1] == "alerts" and len(parts) == 4 and parts[2].isdigit():
-            settings = await service.set_alerts(user_id, int(parts[2]), parts[3])
+        if parts[1] == "alerts" and len(parts) == 4 and (strategy_id := parse_id(parts[2])) is not None:
+            settings = await service.set_alerts(user_id, strategy_id, parts[3])
         elif parts[1] == "summary" and len(parts) == 3:
             settings = await service.set_summary(user_id, enabled=parts[2] == "on")
-        elif parts[1] == "hour" and len(parts) == 3 and parts[2].isdigit():
+        elif parts[1] == "hour" and len(parts) == 3 and parts[2] in HOURS:
             settings = await service.set_summary(user_id, hour=int(parts[2]))
         else:
             raise UserError("This menu has expired. Send /settings again.")

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from bot.engine.pnl import compute
@@ -22,7 +22,7 @@ from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import DesiredOrder
-from bot.strategies.params import ParamError, format_value
+from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
@@ -31,6 +31,7 @@ from storage.strategies import ACTIVE, HOLDING, PAUSED, STOPPED
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
 EXAMPLES = {
     "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
@@ -178,7 +179,7 @@ class StrategyService:
         if account is None:
             labels = sorted(await self._store.accounts.labels_for_user(user_id))
             known = ", ".join(labels) if labels else "none yet: connect one with /connect"
-            raise UserError(f"You have no account labelled '{account_label}'. Your accounts: {known}.")
+            raise UserError(f"You have no account labelled '{shown(account_label)}'. Your accounts: {known}.")
         if account.status != "active":
             raise UserError(
                 f"The API key of {account.label} was rejected by the exchange: connect it again with /connect."
@@ -189,6 +190,8 @@ class StrategyService:
             raise UserError(exc.message) from None
         amount = _budget(budget)
         symbol = symbol.strip().upper()
+        if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
+            raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
         try:
             parsed = strategy.parse_params(dict(params or {}))
         except ParamError as exc:
@@ -284,7 +287,7 @@ class StrategyService:
                     await self._market(account, f"{asset}/{quote}")
             return quote
         if "/" not in symbol:
-            raise UserError(f"'{symbol}' is not a market: write it like BTC/USDT.")
+            raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
         info = await self._market(account, _venue_symbol(account.venue, symbol))
         return info.quote
 
@@ -474,13 +477,11 @@ class StrategyService:
 
 
 def _budget(value: Decimal | str) -> Decimal:
+    """The budget within `parse_budget`'s bounds (a Decimal from code is checked like typed text)."""
     try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise UserError(f"The budget '{value}' is not a number.") from None
-    if not amount.is_finite() or amount <= 0:
-        raise UserError("The budget must be a number greater than 0.")
-    return amount
+        return parse_budget(str(value))
+    except ParamError as exc:
+        raise UserError(exc.message) from None
 
 
 def _venue_symbol(venue: str, symbol: str) -> str:
