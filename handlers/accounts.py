@@ -7,7 +7,9 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.services.errors import UserError
 from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, reply, runtime
-from handlers.render import accounts_text
+from handlers.render import accounts_text, clip
+
+MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
 
 
 async def accounts(update: Update, context: Context) -> None:
@@ -43,12 +45,16 @@ async def disconnect(update: Update, context: Context) -> None:
         label = context.args[0]
         match = next((v for v in views if v.label == label), None)
         if match is None:
-            await reply(update, f"No account labelled {esc(label)}. Yours: " + ", ".join(esc(v.label) for v in views))
+            yours = ", ".join(esc(v.label) for v in views)
+            await reply(update, f"No account labelled {esc(clip(label, 40))}. Yours: {yours}")
             return
         await reply(update, _confirm_text(match.label), _confirm_keyboard(match.id))
         return
-    rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views] + [[("Cancel", "disc:no")]]
-    await reply(update, "Which account do you want to disconnect?", keyboard(rows))
+    rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views[:MAX_ACCOUNT_BUTTONS]]
+    rows.append([("Cancel", "disc:no")])
+    more = (f"\n(The first {MAX_ACCOUNT_BUTTONS} of {len(views)}; for another, send /disconnect &lt;label&gt;.)"
+            if len(views) > MAX_ACCOUNT_BUTTONS else "")
+    await reply(update, "Which account do you want to disconnect?" + more, keyboard(rows))
 
 
 def _confirm_text(label: str) -> str:

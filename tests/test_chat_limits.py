@@ -87,3 +87,91 @@ async def test_ids_are_parsed_strictly_from_commands_and_buttons(strata, fake_ex
     assert not [m for m in strata.tg.sent if m.chat_id == USER and SORRY in (m.text or "")]
     assert (await strata.runtime.store.strategies.get(strategy.id)).status == "active"
     assert (await strata.runtime.store.strategies.get(strategy.id)).alerts == "on"
+
+
+# --- every reply within Telegram's limits, with 30 strategies -----------------------------------------------
+
+
+async def add_strategies(s, count: int, user: int = USER) -> list[int]:
+    """Allocate `count` DCA strategies through the real service (what Confirm calls), pausing every third."""
+    ids = []
+    for index in range(count):
+        preview = await s.runtime.strategies.allocate(user, "binance", "dca", "50", "BTC/USDT",
+                                                      {"every": "1w", "amount": "10"})
+        ids.append((await s.runtime.strategies.confirm(preview)).strategy_id)
+        if index % 3 == 2:
+            await s.runtime.strategies.pause(user, ids[-1])
+    return ids
+
+
+def assert_fits(record) -> None:
+    assert len(record.plain_text) <= TELEGRAM_TEXT_LIMIT
+    assert len(record.buttons) <= 100
+
+
+async def test_thirty_strategies_status_pages_settings_and_pickers_all_fit(strata, fake_exchanges):
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": 100_000})
+    ids = await add_strategies(strata, 30)
+
+    await strata.send(USER, "/status")
+    page = await strata.next_reply(USER, contains="Your strategies")
+    seen = set()
+    for number in range(1, 7):
+        assert_fits(page)
+        assert f"page {number} of 6 (30 strategies)" in page.plain_text
+        seen |= {i for i in ids if f"#{i} DCA" in page.plain_text}
+        if number < 6:
+            await strata.press(USER, page, f"page {number + 1} ▶")
+            page = await strata.next_reply(USER, contains=f"page {number + 1} of 6")
+    assert seen == set(ids)
+    await strata.press(USER, page, "◀ page 5")
+    assert_fits(await strata.next_reply(USER, contains="page 5 of 6"))
+
+    await strata.send(USER, "/settings")
+    menu = await strata.next_reply(USER, contains="Settings")
+    assert_fits(menu)
+    assert "page 1 of 4" in menu.plain_text
+    await strata.press(USER, menu, "page 2 ▶")
+    menu = await strata.next_reply(USER, contains="page 2 of 4")
+    await strata.press(USER, menu, f"#{ids[12]} silent")
+    menu = await strata.next_reply(USER, contains="silent")
+    assert "page 2 of 4" in menu.plain_text and assert_fits(menu) is None
+    assert (await strata.runtime.store.strategies.get(ids[12])).alerts == "silent"
+
+    for command, expected in (("/pause", "pause?"), ("/resume", "resume?"), ("/stop", "stop?")):
+        await strata.send(USER, command)
+        picker = await strata.next_reply(USER, contains=expected)
+        assert_fits(picker)
+    await strata.press(USER, picker, "page 2 ▶")
+    picker = await strata.next_reply(USER, contains="page 2 of 3")
+    await strata.press(USER, picker, f"#{ids[10]} DCA BTC/USDT")
+    await strata.next_reply(USER, contains="Keep what it bought")
+
+    for command, expected in (("/strategies", "Strategies"), ("/accounts", "Your accounts"), ("/help", "/status")):
+        await strata.send(USER, command)
+        assert_fits(await strata.next_reply(USER, contains=expected))
+    await asyncio.sleep(0.2)
+    assert not [r for r in strata.tg.rejected if r.chat_id == USER], strata.tg.rejected
+    assert not [m for m in strata.tg.sent if m.chat_id == USER and SORRY in (m.text or "")]
+
+
+async def test_a_reply_over_the_limit_is_split_safely_by_the_reply_helper(strata, fake_exchanges):
+    """40 accounts make /accounts longer than one message: it arrives in parts, each parsing and fitting."""
+    from bot.secret import Credentials
+    from tests.chat_helpers import register
+
+    for _ in range(40):
+        api_key, secret = register(fake_exchanges, "binance", balances={
+            "USDT": 1000, "BTC": "0.5", "ETH": 2, "BNB": 3, "SOL": 4, "XRP": 5})
+        await strata.runtime.accounts.connect(USER, USER, "binance", Credentials(api_key, secret))
+    cursor = strata.tg.cursor()
+    await strata.send(USER, "/accounts")
+    last = await strata.tg.wait_for_message(USER, after=cursor, timeout=30, predicate=lambda r: "Rename" in r.text)
+    parts = [r for r in strata.tg.outbox[cursor:] if r.chat_id == USER and r.seq <= last.seq]
+    assert len(parts) >= 2
+    for part in parts:
+        assert_fits(part)
+    labels = "".join(p.plain_text for p in parts)
+    assert all(f"binance-{n}" in labels for n in range(2, 41))
+    assert not [r for r in strata.tg.rejected if r.chat_id == USER]

@@ -31,6 +31,7 @@ from storage.strategies import ACTIVE, HOLDING, PAUSED, STOPPED
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
 EXAMPLES = {
@@ -106,6 +107,17 @@ class StrategyStatus:
     unrealised_pnl: Decimal | None
     fees: Decimal
     next_run: datetime | None
+    fill_poll_seconds: float
+
+
+@dataclass(frozen=True)
+class StatusPage:
+    """One page of `/status`: a few strategies, so a reply never outgrows one chat message."""
+
+    statuses: tuple[StrategyStatus, ...]
+    page: int  # 1-based
+    pages: int
+    total: int
     fill_poll_seconds: float
 
 
@@ -324,6 +336,18 @@ class StrategyService:
         strategies = await self._store.strategies.list_for_user(user_id)
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
         return [await self._status(s, accounts.get(s.account_id)) for s in strategies]
+
+    async def status_page(self, user_id: int, page: int = 1, per_page: int = STATUS_PER_PAGE) -> StatusPage:
+        """The strategies of one page of `status` (page clamped to those that exist), figures read only for them."""
+        strategies = await self._store.strategies.list_for_user(user_id)
+        pages = max(1, -(-len(strategies) // per_page))
+        page = min(max(1, page), pages)
+        accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
+        shown = strategies[(page - 1) * per_page: page * per_page]
+        return StatusPage(
+            statuses=tuple([await self._status(s, accounts.get(s.account_id)) for s in shown]),
+            page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._engine.effective_poll_interval,
+        )
 
     async def strategy_status(self, user_id: int, strategy_id: int) -> StrategyStatus:
         strategy = await self._owned(user_id, strategy_id)
