@@ -19,6 +19,7 @@ from typing import Any
 from bot.engine.pnl import compute
 from bot.engine.risk import Ledger, allocation_headroom
 from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.rate_budget import charged_to
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import DesiredOrder
@@ -344,8 +345,10 @@ class StrategyService:
         page = min(max(1, page), pages)
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
         shown = strategies[(page - 1) * per_page: page * per_page]
+        with charged_to(f"user:{user_id}"):  # the prices it reads count against this user's fair share
+            statuses = tuple([await self._status(s, accounts.get(s.account_id)) for s in shown])
         return StatusPage(
-            statuses=tuple([await self._status(s, accounts.get(s.account_id)) for s in shown]),
+            statuses=statuses,
             page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._engine.effective_poll_interval,
         )
 
