@@ -23,7 +23,7 @@ async def accounts(update: Update, context: Context) -> None:
         account = await rt.accounts.by_label(user_id, context.args[1])
         try:
             if account is None:
-                raise UserError(f"You have no account labelled {context.args[1]}.")
+                raise UserError(f"You have no account labelled {clip(context.args[1], 40)}.")
             renamed = await rt.accounts.rename(user_id, account.id, context.args[2])
         except UserError as exc:
             await reply(update, f"❌ {esc(exc.message)}")

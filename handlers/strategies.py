@@ -15,6 +15,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
+from bot.services.strategies import MAX_SYMBOL_TEXT
 from bot.strategies.params import ParamError, split_assignments
 from handlers.common import (
     Context,
@@ -28,7 +29,7 @@ from handlers.common import (
     reply,
     runtime,
 )
-from handlers.render import catalogue_text, panic_text, preview_text, status_text, stop_text
+from handlers.render import catalogue_text, clip, panic_text, preview_text, status_text, stop_text
 
 SUGGESTED_SYMBOLS = {
     "binance": ("BTC/USDT", "ETH/USDT"),
@@ -181,7 +182,10 @@ async def _advance_draft(update: Update, context: Context, services, draft: Draf
 
 
 async def _take_symbol(update: Update, context: Context, draft: Draft, symbol: str) -> None:
-    draft.symbol, draft.step = symbol.strip().upper(), DraftStep.BUDGET
+    symbol = symbol.strip().upper()
+    if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
+        raise UserError(f"'{clip(symbol, 24)}' is not a market: write it like BTC/USDT.")
+    draft.symbol, draft.step = symbol, DraftStep.BUDGET
     text = f"Market <b>{esc(draft.symbol)}</b>. What budget (a hard ceiling, in the quote currency)? Type a number."
     if update.callback_query is not None:
         await answer_and_edit(update, text)

@@ -48,7 +48,11 @@ async def test_the_guided_budget_is_bounded_too(strata, fake_exchanges):
     await strata.send(USER, "/allocate")
     await strata.press(USER, await strata.next_reply(USER, contains="Which account"), 0)
     await strata.press(USER, await strata.next_reply(USER, contains="Which strategy"), "DCA")
-    await strata.press(USER, await strata.next_reply(USER, contains="Which market"), "BTC/USDT")
+    markets = await strata.next_reply(USER, contains="Which market")
+    await strata.send(USER, "X" * 3000)  # typed instead of tapped
+    refused = await strata.next_reply(USER, contains="not a market")
+    assert len(refused.text) < 200
+    await strata.press(USER, markets, "BTC/USDT")
     await strata.next_reply(USER, contains="What budget")
     await strata.send(USER, "1e100000000")
     await strata.next_reply(USER, contains="Parameters of")
