@@ -49,7 +49,7 @@ async def test_the_guided_budget_is_bounded_too(strata, fake_exchanges):
     await strata.press(USER, await strata.next_reply(USER, contains="Which account"), 0)
     await strata.press(USER, await strata.next_reply(USER, contains="Which strategy"), "DCA")
     markets = await strata.next_reply(USER, contains="Which market")
-    await strata.send(USER, "X" * 3000)  # typed instead of tapped
+    await strata.send(USER, "BTC/USDT " * 400)  # typed instead of tapped
     refused = await strata.next_reply(USER, contains="not a market")
     assert len(refused.text) < 200
     await strata.press(USER, markets, "BTC/USDT")
