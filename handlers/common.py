@@ -66,8 +66,6 @@ async def answer_and_edit(update: Update, text: str, markup: InlineKeyboardMarku
 MAX_TEXT = 4096
 #: A reply longer than this many messages is cut: one command must not flood a chat.
 MAX_PARTS = 4
-#: Telegram refuses an inline keyboard of more than 100 buttons ("reply markup is too long").
-MAX_BUTTONS = 100
 _TRUNCATED = "\n… (cut: too long for Telegram)"
 _TAG_ROOM = 200  # closing tags at the end of a part and reopened ones at the start of the next
 _TOKEN = re.compile(r"<[^<>]*>|&#?\w{1,10};|[^<&]+|[<&]")
