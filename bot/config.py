@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ class Settings:
     fill_poll_seconds: float = 10.0
     allowed_users: frozenset[int] = frozenset()
     log_level: str = "INFO"
+    max_accounts_per_user: int = 10
+    max_strategies_per_user: int = 20
 
     @property
     def database_path(self) -> Path:
@@ -93,6 +96,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         ),
         allowed_users=_parse_allowed_users(env.get("STRATA_ALLOWED_USERS", "")),
         log_level=_parse_log_level(env.get("LOG_LEVEL", "")),
+        max_accounts_per_user=_parse_limit(
+            env.get("STRATA_MAX_ACCOUNTS_PER_USER", ""), "STRATA_MAX_ACCOUNTS_PER_USER", 10
+        ),
+        max_strategies_per_user=_parse_limit(
+            env.get("STRATA_MAX_STRATEGIES_PER_USER", ""), "STRATA_MAX_STRATEGIES_PER_USER", 20
+        ),
     )
 
 
@@ -177,6 +186,15 @@ def _parse_positive_float(text: str, name: str, default: float) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}.")
     return value
+
+
+def _parse_limit(text: str, name: str, default: int) -> int:
+    text = text.strip()
+    if not text:
+        return default
+    if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) < 1:
+        raise ConfigError(f"{name} must be a whole number from 1 to 999999, got {text!r}.")
+    return int(text)
 
 
 def _parse_allowed_users(text: str) -> frozenset[int]:

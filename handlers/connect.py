@@ -43,6 +43,11 @@ async def connect(update: Update, context: Context) -> None:
             f"Open a private chat with me (@{esc(context.bot.username)}) and send /connect there.",
         )
         return
+    try:  # at the account limit: say so before the user creates a key for nothing
+        await runtime(context).accounts.check_room(update.effective_user.id)
+    except UserError as exc:
+        await reply(update, f"❌ {esc(exc.message)}")
+        return
     intakes: IntakeBook = runtime(context).intakes
     intake = intakes.begin(update.effective_user.id, update.effective_chat.id)
     message = await update.effective_chat.send_message(

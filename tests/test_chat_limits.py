@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.chat_helpers import USER, connect_with_key
+from bot.secret import Credentials
+from tests.chat_helpers import OTHER, USER, connect_with_key, register
 from tests.test_chat_strategies import allocate_one_line
 
 TELEGRAM_TEXT_LIMIT = 4096
@@ -113,7 +114,12 @@ def assert_fits(record) -> None:
     assert len(record.buttons) <= 100
 
 
-async def test_thirty_strategies_status_pages_settings_and_pickers_all_fit(strata, fake_exchanges):
+async def test_thirty_strategies_status_pages_settings_and_pickers_all_fit(make_strata, fake_exchanges):
+    async with make_strata(STRATA_MAX_STRATEGIES_PER_USER="30") as strata:
+        await _thirty_strategies(strata, fake_exchanges)
+
+
+async def _thirty_strategies(strata, fake_exchanges):
     fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
     await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": 100_000})
     ids = await add_strategies(strata, 30)
@@ -160,11 +166,13 @@ async def test_thirty_strategies_status_pages_settings_and_pickers_all_fit(strat
     assert not [m for m in strata.tg.sent if m.chat_id == USER and SORRY in (m.text or "")]
 
 
-async def test_a_reply_over_the_limit_is_split_safely_by_the_reply_helper(strata, fake_exchanges):
-    """40 accounts make /accounts longer than one message: it arrives in parts, each parsing and fitting."""
-    from bot.secret import Credentials
-    from tests.chat_helpers import register
+async def test_a_reply_over_the_limit_is_split_safely_by_the_reply_helper(make_strata, fake_exchanges):
+    async with make_strata(STRATA_MAX_ACCOUNTS_PER_USER="40") as strata:
+        await _forty_accounts(strata, fake_exchanges)
 
+
+async def _forty_accounts(strata, fake_exchanges):
+    """40 accounts make /accounts longer than one message: it arrives in parts, each parsing and fitting."""
     for _ in range(40):
         api_key, secret = register(fake_exchanges, "binance", balances={
             "USDT": 1000, "BTC": "0.5", "ETH": 2, "BNB": 3, "SOL": 4, "XRP": 5})
@@ -179,3 +187,39 @@ async def test_a_reply_over_the_limit_is_split_safely_by_the_reply_helper(strata
     labels = "".join(p.plain_text for p in parts)
     assert all(f"binance-{n}" in labels for n in range(2, 41))
     assert not [r for r in strata.tg.rejected if r.chat_id == USER]
+
+
+# --- per-user limits -----------------------------------------------------------------------------------------
+
+
+async def test_accounts_and_strategies_per_user_are_limited_and_others_are_not_affected(make_strata, fake_exchanges):
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    async with make_strata(STRATA_MAX_ACCOUNTS_PER_USER="1", STRATA_MAX_STRATEGIES_PER_USER="2") as s:
+        await connect_with_key(s, fake_exchanges, "binance")
+        await s.send(USER, "/connect")
+        refused = await s.next_reply(USER, contains="most this bot allows")
+        assert "/disconnect one first" in refused.text
+        # The same refusal if the check is raced (a /connect begun before the first account was stored).
+        api_key, secret = register(fake_exchanges, "binance")
+        refused = await _connect_raw(s, api_key, secret)
+        assert "most this bot allows" in refused
+        assert len(await s.runtime.store.accounts.list_for_user(USER)) == 1
+
+        for _ in range(2):
+            await allocate_one_line(s, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
+        await s.send(USER, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
+        assert "2 strategies running or paused" in (await s.next_reply(USER, contains="most this bot")).text
+        [first, _] = await s.runtime.store.strategies.list_for_user(USER)
+        await s.runtime.strategies.stop(USER, first.id, sell=False)  # a stopped strategy frees its place
+        await allocate_one_line(s, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
+
+        await connect_with_key(s, fake_exchanges, "binance", user=OTHER)  # another user is not affected
+        await allocate_one_line(s, "/allocate binance dca 100 BTC/USDT every=1d amount=10", user=OTHER)
+
+
+async def _connect_raw(s, api_key: str, secret: str) -> str:
+    try:
+        await s.runtime.accounts.connect(USER, USER, "binance", Credentials(api_key, secret))
+    except Exception as exc:  # the service's UserError, shown as is
+        return str(exc)
+    return "connected"

@@ -26,6 +26,8 @@ ALL_VARIABLES = (
     "STRATA_FILL_POLL_SECONDS",
     "STRATA_ALLOWED_USERS",
     "LOG_LEVEL",
+    "STRATA_MAX_ACCOUNTS_PER_USER",
+    "STRATA_MAX_STRATEGIES_PER_USER",
 )
 
 
@@ -38,6 +40,7 @@ def test_every_variable_has_its_documented_default():
     assert settings.keystore_path == Path("./data") / "keystore.db"
     assert settings.master_key is None
     assert settings.master_key_file is None
+    assert (settings.max_accounts_per_user, settings.max_strategies_per_user) == (10, 20)
     assert settings.default_master_key_path == Path("./data") / "master.key"
     assert dict(settings.exchange_urls) == {}
     assert settings.sandbox is False
@@ -76,6 +79,8 @@ def test_valid_values_are_parsed():
             "STRATA_FILL_POLL_SECONDS": "2.5",
             "STRATA_ALLOWED_USERS": "42, 7",
             "LOG_LEVEL": "debug",
+            "STRATA_MAX_ACCOUNTS_PER_USER": "3",
+            "STRATA_MAX_STRATEGIES_PER_USER": "50",
         },
         dotenv=False,
     )
@@ -91,6 +96,7 @@ def test_valid_values_are_parsed():
     assert settings.fill_poll_seconds == 2.5
     assert settings.allowed_users == frozenset({42, 7})
     assert settings.log_level == "DEBUG"
+    assert (settings.max_accounts_per_user, settings.max_strategies_per_user) == (3, 50)
 
 
 def test_every_venue_id_is_accepted_in_exchange_urls():
@@ -125,6 +131,10 @@ def test_every_venue_id_is_accepted_in_exchange_urls():
         ("STRATA_FILL_POLL_SECONDS", "abc"),
         ("STRATA_FILL_POLL_SECONDS", "nan"),
         ("STRATA_FILL_POLL_SECONDS", "inf"),
+        ("STRATA_MAX_ACCOUNTS_PER_USER", "0"),
+        ("STRATA_MAX_ACCOUNTS_PER_USER", "²"),
+        ("STRATA_MAX_STRATEGIES_PER_USER", "-3"),
+        ("STRATA_MAX_STRATEGIES_PER_USER", "1e9"),
         ("STRATA_ALLOWED_USERS", "abc"),
         ("STRATA_ALLOWED_USERS", "42,@bob"),
         ("LOG_LEVEL", "LOUD"),

@@ -63,8 +63,10 @@ class AccountService:
         gateway,
         *,
         stop_account_strategies: Callable[[int], Awaitable[object]] | None = None,
+        max_accounts: int | None = None,
     ) -> None:
         self._store = store
+        self._max_accounts = max_accounts  # per user (STRATA_MAX_ACCOUNTS_PER_USER); None: no limit
         self._vault = vault
         self._gateway = gateway
         self._checker = KeyChecker(gateway)
@@ -90,6 +92,7 @@ class AccountService:
         if venue not in CONNECTABLE:
             raise UserError("Pick one of the exchanges offered: Binance Spot, Binance Futures or Kraken.")
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
+        await self.check_room(user_id)
         try:
             check = await self._checker.check_key(venue, credentials)
         except KeyRejected as exc:
@@ -113,6 +116,16 @@ class AccountService:
         account = await self._store.accounts.get(account_id)
         balances = await self._valued(venue, check.balances)
         return Connected(account=_view(account, balances), warnings=tuple(check.warnings))
+
+    async def check_room(self, user_id: int) -> None:
+        """Refuse another account past the per-user limit (each account's polling costs shared budget)."""
+        if self._max_accounts is None:
+            return
+        if len(await self._store.accounts.labels_for_user(user_id)) >= self._max_accounts:
+            raise UserError(
+                f"You already have {self._max_accounts} connected accounts, the most this bot allows per user. "
+                "/disconnect one first."
+            )
 
     async def list_accounts(self, user_id: int, *, with_balances: bool = True) -> list[AccountView]:
         accounts = await self._store.accounts.list_for_user(user_id)

@@ -154,9 +154,10 @@ class StopSummary:
 class StrategyService:
     """The strategy use-cases over the store and the engine."""
 
-    def __init__(self, store: Any, engine: Any) -> None:
+    def __init__(self, store: Any, engine: Any, *, max_strategies: int | None = None) -> None:
         self._store = store
         self._engine = engine
+        self._max_strategies = max_strategies  # running or paused, per user; None: no limit
         self._confirmed: set[str] = set()
 
     @property
@@ -188,6 +189,7 @@ class StrategyService:
         params: Mapping[str, str] | None = None,
     ) -> AllocationPreview:
         """Validate an allocation and return its preview; nothing is created until `confirm`."""
+        await self._check_room(user_id)
         account = await self._store.accounts.by_label(user_id, account_label.strip())
         if account is None:
             labels = sorted(await self._store.accounts.labels_for_user(user_id))
@@ -242,6 +244,7 @@ class StrategyService:
         """Create and schedule the allocation of a preview (once: a second confirm is refused)."""
         if preview.token in self._confirmed:
             raise UserError("This allocation was already confirmed: see /status.")
+        await self._check_room(preview.user_id)  # several previews may have been shown before one Confirm
         account = await self._store.accounts.get_owned(preview.user_id, preview.account_id)
         if account is None or account.status != "active":
             raise UserError("That account is not (or no longer) usable: see /accounts.")
@@ -263,6 +266,16 @@ class StrategyService:
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
         self._engine.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
+
+    async def _check_room(self, user_id: int) -> None:
+        """Refuse a strategy past the per-user limit of running or paused ones (stopped/finished do not count)."""
+        if self._max_strategies is None:
+            return
+        if len(await self._store.strategies.list_for_user(user_id, HOLDING)) >= self._max_strategies:
+            raise UserError(
+                f"You already have {self._max_strategies} strategies running or paused, the most this bot allows "
+                "per user. /stop one first."
+            )
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
