@@ -6,7 +6,6 @@ import asyncio
 import base64
 import secrets
 import time
-from decimal import Decimal
 from urllib.parse import urlsplit
 
 import ccxt.async_support as ccxt_async
@@ -27,8 +26,7 @@ from bot.sandbox.binance import VENUE_KEY
 from bot.sandbox.exchanges import make_books, start_fake_exchanges
 from bot.secret import Credentials
 from bot.services.accounts import AccountService
-from bot.vault import Vault
-from storage.store import Store
+from tests.engine_world import open_world
 
 
 class StepClock:
@@ -252,79 +250,67 @@ async def test_the_budgets_take_the_class_and_owner_from_the_calling_context():
         await budgets.acquire("binance", "private", "http://h/api/v3", 4.0, release_to_wait=True)
 
 
-async def test_one_users_accounts_flood_leaves_orders_cancels_and_other_users_reads_on_time(tmp_path):
-    """User A hammers /accounts (20 accounts, 10 times at once: 4,000 weight against a 1,200 limit) while B
-    places and cancels an order and C reads their one balance: B and C are served at once, not next minute.
+async def test_one_users_accounts_flood_leaves_orders_panic_and_other_users_reads_on_time(tmp_path):
+    """User A hammers /accounts (20 accounts, 10 times at once: 4,000 weight against a 1,200 limit) while B's
+    grid places its orders and B's /panic cancels them, and C reads their one balance: all served at once.
 
-    The fake Binance and our budget share a clock frozen mid-minute, so anything that waits for the next
-    minute waits 30 real seconds — far past the bound asserted here.
+    The fake Binance and our budget share a clock that starts one second into a minute, so anything that
+    waits for the next minute waits ~59 real seconds — far past the bounds asserted here.
     """
-    frozen = float(int(time.time()) // 60 * 60 + 30)
-    books = make_books(("binance",), clock=lambda: int(frozen * 1000))
+    shift = time.time() % 60 - 1.0
+    books = make_books(("binance",), clock=lambda: int((time.time() - shift) * 1000))
     book = books["binance"]
-    book.set_price("BTC/USDT", "50000")
+    book.set_price("BTC/USDT", "50500")
     fake = await start_fake_exchanges(books=books, weight_limits={"binance": 1200})
-    budgets = RateBudgets(limits={"binance": 1200}, clock=lambda: frozen)
-    gateway = ExchangeGateway(ClientPool(fake.origins, budgets=budgets))
-    store = await Store.open(tmp_path / "strata.db")
-    vault = await Vault.open(tmp_path / "keystore.db", bytes(range(32)))
-    accounts = AccountService(store, vault, gateway)
+    budgets = RateBudgets(limits={"binance": 1200}, clock=lambda: time.time() - shift)
+    world = await open_world(tmp_path, fake.exchange_urls, budgets=budgets, poll_seconds=1.0)
+    accounts = AccountService(world.store, world.vault, world.gateway)
     flood: list[asyncio.Task] = []
     try:
-        for _ in range(20):
-            await _account(store, vault, book, ALICE)
-        await _account(store, vault, book, CAROL)
-        bob = Credentials(*register_key(book, {"USDT": 1000}))
-        await gateway.load_markets("binance")
+        for n in range(20):
+            await world.connect(ALICE, "binance", *register_key(book, {"USDT": 1000}), label=f"binance-{n}")
+        await world.connect(CAROL, "binance", *register_key(book, {"USDT": 1000}))
+        bob_key, bob_secret = register_key(book, {"USDT": 1000})
+        await world.connect(BOB, "binance", bob_key, bob_secret)
+        await world.gateway.load_markets("binance")
         flood = [asyncio.create_task(accounts.list_accounts(ALICE)) for _ in range(10)]
         while sum(r.path.endswith("/account") for r in book.requests) < 10:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)  # A's share is spent: the rest of the flood waits for the next minute
 
         started = time.perf_counter()
-        order = await asyncio.wait_for(gateway.create_order(
-            "binance", bob, "BTC/USDT", "buy", "limit", amount=Decimal("0.001"), price=Decimal(40000),
-            client_order_id="fair-share-1"), 10)
+        grid = await world.allocate(BOB, "binance", "grid", "300", "BTC/USDT", low="45000", high="55000",
+                                    levels="5")
+        await asyncio.wait_for(world.engine.settle(), 10)
         placed = time.perf_counter() - started
-        await asyncio.wait_for(gateway.cancel_order("binance", bob, "BTC/USDT", order_id=order.id), 10)
+        assert len(book.open_orders(bob_key)) == 3  # the buys below the price rest on the book
+        started = time.perf_counter()
+        panic = await asyncio.wait_for(world.service.panic(BOB), 10)
         cancelled = time.perf_counter() - started
+        started = time.perf_counter()
         [carol] = await asyncio.wait_for(accounts.list_accounts(CAROL), 10)
         read = time.perf_counter() - started
 
-        assert placed < 1.0 and cancelled < 2.0, (placed, cancelled)
-        assert read < 3.0 and carol.balances is not None, (read, carol)
-        assert book.open_orders(bob.api_key.reveal()) == []
+        assert placed < 2.0 and cancelled < 1.0 and read < 1.0, (placed, cancelled, read)
+        assert panic.canceled == 3 and book.open_orders(bob_key) == []
+        assert (await world.store.strategies.get(grid)).status == "paused"
+        assert carol.balances is not None
         assert 429 not in {r.status for r in book.requests}
         budget = budgets.weight_budget("binance", urlsplit(fake.origins["binance"]).netloc)
-        assert budget.owner_used("user:1") <= budget.user_limit
+        assert 0 < budget.owner_used(f"user:{ALICE}") <= budget.user_limit
         assert not any(task.done() for task in flood), "the flood waits for A's next share, it was not refused"
     finally:
         for task in flood:
             task.cancel()
         await asyncio.gather(*flood, return_exceptions=True)
-        await gateway.close()
-        await vault.close()
-        await store.close()
+        await world.close()
         await fake.close()
 
 
-ALICE, CAROL = 1, 3
+ALICE, BOB, CAROL = 1, 2, 3
 
 
 def register_key(book, balances) -> tuple[str, str]:
     api_key, secret = secrets.token_hex(32), secrets.token_hex(32)
     book.add_key(api_key, secret, balances=balances)
     return api_key, secret
-
-
-async def _account(store, vault, book, user_id: int) -> int:
-    """An account with a sealed key, as /connect leaves it (the key checks are not under test here)."""
-    api_key, secret = register_key(book, {"USDT": 1000})
-    await store.users.upsert(user_id, user_id)
-    async with store.db.transaction() as tx:
-        label = f"binance-{secrets.token_hex(3)}"
-        account_id = await store.accounts.create(tx, user_id=user_id, venue="binance", label=label)
-        sealed = await vault.seal(user_id=user_id, account_id=account_id, venue="binance",
-                                  credentials=Credentials(api_key, secret))
-        await store.accounts.store_credential(tx, sealed)
-    return account_id
