@@ -127,6 +127,9 @@ def status_lines(s) -> list[str]:
     if s.holdings:
         held = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.holdings.items())
         lines.append(f"  holds {esc(clip(held, 300))}")
+    if s.dust:
+        dust = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.dust.items())
+        lines.append(f"  dust {esc(clip(dust, 300))} (too little to sell yet: added to a later sell)")
     if s.average_buy_price is not None:
         lines.append(f"  average buy price {fmt_amount(s.average_buy_price.quantize(Decimal('0.01')))}")
     lines.append(

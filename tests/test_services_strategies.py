@@ -165,3 +165,19 @@ async def test_stopping_an_accounts_strategies_cancels_their_open_orders(world):
     assert await world.service.stop_account_strategies(account.id) == 1
     assert world.book.open_orders("alice") == []
     assert (await world.store.strategies.get(strategy_id)).status == "stopped"
+
+
+async def test_a_dca_amount_that_rounding_pushes_below_the_minimum_is_refused_with_the_smallest_that_works(world):
+    """At 109000, 10 USDT is above Binance's 10 USDT minimum but buys 0.00009 BTC on its 0.00001 step (9.81
+    USDT); the smallest buy that meets the minimum, 0.0001 BTC, costs 10.90 — the refusal says so, and that
+    amount is accepted."""
+    world.book.set_price("BTC/USDT", "109000")
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", {"every": "1d", "amount": "10"})
+    assert "10.9 USDT" in refused.value.message and "amount=" in refused.value.message
+    preview = await world.service.allocate(ALICE, "binance", "dca", "100", "BTC/USDT",
+                                           {"every": "1d", "amount": "10.9"})
+    await world.service.confirm(preview)
+    await world.engine.settle()
+    [order] = world.book.all_orders("alice")
+    assert order.status == "closed" and order.filled * Decimal(109000) >= 10
