@@ -395,7 +395,12 @@ class ExchangeGateway:
 
     async def set_leverage(self, venue: str, creds: Credentials, symbol: str, leverage: int) -> None:
         self._require_futures(venue)
-        await self._private(venue, creds, lambda ex: ex.set_leverage(int(leverage), symbol))
+
+        async def op(ex: Any) -> None:
+            with trading_call():  # the engine sets it right before an order: it goes with the order
+                await ex.set_leverage(int(leverage), symbol)
+
+        await self._private(venue, creds, op)
 
     async def set_margin_mode(self, venue: str, creds: Credentials, symbol: str, mode: str) -> None:
         """Set "cross" or "isolated"; already being in that mode is success."""
