@@ -367,7 +367,8 @@ class StrategyService:
         """Every strategy of the user that still holds a budget, plus finished/stopped ones, newest last."""
         strategies = await self._store.strategies.list_for_user(user_id)
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
-        return [await self._status(s, accounts.get(s.account_id)) for s in strategies]
+        with charged_to(f"user:{user_id}"):
+            return [await self._status(s, accounts.get(s.account_id)) for s in strategies]
 
     async def status_page(self, user_id: int, page: int = 1, per_page: int = STATUS_PER_PAGE) -> StatusPage:
         """The strategies of one page of `status` (page clamped to those that exist), figures read only for them."""
