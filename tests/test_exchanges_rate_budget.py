@@ -106,6 +106,19 @@ async def test_kraken_key_counter_waits_when_the_key_is_over_its_points():
     assert len(clock.slept) == 1
 
 
+async def test_a_kraken_read_over_its_points_on_a_pooled_client_gives_the_client_up_to_wait():
+    clock = StepClock()
+    counter = KeyCallCounter(max_points=2, decay_per_second=0.5, clock=clock, sleep=clock.sleep)
+    for _ in range(2):
+        await counter.acquire("key", 1, release_to_wait=True)
+    with pytest.raises(BudgetWait) as no_room:
+        await counter.acquire("key", 1, release_to_wait=True)
+    assert clock.slept == []
+    await no_room.value.wait()
+    assert clock.slept == [pytest.approx(2.0)]
+    await counter.acquire("key", 1, release_to_wait=True)
+
+
 async def test_kraken_trading_calls_cost_no_counter_points():
     clock = StepClock()
     budgets = RateBudgets(clock=clock, monotonic=clock, sleep=clock.sleep)
