@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ class Settings:
     allowed_users: frozenset[int] = frozenset()
     log_level: str = "INFO"
     max_accounts_per_user: int = 10
-    max_strategies_per_user: int = 20
+    max_strategies_per_user: int = 50
 
     @property
     def database_path(self) -> Path:
@@ -100,7 +99,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             env.get("STRATA_MAX_ACCOUNTS_PER_USER", ""), "STRATA_MAX_ACCOUNTS_PER_USER", 10
         ),
         max_strategies_per_user=_parse_limit(
-            env.get("STRATA_MAX_STRATEGIES_PER_USER", ""), "STRATA_MAX_STRATEGIES_PER_USER", 20
+            env.get("STRATA_MAX_STRATEGIES_PER_USER", ""), "STRATA_MAX_STRATEGIES_PER_USER", 50
         ),
     )
 
@@ -189,12 +188,12 @@ def _parse_positive_float(text: str, name: str, default: float) -> float:
 
 
 def _parse_limit(text: str, name: str, default: int) -> int:
-    text = text.strip()
-    if not text:
+    value = text.strip()
+    if not value:
         return default
-    if not re.fullmatch(r"[0-9]{1,6}", text) or int(text) < 1:
+    if not value.isascii() or not value.isdigit() or len(value) > 6 or int(value) < 1:
         raise ConfigError(f"{name} must be a whole number from 1 to 999999, got {text!r}.")
-    return int(text)
+    return int(value)
 
 
 def _parse_allowed_users(text: str) -> frozenset[int]:

@@ -92,8 +92,9 @@ class Runtime:
         )
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
-            max_accounts=self.settings.max_accounts_per_user,
+            forget_credentials=self.engine.ctx.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
         )
+        await self.accounts.backfill_fingerprints()
         self.settings_service = SettingsService(self.store)
         await self.engine.start()
         self.summary = DailySummary(self.store, self.strategies, self.notifier, self.engine.ctx.clock)

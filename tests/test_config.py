@@ -40,13 +40,14 @@ def test_every_variable_has_its_documented_default():
     assert settings.keystore_path == Path("./data") / "keystore.db"
     assert settings.master_key is None
     assert settings.master_key_file is None
-    assert (settings.max_accounts_per_user, settings.max_strategies_per_user) == (10, 20)
     assert settings.default_master_key_path == Path("./data") / "master.key"
     assert dict(settings.exchange_urls) == {}
     assert settings.sandbox is False
     assert settings.fill_poll_seconds == 10
     assert settings.allowed_users == frozenset()
     assert settings.log_level == "INFO"
+    assert settings.max_accounts_per_user == 10
+    assert settings.max_strategies_per_user == 50
 
 
 def test_empty_values_mean_the_defaults():
@@ -80,7 +81,7 @@ def test_valid_values_are_parsed():
             "STRATA_ALLOWED_USERS": "42, 7",
             "LOG_LEVEL": "debug",
             "STRATA_MAX_ACCOUNTS_PER_USER": "3",
-            "STRATA_MAX_STRATEGIES_PER_USER": "50",
+            "STRATA_MAX_STRATEGIES_PER_USER": "120",
         },
         dotenv=False,
     )
@@ -96,7 +97,8 @@ def test_valid_values_are_parsed():
     assert settings.fill_poll_seconds == 2.5
     assert settings.allowed_users == frozenset({42, 7})
     assert settings.log_level == "DEBUG"
-    assert (settings.max_accounts_per_user, settings.max_strategies_per_user) == (3, 50)
+    assert settings.max_accounts_per_user == 3
+    assert settings.max_strategies_per_user == 120
 
 
 def test_every_venue_id_is_accepted_in_exchange_urls():
@@ -131,13 +133,13 @@ def test_every_venue_id_is_accepted_in_exchange_urls():
         ("STRATA_FILL_POLL_SECONDS", "abc"),
         ("STRATA_FILL_POLL_SECONDS", "nan"),
         ("STRATA_FILL_POLL_SECONDS", "inf"),
-        ("STRATA_MAX_ACCOUNTS_PER_USER", "0"),
-        ("STRATA_MAX_ACCOUNTS_PER_USER", "²"),
-        ("STRATA_MAX_STRATEGIES_PER_USER", "-3"),
-        ("STRATA_MAX_STRATEGIES_PER_USER", "1e9"),
         ("STRATA_ALLOWED_USERS", "abc"),
         ("STRATA_ALLOWED_USERS", "42,@bob"),
         ("LOG_LEVEL", "LOUD"),
+        ("STRATA_MAX_ACCOUNTS_PER_USER", "0"),
+        ("STRATA_MAX_ACCOUNTS_PER_USER", "1e3"),
+        ("STRATA_MAX_STRATEGIES_PER_USER", "²"),
+        ("STRATA_MAX_STRATEGIES_PER_USER", "-5"),
         ("TELEGRAM_API_URL", "ftp://api.telegram.org/bot"),
         ("TELEGRAM_API_URL", "api.telegram.org/bot"),
     ],
