@@ -155,3 +155,38 @@ async def test_two_reports_of_one_kraken_order_applied_at_once_record_its_filled
         assert strategy.spent == sum((t.cost + t.fee for t in trades), Decimal(0))
     finally:
         await world.close()
+
+
+async def test_an_order_filled_by_more_trades_than_one_history_page_still_closes_with_every_fill(
+    fake_exchanges, tmp_path
+):
+    """Binance lists at most 500 trades per myTrades request (the most recent ones without `fromId`): an order
+    filled by 600 small trades must still be recorded in full, closed, and its reservation released."""
+    book = fake_exchanges.books["binance"]
+    book.add_key("page-key", "secret", balances={"USDT": "2000"})
+    book.set_price("BTC/USDT", "50500")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(USER, "binance", "page-key", "secret")
+        strategy_id = await world.allocate(
+            USER, "binance", "grid", "1001", "BTC/USDT", low="50000", high="60000", levels="2"
+        )
+        await world.engine.settle()
+        [order] = book.open_orders("page-key")
+        assert (order.side, order.amount) == ("buy", Decimal("0.02"))
+        for _ in range(599):
+            book.fill_partially(order.id, "0.00001")
+        book.fill_partially(order.id, order.remaining)
+        for _ in range(3):
+            await world.engine.poll_once()
+
+        trades = book.trades("page-key")
+        assert len(trades) == 600
+        fills = await world.store.orders.fills_for_strategy(strategy_id)
+        assert sorted(f.fill.trade_key for f in fills) == sorted(f"t:{t.id}" for t in trades)
+        [row] = [r for r in await world.orders() if r["side"] == "buy"]
+        assert row["status"] == "closed" and Decimal(row["filled"]) == Decimal("0.02")
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent == _paid(trades)
+    finally:
+        await world.close()

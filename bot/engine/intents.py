@@ -35,6 +35,7 @@ from bot.engine.fills import (
 from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
+from bot.exchanges.models import Trade
 from bot.strategies import STRATEGIES
 from bot.strategies.base import REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
@@ -46,6 +47,8 @@ ZERO = Decimal(0)
 #: How long after a send failed with an unknown outcome a "not found" answer is trusted: a request that timed
 #: out on our side is refused by the venue once older than its receive window (Binance: 5–10 s).
 UNKNOWN_GRACE = timedelta(seconds=15)
+#: Trades asked for per trade history request (Binance's default page; it lists at most 1000).
+TRADES_PAGE = 500
 #: An intent still unsent this long after it was written (the process died between commit and send, or the
 #: start-up lookup failed) is resolved by the poller; far longer than any send with its retries can take.
 INTENT_STALE = timedelta(minutes=5)
@@ -299,8 +302,7 @@ class OrderDesk:
             return [], True
         trades = list(remote.trades)
         if trades_amount(trades) < filled:
-            creds = await self.ctx.credentials(account)
-            listed = await self.ctx.gateway.fetch_my_trades(account.venue, creds, order.symbol, order_id=remote.id)
+            listed = await self._order_trades(account, order.symbol, remote.id)
             trades = [t for t in listed if t.order_id in (None, remote.id)]
         fresh = [t for t in trades if t.id is not None and f"t:{t.id}" not in keys]
         valuation = await self._valuation(
@@ -308,6 +310,24 @@ class OrderDesk:
         )
         fills = [trade_fill(t, side=order.side, **valuation) for t in fresh]
         return fills, order.filled + sum((f.amount for f in fills), ZERO) >= filled
+
+    async def _order_trades(self, account: Account, symbol: str, order_id: str) -> list[Trade]:
+        """All of one order's trades. Binance lists at most a page of them per request (the most recent ones
+        unless `fromId` is given): an order with a full page is read again page by page, oldest first."""
+        creds = await self.ctx.credentials(account)
+        fetch = self.ctx.gateway.fetch_my_trades
+        page = await fetch(account.venue, creds, symbol, limit=TRADES_PAGE, order_id=order_id)
+        if len(page) < TRADES_PAGE:
+            return page
+        trades: list[Trade] = []
+        from_id = "0"
+        while True:
+            page = await fetch(account.venue, creds, symbol, limit=TRADES_PAGE, order_id=order_id, from_id=from_id)
+            trades += page
+            ids = [int(t.id) for t in page if t.id is not None and t.id.isdigit()]
+            if len(page) < TRADES_PAGE or not ids:
+                return trades
+            from_id = str(max(ids) + 1)
 
     async def _cumulative_fills(self, order: Order, account: Account, remote: VenueOrder) -> list[NewFill]:
         """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken)."""
