@@ -190,3 +190,35 @@ async def test_an_order_filled_by_more_trades_than_one_history_page_still_closes
         assert strategy.spent == _paid(trades)
     finally:
         await world.close()
+
+
+async def test_a_grid_round_trip_paid_in_bnb_reports_the_profit_the_ledger_shows(fake_exchanges, tmp_path):
+    """Fees paid in BNB are charged to the budget: the round trip's profit (alert, fill) must count them too,
+    or every round trip of a BNB-paying account is reported higher than what the budget gained."""
+    book, world, strategy_id, _order = await _one_buy_grid(
+        fake_exchanges, tmp_path, "bnb-grid", balances={"USDT": "1000", "BNB": "1"}, fee_mode="bnb"
+    )
+    try:
+        book.set_price("BNB/USDT", "600")
+        book.set_price("BTC/USDT", "49900")  # the buy at 50000 fills
+
+        async def sell_armed() -> bool:
+            return any(o.side == "sell" for o in book.open_orders("bnb-grid"))
+
+        await wait_for(sell_armed)
+        book.set_price("BTC/USDT", "60100")  # the sell at 60000 fills
+
+        async def round_trip() -> bool:
+            return any(f.profit is not None for f in await world.store.orders.fills_for_strategy(strategy_id))
+
+        await wait_for(round_trip)
+        trades = book.trades("bnb-grid")
+        assert [t.fee_currency for t in trades] == ["BNB", "BNB"]
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.fees == sum((t.fee * 600 for t in trades), Decimal(0))
+        [profit] = [f.profit for f in await world.store.orders.fills_for_strategy(strategy_id) if f.profit is not None]
+        assert profit == strategy.received - strategy.spent
+        alert = (await world.alerts("fill"))[-1]["text"]
+        assert f"{profit:.2f}" in alert
+    finally:
+        await world.close()

@@ -456,7 +456,7 @@ class OrderDesk:
                 await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received, fees=fee_quote)
                 update = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=amount, price=price,
-                    closed=ending and last, fee=fee, fee_currency=currency,
+                    closed=ending and last, fee=fee, fee_currency=currency, fee_quote=fee_quote,
                 ), params)
                 state = update.state
                 if update.profit is not None:
