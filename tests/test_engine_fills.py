@@ -8,20 +8,22 @@ in the quote at the fill and charged to the budget. Figures are checked against 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from decimal import Decimal
 
+from storage.orders import NewFill
 from tests.engine_world import open_world
 from tests.test_engine_dca import wait_for
 
 USER = 21
 
 
-async def _one_buy_grid(fake_exchanges, tmp_path, key: str, **key_options):
+async def _one_buy_grid(fake_exchanges, tmp_path, key: str, poll_seconds: float = 0.2, **key_options):
     """A Binance grid whose one level buys 0.002 BTC at 50000 (100 USDT, 100.10 with its fee)."""
     book = fake_exchanges.books["binance"]
     book.add_key(key, "secret", **key_options)
     book.set_price("BTC/USDT", "50500")
-    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, poll_seconds=poll_seconds)
     await world.connect(USER, "binance", key, "secret")
     strategy_id = await world.allocate(
         USER, "binance", "grid", "100.1", "BTC/USDT", low="50000", high="60000", levels="2"
@@ -220,5 +222,35 @@ async def test_a_grid_round_trip_paid_in_bnb_reports_the_profit_the_ledger_shows
         assert profit == strategy.received - strategy.spent
         alert = (await world.alerts("fill"))[-1]["text"]
         assert f"{profit:.2f}" in alert
+    finally:
+        await world.close()
+
+
+async def test_a_binance_order_recorded_by_cumulative_totals_before_an_upgrade_keeps_its_later_fees(
+    fake_exchanges, tmp_path
+):
+    """A database written before fills were keyed by trade holds a half-filled Binance order under a `c:` key;
+    the order stays on cumulative keys, but Binance's order carries no fee: the rest's fee must come from its
+    trades, as before the upgrade, not be recorded as 0."""
+    # Polls only when the test asks (the half must be recorded as the old version did, not by a poll).
+    book, world, strategy_id, order = await _one_buy_grid(fake_exchanges, tmp_path, "upgrade-key", poll_seconds=600)
+    try:
+        first = book.fill_partially(order.id, "0.001")
+        [row] = await world.store.orders.in_states(("open",))
+        # What the previous version recorded for that half: keyed by the cumulative filled amount.
+        await world.engine.desk.record(row.id, status="open", fills=[NewFill(
+            trade_key="c:0.001", side="buy", amount=first.amount, price=first.price, cost=first.cost,
+            fee=first.fee, fee_currency="USDT", fee_quote=first.fee, at=datetime.now(UTC),
+        )])
+        book.fill_partially(order.id, "0.001")
+        for _ in range(2):
+            await world.engine.poll_once()
+
+        trades = book.trades("upgrade-key")
+        fills = await world.store.orders.fills_for_strategy(strategy_id)
+        assert sum(f.fill.amount for f in fills) == Decimal("0.002")
+        assert sum(f.fill.fee for f in fills) == sum(t.fee for t in trades) == Decimal("0.10")
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent == _paid(trades) == Decimal("100.10") and strategy.fees == Decimal("0.10")
     finally:
         await world.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
 from bot.engine.fills import (
+    TRADE_KEYED_VENUES,
     Recorded,
     keyed_by_trade,
     ledger_fee,
@@ -280,12 +282,12 @@ class OrderDesk:
             try:
                 if keyed_by_trade(account.venue, keys) and remote.id is not None:
                     fills, complete = await self._trade_fills(order, account, remote, keys)
-                    if not complete and status in FINAL:
-                        logger.info("order %s: its trades are not all visible yet; kept live", order.client_order_id)
-                        status = OPEN
                 else:
                     base_filled = order.filled
-                    fills = await self._cumulative_fills(order, account, remote)
+                    fills, complete = await self._cumulative_fills(order, account, remote)
+                if not complete and status in FINAL:
+                    logger.info("order %s: its trades are not all visible yet; kept live", order.client_order_id)
+                    status = OPEN
             except ExchangeFailure as failure:
                 await self.on_lookup_failure(account, failure)
                 return
@@ -329,14 +331,33 @@ class OrderDesk:
                 return trades
             from_id = str(max(ids) + 1)
 
-    async def _cumulative_fills(self, order: Order, account: Account, remote: VenueOrder) -> list[NewFill]:
-        """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken)."""
+    async def _cumulative_fills(
+        self, order: Order, account: Account, remote: VenueOrder
+    ) -> tuple[list[NewFill], bool]:
+        """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken), and
+        whether its fee is known (see `_with_trades_fee`)."""
         if (remote.filled or ZERO) <= order.filled:
-            return []
+            return [], True
+        if account.venue in TRADE_KEYED_VENUES and remote.fee_cost is None and remote.id is not None:
+            remote = await self._with_trades_fee(account, order.symbol, remote)
+            if remote.fee_cost is None:
+                return [], False
         fee_currencies = [remote.fee_currency] if (remote.fee_cost or ZERO) > 0 else []
         valuation = await self._valuation(order, account, fee_currencies)
         fill = new_fill(remote, await self._recorded(order), side=order.side, **valuation)
-        return [fill] if fill is not None else []
+        return ([fill] if fill is not None else []), True
+
+    async def _with_trades_fee(self, account: Account, symbol: str, remote: VenueOrder) -> VenueOrder:
+        """A Binance order recorded by cumulative totals (by a version before fills were keyed by trade) with
+        its cumulative fee taken from its trades, as Binance reports an order's fee only there; its fee stays
+        None while the trades do not cover its filled amount yet (the order is then kept live)."""
+        assert remote.id is not None  # noqa: S101 - checked by the caller
+        trades = [t for t in await self._order_trades(account, symbol, remote.id) if t.order_id in (None, remote.id)]
+        if trades_amount(trades) < (remote.filled or ZERO):
+            return remote
+        currency = next((t.fee_currency for t in trades if t.fee_currency), None)
+        fee = sum((t.fee_cost or ZERO for t in trades if t.fee_currency in (currency, None)), ZERO)
+        return dataclasses.replace(remote, fee_cost=fee, fee_currency=currency)
 
     async def _valuation(self, order: Order, account: Account, fee_currencies: list[str | None]) -> dict[str, Any]:
         """What values an order's fees in quote: its assets, and the price in quote of any third fee currency."""
