@@ -254,3 +254,22 @@ async def test_a_binance_order_recorded_by_cumulative_totals_before_an_upgrade_k
         assert strategy.spent == _paid(trades) == Decimal("100.10") and strategy.fees == Decimal("0.10")
     finally:
         await world.close()
+
+
+async def test_stop_and_sell_right_after_a_fill_whose_trade_lags_sells_what_was_bought(fake_exchanges, tmp_path):
+    """/stop with sell: the grid's buy half-filled just before; the cancel's read of its trades lags once. The
+    stop must still see that fill: sell the 0.001 BTC bought (and say so), not leave it unsold and unreported."""
+    book, world, strategy_id, order = await _one_buy_grid(fake_exchanges, tmp_path, "stop-lag", poll_seconds=600)
+    try:
+        book.lag_trades(requests=1)  # the next myTrades does not show the fill made now
+        book.fill_partially(order.id, "0.001")
+        summary = await world.service.stop(USER, strategy_id, sell=True)
+
+        assert summary.sold == {"BTC": Decimal("0.001")} and not summary.kept, summary
+        assert book.keys["stop-lag"].total("BTC") == 0
+        rows = await world.orders()
+        assert [r["status"] for r in rows] == ["canceled", "closed"]
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent == _paid([t for t in book.trades("stop-lag") if t.side == "buy"])
+    finally:
+        await world.close()

@@ -49,6 +49,8 @@ ZERO = Decimal(0)
 #: How long after a send failed with an unknown outcome a "not found" answer is trusted: a request that timed
 #: out on our side is refused by the venue once older than its receive window (Binance: 5–10 s).
 UNKNOWN_GRACE = timedelta(seconds=15)
+#: How long `cancel` waits, step by step, for the trades of an order that ended to show in the trade history.
+TRADES_LAG_WAITS = (0.2, 0.4, 0.8)
 #: Trades asked for per trade history request (Binance's default page; it lists at most 1000).
 TRADES_PAGE = 500
 #: An intent still unsent this long after it was written (the process died between commit and send, or the
@@ -81,6 +83,9 @@ class OrderDesk:
         #: Called before every send, also of an intent resolved after a restart (futures: hedge-mode check and
         #: leverage 1); False leaves the intent unsent, to be tried again by the resolver.
         self.prepare: Callable[[Order, Account], Awaitable[bool]] | None = None
+        #: The pauses `cancel` makes while an ended order's trades are not visible yet (Binance's trade history
+        #: can lag its order status by a moment).
+        self.trades_lag_waits: tuple[float, ...] = TRADES_LAG_WAITS
         #: Per-order locks with their user counts: `apply` reads what is recorded and writes under one.
         self._order_locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
@@ -249,6 +254,7 @@ class OrderDesk:
                 return
             if not found.is_open:
                 await self.apply(order.id, account, found)
+                await self._await_trades(order.id, account, found)
                 return
         creds = await self.ctx.credentials(account)
         try:
@@ -262,6 +268,19 @@ class OrderDesk:
         final = await self.lookup(order, account)
         if final is not None:
             await self.apply(order.id, account, final)
+            await self._await_trades(order.id, account, final)
+
+    async def _await_trades(self, order_id: int, account: Account, final: VenueOrder) -> None:
+        """Give the trades of an order that just ended a moment to become visible, so what cancelled it (/stop,
+        /panic) sees every fill it made; if they still lag, the poller records them when they show."""
+        if final.is_open:
+            return
+        for delay in self.trades_lag_waits:
+            current = await self.ctx.store.orders.get(order_id)
+            if current is None or current.status not in LIVE:
+                return
+            await asyncio.sleep(delay)
+            await self.apply(order_id, account, final)
 
     # --- recording --------------------------------------------------------------------------------------
 
