@@ -273,3 +273,28 @@ async def test_stop_and_sell_right_after_a_fill_whose_trade_lags_sells_what_was_
         assert strategy.spent == _paid([t for t in book.trades("stop-lag") if t.side == "buy"])
     finally:
         await world.close()
+
+
+async def test_a_stale_report_applied_after_the_order_ended_does_not_reopen_it(fake_exchanges, tmp_path):
+    """A poll read the order open and half filled; before it applies that, the cancel (or a fresher poll)
+    records the order's end. The stale report must not move the ended order back to open (it would count as
+    live again: reserved, listed, polled and ended a second time)."""
+    book, world, strategy_id, order = await _one_buy_grid(fake_exchanges, tmp_path, "stale-key", poll_seconds=600)
+    try:
+        [row] = await world.store.orders.in_states(("open",))
+        account = await world.store.accounts.get(row.account_id)
+        desk = world.engine.desk
+        book.fill_partially(order.id, "0.001")
+        stale = await desk.lookup(row, account)
+        book.fill_partially(order.id, "0.001")
+        fresh = await desk.lookup(row, account)
+        assert (stale.status, fresh.status) == ("open", "closed")
+        await desk.apply(row.id, account, fresh)
+        await desk.apply(row.id, account, stale)
+
+        [row] = [r for r in await world.orders() if r["id"] == row.id]
+        assert row["status"] == "closed" and Decimal(row["filled"]) == Decimal("0.002")
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent == _paid(book.trades("stale-key"))
+    finally:
+        await world.close()

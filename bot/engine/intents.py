@@ -464,6 +464,10 @@ class OrderDesk:
                 return False
             if base_filled is not None and order.filled != base_filled:
                 reported = []
+            if order.status in FINAL and order.exchange_order_id is not None and status not in FINAL:
+                # A report read before the exchange told us the order ended (a poll racing a cancel) is stale:
+                # it never reopens the order (its new trades, if any, are still recorded).
+                status = order.status
             kind = STRATEGIES[strategy.kind]
             params = kind.parse_params(strategy.params)
             state = kind.load_state(strategy.state)
