@@ -298,3 +298,29 @@ async def test_a_stale_report_applied_after_the_order_ended_does_not_reopen_it(f
         assert strategy.spent == _paid(book.trades("stale-key"))
     finally:
         await world.close()
+
+
+async def test_stop_and_sell_after_a_buy_paid_in_base_reports_what_the_venue_sold(fake_exchanges, tmp_path):
+    """Binance without BNB takes a buy's fee in BTC: the strategy holds 0.0003996 BTC, of which the venue's step
+    (0.00001) lets it sell 0.00039. /stop's summary must say what was sold and what is kept, as the wallet does."""
+    book = fake_exchanges.books["binance"]
+    book.add_key("base-fee", "secret", balances={"USDT": "1000"}, fee_mode="received")
+    book.set_price("BTC/USDT", "50000")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(USER, "binance", "base-fee", "secret")
+        strategy_id = await world.allocate(USER, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+
+        async def bought() -> bool:
+            return len(await world.alerts("fill")) == 1
+
+        await wait_for(bought)
+        summary = await world.service.stop(USER, strategy_id, sell=True)
+
+        sells = [t for t in book.trades("base-fee") if t.side == "sell"]
+        assert sum(t.amount for t in sells) == Decimal("0.00039")
+        assert summary.sold == {"BTC": Decimal("0.00039")}, summary
+        wallet = book.keys["base-fee"].total("BTC")
+        assert wallet == Decimal("0.0000096") and summary.kept == {"BTC": wallet}, summary
+    finally:
+        await world.close()

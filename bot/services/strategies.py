@@ -472,7 +472,9 @@ class StrategyService:
                                    reduce_only=account.venue in FUTURES_VENUES)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                sold[asset.asset] = amount
+                # What the exchange was asked to sell: the holding rounded down to its step (the rest is kept).
+                placed = [o for o in await self._store.orders.for_strategy(strategy.id) if o.tag == desired.tag]
+                sold[asset.asset] = placed[-1].amount if placed and placed[-1].amount is not None else amount
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
         return errors
