@@ -346,8 +346,9 @@ class OrderDesk:
             page = await fetch(account.venue, creds, symbol, limit=TRADES_PAGE, order_id=order_id, from_id=from_id)
             trades += page
             ids = [int(t.id) for t in page if t.id is not None and t.id.isdigit()]
-            if len(page) < TRADES_PAGE or not ids:
-                return trades
+            if len(page) < TRADES_PAGE or not ids or max(ids) < int(from_id):
+                # The last page (or a venue that does not page: never loop on it, never count a trade twice).
+                return list({t.id: t for t in trades}.values())
             from_id = str(max(ids) + 1)
 
     async def _cumulative_fills(
