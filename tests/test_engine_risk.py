@@ -169,3 +169,15 @@ def test_a_market_order_sized_to_the_whole_budget_is_trimmed_to_fit_the_slippage
     verdict = check_order(whole, futures, last_price=D(100000), ledger=Ledger(D(1000)), free_quote=D(5000))
     assert isinstance(verdict, Approved)
     assert verdict.amount < D("0.01") and verdict.reserve <= D(1000)
+
+
+def test_a_futures_reduce_only_order_reserves_nothing_and_an_opening_one_reserves_its_margin():
+    futures = replace(RULES, symbol="BTC/USDT:USDT", contract=True)
+    short_held = Ledger(D(200), spent=D("165.22"))  # a short's margin at 1x plus a loss already booked
+    close = DesiredOrder("BTC/USDT:USDT", "buy", "market", "t", amount=D("0.003"), reduce_only=True)
+    verdict = check_order(close, futures, last_price=D(40000), ledger=short_held, free_quote=D(0))
+    assert verdict == Approved(amount=D("0.003"), cost=None, price=None, reserve=D(0))
+    more = DesiredOrder("BTC/USDT:USDT", "sell", "market", "t", amount=D("0.003"))
+    verdict = check_order(more, futures, last_price=D(40000), ledger=short_held, free_quote=D(1000))
+    assert isinstance(verdict, Approved) and verdict.amount < D("0.003")  # trimmed to the 34.78 left
+    assert 0 < verdict.reserve <= D("34.78")
