@@ -61,7 +61,7 @@ OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
 #: How long a control action waits for a send under way (a send is bounded by the client's timeout, 10 s);
 #: one still under way after this is reported unconfirmed and watched.
 SEND_WAIT_SECONDS = 30.0
-#: How often watched orders are looked up again until each is resolved.
+#: How often watched orders are looked up again while a late request may still land (then: the fill-poll pace).
 WATCH_SECONDS = 1.0
 #: `place_now`'s answer for an order whose fate is not known yet.
 UNCONFIRMED_ORDER = "could not be confirmed yet; I keep checking and will tell you how it ends"
@@ -124,6 +124,7 @@ class Engine:
         self._poller: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         self._watch_wanted = False
+        self._watch_quick_until = 0.0
         self._account_controls: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self.started = False
@@ -497,11 +498,13 @@ class Engine:
 
     def _ensure_watcher(self) -> None:
         self._watch_wanted = True
+        self._watch_quick_until = time.monotonic() + self.desk.unknown_grace.total_seconds() + SETTLE_MARGIN_SECONDS
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.get_running_loop().create_task(self._watch_loop(), name="strata-order-watch")
 
     async def _watch_loop(self) -> None:
-        """Resolve the watched orders until none is left (a new watch restarts it)."""
+        """Resolve the watched orders until none is left (a new watch restarts it): every second while the
+        venue's receive window may still let a late request in, then at the fill-poll pace (an outage)."""
         while True:
             self._watch_wanted = False
             pending = await self.store.order_watches.pending()
@@ -515,7 +518,8 @@ class Engine:
                     raise
                 except Exception:
                     logger.exception("watched order %s: resolving failed; trying again", order_id)
-            await asyncio.sleep(min(WATCH_SECONDS, self.poll_interval))
+            quick = time.monotonic() < self._watch_quick_until
+            await asyncio.sleep(min(WATCH_SECONDS, self.poll_interval) if quick else self.poll_interval)
 
     async def _resolve_watched(self, order_id: int, reason: str) -> None:
         order = await self.store.orders.get(order_id)
