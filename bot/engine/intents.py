@@ -502,6 +502,10 @@ def _assets(symbol: str, fallback_quote: str) -> tuple[str, str]:
 
 
 def _params(order: Order, venue: str) -> dict[str, object] | None:
-    """Venue parameters of an order: a futures strategy's closing order is reduce-only."""
-    return {"reduceOnly": True} if venue == "binanceusdm" and order.tag.endswith(":close") else None
+    """Venue parameters of an order: a futures order the risk gate let through as reduce-only is sent so.
+
+    The flag is stored with the intent; older intents name a closing order by their tag (`…:close`).
+    """
+    reduce_only = order.reduce_only or order.tag.endswith(":close")
+    return {"reduceOnly": True} if venue == "binanceusdm" and reduce_only else None
 

@@ -1,0 +1,66 @@
+"""Futures edge cases found reviewing the futures P&L change, end to end through the real engine and real ccxt
+against the fake Binance USD-M: a grid's sells on futures, and closing a position worth less than the market's
+minimum notional (the venue accepts reduce-only orders below it)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.engine_world import open_world
+from tests.test_engine_dca import wait_for
+
+USER = 41
+SYMBOL = "BTC/USDT:USDT"
+
+
+async def _futures_world(fake_exchanges, tmp_path, key: str, usdt: str = "1000"):
+    book = fake_exchanges.books["binanceusdm"]
+    book.add_key(key, "secret", balances={"USDT": usdt})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    await world.connect(USER, "binanceusdm", key, "secret")
+    return book, world
+
+
+def _position(book, key: str, symbol: str = SYMBOL):
+    return next(p for p in book.positions(key) if p.symbol == symbol)
+
+
+async def test_a_futures_grid_sells_what_it_bought_reduce_only_and_its_pnl_is_the_wallets(fake_exchanges, tmp_path):
+    book, world = await _futures_world(fake_exchanges, tmp_path, "grid-usdm")
+    try:
+        book.set_price(SYMBOL, "52000")
+        wallet = book.keys["grid-usdm"].total("USDT")
+        strategy_id = await world.allocate(
+            USER, "binanceusdm", "grid", "300", "BTC/USDT", low="45000", high="55000", levels="3"
+        )
+        await world.engine.settle()
+        assert sorted((o.side, o.price) for o in book.open_orders("grid-usdm")) == [
+            ("buy", Decimal("45000")), ("buy", Decimal("50000"))
+        ]
+
+        book.set_price(SYMBOL, "49990")  # the 50000 buy fills: a long
+        await world.engine.poll_once()
+        await world.engine.settle()
+
+        async def sell_armed() -> bool:
+            await world.engine.run_strategy(strategy_id)
+            return any(o.side == "sell" for o in book.open_orders("grid-usdm"))
+
+        await wait_for(sell_armed)
+        [sell] = [o for o in book.open_orders("grid-usdm") if o.side == "sell"]
+        assert (sell.price, sell.amount, sell.reduce_only) == (Decimal("55000"), _position(book, "grid-usdm").amount,
+                                                             True)
+
+        book.set_price(SYMBOL, "55000")  # the sell fills: flat again, one round trip
+        await world.engine.poll_once()
+        await world.engine.settle()
+        assert _position(book, "grid-usdm").amount == 0
+        strategy = await world.store.strategies.get(strategy_id)
+        status = await world.service.status(USER)
+        [mine] = [s for s in status if s.id == strategy_id]
+        realised = book.keys["grid-usdm"].total("USDT") - wallet
+        assert realised > 0
+        assert mine.realised_pnl == realised and mine.holdings == {}
+        assert strategy.spent - strategy.received == -realised  # flat: nothing in a position, the profit back
+    finally:
+        await world.close()
