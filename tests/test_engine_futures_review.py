@@ -64,3 +64,27 @@ async def test_a_futures_grid_sells_what_it_bought_reduce_only_and_its_pnl_is_th
         assert strategy.spent - strategy.received == -realised  # flat: nothing in a position, the profit back
     finally:
         await world.close()
+
+
+async def test_stop_closes_a_futures_position_worth_less_than_the_minimum_notional(fake_exchanges, tmp_path):
+    """Binance USD-M: "Order's notional must be no smaller than 10 (unless you choose reduce only)"."""
+    book, world = await _futures_world(fake_exchanges, tmp_path, "dust-usdm")
+    eth = "ETH/USDT:USDT"
+    try:
+        book.set_price(eth, "3000")
+        strategy_id = await world.allocate(USER, "binanceusdm", "dca", "100", "ETH/USDT", every="1d", amount="12")
+        await world.engine.settle()
+        held = _position(book, "dust-usdm", eth).amount
+        assert held > 0 and held * 3000 >= 10
+        book.set_price(eth, "2000")  # the long is now worth less than the 10 USDT minimum of a new order
+        world.gateway.market_data.invalidate()
+
+        summary = await world.service.stop(USER, strategy_id, sell=True)
+        assert summary.errors == ()
+        assert summary.sold == {"ETH": held}
+        assert _position(book, "dust-usdm", eth).amount == 0
+        [close] = [o for o in book.all_orders("dust-usdm") if o.side == "sell"]
+        assert close.reduce_only
+        assert summary.realised_pnl == book.keys["dust-usdm"].total("USDT") - 1000
+    finally:
+        await world.close()
