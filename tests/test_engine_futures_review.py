@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
+from bot.services.errors import UserError
 from tests.engine_world import open_world
 from tests.test_engine_dca import wait_for
 
@@ -86,5 +89,24 @@ async def test_stop_closes_a_futures_position_worth_less_than_the_minimum_notion
         [close] = [o for o in book.all_orders("dust-usdm") if o.side == "sell"]
         assert close.reduce_only
         assert summary.realised_pnl == book.keys["dust-usdm"].total("USDT") - 1000
+    finally:
+        await world.close()
+
+
+async def test_a_second_futures_strategy_on_a_market_the_account_already_trades_is_refused(fake_exchanges, tmp_path):
+    """One-way mode keeps one position per market and account: two strategies on it would net each other's
+    positions (a long and a short leave the venue flat, and each one's reduce-only close is then refused)."""
+    book, world = await _futures_world(fake_exchanges, tmp_path, "two-usdm")
+    try:
+        book.set_price(SYMBOL, "50000")
+        book.set_price("ETH/USDT:USDT", "3000")
+        first = await world.allocate(USER, "binanceusdm", "dca", "200", "BTC/USDT", every="1d", amount="60")
+        with pytest.raises(UserError, match=f"#{first}") as refused:
+            await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5")
+        assert "one position per market" in refused.value.message
+        assert await world.allocate(USER, "binanceusdm", "dca", "100", "ETH/USDT", every="1d", amount="20")
+        await world.service.stop(USER, first, sell=True)  # once the first is stopped, the market is free again
+        assert await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3",
+                                    slow="5")
     finally:
         await world.close()

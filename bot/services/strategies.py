@@ -210,6 +210,7 @@ class StrategyService:
             raise UserError(exc.message) from None
         if strategy.name == "dca":
             await self._check_dca_amount(account, market_symbol, amount, parsed)
+        await self._check_market_free(account, market_symbol)
 
         free, available = await self._check_headroom(account, quote, amount)
         creds = await self._engine.ctx.credentials(account)
@@ -240,6 +241,7 @@ class StrategyService:
         # Balances and other allocations may have changed since the preview (another Confirm, a deposit
         # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
         await self._check_strategy_limit(preview.user_id)
+        await self._check_market_free(account, preview.symbol)
         await self._check_headroom(account, preview.quote, preview.budget)
         if len(self._confirmed) > 10_000:  # tokens are random and single-use; an old one is never shown again
             self._confirmed.clear()
@@ -264,6 +266,23 @@ class StrategyService:
                 f"You already have {self.max_strategies} strategies running or paused, the most this bot allows. "
                 "/stop one first."
             )
+
+    async def _check_market_free(self, account: Account, symbol: str) -> None:
+        """Refuse a second futures strategy on one market of one account (active or paused ones count).
+
+        Binance Futures in one-way mode keeps one position per market and account: two strategies on it would net
+        each other's positions (a long and a short leave the venue flat), so the venue would book P&L neither
+        strategy shows, and one's reduce-only close could be refused for the other's position.
+        """
+        if account.venue not in FUTURES_VENUES:
+            return
+        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
+            if other.symbol == symbol:
+                raise UserError(
+                    f"{_title(other)} already trades {symbol.split(':')[0]} on {account.label}. Binance Futures "
+                    f"keeps one position per market and account, so two strategies would net each other's "
+                    f"positions: /stop {other.id} first, or choose another market."
+                )
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
