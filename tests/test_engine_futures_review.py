@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from bot.services.errors import UserError
+from handlers.render import stop_text
 from tests.engine_world import open_world
 from tests.test_engine_dca import wait_for
 
@@ -108,5 +109,52 @@ async def test_a_second_futures_strategy_on_a_market_the_account_already_trades_
         await world.service.stop(USER, first, sell=True)  # once the first is stopped, the market is free again
         assert await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3",
                                     slow="5")
+    finally:
+        await world.close()
+
+
+async def test_stop_reports_what_the_exchange_sold_and_the_dust_it_kept(fake_exchanges, tmp_path):
+    """Binance Spot takes a buy's fee in BTC: 0.00135 bought leaves 0.00134865, and a sale on the 0.00001 step
+    sells 0.00134. The /stop summary says what was sold and what stays, as the exchange's wallet shows."""
+    book = fake_exchanges.books["binance"]
+    book.add_key("stop-dust", "secret", balances={"USDT": "1000"}, fee_mode="received")
+    book.set_price("BTC/USDT", "50000")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(USER, "binance", "stop-dust", "secret")
+        strategy_id = await world.allocate(USER, "binance", "dca", "100", "BTC/USDT", every="1d", amount="30")
+        await world.engine.settle()
+        book.set_price("BTC/USDT", "45000")
+        world.gateway.market_data.invalidate()
+
+        summary = await world.service.stop(USER, strategy_id, sell=True)
+        [sale] = [t for t in book.trades("stop-dust") if t.side == "sell"]
+        left = book.keys["stop-dust"].total("BTC")
+        assert left > 0
+        assert summary.sold == {"BTC": sale.amount} and summary.kept == {"BTC": left}
+        text = stop_text(summary)
+        assert f"Sold {sale.amount.normalize():f} BTC at market." in text
+        assert f"Kept {left.normalize():f} BTC." in text
+    finally:
+        await world.close()
+
+
+async def test_stop_on_kraken_counts_the_sale_in_its_summary(fake_exchanges, tmp_path):
+    """Kraken answers a market order without its fill: the /stop summary must still count the sale it made."""
+    book = fake_exchanges.books["kraken"]
+    secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQ="
+    book.add_key("stop-kraken", secret, balances={"USD": "1000"})
+    book.set_price("BTC/USD", "105717.2")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(USER, "kraken", "stop-kraken", secret)
+        strategy_id = await world.allocate(USER, "kraken", "dca", "100", "BTC/USD", every="1d", amount="30")
+        await world.engine.settle()
+
+        summary = await world.service.stop(USER, strategy_id, sell=True)
+        [_, sale] = book.trades("stop-kraken")
+        assert sale.side == "sell" and book.keys["stop-kraken"].total("BTC") == 0
+        assert summary.errors == () and summary.sold == {"BTC": sale.amount} and summary.kept == {}
+        assert summary.realised_pnl.quantize(Decimal("1e-8")) == book.keys["stop-kraken"].total("USD") - 1000
     finally:
         await world.close()

@@ -446,6 +446,11 @@ class Engine:
         order = await store.orders.get(order_id)
         await self.desk.send(order, account)
         order = await store.orders.get(order_id)
+        if order is not None and order.status == OPEN and order.type == "market":
+            # A market order has traded by now, but Kraken's answer carries no fill: read it once, so what the
+            # caller reports (the /stop summary) includes it.
+            await self.desk.refresh(order, account)
+            order = await store.orders.get(order_id)
         if order is not None and order.status in ("rejected", "unknown"):
             return order.error or f"the order is {order.status}"
         return None

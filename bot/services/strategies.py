@@ -461,12 +461,14 @@ class StrategyService:
         await self._stop(strategy)
         canceled, errors = await self._engine.cancel_orders(strategy.id)
         sold: dict[str, Decimal] = {}
+        pending: set[str] = set()  # sold by an order placed but not filled yet: neither sold nor kept so far
         if sell:
-            errors += await self._sell_holdings(strategy, sold)
+            errors += await self._sell_holdings(strategy, sold, pending)
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=canceled, sold=sold,
-            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0 or (a.contract and a.held != 0)},
+            kept={a.asset: a.held for a in pnl.assets.values()
+                  if (a.held > 0 or (a.contract and a.held != 0)) and a.asset not in pending},
             invested=pnl.invested, returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised,
             errors=tuple(errors), futures=is_contract(strategy.symbol),
         )
@@ -494,11 +496,12 @@ class StrategyService:
         async with self._store.db.transaction() as tx:
             await self._store.strategies.set_status(tx, strategy.id, STOPPED, reason="stopped by you")
 
-    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal]) -> list[str]:
+    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
             return ["the account is gone"]
         errors = []
+        placed = []
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
             if asset.held == 0:
@@ -514,9 +517,19 @@ class StrategyService:
                                    reduce_only=account.venue in FUTURES_VENUES)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                sold[asset.asset] = amount if side == "sell" else -amount
+                placed.append(asset)
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
+        if placed:
+            # What the exchange sold (its step may leave dust), from the fills: not what was asked.
+            after = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote).assets
+            for asset in placed:
+                moved = asset.held - after[asset.asset].held  # < 0: a short bought back
+                if moved:
+                    sold[asset.asset] = moved
+                else:
+                    pending.add(asset.asset)
+                    errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
         return errors
 
     async def _free(self, account: Account, asset: str) -> Decimal:
