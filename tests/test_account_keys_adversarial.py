@@ -5,7 +5,11 @@ Through the real bot, the fake Telegram and the fake exchanges (real PTB, real c
 
 from __future__ import annotations
 
-from tests.chat_helpers import USER, register
+from decimal import Decimal
+
+from storage.orders import LIVE
+from tests.chat_helpers import USER, connect_with_key, register, send_key_pair
+from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids
 
 
@@ -30,3 +34,29 @@ async def test_a_key_and_secret_pasted_together_outside_connect_are_deleted(stra
     await strata.next_reply(USER, contains="revoke")
     assert private["message_id"] in deleted_ids(strata, USER)
     assert_no_leak(strata, api_key, secret)
+
+
+async def test_a_kraken_key_of_another_account_cannot_replace_one_whose_first_orders_were_never_confirmed(
+    strata, fake_exchanges
+):
+    # The proof looked at the account's first three live orders only; when those had no exchange id (their
+    # sends timed out), a key of any Kraken account "saw" them all and replaced the key.
+    book = fake_exchanges.books["kraken"]
+    book.set_price("BTC/USD", "65000")
+    account, old_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+    book.inject("server_error", count=3, path="AddOrder")
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=10")
+    await wait_for_open_orders(fake_exchanges, "kraken", old_key)
+    book.revoke_key(old_key)
+    await strata.next_reply(USER, contains="was rejected", timeout=15)
+    live = await strata.runtime.store.orders.in_states(LIVE, account_id=account.id)
+    assert [o.exchange_order_id for o in live[:3]] == [None, None, None]
+    assert any(o.exchange_order_id for o in live)
+
+    stranger_key, stranger_secret = register(fake_exchanges, "kraken")
+    await strata.send(USER, "/connect replace kraken")
+    await strata.next_reply(USER, contains="New key for kraken")
+    await send_key_pair(strata, stranger_key, stranger_secret)
+    refusal = await strata.next_reply(USER, contains="Nothing was", timeout=15)
+    assert "cannot see" in refusal.text
+    assert (await strata.runtime.store.accounts.get(account.id)).status == "key_rejected"
