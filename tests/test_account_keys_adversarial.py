@@ -60,3 +60,28 @@ async def test_a_kraken_key_of_another_account_cannot_replace_one_whose_first_or
     refusal = await strata.next_reply(USER, contains="Nothing was", timeout=15)
     assert "cannot see" in refusal.text
     assert (await strata.runtime.store.accounts.get(account.id)).status == "key_rejected"
+
+
+async def test_a_kraken_key_that_cannot_read_its_orders_is_not_revived_every_five_minutes(strata, fake_exchanges):
+    # Kraken's "Query Funds" and "Query Open Orders & Trades" are separate permissions: a key that reads its
+    # balance but not its orders passes the checks of /connect, yet every poll of its orders is refused. The
+    # retry revived it ("works again"), the next poll rejected it again: two alerts every five minutes, forever.
+    book = fake_exchanges.books["kraken"]
+    book.set_price("BTC/USD", "65000")
+    account, api_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
+    await wait_for_open_orders(fake_exchanges, "kraken", api_key)
+    book.keys[api_key].can_query_orders = False  # the user edited the key on Kraken
+    await strata.next_reply(USER, contains="was rejected", timeout=15)
+
+    engine, store = strata.runtime.engine, strata.runtime.store
+    assert await engine.retry_rejected_keys() == 0
+    assert (await store.accounts.get(account.id)).status == "key_rejected"
+    await engine.poll_once()
+    alerts = [m.text for m in strata.tg.sent if m.chat_id == USER and m.text]
+    assert not any("works again</b>" in t for t in alerts)
+    assert sum("was rejected" in t for t in alerts) == 1
+
+    book.keys[api_key].can_query_orders = True  # fixed on Kraken: now it does work again
+    assert await engine.retry_rejected_keys() == 1
+    await strata.next_reply(USER, contains="works again", timeout=10)
