@@ -30,6 +30,9 @@ async def test_a_key_and_secret_pasted_together_outside_connect_are_deleted(stra
     pasted = await strata.send(USER, f"{api_key}\n{secret}", chat_id=group, chat_type="group")
     await strata.next_reply(group, contains="revoke")
     assert pasted["message_id"] in deleted_ids(strata, group)
+    mention = await strata.send(USER, f"@strata_test_bot {api_key}", chat_id=group, chat_type="group")
+    await strata.next_reply(group, contains="revoke")  # a privacy-mode group shows the bot only such messages
+    assert mention["message_id"] in deleted_ids(strata, group)
     private = await strata.send(USER, f"{api_key} {secret}")
     await strata.next_reply(USER, contains="revoke")
     assert private["message_id"] in deleted_ids(strata, USER)
