@@ -57,7 +57,10 @@ async def disconnect(update: Update, context: Context) -> None:
             await reply(update, f"No account labelled {esc(label)}. Yours: " + ", ".join(esc(v.label) for v in views))
             return
         account = await rt.accounts.owned(user_id, match.id)
-        await reply(update, *await _confirmation(rt, user_id, account))
+        text, markup, more = await _confirmation(rt, user_id, account)
+        await reply(update, text, markup)
+        for chunk in more:
+            await reply(update, chunk)
         return
     rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views] + [[("Cancel", "disc:no")]]
     await reply(update, "Which account do you want to disconnect?", keyboard(rows))
@@ -74,25 +77,44 @@ def _confirm_keyboard(account_id: int, action: str = "yes"):
     return keyboard([[("Confirm disconnect", f"disc:{action}:{account_id}"), ("Cancel", "disc:no")]])
 
 
-async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
-    """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
+#: Room for one message (Telegram refuses more than 4,096 characters; counting the HTML tags keeps this safe).
+MESSAGE_ROOM = 3800
+
+
+def _with_orders(head: str, intro: str, orders: list[str]) -> tuple[str, list[str]]:
+    """A message naming every order: in one message when it fits, else the orders follow in more messages."""
+    text = "\n".join([head, intro + ":", *orders])
+    if len(text) <= MESSAGE_ROOM:
+        return text, []
+    chunks: list[list[str]] = [[]]
+    for line in orders:
+        if chunks[-1] and len("\n".join([*chunks[-1], line])) > MESSAGE_ROOM:
+            chunks.append([])
+        chunks[-1].append(line)
+    return "\n".join([head, intro + " (listed in the next messages)."]), ["\n".join(c) for c in chunks]
+
+
+async def _confirmation(rt, user_id: int, account) -> tuple[str, object, list[str]]:
+    """The confirmation for this account: the usual one, or for a suspended key the orders left open (the
+    orders that do not fit in the message follow in more messages)."""
     if account.status == "active":
-        return _confirm_text(account.label), _confirm_keyboard(account.id)
+        return _confirm_text(account.label), _confirm_keyboard(account.id), []
     left = await rt.accounts.left_open(user_id, account.id)
     why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
-    lines = [
+    head = (
         f"Disconnect <b>{esc(account.label)}</b>? Its key {why}, so I cannot cancel anything on the exchange. "
-        "Its strategies stop and its key is destroyed.",
-    ]
-    if left:
-        lines += [
-            f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
-            "(I forget them and release their budget):",
-            *left_open_lines(left),
-        ]
-    else:
-        lines.append("It has no open orders.")
-    return "\n".join(lines), _confirm_keyboard(account.id, "abandon")
+        "Its strategies stop and its key is destroyed."
+    )
+    markup = _confirm_keyboard(account.id, "abandon")
+    if not left:
+        return head + "\nIt has no open orders.", markup, []
+    text, more = _with_orders(
+        head,
+        f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
+        "(I forget them and release their budget)",
+        left_open_lines(left),
+    )
+    return text, markup, more
 
 
 async def disconnect_button(update: Update, context: Context) -> None:
@@ -110,17 +132,24 @@ async def disconnect_button(update: Update, context: Context) -> None:
             raise UserError("That account is not (or no longer) connected.")
         if action == "pick":
             account = await rt.accounts.owned(user_id, account_id)
-            await answer_and_edit(update, *await _confirmation(rt, user_id, account))
+            text, markup, more = await _confirmation(rt, user_id, account)
+            await answer_and_edit(update, text, markup)
+            for chunk in more:
+                await reply(update, chunk)
             return
         if action == "abandon":
             done = await rt.accounts.disconnect_suspended(user_id, account_id)
-            lines = [f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed."]
+            text, more = f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed.", []
             if done.left_open:
-                lines += [
-                    f"⚠️ Cancel these {len(done.left_open)} order(s) on the exchange yourself: they may still be open.",
-                    *left_open_lines(done.left_open),
-                ]
-            await answer_and_edit(update, "\n".join(lines))
+                text, more = _with_orders(
+                    text,
+                    f"⚠️ Cancel these {len(done.left_open)} order(s) on the exchange yourself: they may still be "
+                    "open",
+                    left_open_lines(done.left_open),
+                )
+            await answer_and_edit(update, text)
+            for chunk in more:
+                await reply(update, chunk)
             return
         await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
         account = await rt.accounts.disconnect(user_id, account_id)

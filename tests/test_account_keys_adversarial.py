@@ -5,11 +5,12 @@ Through the real bot, the fake Telegram and the fake exchanges (real PTB, real c
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from storage.orders import LIVE
 from tests.chat_helpers import USER, connect_with_key, register, send_key_pair
-from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
+from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids
 
 
@@ -88,3 +89,30 @@ async def test_a_kraken_key_that_cannot_read_its_orders_is_not_revived_every_fiv
     book.keys[api_key].can_query_orders = True  # fixed on Kraken: now it does work again
     assert await engine.retry_rejected_keys() == 1
     await strata.next_reply(USER, contains="works again", timeout=10)
+
+
+async def test_a_revoked_key_with_many_orders_left_open_can_still_be_disconnected(strata, fake_exchanges):
+    # The confirmation (and the final answer) list every order left on the exchange, one line each: a grid of
+    # 100 levels made them longer than Telegram's 4,096 characters, the message was refused, and the account
+    # could not be disconnected at all — stranded again.
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "65000")
+    account, api_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(5000)})
+    await allocate_one_line(strata, "/allocate binance grid 3000 BTC/USDT low=60000 high=70000 levels=100")
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(open_orders(fake_exchanges, "binance", api_key)) < 49:
+        assert asyncio.get_running_loop().time() < deadline, "the grid did not place its buys"
+        await asyncio.sleep(0.1)
+    resting = open_orders(fake_exchanges, "binance", api_key)
+    book.revoke_key(api_key)
+    await strata.next_reply(USER, contains="was rejected", timeout=15)
+
+    await strata.send(USER, "/disconnect binance")
+    confirm = await strata.next_reply(USER, contains="Disconnect", timeout=10)
+    assert "cancel them there" in confirm.text
+    await strata.press(USER, confirm, "Confirm disconnect")
+    await strata.next_reply(USER, contains="destroyed", timeout=15)
+    assert await strata.runtime.store.accounts.get(account.id) is None
+    shown = "\n".join(m.text for m in strata.tg.sent if m.chat_id == USER and m.text)
+    for order in resting:  # every order left open is named to the user, so they can cancel it there
+        assert f"order id {order.id}" in shown
