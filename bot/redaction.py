@@ -68,6 +68,9 @@ class _Registry:
     #: The longest word of key-shaped text kept in the bounded tier: no API key or secret is longer (Binance
     #: accepts up to 128 characters, a Kraken secret is 88), and a cap keeps the tier's memory bounded too.
     MAX_POSSIBLE_LENGTH = 200
+    #: Key-length words kept per value of key-shaped text: a key, or a key and its secret pasted together.
+    #: More would let a few long messages of many words push the older values out of the bounded tier.
+    MAX_POSSIBLE_WORDS = 2
     PREFIX = 8
     MAX_FORMS = 50_000
     _RUN = re.compile(r"[A-Za-z0-9+/=_\-]{12,}")
@@ -81,13 +84,18 @@ class _Registry:
         self._lock = threading.Lock()
 
     def add(self, value: str, *, protected: bool = False) -> None:
-        """Index a value; key-shaped text (not `protected`) word by word, only words as long as a key can be.
+        """Index a value; key-shaped text (not `protected`) word by word, only its first words as long as a key.
 
         So a key and its secret pasted together are each scrubbed alone, and a pasted blob of thousands of
-        characters (no key is that long) costs nothing: the bounded tier holds at most MAX_FORMS short forms.
+        characters (no key is that long) costs nothing: the bounded tier holds at most MAX_FORMS short forms,
+        and each message adds only a few of them.
         """
         value = value.strip()
-        words = [value] if protected else [w for w in value.split() if len(w) <= self.MAX_POSSIBLE_LENGTH]
+        if protected:
+            words = [value]
+        else:
+            sized = [w for w in value.split() if self.MIN_LENGTH <= len(w) <= self.MAX_POSSIBLE_LENGTH]
+            words = sized[: self.MAX_POSSIBLE_WORDS]
         with self._lock:
             for word in words:
                 self._add_word(word, protected)

@@ -327,3 +327,13 @@ def test_a_key_and_secret_pasted_together_are_each_scrubbed_alone():
     register_possible_secret(f"{key}\n{secret}")
     scrubbed = redact(f"key={key} secret={secret} hex={secret.encode().hex()}")
     assert key not in scrubbed and secret not in scrubbed and secret.encode().hex() not in scrubbed
+
+
+def test_a_message_of_many_key_shaped_words_adds_only_a_few_values_to_the_bounded_tier():
+    # Each message may push older key-shaped values out of the bounded tier (a pending /connect key among them):
+    # a message of 120 key-length words must not count as 120 messages.
+    pending = secrets.token_hex(32)
+    register_possible_secret(pending)
+    for _ in range(2000):
+        register_possible_secret(" ".join(secrets.token_hex(16) for _ in range(120)))
+    assert pending not in redact(pending)
