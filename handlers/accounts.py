@@ -60,10 +60,7 @@ async def disconnect(update: Update, context: Context) -> None:
             await reply(update, f"No account labelled {esc(clip(label, 40))}. Yours: {yours}")
             return
         account = await rt.accounts.owned(user_id, match.id)
-        text, markup, more = await _confirmation(rt, user_id, account)
-        await reply(update, text, markup)
-        for chunk in more:
-            await reply(update, chunk)
+        await reply(update, *await _confirmation(rt, user_id, account))
         return
     rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views[:MAX_ACCOUNT_BUTTONS]]
     rows.append([("Cancel", "disc:no")])
@@ -83,44 +80,25 @@ def _confirm_keyboard(account_id: int, action: str = "yes"):
     return keyboard([[("Confirm disconnect", f"disc:{action}:{account_id}"), ("Cancel", "disc:no")]])
 
 
-#: Room for one message (Telegram refuses more than 4,096 characters; counting the HTML tags keeps this safe).
-MESSAGE_ROOM = 3800
-
-
-def _with_orders(head: str, intro: str, orders: list[str]) -> tuple[str, list[str]]:
-    """A message naming every order: in one message when it fits, else the orders follow in more messages."""
-    text = "\n".join([head, intro + ":", *orders])
-    if len(text) <= MESSAGE_ROOM:
-        return text, []
-    chunks: list[list[str]] = [[]]
-    for line in orders:
-        if chunks[-1] and len("\n".join([*chunks[-1], line])) > MESSAGE_ROOM:
-            chunks.append([])
-        chunks[-1].append(line)
-    return "\n".join([head, intro + " (listed in the next messages)."]), ["\n".join(c) for c in chunks]
-
-
-async def _confirmation(rt, user_id: int, account) -> tuple[str, object, list[str]]:
-    """The confirmation for this account: the usual one, or for a suspended key the orders left open (the
-    orders that do not fit in the message follow in more messages)."""
+async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
+    """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
     if account.status == "active":
-        return _confirm_text(account.label), _confirm_keyboard(account.id), []
+        return _confirm_text(account.label), _confirm_keyboard(account.id)
     left = await rt.accounts.left_open(user_id, account.id)
     why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
-    head = (
+    lines = [
         f"Disconnect <b>{esc(account.label)}</b>? Its key {why}, so I cannot cancel anything on the exchange. "
-        "Its strategies stop and its key is destroyed."
-    )
-    markup = _confirm_keyboard(account.id, "abandon")
-    if not left:
-        return head + "\nIt has no open orders.", markup, []
-    text, more = _with_orders(
-        head,
-        f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
-        "(I forget them and release their budget)",
-        left_open_lines(left),
-    )
-    return text, markup, more
+        "Its strategies stop and its key is destroyed.",
+    ]
+    if left:
+        lines += [
+            f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
+            "(I forget them and release their budget):",
+            *left_open_lines(left),
+        ]
+    else:
+        lines.append("It has no open orders.")
+    return "\n".join(lines), _confirm_keyboard(account.id, "abandon")
 
 
 async def disconnect_button(update: Update, context: Context) -> None:
@@ -138,24 +116,17 @@ async def disconnect_button(update: Update, context: Context) -> None:
             raise UserError("That account is not (or no longer) connected.")
         if action == "pick":
             account = await rt.accounts.owned(user_id, account_id)
-            text, markup, more = await _confirmation(rt, user_id, account)
-            await answer_and_edit(update, text, markup)
-            for chunk in more:
-                await reply(update, chunk)
+            await answer_and_edit(update, *await _confirmation(rt, user_id, account))
             return
         if action == "abandon":
             done = await rt.accounts.disconnect_suspended(user_id, account_id)
-            text, more = f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed.", []
+            lines = [f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed."]
             if done.left_open:
-                text, more = _with_orders(
-                    text,
-                    f"⚠️ Cancel these {len(done.left_open)} order(s) on the exchange yourself: they may still be "
-                    "open",
-                    left_open_lines(done.left_open),
-                )
-            await answer_and_edit(update, text)
-            for chunk in more:
-                await reply(update, chunk)
+                lines += [
+                    f"⚠️ Cancel these {len(done.left_open)} order(s) on the exchange yourself: they may still be open.",
+                    *left_open_lines(done.left_open),
+                ]
+            await answer_and_edit(update, "\n".join(lines))
             return
         await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
         account = await rt.accounts.disconnect(user_id, account_id)
