@@ -6,10 +6,11 @@ Through the real bot, the fake Telegram and the fake exchanges (real PTB, real c
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from decimal import Decimal
 
 from storage.orders import LIVE
-from tests.chat_helpers import USER, connect_with_key, register, send_key_pair
+from tests.chat_helpers import USER, connect_with_key, make_keypair, register, send_key_pair
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids
 
@@ -118,3 +119,39 @@ async def test_a_revoked_key_with_many_orders_left_open_can_still_be_disconnecte
     shown = "\n".join(m.text for m in strata.tg.sent if m.chat_id == USER and m.text)
     for order in resting:  # every order left open is named to the user, so they can cancel it there
         assert f"order id {order.id}" in shown
+
+
+async def test_a_replaced_key_never_sends_a_paused_strategys_order_that_never_reached_the_exchange(
+    strata, fake_exchanges
+):
+    # An order whose send timed out just before the key was revoked stays "unknown". Once a new key makes the
+    # account active again, the resolver found it missing and sent it, for a strategy that stays paused.
+    book = fake_exchanges.books["kraken"]
+    book.set_price("BTC/USD", "65000")
+    account, old_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+    book.inject("server_error", count=1, path="AddOrder")
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=10")
+    await wait_for_open_orders(fake_exchanges, "kraken", old_key)
+    book.revoke_key(old_key)
+    await strata.next_reply(USER, contains="was rejected", timeout=15)
+    store = strata.runtime.store
+    strategy = (await store.strategies.list_for_user(USER))[-1]
+    unsent = [o for o in await store.orders.in_states(LIVE, account_id=account.id) if not o.exchange_order_id]
+    assert len(unsent) == 1
+    placed = len(book.all_orders(book.keys[old_key]))
+
+    new_key, new_secret = make_keypair("kraken")
+    book.add_key(new_key, new_secret, same_account_as=old_key)
+    await strata.send(USER, "/connect replace kraken")
+    await strata.next_reply(USER, contains="New key for kraken")
+    await send_key_pair(strata, new_key, new_secret)
+    await strata.next_reply(USER, contains="New key stored", timeout=15)
+    strata.runtime.engine.desk.unknown_grace = timedelta(0)  # as if the replacement came a while later
+    for _ in range(3):
+        await strata.runtime.engine.poll_once()
+
+    assert (await store.strategies.get(strategy.id)).status == "paused"
+    assert len(book.all_orders(book.keys[new_key])) == placed  # nothing sent for the paused strategy
+    assert await store.orders.in_states(LIVE, strategy_id=strategy.id) != []  # its resting orders still followed
+    ended = await store.orders.get(unsent[0].id)
+    assert ended.status not in LIVE
