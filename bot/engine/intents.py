@@ -43,6 +43,7 @@ from bot.strategies import STRATEGIES
 from bot.strategies.base import REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
 from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, OPEN, REJECTED, UNKNOWN, NewFill
+from storage.strategies import PAUSED
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,12 @@ class OrderDesk:
         if found is not None:
             logger.info("order %s found on %s: adopting it", order.client_order_id, account.venue)
             await self.apply(order.id, account, found)
+            return
+        strategy = await self.ctx.store.strategies.get(order.strategy_id)
+        if strategy is not None and strategy.status == PAUSED:
+            # A paused strategy sends nothing (also once a revived or replaced key makes its account active
+            # again, maybe days later): the order ends unsent, and the strategy decides afresh on /resume.
+            await self.record(order.id, status=CANCELED, fill=None, error="never sent: its strategy is paused")
             return
         logger.info("order %s never reached %s: sending it now", order.client_order_id, account.venue)
         await self.ctx.store.orders.set_status(None, order.id, INTENT)
