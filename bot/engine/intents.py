@@ -236,7 +236,9 @@ class OrderDesk:
             return
         refusal = await self.send_refusal(order)
         if refusal is not None:
-            # Never sent again; ended once a late arrival is ruled out (the venue's receive window passed).
+            # A paused or stopped strategy sends nothing (also once a revived or replaced key makes its account
+            # active again, maybe days later): the order ends unsent once a late arrival is ruled out (the
+            # venue's receive window passed), and the strategy decides afresh on /resume.
             if self.surely_absent(order):
                 await self._end_unsent(order, CANCELED, f"never reached the exchange; not sent again: {refusal}")
             return
@@ -695,6 +697,10 @@ def _assets(symbol: str, fallback_quote: str) -> tuple[str, str]:
 
 
 def _params(order: Order, venue: str) -> dict[str, object] | None:
-    """Venue parameters of an order: a futures strategy's closing order is reduce-only."""
-    return {"reduceOnly": True} if venue == "binanceusdm" and order.tag.endswith(":close") else None
+    """Venue parameters of an order: a futures order the risk gate let through as reduce-only is sent so.
+
+    The flag is stored with the intent; older intents name a closing order by their tag (`…:close`).
+    """
+    reduce_only = order.reduce_only or order.tag.endswith(":close")
+    return {"reduceOnly": True} if venue == "binanceusdm" and reduce_only else None
 
