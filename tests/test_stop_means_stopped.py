@@ -364,3 +364,28 @@ async def test_resume_after_panic_places_the_grids_ladder_again(fake_exchanges, 
         assert len(book.open_orders("rearm")) == 2  # re-armed once, not twice
     finally:
         await world.close()
+
+
+async def test_panic_does_not_wait_for_a_slow_run_and_its_order_is_never_sent(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("slow-run", "secret", balances={"USDT": "1000"})
+    book.hang_seconds = 3.0  # the run's balance read hangs (the venue answers late, within the client timeout)
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, timeout_ms=10_000)
+    try:
+        await world.connect(27, "binance", "slow-run", "secret")
+        preview = await world.service.allocate(27, "binance", "dca", "100", "BTC/USDT", {"every": "1d", "amount": "20"})
+        await world.service.confirm(preview)
+        book.inject("timeout", path="/api/v3/account", method="GET")  # before the run reads it
+        await asyncio.sleep(0.5)  # the run has decided to buy and waits for the balance, holding its lock
+        started = asyncio.get_running_loop().time()
+        result = await world.service.panic(27)
+        assert asyncio.get_running_loop().time() - started < 1.5  # /panic answers while the run still hangs
+        assert (result.paused, result.canceled, result.unconfirmed) == (1, 0, 0)
+        await world.engine.settle()
+        assert book.all_orders("slow-run") == []  # the buy it decided met the gate: never sent
+        assert [(r["status"], r["error"]) for r in await world.orders()] in (
+            [], [("canceled", "not sent: the strategy is paused")]
+        )
+    finally:
+        await world.close()

@@ -8,9 +8,10 @@ client order id. Because the lookup comes first and the id is deterministic, an 
 and never lost. Fills, the budget ledger, the strategy's state and the fill alert commit in ONE transaction,
 and everything the exchange reports about one order is applied under that order's lock (see `fills`).
 
-Stop means stopped: every send re-reads its strategy's and account's status under the strategy's lock and is
-registered as in flight before its lock is released, so a control action that changed the status under that
-lock knows which sends it must wait for (`wait_sends`) and that no other will go out. A strategy that is not
+Stop means stopped: every send re-reads its strategy's and account's status under the strategy's send gate (a
+lock held only for that check, never across a request) and is registered as in flight before the gate opens
+again, so a control action that changed the status inside the gate knows which sends it must wait for
+(`wait_sends`) and that no other will go out. A strategy that is not
 active never gets a new order: its unconfirmed orders are never sent again, and those found open are cancelled.
 An unconfirmed order's "not found" is trusted only once the venue's receive window has passed
 (`UNKNOWN_GRACE`); until then `cancel` answers `NOT_CONFIRMED` and the order stays to be resolved.
@@ -103,7 +104,8 @@ class OrderDesk:
         self._order_locks: dict[int, tuple[asyncio.Lock, int]] = {}
         #: When this desk started: an intent written before may have been sent by the previous process.
         self.started_at = utc_now()
-        #: Per strategy, the orders whose send is under way (registered under the strategy's lock).
+        #: Per strategy, the send gate (`gate`) and the orders whose send is under way (registered inside it).
+        self._gates: dict[int, asyncio.Lock] = {}
         self._in_flight: dict[int, set[int]] = {}
         #: Orders whose create request this process started and whose row may not say so yet.
         self._attempted: set[int] = set()
@@ -116,7 +118,7 @@ class OrderDesk:
 
         `closing`: the order closes a stopped strategy's holdings (/stop's sell), which a stopped strategy may send.
         """
-        async with self.ctx.lock(order.strategy_id):
+        async with self.gate(order.strategy_id):
             current = await self.ctx.store.orders.get(order.id)
             if current is None or current.status != INTENT:
                 return  # ended meanwhile (a cancel ended it unsent): nothing to send
@@ -153,8 +155,16 @@ class OrderDesk:
         crash_point("after_send")
         await self.apply(order.id, account, placed)
 
+    def gate(self, strategy_id: int) -> asyncio.Lock:
+        """The strategy's send gate: a send checks its status and registers inside it, a control action changes
+        the status inside it. Held for a few database reads only, so /panic never waits for a slow run."""
+        lock = self._gates.get(strategy_id)
+        if lock is None:
+            lock = self._gates[strategy_id] = asyncio.Lock()
+        return lock
+
     async def send_refusal(self, order: Order, *, closing: bool = False) -> str | None:
-        """Why this order may not be sent now (None: it may): read fresh, call under the strategy's lock."""
+        """Why this order may not be sent now (None: it may): read fresh, call inside the strategy's gate."""
         account = await self.ctx.store.accounts.get(order.account_id)
         if account is None or account.status != "active":
             return "its account is not usable"

@@ -11,8 +11,9 @@ Fill polling runs as one task on the same loop: every `STRATA_FILL_POLL_SECONDS`
 with live orders, their polls spread over the interval, and stretches the interval when the venue's request
 budget is short (`effective_poll_interval`, shown by /status).
 
-Control (/pause, /stop, /panic, /disconnect): the status changes under the strategy's lock, so no send starts
-after it (`OrderDesk.send` re-reads the status under that lock); the sends already under way are waited for,
+Control (/pause, /stop, /panic, /disconnect): the status changes inside the strategy's send gate, so no send
+starts after it (`OrderDesk.send` re-reads the status inside that gate); a run still deciding is not waited for
+(its intents meet the gate and end unsent); the sends already under way are waited for,
 then every live order is cancelled. An order whose fate is not known yet is watched (`order_watches`): a task
 keeps resolving it and queues one alert, with the watch's end, once it is cancelled, filled or surely absent.
 """
@@ -437,14 +438,14 @@ class Engine:
     async def pause(self, strategy_id: int, reason: str, *, alert: bool = False) -> bool:
         """Pause an active strategy; once this returns no new send of it starts (its orders stay: see
         `cancel_orders`)."""
-        async with self.ctx.lock(strategy_id):  # serialised with its runs' decisions and sends' status checks
+        async with self.desk.gate(strategy_id):  # serialised with its sends' status checks
             changed = await pause_strategy(self.ctx, strategy_id, reason, alert=alert)
         self.unschedule(strategy_id)
         return changed
 
     async def stop(self, strategy_id: int, reason: str) -> bool:
         """Stop a strategy for good; once this returns no new send of it starts but /stop's own closing sale."""
-        async with self.ctx.lock(strategy_id), self.store.db.transaction() as tx:
+        async with self.desk.gate(strategy_id), self.store.db.transaction() as tx:
             changed = await self.store.strategies.set_status(tx, strategy_id, STOPPED, reason=reason)
         self.unschedule(strategy_id)
         return changed

@@ -525,7 +525,7 @@ class StrategyService:
     async def stop_account_strategies(self, account_id: int) -> int:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
-        No order of the account is sent once this returns: its strategies are stopped under their locks, the
+        No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
         sends under way are waited for, every live order is cancelled, and those whose fate was not known are
         resolved for up to the venue's receive window and a little more. Orders still live after that stay in
         the database; the caller refuses to shred the key while any is (calling again retries). Returns how
