@@ -26,10 +26,12 @@ def summary_text(day: str, statuses) -> str:
         lines.append("No strategies yet: /allocate one.")
     for s in statuses:
         unrealised = "?" if s.unrealised_pnl is None else _signed(s.unrealised_pnl)
+        # What went in and what came back, not their difference: once sales return more than the buys cost,
+        # "used" turns negative ("used -78.92 of 1000"), which reads as a loss or a bug.
         lines.append(
-            f"#{s.id} {escape(s.title)} {escape(s.symbol)} ({escape(s.status)}): used {_money(s.used)} of "
-            f"{_money(s.budget)} {escape(s.quote)}; realised {_signed(s.realised_pnl)}, unrealised {unrealised}, "
-            f"fees {_money(s.fees)}"
+            f"#{s.id} {escape(s.title)} {escape(s.symbol)} ({escape(s.status)}), budget {_money(s.budget)} "
+            f"{escape(s.quote)}: invested {_money(s.invested)}, returned {_money(s.returned)}; "
+            f"realised {_signed(s.realised_pnl)}, unrealised {unrealised}, fees {_money(s.fees)}"
         )
     return "\n".join(lines)
 

@@ -95,7 +95,9 @@ class StrategyStatus:
     note: str | None  # the strategy's own last word ("waiting: next buy at …")
     budget: Decimal
     quote: str
-    used: Decimal  # net spent: buys + fees − sale proceeds
+    used: Decimal  # net spent: buys + fees − sale proceeds (negative once sales returned more than buys cost)
+    invested: Decimal  # quote paid for buys, quote fees included
+    returned: Decimal  # quote received from sells, quote fees deducted
     reserved: Decimal  # held by open orders
     left: Decimal
     open_orders: int
@@ -349,7 +351,8 @@ class StrategyService:
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
             status=strategy.status, pause_reason=strategy.pause_reason,
             note=await self._store.strategies.note(strategy.id), budget=strategy.budget, quote=strategy.quote,
-            used=used, reserved=reserved, left=max(ZERO, strategy.budget - used - reserved),
+            used=used, invested=pnl.invested, returned=pnl.returned, reserved=reserved,
+            left=max(ZERO, strategy.budget - used - reserved),
             open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
             average_buy_price=_q8(average), realised_pnl=_q8(pnl.realised),
             unrealised_pnl=_q8(pnl.unrealised(prices)),
