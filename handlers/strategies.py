@@ -109,12 +109,16 @@ async def allocate_button(update: Update, context: Context) -> None:
         services = _services(context)
         if action == "cancel":
             rt.drafts.pop(user_id)
+            rt.drafts.drop_previews(user_id)
             await answer_and_edit(update, "Cancelled: nothing was allocated.")
             return
         if action == "confirm":
             preview = rt.drafts.take_preview(value, user_id)
             if preview is None:
-                raise UserError("This summary has expired or was already used. Send /allocate again.")
+                raise UserError(
+                    "This summary has expired (a newer one replaced it, or it was cancelled or already used). "
+                    "Send /allocate again."
+                )
             allocated = await services.confirm(preview)
             rt.drafts.pop(user_id)
             await answer_and_edit(
