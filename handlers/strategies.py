@@ -150,6 +150,7 @@ async def _advance_draft(update: Update, context: Context, services, draft: Draf
         catalogue = {d.name: d for d in services.strategies_catalogue()}
         if value not in catalogue:
             raise UserError("Pick one of the strategies offered.")
+        services.check_venue(value, draft.venue)
         draft.kind, draft.step = value, DraftStep.SYMBOL
         if value == "rebalance":
             choices = REBALANCE_QUOTES.get(draft.venue, ("USDT",))

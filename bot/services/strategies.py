@@ -32,6 +32,14 @@ logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 FUTURES_VENUES = frozenset({"binanceusdm"})
+#: What a venue cannot run, with the reason /allocate gives (checked before any summary is shown).
+UNSUPPORTED = {
+    ("rebalance", "binanceusdm"): (
+        "Rebalance needs spot holdings: it buys coins and sells them back to their target weights, and a "
+        "Binance Futures account holds positions, not coins (its orders would open leveraged positions). "
+        "Allocate it on a Binance Spot or Kraken account."
+    ),
+}
 EXAMPLES = {
     "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
     "grid": "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5",
@@ -189,6 +197,7 @@ class StrategyService:
             strategy = get_strategy(kind)
         except ParamError as exc:
             raise UserError(exc.message) from None
+        self.check_venue(strategy.name, account.venue)
         amount = _budget(budget)
         symbol = symbol.strip().upper()
         try:
@@ -223,6 +232,12 @@ class StrategyService:
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
             free_quote=free, available=available,
         )
+
+    def check_venue(self, kind: str, venue: str) -> None:
+        """Refuse a strategy the venue cannot run, saying why (the guided flow asks as soon as it is picked)."""
+        reason = UNSUPPORTED.get((kind, venue))
+        if reason is not None:
+            raise UserError(reason)
 
     async def confirm(self, preview: AllocationPreview) -> Allocated:
         """Create and schedule the allocation of a preview (once: a second confirm is refused)."""
