@@ -13,15 +13,16 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from bot.engine.pnl import compute
-from bot.engine.risk import Ledger, allocation_headroom
+from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order
 from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
-from bot.strategies.base import DesiredOrder
+from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
+from bot.strategies.grid import level_prices
 from bot.strategies.params import ParamError, format_value
 from bot.venues import venue_name
 from storage.models import Account, Strategy
@@ -213,6 +214,8 @@ class StrategyService:
             raise UserError(exc.message) from None
         if strategy.name == "dca":
             await self._check_dca_amount(account, market_symbol, amount, parsed)
+        if strategy.name == "grid":
+            await self._check_grid_levels(account, market_symbol, amount, parsed)
 
         free, available = await self._check_headroom(account, quote, amount)
         creds = await self._engine.ctx.credentials(account)
@@ -330,6 +333,38 @@ class StrategyService:
                 f"The {which} per buy, {_q(per_buy)} {info.quote}, is below {symbol}'s minimum order of "
                 f"{_q(minimum)} {info.quote}. Use amount= at least that."
             )
+
+    async def _check_grid_levels(self, account: Account, symbol: str, budget: Decimal, params: Any) -> None:
+        """Refuse a grid whose budget per level buys less than the market minimum, naming what would work.
+
+        The grid splits its budget over the levels below the price when it starts (over all levels but the top
+        one when the price is outside the range: the worst case once it enters it); each level's buy must pass
+        the risk gate's minimums after rounding, or it is never placed.
+        """
+        info = await self._market(account, symbol)
+        try:
+            ticker = await self._gateway.fetch_ticker(account.venue, symbol)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read the price of {symbol}: {failure.user_message}") from None
+        if ticker.last is None or ticker.last <= 0:
+            return  # no price to check against; the grid waits and says so
+        rules = MarketRules.from_info(info)
+        check = _GridCheck(rules, symbol, ticker.last, params["low"], params["high"])
+        per_level = check.per_level_if_short(budget, params["levels"])
+        if per_level is None:
+            return
+        levels = params["levels"]
+        smallest = check.smallest_budget(budget, levels)
+        fewer = next((n for n in range(levels - 1, 1, -1) if check.per_level_if_short(budget, n) is None), None)
+        armed = check.armed(levels)
+        shown = floor_to(per_level, Decimal("0.01")) if per_level >= 1 else per_level
+        raise UserError(
+            f"{_q(budget)} {info.quote} over the {len(armed)} grid level(s) below the price is {_q(shown)} "
+            f"{info.quote} per level, below {symbol.split(':')[0]}'s minimum order at those prices. Use a budget of "
+            f"at least {_q(smallest)} {info.quote}"
+            + (f", or levels={fewer} (or fewer)" if fewer is not None else "")
+            + "."
+        )
 
     # --- status ---------------------------------------------------------------------------------------
 
@@ -489,6 +524,53 @@ class StrategyService:
         if strategy is None:
             raise UserError("No such strategy. See /status for yours.")
         return strategy
+
+
+class _GridCheck:
+    """A grid's first buys put through the risk gate before Confirm, as the engine will when it starts."""
+
+    def __init__(self, rules: MarketRules, symbol: str, price: Decimal, low: Decimal, high: Decimal) -> None:
+        self.rules, self.symbol, self.price, self.low, self.high = rules, symbol, price, low, high
+
+    def armed(self, levels: int) -> tuple[Decimal, ...]:
+        """The level prices that get a buy when the grid starts (see `Grid._arm_ladder`)."""
+        ladder = level_prices(self.low, self.high, levels)[:-1]
+        below = tuple(p for p in ladder if p < self.price)
+        in_range = self.low <= self.price <= self.high
+        return below if in_range and below else ladder
+
+    def per_level_if_short(self, budget: Decimal, levels: int) -> Decimal | None:
+        """The budget per level when some level's buy falls below the market minimum, else None."""
+        armed = self.armed(levels)
+        spendable = Budget(total=budget, fee_rate=self.rules.fee_rate).spendable
+        per_level = floor_to(spendable / len(armed), QUOTE_STEP)
+        for price in armed:
+            amount = amount_for_cost(per_level, price)
+            if amount <= 0:
+                return per_level
+            order = DesiredOrder(self.symbol, "buy", "limit", "allocation-check", amount=amount, price=price)
+            verdict = check_order(order, self.rules, last_price=self.price, ledger=Ledger(budget), free_quote=None)
+            if isinstance(verdict, Refused) and verdict.kind == "minimum":
+                return per_level
+        return None
+
+    def smallest_budget(self, budget: Decimal, levels: int) -> Decimal:
+        """The smallest budget (in cents, or 1e-8 below one unit) whose every first buy passes the minimums."""
+        unit = Decimal("0.01") if budget >= 1 else QUOTE_STEP
+        low, high = budget, budget * 2
+        for _ in range(200):  # the per-level value grows with the budget: double until it passes
+            if self.per_level_if_short(high, levels) is None:
+                break
+            low, high = high, high * 2
+        while high - low > unit:
+            middle = floor_to((low + high) / 2, unit)
+            if middle <= low:
+                break
+            if self.per_level_if_short(middle, levels) is None:
+                high = middle
+            else:
+                low = middle
+        return (high / unit).to_integral_value(rounding=ROUND_CEILING) * unit
 
 
 def _budget(value: Decimal | str) -> Decimal:
