@@ -41,10 +41,11 @@ def disable_core_dumps() -> None:
 
 
 def is_dumpable() -> bool | None:
-    """Whether the kernel would dump this process (None off Linux)."""
+    """Whether the kernel would dump this process (None off Linux or when prctl is unavailable)."""
     if not sys.platform.startswith("linux"):
         return None
-    return _prctl(PR_GET_DUMPABLE, 0) != 0
+    answer = _prctl(PR_GET_DUMPABLE, 0)
+    return None if answer < 0 else answer != 0
 
 
 def _prctl(option: int, arg: int) -> int:
