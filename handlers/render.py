@@ -122,6 +122,9 @@ def status_lines(s) -> list[str]:
     if s.holdings:
         held = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.holdings.items())
         lines.append(f"  holds {held}")
+    if s.dust:
+        dust = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.dust.items())
+        lines.append(f"  dust {dust} (too little to sell yet: added to a later sell)")
     if s.average_buy_price is not None:
         lines.append(f"  average buy price {fmt_amount(s.average_buy_price.quantize(Decimal('0.01')))}")
     lines.append(

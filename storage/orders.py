@@ -185,6 +185,11 @@ class OrderRepository:
             "UPDATE fills SET profit = ? WHERE order_id = ? AND trade_key = ?", (str(profit), order_id, trade_key)
         )
 
+    async def fee_native(self, order_id: int) -> Decimal:
+        """The sum of an order's recorded fees, each in its own currency (cumulative reports' fee base)."""
+        rows = await self._db.fetchall("SELECT fee FROM fills WHERE order_id = ?", (order_id,))
+        return sum((Decimal(r["fee"]) for r in rows), ZERO)
+
     async def fill_keys(self, order_id: int) -> set[str]:
         rows = await self._db.fetchall("SELECT trade_key FROM fills WHERE order_id = ?", (order_id,))
         return {r["trade_key"] for r in rows}

@@ -70,3 +70,36 @@ async def test_dca_shrinks_its_last_buy_to_what_is_left_then_finishes_and_says_s
         assert world.engine.next_run_time(strategy_id) is None
     finally:
         await world.close()
+
+
+async def test_a_buy_the_risk_gate_refuses_is_not_counted_as_bought_and_not_asked_again_each_run(
+    fake_exchanges, tmp_path
+):
+    """10 USDT buys 0.0001 BTC at 100000; at 109000 it rounds to 0.00009 (9.81 USDT, below Binance's 10 USDT
+    minimum) and the smallest buy, 0.0001 BTC, costs 10.90: more than the gate may lift. Refused: the buy is
+    not counted, the status says why, and the schedule moves to the next slot instead of retrying at once."""
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "100000")
+    book.add_key("key-refused", "secret", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(9, "binance", "key-refused", "secret")
+        strategy_id = await world.allocate(9, "binance", "dca", "100", "BTC/USDT", every="1d", amount="10")
+        await world.engine.settle()
+        assert len(book.all_orders("key-refused")) == 1
+        book.set_price("BTC/USDT", "109000")
+        await asyncio.sleep(1.1)  # the engine reads each ticker once per second (its round)
+        world.engine.ctx.clock = lambda: datetime.now(UTC) + timedelta(days=1, seconds=1)
+        for _ in range(3):
+            await world.engine.run_strategy(strategy_id)
+        await world.engine.settle()
+        assert len(book.all_orders("key-refused")) == 1  # nothing placed
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.state["buys"] == 1  # only the buy that was placed
+        assert strategy.status == "active"
+        [status] = await world.service.status(9)
+        assert "refused" in status.note and "minimum" in status.note
+        next_run = world.engine.next_run_time(strategy_id)
+        assert next_run is not None and next_run > datetime.now(UTC) + timedelta(hours=23)
+    finally:
+        await world.close()

@@ -135,6 +135,7 @@ async def test_the_exchange_refusing_for_funds_pauses_the_strategy(fake_exchange
         rows = await world.orders()
         assert [r["status"] for r in rows] == ["rejected"]
         assert book.all_orders("race") == []
+        assert strategy.state["buys"] == 0  # a buy the exchange refused was not bought
     finally:
         await world.close()
 

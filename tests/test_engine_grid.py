@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, Decimal
 
+from handlers.render import status_lines
 from tests.engine_world import open_world
 from tests.test_engine_dca import wait_for
 
@@ -91,5 +92,58 @@ async def test_partial_fills_are_recorded_once_each_and_panic_cancels_every_open
         assert (await world.store.strategies.get(strategy_id)).status == "paused"
         # The half-filled order's fills stay recorded; nothing was doubled by the cancel.
         assert len(await world.store.orders.fills_for_strategy(strategy_id)) == 2
+    finally:
+        await world.close()
+
+
+async def test_a_binance_grid_paying_its_buy_fee_in_btc_completes_three_round_trips_on_one_level(
+    fake_exchanges, tmp_path
+):
+    """Binance takes a buy's fee in BTC: the sell cannot sell the exact amount bought on the 0.00001 step. The
+    rest is carried as dust (sold with a later sell), the level re-arms, and nothing is refused in a loop."""
+    book = fake_exchanges.books["binance"]
+    book.add_key("base-fee", "secret", balances={"USDT": "1000"}, fee_mode="received")
+    book.set_price("BTC/USDT", "50500")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(USER, "binance", "base-fee", "secret")
+        strategy_id = await world.allocate(
+            USER, "binance", "grid", "100.1", "BTC/USDT", low="50000", high="60000", levels="2"
+        )
+        await world.engine.settle()
+        for trip in range(1, 4):
+            book.set_price("BTC/USDT", "49900")
+            await world.engine.poll_once()
+
+            async def sell_armed() -> bool:
+                return any(o.side == "sell" for o in book.open_orders("base-fee"))
+
+            await wait_for(sell_armed, timeout=15)  # generous: the machine may be busy
+            book.set_price("BTC/USDT", "60100")  # the sell fills…
+            book.set_price("BTC/USDT", "55000")  # …and the price comes back into the range: the buy re-arms
+            await world.engine.poll_once()
+
+            async def buy_rearmed(trip: int = trip) -> bool:
+                buys = [o for o in book.all_orders("base-fee") if o.side == "buy"]
+                return len(buys) == trip + 1 and buys[-1].status == "open"
+
+            await wait_for(buy_rearmed, timeout=15)
+            await world.engine.settle()
+
+        trades = book.trades("base-fee")
+        assert [t.side for t in trades] == ["buy", "sell"] * 3
+        assert all(t.fee_currency == ("BTC" if t.side == "buy" else "USDT") for t in trades)
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.state["round_trips"] == 3
+        # What the grid could not sell is carried as dust: exactly the BTC left on the exchange account.
+        dust = Decimal(strategy.state["dust"])
+        assert dust > 0 and dust == book.keys["base-fee"].balances["BTC"]
+        refused = [r for r in book.requests if r.path == "/api/v3/order" and r.status != 200]
+        assert refused == []
+        [status] = await world.service.status(USER)
+        assert status.dust == {"BTC": dust}
+        assert any(f"dust {dust.normalize():f} BTC" in line for line in status_lines(status))
+        assert len(await world.alerts("fill")) == 6
+        assert sum(1 for a in await world.alerts("fill") if "Round trip profit: +" in a["text"]) == 3
     finally:
         await world.close()

@@ -15,7 +15,7 @@ from decimal import ROUND_FLOOR, Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.engine.fills import quote_fee
+from bot.engine.fills import charged_fee
 from bot.engine.risk import Approved, Ledger, MarketRules, Refused, allocation_headroom, check_order
 from bot.exchanges.models import MarketInfo
 from bot.strategies.base import DesiredOrder
@@ -133,7 +133,7 @@ def test_spent_plus_reserved_never_exceeds_the_budget(budget, price, steps):
                 continue
             fee_rate = RULES.fee_rate * fee_share
             fee, currency = (cost * fee_rate, "USDT") if fee_in_quote else (amount * fee_rate, "BTC")
-            charged = quote_fee(currency, fee, quote="USDT")
+            charged = charged_fee(currency, fee, base="BTC")  # a USDT fee is its own value in quote
             if order.side == "buy":
                 spent += cost + charged
                 held += amount - (fee if currency == "BTC" else 0)

@@ -40,7 +40,7 @@ def usdm(fake_exchanges):
 async def test_load_markets_serves_the_recorded_filters(fake_exchanges, exchange_client):
     client = exchange_client("binance")
     markets = await client.load_markets()
-    assert sorted(markets) == ["BTC/USDT", "ETH/USDT"]
+    assert sorted(markets) == ["BNB/USDT", "BTC/USDT", "ETH/USDT"]
     btc = markets[BTC]
     assert btc["precision"]["amount"] == 0.00001
     assert btc["precision"]["price"] == 0.01

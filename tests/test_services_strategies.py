@@ -192,3 +192,19 @@ async def test_a_grid_outside_its_range_is_checked_for_the_worst_case_of_every_l
         await world.service.allocate(ALICE, "binance", "grid", "35", "BTC/USDT",
                                      {"low": "30000", "high": "40000", "levels": "5"})
     assert "4 grid level(s)" in refused.value.message and "levels=4" in refused.value.message
+
+
+async def test_a_dca_amount_that_rounding_pushes_below_the_minimum_is_refused_with_the_smallest_that_works(world):
+    """At 109000, 10 USDT is above Binance's 10 USDT minimum but buys 0.00009 BTC on its 0.00001 step (9.81
+    USDT); the smallest buy that meets the minimum, 0.0001 BTC, costs 10.90 — the refusal says so, and that
+    amount is accepted."""
+    world.book.set_price("BTC/USDT", "109000")
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "dca", "100", "BTC/USDT", {"every": "1d", "amount": "10"})
+    assert "10.9 USDT" in refused.value.message and "amount=" in refused.value.message
+    preview = await world.service.allocate(ALICE, "binance", "dca", "100", "BTC/USDT",
+                                           {"every": "1d", "amount": "10.9"})
+    await world.service.confirm(preview)
+    await world.engine.settle()
+    [order] = world.book.all_orders("alice")
+    assert order.status == "closed" and order.filled * Decimal(109000) >= 10

@@ -168,3 +168,30 @@ def test_desired_buys_over_any_run_sequence_never_exceed_the_budget(budget, amou
         state = decision.state
         assert total <= budget
         assert spent <= budget
+
+
+def test_a_buy_the_gate_refuses_is_not_counted_and_the_schedule_moves_to_the_next_slot():
+    params = DCA.parse_params({"every": "1d", "amount": "10"})
+    snap = snapshot_at(0)
+    decision = DCA.decide(snap, DCA.initial_state(params, snap.now), Budget(Decimal(100)), params)
+    [order] = decision.orders
+    update = DCA.on_fill(decision.state, Fill(order.tag, SYMBOL, "buy", Decimal(0), Decimal(0), refused="minimum"),
+                         params)
+    assert update.state.buys == 0 and not update.state.finished and update.state.refused_slot == 0
+    assert "slot 0 missed" in update.note
+    assert DCA.next_run(update.state, params, snap.now) == snap.now + DAY  # not again at once
+    again = DCA.decide(snap, update.state, Budget(Decimal(100)), params)
+    assert again.orders == () and "missed" in again.status
+    tomorrow = DCA.decide(snapshot_at(1), update.state, Budget(Decimal(100)), params)
+    assert [o.tag for o in tomorrow.orders] == ["dca:slot:1"] and tomorrow.state.buys == 1
+
+
+def test_a_refused_last_buy_finishes_without_counting_it():
+    params = DCA.parse_params({"every": "1d", "amount": "10"})
+    snap = snapshot_at(0, cost_min="10")
+    decision = DCA.decide(snap, DCA.initial_state(params, snap.now), Budget(Decimal(15)), params)
+    assert decision.state.finished
+    [order] = decision.orders
+    update = DCA.on_fill(decision.state, Fill(order.tag, SYMBOL, "buy", Decimal(0), Decimal(0), refused="minimum"),
+                         params)
+    assert update.state.finished and update.state.buys == 0 and "finished" in update.note

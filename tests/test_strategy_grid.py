@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
+from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot, Params, floor_to
 from bot.strategies.grid import GRID, level_prices
-from tests.test_strategy_candles import ONE_MINUTE, kraken_1m
+from tests.test_strategy_candles import ONE_MINUTE, bittrex_1d, kraken_1m
 
 SYMBOL = "BTC/USDT"
 # 104800, 105000, … 106400: the 12 hours of candles move between 104711 and 106536.
@@ -21,19 +21,26 @@ LEVELS = level_prices(PARAMS["low"], PARAMS["high"], PARAMS["levels"])
 MARKET = MarketInfo(SYMBOL, "BTC", "USDT", amount_min=Decimal("0.00001"), cost_min=Decimal(5))
 
 
-def snapshot(candle: Candle, price: Decimal | None = None) -> MarketSnapshot:
+def snapshot(candle: Candle, price: Decimal | None = None, market: MarketInfo = MARKET) -> MarketSnapshot:
     return MarketSnapshot(now=candle.ts + ONE_MINUTE, symbol=SYMBOL, price=candle.close if price is None else price,
-                          markets={SYMBOL: MARKET})
+                          markets={SYMBOL: market})
 
 
 @dataclass
 class Replay:
-    """A minimal engine: limit orders fill at their price when a later candle trades through it."""
+    """A minimal engine: limit orders fill at their price when a later candle trades through it.
+
+    With a `market` that has an amount step, orders pass the engine's gate first: amounts rounded down to the
+    step, an order below the minimums refused and reported to the strategy as refused (as the runner does).
+    """
 
     total: Decimal
     fee_rate: Decimal = Decimal(0)
     fee_in_base: bool = False
+    market: MarketInfo = MARKET
+    params: Params = field(default_factory=lambda: PARAMS)
     state: object = None
+    refused: int = 0
     open: dict[str, DesiredOrder] = field(default_factory=dict)
     spent: Decimal = Decimal(0)  # net: buys + quote fees − sell proceeds
     placed: list[DesiredOrder] = field(default_factory=list)
@@ -48,15 +55,26 @@ class Replay:
 
     def run(self, candles: tuple[Candle, ...]) -> Replay:
         if self.state is None:
-            self.state = GRID.initial_state(PARAMS, candles[0].ts)
+            self.state = GRID.initial_state(self.params, candles[0].ts)
         for candle in candles:
             self._fill_crossed(candle)
             budget = Budget(self.total, self.spent, self.reserved, fee_rate=self.fee_rate)
-            decision = GRID.decide(snapshot(candle), self.state, budget, PARAMS)
+            decision = GRID.decide(snapshot(candle, market=self.market), self.state, budget, self.params)
             self.state = decision.state
             self.statuses.append(decision.status)
             for order in decision.orders:
                 assert order.tag not in {o.tag for o in self.placed}, "a tag was reused"
+                step = self.market.amount_step
+                if step is not None:
+                    amount = floor_to(order.amount, step)
+                    if self.market.can_trade(amount, order.price):
+                        order = replace(order, amount=amount)
+                    else:
+                        self.refused += 1
+                        self.state = GRID.on_fill(self.state, Fill(
+                            order.tag, SYMBOL, order.side, Decimal(0), order.price, closed=True, refused="minimum",
+                        ), self.params).state
+                        continue
                 self.placed.append(order)
                 self.open[order.tag] = order
             assert self.spent + self.reserved <= self.total
@@ -77,7 +95,7 @@ class Replay:
                         fee_currency=currency)
             self.fills.append(fill)
             del self.open[tag]
-            update = GRID.on_fill(self.state, fill, PARAMS)
+            update = GRID.on_fill(self.state, fill, self.params)
             self.state = update.state
             if update.profit is not None:
                 self.profits.append(update.profit)
@@ -224,3 +242,62 @@ def test_open_buys_plus_net_spent_never_exceed_the_budget(start, length, total, 
     replay = Replay(total=total, fee_rate=Decimal(fee_rate), fee_in_base=fee_in_base)
     replay.run(kraken_1m()[start: start + length])
     assert replay.spent + replay.reserved <= total
+
+
+#: Binance's BTC/USDT rules: a 0.00001 step and a 10 USDT minimum order.
+BINANCE_MARKET = MarketInfo(SYMBOL, "BTC", "USDT", amount_min=Decimal("0.00001"), cost_min=Decimal(10),
+                            amount_step=Decimal("0.00001"))
+
+
+@pytest.mark.parametrize(
+    ("candles", "raw_params", "budget", "round_trips"),
+    [
+        # 12 hours of Kraken XBT/USDT minutes, 9 levels 200 apart.
+        (kraken_1m, {"low": "104800", "high": "106400", "levels": "9"}, "700", 20),
+        # Four months of Bittrex BTC/USDT days (Nov 2017 – Feb 2018), 10 levels from 10000 to 12000.
+        (bittrex_1d, {"low": "10000", "high": "12000", "levels": "10"}, "1000", 30),
+    ],
+    ids=["kraken-1m-12h", "bittrex-1d-4months"],
+)
+def test_on_real_candles_a_grid_paying_fees_in_base_makes_the_round_trips_of_one_paying_in_quote(
+    candles, raw_params, budget, round_trips
+):
+    """Binance takes a buy's fee in BTC and sells only on its 0.00001 step: the unsellable rest becomes dust,
+    never a sell refused on every run, so the grid completes as many round trips as with fees in quote."""
+    params = GRID.parse_params(raw_params)
+    runs = {
+        fee_in_base: Replay(total=Decimal(budget), fee_rate=Decimal("0.001"), fee_in_base=fee_in_base,
+                            market=BINANCE_MARKET, params=params).run(candles())
+        for fee_in_base in (False, True)
+    }
+    assert runs[False].state.round_trips == runs[True].state.round_trips == round_trips
+    assert runs[True].refused == 0
+    # The dust is what the fees in BTC left unsold: less than one step per round trip.
+    assert 0 < runs[True].state.dust < round_trips * BINANCE_MARKET.amount_step
+
+
+def test_a_sell_the_gate_refuses_is_carried_as_dust_and_the_level_rearms_instead_of_asking_again():
+    candle = kraken_1m()[0]
+    ladder = GRID.decide(snapshot(candle), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)), PARAMS)
+    buy = ladder.orders[3]
+    state = GRID.on_fill(ladder.state, Fill(buy.tag, SYMBOL, "buy", buy.amount, buy.price), PARAMS).state
+    armed = GRID.decide(snapshot(candle), state, Budget(Decimal(700), Decimal(700)), PARAMS)
+    [sell] = armed.orders
+    refused = GRID.on_fill(armed.state, Fill(sell.tag, SYMBOL, "sell", Decimal(0), sell.price, refused="minimum"),
+                           PARAMS).state
+    assert refused.dust == sell.amount and GRID.dust(refused, SYMBOL) == {"BTC": sell.amount}
+    level = refused.levels[3]
+    assert (level.phase, level.open_tag, level.bought) == ("buy", None, Decimal(0))
+    again = GRID.decide(snapshot(candle, Decimal(105450)), refused, Budget(Decimal(700)), PARAMS)
+    assert [(o.side, o.price) for o in again.orders] == [("buy", LEVELS[3])]
+
+
+def test_a_budget_per_level_that_the_step_rounds_below_the_minimum_stops_instead_of_being_refused_each_run():
+    """10 USDT per level at 104999.9: 0.00009 BTC on Binance's 0.00001 step, 9.45 USDT, below its 10 USDT
+    minimum — the gate would refuse that buy every minute. The grid says so at once, with what a level needs."""
+    params = GRID.parse_params({"low": "104999.9", "high": "107000", "levels": "2"})
+    candle = kraken_1m()[0]
+    decision = GRID.decide(snapshot(candle, market=BINANCE_MARKET), GRID.initial_state(params, candle.ts),
+                           Budget(Decimal(10)), params)
+    assert decision.orders == () and decision.finished
+    assert "below the market minimum of 10.49999" in decision.status

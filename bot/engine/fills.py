@@ -1,17 +1,25 @@
 """Turning what the exchange reports about an order into fill events, keyed so a re-poll never doubles one.
 
-The exchange reports an order's cumulative filled amount, cost and fee. Each increase of the filled amount
-is one fill event keyed `c:<cumulative filled>` and carrying the difference from what was recorded before;
-the key is unique per order in the database, so reading the same report twice records nothing new.
+Two ways of keying, chosen per order and never mixed within one:
 
-Fees are charged to the budget ledger only when paid in the quote currency (they add to what a buy spends or
-subtract from what a sell returns); a fee in the base asset reduces the holdings instead and is valued at the
-fill price for P&L; a fee in a third currency (e.g. BNB) is kept as reported and valued at zero.
+- **By trade** (Binance Spot and USD-M): each venue trade of the order is one fill keyed `t:<trade id>`,
+  with the trade's own amount, price and fee. Binance reports an order's fee only with its trades, and its
+  trade history can lag the order's status by a moment: an order whose trades do not yet cover its filled
+  amount records what is visible and stays live until the rest is (so its fee is never lost).
+- **By cumulative total** (Kraken, whose orders carry their own cumulative fee): each increase of the filled
+  amount is one fill keyed `c:<cumulative filled>` carrying the difference from what was recorded before.
+
+Either key is unique per order in the database, and the desk computes new fills under the order's lock, so
+reading the same report twice, or two reports racing (a poll and a cancel), records each fill once.
+
+Fees, valued in quote at the fill (`fee_quote`): quote as is, base at the fill price, a third currency (BNB)
+at its price in quote. A fee in the base asset reduces the holdings instead of the budget; any other fee is
+charged to the budget ledger (it adds to what a buy spends or subtracts from what a sell returns).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,6 +29,9 @@ from bot.exchanges.models import Trade
 from storage.orders import NewFill
 
 ZERO = Decimal(0)
+
+#: Venues whose fills are recorded trade by trade (their orders carry no fee of their own).
+TRADE_KEYED_VENUES = frozenset({"binance", "binanceusdm"})
 
 #: Venue order statuses → ours.
 _STATUS = {"open": "open", "closed": "closed", "canceled": "canceled", "expired": "canceled", "rejected": "rejected"}
@@ -40,28 +51,57 @@ def order_status(order: VenueOrder) -> str:
     return _STATUS.get(order.status or "open", "open")
 
 
-def quote_fee(fee_currency: str | None, fee: Decimal, *, quote: str) -> Decimal:
-    """The part of a fee charged in the quote currency (what moves the budget ledger)."""
-    return fee if fee_currency == quote else ZERO
+def keyed_by_trade(venue: str, recorded_keys: set[str]) -> bool:
+    """Whether an order's fills are keyed by trade id (an order recorded by cumulative totals stays so)."""
+    return venue in TRADE_KEYED_VENUES and not any(key.startswith("c:") for key in recorded_keys)
 
 
-def fee_value(fee_currency: str | None, fee: Decimal, price: Decimal, *, base: str, quote: str) -> Decimal:
-    """A fee valued in quote (for P&L): quote as is, base at the fill price, anything else as zero."""
+def fee_value(
+    fee_currency: str | None,
+    fee: Decimal,
+    price: Decimal,
+    *,
+    base: str,
+    quote: str,
+    rates: Mapping[str, Decimal] | None = None,
+) -> Decimal:
+    """A fee valued in quote: quote as is, base at the fill price, a third currency at `rates` (else zero)."""
     if fee_currency == quote:
         return fee
     if fee_currency == base:
         return fee * price
-    return ZERO
+    rate = (rates or {}).get(fee_currency or "")
+    return fee * rate if rate is not None else ZERO
 
 
-def fee_from_trades(trades: Iterable[Trade], order_id: str) -> tuple[Decimal, str | None] | None:
-    """The total fee of one order's trades (None when the venue listed none of them)."""
-    mine = [t for t in trades if t.order_id == order_id]
-    if not mine:
-        return None
-    currency = next((t.fee_currency for t in mine if t.fee_currency), None)
-    total = sum((t.fee_cost or ZERO for t in mine if t.fee_currency in (currency, None)), ZERO)
-    return total, currency
+def charged_fee(fee_currency: str | None, fee_quote: Decimal, *, base: str) -> Decimal:
+    """The part of a fee (valued in quote) charged to the budget: all of it unless taken in the base asset."""
+    return ZERO if fee_currency == base else fee_quote
+
+
+def ledger_fee(fill: NewFill, *, base: str) -> Decimal:
+    """The part of a fill's fee charged to the budget."""
+    return charged_fee(fill.fee_currency, fill.fee_quote, base=base)
+
+
+def trades_amount(trades: tuple[Trade, ...] | list[Trade]) -> Decimal:
+    return sum((t.amount or ZERO for t in trades), ZERO)
+
+
+def trade_fill(
+    trade: Trade, *, side: str, base: str, quote: str, rates: Mapping[str, Decimal] | None = None
+) -> NewFill:
+    """One venue trade as a fill keyed by its trade id."""
+    amount = trade.amount or ZERO
+    price = trade.price or ZERO
+    cost = trade.cost if trade.cost is not None else amount * price
+    fee = trade.fee_cost or ZERO
+    return NewFill(
+        trade_key=f"t:{trade.id}", side=side, amount=amount, price=price, cost=cost, fee=fee,
+        fee_currency=trade.fee_currency,
+        fee_quote=fee_value(trade.fee_currency, fee, price, base=base, quote=quote, rates=rates),
+        at=datetime.fromtimestamp(trade.timestamp_ms / 1000, UTC) if trade.timestamp_ms else datetime.now(UTC),
+    )
 
 
 def new_fill(
@@ -69,12 +109,11 @@ def new_fill(
     recorded: Recorded,
     *,
     side: str,
-    fee: tuple[Decimal, str | None] | None = None,
+    base: str = "",
+    quote: str = "",
+    rates: Mapping[str, Decimal] | None = None,
 ) -> NewFill | None:
-    """The new fill implied by an order's cumulative totals, or None when nothing more has filled.
-
-    `fee` overrides the order's own fee (Binance reports an order's fee only with its trades).
-    """
+    """The new fill implied by an order's cumulative totals and fee, or None when nothing more has filled."""
     filled = order.filled or ZERO
     if filled <= recorded.filled:
         return None
@@ -83,9 +122,11 @@ def new_fill(
         cost_total = filled * (order.average or order.price or ZERO)
     amount = filled - recorded.filled
     cost = max(ZERO, cost_total - recorded.filled_cost)
-    fee_total, currency = fee if fee is not None else (order.fee_cost or ZERO, order.fee_currency)
+    price = cost / amount
+    fee = max(ZERO, (order.fee_cost or ZERO) - recorded.fee_native)
     return NewFill(
-        trade_key=f"c:{filled.normalize()}", side=side, amount=amount, price=cost / amount, cost=cost,
-        fee=max(ZERO, fee_total - recorded.fee_native), fee_currency=currency, fee_quote=ZERO,
+        trade_key=f"c:{filled.normalize()}", side=side, amount=amount, price=price, cost=cost,
+        fee=fee, fee_currency=order.fee_currency,
+        fee_quote=fee_value(order.fee_currency, fee, price, base=base, quote=quote, rates=rates),
         at=datetime.now(UTC),
     )

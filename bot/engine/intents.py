@@ -5,29 +5,40 @@ answered, `rejected` when it refused, `unknown` when we cannot tell (timeout, ra
 An `unknown` order — and at start-up every `intent` — is looked up on the exchange by its client order id:
 found → adopted (its fills recorded); not found → it never reached the exchange and is sent now with the same
 client order id. Because the lookup comes first and the id is deterministic, an order is never placed twice
-and never lost. Fills, the budget ledger, the strategy's state and the fill alert commit in ONE transaction.
+and never lost. Fills, the budget ledger, the strategy's state and the fill alert commit in ONE transaction,
+and everything the exchange reports about one order is applied under that order's lock (see `fills`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
-from bot.engine.fills import Recorded, fee_from_trades, fee_value, new_fill, order_status, quote_fee
+from bot.engine.fills import (
+    Recorded,
+    keyed_by_trade,
+    ledger_fee,
+    new_fill,
+    order_status,
+    trade_fill,
+    trades_amount,
+)
 from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
 from bot.strategies import STRATEGIES
-from bot.strategies.base import Fill
+from bot.strategies.base import REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
-from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, REJECTED, UNKNOWN, NewFill
+from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, OPEN, REJECTED, UNKNOWN, NewFill
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +76,8 @@ class OrderDesk:
         #: Called before every send, also of an intent resolved after a restart (futures: hedge-mode check and
         #: leverage 1); False leaves the intent unsent, to be tried again by the resolver.
         self.prepare: Callable[[Order, Account], Awaitable[bool]] | None = None
+        #: Per-order locks with their user counts: `apply` reads what is recorded and writes under one.
+        self._order_locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
     # --- sending ---------------------------------------------------------------------------------------
 
@@ -248,32 +261,119 @@ class OrderDesk:
     # --- recording --------------------------------------------------------------------------------------
 
     async def apply(self, order_id: int, account: Account, remote: VenueOrder) -> None:
-        """Record what the exchange says about an order: its new fill (if any), its status, its id."""
-        order = await self.ctx.store.orders.get(order_id)
-        if order is None:
-            return
-        recorded = await self._recorded(order)
-        fee = None
-        if (remote.filled or ZERO) > recorded.filled and remote.fee_cost is None and remote.id is not None:
-            # Binance reports an order's fee only with its trades: ask for them.
-            creds = await self.ctx.credentials(account)
+        """Record what the exchange says about an order: its new fills (if any), its status, its id.
+
+        Serialised per order: what is already recorded is read, the venue's trades fetched and the new fills
+        written while holding the order's lock, so a poll and a cancel reporting the same order one after
+        the other record each fill once. An order whose trades are not all visible yet stays live.
+        """
+        async with self._order_lock(order_id):
+            order = await self.ctx.store.orders.get(order_id)
+            if order is None:
+                return
+            status = order_status(remote)
+            keys = await self.ctx.store.orders.fill_keys(order.id)
+            base_filled: Decimal | None = None
             try:
-                trades = await self.ctx.gateway.fetch_my_trades(
-                    account.venue, creds, order.symbol, since_ms=_ms(order) - 60_000
-                )
+                if keyed_by_trade(account.venue, keys) and remote.id is not None:
+                    fills, complete = await self._trade_fills(order, account, remote, keys)
+                    if not complete and status in FINAL:
+                        logger.info("order %s: its trades are not all visible yet; kept live", order.client_order_id)
+                        status = OPEN
+                else:
+                    base_filled = order.filled
+                    fills = await self._cumulative_fills(order, account, remote)
             except ExchangeFailure as failure:
                 await self.on_lookup_failure(account, failure)
                 return
-            fee = fee_from_trades(trades, remote.id)
-        fill = new_fill(remote, recorded, side=order.side, fee=fee)
-        await self.record(order.id, status=order_status(remote), fill=fill, exchange_order_id=remote.id)
+            await self.record(
+                order.id, status=status, fills=fills, exchange_order_id=remote.id, base_filled=base_filled
+            )
+
+    async def _trade_fills(
+        self, order: Order, account: Account, remote: VenueOrder, keys: set[str]
+    ) -> tuple[list[NewFill], bool]:
+        """The order's trades not recorded yet, and whether all its filled amount is then accounted for."""
+        filled = remote.filled or ZERO
+        if filled <= order.filled:
+            return [], True
+        trades = list(remote.trades)
+        if trades_amount(trades) < filled:
+            creds = await self.ctx.credentials(account)
+            listed = await self.ctx.gateway.fetch_my_trades(account.venue, creds, order.symbol, order_id=remote.id)
+            trades = [t for t in listed if t.order_id in (None, remote.id)]
+        fresh = [t for t in trades if t.id is not None and f"t:{t.id}" not in keys]
+        valuation = await self._valuation(
+            order, account, [t.fee_currency for t in fresh if (t.fee_cost or ZERO) > 0]
+        )
+        fills = [trade_fill(t, side=order.side, **valuation) for t in fresh]
+        return fills, order.filled + sum((f.amount for f in fills), ZERO) >= filled
+
+    async def _cumulative_fills(self, order: Order, account: Account, remote: VenueOrder) -> list[NewFill]:
+        """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken)."""
+        if (remote.filled or ZERO) <= order.filled:
+            return []
+        fee_currencies = [remote.fee_currency] if (remote.fee_cost or ZERO) > 0 else []
+        valuation = await self._valuation(order, account, fee_currencies)
+        fill = new_fill(remote, await self._recorded(order), side=order.side, **valuation)
+        return [fill] if fill is not None else []
+
+    async def _valuation(self, order: Order, account: Account, fee_currencies: list[str | None]) -> dict[str, Any]:
+        """What values an order's fees in quote: its assets, and the price in quote of any third fee currency."""
+        base, quote = _assets(order.symbol, "")
+        rates: dict[str, Decimal] = {}
+        for currency in {c for c in fee_currencies if c and c not in (base, quote)}:
+            rate = await self._rate(account.venue, currency, quote)
+            if rate is None:
+                logger.warning("no %s/%s price to value a fee of order %s", currency, quote, order.client_order_id)
+            else:
+                rates[currency] = rate
+        return {"base": base, "quote": quote, "rates": rates}
+
+    async def _rate(self, venue: str, asset: str, quote: str) -> Decimal | None:
+        """The price of `asset` in `quote` now: its own market, else through USDT (BNB/USDT × USDT/quote)."""
+        direct = await self._last_price(venue, f"{asset}/{quote}")
+        if direct is not None or quote == "USDT":
+            return direct
+        via = await self._last_price(venue, f"{asset}/USDT")
+        if via is None:
+            return None
+        quote_in_usdt = await self._last_price(venue, f"{quote}/USDT")
+        if quote_in_usdt:
+            return via / quote_in_usdt
+        usdt_in_quote = await self._last_price(venue, f"USDT/{quote}")
+        return via * usdt_in_quote if usdt_in_quote else None
+
+    async def _last_price(self, venue: str, symbol: str) -> Decimal | None:
+        """The last price of a spot pair, or of its linear perpetual on a futures venue (BNB/USDT:USDT)."""
+        listed = await self.ctx.gateway.symbols(venue)
+        quote = symbol.partition("/")[2]
+        market = next((s for s in (symbol, f"{symbol}:{quote}") if s in listed), None)
+        if market is None:
+            return None
+        ticker = await self.ctx.gateway.fetch_ticker(venue, market)
+        return ticker.last if ticker.last and ticker.last > 0 else None
+
+    @contextlib.asynccontextmanager
+    async def _order_lock(self, order_id: int) -> AsyncIterator[None]:
+        """One asyncio lock per order while anyone uses it (dropped when the last user leaves)."""
+        lock, users = self._order_locks.get(order_id, (asyncio.Lock(), 0))
+        self._order_locks[order_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._order_locks[order_id]
+            if users <= 1:
+                del self._order_locks[order_id]
+            else:
+                self._order_locks[order_id] = (lock, users - 1)
 
     async def _recorded(self, order: Order) -> Recorded:
-        rows = await self.ctx.store.db.fetchall("SELECT fee FROM fills WHERE order_id = ?", (order.id,))
         return Recorded(
             filled=order.filled,
             filled_cost=order.filled_cost,
-            fee_native=sum((Decimal(r["fee"]) for r in rows), ZERO),
+            fee_native=await self.ctx.store.orders.fee_native(order.id),
         )
 
     async def record(
@@ -281,68 +381,86 @@ class OrderDesk:
         order_id: int,
         *,
         status: str,
-        fill: NewFill | None,
+        fill: NewFill | None = None,
+        fills: Sequence[NewFill] = (),
         exchange_order_id: str | None = None,
         error: str | None = None,
+        base_filled: Decimal | None = None,
     ) -> bool:
-        """One transaction: the new fill, order totals and status, ledger, strategy state, fill alert.
+        """One transaction: the new fills, order totals and status, ledger, strategy state, fill alert.
 
         Returns whether a fill was new. A fill already recorded (same order and trade key) is skipped, so
-        recording the same report twice changes nothing.
+        recording the same report twice changes nothing. `base_filled` (cumulative fills) is the order's filled
+        amount the fill was computed from: if the order moved on meanwhile, the fill is stale and dropped.
+        Fills of one report are folded into the strategy (and alerted) together, one event per fee currency.
         """
         store = self.ctx.store
+        reported = [*fills, *([fill] if fill is not None else [])]
         strategy_id = await self._strategy_of(order_id)
         async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
             order = await store.orders.get(order_id, tx)
             strategy = await store.strategies.get(strategy_id, tx)
             if order is None or strategy is None:
                 return False
+            if base_filled is not None and order.filled != base_filled:
+                reported = []
             kind = STRATEGIES[strategy.kind]
             params = kind.parse_params(strategy.params)
             state = kind.load_state(strategy.state)
             base, quote = _assets(order.symbol, strategy.quote)
             ending = order.status in LIVE and status in FINAL
-            inserted = False
-            if fill is not None:
-                fill = replace(fill, fee_quote=fee_value(fill.fee_currency, fill.fee, fill.price, base=base,
-                                                         quote=quote))
-                inserted = await store.orders.add_fill(tx, order, fill)
-                if inserted:
-                    self.ctx.holdings_cache.pop(strategy_id, None)  # under the strategy's lock
+            events: list[list[NewFill]] = []
+            for currency in dict.fromkeys(f.fee_currency for f in reported):
+                new = [f for f in reported if f.fee_currency == currency and await store.orders.add_fill(tx, order, f)]
+                if new:
+                    events.append(new)
+            inserted = bool(events)
             if inserted:
-                assert fill is not None  # noqa: S101 - inserted implies a fill
-                charged = quote_fee(fill.fee_currency, fill.fee, quote=quote)
-                await store.orders.add_progress(tx, order.id, amount=fill.amount, cost=fill.cost, fee_quote=charged)
-                if fill.side == "buy":
-                    spent, received = fill.cost + charged, ZERO
+                self.ctx.holdings_cache.pop(strategy_id, None)  # under the strategy's lock
+            spent_total = received_total = ZERO
+            for number, event in enumerate(events, start=1):
+                amount = sum((f.amount for f in event), ZERO)
+                cost = sum((f.cost for f in event), ZERO)
+                fee = sum((f.fee for f in event), ZERO)
+                fee_quote = sum((f.fee_quote for f in event), ZERO)
+                charged = sum((ledger_fee(f, base=base) for f in event), ZERO)
+                currency = event[0].fee_currency
+                price = cost / amount if amount else ZERO
+                last = number == len(events)
+                amount_before = order.filled + sum((f.amount for e in events[: number - 1] for f in e), ZERO)
+                await store.orders.add_progress(tx, order.id, amount=amount, cost=cost, fee_quote=charged)
+                if order.side == "buy":
+                    spent, received = cost + charged, ZERO
                 else:
-                    spent, received = ZERO, fill.cost - charged
-                await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received,
-                                                     fees=fill.fee_quote)
+                    spent, received = ZERO, cost - charged
+                await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received, fees=fee_quote)
                 update = kind.on_fill(state, Fill(
-                    tag=order.tag, symbol=order.symbol, side=order.side, amount=fill.amount, price=fill.price,
-                    closed=ending, fee=fill.fee, fee_currency=fill.fee_currency,
+                    tag=order.tag, symbol=order.symbol, side=order.side, amount=amount, price=price,
+                    closed=ending and last, fee=fee, fee_currency=currency,
                 ), params)
                 state = update.state
                 if update.profit is not None:
-                    await store.orders.set_fill_profit(tx, order.id, fill.trade_key, update.profit)
+                    await store.orders.set_fill_profit(tx, order.id, event[-1].trade_key, update.profit)
+                spent_total, received_total = spent_total + spent, received_total + received
                 if strategy.alerts != "off":
                     chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
-                    used = strategy.spent + spent - strategy.received - received
+                    used = strategy.spent + spent_total - strategy.received - received_total
                     text = fill_text(
-                        strategy, side=fill.side, amount=fill.amount, base=base, price=fill.price, quote=quote,
-                        cost=fill.cost, fee=fill.fee, fee_currency=fill.fee_currency, used=used,
-                        partial=status != CLOSED, profit=update.profit,
+                        strategy, side=order.side, amount=amount, base=base, price=price, quote=quote,
+                        cost=cost, fee=fee, fee_currency=currency, used=used,
+                        partial=not last or not (status == CLOSED or _all_filled(order, amount_before + amount)),
+                        profit=update.profit,
                     )
                     if chat is not None:
                         await store.outbox.enqueue(
                             tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="fill", text=text,
                             silent=strategy.alerts == "silent",
                         )
-            elif ending:
+            if not inserted and ending:
+                rejected = status == REJECTED and order.filled == 0
                 state = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=ZERO, price=order.price or ZERO,
-                    closed=True,
+                    closed=True, refused=REJECTED_BY_VENUE if rejected else None,
                 ), params).state
             if status != order.status or exchange_order_id != order.exchange_order_id or error:
                 await store.orders.set_status(tx, order.id, status, exchange_order_id=exchange_order_id, error=error)
@@ -361,6 +479,11 @@ class OrderDesk:
         return row["strategy_id"] if row else 0
 
 
+def _all_filled(order: Order, filled: Decimal) -> bool:
+    """Whether an order sized in base has filled in full (its trades can be recorded before its status)."""
+    return order.amount is not None and filled >= order.amount
+
+
 def _assets(symbol: str, fallback_quote: str) -> tuple[str, str]:
     base, _, rest = symbol.partition("/")
     quote = rest.split(":")[0] if rest else fallback_quote
@@ -371,6 +494,3 @@ def _params(order: Order, venue: str) -> dict[str, object] | None:
     """Venue parameters of an order: a futures strategy's closing order is reduce-only."""
     return {"reduceOnly": True} if venue == "binanceusdm" and order.tag.endswith(":close") else None
 
-
-def _ms(order: Order) -> int:
-    return int(order.created_at.timestamp() * 1000)

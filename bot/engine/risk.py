@@ -197,6 +197,15 @@ def _smallest_amount(rules: MarketRules, price: Decimal) -> Decimal | None:
     return amount if _meets_minimums(rules, amount, price) else amount + rules.amount_step
 
 
+def smallest_buy_cost(rules: MarketRules, price: Decimal) -> Decimal:
+    """The smallest quote a market buy by cost needs at `price` to meet the minimums once its amount is rounded
+    down to the venue's step (what an allocation's per-buy amount must reach)."""
+    amount = _smallest_amount(rules, price)
+    if amount is None:
+        return max(rules.cost_min or ZERO, (rules.amount_min or ZERO) * price)
+    return rules.quote_up(amount * price)
+
+
 def allocation_headroom(free_quote: Decimal, others: Iterable[Ledger]) -> Decimal:
     """What a new allocation may take: free quote minus what the account's other allocations may still spend.
 

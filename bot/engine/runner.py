@@ -4,7 +4,8 @@ The decision's new state and its orders' intents commit in ONE transaction, so a
 never decides the same slot again without its intents existing, and the intents are sent (or found) by the
 start-up reconciliation. A gate refusal for `funds` pauses the strategy and keeps the old state (nothing of
 the decision is stored: on resume the strategy owes the same slot); a refusal for `budget` or `minimum`
-skips that order quietly and tells the strategy it closed unfilled.
+skips that order quietly and tells the strategy it closed unfilled and refused (`Fill.refused`), so the
+strategy re-plans instead of asking for the same refused order on every run.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class StrategyRunner:
         decision = kind.decide(snapshot, state, budget, params)
 
         approved: list[tuple[DesiredOrder, Approved]] = []
-        skipped: list[DesiredOrder] = []
+        skipped: list[tuple[DesiredOrder, str]] = []  # with why the gate refused it
         if decision.orders:
             creds = await self.ctx.credentials(account)
             balance = await self.ctx.gateway.fetch_balance(account.venue, creds)
@@ -113,7 +114,7 @@ class StrategyRunner:
                 market = rules.get(desired.symbol)
                 price = snapshot.price_of(desired.symbol)
                 if market is None or price is None:
-                    skipped.append(desired)
+                    skipped.append((desired, "unpriced"))
                     continue
                 verdict = check_order(
                     desired, market, last_price=price, ledger=ledger,
@@ -125,23 +126,24 @@ class StrategyRunner:
                         await pause_strategy(self.ctx, strategy.id, _refusal_message(desired, verdict))
                         return RunResult(None)
                     logger.info("strategy %s: %s skipped (%s)", strategy.id, desired.tag, verdict.reason)
-                    skipped.append(desired)
+                    skipped.append((desired, verdict.kind))
                     continue
                 approved.append((desired, verdict))
                 ledger = Ledger(ledger.budget, ledger.spent, ledger.reserved + verdict.reserve)
                 free[market.quote] = free.get(market.quote, ZERO) - verdict.reserve
 
-        new_state = decision.state
-        for desired in skipped:
-            new_state = kind.on_fill(new_state, Fill(
+        new_state, note = decision.state, decision.status
+        for desired, why in skipped:
+            update = kind.on_fill(new_state, Fill(
                 tag=desired.tag, symbol=desired.symbol, side=desired.side, amount=ZERO,
-                price=desired.price or ZERO, closed=True,
-            ), params).state
+                price=desired.price or ZERO, closed=True, refused=why,
+            ), params)
+            new_state, note = update.state, update.note or note
         now = self.ctx.clock()
         next_run = kind.next_run(new_state, params, now)
         finished = decision.finished and not approved and not live
         dumped = kind.dump_state(new_state)
-        if not approved and not finished and self._unchanged(strategy, dumped, next_run, decision.status):
+        if not approved and not finished and self._unchanged(strategy, dumped, next_run, note):
             return strategy, account, next_run, []  # a run that changes nothing writes nothing
         order_ids: list[int] = []
         if approved:
@@ -156,12 +158,12 @@ class StrategyRunner:
                 ))
             self.ctx.orders_changed(strategy.id)
             await store.strategies.save_run(
-                tx, strategy.id, state=dumped, next_run=next_run, note=decision.status,
+                tx, strategy.id, state=dumped, next_run=next_run, note=note,
                 ran_at=now if approved else None, finished=finished,
             )
             if finished:
-                await self._finished_alert(tx, strategy, decision.status)
-        self._notes[strategy.id] = decision.status
+                await self._finished_alert(tx, strategy, note)
+        self._notes[strategy.id] = note
         if finished:
             self.ctx.wake_notifier()
         return strategy, account, next_run, order_ids
@@ -198,7 +200,8 @@ class StrategyRunner:
         tickers = await asyncio.gather(*(gateway.fetch_ticker(venue, s, round_id) for s in symbols))
         rules = {info.symbol: MarketRules.from_info(info) for info in infos}
         markets = {
-            info.symbol: MarketInfo(info.symbol, info.base, info.quote, info.min_amount, info.min_cost)
+            info.symbol: MarketInfo(info.symbol, info.base, info.quote, info.min_amount, info.min_cost,
+                                    amount_step=info.amount_step)
             for info in infos
         }
         prices = {t.symbol: t.last for t in tickers if t.last is not None}

@@ -366,9 +366,12 @@ class ExchangeGateway:
         symbol: str | None = None,
         since_ms: int | None = None,
         limit: int | None = None,
+        *,
+        order_id: str | None = None,
     ) -> list[Trade]:
-        """This key's fills, oldest first."""
-        rows = await self._private(venue, creds, lambda ex: ex.fetch_my_trades(symbol, since_ms, limit))
+        """This key's fills, oldest first; with `order_id` (Binance venues) only that order's, however old."""
+        params = {"orderId": order_id} if order_id is not None and venue != "kraken" else {}
+        rows = await self._private(venue, creds, lambda ex: ex.fetch_my_trades(symbol, since_ms, limit, params))
         return [trade_from_ccxt(venue, row) for row in rows]
 
     # --- futures --------------------------------------------------------------------------------------------

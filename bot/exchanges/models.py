@@ -62,6 +62,8 @@ class Order:
     fee_cost: Decimal | None
     fee_currency: str | None
     timestamp_ms: int | None
+    #: The order's trades when the answer lists them (Binance spot's FULL order response: its `fills`).
+    trades: tuple[Trade, ...] = ()
 
     @property
     def is_open(self) -> bool:
@@ -133,6 +135,7 @@ def order_from_ccxt(venue: str, data: dict[str, Any]) -> Order:
         fee_cost=fee_cost,
         fee_currency=fee_currency,
         timestamp_ms=_ts(data.get("timestamp")),
+        trades=tuple(trade_from_ccxt(venue, t) for t in data.get("trades") or () if isinstance(t, dict)),
     )
 
 

@@ -107,10 +107,24 @@ def binance_markets(info: dict[str, Any], *, futures: bool) -> list[MarketSpec]:
     return markets
 
 
+def exchange_info(*, futures: bool) -> dict[str, Any]:
+    """The recorded exchangeInfo; spot gains a synthesized BNBUSDT (fees paid in BNB are valued on it)."""
+    info = load_json("binance_usdm_exchange_info.json" if futures else "binance_spot_exchange_info.json")
+    if futures:
+        return info
+    eth = next(s for s in info["symbols"] if s["symbol"] == "ETHUSDT")
+    filters = [
+        {**f, "minQty": "0.00100000", "stepSize": "0.00100000"} if f["filterType"] == "LOT_SIZE" else f
+        for f in eth["filters"]
+    ]
+    bnb = {**eth, "symbol": "BNBUSDT", "baseAsset": "BNB", "filters": filters}
+    return {**info, "symbols": [*info["symbols"], bnb]}
+
+
 def make_binance_book(kind: str = "spot", *, clock: Callable[[], int] | None = None) -> ExchangeBook:
     """A book for "spot" (venue binance) or "usdm" (venue binanceusdm) with markets and a price feed."""
     futures = kind == "usdm"
-    info = load_json("binance_usdm_exchange_info.json" if futures else "binance_spot_exchange_info.json")
+    info = exchange_info(futures=futures)
     book = ExchangeBook(
         "binanceusdm" if futures else "binance", binance_markets(info, futures=futures), futures=futures, clock=clock
     )
@@ -232,7 +246,7 @@ class BinanceVenue:
         self.book = book
         self.futures = book.futures
         self.weights = WeightCounter(weight_limit or (USDM_WEIGHT_LIMIT if self.futures else SPOT_WEIGHT_LIMIT))
-        info = load_json("binance_usdm_exchange_info.json" if self.futures else "binance_spot_exchange_info.json")
+        info = exchange_info(futures=self.futures)
         served = {m.venue_symbol for m in book.markets.values()}
         self._info = {**info, "symbols": [s for s in info["symbols"] if s["symbol"] in served]}
         self.routes: dict[tuple[str, str], Route] = {}
@@ -853,7 +867,7 @@ class BinanceVenue:
     async def my_trades(self, call: Call) -> Json:
         market = self._market(call.params)
         start = call.params.get("startTime")
-        trades = self.book.trades(call.key, market.symbol, int(start) if start else None)
+        trades = self.book.visible_trades(self.book.trades(call.key, market.symbol, int(start) if start else None))
         if call.params.get("orderId"):
             trades = [t for t in trades if t.order_id == int(call.params["orderId"])]
         if call.params.get("fromId"):

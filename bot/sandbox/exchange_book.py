@@ -19,6 +19,7 @@ Public API (stable; the Kraken fake builds on it):
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
+  - fees: `KeyAccount.fee_mode` ("quote", "received", "bnb"); trade history lag: `lag_trades`, `visible_trades`
   - faults: `inject`, `take_fault`, `hang_seconds`; request log: `record_request`, `requests`,
     `request_counts`, `log_requests`
 - `BookError(kind, message, field=None)` with `kind` one of the `ERROR_KINDS`.
@@ -62,6 +63,11 @@ ERROR_KINDS = frozenset(
         "post_only",  # a post-only (maker) order would have filled at once as taker
     }
 )
+
+#: Where a spot fill's fee is taken (`KeyAccount.fee_mode`).
+FEE_MODES = frozenset({"quote", "received", "bnb"})
+#: Binance's discount on fees paid in BNB.
+BNB_FEE_DISCOUNT = Decimal("0.25")
 
 #: Fault kinds the venue apps consume per request (`inject`, `take_fault`).
 FAULT_KINDS = frozenset({"server_error", "timeout", "rate_limit", "invalid_nonce", "revoked", "ban"})
@@ -179,6 +185,10 @@ class KeyAccount:
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
     #: Free-form per-venue state (e.g. Kraken's last nonce) so venue apps need no side tables.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which asset a spot fill's fee is taken in: "quote" (every fee in the quote: Kraken, and this fake's
+    #: long-standing default), "received" (Binance without BNB: the asset received — base on a buy, quote on a
+    #: sell) or "bnb" (Binance with "pay fees with BNB": BNB at the BNB/quote price, 25% off; quote if unpriced).
+    fee_mode: str = "quote"
 
     def total(self, asset: str) -> Decimal:
         return self.balances.get(asset, Decimal(0))
@@ -333,6 +343,8 @@ class ExchangeBook:
         self._feeds: dict[tuple[str, str], _Feed] = {}
         self._next_order_id = 1000001
         self._next_trade_id = 5000001
+        #: `lag_trades`: (trade history requests still lagging, first trade id they do not show yet).
+        self._trade_lag: tuple[int, int] | None = None
         self.faults: list[Fault] = []
         #: How long a "timeout" fault hangs a request; set it above the client's timeout, small in tests.
         self.hang_seconds: float = 5.0
@@ -359,11 +371,15 @@ class ExchangeBook:
         balances: dict[str, Number] | None = None,
         trading_authority_expiration_ms: int | None = None,
         dual_side: bool = False,
+        fee_mode: str = "quote",
     ) -> KeyAccount:
         """Register a key with its permissions and starting balances (default 1000 USDT)."""
         if balances is None:
             balances = {"USDT": Decimal(1000)}
+        if fee_mode not in FEE_MODES:
+            raise ValueError(f"unknown fee mode {fee_mode!r}; one of {sorted(FEE_MODES)}")
         account = KeyAccount(
+            fee_mode=fee_mode,
             api_key=api_key,
             secret=secret,
             can_withdraw=can_withdraw,
@@ -727,6 +743,20 @@ class ExchangeBook:
             if (symbol is None or t.symbol == symbol) and (since is None or t.time_ms >= since)
         ]
 
+    def lag_trades(self, requests: int = 1) -> None:
+        """Make the trade history lag the orders: the next `requests` trade-history requests (myTrades,
+        userTrades, TradesHistory) do not show the trades made from now on, while the orders already count
+        them as filled (as a venue whose trade history is served by a slower replica)."""
+        self._trade_lag = (requests, self._next_trade_id)
+
+    def visible_trades(self, trades: list[Trade]) -> list[Trade]:
+        """What one trade-history request shows of `trades` (consumes one request of `lag_trades`)."""
+        if self._trade_lag is None:
+            return trades
+        left, first_hidden = self._trade_lag
+        self._trade_lag = (left - 1, first_hidden) if left > 1 else None
+        return [t for t in trades if t.id < first_hidden]
+
     # ------------------------------------------------------------------ futures settings
     def set_leverage(self, key: KeyAccount | str, symbol: str, leverage: int) -> int:
         account = self._account(key)
@@ -892,9 +922,8 @@ class ExchangeBook:
     def _fill(self, order: Order, amount: Decimal, price: Decimal, *, maker: bool, market: MarketSpec) -> Trade:
         account = self.keys[order.api_key]
         cost = amount * price
-        fee = cost * (market.maker_fee if maker else market.taker_fee)
-        if market.fee_decimals is not None:
-            fee = fee.quantize(Decimal(1).scaleb(-market.fee_decimals), rounding=ROUND_HALF_UP)
+        rate = market.maker_fee if maker else market.taker_fee
+        fee, fee_currency = self._fee(account, market, order.side, amount, cost, rate)
         realized = Decimal(0)
         if self.futures:
             realized = self._apply_position(account, order, amount, price)
@@ -903,7 +932,7 @@ class ExchangeBook:
                 share = order.margin * amount / order.remaining
                 order.margin -= share
         else:
-            self._apply_spot(account, market, order, amount, cost, fee)
+            self._apply_spot(account, market, order, amount, cost, fee, fee_currency)
         now = self.now_ms()
         trade = Trade(
             id=self._next_trade_id,
@@ -915,7 +944,7 @@ class ExchangeBook:
             amount=amount,
             cost=cost,
             fee=fee,
-            fee_currency=market.quote,
+            fee_currency=fee_currency,
             maker=maker,
             time_ms=now,
             realized_pnl=realized,
@@ -926,7 +955,8 @@ class ExchangeBook:
         self._trades_by_key.setdefault(order.api_key, []).append(trade)
         order.filled += amount
         order.cost += cost
-        order.fee += fee
+        if fee_currency == market.quote:
+            order.fee += fee
         order.updated_ms = now
         if order.remaining <= 0:
             order.status = "closed"
@@ -934,12 +964,35 @@ class ExchangeBook:
             self._release(account, order)
         return trade
 
+    def _fee(
+        self, account: KeyAccount, market: MarketSpec, side: str, amount: Decimal, cost: Decimal, rate: Decimal
+    ) -> tuple[Decimal, str]:
+        """A fill's fee and the asset it is taken in, by the key's `fee_mode` (futures: always the quote)."""
+        fee, currency = cost * rate, market.quote
+        if not self.futures and account.fee_mode == "received" and side == "buy":
+            fee, currency = amount * rate, market.base
+        elif not self.futures and account.fee_mode == "bnb":
+            bnb_price = self._prices.get(f"BNB/{market.quote}")
+            if bnb_price:
+                fee, currency = cost * rate * (1 - BNB_FEE_DISCOUNT) / bnb_price, "BNB"
+        if market.fee_decimals is not None:
+            fee = fee.quantize(Decimal(1).scaleb(-market.fee_decimals), rounding=ROUND_HALF_UP)
+        return fee, currency
+
     def _apply_spot(
-        self, account: KeyAccount, market: MarketSpec, order: Order, amount: Decimal, cost: Decimal, fee: Decimal
+        self,
+        account: KeyAccount,
+        market: MarketSpec,
+        order: Order,
+        amount: Decimal,
+        cost: Decimal,
+        fee: Decimal,
+        fee_currency: str,
     ) -> None:
         bal = account.balances
+        quote_fee = fee if fee_currency == market.quote else Decimal(0)
         if order.side == "buy":
-            spent = cost + fee
+            spent = cost + quote_fee
             used = min(spent, order.reserved)
             account.locked[market.quote] -= used
             order.reserved -= used
@@ -949,7 +1002,9 @@ class ExchangeBook:
             account.locked[market.base] -= amount
             order.reserved -= amount
             bal[market.base] = account.total(market.base) - amount
-            bal[market.quote] = account.total(market.quote) + cost - fee
+            bal[market.quote] = account.total(market.quote) + cost - quote_fee
+        if fee_currency != market.quote:
+            bal[fee_currency] = account.total(fee_currency) - fee
 
     def _apply_position(self, account: KeyAccount, order: Order, amount: Decimal, price: Decimal) -> Decimal:
         """Move the position by a fill; return the realized PnL of the part that reduced it."""

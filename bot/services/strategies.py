@@ -17,7 +17,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 from bot.engine.pnl import compute
-from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order
+from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
 from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
@@ -117,6 +117,8 @@ class StrategyStatus:
     fees: Decimal
     next_run: datetime | None
     fill_poll_seconds: float
+    #: Base amounts held but too small to sell yet (below the venue's step or minimum), per asset.
+    dust: Mapping[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -327,11 +329,27 @@ class StrategyService:
         if ticker.last is not None:
             if info.min_amount is not None:
                 minimum = max(minimum, info.min_amount * ticker.last)
+        which = "amount" if params.get("amount") else "amount (budget/10 by default)"
         if per_buy < minimum:
-            which = "amount" if params.get("amount") else "amount (budget/10 by default)"
             raise UserError(
                 f"The {which} per buy, {_q(per_buy)} {info.quote}, is below {symbol}'s minimum order of "
                 f"{_q(minimum)} {info.quote}. Use amount= at least that."
+            )
+        if ticker.last is None or ticker.last <= 0:
+            return
+        # The exchange buys whole steps of the asset: the amount a buy gets, rounded down, must still meet the
+        # minimums at today's price — as the engine's risk gate will check before every buy.
+        rules = MarketRules.from_info(info)
+        verdict = check_order(
+            DesiredOrder(symbol, "buy", "market", "dca:check", cost=per_buy), rules, last_price=ticker.last,
+            ledger=Ledger(budget=per_buy * 2), free_quote=None,
+        )
+        if isinstance(verdict, Refused) and verdict.kind == "minimum":
+            smallest = _round_up_for_display(smallest_buy_cost(rules, ticker.last))
+            raise UserError(
+                f"The {which} per buy, {_q(per_buy)} {info.quote}, buys less than {symbol}'s minimum order at "
+                f"today's price ({_q(ticker.last)}) once rounded to the exchange's amount step. The smallest "
+                f"amount that works now is {_q(smallest)} {info.quote}: use amount= at least that."
             )
 
     async def _check_grid_levels(self, account: Account, symbol: str, budget: Decimal, params: Any) -> None:
@@ -409,6 +427,7 @@ class StrategyService:
             fees=pnl.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
             fill_poll_seconds=self._engine.effective_poll_interval,
+            dust=_dust(strategy),
         )
 
     # --- control --------------------------------------------------------------------------------------
@@ -594,12 +613,27 @@ def _title(strategy: Strategy) -> str:
     return f"{STRATEGIES[strategy.kind].title} #{strategy.id} {strategy.symbol}"
 
 
+def _dust(strategy: Strategy) -> Mapping[str, Decimal]:
+    """What the strategy carries as unsellable dust (its state says; an unreadable state shows none)."""
+    kind = STRATEGIES[strategy.kind]
+    try:
+        return kind.dust(kind.load_state(strategy.state), strategy.symbol)
+    except (KeyError, ValueError, TypeError, ArithmeticError):
+        return {}
+
+
 def _q8(value: Decimal | None) -> Decimal | None:
     """Money figures to 8 decimals: divisions (average cost) would otherwise print 28 digits."""
     if value is None:
         return None
     text = format(value.quantize(Decimal("1e-8")), "f")
     return Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
+
+
+def _round_up_for_display(value: Decimal) -> Decimal:
+    """A suggested quote amount, rounded UP (so it still works) to cents when it is at least 1."""
+    step = Decimal("0.01") if value >= 1 else Decimal("1e-8")
+    return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
 
 
 def _q(value: Decimal) -> str:

@@ -36,6 +36,8 @@ ZERO = Decimal(0)
 # derived order never exceeds the budget it came from; the engine then applies the venue's precision.
 QUOTE_STEP = Decimal("1e-8")
 AMOUNT_STEP = Decimal("1e-12")
+#: `Fill.refused` of an order the exchange rejected (its send failed for funds or its rules).
+REJECTED_BY_VENUE = "rejected"
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,15 @@ class Candle:
 
 @dataclass(frozen=True)
 class MarketInfo:
-    """What a strategy needs to know about one market: its assets and the venue's minimums."""
+    """What a strategy needs to know about one market: its assets, the venue's minimums and amount step."""
 
     symbol: str
     base: str
     quote: str
     amount_min: Decimal | None = None
     cost_min: Decimal | None = None
+    #: The venue's amount step (the gate rounds every amount down to it); None when unknown.
+    amount_step: Decimal | None = None
 
     @classmethod
     def from_ccxt(cls, market: Mapping[str, Any]) -> MarketInfo:
@@ -100,6 +104,18 @@ class MarketInfo:
         if self.amount_min is not None:
             floor = max(floor, self.amount_min * price)
         return floor
+
+    def amount_down(self, amount: Decimal) -> Decimal:
+        """Round a base amount down to the venue's step (as the risk gate will)."""
+        if self.amount_step is None or self.amount_step <= 0:
+            return amount
+        return floor_to(amount, self.amount_step)
+
+    def can_trade(self, amount: Decimal, price: Decimal) -> bool:
+        """Whether an order of this (already stepped) amount at this price meets the venue's minimums."""
+        if amount <= 0 or (self.amount_min is not None and amount < self.amount_min):
+            return False
+        return self.cost_min is None or amount * price >= self.cost_min
 
 
 @dataclass(frozen=True)
@@ -191,7 +207,10 @@ class Fill:
 
     `amount` is the base filled by this event only (0 when an order ends without more fills: cancelled,
     expired, or refused by the risk gate or the venue — report those too, so the strategy can re-arm).
-    `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds.
+    `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds. `refused` says the
+    order never traded because it was refused: by the engine's risk gate before sending (`minimum`, `budget`,
+    `unpriced`: the strategy must not simply ask for the same order again, or it would be refused on every run)
+    or by the exchange (`REJECTED_BY_VENUE`, the strategy is then paused with the venue's reason).
     """
 
     tag: str
@@ -202,6 +221,7 @@ class Fill:
     closed: bool = True
     fee: Decimal = ZERO
     fee_currency: str | None = None
+    refused: str | None = None
 
     @property
     def cost(self) -> Decimal:
@@ -276,6 +296,10 @@ class Strategy(ABC):
     def next_run(self, state: Any, params: Params, now: datetime) -> datetime | None:
         """Return when the strategy next wants `decide` called; None: only after fills, or finished."""
 
+    def dust(self, state: Any, symbol: str) -> Mapping[str, Decimal]:
+        """Return the amounts the strategy holds but could not sell (below the venue's step or minimum)."""
+        return {}
+
     @abstractmethod
     def dump_state(self, state: Any) -> dict[str, Any]:
         """Return the state as JSON-ready data."""
@@ -315,6 +339,7 @@ def _floor(value: Decimal) -> Decimal:
 __all__ = [
     "AMOUNT_STEP",
     "QUOTE_STEP",
+    "REJECTED_BY_VENUE",
     "ZERO",
     "Budget",
     "Candle",

@@ -5,6 +5,11 @@ a late, coalesced or missed run catches up exactly once (three missed slots → 
 slot, tagged `dca:slot:<k>`), so the schedule never bunches buys after an outage. The first buy is slot 0,
 at once. The buy that leaves less than the market's minimum order is shrunk to what is left and is the last:
 the strategy then finishes and says so.
+
+A buy the engine's risk gate refuses (its amount, rounded to the venue's step, is below the market minimum at
+today's price) is not a buy: it is not counted, the strategy does not finish because of it (unless it was the
+last one: what is left cannot be bought), and the slot is missed rather than asked for again and again —
+the next buy is the next slot's, and `/status` says why this one was not placed.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from bot.strategies.base import (
+    REJECTED_BY_VENUE,
     ZERO,
     Budget,
     Decision,
@@ -38,6 +44,8 @@ class DcaState:
     last_slot: int = -1
     buys: int = 0
     finished: bool = False
+    refused_slot: int = -1  # the last slot whose buy was refused (missed, not bought)
+    refused_why: str = ""  # why: the gate's `minimum`/`budget`/`unpriced`, or the exchange's `rejected`
 
 
 class Dca(Strategy):
@@ -85,6 +93,8 @@ class Dca(Strategy):
         slot = slot_index(state.start, params["every"], snapshot.now)
         if slot <= state.last_slot:
             next_buy = self._slot_time(state, params, slot + 1)
+            if state.refused_slot == state.last_slot:
+                return Decision((), state, _missed(state, next_buy))
             return Decision((), state, f"waiting: next buy at {next_buy:%Y-%m-%d %H:%M:%S} UTC")
         per_buy: Decimal = params["amount"] or budget.total / 10
         market = snapshot.markets.get(snapshot.symbol)
@@ -105,8 +115,18 @@ class Dca(Strategy):
         return Decision((order,), new_state, status, finished=last)
 
     def on_fill(self, state: DcaState, fill: Fill, params: Params) -> FillUpdate:
-        # DCA keeps no per-order state: the engine's ledger holds what was spent and bought.
-        return FillUpdate(state)
+        # DCA keeps no per-order state: the engine's ledger holds what was spent and bought. Only a buy that
+        # was refused (by the gate, or by the exchange) undoes what `decide` counted for it.
+        if fill.refused is None or fill.tag != f"dca:slot:{state.last_slot}":
+            return FillUpdate(state)
+        undone = replace(state, buys=max(0, state.buys - 1), refused_slot=state.last_slot, refused_why=fill.refused)
+        if fill.refused == REJECTED_BY_VENUE:
+            # The exchange refused it: the strategy is paused with the venue's reason; the next slot buys.
+            undone = replace(undone, finished=False)
+        if undone.finished:
+            return FillUpdate(undone, note="finished: what is left of the budget buys less than the market minimum")
+        next_buy = self._slot_time(state, params, state.last_slot + 1)
+        return FillUpdate(undone, note=_missed(undone, next_buy))
 
     def next_run(self, state: DcaState, params: Params, now: datetime) -> datetime | None:
         if state.finished:
@@ -124,6 +144,8 @@ class Dca(Strategy):
             "last_slot": state.last_slot,
             "buys": state.buys,
             "finished": state.finished,
+            "refused_slot": state.refused_slot,
+            "refused_why": state.refused_why,
         }
 
     def load_state(self, data: Mapping[str, Any]) -> DcaState:
@@ -132,7 +154,23 @@ class Dca(Strategy):
             last_slot=int(data["last_slot"]),
             buys=int(data["buys"]),
             finished=bool(data["finished"]),
+            refused_slot=int(data.get("refused_slot", -1)),
+            refused_why=str(data.get("refused_why", "")),
         )
+
+
+_REFUSALS = {
+    "minimum": "below the market minimum at that price, once rounded to the exchange's step",
+    "budget": "not enough budget left",
+    "unpriced": "no price for the market",
+    REJECTED_BY_VENUE: "the exchange rejected it",
+}
+
+
+def _missed(state: DcaState, next_buy: datetime) -> str:
+    why = _REFUSALS.get(state.refused_why, state.refused_why or "refused")
+    return (f"slot {state.refused_slot} missed: its buy was refused ({why}); "
+            f"next buy at {next_buy:%Y-%m-%d %H:%M:%S} UTC")
 
 
 DCA = Dca()

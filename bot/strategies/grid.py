@@ -8,6 +8,11 @@ sell closes, the buy at level i is placed again and the round trip's profit (sel
 included) is returned for the alert. Outside the range it places no new buys and says so; sells are always
 re-armed, since they only close positions already held.
 
+Dust: a sell's amount is rounded down to the venue's step (Binance takes a buy's fee in the base asset, so
+0.002 bought leaves 0.001998 to sell, and 0.00199 can be sold). What cannot be sold — the part below the step,
+or a whole remainder below the market minimum — is carried in `GridState.dust` (shown in /status) and added
+to the next sell, and the level re-arms: a grid never asks again and again for a sell the venue must refuse.
+
 Tags: `grid:buy:<i>:<seq>` and `grid:sell:<i+1>:<seq>`, `seq` counting the orders of level i, so every
 order of the strategy's life has its own tag.
 """
@@ -22,12 +27,14 @@ from typing import Any, Literal
 
 from bot.strategies.base import (
     QUOTE_STEP,
+    REJECTED_BY_VENUE,
     ZERO,
     Budget,
     Decision,
     DesiredOrder,
     Fill,
     FillUpdate,
+    MarketInfo,
     MarketSnapshot,
     Params,
     Strategy,
@@ -62,6 +69,7 @@ class GridState:
     round_trips: int = 0
     profit: Decimal = ZERO
     finished: bool = False
+    dust: Decimal = ZERO  # base held but not sellable yet (below the step or the minimum); joins the next sell
 
 
 def level_prices(low: Decimal, high: Decimal, levels: int) -> tuple[Decimal, ...]:
@@ -109,8 +117,8 @@ class Grid(Strategy):
             state = self._arm_ladder(state, prices, price, budget)
             if not state.started:
                 return Decision((), state, "waiting: no grid level below the price")
-            dearest = max(p for p, lv in zip(prices, state.levels, strict=True) if lv.phase == "buy")
-            minimum = market.min_cost(dearest) if market else ZERO
+            armed = [p for p, lv in zip(prices, state.levels, strict=True) if lv.phase == "buy"]
+            minimum = max(_smallest_buy(market, p) for p in armed) if market else ZERO
             if state.quote_per_level < minimum or state.quote_per_level <= 0:
                 done = replace(state, finished=True)
                 return Decision(
@@ -122,24 +130,35 @@ class Grid(Strategy):
         orders: list[DesiredOrder] = []
         levels = list(state.levels)
         room = budget.spendable
+        dust, round_trips, profit = state.dust, state.round_trips, state.profit
         for i, level in enumerate(levels):
             if level.open_tag is not None:
                 continue
             if level.phase == "sell":
+                left = level.bought - level.sold
+                amount = market.amount_down(left + dust) if market else left
+                if market and not market.can_trade(amount, prices[i + 1]):
+                    # Too little to sell at all: carried as dust (sold with a later sell); the level re-arms.
+                    dust += left
+                    levels[i], trip = _closed(level)
+                    if trip is not None:
+                        round_trips, profit = round_trips + 1, profit + trip
+                    continue
                 tag = f"grid:sell:{i + 1}:{level.seq}"
-                amount = level.bought - level.sold
                 orders.append(DesiredOrder(snapshot.symbol, "sell", "limit", tag, amount=amount, price=prices[i + 1]))
-                levels[i] = replace(level, open_tag=tag, seq=level.seq + 1)
+                # The level now sells `amount`: its rest below the step joins the dust, or dust joins it.
+                dust += left - amount
+                levels[i] = replace(level, open_tag=tag, seq=level.seq + 1, bought=level.sold + amount)
             elif level.phase == "buy" and in_range:
                 cost = min(state.quote_per_level, room)
-                if cost <= 0 or (market and cost < market.min_cost(prices[i])):
+                if cost <= 0 or (market and cost < _smallest_buy(market, prices[i])):
                     continue  # no room yet: a sell must return quote first; retried on the next run
                 tag = f"grid:buy:{i}:{level.seq}"
                 orders.append(DesiredOrder(snapshot.symbol, "buy", "limit", tag,
                                            amount=amount_for_cost(cost, prices[i]), price=prices[i]))
                 room -= cost
                 levels[i] = replace(level, open_tag=tag, seq=level.seq + 1)
-        new_state = replace(state, levels=tuple(levels))
+        new_state = replace(state, levels=tuple(levels), dust=dust, round_trips=round_trips, profit=profit)
         status = _waiting(price, low, high) if not in_range else self._summary(new_state)
         return Decision(tuple(orders), new_state, status)
 
@@ -173,6 +192,7 @@ class Grid(Strategy):
         base_fee = fill.fee if fill.fee_currency == base else ZERO
         quote_fee = fill.fee if _is_quote(fill) else ZERO
         profit: Decimal | None = None
+        dust = state.dust
         if parts[1] == "buy":
             level = replace(level, bought=level.bought + fill.amount - base_fee,
                             buy_cost=level.buy_cost + fill.cost + quote_fee)
@@ -181,19 +201,25 @@ class Grid(Strategy):
         else:
             level = replace(level, sold=level.sold + fill.amount,
                             proceeds=level.proceeds + fill.cost - quote_fee - base_fee * fill.price)
-            if fill.closed:
+            if fill.refused not in (None, REJECTED_BY_VENUE) and fill.closed:
+                # The gate would not send it (below the minimum at today's rules): carry it, re-arm the level.
+                dust += level.bought - level.sold
+                level, profit = _closed(level)
+            elif fill.closed:
                 if level.sold >= level.bought:
-                    profit = level.proceeds - level.buy_cost
-                    level = GridLevel(index, phase="buy", seq=level.seq)
+                    level, profit = _closed(level)
                 else:
                     level = replace(level, open_tag=None)  # ended part-filled: sell the rest again
         levels = (*state.levels[:index], level, *state.levels[index + 1:])
-        new_state = replace(state, levels=levels)
+        new_state = replace(state, levels=levels, dust=dust)
         if profit is not None:
             new_state = replace(new_state, round_trips=state.round_trips + 1, profit=state.profit + profit)
             note = f"round trip {new_state.round_trips} at level {index}: profit {format_value('decimal', profit)}"
             return FillUpdate(new_state, profit=profit, note=note)
         return FillUpdate(new_state)
+
+    def dust(self, state: GridState, symbol: str) -> Mapping[str, Decimal]:
+        return {symbol.split("/")[0]: state.dust} if state.dust > 0 else {}
 
     def next_run(self, state: GridState, params: Params, now: datetime) -> datetime | None:
         return None if state.finished else now + POLL
@@ -205,6 +231,7 @@ class Grid(Strategy):
             "round_trips": state.round_trips,
             "profit": str(state.profit),
             "finished": state.finished,
+            "dust": str(state.dust),
             "levels": [
                 {
                     "index": lv.index, "phase": lv.phase, "seq": lv.seq, "open_tag": lv.open_tag,
@@ -222,6 +249,7 @@ class Grid(Strategy):
             round_trips=int(data["round_trips"]),
             profit=Decimal(data["profit"]),
             finished=bool(data["finished"]),
+            dust=Decimal(data.get("dust", "0")),
             levels=tuple(
                 GridLevel(
                     index=int(lv["index"]), phase=lv["phase"], seq=int(lv["seq"]), open_tag=lv["open_tag"],
@@ -231,6 +259,22 @@ class Grid(Strategy):
                 for lv in data["levels"]
             ),
         )
+
+
+def _smallest_buy(market: MarketInfo, price: Decimal) -> Decimal:
+    """The smallest quote a buy at `price` needs so that its amount, rounded down to the venue's step, still meets
+    the market's minimums (what the risk gate checks: anything less would be refused on every run)."""
+    minimum = market.min_cost(price)
+    step = market.amount_step
+    if step is None or step <= 0 or market.can_trade(market.amount_down(minimum / price), price):
+        return minimum
+    return (market.amount_down(minimum / price) + step) * price
+
+
+def _closed(level: GridLevel) -> tuple[GridLevel, Decimal | None]:
+    """A level whose sell is over re-armed to buy, and its round trip's profit (None if it sold nothing)."""
+    profit = level.proceeds - level.buy_cost if level.sold > 0 else None
+    return GridLevel(level.index, phase="buy", seq=level.seq), profit
 
 
 def _is_quote(fill: Fill) -> bool:
