@@ -40,6 +40,8 @@ class Settings:
     fill_poll_seconds: float = 10.0
     allowed_users: frozenset[int] = frozenset()
     log_level: str = "INFO"
+    max_accounts_per_user: int = 10
+    max_strategies_per_user: int = 50
 
     @property
     def database_path(self) -> Path:
@@ -93,6 +95,12 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         ),
         allowed_users=_parse_allowed_users(env.get("STRATA_ALLOWED_USERS", "")),
         log_level=_parse_log_level(env.get("LOG_LEVEL", "")),
+        max_accounts_per_user=_parse_limit(
+            env.get("STRATA_MAX_ACCOUNTS_PER_USER", ""), "STRATA_MAX_ACCOUNTS_PER_USER", 10
+        ),
+        max_strategies_per_user=_parse_limit(
+            env.get("STRATA_MAX_STRATEGIES_PER_USER", ""), "STRATA_MAX_STRATEGIES_PER_USER", 50
+        ),
     )
 
 
@@ -177,6 +185,15 @@ def _parse_positive_float(text: str, name: str, default: float) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise ConfigError(f"{name} must be a positive number of seconds, got {text!r}.")
     return value
+
+
+def _parse_limit(text: str, name: str, default: int) -> int:
+    value = text.strip()
+    if not value:
+        return default
+    if not value.isascii() or not value.isdigit() or len(value) > 6 or int(value) < 1:
+        raise ConfigError(f"{name} must be a whole number from 1 to 999999, got {text!r}.")
+    return int(value)
 
 
 def _parse_allowed_users(text: str) -> frozenset[int]:

@@ -8,7 +8,11 @@ Three layers, because the libraries leak in different ways (LIBRARY-FACTS):
 2. a filter on every handler (and `logging.lastResort`) rewrites the message and the formatted traceback,
    replacing every registered secret (and its hex and base64 forms) and anything shaped like a bot token or a
    request signature;
-3. secrets are registered the moment they enter the process (`register_secret`), before anything can log them.
+3. secrets are registered the moment they enter the process, before anything can log them: real credentials
+   (unsealed from the vault, or validated by /connect) and the bot token with `register_secret`, kept for the
+   life of the process; text that merely looks like a key (a message pasted in a chat, an intake message not
+   validated yet) with `register_possible_secret`, in a bounded tier that forgets its oldest values first —
+   so anyone pasting key-shaped text by the thousand can never push a real credential out of the registry.
 """
 
 from __future__ import annotations
@@ -53,8 +57,10 @@ class _Registry:
     Every form (the value, its hex and base64 encodings) is indexed by its first characters; scrubbing looks
     up each position of each key-alphabet run of the text. A regex alternation of all values would cost time
     proportional to their number on every record, and anyone can make the bot register values (each pasted
-    key-looking message is one), so that would let a user slow down all logging. The registry is bounded: the
-    oldest values are forgotten first (a key in use is registered again whenever it is unsealed).
+    key-looking message is one), so that would let a user slow down all logging.
+
+    Two tiers: `protected` forms (real credentials, as many as there are connected keys) are never forgotten;
+    the others are bounded, the oldest forgotten first.
     """
 
     MIN_LENGTH = 12  # no real API key or secret is shorter; shorter words would blank out ordinary log text
@@ -64,11 +70,13 @@ class _Registry:
 
     def __init__(self) -> None:
         self._by_prefix: dict[str, tuple[str, ...]] = {}
-        self._order: dict[str, None] = {}  # insertion-ordered set of every form, for eviction
+        self._order: dict[str, None] = {}  # insertion-ordered set of the bounded tier's forms, for eviction
+        self._protected: set[str] = set()  # real credentials' forms: never evicted
         self._odd: tuple[str, ...] = ()  # values with characters outside the key alphabet (PEM text…)
+        self._odd_protected: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
-    def add(self, value: str) -> None:
+    def add(self, value: str, *, protected: bool = False) -> None:
         value = value.strip()
         if len(value) < self.MIN_LENGTH:
             return
@@ -77,12 +85,22 @@ class _Registry:
         with self._lock:
             for form in forms:
                 if not self._RUN.fullmatch(form):
-                    if form not in self._odd:
+                    if protected and form not in self._odd_protected:
+                        self._odd_protected = (*self._odd_protected, form)
+                    elif not protected and form not in self._odd:
                         self._odd = (*self._odd[-99:], form)
                     continue
-                if form in self._order:
+                if form in self._protected:
                     continue
-                self._order[form] = None
+                if protected:
+                    self._protected.add(form)
+                    if form in self._order:  # already indexed by the bounded tier: from now on it stays
+                        del self._order[form]
+                        continue
+                elif form in self._order:
+                    continue
+                else:
+                    self._order[form] = None
                 prefix = form[: self.PREFIX]
                 self._by_prefix[prefix] = (*self._by_prefix.get(prefix, ()), form)
             while len(self._order) > self.MAX_FORMS:
@@ -100,7 +118,7 @@ class _Registry:
     def scrub(self, text: str) -> str:
         if self._by_prefix:
             text = self._scrub_indexed(text)
-        for odd in self._odd:
+        for odd in (*self._odd_protected, *self._odd):
             text = text.replace(odd, REDACTED)
         for regex in _PATTERNS:
             text = regex.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
@@ -137,10 +155,17 @@ _registry = _Registry()
 
 
 def register_secret(value: str | Secret | None) -> None:
-    """Scrub this value (and its hex/base64 forms) from every log record from now on."""
+    """Scrub this real secret (and its hex/base64 forms) from every log record for the life of the process."""
     if value is None:
         return
-    _registry.add(value.reveal() if isinstance(value, Secret) else value)
+    _registry.add(value.reveal() if isinstance(value, Secret) else value, protected=True)
+
+
+def register_possible_secret(value: str | None) -> None:
+    """Scrub key-shaped text whose value may not be a real key (bounded: the oldest such values are forgotten)."""
+    if value is None:
+        return
+    _registry.add(value)
 
 
 def redact(text: str) -> str:

@@ -87,10 +87,14 @@ class Runtime:
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()
         self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
-        self.strategies = StrategyService(self.store, self.engine)
-        self.accounts = AccountService(
-            self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies
+        self.strategies = StrategyService(
+            self.store, self.engine, max_strategies=self.settings.max_strategies_per_user
         )
+        self.accounts = AccountService(
+            self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
+            forget_credentials=self.engine.ctx.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
+        )
+        await self.accounts.backfill_fingerprints()
         self.settings_service = SettingsService(self.store)
         await self.engine.start()
         self.summary = DailySummary(self.store, self.strategies, self.notifier, self.engine.ctx.clock)

@@ -4,11 +4,16 @@ Each credential is sealed with its own random 256-bit data key (DEK) using AES-2
 binding the ciphertext to (user, account, venue) so rows cannot be swapped. DEKs are wrapped by the master key
 (KEK) and live in a separate SQLite database, the key store; the main database holds ciphertext only.
 Deleting a DEK makes its ciphertext unrecoverable forever (crypto-shredding), whatever backups exist.
+
+The key store also holds one random fingerprint key, wrapped like a DEK (so `rotate` re-wraps it and
+fingerprints stay stable across master-key rotations). `fingerprint` is HMAC-SHA256 under it: the main
+database can tell "this API key is already connected" without holding the key or a plain, guessable hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -40,8 +45,15 @@ CREATE TABLE IF NOT EXISTS deks (
     nonce       BLOB NOT NULL,
     wrapped     BLOB NOT NULL,
     created_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fingerprint_key (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    kek_id   TEXT NOT NULL,
+    nonce    BLOB NOT NULL,
+    wrapped  BLOB NOT NULL
 )
 """
+_FINGERPRINT_AAD = b"strata:fingerprint-key:v1"
 
 
 class VaultError(Exception):
@@ -82,6 +94,7 @@ class Vault:
     def __init__(self, keystore: Database, master_key: bytes) -> None:
         self._db = keystore
         self._kek = _Key(master_key, kek_id_of(master_key))
+        self._fingerprint_key: bytes | None = None
 
     @classmethod
     async def open(cls, keystore_path: Path, master_key: bytes, *, expect_existing: bool = False) -> Vault:
@@ -154,6 +167,38 @@ class Vault:
         data = json.loads(payload)
         return Credentials(data["k"], data["s"])
 
+    async def fingerprint(self, purpose: str, value: str) -> str:
+        """A keyed fingerprint of `value` (HMAC-SHA256 under the key store's fingerprint key), hex.
+
+        `purpose` separates domains ("api-key:binance", "owner:binance"…), so equal values of different kinds
+        never compare equal. The fingerprint reveals nothing about `value` without the key store.
+        """
+        key = await self._load_fingerprint_key()
+        return hmac.new(key, f"{purpose}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+    async def _load_fingerprint_key(self) -> bytes:
+        if self._fingerprint_key is None:
+            async with self._db.transaction() as tx:
+                row = await tx.fetchone("SELECT nonce, wrapped FROM fingerprint_key WHERE id = 1")
+                if row is None:
+                    key = os.urandom(32)
+                    nonce = os.urandom(12)
+                    wrapped = AESGCM(self._kek.material).encrypt(nonce, key, _FINGERPRINT_AAD)
+                    await tx.execute(
+                        "INSERT INTO fingerprint_key (id, kek_id, nonce, wrapped) VALUES (1, ?, ?, ?)",
+                        (self._kek.id, nonce, wrapped),
+                    )
+                else:
+                    key = self._unwrap_fingerprint_key(row["nonce"], row["wrapped"])
+            self._fingerprint_key = key
+        return self._fingerprint_key
+
+    def _unwrap_fingerprint_key(self, nonce: bytes, wrapped: bytes) -> bytes:
+        try:
+            return AESGCM(self._kek.material).decrypt(nonce, wrapped, _FINGERPRINT_AAD)
+        except (InvalidTag, ValueError, TypeError):
+            raise CredentialUnreadable("The key store's fingerprint key failed its integrity check.") from None
+
     async def shred(self, dek_id: str) -> None:
         """Delete a data key: its ciphertext can never be opened again, in any copy of the main database."""
         await self._db.execute("DELETE FROM deks WHERE id = ?", (dek_id,))
@@ -182,6 +227,14 @@ class Vault:
                 await tx.execute(
                     "UPDATE deks SET kek_id = ?, nonce = ?, wrapped = ? WHERE id = ?",
                     (new_id, nonce, wrapped, row["id"]),
+                )
+            row = await tx.fetchone("SELECT nonce, wrapped FROM fingerprint_key WHERE id = 1")
+            if row is not None:
+                key = self._unwrap_fingerprint_key(row["nonce"], row["wrapped"])
+                nonce = os.urandom(12)
+                await tx.execute(
+                    "UPDATE fingerprint_key SET kek_id = ?, nonce = ?, wrapped = ? WHERE id = 1",
+                    (new_id, nonce, AESGCM(new_master_key).encrypt(nonce, key, _FINGERPRINT_AAD)),
                 )
             nonce = os.urandom(12)
             sealed = AESGCM(new_master_key).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD)

@@ -1,4 +1,9 @@
-"""/accounts and /disconnect (pick an account, confirm, then its strategies stop and its key is shredded)."""
+"""/accounts and /disconnect (pick an account, confirm, then its strategies stop and its key is shredded).
+
+An account whose key is rejected or unreadable cannot cancel anything: its confirmation lists the orders that
+may still be open on the exchange (the user cancels them there), then its key is shredded and they are
+abandoned here (`disc:abandon:<id>`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.services.errors import UserError
 from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, reply, runtime
-from handlers.render import accounts_text
+from handlers.render import accounts_text, left_open_lines
 
 
 async def accounts(update: Update, context: Context) -> None:
@@ -29,7 +34,13 @@ async def accounts(update: Update, context: Context) -> None:
         await reply(update, f"Renamed: <b>{esc(renamed.label)}</b>. Use this label in /allocate.")
         return
     views = await rt.accounts.list_accounts(user_id)
-    await reply(update, accounts_text(views) + "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;.")
+    buttons = [[(f"🔑 New key for {v.label}", f"connect:replace:{v.id}")] for v in views]
+    await reply(
+        update,
+        accounts_text(views) + "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;. "
+        "Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;.",
+        keyboard(buttons) if buttons else None,
+    )
 
 
 async def disconnect(update: Update, context: Context) -> None:
@@ -45,7 +56,8 @@ async def disconnect(update: Update, context: Context) -> None:
         if match is None:
             await reply(update, f"No account labelled {esc(label)}. Yours: " + ", ".join(esc(v.label) for v in views))
             return
-        await reply(update, _confirm_text(match.label), _confirm_keyboard(match.id))
+        account = await rt.accounts.owned(user_id, match.id)
+        await reply(update, *await _confirmation(rt, user_id, account))
         return
     rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views] + [[("Cancel", "disc:no")]]
     await reply(update, "Which account do you want to disconnect?", keyboard(rows))
@@ -58,8 +70,29 @@ def _confirm_text(label: str) -> str:
     )
 
 
-def _confirm_keyboard(account_id: int):
-    return keyboard([[("Confirm disconnect", f"disc:yes:{account_id}"), ("Cancel", "disc:no")]])
+def _confirm_keyboard(account_id: int, action: str = "yes"):
+    return keyboard([[("Confirm disconnect", f"disc:{action}:{account_id}"), ("Cancel", "disc:no")]])
+
+
+async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
+    """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
+    if account.status == "active":
+        return _confirm_text(account.label), _confirm_keyboard(account.id)
+    left = await rt.accounts.left_open(user_id, account.id)
+    why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
+    lines = [
+        f"Disconnect <b>{esc(account.label)}</b>? Its key {why}, so I cannot cancel anything on the exchange. "
+        "Its strategies stop and its key is destroyed.",
+    ]
+    if left:
+        lines += [
+            f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
+            "(I forget them and release their budget):",
+            *left_open_lines(left),
+        ]
+    else:
+        lines.append("It has no open orders.")
+    return "\n".join(lines), _confirm_keyboard(account.id, "abandon")
 
 
 async def disconnect_button(update: Update, context: Context) -> None:
@@ -77,7 +110,17 @@ async def disconnect_button(update: Update, context: Context) -> None:
             raise UserError("That account is not (or no longer) connected.")
         if action == "pick":
             account = await rt.accounts.owned(user_id, account_id)
-            await answer_and_edit(update, _confirm_text(account.label), _confirm_keyboard(account.id))
+            await answer_and_edit(update, *await _confirmation(rt, user_id, account))
+            return
+        if action == "abandon":
+            done = await rt.accounts.disconnect_suspended(user_id, account_id)
+            lines = [f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed."]
+            if done.left_open:
+                lines += [
+                    f"⚠️ Cancel these {len(done.left_open)} order(s) on the exchange yourself: they may still be open.",
+                    *left_open_lines(done.left_open),
+                ]
+            await answer_and_edit(update, "\n".join(lines))
             return
         await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
         account = await rt.accounts.disconnect(user_id, account_id)

@@ -1,7 +1,10 @@
 """/connect: pick a venue, send the API key and the secret; every message of the intake is deleted at once.
 
     /connect ──► [venue buttons] ──► API key message ──► secret message ──► checking ──► stored | refused
+    /connect replace <label> or the /accounts button ──► API key message ──► … ──► key replaced | refused
         any step: /cancel or 5 minutes without finishing ──► nothing stored
+
+Edited messages count too: editing any message into a key during the intake gets it deleted like a new one.
 
 The state lives in `bot.services.intake` (process memory), never in `context.user_data`.
 """
@@ -15,13 +18,13 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot.redaction import register_secret
+from bot.redaction import register_possible_secret
 from bot.secret import Credentials, Secret
 from bot.services.errors import UserError
 from bot.services.intake import Intake, IntakeBook, Step, looks_like_key
 from bot.venues import CONNECTABLE, KEY_GUIDES, venue_name
-from handlers.common import Context, answer_and_edit, esc, is_private, keyboard, reply, runtime
-from handlers.render import connected_text
+from handlers.common import Context, answer_and_edit, callback_int, esc, is_private, keyboard, reply, runtime
+from handlers.render import connected_text, replaced_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +46,30 @@ async def connect(update: Update, context: Context) -> None:
             f"Open a private chat with me (@{esc(context.bot.username)}) and send /connect there.",
         )
         return
-    intakes: IntakeBook = runtime(context).intakes
-    intake = intakes.begin(update.effective_user.id, update.effective_chat.id)
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    if any(looks_like_key(arg) for arg in context.args or ()):  # "/connect <key>": the key must not stay
+        register_possible_secret(update.effective_message.text)
+        for arg in context.args:
+            register_possible_secret(arg)
+        try:
+            await update.effective_message.delete()
+        except TelegramError:
+            await reply(update, NOT_DELETED)
+            return
+        await reply(update, "(Message deleted: never put a key after /connect.) Send /connect, pick the exchange, "
+                    "then send the key as its own message.")
+        return
+    if context.args:
+        await _replace_command(update, context)
+        return
+    try:
+        await rt.accounts.check_can_connect(user_id)
+    except UserError as exc:
+        await reply(update, f"❌ {esc(exc.message)}")
+        return
+    intakes: IntakeBook = rt.intakes
+    intake = intakes.begin(user_id, update.effective_chat.id)
     message = await update.effective_chat.send_message(
         "Which exchange do you want to connect?\n"
         "You will create an API key that can trade but <b>cannot withdraw</b>, then send me the key and the "
@@ -52,6 +77,56 @@ async def connect(update: Update, context: Context) -> None:
         reply_markup=venue_keyboard(),
     )
     intake.menu_message_id = message.message_id
+
+
+REPLACE_USAGE = "Usage: /connect replace &lt;label&gt; — give an account a new API key; its strategies are kept."
+
+
+async def _replace_command(update: Update, context: Context) -> None:
+    """`/connect replace <label>`: start an intake whose key replaces that account's key."""
+    rt = runtime(context)
+    args = context.args
+    if len(args) != 2 or args[0].lower() != "replace":
+        await reply(update, REPLACE_USAGE)
+        return
+    account = await rt.accounts.by_label(update.effective_user.id, args[1])
+    if account is None:
+        await reply(update, f"You have no account labelled {esc(args[1])}. See /accounts.")
+        return
+    await reply(update, _begin_replace(rt, update, account))
+
+
+def _begin_replace(rt, update: Update, account) -> str:
+    intake = rt.intakes.begin(update.effective_user.id, update.effective_chat.id)
+    intake.venue = account.venue
+    intake.replace_account_id = account.id
+    intake.replace_label = account.label
+    intake.step = Step.API_KEY
+    return (
+        f"<b>New key for {esc(account.label)}</b> ({venue_name(account.venue)})\n{KEY_GUIDES[account.venue]}\n\n"
+        "It must be a key of the <b>same exchange account</b>; the account's strategies are kept (paused ones "
+        "stay paused until you /resume them).\n"
+        "Now send the <b>API key</b> as a message. I delete it at once. /cancel to stop."
+    )
+
+
+async def replace_button(update: Update, context: Context) -> None:
+    """The /accounts button "New key for <label>"."""
+    query = update.callback_query
+    await query.answer()
+    rt = runtime(context)
+    account_id = callback_int(query.data, 2)
+    if not is_private(update):
+        await answer_and_edit(update, "For your safety, keys are only accepted in a private chat.")
+        return
+    try:
+        if account_id is None:
+            raise UserError("That account is not (or no longer) connected.")
+        account = await rt.accounts.owned(update.effective_user.id, account_id)
+    except UserError as exc:
+        await answer_and_edit(update, esc(exc.message))
+        return
+    await reply(update, _begin_replace(rt, update, account))
 
 
 async def choose_venue(update: Update, context: Context) -> None:
@@ -86,7 +161,11 @@ async def cancel_button(update: Update, context: Context) -> None:
 
 
 class _InIntake(filters.MessageFilter):
-    """A private message from a user whose key intake is in progress (commands pass unless key-shaped)."""
+    """A private message (new or edited) from a user whose key intake is in progress.
+
+    New commands pass unless key-shaped; an edit is always taken: a message edited during the intake may now
+    hold the key, and its text is not worth the risk.
+    """
 
     def __init__(self, intakes: IntakeBook) -> None:
         super().__init__(name="InIntake")
@@ -96,18 +175,20 @@ class _InIntake(filters.MessageFilter):
         if message.chat.type != "private" or message.from_user is None:
             return False
         user_id = message.from_user.id
-        if self._intakes.get(user_id) is None and not self._intakes.sent_during_intake(user_id, message.date):
+        edited = message.edit_date is not None
+        when = message.edit_date if edited else message.date
+        if self._intakes.get(user_id) is None and not self._intakes.sent_during_intake(user_id, when):
             return False
-        text = message.text or ""
-        return not text.startswith("/") or looks_like_key(text)
+        text = message.text or message.caption or ""
+        return edited or not text.startswith("/") or looks_like_key(text)
 
 
 async def intake_message(update: Update, context: Context) -> None:
-    """Delete the message first, whatever happens next; then advance the intake."""
+    """Delete the message first, whatever happens next; then advance the intake (never with an edit)."""
     message = update.effective_message
-    text = (message.text or "").strip()
+    text = (message.text or message.caption or "").strip()
     if text:
-        register_secret(text)
+        register_possible_secret(text)
     rt = runtime(context)
     intake: Intake | None = rt.intakes.get(update.effective_user.id)
     try:
@@ -116,7 +197,14 @@ async def intake_message(update: Update, context: Context) -> None:
         rt.intakes.clear(update.effective_user.id)
         await reply(update, NOT_DELETED)
         raise ApplicationHandlerStop from None
-    if intake is not None:
+    if update.edited_message is not None:
+        await reply(
+            update,
+            "(Edited message deleted: during /connect, every message you edit is deleted. Send the key as a new "
+            "message.)" if intake is not None else "(Edited message deleted: it was edited while I was handling "
+            "your key.)",
+        )
+    elif intake is not None:
         await _advance(update, context, intake, text)
     else:  # sent while the key was being checked (handled after it), or as the intake expired
         await reply(update, "(Message deleted: it arrived while I was handling your key.)")
@@ -136,8 +224,8 @@ async def _advance(update: Update, context: Context, intake: Intake, text: str) 
         parts = text.split()
         if len(parts) == 2:  # key and secret pasted together, one per line: take both
             intake.api_key, text = Secret(parts[0]), parts[1]
-            register_secret(parts[0])
-            register_secret(parts[1])
+            register_possible_secret(parts[0])
+            register_possible_secret(parts[1])
             intake.step = Step.SECRET
             await _check_and_store(update, context, intake, text, secret_name)
             return
@@ -169,17 +257,21 @@ async def _check_and_store(update: Update, context: Context, intake: Intake, tex
         await update.effective_chat.send_action(ChatAction.TYPING)
     except TelegramError:  # a typing indicator is a nicety; the check goes on without it
         pass
+    credentials = Credentials(api_key, Secret(text))
     try:
-        connected = await rt.accounts.connect(
-            intake.user_id, intake.chat_id, intake.venue, Credentials(api_key, Secret(text))
-        )
+        if intake.replace_account_id is not None:
+            replaced = await rt.accounts.replace_key(intake.user_id, intake.replace_account_id, credentials)
+        else:
+            connected = await rt.accounts.connect(intake.user_id, intake.chat_id, intake.venue, credentials)
     except UserError as exc:
-        await reply(update, f"❌ {esc(exc.message)}\nNothing was stored. /connect to try again.")
+        again = f"/connect replace {esc(intake.replace_label)}" if intake.replace_label else "/connect"
+        await reply(update, f"❌ {esc(exc.message)}\nNothing was stored. {again} to try again.")
     except Exception:
         logger.exception("connect failed for user %s", intake.user_id)
         await reply(update, "❌ Something went wrong while checking the key. Nothing was stored; please try again.")
     else:
-        await reply(update, connected_text(connected))
+        replacing = intake.replace_account_id is not None
+        await reply(update, replaced_text(replaced) if replacing else connected_text(connected))
     finally:
         rt.intakes.clear(intake.user_id)
 
@@ -195,8 +287,9 @@ async def expired(intake: Intake, bot) -> None:
 
 def handlers(intakes: IntakeBook) -> list[tuple[int, object]]:
     return [
-        (-1, MessageHandler(_InIntake(intakes) & ~filters.UpdateType.EDITED, intake_message)),
+        (-1, MessageHandler(_InIntake(intakes), intake_message)),
         (0, CommandHandler("connect", connect)),
+        (0, CallbackQueryHandler(replace_button, pattern=r"^connect:replace:")),
         (0, CallbackQueryHandler(choose_venue, pattern=r"^connect:venue:")),
         (0, CallbackQueryHandler(cancel_button, pattern=r"^connect:cancel$")),
     ]

@@ -1,4 +1,7 @@
-"""Checks that run before every other handler: the user allowlist, and stray keys posted in chats."""
+"""Checks that run before every other handler: stray keys posted in chats, then the user allowlist.
+
+Stray keys come first: a key pasted (or edited in) by anyone, allowlisted or not, is deleted.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, MessageHandler, TypeHandler, filters
 
-from bot.redaction import register_secret
+from bot.redaction import register_possible_secret
 from bot.services.intake import looks_like_key
 from handlers.common import Context, runtime
 
@@ -42,7 +45,7 @@ async def allowlist_gate(update: Update, context: Context) -> None:
 
 
 class _StrayKey(filters.MessageFilter):
-    """A text message that looks like a key and is not part of this user's key intake."""
+    """A text message (new or edited) that looks like a key and is not part of this user's key intake."""
 
     def __init__(self, intakes) -> None:
         super().__init__(name="StrayKey")
@@ -60,7 +63,7 @@ class _StrayKey(filters.MessageFilter):
 
 async def delete_stray_key(update: Update, context: Context) -> None:
     message = update.effective_message
-    register_secret((message.text or message.caption or "").strip())
+    register_possible_secret((message.text or message.caption or "").strip())
     try:
         await message.delete()
         text = STRAY_KEY_DELETED
@@ -96,7 +99,7 @@ async def private_only(update: Update, context: Context) -> None:
 def handlers(intakes) -> list[tuple[int, object]]:
     """(group, handler) pairs; negative groups run before the feature handlers."""
     return [
+        (-4, MessageHandler(_StrayKey(intakes), delete_stray_key)),
         (-3, TypeHandler(Update, allowlist_gate)),
-        (-2, MessageHandler(_StrayKey(intakes), delete_stray_key)),
         (-2, MessageHandler(_PrivateOnlyCommand(name="PrivateOnlyCommand"), private_only)),
     ]

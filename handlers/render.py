@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.services.accounts import AccountView, AssetValue, Connected
+from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
 from handlers.common import esc
 
 
@@ -36,10 +36,13 @@ def balances_lines(balances: tuple[AssetValue, ...] | None) -> list[str]:
     return lines
 
 
+ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_unreadable": "⛔ key unreadable"}
+
+
 def account_lines(view: AccountView) -> list[str]:
-    status = "active" if view.status == "active" else "⛔ key rejected"
+    status = ACCOUNT_STATES.get(view.status, esc(view.status))
     head = f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"
-    lines = [head, *balances_lines(view.balances)]
+    lines = [head, *(balances_lines(view.balances) if view.status == "active" else [])]
     if view.note:
         lines.append(f"  <i>{esc(view.note)}</i>")
     return lines
@@ -70,6 +73,36 @@ def accounts_text(views: list[AccountView]) -> str:
         lines.append("")
         lines.extend(account_lines(view))
     return "\n".join(lines)
+
+
+def replaced_text(result: Connected) -> str:
+    view = result.account
+    lines = [
+        f"✅ New key stored for <b>{esc(view.label)}</b> ({esc(view.venue_name)}): the old key is destroyed and "
+        "the account is active.",
+        "Balances (top assets):",
+        *balances_lines(view.balances),
+    ]
+    for warning in result.warnings:
+        lines.append(f"⚠️ {esc(warning)}")
+    if result.paused:
+        lines.append("Its strategies are kept and stay paused until you resume them: "
+                     + " ".join(f"/resume {i}" for i in result.paused))
+    return "\n".join(lines)
+
+
+def left_open_lines(orders: tuple[LeftOpen, ...]) -> list[str]:
+    """One line per order that may still be open on the exchange (the user cancels them there)."""
+    lines = []
+    for o in orders:
+        price = f" at {fmt_amount(o.price)}" if o.price is not None else ""
+        amount = f" {fmt_amount(o.amount)}" if o.amount is not None else ""
+        ref = f"order id {esc(o.exchange_order_id)}, " if o.exchange_order_id else ""
+        lines.append(
+            f"  • {esc(o.symbol)} {esc(o.side)} {esc(o.type)}{amount}{price} "
+            f"({ref}client id <code>{esc(o.client_order_id)}</code>)"
+        )
+    return lines
 
 
 def catalogue_text(descriptions) -> str:
@@ -108,6 +141,13 @@ def _pnl(value: Decimal | None, quote: str) -> str:
     return f"{sign}{fmt_amount(value.quantize(Decimal('0.01')))} {esc(quote)}"
 
 
+def _position(amount: Decimal, asset: str) -> str:
+    """A signed futures position in words: "short 0.003 BTC", "long 0.01 BTC", "flat"."""
+    if amount == 0:
+        return "flat"
+    return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount))} {esc(asset)}"
+
+
 def status_lines(s) -> list[str]:
     state = {"active": "▶️ running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped"}
     head = f"<b>#{s.id} {esc(s.title)}</b> {esc(s.symbol)} on {esc(s.account_label)} — {state.get(s.status, s.status)}"
@@ -119,7 +159,11 @@ def status_lines(s) -> list[str]:
         f"  budget {fmt_amount(s.budget)} {esc(s.quote)}: used {fmt_amount(s.used.quantize(cents))}, "
         f"reserved {fmt_amount(s.reserved.quantize(cents))}, left {fmt_amount(s.left.quantize(cents))}"
     )
-    if s.holdings:
+    if s.futures:
+        entry = "" if s.entry_price is None else f" at entry {fmt_amount(s.entry_price.quantize(cents))}"
+        positions = [f"{_position(amount, asset)}{entry}" for asset, amount in s.holdings.items()]
+        lines.append(f"  position {', '.join(positions) or 'flat'}")
+    elif s.holdings:
         held = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.holdings.items())
         lines.append(f"  holds {held}")
     if s.dust:
@@ -157,16 +201,26 @@ def stop_text(summary) -> str:
     if summary.canceled:
         lines.append(f"Cancelled {summary.canceled} open order(s).")
     for asset, amount in summary.sold.items():
-        lines.append(f"Sold {fmt_amount(amount)} {esc(asset)} at market.")
+        if summary.futures:
+            lines.append(f"Closed the {_position(amount, asset)} position at market.")
+        else:
+            verb = "Sold" if amount > 0 else "Bought back"
+            lines.append(f"{verb} {fmt_amount(abs(amount))} {esc(asset)} at market.")
     for asset, amount in summary.kept.items():
         if asset not in summary.sold:
-            lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
-    lines += [
-        f"Invested {fmt_amount(summary.invested.quantize(Decimal('0.01')))} {q}, "
-        f"returned {fmt_amount(summary.returned.quantize(Decimal('0.01')))} {q}, "
-        f"fees {fmt_amount(summary.fees.quantize(Decimal('0.0001')))} {q}.",
-        f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.",
-    ]
+            if summary.futures:
+                lines.append(f"Kept the {_position(amount, asset)} position open.")
+            else:
+                lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
+    fees = fmt_amount(summary.fees.quantize(Decimal("0.0001")))
+    if summary.futures:  # buy cost and sale proceeds mean nothing for a short: the venue's P&L says it all
+        lines.append(f"Fees {fees} {q}.")
+    else:
+        lines.append(
+            f"Invested {fmt_amount(summary.invested.quantize(Decimal('0.01')))} {q}, "
+            f"returned {fmt_amount(summary.returned.quantize(Decimal('0.01')))} {q}, fees {fees} {q}."
+        )
+    lines.append(f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.")
     lines += [f"⚠️ {esc(e)}" for e in summary.errors]
     return "\n".join(lines)
 

@@ -44,6 +44,8 @@ def help_text() -> str:
         "",
         "One-line forms: <code>/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt; "
         "[param=value …]</code>, e.g. <code>/allocate binance dca 100 BTC/USDT every=1d amount=10</code>.",
+        "<code>/connect replace &lt;label&gt;</code> — give an account a new API key of the same exchange account "
+        "(a rejected or expiring key); its strategies are kept.",
     ]
     return "\n".join(lines)
 

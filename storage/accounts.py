@@ -1,9 +1,22 @@
-"""Exchange accounts and their sealed credentials (ciphertext only; data keys live in the key store)."""
+"""Exchange accounts and their sealed credentials (ciphertext only; data keys live in the key store).
+
+An account is `active`, `key_rejected` (the exchange refused its key; retried slowly, replaceable) or
+`key_unreadable` (its stored credential failed the integrity check; replaceable). Only active accounts trade.
+`key_ref` and `owner_ref` are keyed fingerprints (never the values) of its API key and of the exchange account.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+
 from storage.db import Database, Transaction
 from storage.models import Account, SealedCredential, from_iso, to_iso, utcnow
+
+ACTIVE, KEY_REJECTED, KEY_UNREADABLE = "active", "key_rejected", "key_unreadable"
+
+
+class KeyAlreadyConnected(Exception):
+    """Another account already holds this API key (its fingerprint is unique)."""
 
 
 class AccountRepository:
@@ -19,13 +32,87 @@ class AccountRepository:
         label: str,
         testnet: bool = False,
         permissions: tuple[str, ...] = (),
+        key_ref: str | None = None,
+        owner_ref: str | None = None,
     ) -> int:
-        """Insert an account inside the caller's transaction (its credential follows in the same one)."""
-        return await tx.execute(
-            "INSERT INTO accounts (user_id, venue, label, status, testnet, permissions, created_at) "
-            "VALUES (?, ?, ?, 'active', ?, ?, ?)",
-            (user_id, venue, label, int(testnet), ",".join(permissions), to_iso(utcnow())),
+        """Insert an account inside the caller's transaction (its credential follows in the same one).
+
+        Raises `KeyAlreadyConnected` when another account holds the same key fingerprint.
+        """
+        try:
+            return await tx.execute(
+                "INSERT INTO accounts (user_id, venue, label, status, testnet, permissions, created_at, key_ref, "
+                "owner_ref) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
+                (user_id, venue, label, int(testnet), ",".join(permissions), to_iso(utcnow()), key_ref, owner_ref),
+            )
+        except sqlite3.IntegrityError as exc:
+            if key_ref is not None and "key_ref" in str(exc):
+                raise KeyAlreadyConnected from None
+            raise
+
+    async def replace_credential(
+        self, tx: Transaction, sealed: SealedCredential, *, key_ref: str, owner_ref: str | None,
+        permissions: tuple[str, ...],
+    ) -> None:
+        """Swap an account's credential for a new one and make the account active again (one transaction)."""
+        await tx.execute(
+            "UPDATE credentials SET dek_id = ?, nonce = ?, ciphertext = ?, created_at = ? WHERE account_id = ?",
+            (sealed.dek_id, sealed.nonce, sealed.ciphertext, to_iso(utcnow()), sealed.account_id),
         )
+        try:
+            await tx.execute(
+                "UPDATE accounts SET status = 'active', key_ref = ?, owner_ref = COALESCE(?, owner_ref), "
+                "permissions = ? WHERE id = ?",
+                (key_ref, owner_ref, ",".join(permissions), sealed.account_id),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "key_ref" in str(exc):
+                raise KeyAlreadyConnected from None
+            raise
+
+    async def by_key_ref(self, key_ref: str) -> Account | None:
+        row = await self._db.fetchone("SELECT * FROM accounts WHERE key_ref = ?", (key_ref,))
+        return _account(row) if row else None
+
+    async def without_key_ref(self) -> list[Account]:
+        """Accounts connected before keys were fingerprinted (filled in at start-up)."""
+        rows = await self._db.fetchall("SELECT * FROM accounts WHERE key_ref IS NULL ORDER BY id")
+        return [_account(r) for r in rows]
+
+    async def set_key_ref(self, account_id: int, key_ref: str) -> bool:
+        """Record a legacy account's key fingerprint; False when another account already has it."""
+        try:
+            async with self._db.transaction() as tx:
+                return bool(await tx.rowcount(
+                    "UPDATE accounts SET key_ref = ? WHERE id = ? AND key_ref IS NULL", (key_ref, account_id)
+                ))
+        except sqlite3.IntegrityError:
+            return False
+
+    async def set_owner_ref(self, account_id: int, owner_ref: str) -> None:
+        await self._db.execute(
+            "UPDATE accounts SET owner_ref = ? WHERE id = ? AND owner_ref IS NULL", (owner_ref, account_id)
+        )
+
+    async def count_for_user(self, user_id: int) -> int:
+        row = await self._db.fetchone("SELECT count(*) AS n FROM accounts WHERE user_id = ?", (user_id,))
+        return row["n"]
+
+    async def suspend(self, tx: Transaction, account_id: int, status: str) -> bool:
+        """Take an active account out of trading (`key_rejected`, `key_unreadable`); True if this call did."""
+        return bool(await tx.rowcount(
+            "UPDATE accounts SET status = ? WHERE id = ? AND status = 'active'", (status, account_id)
+        ))
+
+    async def reactivate(self, tx: Transaction, account_id: int, from_status: str) -> bool:
+        """Make a suspended account active again (its key works again); True if this call did."""
+        return bool(await tx.rowcount(
+            "UPDATE accounts SET status = 'active' WHERE id = ? AND status = ?", (account_id, from_status)
+        ))
+
+    async def get_in(self, tx: Transaction, account_id: int) -> Account | None:
+        row = await tx.fetchone("SELECT * FROM accounts WHERE id = ?", (account_id,))
+        return _account(row) if row else None
 
     async def store_credential(self, tx: Transaction, sealed: SealedCredential) -> None:
         await tx.execute(
@@ -63,7 +150,10 @@ class AccountRepository:
         return {r["label"] for r in rows}
 
     async def list_active(self) -> list[Account]:
-        rows = await self._db.fetchall("SELECT * FROM accounts WHERE status = 'active' ORDER BY id")
+        return await self.with_status(ACTIVE)
+
+    async def with_status(self, status: str) -> list[Account]:
+        rows = await self._db.fetchall("SELECT * FROM accounts WHERE status = ? ORDER BY id", (status,))
         return [_account(r) for r in rows]
 
     async def set_status(self, account_id: int, status: str) -> None:
@@ -99,4 +189,5 @@ def _account(row) -> Account:
         testnet=bool(row["testnet"]),
         permissions=tuple(p for p in row["permissions"].split(",") if p),
         created_at=from_iso(row["created_at"]),
+        owner_ref=row["owner_ref"],
     )

@@ -124,6 +124,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX orders_by_strategy ON orders(strategy_id, status);
     CREATE INDEX fills_by_strategy ON fills(strategy_id, id);
     """,
+    # 4: an account's keyed fingerprints (HMAC under a key-store key, never the value): of its API key, so one
+    #    key is connected once across all users; of the exchange account behind it (Binance uid), so a
+    #    replacement key is proven to belong to the same exchange account. NULL for accounts connected earlier.
+    """
+    ALTER TABLE accounts ADD COLUMN key_ref TEXT;
+    ALTER TABLE accounts ADD COLUMN owner_ref TEXT;
+    CREATE UNIQUE INDEX accounts_by_key_ref ON accounts(key_ref);
+    """,
 ]
 
 

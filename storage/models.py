@@ -43,6 +43,8 @@ class Account:
     testnet: bool
     permissions: tuple[str, ...]
     created_at: datetime
+    #: Keyed fingerprint of the exchange account behind the key (Binance uid); None when not known.
+    owner_ref: str | None = None
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,26 @@ class OrderRepository:
         )
         return [r["account_id"] for r in rows]
 
+    async def abandon_live(self, tx: Transaction, account_id: int, error: str) -> int:
+        """End every live order of an account whose key cannot act on them any more (budgets released).
+
+        They may still be open on the exchange: `error` says so, and the caller tells the user to cancel them there.
+        """
+        states = ", ".join(f"'{s}'" for s in LIVE)
+        return await tx.rowcount(
+            f"UPDATE orders SET status = '{CANCELED}', error = ?, updated_at = ? "  # noqa: S608 - constants only
+            f"WHERE account_id = ? AND status IN ({states})",
+            (error, to_iso(utcnow()), account_id),
+        )
+
+    async def latest_sent(self, account_id: int, limit: int) -> list[Order]:
+        """The account's latest orders the exchange acknowledged (they carry an exchange order id)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM orders WHERE account_id = ? AND exchange_order_id IS NOT NULL ORDER BY id DESC LIMIT ?",
+            (account_id, limit),
+        )
+        return [_order(r) for r in rows]
+
     # --- fills -------------------------------------------------------------------------------------------
 
     async def add_fill(self, tx: Transaction, order: Order, fill: NewFill) -> bool:
@@ -194,12 +214,12 @@ class OrderRepository:
         rows = await self._db.fetchall("SELECT trade_key FROM fills WHERE order_id = ?", (order_id,))
         return {r["trade_key"] for r in rows}
 
-    async def fills_for_strategy(self, strategy_id: int) -> list[StrategyFill]:
-        rows = await self._db.fetchall(
+    async def fills_for_strategy(self, strategy_id: int, tx: Transaction | None = None) -> list[StrategyFill]:
+        sql = (
             "SELECT f.*, o.symbol AS symbol FROM fills f JOIN orders o ON o.id = f.order_id "
-            "WHERE f.strategy_id = ? ORDER BY f.id",
-            (strategy_id,),
+            "WHERE f.strategy_id = ? ORDER BY f.id"
         )
+        rows = await (tx.fetchall(sql, (strategy_id,)) if tx is not None else self._db.fetchall(sql, (strategy_id,)))
         return [StrategyFill(fill=_fill(r), symbol=r["symbol"], fee_quote=Decimal(r["fee_quote"]),
                              profit=dec(r["profit"])) for r in rows]
 

@@ -139,6 +139,13 @@ class StrategyRepository:
             ),
         )
 
+    async def rebook_ledger(self, tx: Transaction, strategy_id: int, *, spent: Decimal, received: Decimal) -> None:
+        """Replace a strategy's spent and received with figures recomputed from its fills."""
+        await tx.execute(
+            "UPDATE strategies SET spent = ?, received = ?, updated_at = ? WHERE id = ?",
+            (str(spent), str(received), to_iso(utcnow()), strategy_id),
+        )
+
     async def set_status(
         self,
         tx: Transaction,

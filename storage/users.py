@@ -25,6 +25,12 @@ class UserRepository:
         row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
         return _user(row) if row else None
 
+    async def chat_of(self, user_id: int, tx: Transaction | None = None) -> int | None:
+        """The private chat a user's alerts go to (None: no such user)."""
+        sql, params = "SELECT chat_id FROM users WHERE id = ?", (user_id,)
+        row = await (tx.fetchone(sql, params) if tx is not None else self._db.fetchone(sql, params))
+        return row["chat_id"] if row else None
+
     async def set_active(self, user_id: int, active: bool, tx: Transaction | None = None) -> None:
         sql, params = "UPDATE users SET active = ? WHERE id = ?", (int(active), user_id)
         if tx is not None:

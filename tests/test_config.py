@@ -26,6 +26,8 @@ ALL_VARIABLES = (
     "STRATA_FILL_POLL_SECONDS",
     "STRATA_ALLOWED_USERS",
     "LOG_LEVEL",
+    "STRATA_MAX_ACCOUNTS_PER_USER",
+    "STRATA_MAX_STRATEGIES_PER_USER",
 )
 
 
@@ -44,6 +46,8 @@ def test_every_variable_has_its_documented_default():
     assert settings.fill_poll_seconds == 10
     assert settings.allowed_users == frozenset()
     assert settings.log_level == "INFO"
+    assert settings.max_accounts_per_user == 10
+    assert settings.max_strategies_per_user == 50
 
 
 def test_empty_values_mean_the_defaults():
@@ -76,6 +80,8 @@ def test_valid_values_are_parsed():
             "STRATA_FILL_POLL_SECONDS": "2.5",
             "STRATA_ALLOWED_USERS": "42, 7",
             "LOG_LEVEL": "debug",
+            "STRATA_MAX_ACCOUNTS_PER_USER": "3",
+            "STRATA_MAX_STRATEGIES_PER_USER": "120",
         },
         dotenv=False,
     )
@@ -91,6 +97,8 @@ def test_valid_values_are_parsed():
     assert settings.fill_poll_seconds == 2.5
     assert settings.allowed_users == frozenset({42, 7})
     assert settings.log_level == "DEBUG"
+    assert settings.max_accounts_per_user == 3
+    assert settings.max_strategies_per_user == 120
 
 
 def test_every_venue_id_is_accepted_in_exchange_urls():
@@ -128,6 +136,10 @@ def test_every_venue_id_is_accepted_in_exchange_urls():
         ("STRATA_ALLOWED_USERS", "abc"),
         ("STRATA_ALLOWED_USERS", "42,@bob"),
         ("LOG_LEVEL", "LOUD"),
+        ("STRATA_MAX_ACCOUNTS_PER_USER", "0"),
+        ("STRATA_MAX_ACCOUNTS_PER_USER", "1e3"),
+        ("STRATA_MAX_STRATEGIES_PER_USER", "²"),
+        ("STRATA_MAX_STRATEGIES_PER_USER", "-5"),
         ("TELEGRAM_API_URL", "ftp://api.telegram.org/bot"),
         ("TELEGRAM_API_URL", "api.telegram.org/bot"),
     ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from bot.engine.actions import reject_key
 from storage.strategies import ACTIVE, PAUSED
 from tests.engine_world import ShiftedClock, open_world
 from tests.test_engine_dca import wait_for
@@ -188,5 +189,63 @@ async def test_a_server_error_on_send_is_looked_up_then_sent_again_exactly_once(
             await world.engine.poll_once()
         assert len(book.all_orders("flaky")) == 1
         assert len(await world.alerts("fill")) == 1
+    finally:
+        await world.close()
+
+
+async def test_a_credential_tampered_while_running_pauses_its_account_once_and_spares_the_others(
+    fake_exchanges, tmp_path
+):
+    book = fake_exchanges.books["binance"]
+    book.add_key("tampered", "secret", balances={"USDT": "1000"})
+    book.add_key("healthy", "secret2", balances={"USDT": "1000"})
+    clock = ShiftedClock()
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, clock=clock)
+    try:
+        victim = await world.connect(21, "binance", "tampered", "secret")
+        await world.connect(22, "binance", "healthy", "secret2")
+        first = await world.allocate(21, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        other = await world.allocate(22, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        await _bought_once(world, book, "tampered", first)
+        await _bought_once(world, book, "healthy", other)
+        sealed = await world.store.accounts.credential(victim)
+        async with world.store.db.transaction() as tx:  # the row is changed behind the bot's back
+            await tx.execute(
+                "UPDATE credentials SET ciphertext = ? WHERE account_id = ?",
+                (bytes([sealed.ciphertext[0] ^ 1]) + sealed.ciphertext[1:], victim),
+            )
+        world.engine.ctx.forget_credentials(victim)  # as after a restart: the key is read again
+        clock.offset = timedelta(days=1, seconds=1)
+        for strategy_id in (first, other, first):
+            await world.engine.run_strategy(strategy_id)
+        await world.engine.poll_once()
+
+        assert (await world.store.accounts.get(victim)).status == "key_unreadable"
+        assert (await world.store.strategies.get(first)).status == PAUSED
+        assert (await world.store.strategies.get(other)).status == ACTIVE
+        errors = await world.alerts("error")
+        assert len(errors) == 1 and "cannot be read" in errors[0]["text"]
+        assert len(book.all_orders("tampered")) == 1 and len(book.all_orders("healthy")) == 2
+    finally:
+        await world.close()
+
+
+async def test_a_rejected_key_that_can_now_withdraw_is_not_taken_back(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binance"]
+    revived, secret = "R" * 64, "s" * 64  # the retry runs /connect's checks, format included
+    book.add_key(revived, secret, balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        account_id = await world.connect(23, "binance", revived, secret)
+        book.revoke_key(revived)
+        assert await reject_key(world.engine.ctx, account_id, "revoked")
+        book.keys[revived].revoked = False
+        book.keys[revived].can_withdraw = True  # "fixed" by enabling withdrawals: never accepted
+        assert await world.engine.retry_rejected_keys() == 0
+        assert (await world.store.accounts.get(account_id)).status == "key_rejected"
+        book.keys[revived].can_withdraw = False
+        assert await world.engine.retry_rejected_keys() == 1
+        assert (await world.store.accounts.get(account_id)).status == "active"
+        assert len(await world.alerts("info")) == 1
     finally:
         await world.close()

@@ -152,3 +152,82 @@ async def test_a_failed_leverage_call_leaves_the_intent_to_be_sent_later_after_l
         assert book.leverage_of(book.keys["lev-key"], symbol) == 1
     finally:
         await world.close()
+
+
+def script_daily(book, symbol: str, start: int, step: int, last: int) -> None:
+    """30 closed daily candles moving by `step` from `start`, then today's open candle at `last`."""
+    day = 86_400_000
+    now = int(datetime.now(UTC).timestamp() * 1000) // day * day
+    rows = [(Decimal(now - (30 - i) * day), *(Decimal(start + i * step),) * 4, Decimal(10)) for i in range(30)]
+    rows.append((Decimal(now), *(Decimal(last),) * 4, Decimal(1)))
+    book.load_candles(symbol, "1d", rows)
+
+
+async def test_trend_on_futures_closes_a_short_that_holds_its_whole_budget_and_books_the_venues_pnl(
+    fake_exchanges, tmp_path
+):
+    book, world = await _trend_world(fake_exchanges, tmp_path, "short-key")
+    try:
+        symbol = "BTC/USDT:USDT"
+        wallet = book.keys["short-key"].total("USDT")
+        script_daily(book, symbol, 60000, -500, 45000)  # falling: open a short
+        book.set_price(symbol, "45000")
+        strategy_id = await world.allocate(
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+        )
+        await world.engine.settle()
+        [short] = [p for p in book.positions("short-key") if p.symbol == symbol]
+        strategy = await world.store.strategies.get(strategy_id)
+        realised = book.keys["short-key"].total("USDT") - wallet  # the opening fee
+        # The ledger holds the short's margin at 1x: its sale is not money received.
+        assert strategy.spent - strategy.received == abs(short.amount) * short.entry_price - realised
+        assert abs(short.amount) * short.entry_price > 150  # most of the budget is in the short
+
+        script_daily(book, symbol, 40000, 500, 50000)  # rising: close the short at a loss, go long
+        book.set_price(symbol, "50000")
+        world.gateway.market_data.invalidate()
+        world.engine.ctx.clock = lambda: datetime.now(UTC) + timedelta(days=1)
+        for _ in range(5):
+            await world.engine.run_strategy(strategy_id)
+            await world.engine.settle()
+            await asyncio.sleep(0)
+        sides = [(o.side, o.reduce_only, o.amount) for o in book.all_orders("short-key")]
+        assert [s[:2] for s in sides] == [("sell", False), ("buy", True), ("buy", False)]
+        assert sides[1][2] == sides[0][2], "the whole short was bought back"
+        [long] = [p for p in book.positions("short-key") if p.symbol == symbol]
+        realised = book.keys["short-key"].total("USDT") - wallet
+        assert long.amount > 0 and realised < 0
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent - strategy.received == long.amount * long.entry_price - realised
+        assert strategy.spent - strategy.received <= strategy.budget
+    finally:
+        await world.close()
+
+
+async def test_a_futures_ledger_booked_the_old_way_is_rebooked_from_the_fills_at_start_up(fake_exchanges, tmp_path):
+    book, world = await _trend_world(fake_exchanges, tmp_path, "old-key")
+    symbol = "BTC/USDT:USDT"
+    try:
+        script_daily(book, symbol, 60000, -500, 45000)  # falling: open a short
+        book.set_price(symbol, "45000")
+        strategy_id = await world.allocate(
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+        )
+        await world.engine.settle()
+        [sale] = book.trades("old-key", symbol)
+        booked = await world.store.strategies.get(strategy_id)
+        # Older versions booked the short's sale as money received: the budget looked unused (and more).
+        async with world.store.db.transaction() as tx:
+            await world.store.strategies.rebook_ledger(
+                tx, strategy_id, spent=Decimal(0), received=sale.cost - sale.fee
+            )
+    finally:
+        await world.close()
+
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        rebooked = await world.store.strategies.get(strategy_id)
+        assert (rebooked.spent, rebooked.received) == (booked.spent, booked.received)
+        assert rebooked.spent - rebooked.received == sale.cost + sale.fee  # the short's margin and its fee
+    finally:
+        await world.close()

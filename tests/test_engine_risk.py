@@ -197,3 +197,15 @@ def test_a_market_without_fees_is_reserved_at_the_highest_entry_tier_taker_fee()
     rules = MarketRules.from_info(_market("kraken", "0.0026", "0.0016"))
     verdict = check_order(buy, rules, last_price=D(50000), ledger=Ledger(D(1000)), free_quote=D(1000))
     assert verdict == Approved(amount=D("0.01"), cost=None, price=D(50000), reserve=D("502.00000000"))
+
+
+def test_a_futures_reduce_only_order_reserves_nothing_and_an_opening_one_reserves_its_margin():
+    futures = replace(RULES, symbol="BTC/USDT:USDT", contract=True)
+    short_held = Ledger(D(200), spent=D("165.22"))  # a short's margin at 1x plus a loss already booked
+    close = DesiredOrder("BTC/USDT:USDT", "buy", "market", "t", amount=D("0.003"), reduce_only=True)
+    verdict = check_order(close, futures, last_price=D(40000), ledger=short_held, free_quote=D(0))
+    assert verdict == Approved(amount=D("0.003"), cost=None, price=None, reserve=D(0))
+    more = DesiredOrder("BTC/USDT:USDT", "sell", "market", "t", amount=D("0.003"))
+    verdict = check_order(more, futures, last_price=D(40000), ledger=short_held, free_quote=D(1000))
+    assert isinstance(verdict, Approved) and verdict.amount < D("0.003")  # trimmed to the 34.78 left
+    assert 0 < verdict.reserve <= D("34.78")

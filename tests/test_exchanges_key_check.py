@@ -212,3 +212,19 @@ async def test_a_binance_key_that_cannot_trade_is_refused_with_the_box_to_tick(f
         await checker.check_key("binance", binance_key(fake_exchanges, "binance", can_trade=False))
     assert info.value.reason == "trading_disabled"
     assert "Enable Spot & Margin Trading" in info.value.user_message
+
+
+@pytest.mark.parametrize("venue", ["binance", "binanceusdm"])
+async def test_a_binance_key_names_its_account_uid_also_for_usd_m(fake_exchanges, checker, venue):
+    creds = binance_key(fake_exchanges, venue)
+    book = fake_exchanges.books[venue]
+    second = "Q" * 64
+    book.add_key(second, "R" * 64, same_account_as=BINANCE_KEY)  # another key of the same Binance account
+    first = await checker.check_key(venue, creds)
+    again = await checker.check_key(venue, Credentials(second, "R" * 64))
+    assert first.owner_id is not None and first.owner_id == again.owner_id
+    assert any(r.path == "/api/v3/account" for r in book.requests)  # USD-M asks the spot account endpoint
+
+
+async def test_a_kraken_key_names_no_account(fake_exchanges, checker):
+    assert (await checker.check_key("kraken", kraken_key(fake_exchanges))).owner_id is None

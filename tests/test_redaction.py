@@ -14,7 +14,7 @@ import string
 
 import pytest
 
-from bot.redaction import REDACTED, configure_logging, redact, register_secret
+from bot.redaction import REDACTED, configure_logging, redact, register_possible_secret, register_secret
 from bot.secret import Credentials, Secret
 
 LEAKY_LOGGERS = ("httpx", "telegram.ext.ExtBot", "ccxt.base.exchange")
@@ -271,3 +271,32 @@ def test_a_registered_secret_is_found_inside_longer_tokens_and_among_many_others
     scrubbed = redact(text)
     assert target not in scrubbed
     assert base64.b64encode(target.encode()).decode() not in scrubbed
+
+
+def test_a_real_credential_is_never_evicted_by_key_shaped_text_pasted_by_the_thousand():
+    # Before the fix every key-shaped message went into the one bounded registry: ~16,000 of them pushed a
+    # connected key out, and it could then reach a log in clear.
+    real_key, real_secret = secrets.token_hex(32), fresh_secret()
+    register_secret(real_key)
+    register_secret(Credentials(real_key, real_secret).secret)
+    for _ in range(20_000):
+        register_possible_secret(secrets.token_hex(32))
+    text = f"apiKey={real_key} secret {real_secret} hex {real_secret.encode().hex()}"
+    scrubbed = redact(text)
+    assert real_key not in scrubbed and real_secret not in scrubbed
+    assert real_secret.encode().hex() not in scrubbed
+
+
+def test_key_shaped_text_is_scrubbed_while_it_is_among_the_recent_ones():
+    stray = secrets.token_hex(32)
+    register_possible_secret(stray)
+    assert stray not in redact(f"pasted {stray}")
+
+
+def test_a_value_first_seen_as_key_shaped_text_stays_once_it_turns_out_to_be_a_real_key():
+    value = secrets.token_hex(32)
+    register_possible_secret(value)  # pasted during /connect, not validated yet
+    register_secret(value)  # validated and stored
+    for _ in range(20_000):
+        register_possible_secret(secrets.token_hex(32))
+    assert value not in redact(value)

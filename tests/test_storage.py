@@ -212,3 +212,24 @@ def _assert_absent(files: list[Path], api_key: str, api_secret: str, master_key:
         data = file.read_bytes()
         for form in _forms(api_key) + _forms(api_secret) + _forms(master_key):
             assert form not in data, f"{file.name} holds a form of a secret"
+
+
+async def test_a_key_fingerprint_is_unique_across_accounts_while_unknown_ones_may_repeat(tmp_path):
+    from storage.accounts import KeyAlreadyConnected
+
+    store = await Store.open(tmp_path / "strata.db")
+    try:
+        await store.users.upsert(1, 1)
+        await store.users.upsert(2, 2)
+        async with store.db.transaction() as tx:
+            await store.accounts.create(tx, user_id=1, venue="binance", label="a", key_ref="f" * 64)
+            await store.accounts.create(tx, user_id=1, venue="binance", label="legacy-1")
+            await store.accounts.create(tx, user_id=2, venue="binance", label="legacy-2")
+        with pytest.raises(KeyAlreadyConnected):
+            async with store.db.transaction() as tx:
+                await store.accounts.create(tx, user_id=2, venue="binance", label="b", key_ref="f" * 64)
+        assert [a.label for a in await store.accounts.list_for_user(2)] == ["legacy-2"]  # rolled back
+        assert await store.accounts.count_for_user(1) == 2
+        assert (await store.accounts.by_key_ref("f" * 64)).label == "a"
+    finally:
+        await store.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 import shutil
@@ -415,3 +416,22 @@ async def test_no_master_key_for_an_existing_key_store_is_an_error_and_no_key_is
     assert "STRATA_MASTER_KEY" in str(caught.value) and "STRATA_MASTER_KEY_FILE" in str(caught.value)
     assert not (data_dir / "master.key").exists()
     assert file_family(settings.keystore_path) == before
+
+
+async def test_fingerprints_are_keyed_per_purpose_and_survive_a_master_key_rotation(vault, keystore_path, master_key):
+    api_key = "k" * 64
+    first = await vault.fingerprint("api-key:binance", api_key)
+    assert first == await vault.fingerprint("api-key:binance", api_key)
+    assert first != await vault.fingerprint("api-key:kraken", api_key)
+    assert first != await vault.fingerprint("api-key:binance", "j" * 64)
+    assert api_key not in first and hashlib.sha256(api_key.encode()).hexdigest() != first  # never a plain hash
+    new_key = os.urandom(32)
+    await vault.rotate(new_key)
+    await vault.close()
+    reopened = await Vault.open(keystore_path, new_key)
+    try:
+        assert await reopened.fingerprint("api-key:binance", api_key) == first  # the duplicate check still holds
+    finally:
+        await reopened.close()
+    with pytest.raises(MasterKeyMismatch):
+        await Vault.open(keystore_path, master_key)

@@ -4,16 +4,22 @@
   user is told why — the pause and its alert commit together, so there is never one without the other.
 - `reject_key`: the exchange refused the account's key; the account is marked `key_rejected`, all its active
   strategies are paused, and ONE alert is queued — only by the call that flips the account, so a burst of
-  failing calls alerts once.
+  failing calls alerts once. `mark_unreadable` does the same for a stored credential that fails its integrity
+  check (`key_unreadable`).
+- `key_works_again`: a rejected key passed the checks again (slow retry); the account is active again, its
+  strategies stay paused until the user resumes them, and the user is told once.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from bot.engine.alerts import key_rejected_text, pause_text
+from bot.engine.alerts import key_rejected_text, key_unreadable_text, key_works_again_text, pause_text
 from bot.engine.context import EngineContext
 from bot.venues import venue_name
+from storage.accounts import KEY_REJECTED, KEY_UNREADABLE
+from storage.models import Account, Strategy
 from storage.strategies import ACTIVE, PAUSED
 
 logger = logging.getLogger(__name__)
@@ -43,30 +49,65 @@ async def pause_strategy(ctx: EngineContext, strategy_id: int, reason: str, *, a
 
 async def reject_key(ctx: EngineContext, account_id: int, reason: str) -> bool:
     """Mark the account's key rejected, pause its strategies, alert once; True if this call did it."""
+    return await _suspend(
+        ctx, account_id, KEY_REJECTED, "the exchange rejected the API key",
+        lambda account, paused: key_rejected_text(account.label, venue_name(account.venue), reason, paused),
+    )
+
+
+async def mark_unreadable(ctx: EngineContext, account_id: int) -> bool:
+    """The account's stored credential failed its integrity check: take it out of trading, alert once.
+
+    One tampered or damaged row must never stop the engine (start-up reconciliation, polls and runs of other
+    accounts go on); its owner can replace the key or disconnect the account.
+    """
+    return await _suspend(
+        ctx, account_id, KEY_UNREADABLE, "the stored API key cannot be read",
+        lambda account, paused: key_unreadable_text(account.label, venue_name(account.venue), paused),
+    )
+
+
+async def key_works_again(ctx: EngineContext, account_id: int) -> bool:
+    """A rejected key passed the checks again: the account is active, its strategies stay paused; alert once."""
+    store = ctx.store
+    async with store.db.transaction() as tx:
+        account = await store.accounts.get_in(tx, account_id)
+        if account is None or not await store.accounts.reactivate(tx, account_id, KEY_REJECTED):
+            return False
+        paused = await store.strategies.list_for_account(account_id, (PAUSED,), tx)
+        chat_id = await store.users.chat_of(account.user_id, tx)
+        if chat_id is not None:
+            await store.outbox.enqueue(
+                tx, user_id=account.user_id, chat_id=chat_id, kind="info",
+                text=key_works_again_text(account.label, venue_name(account.venue), paused),
+            )
+    ctx.forget_account(account_id)
+    logger.info("account %s: key works again", account_id)
+    ctx.wake_notifier()
+    return True
+
+
+async def _suspend(
+    ctx: EngineContext, account_id: int, status: str, pause_reason: str,
+    alert_text: Callable[[Account, list[Strategy]], str],
+) -> bool:
+    """Flip an active account to `status`, pause its active strategies and queue ONE alert, in one transaction."""
     store = ctx.store
     ctx.forget_credentials(account_id)
     async with store.db.transaction() as tx:
-        row = await tx.fetchone("SELECT user_id, label, venue FROM accounts WHERE id = ?", (account_id,))
-        if row is None:
-            return False
-        flipped = await tx.rowcount(
-            "UPDATE accounts SET status = 'key_rejected' WHERE id = ? AND status = 'active'", (account_id,)
-        )
-        if not flipped:
+        account = await store.accounts.get_in(tx, account_id)
+        if account is None or not await store.accounts.suspend(tx, account_id, status):
             return False
         paused = []
         for strategy in await store.strategies.list_for_account(account_id, (ACTIVE,), tx):
-            if await store.strategies.set_status(
-                tx, strategy.id, PAUSED, reason="the exchange rejected the API key", only_from=(ACTIVE,)
-            ):
+            if await store.strategies.set_status(tx, strategy.id, PAUSED, reason=pause_reason, only_from=(ACTIVE,)):
                 paused.append(strategy)
-        chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (row["user_id"],))
-        if chat is not None:
+        chat_id = await store.users.chat_of(account.user_id, tx)
+        if chat_id is not None:
             await store.outbox.enqueue(
-                tx, user_id=row["user_id"], chat_id=chat["chat_id"], kind="error",
-                text=key_rejected_text(row["label"], venue_name(row["venue"]), reason, paused),
+                tx, user_id=account.user_id, chat_id=chat_id, kind="error", text=alert_text(account, paused),
             )
     ctx.forget_credentials(account_id)
-    logger.warning("account %s: key rejected (%s); %d strategies paused", account_id, reason, len(paused))
+    logger.warning("account %s: %s; %d strategies paused", account_id, status, len(paused))
     ctx.wake_notifier()
     return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
+from bot.engine.pnl import AssetPnl, FillEffect
 from storage.models import Strategy
 
 KIND_TITLES = {"dca": "DCA", "grid": "Grid", "rebalance": "Rebalance", "trend": "Trend"}
@@ -41,18 +42,44 @@ def fill_text(
     used: Decimal,
     partial: bool,
     profit: Decimal | None = None,
+    futures: FillEffect | None = None,
 ) -> str:
+    """A fill's alert; a futures fill also says the position it left and the P&L realised, as the venue books."""
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b>: {'partial fill' if partial else 'filled'}",
         f"{verb} {fmt(amount)} {escape(base)} at {fmt(price)} {escape(quote)} "
         f"(value {fmt(cost, 2)} {escape(quote)}, fee {fmt(fee)} {escape(fee_currency or quote)})",
-        f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
-        f"{escape(strategy.quote)}",
     ]
+    if futures is not None:
+        lines += [
+            f"Position: {position_text(futures.asset, quote)}",
+            f"Realised P&amp;L net of fees: {signed(futures.realised)} {escape(quote)} on this fill, "
+            f"{signed(futures.total_realised)} {escape(quote)} in total",
+        ]
+    lines.append(
+        f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
+        f"{escape(strategy.quote)}"
+    )
     if profit is not None:
         lines.append(f"Round trip profit: {'+' if profit >= 0 else ''}{fmt(profit, 2)} {escape(quote)}")
     return "\n".join(lines)
+
+
+def signed(value: Decimal) -> str:
+    """A money figure with its sign, to the cent: +12.5, -3.07, 0."""
+    text = fmt(value, 2)
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
+def position_text(position: AssetPnl, quote: str) -> str:
+    """A futures position in words: "short 0.003 BTC at entry 45000 USDT", or "flat"."""
+    if position.held == 0 or position.entry_price is None:
+        return "flat"
+    return (
+        f"{position.side} {fmt(abs(position.held))} {escape(position.asset)} at entry "
+        f"{fmt(position.entry_price, 8)} {escape(quote)}"
+    )
 
 
 def pause_text(strategy: Strategy, reason: str) -> str:
@@ -67,7 +94,28 @@ def key_rejected_text(label: str, venue_name: str, reason: str, paused: list[Str
     return (
         f"<b>The API key of {escape(label)} ({escape(venue_name)}) was rejected by the exchange.</b>\n"
         f"{escape(reason)}\nPaused strategies: {names}.\n"
-        "Check the key on the exchange, then connect it again with /connect."
+        "I try the key again every few minutes and tell you if it works again. To fix it now, send a new key "
+        f"for this account with /connect replace {escape(label)} (its strategies are kept), or remove it with "
+        f"/disconnect {escape(label)}."
+    )
+
+
+def key_unreadable_text(label: str, venue_name: str, paused: list[Strategy]) -> str:
+    names = ", ".join(escape(strategy_name(s)) for s in paused) or "none"
+    return (
+        f"<b>The stored API key of {escape(label)} ({escape(venue_name)}) cannot be read.</b>\n"
+        "It failed its integrity check: the database was changed or damaged. Nothing is traded on this "
+        f"account.\nPaused strategies: {names}.\n"
+        f"Send the key again with /connect replace {escape(label)} (its strategies are kept), or remove the "
+        f"account with /disconnect {escape(label)}."
+    )
+
+
+def key_works_again_text(label: str, venue_name: str, paused: list[Strategy]) -> str:
+    resume = " ".join(f"/resume {s.id}" for s in paused)
+    return (
+        f"✅ <b>The API key of {escape(label)} ({escape(venue_name)}) works again</b>: the account is active.\n"
+        + (f"Its strategies stay paused until you resume them: {resume}" if paused else "It has no paused strategies.")
     )
 
 

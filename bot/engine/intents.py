@@ -32,6 +32,7 @@ from bot.engine.fills import (
     trade_fill,
     trades_amount,
 )
+from bot.engine.pnl import effect_of_last, is_contract
 from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
@@ -418,6 +419,10 @@ class OrderDesk:
             if inserted:
                 self.ctx.holdings_cache.pop(strategy_id, None)  # under the strategy's lock
             spent_total = received_total = ZERO
+            # A futures strategy's fills, these events' last: each event is booked on the fills before it.
+            contract = inserted and is_contract(order.symbol)
+            history = await store.orders.fills_for_strategy(strategy.id, tx) if contract else []
+            later = sum(len(event) for event in events)
             for number, event in enumerate(events, start=1):
                 amount = sum((f.amount for f in event), ZERO)
                 cost = sum((f.cost for f in event), ZERO)
@@ -433,6 +438,12 @@ class OrderDesk:
                     spent, received = cost + charged, ZERO
                 else:
                     spent, received = ZERO, cost - charged
+                later -= len(event)
+                futures = None
+                if history:
+                    # A futures fill puts up or releases margin and realises P&L: booked as the venue does.
+                    futures = effect_of_last(history[: len(history) - later], quote, count=len(event))
+                    spent, received = futures.spent, futures.received
                 await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received, fees=fee_quote)
                 update = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=amount, price=price,
@@ -449,7 +460,7 @@ class OrderDesk:
                         strategy, side=order.side, amount=amount, base=base, price=price, quote=quote,
                         cost=cost, fee=fee, fee_currency=currency, used=used,
                         partial=not last or not (status == CLOSED or _all_filled(order, amount_before + amount)),
-                        profit=update.profit,
+                        profit=update.profit, futures=futures,
                     )
                     if chat is not None:
                         await store.outbox.enqueue(

@@ -1,89 +1,203 @@
-"""Profit and loss of a strategy from its own fills, per asset, by the average-cost method, net of fees.
+"""Profit and loss of a strategy from its own fills, per asset, net of fees: one computation for every figure.
 
-Pure: recorded fills in, figures out. A buy adds its amount (less a fee paid in the asset itself) at its cost
-plus a fee paid in quote; a sell realises proceeds (less a fee paid in quote) minus the average cost of what
-it sold. Used by /status (realised and unrealised P&L, average buy price) and /stop's summary.
+Pure: recorded fills in, figures out. The fill alert, /status, /stop's summary and the daily summary all read
+these figures, and the engine books a futures fill to the budget ledger from them, so they always agree.
+
+Two kinds of position, told apart by the market symbol (ccxt names a contract `BTC/USDT:USDT`, a spot market
+`BTC/USDT`):
+
+- **Spot**, by the average-cost method. A buy adds its amount (less a fee paid in the asset itself) at its
+  cost plus its fee; a sell realises its proceeds less its fee minus the average cost of what it sold.
+- **Contracts** (USD-M futures), as the venue books them to the wallet. The position is signed (short < 0)
+  with the venue's average entry price (fees not included). A fill that reduces the position realises
+  (price − entry) × size for a long and (entry − price) × size for a short; one that opens or adds to it
+  moves the entry; a fill that flips the side does both (the rest opens at the fill price). Every fee is
+  realised when paid, as the venue takes it from the wallet: realised P&L net of fees = the wallet's change.
+
+Fees paid in a third currency (e.g. BNB) count at their value in quote at the fill (`fee_quote`); a fee in
+the quote is taken as reported and a spot fee in the base reduces the holdings, so no fee counts twice.
+
+`invested`/`returned` are what the budget ledger books: spot — buys' cost plus fees / sales' proceeds less
+fees; contracts — margin put up at 1x (entry × size opened) plus the fees of opening / margin released plus
+the realised P&L of closing, less its fees. Either way `invested − returned` = money in the position − P&L.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from storage.orders import StrategyFill
 
 ZERO = Decimal(0)
+FEE_SHARE_STEP = Decimal("1e-12")
+
+
+def is_contract(symbol: str) -> bool:
+    """Whether a market is a contract (futures): ccxt writes its settle currency after a colon."""
+    return ":" in symbol
 
 
 @dataclass(frozen=True)
 class AssetPnl:
     asset: str
-    held: Decimal
-    average_cost: Decimal | None  # quote per unit held, fees included
+    held: Decimal  # spot: units owned net of fees; contract: signed position (short < 0)
+    average_cost: Decimal | None  # spot: quote per unit held, fees included; contract: the entry price
     average_buy_price: Decimal | None  # plain average price of all buys
     realised: Decimal
+    contract: bool = False
+
+    @property
+    def entry_price(self) -> Decimal | None:
+        """A contract position's average entry price, as the venue shows it (None when flat or spot)."""
+        return self.average_cost if self.contract and self.held != 0 else None
+
+    @property
+    def side(self) -> str:
+        return "long" if self.held > 0 else "short" if self.held < 0 else "flat"
+
+    def unrealised(self, price: Decimal) -> Decimal | None:
+        """What closing the position at `price` would realise before fees (None if its cost is unknown)."""
+        if self.held == 0:
+            return ZERO
+        if self.average_cost is None:
+            return None
+        return self.held * (price - self.average_cost)
 
 
 @dataclass(frozen=True)
 class Pnl:
     assets: Mapping[str, AssetPnl]
-    invested: Decimal  # quote paid for buys, quote fees included
-    returned: Decimal  # quote received from sells, quote fees deducted
+    invested: Decimal  # what the ledger booked as spent (see the module docstring)
+    returned: Decimal  # what the ledger booked as received
     fees: Decimal  # every fee valued in quote
     realised: Decimal
 
+    @property
+    def contract(self) -> bool:
+        return any(a.contract for a in self.assets.values())
+
     def unrealised(self, prices: Mapping[str, Decimal]) -> Decimal | None:
-        """Value of what is held at `prices` (per asset) minus its average cost; None if a price is missing."""
+        """P&L of what is held at `prices` (per asset; a mark price for contracts); None if a price is missing."""
         total = ZERO
         for asset in self.assets.values():
             if asset.held == 0:
                 continue
             price = prices.get(asset.asset)
-            if price is None or asset.average_cost is None:
+            value = None if price is None else asset.unrealised(price)
+            if value is None:
                 return None
-            total += asset.held * (price - asset.average_cost)
+            total += value
         return total
 
 
+@dataclass
+class _Book:
+    """One asset's running figures while the fills are replayed."""
+
+    held: Decimal = ZERO
+    cost: Decimal = ZERO  # spot: cost of what is held; contract: entry price × |position|
+    bought: Decimal = ZERO
+    bought_value: Decimal = ZERO
+    realised: Decimal = ZERO
+    contract: bool = False
+
+
 def compute(fills: Iterable[StrategyFill], quote: str) -> Pnl:
-    held: dict[str, Decimal] = {}
-    cost: dict[str, Decimal] = {}
-    bought: dict[str, Decimal] = {}
-    bought_value: dict[str, Decimal] = {}
-    realised_by: dict[str, Decimal] = {}
+    books: dict[str, _Book] = {}
     invested = returned = fees = ZERO
     for item in fills:
         fill = item.fill
         asset = item.symbol.split("/")[0]
-        quote_fee = fill.fee if fill.fee_currency == quote else ZERO
-        asset_fee = fill.fee if fill.fee_currency == asset else ZERO
+        book = books.setdefault(asset, _Book(contract=is_contract(item.symbol)))
         fees += item.fee_quote
         if fill.side == "buy":
-            paid = fill.cost + quote_fee
-            invested += paid
-            held[asset] = held.get(asset, ZERO) + fill.amount - asset_fee
-            cost[asset] = cost.get(asset, ZERO) + paid
-            bought[asset] = bought.get(asset, ZERO) + fill.amount
-            bought_value[asset] = bought_value.get(asset, ZERO) + fill.cost
+            book.bought += fill.amount
+            book.bought_value += fill.cost
+        if book.contract:
+            spent, received = _contract_fill(book, item)
         else:
-            proceeds = fill.cost - quote_fee
-            returned += proceeds
-            units = held.get(asset, ZERO)
-            average = cost.get(asset, ZERO) / units if units > 0 else ZERO
-            sold = fill.amount + asset_fee
-            basis = average * min(sold, max(units, ZERO))
-            realised_by[asset] = realised_by.get(asset, ZERO) + proceeds - basis
-            held[asset] = units - sold
-            cost[asset] = max(ZERO, cost.get(asset, ZERO) - basis)
-    assets = {}
-    for asset in set(held) | set(realised_by):
-        units = held.get(asset, ZERO)
-        assets[asset] = AssetPnl(
+            spent, received = _spot_fill(book, item, quote, asset)
+        invested += spent
+        returned += received
+    assets = {
+        asset: AssetPnl(
             asset=asset,
-            held=units,
-            average_cost=cost.get(asset, ZERO) / units if units > 0 else None,
-            average_buy_price=bought_value[asset] / bought[asset] if bought.get(asset) else None,
-            realised=realised_by.get(asset, ZERO),
+            held=book.held,
+            average_cost=_average_cost(book),
+            average_buy_price=book.bought_value / book.bought if book.bought else None,
+            realised=book.realised,
+            contract=book.contract,
         )
-    return Pnl(assets, invested, returned, fees, sum(realised_by.values(), ZERO))
+        for asset, book in books.items()
+    }
+    return Pnl(assets, invested, returned, fees, sum((b.realised for b in books.values()), ZERO))
+
+
+@dataclass(frozen=True)
+class FillEffect:
+    """What the last of a strategy's fills changed: the ledger's movements, the P&L it realised, the position."""
+
+    spent: Decimal
+    received: Decimal
+    realised: Decimal
+    total_realised: Decimal
+    asset: AssetPnl
+
+
+def effect_of_last(fills: Sequence[StrategyFill], quote: str, count: int = 1) -> FillEffect:
+    """The effect of the last `count` fills (of one order) on a strategy whose fills are `fills`, oldest first."""
+    before, after = compute(fills[:-count], quote), compute(fills, quote)
+    asset = fills[-1].symbol.split("/")[0]
+    return FillEffect(
+        spent=after.invested - before.invested,
+        received=after.returned - before.returned,
+        realised=after.realised - before.realised,
+        total_realised=after.realised,
+        asset=after.assets[asset],
+    )
+
+
+def _spot_fill(book: _Book, item: StrategyFill, quote: str, asset: str) -> tuple[Decimal, Decimal]:
+    fill = item.fill
+    quote_fee = fill.fee if fill.fee_currency == quote else ZERO
+    asset_fee = fill.fee if fill.fee_currency == asset else ZERO
+    other_fee = item.fee_quote if fill.fee_currency not in (quote, asset, None) else ZERO
+    if fill.side == "buy":
+        paid = fill.cost + quote_fee + other_fee
+        book.held += fill.amount - asset_fee
+        book.cost += paid
+        return paid, ZERO
+    proceeds = fill.cost - quote_fee - other_fee
+    units = book.held
+    average = book.cost / units if units > 0 else ZERO
+    sold = fill.amount + asset_fee
+    basis = average * min(sold, max(units, ZERO))
+    book.realised += proceeds - basis
+    book.held = units - sold
+    book.cost = max(ZERO, book.cost - basis)
+    return ZERO, proceeds
+
+
+def _contract_fill(book: _Book, item: StrategyFill) -> tuple[Decimal, Decimal]:
+    fill = item.fill
+    fee = item.fee_quote  # the venue takes a contract's fee from the wallet, whatever its currency
+    change = fill.amount if fill.side == "buy" else -fill.amount
+    old = book.held
+    closing = min(fill.amount, abs(old)) if old != 0 and (old > 0) != (change > 0) else ZERO
+    opening = fill.amount - closing
+    entry = book.cost / abs(old) if old != 0 else ZERO
+    gain = (fill.price - entry) * closing * (1 if old > 0 else -1)
+    # A flip's fee is shared by its two parts pro rata (to 1e-12, so the ledger keeps short numbers).
+    closing_fee = (fee * closing / fill.amount).quantize(FEE_SHARE_STEP) if fill.amount else ZERO
+    book.realised += gain - fee
+    book.held = old + change
+    book.cost = entry * (abs(old) - closing) + fill.price * opening
+    return fill.price * opening + fee - closing_fee, entry * closing + gain - closing_fee
+
+
+def _average_cost(book: _Book) -> Decimal | None:
+    if book.contract:
+        return book.cost / abs(book.held) if book.held != 0 else None
+    return book.cost / book.held if book.held > 0 else None

@@ -7,6 +7,9 @@ reserves against the allocation. Invariant kept by the engine with this gate:
 
     net spent (fills, fees included) + reserved (live orders' worst case, less what they already spent) ≤ budget
 
+On futures "net spent" is the margin of the open position at 1x (entry × size) less the realised P&L net of
+fees (`bot.engine.pnl`), so the budget bounds the position's notional, long or short.
+
 The allocation-time check (`allocation_headroom`) keeps the sum of the account's budgets within its free balance.
 """
 
@@ -131,7 +134,9 @@ def check_order(
         return Refused("minimum", f"limit price {order.price} rounds to nothing at {rules.symbol}'s tick")
     cost: Decimal | None = None
     amount: Decimal | None = None
-    spends_quote = order.side == "buy" or (rules.contract and not order.reduce_only)
+    # Spot: buys spend quote. Futures: an order that may open a position (either side) puts up margin, while a
+    # reduce-only one only releases it (its loss is realised from the margin already booked as spent).
+    spends_quote = not order.reduce_only if rules.contract else order.side == "buy"
     if order.cost is not None:
         cost = rules.quote_down(order.cost)
         if cost <= 0:

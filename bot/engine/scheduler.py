@@ -26,15 +26,19 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.engine.actions import pause_strategy
+from bot.engine.actions import key_works_again, mark_unreadable, pause_strategy
 from bot.engine.context import CredentialsMissing, EngineContext, utc_now
 from bot.engine.intents import OrderDesk, client_order_id
+from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
 from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.key_check import KeyChecker, KeyRejected
 from bot.strategies.base import DesiredOrder
+from bot.vault import CredentialUnreadable
+from storage.accounts import KEY_REJECTED
 from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
-from storage.strategies import ACTIVE
+from storage.strategies import ACTIVE, HOLDING
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,11 @@ POLL_BUDGET_SHARE = 0.6
 #: Binance weight of GET /api/v3/openOrders for one symbol, and for all symbols.
 #: Binance's openOrders weight per venue: (per symbol, all symbols at once).
 OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
+#: A stored ledger this close to the one recomputed from the fills is left alone (division rounding only).
+LEDGER_TOLERANCE = Decimal("1e-8")
+#: How often the key of an account the exchange rejected is tried again (the same checks as /connect).
+KEY_RETRY_INTERVAL = timedelta(minutes=5)
+KEY_RETRY_JOB = "accounts:key-retry"
 
 
 def job_id(strategy_id: int) -> str:
@@ -98,15 +107,36 @@ class Engine:
         self.scheduler.start()
         started = time.monotonic()
         await self.reconcile()
+        await self._rebook_futures_ledgers()
         strategies = await self.store.strategies.list_by_status((ACTIVE,))
         self.ctx.preload_live_orders(await self.store.orders.in_states(LIVE), [s.id for s in strategies])
         for strategy in strategies:
             self.schedule(strategy.id, strategy.next_run, spread=True)
+        self.scheduler.add_job(
+            self.retry_rejected_keys, "interval", seconds=KEY_RETRY_INTERVAL.total_seconds(), id=KEY_RETRY_JOB,
+            replace_existing=True, **JOB_DEFAULTS,
+        )
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
         self.started = True
         logger.info(
             "engine started: %d strategies scheduled in %.2fs", len(strategies), time.monotonic() - started
         )
+
+    async def _rebook_futures_ledgers(self) -> None:
+        """Book every futures strategy's ledger from its fills as margin at 1x and the venue's P&L.
+
+        Older versions booked a short's sale as money received, so its budget looked unused and the next
+        position could take more than the budget; rebooking from the fills is idempotent (no-op once right).
+        """
+        for strategy in await self.store.strategies.list_by_status(HOLDING):
+            if not is_contract(strategy.symbol):
+                continue
+            pnl = compute(await self.store.orders.fills_for_strategy(strategy.id), strategy.quote)
+            if abs(pnl.invested - strategy.spent) + abs(pnl.returned - strategy.received) < LEDGER_TOLERANCE:
+                continue
+            async with self.store.db.transaction() as tx:
+                await self.store.strategies.rebook_ledger(tx, strategy.id, spent=pnl.invested, received=pnl.returned)
+            logger.warning("strategy %s: futures budget ledger rebooked from its fills", strategy.id)
 
     async def shutdown(self) -> None:
         """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
@@ -198,6 +228,9 @@ class Engine:
                 result = await self.runner.run(strategy_id)
             except CredentialsMissing:
                 result = RunResult(None)
+            except CredentialUnreadable:
+                await self._unreadable_strategy_account(strategy_id)
+                result = RunResult(None)
             except Exception:
                 logger.exception("strategy %s: run crashed; retrying later", strategy_id)
                 result = RunResult(None, retry_later=True)
@@ -233,11 +266,55 @@ class Engine:
                     await self.desk.resolve(order, account, at_startup=True)
                 except (ExchangeFailure, CredentialsMissing) as failure:
                     logger.warning("order %s not reconciled yet: %s", order.client_order_id, failure)
+                except CredentialUnreadable:
+                    # One damaged credential pauses its account; start-up goes on for everyone else.
+                    await mark_unreadable(self.ctx, account.id)
 
         await asyncio.gather(*(one(order) for order in orders))
         if orders:
             logger.info("reconciled %d unconfirmed orders", len(orders))
         return len(orders)
+
+    async def _unreadable_strategy_account(self, strategy_id: int) -> None:
+        strategy = await self.store.strategies.get(strategy_id)
+        if strategy is not None:
+            await mark_unreadable(self.ctx, strategy.account_id)
+
+    # --- rejected keys ----------------------------------------------------------------------------------
+
+    async def retry_rejected_keys(self) -> int:
+        """Try every rejected key again with the checks of /connect; return how many work again.
+
+        A key still refused costs one signed call of the smallest weight (`KeyChecker.authenticates`), so
+        retrying many dead keys never eats the per-IP budget the live accounts trade with.
+
+        A key that authenticates, still cannot withdraw and may trade again makes its account active (its
+        strategies stay paused until the user resumes them; `key_works_again` tells the user). Any doubt — the
+        exchange unreachable, a permission missing — leaves the account as it is until the next try.
+        """
+        checker = KeyChecker(self.gateway)
+        revived = 0
+        for account in await self.store.accounts.with_status(KEY_REJECTED):
+            try:
+                creds = await self.ctx.credentials(account)
+                if not await checker.authenticates(account.venue, creds):
+                    self.ctx.forget_credentials(account.id)
+                    continue
+                await checker.check_key(account.venue, creds)
+            except KeyRejected as rejected:
+                logger.info("account %s: key still refused (%s)", account.id, rejected.reason)
+                self.ctx.forget_credentials(account.id)
+                continue
+            except (CredentialUnreadable, CredentialsMissing):
+                logger.warning("account %s: rejected key cannot be read to retry it", account.id)
+                continue
+            except Exception:  # one account's retry must not stop the others'
+                logger.exception("account %s: key retry failed", account.id)
+                self.ctx.forget_credentials(account.id)
+                continue
+            if await key_works_again(self.ctx, account.id):
+                revived += 1
+        return revived
 
     # --- fill polling -----------------------------------------------------------------------------------
 
@@ -273,6 +350,8 @@ class Engine:
                 await self.desk.refresh_account(account, items)
             except (ExchangeFailure, CredentialsMissing) as failure:
                 logger.warning("poll of account %s failed: %s", account_id, failure)
+            except CredentialUnreadable:
+                await mark_unreadable(self.ctx, account_id)
 
         await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
         return len(orders)
@@ -323,6 +402,8 @@ class Engine:
             try:
                 await self.desk.cancel(order, account)
                 ended += 1
+            except CredentialUnreadable:
+                errors.append(f"{order.symbol} {order.side}: the account's stored key cannot be read (see /accounts)")
             except (ExchangeFailure, CredentialsMissing) as failure:
                 errors.append(f"{order.symbol} {order.side}: {getattr(failure, 'user_message', failure)}")
         return ended, errors
@@ -337,6 +418,8 @@ class Engine:
         account = await store.accounts.get(strategy.account_id) if strategy is not None else None
         if strategy is None or account is None:
             return "the strategy or its account is gone"
+        if account.status != "active":
+            return "the account's API key does not work (see /accounts)"
         try:
             info = await self.gateway.market(account.venue, desired.symbol)
             ticker = await self.gateway.fetch_ticker(account.venue, desired.symbol)

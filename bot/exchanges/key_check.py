@@ -14,6 +14,10 @@ Fail closed: whatever cannot be verified is refused (`KeyRejected`), and the cal
    `POST /0/private/WithdrawMethods` is called and ONLY `EGeneral:Permission denied` proves the key cannot
    withdraw; success → refuse; any other outcome → "could not verify permissions, try again". The Funding
    (Beta) endpoints are never used: their read permissions differ.
+4. The exchange account behind the key, when the venue names it: Binance's `uid`, from the spot account
+   (`GET /api/v3/account`, read by spot's balance call; for USD-M the same key asks that spot endpoint, since
+   the futures account endpoints carry no uid). A key replacing an account's key must show the same uid.
+   Kraken names no account: `owner_id` stays None. Reading the uid never refuses a key (None on any failure).
 
 Each check makes exactly one attempt per call (no retries: the user is waiting and can try again).
 """
@@ -24,7 +28,7 @@ import base64
 import binascii
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -92,6 +96,8 @@ class KeyCheck:
     permissions: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     testnet: bool = False
+    #: The exchange account the key belongs to (Binance uid), when it could be read.
+    owner_id: str | None = None
 
 
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*KEY-----|PRIVATE KEY|ssh-ed25519|ssh-rsa", re.IGNORECASE)
@@ -172,10 +178,37 @@ class KeyChecker:
             self._pool.check_venue(venue)
         except ExchangeSetupError as exc:
             raise KeyRejected("unsupported", str(exc)) from None
-        balances = await self._balances(venue, creds)
+        balances, info = await self._balances(venue, creds)
         if venue == "kraken":
             return await self._kraken_permissions(creds, balances)
-        return await self._binance_permissions(venue, creds, balances)
+        check = await self._binance_permissions(venue, creds, balances)
+        return replace(check, owner_id=await self._binance_uid(venue, creds, info))
+
+    async def _binance_uid(self, venue: str, creds: Credentials, balance_info: Any) -> str | None:
+        """The Binance uid of the key's account: in spot's account answer, else asked of that spot endpoint."""
+        info = balance_info
+        if venue != "binance" or not isinstance(info, dict) or "uid" not in info:
+            try:
+                info = await self._once(venue, creds, lambda ex: ex.private_get_account())
+            except ExchangeFailure:
+                return None
+        uid = info.get("uid") if isinstance(info, dict) else None
+        return str(uid) if uid not in (None, "") else None
+
+    async def authenticates(self, venue: str, creds: Credentials) -> bool:
+        """Whether a key is accepted again, by the cheapest signed call (a rejected key's slow retry).
+
+        Binance: `apiRestrictions` (weight 1 on the sapi budget, not the spot/futures one trading uses), then
+        only a key that passes it gets the full `check_key`. Kraken counts calls per key, not per IP, and the
+        testnet has no sapi: there the caller runs `check_key` directly. False on any failure (try later).
+        """
+        if venue == "kraken" or self._pool.is_testnet(venue):
+            return True
+        try:
+            await self._once(venue, creds, lambda ex: ex.sapi_get_account_apirestrictions())
+        except ExchangeFailure:
+            return False
+        return True
 
     async def _once(self, venue: str, creds: Credentials, op: Callable[[Any], Awaitable[T]]) -> T:
         try:
@@ -185,7 +218,8 @@ class KeyChecker:
             failure = translate(exc, venue, secrets=[creds])
         raise failure
 
-    async def _balances(self, venue: str, creds: Credentials) -> dict[str, Decimal]:
+    async def _balances(self, venue: str, creds: Credentials) -> tuple[dict[str, Decimal], Any]:
+        """The key's non-zero balances, and the venue's raw answer (spot Binance's carries the uid)."""
         try:
             data = await self._once(venue, creds, lambda ex: ex.fetch_balance())
         except ExchangeFailure as failure:
@@ -193,7 +227,8 @@ class KeyChecker:
                 # A valid key without futures permission gets the same -2015 as a wrong key: ask sapi.
                 await self._explain_futures_rejection(creds)
             raise _balance_rejection(venue, failure) from None
-        return {asset: line.total for asset, line in balances_from_ccxt(data).items() if line.total}
+        totals = {asset: line.total for asset, line in balances_from_ccxt(data).items() if line.total}
+        return totals, data.get("info") if isinstance(data, dict) else None
 
     async def _explain_futures_rejection(self, creds: Credentials) -> None:
         try:

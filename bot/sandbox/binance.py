@@ -276,6 +276,10 @@ class BinanceVenue:
             r[("GET", f"{p}/positionSide/dual")] = Route(self.get_position_mode, _w(30), True)
             r[("POST", f"{p}/positionSide/dual")] = Route(self.set_position_mode, _w(1), True)
             r[("GET", f"{p}/userTrades")] = Route(self.my_trades, _w(5), True)
+            # The same key's spot account on api.binance.com (where ccxt's binanceusdm sends `private` calls):
+            # the one place Binance names the key's account (`uid`). One book per venue here, so its balances
+            # are this book's; only the uid matters to callers.
+            r[("GET", "/api/v3/account")] = Route(self.spot_account, _w(20), True, False)
         else:
             p = "/api/v3"
             r[("GET", f"{p}/ping")] = Route(self.ping, _w(1), False)
@@ -670,7 +674,7 @@ class BinanceVenue:
                 {"asset": x, "free": _fmt(a.free(x)), "locked": _fmt(a.locked.get(x, Decimal(0)))} for x in assets
             ],
             "permissions": ["SPOT"],
-            "uid": _uid(a.api_key),
+            "uid": _uid(a.home),
         }
 
     # ---------------------------------------------------------------- orders

@@ -189,6 +189,13 @@ class KeyAccount:
     #: long-standing default), "received" (Binance without BNB: the asset received — base on a buy, quote on a
     #: sell) or "bnb" (Binance with "pay fees with BNB": BNB at the BNB/quote price, 25% off; quote if unpriced).
     fee_mode: str = "quote"
+    #: The first key of the exchange account this key belongs to (itself unless added with `same_account_as`):
+    #: every key of one account sees the same balances, orders and trades, as on the real venues.
+    owner_key: str | None = None
+
+    @property
+    def home(self) -> str:
+        return self.owner_key or self.api_key
 
     def total(self, asset: str) -> Decimal:
         return self.balances.get(asset, Decimal(0))
@@ -372,8 +379,25 @@ class ExchangeBook:
         trading_authority_expiration_ms: int | None = None,
         dual_side: bool = False,
         fee_mode: str = "quote",
+        same_account_as: str | None = None,
     ) -> KeyAccount:
-        """Register a key with its permissions and starting balances (default 1000 USDT)."""
+        """Register a key with its permissions and starting balances (default 1000 USDT).
+
+        `same_account_as`: a second key of the account behind that key (the user created a new API key on
+        the same exchange account): it shares its balances, positions, orders and trades; `balances` is ignored.
+        """
+        if same_account_as is not None:
+            first = self.keys[same_account_as]
+            account = KeyAccount(
+                api_key=api_key, secret=secret, can_withdraw=can_withdraw, can_trade=can_trade, can_read=can_read,
+                futures=futures, ip_restrict=ip_restrict, created_ms=self.now_ms(),
+                trading_authority_expiration_ms=trading_authority_expiration_ms, balances=first.balances,
+                locked=first.locked, dual_side=first.dual_side, leverage=first.leverage,
+                margin_type=first.margin_type, positions=first.positions, owner_key=first.home,
+                fee_mode=first.fee_mode,
+            )
+            self.keys[api_key] = account
+            return account
         if balances is None:
             balances = {"USDT": Decimal(1000)}
         if fee_mode not in FEE_MODES:
@@ -589,7 +613,7 @@ class ExchangeBook:
             raise BookError("bad_request", f"unsupported order {side} {type}")
         if client_order_id is not None and any(
             o.client_order_id == client_order_id and o.status == "open"
-            for o in self._orders_by_key.get(account.api_key, ())
+            for o in self._orders_by_key.get(account.home, ())
         ):
             raise BookError("duplicate_client_id", f"client order id {client_order_id} is in use")
         position_side = self._position_side(account, side, position_side)
@@ -660,7 +684,7 @@ class ExchangeBook:
             self._reserve_spot(account, market, order, exec_price, fee_rate)
         self._next_order_id += 1
         self._orders[order.id] = order
-        self._orders_by_key.setdefault(account.api_key, []).append(order)
+        self._orders_by_key.setdefault(account.home, []).append(order)
         self._open_by_symbol.setdefault(symbol, {})[order.id] = order
         if marketable:
             self._fill(order, qty, exec_price, maker=False, market=market)
@@ -693,7 +717,7 @@ class ExchangeBook:
     ) -> Order:
         """One of the key's orders by id or by client order id (the latest with that id)."""
         account = self._account(key)
-        candidates = self._orders_by_key.get(account.api_key, [])
+        candidates = self._orders_by_key.get(account.home, [])
         if symbol is not None:
             candidates = [o for o in candidates if o.symbol == symbol]
         if order_id is not None:
@@ -717,7 +741,7 @@ class ExchangeBook:
         account = self._account(key)
         return [
             o
-            for o in self._orders_by_key.get(account.api_key, ())
+            for o in self._orders_by_key.get(account.home, ())
             if o.status == "open" and (symbol is None or o.symbol == symbol)
         ]
 
@@ -726,20 +750,20 @@ class ExchangeBook:
         account = self._account(key)
         return [
             o
-            for o in self._orders_by_key.get(account.api_key, ())
+            for o in self._orders_by_key.get(account.home, ())
             if o.status != "open" and (symbol is None or o.symbol == symbol)
         ]
 
     def all_orders(self, key: KeyAccount | str, symbol: str | None = None) -> list[Order]:
         account = self._account(key)
-        return [o for o in self._orders_by_key.get(account.api_key, ()) if symbol is None or o.symbol == symbol]
+        return [o for o in self._orders_by_key.get(account.home, ()) if symbol is None or o.symbol == symbol]
 
     def trades(self, key: KeyAccount | str, symbol: str | None = None, since: int | None = None) -> list[Trade]:
         """The key's fills, oldest first."""
         account = self._account(key)
         return [
             t
-            for t in self._trades_by_key.get(account.api_key, ())
+            for t in self._trades_by_key.get(account.home, ())
             if (symbol is None or t.symbol == symbol) and (since is None or t.time_ms >= since)
         ]
 
@@ -952,7 +976,7 @@ class ExchangeBook:
         )
         self._next_trade_id += 1
         self._trades.append(trade)
-        self._trades_by_key.setdefault(order.api_key, []).append(trade)
+        self._trades_by_key.setdefault(self.keys[order.api_key].home, []).append(trade)
         order.filled += amount
         order.cost += cost
         if fee_currency == market.quote:

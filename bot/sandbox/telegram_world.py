@@ -170,6 +170,27 @@ class TelegramWorld:
         self._enqueue({"message": message})
         return copy.deepcopy(message)
 
+    def user_edits(self, user_id: int, message: MessageRef, text: str) -> JSON:
+        """Have a user edit one of their own messages to `text`; queue the `edited_message` update, as Telegram does.
+
+        The update carries the whole message with its original `date` and a new `edit_date`; an edited command
+        keeps no `bot_command` entities unless the new text has one.
+        """
+        current = self._live(message, user_id)
+        if current.get("from", {}).get("id") != user_id:
+            raise ValueError("a user can only edit their own messages")
+        current["text"] = text
+        current["edit_date"] = int(time.time())
+        current.pop("entities", None)
+        entities = [
+            {"type": "bot_command", "offset": _utf16_len(text[: m.start()]), "length": _utf16_len(m.group())}
+            for m in _COMMAND.finditer(text)
+        ]
+        if entities:
+            current["entities"] = entities
+        self._enqueue({"edited_message": copy.deepcopy(current)})
+        return copy.deepcopy(current)
+
     def press_button(self, user_id: int, message: MessageRef, button: str | int, *, chat_id: int | None = None) -> str:
         """Press an inline button (by text or flat index) of a bot message as it now stands; return the query id.
 

@@ -3,6 +3,11 @@
 Connecting is fail-closed: a key is stored only after it authenticated and was proven unable to withdraw, and
 it is stored only as ciphertext sealed by the vault. Disconnecting stops the account's strategies, then shreds
 the data key before deleting the rows, so old backups of the main database become useless.
+
+One API key is connected once (compared by its keyed fingerprint, never by value). An account whose key was
+rejected (or whose stored key is unreadable) can get a new key that passes every check of /connect and is
+shown to belong to the same exchange account — its strategies are kept — or be disconnected: its orders that
+may still be open on the exchange are listed for the user to cancel there, and the key is shredded.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from bot.exchanges.key_check import KeyChecker, KeyRejected, check_api_key_format, check_format
+from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.key_check import KeyCheck, KeyChecker, KeyRejected, check_api_key_format, check_format
+from bot.redaction import register_secret
 from bot.secret import Credentials
 from bot.services.errors import UserError
 from bot.vault import CredentialUnreadable, Vault
 from bot.venues import CONNECTABLE, next_label, venue_name
-from storage.models import Account
+from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected
+from storage.models import Account, Order
 from storage.orders import LIVE
 from storage.store import Store
+from storage.strategies import PAUSED
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,38 @@ class AccountView:
 class Connected:
     account: AccountView
     warnings: tuple[str, ...]
+    #: After a key replacement: the account's strategies that stay paused until the user resumes them.
+    paused: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class LeftOpen:
+    """An order of a disconnected account that may still be open on the exchange (the user must cancel it)."""
+
+    symbol: str
+    side: str
+    type: str
+    amount: Decimal | None
+    price: Decimal | None
+    client_order_id: str
+    exchange_order_id: str | None
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    account: Account
+    left_open: tuple[LeftOpen, ...]
+
+
+#: The error of an order abandoned because the account's key could not cancel it (by the account's status).
+ABANDONED = {
+    KEY_REJECTED: "abandoned: key rejected, the account was disconnected (it may still be open on the exchange)",
+    KEY_UNREADABLE: "abandoned: key unreadable, the account was disconnected (it may still be open on the exchange)",
+}
+#: Venues sharing one exchange account (a Binance uid is the same on spot and USD-M).
+_OWNER_FAMILY = {"binance": "binance", "binanceusdm": "binance", "kraken": "kraken"}
+#: How many of an account's orders the new key must see to prove it is the same exchange account.
+_PROOF_ORDERS = 3
 
 
 class AccountService:
@@ -62,12 +103,16 @@ class AccountService:
         gateway,
         *,
         stop_account_strategies: Callable[[int], Awaitable[object]] | None = None,
+        forget_credentials: Callable[[int], None] | None = None,
+        max_accounts: int = 10,
     ) -> None:
         self._store = store
         self._vault = vault
         self._gateway = gateway
         self._checker = KeyChecker(gateway)
         self._stop_strategies = stop_account_strategies
+        self._forget_credentials = forget_credentials or (lambda account_id: None)
+        self.max_accounts = max_accounts
 
     @staticmethod
     def check_key_format(venue: str, api_key: str, secret: str | None = None) -> None:
@@ -88,30 +133,196 @@ class AccountService:
         """Validate the key against the exchange and store it sealed; nothing is stored on any doubt."""
         if venue not in CONNECTABLE:
             raise UserError("Pick one of the exchanges offered: Binance Spot, Binance Futures or Kraken.")
+        await self.check_can_connect(user_id)
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
-        try:
-            check = await self._checker.check_key(venue, credentials)
-        except KeyRejected as exc:
-            raise UserError(exc.user_message) from None
+        check = await self._check(venue, credentials)
+        # Only after the key pair proved itself: nobody learns whether a key is connected without its secret.
+        key_ref = await self._key_ref(venue, credentials)
+        await self._refuse_connected_key(user_id, key_ref, None)
+        owner_ref = await self._owner_ref(venue, check)
         await self._store.users.upsert(user_id, chat_id)
         label = next_label(venue, await self._store.accounts.labels_for_user(user_id))
-        async with self._store.db.transaction() as tx:
-            account_id = await self._store.accounts.create(
-                tx,
-                user_id=user_id,
-                venue=venue,
-                label=label,
-                testnet=check.testnet,
-                permissions=tuple(check.permissions),
-            )
-            sealed = await self._vault.seal(
-                user_id=user_id, account_id=account_id, venue=venue, credentials=credentials
-            )
-            await self._store.accounts.store_credential(tx, sealed)
+        try:
+            async with self._store.db.transaction() as tx:
+                account_id = await self._store.accounts.create(
+                    tx,
+                    user_id=user_id,
+                    venue=venue,
+                    label=label,
+                    testnet=check.testnet,
+                    permissions=tuple(check.permissions),
+                    key_ref=key_ref,
+                    owner_ref=owner_ref,
+                )
+                sealed = await self._vault.seal(
+                    user_id=user_id, account_id=account_id, venue=venue, credentials=credentials
+                )
+                await self._store.accounts.store_credential(tx, sealed)
+        except KeyAlreadyConnected:  # the same key connected meanwhile by a concurrent /connect
+            raise UserError(_ALREADY_CONNECTED) from None
         logger.info("user %s connected %s account %s (%s)", user_id, venue, account_id, label)
         account = await self._store.accounts.get(account_id)
         balances = await self._valued(venue, check.balances)
         return Connected(account=_view(account, balances), warnings=tuple(check.warnings))
+
+    async def check_can_connect(self, user_id: int) -> None:
+        """Refuse a new account beyond STRATA_MAX_ACCOUNTS_PER_USER (asked before the key is even sent)."""
+        if await self._store.accounts.count_for_user(user_id) >= self.max_accounts:
+            raise UserError(
+                f"You already have {self.max_accounts} connected accounts, the most this bot allows. "
+                "/disconnect one first, or give an existing account a new key with /connect replace <label>."
+            )
+
+    async def replace_key(self, user_id: int, account_id: int, credentials: Credentials) -> Connected:
+        """Give an account a new key, keeping its strategies; nothing changes on any doubt.
+
+        The new key passes every check of /connect (format, authentication, withdrawals off, trading allowed)
+        and must belong to the same exchange account: on Binance the same uid as the account's (recorded at
+        /connect); otherwise (Kraken, or an account connected before uids were recorded) it must see the
+        account's own orders by their client ids, or the account has none. Then the key is sealed with a fresh
+        data key, the old data key is shredded and the account is active again; its strategies stay paused.
+        """
+        account = await self.owned(user_id, account_id)
+        venue = account.venue
+        self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
+        check = await self._check(venue, credentials)
+        key_ref = await self._key_ref(venue, credentials)
+        await self._refuse_connected_key(user_id, key_ref, account.id)
+        owner_ref = await self._owner_ref(venue, check)
+        await self._prove_same_owner(account, credentials, owner_ref)
+        old = await self._store.accounts.credential(account.id)
+        sealed = await self._vault.seal(user_id=user_id, account_id=account.id, venue=venue, credentials=credentials)
+        try:
+            async with self._store.db.transaction() as tx:
+                if old is None:
+                    await self._store.accounts.store_credential(tx, sealed)
+                await self._store.accounts.replace_credential(
+                    tx, sealed, key_ref=key_ref, owner_ref=owner_ref, permissions=tuple(check.permissions)
+                )
+        except KeyAlreadyConnected:
+            await self._vault.shred(sealed.dek_id)
+            raise UserError(_ALREADY_CONNECTED) from None
+        except BaseException:
+            await self._vault.shred(sealed.dek_id)
+            raise
+        if old is not None and old.dek_id != sealed.dek_id:
+            await self._vault.shred(old.dek_id)  # the old key can never be opened again, in any backup
+        self._forget_credentials(account.id)
+        paused = await self._store.strategies.list_for_account(account.id, (PAUSED,))
+        logger.info("user %s replaced the key of account %s", user_id, account.id)
+        fresh = await self._store.accounts.get(account.id)
+        balances = await self._valued(venue, check.balances)
+        return Connected(
+            account=_view(fresh, balances), warnings=tuple(check.warnings), paused=tuple(s.id for s in paused)
+        )
+
+    async def left_open(self, user_id: int, account_id: int) -> tuple[LeftOpen, ...]:
+        """The account's orders that may still be open on the exchange (shown before a suspended disconnect)."""
+        account = await self.owned(user_id, account_id)
+        return tuple(_left(o) for o in await self._store.orders.in_states(LIVE, account_id=account.id))
+
+    async def disconnect_suspended(self, user_id: int, account_id: int) -> Disconnected:
+        """Disconnect an account whose key is rejected or unreadable: shred the key, abandon its orders.
+
+        Its key cannot cancel anything, so its live orders end here (`ABANDONED`), releasing their budget
+        reservations, and are returned for the user to cancel on the exchange; the data key is shredded first,
+        then the rows go. An account whose key works again takes the normal /disconnect instead.
+        """
+        account = await self.owned(user_id, account_id)
+        if account.status == ACTIVE:
+            raise UserError(
+                f"The key of {account.label} works again: send /disconnect {account.label} again to stop its "
+                "strategies and cancel their orders first."
+            )
+        left = tuple(_left(o) for o in await self._store.orders.in_states(LIVE, account_id=account.id))
+        self._forget_credentials(account.id)
+        sealed = await self._store.accounts.credential(account.id)
+        if sealed is not None:
+            await self._vault.shred(sealed.dek_id)
+        error = ABANDONED.get(account.status, ABANDONED[KEY_REJECTED])
+        async with self._store.db.transaction() as tx:
+            await self._store.orders.abandon_live(tx, account.id, error)
+            await self._store.accounts.delete(tx, account.id)
+        logger.info(
+            "user %s disconnected suspended account %s; %d order(s) left on the exchange", user_id, account.id,
+            len(left),
+        )
+        return Disconnected(account=account, left_open=left)
+
+    async def backfill_fingerprints(self) -> int:
+        """Fingerprint the keys of accounts connected before fingerprints existed (start-up; cheap, local)."""
+        done = 0
+        for account in await self._store.accounts.without_key_ref():
+            try:
+                creds = await self.credentials(account)
+            except CredentialUnreadable:
+                continue  # the engine reports it to the owner
+            if await self._store.accounts.set_key_ref(account.id, await self._key_ref(account.venue, creds)):
+                done += 1
+            else:
+                logger.warning("account %s holds an API key another account also holds", account.id)
+        return done
+
+    async def _check(self, venue: str, credentials: Credentials) -> KeyCheck:
+        try:
+            check = await self._checker.check_key(venue, credentials)
+        except KeyRejected as exc:
+            raise UserError(exc.user_message) from None
+        register_secret(credentials.api_key)  # a real key from now on: never forgotten by the log scrubber
+        register_secret(credentials.secret)
+        return check
+
+    async def _key_ref(self, venue: str, credentials: Credentials) -> str:
+        return await self._vault.fingerprint(f"api-key:{venue}", credentials.api_key.reveal().strip())
+
+    async def _owner_ref(self, venue: str, check: KeyCheck) -> str | None:
+        if check.owner_id is None:
+            return None
+        return await self._vault.fingerprint(f"owner:{_OWNER_FAMILY[venue]}", check.owner_id)
+
+    async def _refuse_connected_key(self, user_id: int, key_ref: str, replacing: int | None) -> None:
+        holder = await self._store.accounts.by_key_ref(key_ref)
+        if holder is None or holder.id == replacing:
+            return
+        if holder.user_id == user_id:
+            raise UserError(
+                f"This API key is already connected as {holder.label}. One key can be connected once: "
+                "use that account, or create a separate key on the exchange."
+            )
+        raise UserError(_ALREADY_CONNECTED)
+
+    async def _prove_same_owner(self, account: Account, credentials: Credentials, owner_ref: str | None) -> None:
+        """Refuse a key of another exchange account (by uid, else by the account's own orders)."""
+        name = "Binance" if _OWNER_FAMILY[account.venue] == "binance" else venue_name(account.venue)
+        if account.owner_ref is not None:
+            if owner_ref is None:
+                raise UserError(
+                    f"I could not read which {name} account this key belongs to. Nothing was changed; please "
+                    "try again in a minute."
+                )
+            if owner_ref != account.owner_ref:
+                raise UserError(
+                    f"This key belongs to a different {name} account than {account.label}'s, so it cannot "
+                    "replace its key (its strategies and orders live on the first one). Nothing was changed."
+                )
+            return
+        live = await self._store.orders.in_states(LIVE, account_id=account.id)
+        proof = live[:_PROOF_ORDERS] or await self._store.orders.latest_sent(account.id, _PROOF_ORDERS)
+        for order in proof:
+            try:
+                found = await self._gateway.fetch_order_by_client_id(
+                    account.venue, credentials, order.symbol, order.client_order_id
+                )
+            except ExchangeFailure:
+                raise UserError(
+                    f"I could not check that this key belongs to the same {name} account as {account.label}. "
+                    "Nothing was changed; please try again in a minute."
+                ) from None
+            if found is None and order.exchange_order_id is not None:
+                raise UserError(
+                    f"This key cannot see {account.label}'s orders on {name}: it belongs to another account, so "
+                    "it cannot replace its key. Nothing was changed."
+                )
 
     async def list_accounts(self, user_id: int, *, with_balances: bool = True) -> list[AccountView]:
         accounts = await self._store.accounts.list_for_user(user_id)
@@ -133,7 +344,10 @@ class AccountService:
         sealed = await self._store.accounts.credential(account.id)
         if sealed is None:
             raise CredentialUnreadable(f"account {account.id} has no stored credential")
-        return await self._vault.unseal(sealed, user_id=account.user_id, venue=account.venue)
+        creds = await self._vault.unseal(sealed, user_id=account.user_id, venue=account.venue)
+        register_secret(creds.api_key)  # a real key: scrubbed from every log for the life of the process
+        register_secret(creds.secret)
+        return creds
 
     async def rename(self, user_id: int, account_id: int, new_label: str) -> Account:
         account = await self.owned(user_id, account_id)
@@ -150,6 +364,11 @@ class AccountService:
     async def disconnect(self, user_id: int, account_id: int) -> Account:
         """Stop the account's strategies (cancelling their orders), shred the data key, delete the rows."""
         account = await self.owned(user_id, account_id)
+        if account.status != ACTIVE:  # its key cannot cancel: the confirmation must list what stays open
+            raise UserError(
+                f"The key of {account.label} no longer works, so its orders cannot be cancelled from here: send "
+                f"/disconnect {account.label} again to see which ones to cancel on the exchange."
+            )
         if self._stop_strategies is not None:
             await self._stop_strategies(account.id)
         left = await self._store.orders.in_states(LIVE, account_id=account.id)
@@ -169,15 +388,15 @@ class AccountService:
         return account
 
     async def _view_with_balance(self, account: Account) -> AccountView:
-        if account.status != "active":
-            return _view(account, None, note="key rejected by the exchange: /disconnect it and connect a new key")
+        if account.status != ACTIVE:
+            return _view(account, None)
         try:
             creds = await self.credentials(account)
             balances = await asyncio.wait_for(
                 self._gateway.fetch_balance(account.venue, creds), timeout=BALANCE_TIMEOUT_S
             )
         except CredentialUnreadable:
-            return _view(account, None, note="stored key unreadable: /disconnect it and connect again")
+            return _view(account, None, note=_fix_note(account.label, KEY_UNREADABLE))
         except Exception as exc:  # an outage must not break /accounts
             logger.info("balance of account %s unavailable: %s", account.id, type(exc).__name__)
             return _view(account, None, note="balance unavailable right now")
@@ -204,7 +423,31 @@ class AccountService:
         return tuple(valued[:5])
 
 
+_ALREADY_CONNECTED = (
+    "This API key is already connected to this bot. One key can be connected once: create a separate key on "
+    "the exchange for this account."
+)
+
+
+def _fix_note(label: str, status: str) -> str | None:
+    """What a suspended account's state means and how to fix it (shown by /accounts)."""
+    fix = f"fix: /connect replace {label} with a new key (strategies kept), or /disconnect {label}"
+    if status == KEY_REJECTED:
+        return f"key rejected by the exchange (I retry it every few minutes); {fix}"
+    if status == KEY_UNREADABLE:
+        return f"stored key unreadable (failed its integrity check); {fix}"
+    return None
+
+
+def _left(order: Order) -> LeftOpen:
+    return LeftOpen(
+        symbol=order.symbol, side=order.side, type=order.type, amount=order.amount, price=order.price,
+        client_order_id=order.client_order_id, exchange_order_id=order.exchange_order_id,
+    )
+
+
 def _view(account: Account, balances, note: str | None = None) -> AccountView:
+    note = note or _fix_note(account.label, account.status)
     return AccountView(
         id=account.id,
         venue=account.venue,

@@ -47,6 +47,9 @@ class Intake:
     venue: str | None = None
     api_key: Secret | None = None
     menu_message_id: int | None = None
+    #: Set when the key replaces the key of this existing account (its venue is then fixed).
+    replace_account_id: int | None = None
+    replace_label: str | None = None
     deadline: float = field(default_factory=lambda: time.monotonic() + INTAKE_TIMEOUT_S)
     _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 

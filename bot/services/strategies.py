@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
-from bot.engine.pnl import compute
+from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
 from bot.exchanges.errors import ExchangeFailure
 from bot.services.errors import UserError
@@ -104,14 +104,16 @@ class StrategyStatus:
     note: str | None  # the strategy's own last word ("waiting: next buy at …")
     budget: Decimal
     quote: str
-    used: Decimal  # net spent: buys + fees − sale proceeds (negative once sales returned more than buys cost)
+    used: Decimal  # net spent: buys + fees − sale proceeds (futures: margin at 1x − realised P&L net of fees)
     invested: Decimal  # quote paid for buys, quote fees included
     returned: Decimal  # quote received from sells, quote fees deducted
     reserved: Decimal  # held by open orders
     left: Decimal
     open_orders: int
-    holdings: Mapping[str, Decimal]
-    average_buy_price: Decimal | None
+    holdings: Mapping[str, Decimal]  # futures: the signed position (short < 0)
+    average_buy_price: Decimal | None  # spot only
+    futures: bool
+    entry_price: Decimal | None  # futures: the open position's average entry, as the venue shows it
     realised_pnl: Decimal
     unrealised_pnl: Decimal | None
     fees: Decimal
@@ -141,22 +143,24 @@ class StopSummary:
     title: str
     quote: str
     canceled: int
-    sold: Mapping[str, Decimal]  # asset → amount sold at market by the stop
-    kept: Mapping[str, Decimal]  # asset → amount left held
-    invested: Decimal
-    returned: Decimal
+    sold: Mapping[str, Decimal]  # asset → amount sold at market by the stop (negative: bought back)
+    kept: Mapping[str, Decimal]  # asset → amount left held (futures: signed position left open)
+    invested: Decimal  # spot: buys with fees; futures: margin put up at 1x with fees (not shown)
+    returned: Decimal  # spot: sales less fees; futures: margin released plus P&L (not shown)
     fees: Decimal
     realised_pnl: Decimal
     errors: tuple[str, ...] = field(default_factory=tuple)
+    futures: bool = False  # `sold` is then the position closed: negative for a short bought back
 
 
 class StrategyService:
     """The strategy use-cases over the store and the engine."""
 
-    def __init__(self, store: Any, engine: Any) -> None:
+    def __init__(self, store: Any, engine: Any, *, max_strategies: int = 50) -> None:
         self._store = store
         self._engine = engine
         self._confirmed: set[str] = set()
+        self.max_strategies = max_strategies
 
     @property
     def _gateway(self) -> Any:
@@ -194,8 +198,10 @@ class StrategyService:
             raise UserError(f"You have no account labelled '{account_label}'. Your accounts: {known}.")
         if account.status != "active":
             raise UserError(
-                f"The API key of {account.label} was rejected by the exchange: connect it again with /connect."
+                f"The API key of {account.label} cannot be used (see /accounts): give it a new key with "
+                f"/connect replace {account.label}."
             )
+        await self._check_strategy_limit(user_id)
         try:
             strategy = get_strategy(kind)
         except ParamError as exc:
@@ -253,6 +259,7 @@ class StrategyService:
             raise UserError("That account is not (or no longer) usable: see /accounts.")
         # Balances and other allocations may have changed since the preview (another Confirm, a deposit
         # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
+        await self._check_strategy_limit(preview.user_id)
         await self._check_headroom(account, preview.quote, preview.budget)
         if len(self._confirmed) > 10_000:  # tokens are random and single-use; an old one is never shown again
             self._confirmed.clear()
@@ -269,6 +276,14 @@ class StrategyService:
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
         self._engine.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
+
+    async def _check_strategy_limit(self, user_id: int) -> None:
+        """Refuse a strategy beyond STRATA_MAX_STRATEGIES_PER_USER (active or paused ones count)."""
+        if len(await self._store.strategies.list_for_user(user_id, HOLDING)) >= self.max_strategies:
+            raise UserError(
+                f"You already have {self.max_strategies} strategies running or paused, the most this bot allows. "
+                "/stop one first."
+            )
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
@@ -412,8 +427,9 @@ class StrategyService:
                 if ticker.last is not None:
                     prices[asset] = ticker.last
         used = strategy.spent - strategy.received
-        main = strategy.symbol.split("/")[0]
-        average = pnl.assets[main].average_buy_price if main in pnl.assets else None
+        main = pnl.assets.get(strategy.symbol.split("/")[0])
+        futures = is_contract(strategy.symbol)
+        average = main.average_buy_price if main is not None and not futures else None
         return StrategyStatus(
             id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
@@ -422,7 +438,8 @@ class StrategyService:
             used=used, invested=pnl.invested, returned=pnl.returned, reserved=reserved,
             left=max(ZERO, strategy.budget - used - reserved),
             open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
-            average_buy_price=_q8(average), realised_pnl=_q8(pnl.realised),
+            average_buy_price=_q8(average), futures=futures,
+            entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(pnl.realised),
             unrealised_pnl=_q8(pnl.unrealised(prices)),
             fees=pnl.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
@@ -444,8 +461,13 @@ class StrategyService:
         if strategy.status != PAUSED:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not paused.")
         account = await self._store.accounts.get(strategy.account_id)
-        if account is None or account.status != "active":
-            raise UserError("This strategy's exchange key was rejected: connect the account again with /connect.")
+        if account is None:
+            raise UserError("This strategy's account is no longer connected.")
+        if account.status != "active":
+            raise UserError(
+                f"The API key of {account.label} does not work (see /accounts): give it a new key with "
+                f"/connect replace {account.label} first."
+            )
         async with self._store.db.transaction() as tx:
             await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
         await self._engine.resume(strategy.id)
@@ -478,8 +500,9 @@ class StrategyService:
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=canceled, sold=sold,
-            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0}, invested=pnl.invested,
-            returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised, errors=tuple(errors),
+            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0 or (a.contract and a.held != 0)},
+            invested=pnl.invested, returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised,
+            errors=tuple(errors), futures=is_contract(strategy.symbol),
         )
 
     async def stop_account_strategies(self, account_id: int) -> int:
@@ -525,7 +548,7 @@ class StrategyService:
                                    reduce_only=account.venue in FUTURES_VENUES)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                sold[asset.asset] = amount
+                sold[asset.asset] = amount if side == "sell" else -amount
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
         return errors

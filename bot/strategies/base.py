@@ -146,7 +146,11 @@ class MarketSnapshot:
 
 @dataclass(frozen=True)
 class Budget:
-    """The allocation's ceiling in quote: `spent` is net (buys + fees − sell proceeds), `reserved` is open orders."""
+    """The allocation's ceiling in quote: `spent` is net (buys + fees − sell proceeds), `reserved` is open orders.
+
+    On futures `spent` is the open position's margin at 1x (entry × size) less the realised P&L net of fees,
+    long or short alike, so the budget bounds the position's notional.
+    """
 
     total: Decimal
     spent: Decimal = ZERO
