@@ -103,3 +103,46 @@ async def test_a_buy_the_risk_gate_refuses_is_not_counted_as_bought_and_not_aske
         assert next_run is not None and next_run > datetime.now(UTC) + timedelta(hours=23)
     finally:
         await world.close()
+
+
+async def test_a_buy_the_exchange_rejects_for_funds_is_owed_again_when_the_user_resumes(fake_exchanges, tmp_path):
+    """The gate saw enough USDT, but the wallet was emptied before the exchange took the order: it rejects the
+    buy for funds and the strategy pauses. That buy was never placed, so the slot is not spent: once the user
+    has topped up and resumed, the buy is placed at once (as after a gate refusal for funds), not a day later."""
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("key-venue-funds", "secret", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(10, "binance", "key-venue-funds", "secret")
+        book.hang_seconds = 0.8  # below the client's timeout: the create is only slow
+        book.inject("timeout", path="/api/v3/order")
+        strategy_id = await world.allocate(10, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+
+        async def intent_written() -> bool:
+            return bool(await world.orders())
+
+        await wait_for(intent_written)
+        book.keys["key-venue-funds"].balances["USDT"] = Decimal(5)  # spent elsewhere meanwhile
+
+        async def paused() -> bool:
+            return (await world.store.strategies.get(strategy_id)).status == "paused"
+
+        await wait_for(paused)
+        assert [r["status"] for r in await world.orders()] == ["rejected"]
+        book.keys["key-venue-funds"].balances["USDT"] = Decimal(1000)
+        await world.service.resume(10, strategy_id)
+
+        async def bought() -> bool:
+            return len(book.trades("key-venue-funds")) == 1
+
+        await wait_for(bought)
+        await world.engine.settle()
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.state["buys"] == 1 and strategy.state["last_slot"] == 0
+        assert [r["status"] for r in await world.orders()] == ["rejected", "closed"]
+        [trade] = book.trades("key-venue-funds")
+        assert strategy.spent == trade.cost + trade.fee
+        assert world.engine.next_run_time(strategy_id) > datetime.now(UTC) + timedelta(hours=23)
+    finally:
+        await world.close()

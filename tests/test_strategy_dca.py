@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.strategies.base import Budget, Fill, MarketInfo, MarketSnapshot
+from bot.strategies.base import REJECTED_BY_VENUE, Budget, Fill, MarketInfo, MarketSnapshot
 from bot.strategies.dca import DCA
 from tests.test_strategy_candles import bittrex_1d
 
@@ -195,3 +195,28 @@ def test_a_refused_last_buy_finishes_without_counting_it():
     update = DCA.on_fill(decision.state, Fill(order.tag, SYMBOL, "buy", Decimal(0), Decimal(0), refused="minimum"),
                          params)
     assert update.state.finished and update.state.buys == 0 and "finished" in update.note
+
+
+def test_a_buy_the_exchange_rejects_keeps_its_slot_owed_under_a_new_tag_each_time():
+    params = DCA.parse_params({"every": "1d", "amount": "10"})
+    snap = snapshot_at(0)
+    state = DCA.initial_state(params, snap.now)
+    tags = []
+    for _ in range(2):  # rejected twice in the same slot (the user resumed before topping up)
+        decision = DCA.decide(snap, state, Budget(Decimal(100)), params)
+        [order] = decision.orders
+        tags.append(order.tag)
+        state = DCA.on_fill(decision.state, Fill(order.tag, SYMBOL, "buy", Decimal(0), Decimal(0),
+                                                 refused=REJECTED_BY_VENUE), params).state
+        assert state.buys == 0 and state.last_slot == -1 and not state.finished
+        assert DCA.next_run(state, params, snap.now) <= snap.now  # owed: runs as soon as it is resumed
+    decision = DCA.decide(snap, state, Budget(Decimal(100)), params)
+    [order] = decision.orders
+    tags.append(order.tag)
+    assert tags == ["dca:slot:0", "dca:slot:0:1", "dca:slot:0:2"]  # each try its own client order id
+    assert decision.state.buys == 1 and decision.state.last_slot == 0
+    # A gate refusal of the retried buy is still recognised as this slot's.
+    refused = DCA.on_fill(decision.state, Fill(order.tag, SYMBOL, "buy", Decimal(0), Decimal(0), refused="minimum"),
+                          params)
+    assert refused.state.buys == 0 and refused.state.refused_slot == 0
+    assert DCA.load_state(DCA.dump_state(decision.state)) == decision.state

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
 from bot.engine.fills import (
+    TRADE_KEYED_VENUES,
     Recorded,
     keyed_by_trade,
     ledger_fee,
@@ -36,6 +38,7 @@ from bot.engine.pnl import effect_of_last, is_contract
 from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
+from bot.exchanges.models import Trade
 from bot.strategies import STRATEGIES
 from bot.strategies.base import REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
@@ -47,6 +50,10 @@ ZERO = Decimal(0)
 #: How long after a send failed with an unknown outcome a "not found" answer is trusted: a request that timed
 #: out on our side is refused by the venue once older than its receive window (Binance: 5–10 s).
 UNKNOWN_GRACE = timedelta(seconds=15)
+#: How long `cancel` waits, step by step, for the trades of an order that ended to show in the trade history.
+TRADES_LAG_WAITS = (0.2, 0.4, 0.8)
+#: Trades asked for per trade history request (Binance's default page; it lists at most 1000).
+TRADES_PAGE = 500
 #: An intent still unsent this long after it was written (the process died between commit and send, or the
 #: start-up lookup failed) is resolved by the poller; far longer than any send with its retries can take.
 INTENT_STALE = timedelta(minutes=5)
@@ -77,6 +84,9 @@ class OrderDesk:
         #: Called before every send, also of an intent resolved after a restart (futures: hedge-mode check and
         #: leverage 1); False leaves the intent unsent, to be tried again by the resolver.
         self.prepare: Callable[[Order, Account], Awaitable[bool]] | None = None
+        #: The pauses `cancel` makes while an ended order's trades are not visible yet (Binance's trade history
+        #: can lag its order status by a moment).
+        self.trades_lag_waits: tuple[float, ...] = TRADES_LAG_WAITS
         #: Per-order locks with their user counts: `apply` reads what is recorded and writes under one.
         self._order_locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
@@ -245,6 +255,7 @@ class OrderDesk:
                 return
             if not found.is_open:
                 await self.apply(order.id, account, found)
+                await self._await_trades(order.id, account, found)
                 return
         creds = await self.ctx.credentials(account)
         try:
@@ -258,6 +269,19 @@ class OrderDesk:
         final = await self.lookup(order, account)
         if final is not None:
             await self.apply(order.id, account, final)
+            await self._await_trades(order.id, account, final)
+
+    async def _await_trades(self, order_id: int, account: Account, final: VenueOrder) -> None:
+        """Give the trades of an order that just ended a moment to become visible, so what cancelled it (/stop,
+        /panic) sees every fill it made; if they still lag, the poller records them when they show."""
+        if final.is_open:
+            return
+        for delay in self.trades_lag_waits:
+            current = await self.ctx.store.orders.get(order_id)
+            if current is None or current.status not in LIVE:
+                return
+            await asyncio.sleep(delay)
+            await self.apply(order_id, account, final)
 
     # --- recording --------------------------------------------------------------------------------------
 
@@ -278,12 +302,12 @@ class OrderDesk:
             try:
                 if keyed_by_trade(account.venue, keys) and remote.id is not None:
                     fills, complete = await self._trade_fills(order, account, remote, keys)
-                    if not complete and status in FINAL:
-                        logger.info("order %s: its trades are not all visible yet; kept live", order.client_order_id)
-                        status = OPEN
                 else:
                     base_filled = order.filled
-                    fills = await self._cumulative_fills(order, account, remote)
+                    fills, complete = await self._cumulative_fills(order, account, remote)
+                if not complete and status in FINAL:
+                    logger.info("order %s: its trades are not all visible yet; kept live", order.client_order_id)
+                    status = OPEN
             except ExchangeFailure as failure:
                 await self.on_lookup_failure(account, failure)
                 return
@@ -300,8 +324,7 @@ class OrderDesk:
             return [], True
         trades = list(remote.trades)
         if trades_amount(trades) < filled:
-            creds = await self.ctx.credentials(account)
-            listed = await self.ctx.gateway.fetch_my_trades(account.venue, creds, order.symbol, order_id=remote.id)
+            listed = await self._order_trades(account, order.symbol, remote.id)
             trades = [t for t in listed if t.order_id in (None, remote.id)]
         fresh = [t for t in trades if t.id is not None and f"t:{t.id}" not in keys]
         valuation = await self._valuation(
@@ -310,14 +333,52 @@ class OrderDesk:
         fills = [trade_fill(t, side=order.side, **valuation) for t in fresh]
         return fills, order.filled + sum((f.amount for f in fills), ZERO) >= filled
 
-    async def _cumulative_fills(self, order: Order, account: Account, remote: VenueOrder) -> list[NewFill]:
-        """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken)."""
+    async def _order_trades(self, account: Account, symbol: str, order_id: str) -> list[Trade]:
+        """All of one order's trades. Binance lists at most a page of them per request (the most recent ones
+        unless `fromId` is given): an order with a full page is read again page by page, oldest first."""
+        creds = await self.ctx.credentials(account)
+        fetch = self.ctx.gateway.fetch_my_trades
+        page = await fetch(account.venue, creds, symbol, limit=TRADES_PAGE, order_id=order_id)
+        if len(page) < TRADES_PAGE:
+            return page
+        trades: list[Trade] = []
+        from_id = "0"
+        while True:
+            page = await fetch(account.venue, creds, symbol, limit=TRADES_PAGE, order_id=order_id, from_id=from_id)
+            trades += page
+            ids = [int(t.id) for t in page if t.id is not None and t.id.isdigit()]
+            if len(page) < TRADES_PAGE or not ids or max(ids) < int(from_id):
+                # The last page (or a venue that does not page: never loop on it, never count a trade twice).
+                return list({t.id: t for t in trades}.values())
+            from_id = str(max(ids) + 1)
+
+    async def _cumulative_fills(
+        self, order: Order, account: Account, remote: VenueOrder
+    ) -> tuple[list[NewFill], bool]:
+        """The fill implied by the order's cumulative totals and fee beyond what is recorded (Kraken), and
+        whether its fee is known (see `_with_trades_fee`)."""
         if (remote.filled or ZERO) <= order.filled:
-            return []
+            return [], True
+        if account.venue in TRADE_KEYED_VENUES and remote.fee_cost is None and remote.id is not None:
+            remote = await self._with_trades_fee(account, order.symbol, remote)
+            if remote.fee_cost is None:
+                return [], False
         fee_currencies = [remote.fee_currency] if (remote.fee_cost or ZERO) > 0 else []
         valuation = await self._valuation(order, account, fee_currencies)
         fill = new_fill(remote, await self._recorded(order), side=order.side, **valuation)
-        return [fill] if fill is not None else []
+        return ([fill] if fill is not None else []), True
+
+    async def _with_trades_fee(self, account: Account, symbol: str, remote: VenueOrder) -> VenueOrder:
+        """A Binance order recorded by cumulative totals (by a version before fills were keyed by trade) with
+        its cumulative fee taken from its trades, as Binance reports an order's fee only there; its fee stays
+        None while the trades do not cover its filled amount yet (the order is then kept live)."""
+        assert remote.id is not None  # noqa: S101 - checked by the caller
+        trades = [t for t in await self._order_trades(account, symbol, remote.id) if t.order_id in (None, remote.id)]
+        if trades_amount(trades) < (remote.filled or ZERO):
+            return remote
+        currency = next((t.fee_currency for t in trades if t.fee_currency), None)
+        fee = sum((t.fee_cost or ZERO for t in trades if t.fee_currency in (currency, None)), ZERO)
+        return dataclasses.replace(remote, fee_cost=fee, fee_currency=currency)
 
     async def _valuation(self, order: Order, account: Account, fee_currencies: list[str | None]) -> dict[str, Any]:
         """What values an order's fees in quote: its assets, and the price in quote of any third fee currency."""
@@ -405,6 +466,10 @@ class OrderDesk:
                 return False
             if base_filled is not None and order.filled != base_filled:
                 reported = []
+            if order.status in FINAL and order.exchange_order_id is not None and status not in FINAL:
+                # A report read before the exchange told us the order ended (a poll racing a cancel) is stale:
+                # it never reopens the order (its new trades, if any, are still recorded).
+                status = order.status
             kind = STRATEGIES[strategy.kind]
             params = kind.parse_params(strategy.params)
             state = kind.load_state(strategy.state)
@@ -447,7 +512,7 @@ class OrderDesk:
                 await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received, fees=fee_quote)
                 update = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=amount, price=price,
-                    closed=ending and last, fee=fee, fee_currency=currency,
+                    closed=ending and last, fee=fee, fee_currency=currency, fee_quote=fee_quote,
                 ), params)
                 state = update.state
                 if update.profit is not None:

@@ -368,9 +368,14 @@ class ExchangeGateway:
         limit: int | None = None,
         *,
         order_id: str | None = None,
+        from_id: str | None = None,
     ) -> list[Trade]:
-        """This key's fills, oldest first; with `order_id` (Binance venues) only that order's, however old."""
-        params = {"orderId": order_id} if order_id is not None and venue != "kraken" else {}
+        """This key's fills, oldest first; with `order_id` (Binance venues) only that order's, however old;
+        with `from_id` (Binance) only trades from that trade id on, oldest first (paging)."""
+        params: dict[str, str] = {}
+        if venue != "kraken":
+            params.update({"orderId": order_id} if order_id is not None else {})
+            params.update({"fromId": from_id} if from_id is not None else {})
         rows = await self._private(venue, creds, lambda ex: ex.fetch_my_trades(symbol, since_ms, limit, params))
         return [trade_from_ccxt(venue, row) for row in rows]
 

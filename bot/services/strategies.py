@@ -548,6 +548,10 @@ class StrategyService:
                                    reduce_only=account.venue in FUTURES_VENUES)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
+                # What the exchange was asked to trade: the holding rounded down to its step (the rest is kept).
+                placed = [o for o in await self._store.orders.for_strategy(strategy.id) if o.tag == desired.tag]
+                if placed and placed[-1].amount is not None:
+                    amount = placed[-1].amount
                 sold[asset.asset] = amount if side == "sell" else -amount
             else:
                 errors.append(f"{asset.asset} kept: {problem}")

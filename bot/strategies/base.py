@@ -211,7 +211,8 @@ class Fill:
 
     `amount` is the base filled by this event only (0 when an order ends without more fills: cancelled,
     expired, or refused by the risk gate or the venue — report those too, so the strategy can re-arm).
-    `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds. `refused` says the
+    `fee` is in `fee_currency`; a fee in the base asset reduces what the strategy holds. `fee_quote` is the
+    fee valued in the quote by the engine (how a fee in a third currency, e.g. BNB, counts). `refused` says the
     order never traded because it was refused: by the engine's risk gate before sending (`minimum`, `budget`,
     `unpriced`: the strategy must not simply ask for the same order again, or it would be refused on every run)
     or by the exchange (`REJECTED_BY_VENUE`, the strategy is then paused with the venue's reason).
@@ -226,6 +227,7 @@ class Fill:
     fee: Decimal = ZERO
     fee_currency: str | None = None
     refused: str | None = None
+    fee_quote: Decimal = ZERO
 
     @property
     def cost(self) -> Decimal:

@@ -10,6 +10,8 @@ A buy the engine's risk gate refuses (its amount, rounded to the venue's step, i
 today's price) is not a buy: it is not counted, the strategy does not finish because of it (unless it was the
 last one: what is left cannot be bought), and the slot is missed rather than asked for again and again —
 the next buy is the next slot's, and `/status` says why this one was not placed.
+A buy the exchange rejects (funds, its rules) pauses the strategy with the exchange's reason; it was never
+placed, so its slot stays owed: the buy is placed as soon as the user resumes.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class DcaState:
     finished: bool = False
     refused_slot: int = -1  # the last slot whose buy was refused (missed, not bought)
     refused_why: str = ""  # why: the gate's `minimum`/`budget`/`unpriced`, or the exchange's `rejected`
+    retry_slot: int = -1  # the slot whose buy the exchange rejected (owed again: asked under a new tag)
+    retries: int = 0  # how many times that slot's buy was rejected (its tag's suffix, so each try is new)
 
 
 class Dca(Strategy):
@@ -110,19 +114,23 @@ class Dca(Strategy):
         left_after = available - cost
         last = left_after <= 0 or left_after < minimum
         new_state = replace(state, last_slot=slot, buys=state.buys + 1, finished=last)
-        order = DesiredOrder(snapshot.symbol, "buy", "market", tag=f"dca:slot:{slot}", cost=cost)
+        order = DesiredOrder(snapshot.symbol, "buy", "market", tag=_tag(state, slot), cost=cost)
         status = "finished: last buy placed, the budget is used" if last else f"bought for slot {slot}"
         return Decision((order,), new_state, status, finished=last)
 
     def on_fill(self, state: DcaState, fill: Fill, params: Params) -> FillUpdate:
         # DCA keeps no per-order state: the engine's ledger holds what was spent and bought. Only a buy that
         # was refused (by the gate, or by the exchange) undoes what `decide` counted for it.
-        if fill.refused is None or fill.tag != f"dca:slot:{state.last_slot}":
+        if fill.refused is None or fill.tag != _tag(state, state.last_slot):
             return FillUpdate(state)
-        undone = replace(state, buys=max(0, state.buys - 1), refused_slot=state.last_slot, refused_why=fill.refused)
         if fill.refused == REJECTED_BY_VENUE:
-            # The exchange refused it: the strategy is paused with the venue's reason; the next slot buys.
-            undone = replace(undone, finished=False)
+            # The exchange refused it (funds, its rules): the strategy is paused with the venue's reason, and the
+            # slot stays owed, as after the gate's refusal for funds: once resumed, the buy is placed at once
+            # (under a new tag: the rejected order keeps its own).
+            retries = state.retries + 1 if state.retry_slot == state.last_slot else 1
+            return FillUpdate(replace(state, last_slot=state.last_slot - 1, buys=max(0, state.buys - 1),
+                                      finished=False, retry_slot=state.last_slot, retries=retries))
+        undone = replace(state, buys=max(0, state.buys - 1), refused_slot=state.last_slot, refused_why=fill.refused)
         if undone.finished:
             return FillUpdate(undone, note="finished: what is left of the budget buys less than the market minimum")
         next_buy = self._slot_time(state, params, state.last_slot + 1)
@@ -146,6 +154,8 @@ class Dca(Strategy):
             "finished": state.finished,
             "refused_slot": state.refused_slot,
             "refused_why": state.refused_why,
+            "retry_slot": state.retry_slot,
+            "retries": state.retries,
         }
 
     def load_state(self, data: Mapping[str, Any]) -> DcaState:
@@ -156,6 +166,8 @@ class Dca(Strategy):
             finished=bool(data["finished"]),
             refused_slot=int(data.get("refused_slot", -1)),
             refused_why=str(data.get("refused_why", "")),
+            retry_slot=int(data.get("retry_slot", -1)),
+            retries=int(data.get("retries", 0)),
         )
 
 
@@ -165,6 +177,11 @@ _REFUSALS = {
     "unpriced": "no price for the market",
     REJECTED_BY_VENUE: "the exchange rejected it",
 }
+
+
+def _tag(state: DcaState, slot: int) -> str:
+    """The tag of a slot's buy; a slot asked again after the exchange rejected its buy gets a new one."""
+    return f"dca:slot:{slot}:{state.retries}" if slot == state.retry_slot else f"dca:slot:{slot}"
 
 
 def _missed(state: DcaState, next_buy: datetime) -> str:

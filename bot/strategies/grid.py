@@ -190,7 +190,8 @@ class Grid(Strategy):
             return FillUpdate(state)  # a stale or repeated report: already folded in
         base = fill.symbol.split("/")[0]
         base_fee = fill.fee if fill.fee_currency == base else ZERO
-        quote_fee = fill.fee if _is_quote(fill) else ZERO
+        # A fee in a third currency (BNB) is charged to the budget at its value in quote: so is it here.
+        quote_fee = fill.fee if _is_quote(fill) else ZERO if fill.fee_currency == base else fill.fee_quote
         profit: Decimal | None = None
         dust = state.dust
         if parts[1] == "buy":
