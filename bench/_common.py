@@ -202,8 +202,8 @@ class RecordingBudgets(RateBudgets):
         self.charges: list[Charge] = []
 
     async def acquire(self, venue: str, api_name: str, api_url: str, cost: float | None,
-                      kid: str | None = None, path: str = "") -> None:
-        await super().acquire(venue, api_name, api_url, cost, kid, path)
+                      kid: str | None = None, path: str = "", *, release_to_wait: bool = False) -> None:
+        await super().acquire(venue, api_name, api_url, cost, kid, path, release_to_wait=release_to_wait)
         weight = 0
         if venue in WEIGHT_RULES and not api_name.startswith("sapi"):
             weight = WEIGHT_OVERRIDES.get((venue, api_name, path)) or binance_weight(

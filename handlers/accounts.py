@@ -12,7 +12,9 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.services.errors import UserError
 from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, reply, runtime
-from handlers.render import accounts_text, left_open_lines
+from handlers.render import accounts_text, clip, left_open_lines
+
+MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
 
 
 async def accounts(update: Update, context: Context) -> None:
@@ -26,7 +28,7 @@ async def accounts(update: Update, context: Context) -> None:
         account = await rt.accounts.by_label(user_id, context.args[1])
         try:
             if account is None:
-                raise UserError(f"You have no account labelled {context.args[1]}.")
+                raise UserError(f"You have no account labelled {clip(context.args[1], 40)}.")
             renamed = await rt.accounts.rename(user_id, account.id, context.args[2])
         except UserError as exc:
             await reply(update, f"❌ {esc(exc.message)}")
@@ -54,13 +56,17 @@ async def disconnect(update: Update, context: Context) -> None:
         label = context.args[0]
         match = next((v for v in views if v.label == label), None)
         if match is None:
-            await reply(update, f"No account labelled {esc(label)}. Yours: " + ", ".join(esc(v.label) for v in views))
+            yours = ", ".join(esc(v.label) for v in views)
+            await reply(update, f"No account labelled {esc(clip(label, 40))}. Yours: {yours}")
             return
         account = await rt.accounts.owned(user_id, match.id)
         await reply(update, *await _confirmation(rt, user_id, account))
         return
-    rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views] + [[("Cancel", "disc:no")]]
-    await reply(update, "Which account do you want to disconnect?", keyboard(rows))
+    rows = [[(f"{v.label} ({v.venue_name})", f"disc:pick:{v.id}")] for v in views[:MAX_ACCOUNT_BUTTONS]]
+    rows.append([("Cancel", "disc:no")])
+    more = (f"\n(The first {MAX_ACCOUNT_BUTTONS} of {len(views)}; for another, send /disconnect &lt;label&gt;.)"
+            if len(views) > MAX_ACCOUNT_BUTTONS else "")
+    await reply(update, "Which account do you want to disconnect?" + more, keyboard(rows))
 
 
 def _confirm_text(label: str) -> str:

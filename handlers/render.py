@@ -8,6 +8,11 @@ from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
 from handlers.common import esc
 
 
+def clip(text: str, limit: int = 200) -> str:
+    """Free text (a venue's error, a strategy's note) cut to `limit` characters, so one line stays a line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def fmt_amount(value: Decimal | None, places: int = 8) -> str:
     """A Decimal without float noise or trailing zeros (`0.00100000` → `0.001`)."""
     if value is None:
@@ -153,7 +158,7 @@ def status_lines(s) -> list[str]:
     head = f"<b>#{s.id} {esc(s.title)}</b> {esc(s.symbol)} on {esc(s.account_label)} — {state.get(s.status, s.status)}"
     lines = [head]
     if s.status == "paused" and s.pause_reason:
-        lines.append(f"  reason: {esc(s.pause_reason)}")
+        lines.append(f"  reason: {esc(clip(s.pause_reason))}")
     cents = Decimal("0.01")
     lines.append(
         f"  budget {fmt_amount(s.budget)} {esc(s.quote)}: used {fmt_amount(s.used.quantize(cents))}, "
@@ -164,11 +169,11 @@ def status_lines(s) -> list[str]:
         positions = [f"{_position(amount, asset)}{entry}" for asset, amount in s.holdings.items()]
         lines.append(f"  position {', '.join(positions) or 'flat'}")
     elif s.holdings:
-        held = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.holdings.items())
-        lines.append(f"  holds {held}")
+        held = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.holdings.items())
+        lines.append(f"  holds {esc(clip(held, 300))}")
     if s.dust:
-        dust = ", ".join(f"{fmt_amount(v)} {esc(k)}" for k, v in s.dust.items())
-        lines.append(f"  dust {dust} (too little to sell yet: added to a later sell)")
+        dust = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.dust.items())
+        lines.append(f"  dust {esc(clip(dust, 300))} (too little to sell yet: added to a later sell)")
     if s.average_buy_price is not None:
         lines.append(f"  average buy price {fmt_amount(s.average_buy_price.quantize(Decimal('0.01')))}")
     lines.append(
@@ -177,21 +182,25 @@ def status_lines(s) -> list[str]:
     )
     lines.append(f"  open orders: {s.open_orders}")
     if s.note:
-        lines.append(f"  {esc(s.note)}")
+        lines.append(f"  {esc(clip(s.note))}")
     if s.next_run is not None:
         lines.append(f"  next run: {s.next_run.strftime('%Y-%m-%d %H:%M:%S UTC')}")
     return lines
 
 
-def status_text(statuses) -> str:
-    if not statuses:
+def status_text(page) -> str:
+    """One page of /status (a `StatusPage`)."""
+    if not page.statuses:
         return "No strategies yet. /allocate a budget to one (/strategies lists them)."
-    lines = ["<b>Your strategies</b>"]
-    for s in statuses:
+    head = "<b>Your strategies</b>"
+    if page.pages > 1:
+        head += f" — page {page.page} of {page.pages} ({page.total} strategies)"
+    lines = [head]
+    for s in page.statuses:
         lines.append("")
         lines.extend(status_lines(s))
     lines.append("")
-    lines.append(f"Fills are checked every {statuses[0].fill_poll_seconds:g} s.")
+    lines.append(f"Fills are checked every {page.fill_poll_seconds:g} s.")
     return "\n".join(lines)
 
 

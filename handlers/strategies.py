@@ -15,9 +15,21 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
+from bot.services.strategies import MAX_SYMBOL_TEXT
 from bot.strategies.params import ParamError, split_assignments
-from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, parse_id, reply, runtime
-from handlers.render import catalogue_text, panic_text, preview_text, status_text, stop_text
+from handlers.common import (
+    Context,
+    answer_and_edit,
+    callback_int,
+    esc,
+    keyboard,
+    page_of,
+    pager_row,
+    parse_id,
+    reply,
+    runtime,
+)
+from handlers.render import catalogue_text, clip, panic_text, preview_text, status_text, stop_text
 
 SUGGESTED_SYMBOLS = {
     "binance": ("BTC/USDT", "ETH/USDT"),
@@ -26,6 +38,8 @@ SUGGESTED_SYMBOLS = {
 }
 REBALANCE_QUOTES = {"binance": ("USDT",), "binanceusdm": ("USDT",), "kraken": ("USD",)}
 CONTROL_VERBS = {"pause": "Pause", "resume": "Resume", "stop": "Stop"}
+PICKER_PER_PAGE = 10
+MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
 
 
 def _services(context: Context):
@@ -67,9 +81,12 @@ async def allocate(update: Update, context: Context) -> None:
         if not active:
             raise UserError("Connect an exchange account first: /connect")
         runtime(context).drafts.begin(user_id)
-        rows = [[(f"{v.label} ({v.venue_name})", f"alloc:acct:{v.id}")] for v in active]
+        rows = [[(f"{v.label} ({v.venue_name})", f"alloc:acct:{v.id}")] for v in active[:MAX_ACCOUNT_BUTTONS]]
         rows.append([("Cancel", "alloc:cancel")])
-        await reply(update, "Which account should the strategy trade on?", keyboard(rows))
+        more = (f"\n(The first {MAX_ACCOUNT_BUTTONS} of {len(active)}; for another, use the one-line form: "
+                "/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt;.)"
+                if len(active) > MAX_ACCOUNT_BUTTONS else "")
+        await reply(update, "Which account should the strategy trade on?" + more, keyboard(rows))
     except UserError as exc:
         await _reply_error(update, exc)
 
@@ -170,7 +187,10 @@ async def _advance_draft(update: Update, context: Context, services, draft: Draf
 
 
 async def _take_symbol(update: Update, context: Context, draft: Draft, symbol: str) -> None:
-    draft.symbol, draft.step = symbol.strip().upper(), DraftStep.BUDGET
+    symbol = symbol.strip().upper()
+    if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
+        raise UserError(f"'{clip(symbol, 24)}' is not a market: write it like BTC/USDT.")
+    draft.symbol, draft.step = symbol, DraftStep.BUDGET
     text = f"Market <b>{esc(draft.symbol)}</b>. What budget (a hard ceiling, in the quote currency)? Type a number."
     if update.callback_query is not None:
         await answer_and_edit(update, text)
@@ -243,9 +263,27 @@ class _AwaitsDraftText(filters.MessageFilter):
 
 async def status(update: Update, context: Context) -> None:
     try:
-        await reply(update, status_text(await _services(context).status(update.effective_user.id)))
+        page = await _services(context).status_page(update.effective_user.id)
+        await reply(update, status_text(page), _status_pager(page))
     except UserError as exc:
         await _reply_error(update, exc)
+
+
+async def status_button(update: Update, context: Context) -> None:
+    """◀ / ▶ under /status: show another page in the same message."""
+    query = update.callback_query
+    await query.answer()
+    wanted = callback_int(query.data, 2)
+    try:
+        page = await _services(context).status_page(update.effective_user.id, wanted or 1)
+        await answer_and_edit(update, status_text(page), _status_pager(page))
+    except UserError as exc:
+        await _reply_error(update, exc)
+
+
+def _status_pager(page):
+    row = pager_row("st:page", page.page, page.pages)
+    return keyboard([row]) if row else None
 
 
 async def _control_command(update: Update, context: Context, verb: str) -> None:
@@ -258,12 +296,38 @@ async def _control_command(update: Update, context: Context, verb: str) -> None:
                 raise UserError(f"Usage: /{verb} <strategy number> (see /status), or /{verb} alone to pick.")
             await _control(update, context, services, verb, user_id, strategy_id)
             return
-        wanted = {"pause": ("active",), "resume": ("paused",), "stop": ("active", "paused", "finished")}[verb]
-        candidates = [s for s in await services.status(user_id) if s.status in wanted]
-        if not candidates:
-            raise UserError(f"You have no strategy to {verb}. /status shows them all.")
-        rows = [[(f"#{s.id} {s.title} {s.symbol}", f"ctl:{verb}:{s.id}")] for s in candidates]
-        await reply(update, f"Which strategy do you want to {verb}?", keyboard(rows))
+        await _show_picker(update, services, verb, user_id, page=1)
+    except UserError as exc:
+        await _reply_error(update, exc)
+
+
+async def _show_picker(update: Update, services, verb: str, user_id: int, page: int) -> None:
+    """One button per strategy the verb applies to, a page at a time (Telegram caps a keyboard at 100)."""
+    wanted = {"pause": ("active",), "resume": ("paused",), "stop": ("active", "paused", "finished")}[verb]
+    candidates = [s for s in await services.status(user_id) if s.status in wanted]
+    if not candidates:
+        raise UserError(f"You have no strategy to {verb}. /status shows them all.")
+    shown, page, pages = page_of(candidates, page, PICKER_PER_PAGE)
+    rows = [[(f"#{s.id} {s.title} {s.symbol}", f"ctl:{verb}:{s.id}")] for s in shown]
+    if pager := pager_row(f"ctlp:{verb}", page, pages):
+        rows.append(pager)
+    text = f"Which strategy do you want to {verb}?" + (f" (page {page} of {pages})" if pages > 1 else "")
+    if update.callback_query is not None:
+        await answer_and_edit(update, text, keyboard(rows))
+    else:
+        await reply(update, text, keyboard(rows))
+
+
+async def picker_button(update: Update, context: Context) -> None:
+    """◀ / ▶ under a /pause, /resume or /stop picker."""
+    query = update.callback_query
+    await query.answer()
+    parts = query.data.split(":")
+    verb, page = (parts[1] if len(parts) == 3 else ""), callback_int(query.data, 2)
+    try:
+        if verb not in CONTROL_VERBS or page is None:
+            raise UserError("This menu has expired. Send the command again.")
+        await _show_picker(update, _services(context), verb, update.effective_user.id, page)
     except UserError as exc:
         await _reply_error(update, exc)
 
@@ -355,10 +419,12 @@ def handlers(drafts) -> list[tuple[int, object]]:
         (0, CallbackQueryHandler(allocate_button, pattern=r"^alloc:")),
         (0, MessageHandler(filters.TEXT & ~filters.COMMAND & _AwaitsDraftText(drafts), draft_text)),
         (0, CommandHandler("status", status)),
+        (0, CallbackQueryHandler(status_button, pattern=r"^st:page:")),
         (0, CommandHandler("pause", pause)),
         (0, CommandHandler("resume", resume)),
         (0, CommandHandler("stop", stop)),
         (0, CallbackQueryHandler(control_button, pattern=r"^ctl:")),
+        (0, CallbackQueryHandler(picker_button, pattern=r"^ctlp:")),
         (0, CommandHandler("panic", panic)),
         (0, CallbackQueryHandler(panic_button, pattern=r"^panic:")),
     ]

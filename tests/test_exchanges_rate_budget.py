@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import time
 from urllib.parse import urlsplit
 
@@ -12,10 +13,20 @@ import pytest
 
 from bot.exchanges.clients import ClientPool, key_id
 from bot.exchanges.gateway import ExchangeGateway
-from bot.exchanges.rate_budget import KeyCallCounter, RateBudgets, WeightBudget, binance_weight
+from bot.exchanges.rate_budget import (
+    BudgetWait,
+    KeyCallCounter,
+    RateBudgets,
+    WeightBudget,
+    binance_weight,
+    charged_to,
+    trading_call,
+)
 from bot.sandbox.binance import VENUE_KEY
 from bot.sandbox.exchanges import make_books, start_fake_exchanges
 from bot.secret import Credentials
+from bot.services.accounts import AccountService
+from tests.engine_world import open_world
 
 
 class StepClock:
@@ -93,6 +104,19 @@ async def test_kraken_key_counter_waits_when_the_key_is_over_its_points():
     assert clock.slept == [pytest.approx(2.0)]
     await counter.acquire("other", 1)  # another key has its own counter
     assert len(clock.slept) == 1
+
+
+async def test_a_kraken_read_over_its_points_on_a_pooled_client_gives_the_client_up_to_wait():
+    clock = StepClock()
+    counter = KeyCallCounter(max_points=2, decay_per_second=0.5, clock=clock, sleep=clock.sleep)
+    for _ in range(2):
+        await counter.acquire("key", 1, release_to_wait=True)
+    with pytest.raises(BudgetWait) as no_room:
+        await counter.acquire("key", 1, release_to_wait=True)
+    assert clock.slept == []
+    await no_room.value.wait()
+    assert clock.slept == [pytest.approx(2.0)]
+    await counter.acquire("key", 1, release_to_wait=True)
 
 
 async def test_kraken_trading_calls_cost_no_counter_points():
@@ -176,3 +200,130 @@ async def test_the_shared_budget_keeps_the_whole_process_under_the_venues_weight
     assert len(statuses) == 101 and set(statuses) == {200}
     budget = next(iter(budgets.budgets().values()))
     assert budget.waits >= 2  # 220 weight at 90 per minute: spread over three minutes
+
+
+# ---------------------------------------------------------------------------------------------- fair shares
+async def test_reads_stop_short_of_the_reserve_that_orders_and_cancels_keep():
+    clock = StepClock()
+    budget = WeightBudget(100, margin=1.0, trade_reserve=0.2, clock=clock, sleep=clock.sleep)
+    assert (budget.safe_limit, budget.read_limit) == (100, 80)
+    for _ in range(8):
+        await budget.acquire(10)
+    with pytest.raises(BudgetWait):
+        await budget.acquire(10, release_to_wait=True)  # the 9th read: no room left for reads
+    for _ in range(2):
+        await budget.acquire(10, trading=True)  # orders still go, at once
+    assert clock.slept == []
+
+
+async def test_one_owners_reads_stop_at_their_share_while_others_still_read():
+    clock = StepClock()
+    budget = WeightBudget(200, margin=1.0, trade_reserve=0.2, user_share=0.25, users_share=0.5,
+                          clock=clock, sleep=clock.sleep)
+    assert (budget.read_limit, budget.user_limit, budget.users_limit) == (160, 40, 80)
+    for _ in range(2):
+        await budget.acquire(20, owner="user:A")
+    with pytest.raises(BudgetWait) as no_room:
+        await budget.acquire(20, owner="user:A", release_to_wait=True)
+    await budget.acquire(20, owner="user:B")  # another user is not held up by A
+    await budget.acquire(20, owner="user:C")
+    with pytest.raises(BudgetWait):  # all users together: at most half the reads
+        await budget.acquire(20, owner="user:D", release_to_wait=True)
+    await budget.acquire(40)  # the engine's own reads keep the other half
+    assert clock.slept == []
+    assert budget.owner_used("user:A") == 40
+    await no_room.value.wait()  # A's room comes back with the next minute
+    assert clock.slept == [pytest.approx(20.0)] and budget.owner_used("user:A") == 0
+
+
+async def test_a_trading_call_waiting_for_the_ip_goes_before_reads_waiting_with_it():
+    clock = StepClock()
+    budget = WeightBudget(6000, trade_reserve=0.2, clock=clock, sleep=clock.sleep)
+    budget.observe_used(5_400)  # other processes on this IP spent the minute: everyone waits
+    went: list[str] = []
+
+    async def call(name: str, trading: bool) -> None:
+        await budget.acquire(10, trading=trading)
+        went.append(name)
+
+    await asyncio.gather(call("read-1", False), call("order", True), call("read-2", False))
+    assert went[0] == "order"
+
+
+async def test_the_budgets_take_the_class_and_owner_from_the_calling_context():
+    clock = StepClock()
+    budgets = RateBudgets(limits={"binance": 100}, margin=1.0, clock=clock, sleep=clock.sleep)
+    with charged_to("user:7"):
+        await budgets.acquire("binance", "private", "http://h/api/v3", 4.0)  # account: weight 20
+        with trading_call():
+            await budgets.acquire("binance", "private", "http://h/api/v3", 0.2)  # an order: weight 1
+    budget = budgets.weight_budget("binance", "h")
+    assert budget.owner_used("user:7") == 20 and budget.used_per_minute() == 21
+    with charged_to("user:7"), pytest.raises(BudgetWait):
+        await budgets.acquire("binance", "private", "http://h/api/v3", 4.0, release_to_wait=True)
+
+
+async def test_one_users_accounts_flood_leaves_orders_panic_and_other_users_reads_on_time(tmp_path):
+    """User A hammers /accounts (20 accounts, 10 times at once: 4,000 weight against a 1,200 limit) while B's
+    grid places its orders and B's /panic cancels them, and C reads their one balance: all served at once.
+
+    The fake Binance and our budget share a clock that starts one second into a minute, so anything that
+    waits for the next minute waits ~59 real seconds — far past the bounds asserted here.
+    """
+    shift = time.time() % 60 - 1.0
+    books = make_books(("binance",), clock=lambda: int((time.time() - shift) * 1000))
+    book = books["binance"]
+    book.set_price("BTC/USDT", "50500")
+    fake = await start_fake_exchanges(books=books, weight_limits={"binance": 1200})
+    budgets = RateBudgets(limits={"binance": 1200}, clock=lambda: time.time() - shift)
+    world = await open_world(tmp_path, fake.exchange_urls, budgets=budgets, poll_seconds=1.0)
+    accounts = AccountService(world.store, world.vault, world.gateway)
+    flood: list[asyncio.Task] = []
+    try:
+        for n in range(20):
+            await world.connect(ALICE, "binance", *register_key(book, {"USDT": 1000}), label=f"binance-{n}")
+        await world.connect(CAROL, "binance", *register_key(book, {"USDT": 1000}))
+        bob_key, bob_secret = register_key(book, {"USDT": 1000})
+        await world.connect(BOB, "binance", bob_key, bob_secret)
+        await world.gateway.load_markets("binance")
+        flood = [asyncio.create_task(accounts.list_accounts(ALICE)) for _ in range(10)]
+        while sum(r.path.endswith("/account") for r in book.requests) < 10:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # A's share is spent: the rest of the flood waits for the next minute
+
+        started = time.perf_counter()
+        grid = await world.allocate(BOB, "binance", "grid", "300", "BTC/USDT", low="45000", high="55000",
+                                    levels="5")
+        await asyncio.wait_for(world.engine.settle(), 10)
+        placed = time.perf_counter() - started
+        assert len(book.open_orders(bob_key)) == 3  # the buys below the price rest on the book
+        started = time.perf_counter()
+        panic = await asyncio.wait_for(world.service.panic(BOB), 10)
+        cancelled = time.perf_counter() - started
+        started = time.perf_counter()
+        [carol] = await asyncio.wait_for(accounts.list_accounts(CAROL), 10)
+        read = time.perf_counter() - started
+
+        assert placed < 2.0 and cancelled < 1.0 and read < 1.0, (placed, cancelled, read)
+        assert panic.canceled == 3 and book.open_orders(bob_key) == []
+        assert (await world.store.strategies.get(grid)).status == "paused"
+        assert carol.balances is not None
+        assert 429 not in {r.status for r in book.requests}
+        budget = budgets.weight_budget("binance", urlsplit(fake.origins["binance"]).netloc)
+        assert 0 < budget.owner_used(f"user:{ALICE}") <= budget.user_limit
+        assert not any(task.done() for task in flood), "the flood waits for A's next share, it was not refused"
+    finally:
+        for task in flood:
+            task.cancel()
+        await asyncio.gather(*flood, return_exceptions=True)
+        await world.close()
+        await fake.close()
+
+
+ALICE, BOB, CAROL = 1, 2, 3
+
+
+def register_key(book, balances) -> tuple[str, str]:
+    api_key, secret = secrets.token_hex(32), secrets.token_hex(32)
+    book.add_key(api_key, secret, balances=balances)
+    return api_key, secret

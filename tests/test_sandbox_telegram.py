@@ -401,3 +401,17 @@ async def test_standalone_process_prints_ready_line_and_serves_control_routes() 
     finally:
         process.terminate()
         await process.wait()
+
+
+async def test_over_long_text_and_over_large_keyboards_are_refused_like_telegram(
+    fake_telegram: FakeTelegram, bot
+) -> None:
+    fake_telegram.add_user(USER)
+    with pytest.raises(BadRequest, match="Message is too long"):
+        await bot.send_message(USER, "x" * 4097)
+    await bot.send_message(USER, "<b>" + "x" * 4096 + "</b>", parse_mode="HTML")  # the markup does not count
+    buttons = [[InlineKeyboardButton(str(i), callback_data=str(i))] for i in range(101)]
+    with pytest.raises(BadRequest, match="Reply markup is too long"):
+        await bot.send_message(USER, "menu", reply_markup=InlineKeyboardMarkup(buttons))
+    await bot.send_message(USER, "menu", reply_markup=InlineKeyboardMarkup(buttons[:100]))
+    assert len(fake_telegram.sent) == 2

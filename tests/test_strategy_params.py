@@ -11,9 +11,12 @@ from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.params import (
     ParamError,
     format_duration,
+    format_value,
     parse_budget,
+    parse_decimal,
     parse_duration,
     parse_weights,
+    shown,
     split_assignments,
 )
 
@@ -194,3 +197,58 @@ def test_each_strategy_example_parses(name):
     words = strategy.example.split()
     assert words[:3] == ["/allocate", words[1], name]
     strategy.parse_params(split_assignments(words[5:]))
+
+
+# --- bounded input: a number typed by a user can never make a reply (or memory) grow with its exponent -----
+
+
+@pytest.mark.parametrize(
+    "text", ["1e100000000", "1e-100000000", "-1e100000000", "1e13", "1.5e13", "1e-13"]
+)
+def test_numbers_beyond_the_magnitude_bound_are_refused_quickly_with_a_short_message(text):
+    with pytest.raises(ParamError) as refused:
+        parse_decimal(text, "amount")
+    assert len(refused.value.message) < 200
+    assert "between" in refused.value.message or "greater than" in refused.value.message
+
+
+def test_zero_with_a_huge_exponent_is_plain_zero():
+    assert parse_decimal("0E-100000000", "band") == 0
+    assert format_value("decimal", parse_decimal("0E-100000000")) == "0"
+
+
+@pytest.mark.parametrize("text", ["1.000000000000000000001", "123456789012345678901"])
+def test_numbers_with_more_than_twenty_significant_digits_are_refused(text):
+    with pytest.raises(ParamError, match="at most 20 significant digits"):
+        parse_decimal(text, "amount")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("9999999999999", Decimal("9999999999999")), ("0.000000000001", Decimal("1e-12")),
+     ("12345678.123456789012", Decimal("12345678.123456789012")), ("100.000000", Decimal(100)), ("7E+4", 70000)],
+)
+def test_numbers_within_the_bounds_keep_their_exact_value(text, expected):
+    assert parse_decimal(text) == expected
+
+
+def test_long_user_text_is_never_echoed_whole():
+    junk = "x" * 5000
+    for call in (
+        lambda: parse_decimal(junk, "amount"),
+        lambda: parse_budget(junk),
+        lambda: get_strategy("dca").parse_params({"every": junk}),
+        lambda: get_strategy("trend").parse_params({"timeframe": junk, "fast": junk}),
+        lambda: parse_weights(f"{junk}:50,ETH:{junk}"),
+        lambda: split_assignments([junk]),
+        lambda: get_strategy("dca").parse_params({junk: "1"}),
+        lambda: get_strategy(junk),
+    ):
+        with pytest.raises(ParamError) as refused:
+            call()
+        assert len(refused.value.message) < 300, refused.value.message[:100]
+
+
+def test_shown_truncates_with_an_ellipsis():
+    assert shown("short") == "short"
+    assert shown("y" * 100, 10) == "y" * 9 + "…"

@@ -119,6 +119,7 @@ def _pooled_class(base: type) -> type:
         strata_budgets: RateBudgets | None = None
         strata_key_id: str | None = None
         strata_nonce: Callable[[], int] | None = None
+        strata_release_to_wait: bool = False
 
         async def fetch2(self, path, api="public", method="GET", params=None, config=None):
             params = {} if params is None else params
@@ -127,7 +128,8 @@ def _pooled_class(base: type) -> type:
                 cost = self.calculate_rate_limiter_cost(api, method, path, params, config)
                 name = _api_name(api)
                 await self.strata_budgets.acquire(
-                    self.id, name, _api_url(self, name), cost, self.strata_key_id, path
+                    self.id, name, _api_url(self, name), cost, self.strata_key_id, path,
+                    release_to_wait=self.strata_release_to_wait,
                 )
             return await super().fetch2(path, api, method, params, config)
 
@@ -297,8 +299,12 @@ class ClientPool:
         return state.slots[next(state.next_slot) % len(state.slots)]
 
     @asynccontextmanager
-    async def bound(self, venue: str, creds: Credentials) -> AsyncIterator[Any]:
-        """Yield an instance signing with `creds` for the duration of the block, and only then."""
+    async def bound(self, venue: str, creds: Credentials, *, release_to_wait: bool = False) -> AsyncIterator[Any]:
+        """Yield an instance signing with `creds` for the duration of the block, and only then.
+
+        `release_to_wait`: a read that finds no room in the rate budget raises `BudgetWait` out of the block
+        (the caller waits with the slot free, then tries again) instead of waiting with the slot held.
+        """
         state = self._venue(venue)
         await self._load_markets(state)
         kid = key_id(creds)
@@ -311,6 +317,7 @@ class ClientPool:
             exchange.apiKey = creds.api_key.reveal()
             exchange.secret = creds.secret.reveal()
             exchange.strata_key_id = kid
+            exchange.strata_release_to_wait = release_to_wait
             if venue == "kraken":
                 exchange.options["lastNonce"] = 0
                 exchange.strata_nonce = lambda: self.nonces.next(kid)
@@ -370,6 +377,7 @@ def _unbind(exchange: Any) -> None:
     exchange.secret = ""
     exchange.strata_key_id = None
     exchange.strata_nonce = None
+    exchange.strata_release_to_wait = False
     exchange.last_request_headers = None
     exchange.last_request_body = None
     exchange.last_request_url = None

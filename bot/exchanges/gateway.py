@@ -45,6 +45,7 @@ from bot.exchanges.models import (
     position_from_ccxt,
     trade_from_ccxt,
 )
+from bot.exchanges.rate_budget import BudgetWait, trading_call
 from bot.secret import Credentials
 
 T = TypeVar("T")
@@ -106,8 +107,12 @@ class ExchangeGateway:
         retry_on: frozenset[Action] = frozenset({Action.RETRY, Action.BACKOFF}),
     ) -> T:
         async def attempt() -> T:
-            async with self.pool.bound(venue, creds) as exchange:
-                return await op(exchange)
+            while True:
+                try:
+                    async with self.pool.bound(venue, creds, release_to_wait=True) as exchange:
+                        return await op(exchange)
+                except BudgetWait as no_room:  # a read waits for its share with the pooled client free
+                    await no_room.wait()
 
         return await call_with_retry(
             attempt,
@@ -263,7 +268,8 @@ class ExchangeGateway:
         ccxt_price = _num(price) if price is not None and type != "market" else None
 
         async def op(ex: Any) -> dict[str, Any]:
-            return await ex.create_order(symbol, type, side, ccxt_amount, ccxt_price, dict(extra))
+            with trading_call():  # ahead of reads on the shared budget
+                return await ex.create_order(symbol, type, side, ccxt_amount, ccxt_price, dict(extra))
 
         try:
             data = await self._private(venue, creds, op, retry_on=_SAFE_TO_RETRY_ORDER)
@@ -349,7 +355,8 @@ class ExchangeGateway:
             )
 
         async def op(ex: Any) -> dict[str, Any]:
-            return await ex.cancel_order(order_id, symbol, dict(params))
+            with trading_call():
+                return await ex.cancel_order(order_id, symbol, dict(params))
 
         data = await self._private(venue, creds, op)
         order = order_from_ccxt(venue, data)
@@ -393,7 +400,12 @@ class ExchangeGateway:
 
     async def set_leverage(self, venue: str, creds: Credentials, symbol: str, leverage: int) -> None:
         self._require_futures(venue)
-        await self._private(venue, creds, lambda ex: ex.set_leverage(int(leverage), symbol))
+
+        async def op(ex: Any) -> None:
+            with trading_call():  # the engine sets it right before an order: it goes with the order
+                await ex.set_leverage(int(leverage), symbol)
+
+        await self._private(venue, creds, op)
 
     async def set_margin_mode(self, venue: str, creds: Credentials, symbol: str, mode: str) -> None:
         """Set "cross" or "isolated"; already being in that mode is success."""

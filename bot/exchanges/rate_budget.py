@@ -13,6 +13,17 @@ calls one small per-host token bucket (about 1 call/s with a burst). Kraken's se
 rate counter is not modelled: the engine places few orders per pair.
 
 Binance `sapi` endpoints (key permissions) have their own, much larger, limits and are not charged.
+
+Fair shares (one user must not make everyone's orders wait for the next minute):
+- **Trading first.** Orders and cancels (`trading_call()`, set by the gateway) may use the whole safe limit;
+  reads stop `trade_reserve` (20 %) short of it, so a flood of reads always leaves room for trading. While a
+  trading call waits (the server said the IP is busy), reads wait behind it.
+- **Per-user reads.** Reads made for a user (`charged_to("user:<id>")`, set by the services around e.g.
+  `/accounts`) may use at most `user_share` (25 %) of the read budget per minute each, and all users' reads
+  together `users_share` (50 %): the engine's own reads (fill polling, reconciliation) keep the rest.
+- **No waiting while holding a client.** A read made on a pooled private client (`release_to_wait`) that
+  finds no room raises `BudgetWait` instead of sleeping with the client (and its slot) held; the gateway
+  releases the client, waits for room, and tries again. A trading call never gives its client up.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -28,6 +41,45 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 WEIGHT_HEADER = "x-mbx-used-weight-1m"
+
+#: Defaults for `RateBudgets`: the share of the safe limit only trading calls may use, and the shares of the
+#: read budget one user's reads, and all users' reads together, may use per minute.
+TRADE_RESERVE = 0.2
+USER_SHARE = 0.25
+USERS_SHARE = 0.5
+#: A read that would fit while a trading call is still waiting looks again this soon, after the trade went.
+_TRADES_FIRST_SECONDS = 0.05
+
+_trading: ContextVar[bool] = ContextVar("strata_trading_call", default=False)
+_owner: ContextVar[str | None] = ContextVar("strata_budget_owner", default=None)
+
+
+@contextmanager
+def trading_call() -> Iterator[None]:
+    """Requests made inside are orders or cancels: they may use the trading reserve and go first."""
+    token = _trading.set(True)
+    try:
+        yield
+    finally:
+        _trading.reset(token)
+
+
+@contextmanager
+def charged_to(owner: str) -> Iterator[None]:
+    """Reads made inside (and in tasks started inside) count against `owner`'s fair share."""
+    token = _owner.set(owner)
+    try:
+        yield
+    finally:
+        _owner.reset(token)
+
+
+class BudgetWait(Exception):
+    """A read on a pooled client found no room: release the client, `await wait()`, then try again."""
+
+    def __init__(self, wait: Callable[[], Awaitable[None]]) -> None:
+        super().__init__("no room in the rate budget yet")
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -63,19 +115,30 @@ class WeightBudget:
         limit_per_minute: int,
         *,
         margin: float = 0.9,
+        trade_reserve: float = 0.0,
+        user_share: float = 1.0,
+        users_share: float = 1.0,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         if not 0 < margin <= 1:
             raise ValueError("margin must be in (0, 1]")
+        if not 0 <= trade_reserve < 1 or not 0 < user_share <= 1 or not 0 < users_share <= 1:
+            raise ValueError("trade_reserve must be in [0, 1), the shares in (0, 1]")
         self.limit_per_minute = limit_per_minute
         self.safe_limit = max(1, int(limit_per_minute * margin))
+        #: What reads may use: the safe limit minus the reserve kept for orders and cancels.
+        self.read_limit = max(1, int(self.safe_limit * (1 - trade_reserve)))
+        self.user_limit = max(1, int(self.read_limit * user_share))
+        self.users_limit = max(1, int(self.read_limit * users_share))
         self._clock = clock
         self._sleep = sleep
         self._window = self._window_now()
         self._used = 0
         self._previous_used = 0
+        self._by_owner: dict[str, int] = {}  # this window's read weight per owner
         self._blocked_until = 0.0
+        self._trades_waiting = 0
         self.waits = 0
         self.requests = 0
 
@@ -88,23 +151,56 @@ class WeightBudget:
             self._previous_used = self._used if window == self._window + 1 else 0
             self._window = window
             self._used = 0
+            self._by_owner.clear()
 
-    async def acquire(self, weight: int) -> None:
-        """Charge `weight`, first waiting while it would pass the safety limit or the server asked to wait."""
-        while True:
-            self._roll()
-            now = self._clock()
-            if now < self._blocked_until:
+    def _delay(self, weight: int, trading: bool, owner: str | None) -> float | None:
+        """None if the request may go now, else how long to wait before looking again."""
+        self._roll()
+        now = self._clock()
+        if now < self._blocked_until:
+            return self._blocked_until - now
+        next_window = max(0.001, 60.0 - now % 60.0)
+        # A request heavier than its whole allowance still goes out when nothing of it was used yet.
+        if trading:
+            return None if self._used == 0 or self._used + weight <= self.safe_limit else next_window
+        fits = self._used == 0 or self._used + weight <= self.read_limit
+        if owner is not None:
+            mine = self._by_owner.get(owner, 0)
+            users = sum(self._by_owner.values())
+            fits = fits and (mine == 0 or mine + weight <= self.user_limit)
+            fits = fits and (users == 0 or users + weight <= self.users_limit)
+        if not fits:
+            return next_window
+        return _TRADES_FIRST_SECONDS if self._trades_waiting else None
+
+    async def acquire(
+        self, weight: int, *, trading: bool = False, owner: str | None = None, release_to_wait: bool = False
+    ) -> None:
+        """Charge `weight`, first waiting while it does not fit its class's share or the server asked to wait.
+
+        A read with `release_to_wait` raises `BudgetWait` instead of waiting.
+        """
+        queued = False
+        try:
+            while (delay := self._delay(weight, trading, owner)) is not None:
                 self.waits += 1
-                await self._sleep(self._blocked_until - now)
-                continue
-            # A request heavier than the whole margin still goes out in an empty window.
-            if self._used + weight <= self.safe_limit or self._used == 0:
-                self._used += weight
-                self.requests += 1
-                return
-            self.waits += 1
-            await self._sleep(max(0.001, 60.0 - now % 60.0))
+                if release_to_wait and not trading:
+                    raise BudgetWait(lambda: self.wait_for_room(weight, owner))
+                if trading and not queued:
+                    queued, self._trades_waiting = True, self._trades_waiting + 1
+                await self._sleep(delay)
+        finally:
+            if queued:
+                self._trades_waiting -= 1
+        self._used += weight
+        if owner is not None and not trading:
+            self._by_owner[owner] = self._by_owner.get(owner, 0) + weight
+        self.requests += 1
+
+    async def wait_for_room(self, weight: int, owner: str | None = None) -> None:
+        """Wait until a read of `weight` for `owner` would fit (without charging it)."""
+        while (delay := self._delay(weight, False, owner)) is not None:
+            await self._sleep(delay)
 
     def observe_used(self, used: int) -> None:
         """Take the server's count for the current minute when it is higher than ours."""
@@ -121,9 +217,14 @@ class WeightBudget:
         return max(self._used, self._previous_used)
 
     def headroom(self) -> int:
-        """Weight that can still be spent in the current minute without waiting."""
+        """Weight that can still be spent in the current minute without waiting (by trading calls)."""
         self._roll()
         return max(0, self.safe_limit - self._used)
+
+    def owner_used(self, owner: str) -> int:
+        """Read weight charged to `owner` in the current minute."""
+        self._roll()
+        return self._by_owner.get(owner, 0)
 
 
 class KeyCallCounter:
@@ -148,16 +249,25 @@ class KeyCallCounter:
         level, at = self._levels.get(kid, (0.0, self._clock()))
         return max(0.0, level - (self._clock() - at) * self.decay_per_second)
 
-    async def acquire(self, kid: str, points: float) -> None:
+    async def acquire(self, kid: str, points: float, *, release_to_wait: bool = False) -> None:
         if len(self._levels) > 1_000:
             self.forget_idle()
-        while True:
-            level = self.level(kid)
-            if points <= 0 or level + points <= self.max_points or level == 0:
-                self._levels[kid] = (level + max(points, 0.0), self._clock())
-                return
+        while (delay := self._delay(kid, points)) is not None:
             self.waits += 1
-            await self._sleep((level + points - self.max_points) / self.decay_per_second)
+            if release_to_wait:
+                raise BudgetWait(lambda: self.wait_for_room(kid, points))
+            await self._sleep(delay)
+        self._levels[kid] = (self.level(kid) + max(points, 0.0), self._clock())
+
+    def _delay(self, kid: str, points: float) -> float | None:
+        level = self.level(kid)
+        if points <= 0 or level + points <= self.max_points or level == 0:
+            return None
+        return (level + points - self.max_points) / self.decay_per_second
+
+    async def wait_for_room(self, kid: str, points: float) -> None:
+        while (delay := self._delay(kid, points)) is not None:
+            await self._sleep(delay)
 
     def forget_idle(self) -> None:
         """Drop keys whose counter decayed to zero, so the table does not grow with every key ever seen."""
@@ -213,8 +323,12 @@ class RateBudgets:
         kraken_public_rate: float = 1.0,
         kraken_public_burst: float = 15.0,
         limits: Mapping[str, int] | None = None,
+        trade_reserve: float = TRADE_RESERVE,
+        user_share: float = USER_SHARE,
+        users_share: float = USERS_SHARE,
     ) -> None:
         self._margin = margin
+        self._shares = {"trade_reserve": trade_reserve, "user_share": user_share, "users_share": users_share}
         #: Per-venue weight limit per minute (defaults: `WEIGHT_RULES`); lower it to leave room for others.
         self.limits = {venue: rule.limit_per_minute for venue, rule in WEIGHT_RULES.items()}
         self.limits.update(limits or {})
@@ -232,7 +346,7 @@ class RateBudgets:
         budget = self._weights.get((venue, host))
         if budget is None:
             budget = WeightBudget(
-                self.limits[venue], margin=self._margin, clock=self._clock, sleep=self._sleep
+                self.limits[venue], margin=self._margin, clock=self._clock, sleep=self._sleep, **self._shares
             )
             self._weights[(venue, host)] = budget
         return budget
@@ -260,12 +374,15 @@ class RateBudgets:
         cost: float | None,
         kid: str | None = None,
         path: str = "",
+        *,
+        release_to_wait: bool = False,
     ) -> None:
         """Wait until one request fits its budget, then charge it.
 
         `api_name` is ccxt's api group ("public", "private", "sapi", "fapiPrivate"…), `api_url` its base URL,
         `cost` ccxt's cost for the endpoint, `kid` the signing key's id for per-key venues, `path` the
-        endpoint (for `WEIGHT_OVERRIDES`).
+        endpoint (for `WEIGHT_OVERRIDES`). Whether it is a trading call and whom a read is for come from
+        `trading_call()` and `charged_to()`; `release_to_wait` turns a read's wait into `BudgetWait`.
         """
         cost = 1.0 if cost is None else float(cost)
         parts = urlsplit(api_url)
@@ -273,10 +390,14 @@ class RateBudgets:
             if api_name.startswith("sapi"):
                 return
             weight = WEIGHT_OVERRIDES.get((venue, api_name, path)) or binance_weight(venue, cost)
-            await self.weight_budget(venue, parts.netloc).acquire(weight)
+            await self.weight_budget(venue, parts.netloc).acquire(
+                weight, trading=_trading.get(), owner=_owner.get(), release_to_wait=release_to_wait
+            )
         elif venue == "kraken":
             if api_name == "private":
-                await self.kraken_keys.acquire(kid or "", cost / KRAKEN_COST_PER_POINT)
+                await self.kraken_keys.acquire(
+                    kid or "", cost / KRAKEN_COST_PER_POINT, release_to_wait=release_to_wait
+                )
                 return
             if api_name != "public":
                 return

@@ -44,6 +44,7 @@ _NOT_MODIFIED = (
     "same as a current content and reply markup of the message"
 )
 _EMPTY_TEXT = "Bad Request: message text is empty"
+_MAX_INLINE_BUTTONS = 100  # Telegram refuses a bigger inline keyboard
 _TEXT_BUTTONS = "Text buttons are unallowed in the inline keyboard"
 _CHAT_ACTIONS = frozenset(
     {
@@ -201,6 +202,8 @@ def _inline_keyboard(params: Params) -> JSON | None:
     rows = markup["inline_keyboard"]
     if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
         raise ApiError(400, 'Bad Request: can\'t parse inline keyboard: field "inline_keyboard" must be an Array')
+    if sum(len(row) for row in rows) > _MAX_INLINE_BUTTONS:
+        raise ApiError(400, "Bad Request: reply markup is too long")
     for row in rows:
         for button in row:
             if not isinstance(button, dict) or not button.get("text"):

@@ -20,6 +20,7 @@ from decimal import Decimal
 
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.key_check import KeyCheck, KeyChecker, KeyRejected, check_api_key_format, check_format
+from bot.exchanges.rate_budget import charged_to
 from bot.redaction import register_secret
 from bot.secret import Credentials
 from bot.services.errors import UserError
@@ -328,7 +329,10 @@ class AccountService:
         accounts = await self._store.accounts.list_for_user(user_id)
         if not with_balances:
             return [_view(a, None) for a in accounts]
-        return list(await asyncio.gather(*(self._view_with_balance(a) for a in accounts)))
+        # One user's /accounts, however many accounts and however often, reads only within its fair share of
+        # the venue's shared budget; a balance it cannot get in time shows as "unavailable right now".
+        with charged_to(f"user:{user_id}"):
+            return list(await asyncio.gather(*(self._view_with_balance(a) for a in accounts)))
 
     async def owned(self, user_id: int, account_id: int) -> Account:
         """The account if the caller owns it; the same answer for "not yours" and "does not exist"."""

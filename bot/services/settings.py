@@ -12,6 +12,7 @@ from bot.strategies import STRATEGIES
 
 ALERT_MODES = ("on", "silent", "off")
 DEFAULT_SUMMARY_HOUR = 8
+MAX_ID = 2**63 - 1  # SQLite's INTEGER range
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class SettingsService:
     async def set_alerts(self, user_id: int, strategy_id: int, mode: str) -> UserSettings:
         if mode not in ALERT_MODES:
             raise UserError("Fill alerts are on, silent or off.")
+        if not 0 < strategy_id <= MAX_ID:  # SQLite refuses a larger integer with OverflowError
+            raise UserError("No such strategy. See /status for yours.")
         if not await self._store.strategies.set_alerts(user_id, strategy_id, mode):
             raise UserError("No such strategy. See /status for yours.")
         return await self.get(user_id)
@@ -59,7 +62,7 @@ class SettingsService:
         if enabled is not None:
             settings["summary"] = 1 if enabled else 0
         if hour is not None:
-            if not 0 <= hour <= 23:
+            if not isinstance(hour, int) or not 0 <= hour <= 23:
                 raise UserError("The summary hour is 0–23 (UTC).")
             settings["summary_hour"] = hour
         await self._store.users.update_settings(user_id, settings)

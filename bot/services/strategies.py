@@ -13,17 +13,18 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
 from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.rate_budget import charged_to
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
 from bot.strategies.grid import level_prices
-from bot.strategies.params import ParamError, format_value
+from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
@@ -32,6 +33,8 @@ from storage.strategies import ACTIVE, HOLDING, PAUSED, STOPPED
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
+MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
 #: What a venue cannot run, with the reason /allocate gives (checked before any summary is shown).
 UNSUPPORTED = {
@@ -124,6 +127,17 @@ class StrategyStatus:
 
 
 @dataclass(frozen=True)
+class StatusPage:
+    """One page of `/status`: a few strategies, so a reply never outgrows one chat message."""
+
+    statuses: tuple[StrategyStatus, ...]
+    page: int  # 1-based
+    pages: int
+    total: int
+    fill_poll_seconds: float
+
+
+@dataclass(frozen=True)
 class ControlResult:
     strategy_id: int
     title: str
@@ -195,7 +209,7 @@ class StrategyService:
         if account is None:
             labels = sorted(await self._store.accounts.labels_for_user(user_id))
             known = ", ".join(labels) if labels else "none yet: connect one with /connect"
-            raise UserError(f"You have no account labelled '{account_label}'. Your accounts: {known}.")
+            raise UserError(f"You have no account labelled '{shown(account_label)}'. Your accounts: {known}.")
         if account.status != "active":
             raise UserError(
                 f"The API key of {account.label} cannot be used (see /accounts): give it a new key with "
@@ -209,6 +223,8 @@ class StrategyService:
         self.check_venue(strategy.name, account.venue)
         amount = _budget(budget)
         symbol = symbol.strip().upper()
+        if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
+            raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
         try:
             parsed = strategy.parse_params(dict(params or {}))
         except ParamError as exc:
@@ -321,7 +337,7 @@ class StrategyService:
                     await self._market(account, f"{asset}/{quote}")
             return quote
         if "/" not in symbol:
-            raise UserError(f"'{symbol}' is not a market: write it like BTC/USDT.")
+            raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
         info = await self._market(account, _venue_symbol(account.venue, symbol))
         return info.quote
 
@@ -405,7 +421,22 @@ class StrategyService:
         """Every strategy of the user that still holds a budget, plus finished/stopped ones, newest last."""
         strategies = await self._store.strategies.list_for_user(user_id)
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
-        return [await self._status(s, accounts.get(s.account_id)) for s in strategies]
+        with charged_to(f"user:{user_id}"):
+            return [await self._status(s, accounts.get(s.account_id)) for s in strategies]
+
+    async def status_page(self, user_id: int, page: int = 1, per_page: int = STATUS_PER_PAGE) -> StatusPage:
+        """The strategies of one page of `status` (page clamped to those that exist), figures read only for them."""
+        strategies = await self._store.strategies.list_for_user(user_id)
+        pages = max(1, -(-len(strategies) // per_page))
+        page = min(max(1, page), pages)
+        accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
+        on_page = strategies[(page - 1) * per_page: page * per_page]
+        with charged_to(f"user:{user_id}"):  # the prices it reads count against this user's fair share
+            statuses = tuple([await self._status(s, accounts.get(s.account_id)) for s in on_page])
+        return StatusPage(
+            statuses=statuses,
+            page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._engine.effective_poll_interval,
+        )
 
     async def strategy_status(self, user_id: int, strategy_id: int) -> StrategyStatus:
         strategy = await self._owned(user_id, strategy_id)
@@ -620,13 +651,11 @@ class _GridCheck:
 
 
 def _budget(value: Decimal | str) -> Decimal:
+    """The budget within `parse_budget`'s bounds (a Decimal from code is checked like typed text)."""
     try:
-        amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
-    except InvalidOperation:
-        raise UserError(f"The budget '{value}' is not a number.") from None
-    if not amount.is_finite() or amount <= 0:
-        raise UserError("The budget must be a number greater than 0.")
-    return amount
+        return parse_budget(str(value))
+    except ParamError as exc:
+        raise UserError(exc.message) from None
 
 
 def _venue_symbol(venue: str, symbol: str) -> str:

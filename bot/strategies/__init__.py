@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from bot.strategies.base import Strategy
 from bot.strategies.dca import DCA
 from bot.strategies.grid import GRID
-from bot.strategies.params import ParamError
+from bot.strategies.params import ParamError, shown
 from bot.strategies.rebalance import REBALANCE
 from bot.strategies.trend import TREND
 
@@ -22,7 +22,7 @@ def get_strategy(name: str) -> Strategy:
     """Return the strategy called `name` (case-insensitive), or raise `ParamError` listing the choices."""
     strategy = STRATEGIES.get(name.strip().lower())
     if strategy is None:
-        raise ParamError(f"unknown strategy '{name}'; choose one of: {', '.join(STRATEGIES)}")
+        raise ParamError(f"unknown strategy '{shown(name)}'; choose one of: {', '.join(STRATEGIES)}")
     return strategy
 
 

@@ -37,6 +37,17 @@ _DURATION_RE = re.compile(r"^(\d{1,6})([mhdw])$")
 _ASSET_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 _DURATION_HELP = "use a whole number and a unit m, h, d or w, at least 1m (e.g. 15m, 4h, 1d)"
 
+#: Bounds on every number a user types (budgets, amounts, prices, weights). Any finite Decimal is far too
+#: much: `1e100000000` formats as a 100-million-character string. At most 20 significant digits and a
+#: magnitude between 1e-12 and 1e13 (adjusted exponent −12…12) cover every real budget, price and step; the
+#: text itself is checked for length before `Decimal()` sees it.
+MAX_NUMBER_TEXT = 40
+MAX_SIGNIFICANT_DIGITS = 20
+MAX_ADJUSTED_EXPONENT = 12
+_RANGE_HELP = "use a number between 0.000000000001 and 9999999999999"
+#: How much of the user's own text an error message repeats.
+SHOWN_CHARS = 24
+
 
 class ParamError(ValueError):
     """A parameter is missing, unknown or out of range; the message is shown to the user as is."""
@@ -94,14 +105,30 @@ class ParamSpec:
             raise ParamError(f"{self.name} must be at most {format_value(self.kind, high)}")
 
 
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """The user's text as an error message may repeat it: at most `limit` characters, cut with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def parse_decimal(text: str, name: str = "value") -> Decimal:
-    """Parse a finite decimal number such as `10`, `0.5` or `65000.25`."""
+    """Parse a bounded decimal number such as `10`, `0.5` or `65000.25` (see `MAX_SIGNIFICANT_DIGITS`)."""
+    text = text.strip()
+    if len(text) > MAX_NUMBER_TEXT:
+        raise ParamError(f"{name}: '{shown(text)}' is too long for a number")
     try:
-        value = Decimal(text.strip())
+        value = Decimal(text)
     except InvalidOperation:
-        raise ParamError(f"{name}: '{text}' is not a number") from None
+        raise ParamError(f"{name}: '{shown(text)}' is not a number") from None
     if not value.is_finite():
-        raise ParamError(f"{name}: '{text}' is not a finite number")
+        raise ParamError(f"{name}: '{shown(text)}' is not a finite number")
+    if value.is_zero():
+        return Decimal(0)  # `0E-100000000` would otherwise print a hundred million zeros
+    significant = len("".join(map(str, value.as_tuple().digits)).rstrip("0"))  # no leading zeros in a tuple
+    if significant > MAX_SIGNIFICANT_DIGITS:
+        raise ParamError(f"{name}: '{shown(text)}' has too many digits; at most {MAX_SIGNIFICANT_DIGITS} "
+                         "significant digits")
+    if not -MAX_ADJUSTED_EXPONENT <= value.adjusted() <= MAX_ADJUSTED_EXPONENT:
+        raise ParamError(f"{name}: '{shown(text)}' is out of range; {_RANGE_HELP}")
     return value
 
 
@@ -109,7 +136,7 @@ def parse_int(text: str, name: str = "value") -> int:
     """Parse a whole number."""
     text = text.strip()
     if not re.fullmatch(r"[+-]?\d{1,9}", text):
-        raise ParamError(f"{name}: '{text}' is not a whole number")
+        raise ParamError(f"{name}: '{shown(text)}' is not a whole number")
     return int(text)
 
 
@@ -117,10 +144,10 @@ def parse_duration(text: str, name: str = "duration") -> timedelta:
     """Parse `<n><m|h|d|w>` (minutes, hours, days, weeks) into a timedelta of at least one minute."""
     match = _DURATION_RE.match(text.strip())
     if not match:
-        raise ParamError(f"{name}: '{text}' is not a duration; {_DURATION_HELP}")
+        raise ParamError(f"{name}: '{shown(text)}' is not a duration; {_DURATION_HELP}")
     count, unit = int(match.group(1)), match.group(2)
     if count < 1:
-        raise ParamError(f"{name}: '{text}' is too short; {_DURATION_HELP}")
+        raise ParamError(f"{name}: '{shown(text)}' is too short; {_DURATION_HELP}")
     return count * _DURATION_UNITS[unit]
 
 
@@ -136,7 +163,7 @@ def parse_timeframe(text: str, name: str = "timeframe") -> str:
     """Accept one of the candle timeframes the strategies support."""
     text = text.strip()
     if text not in TIMEFRAMES:
-        raise ParamError(f"{name}: '{text}' is not supported; choose one of {', '.join(TIMEFRAMES)}")
+        raise ParamError(f"{name}: '{shown(text)}' is not supported; choose one of {', '.join(TIMEFRAMES)}")
     return text
 
 
@@ -147,9 +174,9 @@ def parse_weights(text: str, name: str = "weights") -> dict[str, Decimal]:
         asset, sep, raw = part.strip().partition(":")
         asset = asset.strip().upper()
         if not sep or not asset or not raw.strip():
-            raise ParamError(f"{name}: '{part.strip()}' should look like ASSET:PERCENT, e.g. BTC:50,ETH:50")
+            raise ParamError(f"{name}: '{shown(part.strip())}' should look like ASSET:PERCENT, e.g. BTC:50,ETH:50")
         if not _ASSET_RE.match(asset):
-            raise ParamError(f"{name}: '{asset}' is not an asset code")
+            raise ParamError(f"{name}: '{shown(asset)}' is not an asset code")
         if asset in weights:
             raise ParamError(f"{name}: {asset} is listed twice")
         weight = parse_decimal(raw, f"{name} for {asset}")
@@ -177,9 +204,9 @@ def split_assignments(tokens: Iterable[str]) -> dict[str, str]:
         key, sep, value = token.partition("=")
         key = key.strip().lower()
         if not sep or not key:
-            raise ParamError(f"'{token}' should look like name=value, e.g. every=1d")
+            raise ParamError(f"'{shown(token)}' should look like name=value, e.g. every=1d")
         if key in raw:
-            raise ParamError(f"{key} is given twice")
+            raise ParamError(f"{shown(key)} is given twice")
         raw[key] = value
     return raw
 
@@ -190,7 +217,7 @@ def parse_params(specs: Sequence[ParamSpec], raw: Mapping[str, str], *, strategy
     for key in raw:
         if key not in by_name:
             known = ", ".join(by_name) or "none"
-            raise ParamError(f"{strategy} has no parameter '{key}'; its parameters are: {known}")
+            raise ParamError(f"{shown(strategy)} has no parameter '{shown(key)}'; its parameters are: {known}")
     values: dict[str, object] = {}
     for spec in specs:
         if spec.name in raw:
