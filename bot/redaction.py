@@ -11,8 +11,9 @@ Three layers, because the libraries leak in different ways (LIBRARY-FACTS):
 3. secrets are registered the moment they enter the process, before anything can log them: real credentials
    (unsealed from the vault, or validated by /connect) and the bot token with `register_secret`, kept for the
    life of the process; text that merely looks like a key (a message pasted in a chat, an intake message not
-   validated yet) with `register_possible_secret`, in a bounded tier that forgets its oldest values first —
-   so anyone pasting key-shaped text by the thousand can never push a real credential out of the registry.
+   validated yet) with `register_possible_secret`, word by word (only words as long as a key can be), in a
+   bounded tier that forgets its oldest values first — so anyone pasting key-shaped text by the thousand can
+   never push a real credential out of the registry, nor make it hold more than a few MB.
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ class _Registry:
     """
 
     MIN_LENGTH = 12  # no real API key or secret is shorter; shorter words would blank out ordinary log text
+    #: The longest word of key-shaped text kept in the bounded tier: no API key or secret is longer (Binance
+    #: accepts up to 128 characters, a Kraken secret is 88), and a cap keeps the tier's memory bounded too.
+    MAX_POSSIBLE_LENGTH = 200
+    #: Key-length words kept per value of key-shaped text: a key, or a key and its secret pasted together.
+    #: More would let a few long messages of many words push the older values out of the bounded tier.
+    MAX_POSSIBLE_WORDS = 2
     PREFIX = 8
     MAX_FORMS = 50_000
     _RUN = re.compile(r"[A-Za-z0-9+/=_\-]{12,}")
@@ -77,34 +84,50 @@ class _Registry:
         self._lock = threading.Lock()
 
     def add(self, value: str, *, protected: bool = False) -> None:
+        """Index a value; key-shaped text (not `protected`) word by word, only its first words as long as a key.
+
+        So a key and its secret pasted together are each scrubbed alone, and a pasted blob of thousands of
+        characters (no key is that long) costs nothing: the bounded tier holds at most MAX_FORMS short forms,
+        and each message adds only a few of them.
+        """
         value = value.strip()
+        if protected:
+            words = [value]
+        else:
+            sized = [w for w in value.split() if self.MIN_LENGTH <= len(w) <= self.MAX_POSSIBLE_LENGTH]
+            words = sized[: self.MAX_POSSIBLE_WORDS]
+        with self._lock:
+            for word in words:
+                self._add_word(word, protected)
+            while len(self._order) > self.MAX_FORMS:
+                self._forget(next(iter(self._order)))
+
+    def _add_word(self, value: str, protected: bool) -> None:
+        """Index one value and its hex and base64 forms (the caller holds the lock)."""
         if len(value) < self.MIN_LENGTH:
             return
         raw = value.encode()
         forms = {value, raw.hex(), base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
-        with self._lock:
-            for form in forms:
-                if not self._RUN.fullmatch(form):
-                    if protected and form not in self._odd_protected:
-                        self._odd_protected = (*self._odd_protected, form)
-                    elif not protected and form not in self._odd:
-                        self._odd = (*self._odd[-99:], form)
+        for form in forms:
+            if not self._RUN.fullmatch(form):
+                if protected and form not in self._odd_protected:
+                    self._odd_protected = (*self._odd_protected, form)
+                elif not protected and form not in self._odd:
+                    self._odd = (*self._odd[-99:], form)
+                continue
+            if form in self._protected:
+                continue
+            if protected:
+                self._protected.add(form)
+                if form in self._order:  # already indexed by the bounded tier: from now on it stays
+                    del self._order[form]
                     continue
-                if form in self._protected:
-                    continue
-                if protected:
-                    self._protected.add(form)
-                    if form in self._order:  # already indexed by the bounded tier: from now on it stays
-                        del self._order[form]
-                        continue
-                elif form in self._order:
-                    continue
-                else:
-                    self._order[form] = None
-                prefix = form[: self.PREFIX]
-                self._by_prefix[prefix] = (*self._by_prefix.get(prefix, ()), form)
-            while len(self._order) > self.MAX_FORMS:
-                self._forget(next(iter(self._order)))
+            elif form in self._order:
+                continue
+            else:
+                self._order[form] = None
+            prefix = form[: self.PREFIX]
+            self._by_prefix[prefix] = (*self._by_prefix.get(prefix, ()), form)
 
     def _forget(self, form: str) -> None:
         del self._order[form]

@@ -39,6 +39,23 @@ def venue_keyboard():
 
 
 async def connect(update: Update, context: Context) -> None:
+    # "/connect <key>": the key must not stay, in a group above all (checked before the private-chat refusal).
+    if any(looks_like_key(arg) for arg in context.args or ()):
+        register_possible_secret(update.effective_message.text)
+        for arg in context.args:
+            register_possible_secret(arg)
+        try:
+            await update.effective_message.delete()
+        except TelegramError:
+            await reply(update, NOT_DELETED)
+            return
+        if not is_private(update):
+            await reply(update, "(Message deleted: it held a key the members of this chat may have seen: revoke it on "
+                        "the exchange.) Keys are only accepted in a private chat with me: send /connect there.")
+            return
+        await reply(update, "(Message deleted: never put a key after /connect.) Send /connect, pick the exchange, "
+                    "then send the key as its own message.")
+        return
     if not is_private(update):
         await reply(
             update,
@@ -48,18 +65,6 @@ async def connect(update: Update, context: Context) -> None:
         return
     rt = runtime(context)
     user_id = update.effective_user.id
-    if any(looks_like_key(arg) for arg in context.args or ()):  # "/connect <key>": the key must not stay
-        register_possible_secret(update.effective_message.text)
-        for arg in context.args:
-            register_possible_secret(arg)
-        try:
-            await update.effective_message.delete()
-        except TelegramError:
-            await reply(update, NOT_DELETED)
-            return
-        await reply(update, "(Message deleted: never put a key after /connect.) Send /connect, pick the exchange, "
-                    "then send the key as its own message.")
-        return
     if context.args:
         await _replace_command(update, context)
         return

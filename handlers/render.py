@@ -215,12 +215,11 @@ def stop_text(summary) -> str:
         else:
             verb = "Sold" if amount > 0 else "Bought back"
             lines.append(f"{verb} {fmt_amount(abs(amount))} {esc(asset)} at market.")
-    for asset, amount in summary.kept.items():
-        if asset not in summary.sold:
-            if summary.futures:
-                lines.append(f"Kept the {_position(amount, asset)} position open.")
-            else:
-                lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
+    for asset, amount in summary.kept.items():  # also what a sale left (below the exchange's step)
+        if summary.futures:
+            lines.append(f"Kept the {_position(amount, asset)} position open.")
+        else:
+            lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
     fees = fmt_amount(summary.fees.quantize(Decimal("0.0001")))
     if summary.futures:  # buy cost and sale proceeds mean nothing for a short: the venue's P&L says it all
         lines.append(f"Fees {fees} {q}.")

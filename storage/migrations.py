@@ -132,6 +132,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE accounts ADD COLUMN owner_ref TEXT;
     CREATE UNIQUE INDEX accounts_by_key_ref ON accounts(key_ref);
     """,
+    # 5: whether an order may only reduce a futures position: the risk gate reserves nothing for such an order,
+    #    so the venue must be told (reduceOnly) from the same flag, also when the intent is sent after a restart.
+    """
+    ALTER TABLE orders ADD COLUMN reduce_only INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

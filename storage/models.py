@@ -106,6 +106,7 @@ class Order:
     fee: Decimal
     error: str | None
     created_at: datetime
+    reduce_only: bool = False  # futures: may only reduce the position (sent as reduceOnly; reserves nothing)
 
 
 @dataclass(frozen=True)

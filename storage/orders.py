@@ -70,13 +70,15 @@ class OrderRepository:
         price: Decimal | None,
         cost: Decimal | None,
         reserved: Decimal,
+        reduce_only: bool = False,
     ) -> int:
         now = to_iso(utcnow())
         return await tx.execute(
             "INSERT INTO orders (strategy_id, account_id, client_order_id, tag, symbol, side, type, amount, price, "
-            "cost, reserved, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?)",
+            "cost, reserved, reduce_only, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?)",
             (strategy_id, account_id, client_order_id, tag, symbol, side, type, _text(amount), _text(price),
-             _text(cost), str(reserved), now, now),
+             _text(cost), str(reserved), int(reduce_only), now, now),
         )
 
     async def get(self, order_id: int, tx: Transaction | None = None) -> Order | None:
@@ -286,6 +288,7 @@ def _order(row) -> Order:
         fee=Decimal(row["fee"]),
         error=row["error"],
         created_at=from_iso(row["created_at"]),
+        reduce_only=bool(row["reduce_only"]),
     )
 
 

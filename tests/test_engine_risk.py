@@ -209,3 +209,16 @@ def test_a_futures_reduce_only_order_reserves_nothing_and_an_opening_one_reserve
     verdict = check_order(more, futures, last_price=D(40000), ledger=short_held, free_quote=D(1000))
     assert isinstance(verdict, Approved) and verdict.amount < D("0.003")  # trimmed to the 34.78 left
     assert 0 < verdict.reserve <= D("34.78")
+
+
+def test_only_a_futures_reduce_only_order_may_be_below_the_minimum_notional():
+    futures = replace(RULES, symbol="BTC/USDT:USDT", contract=True)
+    close = DesiredOrder("BTC/USDT:USDT", "sell", "market", "t", amount=D("0.00005"), reduce_only=True)
+    verdict = check_order(close, futures, last_price=D(60000), ledger=Ledger(D(100)), free_quote=D(0))
+    assert verdict == Approved(amount=D("0.00005"), cost=None, price=None, reserve=D(0))  # 3 USDT: the venue waives it
+    opening = replace(close, reduce_only=False)
+    verdict = check_order(opening, futures, last_price=D(60000), ledger=Ledger(D(100)), free_quote=D(100))
+    assert verdict.kind == "minimum"
+    spot = replace(close, symbol="BTC/USDT", reduce_only=False)
+    assert check_order(spot, RULES, last_price=D(60000), ledger=Ledger(D(100)), free_quote=D(100),
+                       free_base=D(1)).kind == "minimum"

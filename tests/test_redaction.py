@@ -300,3 +300,40 @@ def test_a_value_first_seen_as_key_shaped_text_stays_once_it_turns_out_to_be_a_r
     for _ in range(20_000):
         register_possible_secret(secrets.token_hex(32))
     assert value not in redact(value)
+
+
+def test_key_shaped_text_pasted_by_the_thousand_holds_a_bounded_amount_of_memory():
+    # Before the fix the bounded tier counted forms, not their size: a key-shaped message of 4,000 characters
+    # was kept with its hex and base64 forms (~17 KB), so the ~16,000 messages the tier holds took ~300 MB.
+    import gc
+    import tracemalloc
+
+    register_possible_secret(fresh_secret())  # the registry's own structures exist before measuring
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(3000):
+            register_possible_secret(secrets.token_urlsafe(3000)[:4000])
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 8_000_000, f"3,000 pasted messages hold {held / 1e6:.0f} MB"
+
+
+def test_a_key_and_secret_pasted_together_are_each_scrubbed_alone():
+    key, secret = secrets.token_hex(32), fresh_secret()
+    register_possible_secret(f"{key}\n{secret}")
+    scrubbed = redact(f"key={key} secret={secret} hex={secret.encode().hex()}")
+    assert key not in scrubbed and secret not in scrubbed and secret.encode().hex() not in scrubbed
+
+
+def test_a_message_of_many_key_shaped_words_adds_only_a_few_values_to_the_bounded_tier():
+    # Each message may push older key-shaped values out of the bounded tier (a pending /connect key among them):
+    # a message of 120 key-length words must not count as 120 messages.
+    pending = secrets.token_hex(32)
+    register_possible_secret(pending)
+    for _ in range(2000):
+        register_possible_secret(" ".join(secrets.token_hex(16) for _ in range(120)))
+    assert pending not in redact(pending)

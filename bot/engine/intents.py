@@ -43,6 +43,7 @@ from bot.strategies import STRATEGIES
 from bot.strategies.base import REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
 from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, OPEN, REJECTED, UNKNOWN, NewFill
+from storage.strategies import PAUSED
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +150,12 @@ class OrderDesk:
         if found is not None:
             logger.info("order %s found on %s: adopting it", order.client_order_id, account.venue)
             await self.apply(order.id, account, found)
+            return
+        strategy = await self.ctx.store.strategies.get(order.strategy_id)
+        if strategy is not None and strategy.status == PAUSED:
+            # A paused strategy sends nothing (also once a revived or replaced key makes its account active
+            # again, maybe days later): the order ends unsent, and the strategy decides afresh on /resume.
+            await self.record(order.id, status=CANCELED, fill=None, error="never sent: its strategy is paused")
             return
         logger.info("order %s never reached %s: sending it now", order.client_order_id, account.venue)
         await self.ctx.store.orders.set_status(None, order.id, INTENT)
@@ -567,6 +574,10 @@ def _assets(symbol: str, fallback_quote: str) -> tuple[str, str]:
 
 
 def _params(order: Order, venue: str) -> dict[str, object] | None:
-    """Venue parameters of an order: a futures strategy's closing order is reduce-only."""
-    return {"reduceOnly": True} if venue == "binanceusdm" and order.tag.endswith(":close") else None
+    """Venue parameters of an order: a futures order the risk gate let through as reduce-only is sent so.
+
+    The flag is stored with the intent; older intents name a closing order by their tag (`…:close`).
+    """
+    reduce_only = order.reduce_only or order.tag.endswith(":close")
+    return {"reduceOnly": True} if venue == "binanceusdm" and reduce_only else None
 

@@ -168,7 +168,8 @@ def check_order(
             return Refused("minimum", f"amount {_fmt(amount)} is below {rules.symbol}'s minimum")
         value = amount * (price if price is not None else last_price)
         worst = amount * unit * (1 + fee)
-    if rules.cost_min is not None and value < rules.cost_min:
+    # Binance USD-M waives its minimum notional for reduce-only orders: a position that fell below it can be closed.
+    if rules.cost_min is not None and value < rules.cost_min and not (rules.contract and order.reduce_only):
         return Refused("minimum", f"order value {_fmt(value)} is below the minimum {_fmt(rules.cost_min)}")
 
     reserve = rules.quote_up(worst) if spends_quote else ZERO

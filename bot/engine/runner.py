@@ -155,6 +155,7 @@ class StrategyRunner:
                     client_order_id=client_order_id(account.venue, strategy, desired.tag), tag=desired.tag,
                     symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
                     price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
+                    reduce_only=desired.reduce_only,
                 ))
             self.ctx.orders_changed(strategy.id)
             await store.strategies.save_run(

@@ -301,8 +301,9 @@ class Engine:
                     self.ctx.forget_credentials(account.id)
                     continue
                 await checker.check_key(account.venue, creds)
-            except KeyRejected as rejected:
-                logger.info("account %s: key still refused (%s)", account.id, rejected.reason)
+                await self._reads_its_orders(account, creds)
+            except (KeyRejected, ExchangeFailure) as rejected:
+                logger.info("account %s: key still refused (%s)", account.id, getattr(rejected, "reason", rejected))
                 self.ctx.forget_credentials(account.id)
                 continue
             except (CredentialUnreadable, CredentialsMissing):
@@ -315,6 +316,17 @@ class Engine:
             if await key_works_again(self.ctx, account.id):
                 revived += 1
         return revived
+
+    async def _reads_its_orders(self, account: Any, creds: Any) -> None:
+        """Raise `ExchangeFailure` unless the key can list the account's open orders, as the fill poller will.
+
+        Kraken grants "Query Funds" and "Query Open Orders & Trades" separately: a key that passes the checks of
+        /connect may still be refused every poll, and reviving it would only reject it again at the next poll.
+        """
+        live = await self.store.orders.in_states((OPEN,), account_id=account.id)
+        if live:
+            symbol = None if account.venue == "kraken" else live[0].symbol
+            await self.gateway.fetch_open_orders(account.venue, creds, symbol)
 
     # --- fill polling -----------------------------------------------------------------------------------
 
@@ -440,11 +452,17 @@ class Engine:
                 client_order_id=client_order_id(account.venue, strategy, desired.tag), tag=desired.tag,
                 symbol=desired.symbol, side=desired.side, type=desired.type, amount=verdict.amount,
                 price=verdict.price, cost=verdict.cost, reserved=verdict.reserve,
+                reduce_only=desired.reduce_only,
             )
             self.ctx.orders_changed(strategy_id)
         order = await store.orders.get(order_id)
         await self.desk.send(order, account)
         order = await store.orders.get(order_id)
+        if order is not None and order.status == OPEN and order.type == "market":
+            # A market order has traded by now, but Kraken's answer carries no fill: read it once, so what the
+            # caller reports (the /stop summary) includes it.
+            await self.desk.refresh(order, account)
+            order = await store.orders.get(order_id)
         if order is not None and order.status in ("rejected", "unknown"):
             return order.error or f"the order is {order.status}"
         return None

@@ -172,6 +172,9 @@ class KeyAccount:
     can_withdraw: bool = False
     can_trade: bool = True
     can_read: bool = True
+    #: Kraken's "Query Open Orders & Trades" / "Query Closed Orders & Trades" permissions, separate from
+    #: "Query Funds" there (a key may read its balance and not its orders); Binance has no such split.
+    can_query_orders: bool = True
     futures: bool = True
     ip_restrict: bool = False
     revoked: bool = False

@@ -552,6 +552,13 @@ def _need_read(account: KeyAccount) -> None:
         raise _KrakenError("EGeneral:Permission denied")
 
 
+def _need_order_read(account: KeyAccount) -> None:
+    """Orders and trades need their own "Query … Orders & Trades" permissions on Kraken (not "Query Funds")."""
+    _need_read(account)
+    if not account.can_query_orders:
+        raise _KrakenError("EGeneral:Permission denied")
+
+
 def _priv_balance(venue: _Venue, account: KeyAccount, params: dict[str, str]) -> dict[str, Any]:
     _need_read(account)
     return {venue.asset_id(code): _fixed(total, venue.asset_decimals(code)) for code, total in account.balances.items()}
@@ -621,7 +628,7 @@ def _orders_of(venue: _Venue, account: KeyAccount, orders: list[Order], params: 
 
 
 def _priv_query_orders(venue: _Venue, account: KeyAccount, params: dict[str, str]) -> dict[str, Any]:
-    _need_read(account)
+    _need_order_read(account)
     txids = [t for t in params.get("txid", "").split(",") if t]
     if not txids:
         raise _KrakenError("EGeneral:Invalid arguments:txid")
@@ -638,14 +645,14 @@ def _priv_query_orders(venue: _Venue, account: KeyAccount, params: dict[str, str
 
 
 def _priv_open_orders(venue: _Venue, account: KeyAccount, params: dict[str, str]) -> dict[str, Any]:
-    _need_read(account)
+    _need_order_read(account)
     orders = _orders_of(venue, account, venue.book.open_orders(account), params)
     with_trades = _flag(params, "trades")
     return {"open": {kraken_txid(o.id): venue.order(o, with_trades=with_trades) for o in reversed(orders)}}
 
 
 def _priv_closed_orders(venue: _Venue, account: KeyAccount, params: dict[str, str]) -> dict[str, Any]:
-    _need_read(account)
+    _need_order_read(account)
     orders = _orders_of(venue, account, venue.book.closed_orders(account), params)
     orders = _time_filter(orders, params, lambda o: o.updated_ms)
     orders.sort(key=lambda o: (o.updated_ms, o.id), reverse=True)  # newest first, as Kraken lists them
@@ -675,7 +682,7 @@ def _priv_cancel_order(venue: _Venue, account: KeyAccount, params: dict[str, str
 
 
 def _priv_trades_history(venue: _Venue, account: KeyAccount, params: dict[str, str]) -> dict[str, Any]:
-    _need_read(account)
+    _need_order_read(account)
     trades = _time_filter(venue.book.trades(account), params, lambda t: t.time_ms)
     trades.sort(key=lambda t: (t.time_ms, t.id), reverse=True)
     offset = _int_param(params, "ofs") or 0

@@ -307,7 +307,9 @@ class AccountService:
                     "replace its key (its strategies and orders live on the first one). Nothing was changed."
                 )
             return
-        live = await self._store.orders.in_states(LIVE, account_id=account.id)
+        # Only orders the exchange acknowledged prove anything: one whose send never got an answer is
+        # "not found" by any key, of any account.
+        live = [o for o in await self._store.orders.in_states(LIVE, account_id=account.id) if o.exchange_order_id]
         proof = live[:_PROOF_ORDERS] or await self._store.orders.latest_sent(account.id, _PROOF_ORDERS)
         for order in proof:
             try:
@@ -319,7 +321,7 @@ class AccountService:
                     f"I could not check that this key belongs to the same {name} account as {account.label}. "
                     "Nothing was changed; please try again in a minute."
                 ) from None
-            if found is None and order.exchange_order_id is not None:
+            if found is None:
                 raise UserError(
                     f"This key cannot see {account.label}'s orders on {name}: it belongs to another account, so "
                     "it cannot replace its key. Nothing was changed."

@@ -25,11 +25,19 @@ _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
 def looks_like_key(text: str | None) -> bool:
-    """True when a message is probably an API key or secret (used to delete stray ones)."""
+    """True when a message is probably an API key or secret (used to delete stray ones).
+
+    A message made only of key-shaped words counts too: the key and the secret pasted together (one per line,
+    as the intake accepts them) are a key pair; so does one addressed to someone ("@bot <key>", one of the few
+    messages a bot sees in a group with privacy mode on).
+    """
     if not text:
         return False
     stripped = text.strip()
-    return bool(_PEM.search(stripped) or _KEYISH.match(stripped))
+    if _PEM.search(stripped):
+        return True
+    words = [word for word in stripped.split() if not word.startswith("@")]
+    return bool(words) and all(_KEYISH.match(word) for word in words)
 
 
 class Step(Enum):

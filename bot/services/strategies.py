@@ -240,6 +240,7 @@ class StrategyService:
             await self._check_dca_amount(account, market_symbol, amount, parsed)
         if strategy.name == "grid":
             await self._check_grid_levels(account, market_symbol, amount, parsed)
+        await self._check_market_free(account, market_symbol)
 
         free, available = await self._check_headroom(account, quote, amount)
         creds = await self._engine.ctx.credentials(account)
@@ -276,6 +277,7 @@ class StrategyService:
         # Balances and other allocations may have changed since the preview (another Confirm, a deposit
         # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
         await self._check_strategy_limit(preview.user_id)
+        await self._check_market_free(account, preview.symbol)
         await self._check_headroom(account, preview.quote, preview.budget)
         if len(self._confirmed) > 10_000:  # tokens are random and single-use; an old one is never shown again
             self._confirmed.clear()
@@ -300,6 +302,23 @@ class StrategyService:
                 f"You already have {self.max_strategies} strategies running or paused, the most this bot allows. "
                 "/stop one first."
             )
+
+    async def _check_market_free(self, account: Account, symbol: str) -> None:
+        """Refuse a second futures strategy on one market of one account (active or paused ones count).
+
+        Binance Futures in one-way mode keeps one position per market and account: two strategies on it would net
+        each other's positions (a long and a short leave the venue flat), so the venue would book P&L neither
+        strategy shows, and one's reduce-only close could be refused for the other's position.
+        """
+        if account.venue not in FUTURES_VENUES:
+            return
+        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
+            if other.symbol == symbol:
+                raise UserError(
+                    f"{_title(other)} already trades {symbol.split(':')[0]} on {account.label}. Binance Futures "
+                    f"keeps one position per market and account, so two strategies would net each other's "
+                    f"positions: /stop {other.id} first, or choose another market."
+                )
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
@@ -526,12 +545,14 @@ class StrategyService:
         await self._stop(strategy)
         canceled, errors = await self._engine.cancel_orders(strategy.id)
         sold: dict[str, Decimal] = {}
+        pending: set[str] = set()  # sold by an order placed but not filled yet: neither sold nor kept so far
         if sell:
-            errors += await self._sell_holdings(strategy, sold)
+            errors += await self._sell_holdings(strategy, sold, pending)
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=canceled, sold=sold,
-            kept={a.asset: a.held for a in pnl.assets.values() if a.held > 0 or (a.contract and a.held != 0)},
+            kept={a.asset: a.held for a in pnl.assets.values()
+                  if (a.held > 0 or (a.contract and a.held != 0)) and a.asset not in pending},
             invested=pnl.invested, returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised,
             errors=tuple(errors), futures=is_contract(strategy.symbol),
         )
@@ -559,11 +580,12 @@ class StrategyService:
         async with self._store.db.transaction() as tx:
             await self._store.strategies.set_status(tx, strategy.id, STOPPED, reason="stopped by you")
 
-    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal]) -> list[str]:
+    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
             return ["the account is gone"]
         errors = []
+        placed = []
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
             if asset.held == 0:
@@ -579,13 +601,19 @@ class StrategyService:
                                    reduce_only=account.venue in FUTURES_VENUES)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                # What the exchange was asked to trade: the holding rounded down to its step (the rest is kept).
-                placed = [o for o in await self._store.orders.for_strategy(strategy.id) if o.tag == desired.tag]
-                if placed and placed[-1].amount is not None:
-                    amount = placed[-1].amount
-                sold[asset.asset] = amount if side == "sell" else -amount
+                placed.append(asset)
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
+        if placed:
+            # What the exchange sold (its step may leave dust), from the fills: not what was asked.
+            after = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote).assets
+            for asset in placed:
+                moved = asset.held - after[asset.asset].held  # < 0: a short bought back
+                if moved:
+                    sold[asset.asset] = moved
+                else:
+                    pending.add(asset.asset)
+                    errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
         return errors
 
     async def _free(self, account: Account, asset: str) -> Decimal:

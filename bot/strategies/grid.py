@@ -6,7 +6,8 @@ evenly over them (`quote_per_level`, fixed for the strategy's life). When the bu
 closed, a sell limit for the amount bought (net of a fee paid in the base asset) goes at level i+1; when that
 sell closes, the buy at level i is placed again and the round trip's profit (sell proceeds − buy cost, fees
 included) is returned for the alert. Outside the range it places no new buys and says so; sells are always
-re-armed, since they only close positions already held.
+re-armed, since they only close positions already held. On futures a grid is long only: its sells are
+reduce-only, so they never open a short and put up no margin (the budget holds the buys' margin only).
 
 Dust: a sell's amount is rounded down to the venue's step (Binance takes a buy's fee in the base asset, so
 0.002 bought leaves 0.001998 to sell, and 0.00199 can be sold). What cannot be sold — the part below the step,
@@ -145,7 +146,8 @@ class Grid(Strategy):
                         round_trips, profit = round_trips + 1, profit + trip
                     continue
                 tag = f"grid:sell:{i + 1}:{level.seq}"
-                orders.append(DesiredOrder(snapshot.symbol, "sell", "limit", tag, amount=amount, price=prices[i + 1]))
+                orders.append(DesiredOrder(snapshot.symbol, "sell", "limit", tag, amount=amount, price=prices[i + 1],
+                                           reduce_only=snapshot.futures))
                 # The level now sells `amount`: its rest below the step joins the dust, or dust joins it.
                 dust += left - amount
                 levels[i] = replace(level, open_tag=tag, seq=level.seq + 1, bought=level.sold + amount)
