@@ -1,7 +1,10 @@
 """Command line: `python -m bot run | demo | rotate-master-key`.
 
-Operator mistakes (missing token, bad variable, wrong master key) end with one actionable line on stderr and
-exit status 2, never a traceback.
+Operator mistakes (missing token, bad variable, wrong master key, a second process on a data folder or key
+store in use) end with one actionable line on stderr and exit status 2, never a traceback.
+
+`run`, `demo` and `rotate-master-key` turn core dumps off first (`bot.hardening`), then lock the data folder
+and the key store (`storage.lock`) before they read a key, migrate or write anything.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ from pathlib import Path
 from telegram.error import InvalidToken, TelegramError
 
 from bot.config import ConfigError, load_settings
+from bot.hardening import disable_core_dumps
 from bot.redaction import configure_logging, redact, register_secret
 from bot.vault import VaultError
+from storage.files import ensure_private_dir
+from storage.lock import FolderInUse, ProcessLocks
 
 logger = logging.getLogger("bot")
 
@@ -42,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    disable_core_dumps()
     try:
         if args.command == "run":
             return _run()
@@ -51,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(data_dir=args.data_dir)
         if args.command == "rotate-master-key":
             return asyncio.run(_rotate(args.new_key_file))
-    except (ConfigError, VaultError) as exc:
+    except (ConfigError, VaultError, FolderInUse) as exc:
         print(f"strata: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -64,10 +71,16 @@ def _run() -> int:
     settings = load_settings()
     register_secret(settings.require_token())
     configure_logging(settings.log_level)
-    from bot.app import build_application, preflight
+    ensure_private_dir(settings.data_dir)
+    with ProcessLocks(settings.data_dir, settings.keystore_path) as locks:
+        from bot.app import build_application, preflight
 
-    asyncio.run(preflight(settings))
-    application = build_application(settings)
+        asyncio.run(preflight(settings))
+        locks.acquire()  # a key store that preflight has just created in a new folder
+        return _poll(build_application(settings))
+
+
+def _poll(application) -> int:
     logger.info("Strata starting (long polling)")
     try:
         application.run_polling(allowed_updates=None, drop_pending_updates=False, close_loop=True)
@@ -86,11 +99,16 @@ def _run() -> int:
 
 
 async def _rotate(new_key_file: Path) -> int:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    with ProcessLocks(settings.data_dir, settings.keystore_path):  # a running bot would keep the old key
+        return await _rotate_locked(settings, new_key_file)
+
+
+async def _rotate_locked(settings, new_key_file: Path) -> int:
     from bot.master_key import load_master_key, read_key_file
     from bot.vault import Vault
 
-    settings = load_settings()
-    configure_logging(settings.log_level)
     current = load_master_key(settings, create=False)
     new = read_key_file(new_key_file, "--new-key-file")
     if new == current:

@@ -97,6 +97,8 @@ class Runtime:
         await self.accounts.backfill_fingerprints()
         self.settings_service = SettingsService(self.store)
         await self.engine.start()
+        # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).
+        self.engine.scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
         self.summary = DailySummary(self.store, self.strategies, self.notifier, self.engine.ctx.clock)
         self.summary.schedule(self.engine.scheduler)
 

@@ -26,9 +26,17 @@ def summary_text(day: str, statuses) -> str:
         lines.append("No strategies yet: /allocate one.")
     for s in statuses:
         unrealised = "?" if s.unrealised_pnl is None else _signed(s.unrealised_pnl)
+        # What went in and what came back, not their difference: once sales return more than the buys cost,
+        # "used" turns negative ("used -78.92 of 1000"), which reads as a loss or a bug. A futures position has
+        # no such flows (a short's sale is not money returned): its size, then the venue's P&L, say it all.
+        if s.futures:
+            held = ", ".join(_position(amount, asset) for asset, amount in s.holdings.items()) or "flat"
+            flows = f"position {held}"
+        else:
+            flows = f"invested {_money(s.invested)}, returned {_money(s.returned)}"
         lines.append(
-            f"#{s.id} {escape(s.title)} {escape(s.symbol)} ({escape(s.status)}): used {_money(s.used)} of "
-            f"{_money(s.budget)} {escape(s.quote)}; realised {_signed(s.realised_pnl)}, unrealised {unrealised}, "
+            f"#{s.id} {escape(s.title)} {escape(s.symbol)} ({escape(s.status)}), budget {_money(s.budget)} "
+            f"{escape(s.quote)}: {flows}; realised {_signed(s.realised_pnl)}, unrealised {unrealised}, "
             f"fees {_money(s.fees)}"
         )
     return "\n".join(lines)
@@ -43,6 +51,11 @@ def _fit(text: str) -> str:
         return text
     cut = text[: TELEGRAM_TEXT_LIMIT - 40].rsplit("\n", 1)[0]
     return cut + "\n… (more in /status)"
+
+
+def _position(amount: Decimal, asset: str) -> str:
+    side = "long" if amount > 0 else "short"
+    return f"{side} {format(abs(amount).normalize(), 'f')} {escape(asset)}"
 
 
 def _money(value: Decimal) -> str:

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 VENUE_NAMES = {
     "binance": "Binance Spot",
     "binanceusdm": "Binance Futures",
     "kraken": "Kraken",
 }
 CONNECTABLE = ("binance", "binanceusdm", "kraken")
+
+# The taker fee of each venue's entry tier (the most a regular account pays per order), as the venues publish
+# it: Binance Spot 0.10 % (VIP 0, no BNB discount), Binance USD-M futures 0.05 % (VIP 0 taker; maker 0.02 %),
+# Kraken 0.40 % (Kraken Pro under 10,000 USD of 30-day volume; maker 0.25 %). The risk gate reserves at least
+# this much, because the fee a market advertises can be lower than what a small account pays: Kraken's
+# AssetPairs, and so ccxt, still say 0.26 %.
+ENTRY_TAKER_FEE = {
+    "binance": Decimal("0.001"),
+    "binanceusdm": Decimal("0.0005"),
+    "kraken": Decimal("0.004"),
+}
 
 KEY_GUIDES = {
     "binance": (

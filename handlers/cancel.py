@@ -1,4 +1,5 @@
-"""/cancel ends whatever guided flow the user is in (key intake, allocation), storing nothing."""
+"""/cancel ends whatever guided flow the user is in (key intake, allocation, a summary awaiting Confirm), storing
+nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ async def cancel(update: Update, context: Context) -> None:
     user_id = update.effective_user.id
     ended = rt.intakes.clear(user_id) is not None
     ended = rt.drafts.pop(user_id) is not None or ended
+    ended = rt.drafts.drop_previews(user_id) or ended  # a summary awaiting Confirm
     if ended:
         await reply(update, "Cancelled: nothing was stored.")
     else:

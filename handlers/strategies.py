@@ -126,12 +126,16 @@ async def allocate_button(update: Update, context: Context) -> None:
         services = _services(context)
         if action == "cancel":
             rt.drafts.pop(user_id)
+            rt.drafts.drop_previews(user_id)
             await answer_and_edit(update, "Cancelled: nothing was allocated.")
             return
         if action == "confirm":
             preview = rt.drafts.take_preview(value, user_id)
             if preview is None:
-                raise UserError("This summary has expired or was already used. Send /allocate again.")
+                raise UserError(
+                    "This summary has expired (a newer one replaced it, or it was cancelled or already used). "
+                    "Send /allocate again."
+                )
             allocated = await services.confirm(preview)
             rt.drafts.pop(user_id)
             await answer_and_edit(
@@ -163,6 +167,7 @@ async def _advance_draft(update: Update, context: Context, services, draft: Draf
         catalogue = {d.name: d for d in services.strategies_catalogue()}
         if value not in catalogue:
             raise UserError("Pick one of the strategies offered.")
+        services.check_venue(value, draft.venue)
         draft.kind, draft.step = value, DraftStep.SYMBOL
         if value == "rebalance":
             choices = REBALANCE_QUOTES.get(draft.venue, ("USDT",))

@@ -19,6 +19,14 @@ class KeyAlreadyConnected(Exception):
     """Another account already holds this API key (its fingerprint is unique)."""
 
 
+class OwnerAlreadyConnected(Exception):
+    """Another account of the same venue already trades on this exchange account (same `owner_ref`)."""
+
+    def __init__(self, holder: Account) -> None:
+        super().__init__(f"exchange account already connected as account {holder.id}")
+        self.holder = holder
+
+
 class AccountRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -37,8 +45,17 @@ class AccountRepository:
     ) -> int:
         """Insert an account inside the caller's transaction (its credential follows in the same one).
 
-        Raises `KeyAlreadyConnected` when another account holds the same key fingerprint.
+        Raises `KeyAlreadyConnected` when another account holds the same key fingerprint, and
+        `OwnerAlreadyConnected` when an account of the same venue trades on the same exchange account (checked
+        inside the transaction, so two concurrent /connect cannot both pass). Spot and USD-M of one Binance
+        account are separate wallets: each venue is compared on its own.
         """
+        if owner_ref is not None:
+            row = await tx.fetchone(
+                "SELECT * FROM accounts WHERE venue = ? AND owner_ref = ? ORDER BY id LIMIT 1", (venue, owner_ref)
+            )
+            if row is not None:
+                raise OwnerAlreadyConnected(_account(row))
         try:
             return await tx.execute(
                 "INSERT INTO accounts (user_id, venue, label, status, testnet, permissions, created_at, key_ref, "
@@ -89,7 +106,16 @@ class AccountRepository:
         except sqlite3.IntegrityError:
             return False
 
+    async def binance_without_owner_ref(self) -> list[Account]:
+        """Active Binance accounts (spot, USD-M) whose uid was never recorded (filled in at start-up)."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM accounts WHERE status = 'active' AND owner_ref IS NULL "
+            "AND venue IN ('binance', 'binanceusdm') ORDER BY id"
+        )
+        return [_account(r) for r in rows]
+
     async def set_owner_ref(self, account_id: int, owner_ref: str) -> None:
+        """Record a legacy account's exchange account (never overwrites one already recorded)."""
         await self._db.execute(
             "UPDATE accounts SET owner_ref = ? WHERE id = ? AND owner_ref IS NULL", (owner_ref, account_id)
         )

@@ -6,13 +6,14 @@ Through the real bot, the fake Telegram and the fake exchanges (real PTB, real c
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 from decimal import Decimal
 
 from storage.orders import LIVE
-from tests.chat_helpers import USER, connect_with_key, make_keypair, register, send_key_pair
+from tests.chat_helpers import OTHER, USER, connect_with_key, make_keypair, register, send_key_pair, start_connect
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
-from tests.test_connect import assert_no_leak, deleted_ids
+from tests.test_connect import assert_no_leak, deleted_ids, keystore_deks, stored_accounts
 
 
 async def test_a_key_typed_after_connect_in_a_group_is_deleted(strata, fake_exchanges):
@@ -155,3 +156,138 @@ async def test_a_replaced_key_never_sends_a_paused_strategys_order_that_never_re
     assert await store.orders.in_states(LIVE, strategy_id=strategy.id) != []  # its resting orders still followed
     ended = await store.orders.get(unsent[0].id)
     assert ended.status not in LIVE
+
+
+# --- one exchange account connected once (per venue) --------------------------------------------------------
+
+
+async def test_a_second_key_of_a_connected_binance_account_is_refused_whoever_sends_it(strata, fake_exchanges):
+    # Two keys of one Binance account (one uid) connected as two Strata accounts promised one balance to two
+    # budgets. Refused only once the key passed the exchange checks: a wrong secret learns nothing.
+    book = fake_exchanges.books["binance"]
+    _, first_key = await connect_with_key(strata, fake_exchanges, "binance")
+    await strata.send(USER, "/accounts rename binance main-spot")
+    await strata.next_reply(USER, contains="Renamed")
+    second_key, second_secret = make_keypair("binance")
+    book.add_key(second_key, second_secret, same_account_as=first_key)
+    await start_connect(strata, "Binance Spot")
+    await send_key_pair(strata, second_key, second_secret)
+    mine = await strata.next_reply(USER, contains="already connected", timeout=15)
+    assert "/connect replace main-spot" in mine.text
+
+    third_key, third_secret = make_keypair("binance")
+    book.add_key(third_key, third_secret, same_account_as=first_key)
+    await start_connect(strata, "Binance Spot", user=OTHER)
+    await send_key_pair(strata, third_key, make_keypair("binance")[1], user=OTHER)
+    wrong = await strata.next_reply(OTHER, contains="nothing was stored", timeout=15)
+    assert "already connected" not in wrong.text
+    await start_connect(strata, "Binance Spot", user=OTHER)
+    await send_key_pair(strata, third_key, third_secret, user=OTHER)
+    theirs = await strata.next_reply(OTHER, contains="already connected", timeout=15)
+    assert "main-spot" not in theirs.text and "replace" not in theirs.text  # nothing about the other user
+
+    assert stored_accounts(strata) == [("binance", "main-spot", USER)]
+    assert keystore_deks(strata) == 1
+    assert_no_leak(strata, second_key, second_secret, third_key, third_secret)
+
+
+async def test_a_binance_uid_is_connected_once_per_venue_spot_and_futures_are_separate_wallets(
+    strata, fake_exchanges
+):
+    spot, usdm = fake_exchanges.books["binance"], fake_exchanges.books["binanceusdm"]
+    api_key, secret = make_keypair("binance")
+    spot.add_key(api_key, secret)  # one Binance key with spot and futures enabled: one uid on both
+    usdm.add_key(api_key, secret)
+    for button in ("Binance Spot", "Binance Futures"):
+        await start_connect(strata, button)
+        await send_key_pair(strata, api_key, secret)
+        await strata.next_reply(USER, contains="Connected", timeout=15)
+
+    second_key, second_secret = make_keypair("binance")
+    usdm.add_key(second_key, second_secret, same_account_as=api_key)  # USD-M reads the uid from spot's endpoint
+    await start_connect(strata, "Binance Futures")
+    await send_key_pair(strata, second_key, second_secret)
+    refused = await strata.next_reply(USER, contains="already connected", timeout=15)
+    assert "/connect replace binanceusdm" in refused.text
+    assert stored_accounts(strata) == [("binance", "binance", USER), ("binanceusdm", "binanceusdm", USER)]
+
+
+# --- accounts without a recorded exchange account (owner_ref) ---------------------------------------------
+
+
+def _owner_refs(database) -> dict[int, str | None]:
+    with sqlite3.connect(database) as db:
+        return dict(db.execute("SELECT id, owner_ref FROM accounts").fetchall())
+
+
+async def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_binance_account_without_its_owner_recorded_gets_it_at_start_up_best_effort(
+    make_strata, fake_exchanges
+):
+    book = fake_exchanges.books["binance"]
+    async with make_strata() as s:
+        account, api_key = await connect_with_key(s, fake_exchanges, "binance")
+        database = s.settings.database_path
+    recorded = _owner_refs(database)[account.id]
+    assert recorded is not None
+    with sqlite3.connect(database) as db:  # connected before owners were recorded
+        db.execute("UPDATE accounts SET owner_ref = NULL")
+
+    def uid_reads() -> int:
+        return sum(r.path == "/api/v3/account" and r.api_key == api_key for r in book.requests)
+
+    before = uid_reads()
+    book.inject("server_error", count=1, path="/api/v3/account")
+    async with make_strata() as s:  # the read fails: the bot starts anyway, the next start tries again
+        await _wait_for(lambda: uid_reads() > before)
+        await asyncio.sleep(0.3)
+        assert _owner_refs(database)[account.id] is None
+        await s.send(USER, "/accounts")
+        await s.next_reply(USER, contains="Your accounts")
+    before = uid_reads()
+    async with make_strata():
+        await _wait_for(lambda: _owner_refs(database)[account.id] is not None)
+        assert _owner_refs(database)[account.id] == recorded
+        assert uid_reads() == before + 1  # one weight-20 call for the account
+
+
+async def test_a_binance_account_without_its_owner_recorded_is_not_given_any_key(make_strata, fake_exchanges):
+    # With no uid recorded and no orders to prove the account, any Binance key replaced the account's key.
+    book = fake_exchanges.books["binance"]
+    async with make_strata() as s:
+        account, old_key = await connect_with_key(s, fake_exchanges, "binance")
+        database = s.settings.database_path
+    book.revoke_key(old_key)
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE accounts SET owner_ref = NULL, status = 'key_rejected'")
+        (before,) = db.execute("SELECT ciphertext FROM credentials").fetchone()
+
+    async with make_strata() as s:
+        stranger_key, stranger_secret = register(fake_exchanges, "binance")  # another Binance account
+        await s.send(USER, "/connect replace binance")
+        await s.next_reply(USER, contains="New key for binance")
+        await send_key_pair(s, stranger_key, stranger_secret)
+        refusal = await s.next_reply(USER, contains="Nothing was changed", timeout=15)
+        assert "/disconnect binance" in refusal.text and "/connect" in refusal.text
+        assert (await s.runtime.store.accounts.get(account.id)).status == "key_rejected"
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT ciphertext FROM credentials").fetchone() == (before,)
+
+
+async def test_a_rejected_key_alert_points_to_the_replacement_once(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "65000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(5000)})
+    await allocate_one_line(strata, "/allocate binance grid 500 BTC/USDT low=60000 high=70000 levels=5")
+    await wait_for_open_orders(fake_exchanges, "binance", api_key)
+    book.revoke_key(api_key)
+    alert = await strata.next_reply(USER, contains="was rejected", timeout=15)
+    assert "reconnect" not in alert.text
+    assert alert.text.count("/connect replace binance") == 1
+    assert "/connect replace <" not in alert.text  # the alert names the label

@@ -4,6 +4,7 @@ the daily summary is queued once per day at the chosen hour."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from tests.chat_helpers import USER, connect_with_key
 from tests.test_chat_strategies import allocate_one_line
@@ -70,3 +71,39 @@ async def test_daily_summary_is_queued_once_at_the_chosen_hour(strata, fake_exch
     assert await summary.run_due() == 0, "once a day"
     text = await strata.next_reply(USER, contains="Daily summary", timeout=10)
     assert "DCA" in text.text and "realised" in text.text
+
+
+async def test_daily_summary_shows_invested_returned_and_pnl_never_a_negative_used(strata, fake_exchanges):
+    # Bought at 50,000 and sold at 55,000: more came back than went in, which a "used of budget" line shows as
+    # a negative amount. The summary says what went in, what came back and the P&L, from the venue's trades.
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
+    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
+    await strata.next_reply(USER, contains="Bought", timeout=15)
+    book.set_price("BTC/USDT", "55000")
+    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+    await strata.send(USER, f"/stop {strategy.id}")
+    question = await strata.next_reply(USER, contains="Keep what it bought")
+    await strata.press(USER, question, "Stop and sell")
+    await strata.next_reply(USER, contains="Realised", timeout=15)
+    await strata.send(USER, "/settings")
+    menu = await strata.next_reply(USER, contains="Daily summary")
+    await strata.press(USER, menu, "Daily summary: turn on")
+    await strata.next_reply(USER, contains="on at 08:00 UTC")
+    strata.runtime.summary._clock = lambda: datetime(2026, 11, 25, 8, 0, 5, tzinfo=UTC)
+
+    assert await strata.runtime.summary.run_due() == 1
+    text = (await strata.next_reply(USER, contains="Daily summary", timeout=10)).plain_text
+
+    trades = book.trades(api_key, "BTC/USDT")
+    buys = [t for t in trades if t.side == "buy"]
+    sells = [t for t in trades if t.side == "sell"]
+    invested = sum(t.cost for t in buys) + sum(t.fee for t in buys if t.fee_currency == "USDT")
+    returned = sum(t.cost for t in sells) - sum(t.fee for t in sells if t.fee_currency == "USDT")
+    assert returned > invested
+    line = next(row for row in text.splitlines() if f"#{strategy.id} " in row)
+    assert "used" not in line and "-" not in line.split(":", 1)[1], line
+    assert f"invested {invested.quantize(Decimal('0.01'))}" in line
+    assert f"returned {returned.quantize(Decimal('0.01'))}" in line
+    assert "budget 100.00 USDT" in line and "realised +" in line

@@ -188,15 +188,18 @@ async def test_disconnect_keeps_the_key_when_open_orders_could_not_be_cancelled(
 
 
 async def test_two_previews_cannot_promise_the_same_money_twice(strata, fake_exchanges):
-    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
-    await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
     summaries = []
     for _ in range(2):
         await strata.send(USER, "/allocate binance dca 800 BTC/USDT every=1d amount=20")
         summaries.append(await strata.next_reply(USER, contains="Allocation summary"))
     await strata.press(USER, summaries[0], "Confirm allocation")
-    await strata.next_reply(USER, contains="is running")
+    await strata.next_reply(USER, contains="expired")  # the newer summary replaced it
+    # The balance is checked again at Confirm: 500 USDT were spent elsewhere since the summary.
+    book.key(api_key).balances["USDT"] = Decimal(500)
     await strata.press(USER, summaries[1], "Confirm allocation")
     refusal = await strata.next_reply(USER, contains="at most", timeout=15)
     assert "800" in refusal.text
-    assert len(await strata.runtime.store.strategies.list_for_user(USER)) == 1
+    assert await strata.runtime.store.strategies.list_for_user(USER) == []

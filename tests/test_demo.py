@@ -193,6 +193,23 @@ def test_demo_stops_cleanly_at_end_of_input(demo):
     assert demo.finish() == 0, demo.errors
 
 
+def test_a_second_demo_on_the_same_data_folder_exits_non_zero_in_one_line(demo, tmp_path):
+    demo.wait_for(r"Bot log: ")
+    cwd = tmp_path / "cwd"
+
+    second = DemoProcess(cwd, tmp_path / "data")
+    code = second.finish(timeout=60)
+
+    assert code != 0
+    lines = second.errors.strip().splitlines()
+    assert len(lines) == 1 and "data folder" in lines[0] and "Traceback" not in second.errors, second.errors
+    assert "Bot log" not in second.output
+    demo.type("/start")
+    demo.wait_for(r"Strata runs trading strategies")  # the first demo is unaffected
+    demo.end_input()
+    assert demo.finish() == 0, demo.errors
+
+
 # ---------------------------------------------------------------------------------------------- price feed
 def test_price_feed_replays_recorded_candles_and_a_scripted_price_holds_until_resumed():
     books = make_books()

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bot.engine.fills import charged_fee
 from bot.engine.risk import Approved, Ledger, MarketRules, Refused, allocation_headroom, check_order
+from bot.exchanges.models import MarketInfo
 from bot.strategies.base import DesiredOrder
 from storage.models import Order
 from storage.orders import outstanding
@@ -169,6 +170,33 @@ def test_a_market_order_sized_to_the_whole_budget_is_trimmed_to_fit_the_slippage
     verdict = check_order(whole, futures, last_price=D(100000), ledger=Ledger(D(1000)), free_quote=D(5000))
     assert isinstance(verdict, Approved)
     assert verdict.amount < D("0.01") and verdict.reserve <= D(1000)
+
+
+def _market(venue: str, taker: str | None, maker: str | None) -> MarketInfo:
+    return MarketInfo(
+        venue=venue, symbol="BTC/USD", venue_symbol="XXBTZUSD", base="BTC", quote="USD", type="spot",
+        contract=False, amount_step=D("0.00000001"), price_tick=D("0.1"), min_amount=D("0.0001"), max_amount=None,
+        min_cost=D("0.5"), maker_fee=None if maker is None else D(maker), taker_fee=None if taker is None else D(taker),
+        contract_size=None, active=True,
+    )
+
+
+def test_the_gate_reserves_at_least_the_entry_tier_taker_fee_of_the_venue():
+    # Kraken's AssetPairs (and ccxt) say 0.26 % taker, but an account under 10,000 USD of monthly volume pays
+    # 0.40 %: reserving 0.26 % would let a fill's fee push the strategy past its budget.
+    assert MarketRules.from_info(_market("kraken", "0.0026", "0.0016")).fee_rate == D("0.004")
+    assert MarketRules.from_info(_market("binance", "0.001", "0.001")).fee_rate == D("0.001")
+    assert MarketRules.from_info(_market("binanceusdm", "0.0005", "0.0002")).fee_rate == D("0.0005")
+    # A market that states a higher fee than the venue's entry tier keeps its own.
+    assert MarketRules.from_info(_market("binance", "0.0075", "0.0075")).fee_rate == D("0.0075")
+
+
+def test_a_market_without_fees_is_reserved_at_the_highest_entry_tier_taker_fee():
+    assert MarketRules.from_info(_market("somevenue", None, None)).fee_rate == D("0.004")
+    buy = DesiredOrder("BTC/USD", "buy", "limit", "t", amount=D("0.01"), price=D(50000))
+    rules = MarketRules.from_info(_market("kraken", "0.0026", "0.0016"))
+    verdict = check_order(buy, rules, last_price=D(50000), ledger=Ledger(D(1000)), free_quote=D(1000))
+    assert verdict == Approved(amount=D("0.01"), cost=None, price=D(50000), reserve=D("502.00000000"))
 
 
 def test_a_futures_reduce_only_order_reserves_nothing_and_an_opening_one_reserves_its_margin():

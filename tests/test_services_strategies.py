@@ -167,6 +167,33 @@ async def test_stopping_an_accounts_strategies_cancels_their_open_orders(world):
     assert (await world.store.strategies.get(strategy_id)).status == "stopped"
 
 
+async def test_a_grid_budget_is_checked_per_level_against_the_levels_armed_at_the_current_price(world):
+    # At 50,000 a grid from 40,000 to 60,000 in 5 levels arms 40,000 and 45,000: 15 USDT is 7.49 per level.
+    # The minimum is 10 USDT on a 0.00001 BTC step: at 45,000 the smallest buy is 0.00023 BTC = 10.35 USDT, so
+    # two levels need 20.70 plus the 0.1 % fee reserve = 20.7207 → 20.73.
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "grid", "15", "BTC/USDT",
+                                     {"low": "40000", "high": "60000", "levels": "5"})
+    message = refused.value.message
+    assert "2 grid level(s)" in message and "at least 20.73 USDT" in message and "levels=3" in message
+    with pytest.raises(UserError):
+        await world.service.allocate(ALICE, "binance", "grid", "20.72", "BTC/USDT",
+                                     {"low": "40000", "high": "60000", "levels": "5"})
+    await world.service.allocate(ALICE, "binance", "grid", "20.73", "BTC/USDT",
+                                 {"low": "40000", "high": "60000", "levels": "5"})
+    # From 45,000 to 65,000 only the bottom level is below 50,000: the whole budget goes to it.
+    await world.service.allocate(ALICE, "binance", "grid", "15", "BTC/USDT",
+                                 {"low": "45000", "high": "65000", "levels": "5"})
+
+
+async def test_a_grid_outside_its_range_is_checked_for_the_worst_case_of_every_level_but_the_top(world):
+    # Above the range the grid waits; once the price falls into it, up to 4 of its 5 levels arm at once.
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "grid", "35", "BTC/USDT",
+                                     {"low": "30000", "high": "40000", "levels": "5"})
+    assert "4 grid level(s)" in refused.value.message and "levels=4" in refused.value.message
+
+
 async def test_a_dca_amount_that_rounding_pushes_below_the_minimum_is_refused_with_the_smallest_that_works(world):
     """At 109000, 10 USDT is above Binance's 10 USDT minimum but buys 0.00009 BTC on its 0.00001 step (9.81
     USDT); the smallest buy that meets the minimum, 0.0001 BTC, costs 10.90 — the refusal says so, and that

@@ -10,6 +10,7 @@ from decimal import Decimal
 from html import escape
 
 from bot.engine.pnl import AssetPnl, FillEffect
+from bot.exchanges.errors import AUTH_REJECTED
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
 
@@ -93,6 +94,11 @@ def pause_text(strategy: Strategy, reason: str) -> str:
 
 def key_rejected_text(label: str, venue_name: str, reason: str, paused: list[Strategy]) -> str:
     names = ", ".join(escape(strategy_name(s)) for s in paused) or "none"
+    if reason.startswith(AUTH_REJECTED):  # the generic diagnosis: the title says it, the fix follows with the label
+        reason = (
+            "The key may have been revoked or have expired, this server's IP may not be on its whitelist, or a "
+            "permission may be missing."
+        )
     return (
         f"<b>The API key of {escape(label)} ({escape(venue_name)}) was rejected by the exchange.</b>\n"
         f"{escape(reason)}\nPaused strategies: {names}.\n"

@@ -45,14 +45,18 @@ class Action(StrEnum):
     UNKNOWN = "unknown"
 
 
+#: What an AUTH failure means (the alert about a rejected key adds the fix, naming the account's label).
+AUTH_REJECTED = (
+    "The exchange rejected this account's API key (revoked, expired, IP whitelist, or a missing permission)."
+)
+
 _USER_MESSAGES = {
     Action.RETRY: "The exchange did not answer in time or had an internal error; we will try again shortly.",
     Action.BACKOFF: "The exchange asked us to slow down; we will try again after a pause.",
     Action.RESYNC: "The exchange refused the request's timing (clock or nonce); please try again.",
     Action.AUTH: (
-        "The exchange rejected this account's API key (revoked, expired, IP whitelist, or a missing "
-        "permission). Its strategies are paused: check the key on the exchange, then reconnect it "
-        "with /connect."
+        f"{AUTH_REJECTED} Check the key on the exchange, or give the account a new key with "
+        "/connect replace followed by its label (see /accounts); its strategies are kept."
     ),
     Action.FUNDS: "Not enough free balance on the exchange for this order. The strategy is paused.",
     Action.INVALID_ORDER: "The exchange refused the order. The strategy is paused.",

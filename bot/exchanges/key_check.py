@@ -184,6 +184,10 @@ class KeyChecker:
         check = await self._binance_permissions(venue, creds, balances)
         return replace(check, owner_id=await self._binance_uid(venue, creds, info))
 
+    async def binance_uid(self, venue: str, creds: Credentials) -> str | None:
+        """The Binance uid behind a stored key (one weight-20 spot account call); None on any failure."""
+        return await self._binance_uid(venue, creds, None)
+
     async def _binance_uid(self, venue: str, creds: Credentials, balance_info: Any) -> str | None:
         """The Binance uid of the key's account: in spot's account answer, else asked of that spot endpoint."""
         info = balance_info

@@ -38,6 +38,7 @@ from bot.sandbox.exchanges import FakeExchanges, start_fake_exchanges
 from bot.sandbox.lifecycle import lifecycle
 from bot.sandbox.telegram_server import FakeTelegram
 from storage.files import ensure_private_dir
+from storage.lock import ProcessLocks
 
 DEMO_USER_ID = 4242
 DEMO_USER_NAME = "Demo"
@@ -110,7 +111,8 @@ def run_demo(data_dir: Path | None = None) -> int:
     """Run the demo until :quit, end of input or Ctrl-C; return the exit status (0)."""
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]
-    with _data_folder(data_dir) as (folder, temporary):
+    with _data_folder(data_dir) as (folder, temporary), ProcessLocks(folder, folder / "keystore.db"):
+        # The demo's settings keep the default key store in its folder (demo_environment sets no path).
         return asyncio.run(_demo(folder, temporary))
 
 

@@ -4,7 +4,9 @@ Connecting is fail-closed: a key is stored only after it authenticated and was p
 it is stored only as ciphertext sealed by the vault. Disconnecting stops the account's strategies, then shreds
 the data key before deleting the rows, so old backups of the main database become useless.
 
-One API key is connected once (compared by its keyed fingerprint, never by value). An account whose key was
+One API key is connected once (compared by its keyed fingerprint, never by value), and so is one exchange
+account per venue (its keyed `owner_ref`: two Strata accounts on one wallet would promise one balance to two
+budgets; Binance spot and USD-M are separate wallets, so each may be connected once). An account whose key was
 rejected (or whose stored key is unreadable) can get a new key that passes every check of /connect and is
 shown to belong to the same exchange account — its strategies are kept — or be disconnected: its orders that
 may still be open on the exchange are listed for the user to cancel there, and the key is shredded.
@@ -26,7 +28,7 @@ from bot.secret import Credentials
 from bot.services.errors import UserError
 from bot.vault import CredentialUnreadable, Vault
 from bot.venues import CONNECTABLE, next_label, venue_name
-from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected
+from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
 from storage.models import Account, Order
 from storage.orders import LIVE
 from storage.store import Store
@@ -94,6 +96,9 @@ ABANDONED = {
 _OWNER_FAMILY = {"binance": "binance", "binanceusdm": "binance", "kraken": "kraken"}
 #: How many of an account's orders the new key must see to prove it is the same exchange account.
 _PROOF_ORDERS = 3
+#: Start-up backfill of `owner_ref`: at most this many accounts per start (one weight-20 call each), spaced out.
+OWNER_BACKFILL_LIMIT = 20
+OWNER_BACKFILL_PAUSE_S = 1.0
 
 
 class AccountService:
@@ -161,6 +166,8 @@ class AccountService:
                 await self._store.accounts.store_credential(tx, sealed)
         except KeyAlreadyConnected:  # the same key connected meanwhile by a concurrent /connect
             raise UserError(_ALREADY_CONNECTED) from None
+        except OwnerAlreadyConnected as exc:  # checked only now: the key passed the exchange's checks
+            raise UserError(_owner_connected_message(user_id, venue, exc.holder)) from None
         logger.info("user %s connected %s account %s (%s)", user_id, venue, account_id, label)
         account = await self._store.accounts.get(account_id)
         balances = await self._valued(venue, check.balances)
@@ -264,6 +271,32 @@ class AccountService:
                 logger.warning("account %s holds an API key another account also holds", account.id)
         return done
 
+    async def backfill_owners(self) -> int:
+        """Record the Binance account (uid) of active accounts connected before it was recorded (start-up).
+
+        Without it a replacement key could not be tied to the account, nor a second connection of the same
+        exchange account refused. Best effort: one weight-20 call per account, a few per start and spaced out;
+        an account whose read fails keeps waiting for the next start.
+        """
+        done = 0
+        pending = await self._store.accounts.binance_without_owner_ref()
+        for n, account in enumerate(pending[:OWNER_BACKFILL_LIMIT]):
+            if n:
+                await asyncio.sleep(OWNER_BACKFILL_PAUSE_S)
+            try:
+                creds = await self.credentials(account)
+                uid = await asyncio.wait_for(self._checker.binance_uid(account.venue, creds), BALANCE_TIMEOUT_S)
+            except Exception as exc:  # unreadable, unreachable: the next start tries again
+                logger.info("account %s: exchange account not recorded (%s)", account.id, type(exc).__name__)
+                continue
+            if uid is None:
+                logger.info("account %s: exchange account could not be read; next start tries again", account.id)
+                continue
+            owner_ref = await self._vault.fingerprint(f"owner:{_OWNER_FAMILY[account.venue]}", uid)
+            await self._store.accounts.set_owner_ref(account.id, owner_ref)
+            done += 1
+        return done
+
     async def _check(self, venue: str, credentials: Credentials) -> KeyCheck:
         try:
             check = await self._checker.check_key(venue, credentials)
@@ -311,6 +344,15 @@ class AccountService:
         # "not found" by any key, of any account.
         live = [o for o in await self._store.orders.in_states(LIVE, account_id=account.id) if o.exchange_order_id]
         proof = live[:_PROOF_ORDERS] or await self._store.orders.latest_sent(account.id, _PROOF_ORDERS)
+        if not proof and _OWNER_FAMILY[account.venue] == "binance":
+            # Connected before uids were recorded (or its uid could not be read), and no order to compare: any
+            # Binance key would pass. Kraken names no account at all, so there "no orders" is the design.
+            raise UserError(
+                f"I cannot check that this key belongs to the same {name} account as {account.label}: it was "
+                "connected before Strata recorded which exchange account a key belongs to, and it has no orders "
+                f"to compare. Nothing was changed. Send /disconnect {account.label}, then /connect the new key "
+                "(strategies of the old account end with it)."
+            )
         for order in proof:
             try:
                 found = await self._gateway.fetch_order_by_client_id(
@@ -433,6 +475,20 @@ _ALREADY_CONNECTED = (
     "This API key is already connected to this bot. One key can be connected once: create a separate key on "
     "the exchange for this account."
 )
+
+
+def _owner_connected_message(user_id: int, venue: str, holder: Account) -> str:
+    """Why a second connection of one exchange account is refused; nothing about another user's account."""
+    if holder.user_id == user_id:
+        return (
+            f"This {venue_name(venue)} account is already connected as {holder.label}. One exchange account is "
+            "connected once, so two budgets never count on the same balance. Nothing was stored. To use this "
+            f"new key for it, send /connect replace {holder.label} (its strategies are kept)."
+        )
+    return (
+        f"This {venue_name(venue)} account is already connected to this bot. One exchange account can be "
+        "connected once, so nothing was stored."
+    )
 
 
 def _fix_note(label: str, status: str) -> str | None:

@@ -40,7 +40,12 @@ class Draft:
 
 
 class Drafts:
-    """One draft per user and the previews they may confirm, both expiring after a quarter of an hour."""
+    """One draft per user and the one preview they may confirm, both expiring after a quarter of an hour.
+
+    Only a user's newest summary can be confirmed: showing a new one expires the older, and `/cancel` or a
+    summary's Cancel button expires it too, so a Confirm pressed on a summary the user walked away from
+    starts nothing.
+    """
 
     def __init__(self, ttl: float = DRAFT_TTL_S) -> None:
         self.ttl = ttl
@@ -63,8 +68,17 @@ class Drafts:
         return self._drafts.pop(user_id, None)
 
     def keep_preview(self, preview) -> None:
+        """Make `preview` the user's confirmable summary, expiring any older one of theirs."""
         self._expire_previews()
+        self.drop_previews(preview.user_id)
         self._previews[preview.token] = (time.monotonic(), preview)
+
+    def drop_previews(self, user_id: int) -> bool:
+        """Expire the user's pending summary; True if there was one."""
+        mine = [token for token, (_, preview) in self._previews.items() if preview.user_id == user_id]
+        for token in mine:
+            del self._previews[token]
+        return bool(mine)
 
     def take_preview(self, token: str, user_id: int):
         """The preview behind a Confirm button, only for the user it was made for (else None)."""

@@ -23,7 +23,8 @@ from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
-from bot.strategies.base import DesiredOrder
+from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
+from bot.strategies.grid import level_prices
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import venue_name
 from storage.models import Account, Strategy
@@ -36,6 +37,14 @@ ZERO = Decimal(0)
 STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
+#: What a venue cannot run, with the reason /allocate gives (checked before any summary is shown).
+UNSUPPORTED = {
+    ("rebalance", "binanceusdm"): (
+        "Rebalance needs spot holdings: it buys coins and sells them back to their target weights, and a "
+        "Binance Futures account holds positions, not coins (its orders would open leveraged positions). "
+        "Allocate it on a Binance Spot or Kraken account."
+    ),
+}
 EXAMPLES = {
     "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
     "grid": "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5",
@@ -100,6 +109,8 @@ class StrategyStatus:
     budget: Decimal
     quote: str
     used: Decimal  # net spent: buys + fees − sale proceeds (futures: margin at 1x − realised P&L net of fees)
+    invested: Decimal  # quote paid for buys, quote fees included
+    returned: Decimal  # quote received from sells, quote fees deducted
     reserved: Decimal  # held by open orders
     left: Decimal
     open_orders: int
@@ -217,6 +228,7 @@ class StrategyService:
             strategy = get_strategy(kind)
         except ParamError as exc:
             raise UserError(exc.message) from None
+        self.check_venue(strategy.name, account.venue)
         amount = _budget(budget)
         symbol = symbol.strip().upper()
         if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
@@ -234,6 +246,8 @@ class StrategyService:
             raise UserError(exc.message) from None
         if strategy.name == "dca":
             await self._check_dca_amount(account, market_symbol, amount, parsed)
+        if strategy.name == "grid":
+            await self._check_grid_levels(account, market_symbol, amount, parsed)
         await self._check_market_free(account, market_symbol)
 
         free, available = await self._check_headroom(account, quote, amount)
@@ -254,6 +268,12 @@ class StrategyService:
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
             free_quote=free, available=available,
         )
+
+    def check_venue(self, kind: str, venue: str) -> None:
+        """Refuse a strategy the venue cannot run, saying why (the guided flow asks as soon as it is picked)."""
+        reason = UNSUPPORTED.get((kind, venue))
+        if reason is not None:
+            raise UserError(reason)
 
     async def confirm(self, preview: AllocationPreview) -> Allocated:
         """Create and schedule the allocation of a preview (once: a second confirm is refused)."""
@@ -390,6 +410,38 @@ class StrategyService:
                 f"amount that works now is {_q(smallest)} {info.quote}: use amount= at least that."
             )
 
+    async def _check_grid_levels(self, account: Account, symbol: str, budget: Decimal, params: Any) -> None:
+        """Refuse a grid whose budget per level buys less than the market minimum, naming what would work.
+
+        The grid splits its budget over the levels below the price when it starts (over all levels but the top
+        one when the price is outside the range: the worst case once it enters it); each level's buy must pass
+        the risk gate's minimums after rounding, or it is never placed.
+        """
+        info = await self._market(account, symbol)
+        try:
+            ticker = await self._gateway.fetch_ticker(account.venue, symbol)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read the price of {symbol}: {failure.user_message}") from None
+        if ticker.last is None or ticker.last <= 0:
+            return  # no price to check against; the grid waits and says so
+        rules = MarketRules.from_info(info)
+        check = _GridCheck(rules, symbol, ticker.last, params["low"], params["high"])
+        per_level = check.per_level_if_short(budget, params["levels"])
+        if per_level is None:
+            return
+        levels = params["levels"]
+        smallest = check.smallest_budget(budget, levels)
+        fewer = next((n for n in range(levels - 1, 1, -1) if check.per_level_if_short(budget, n) is None), None)
+        armed = check.armed(levels)
+        shown = floor_to(per_level, Decimal("0.01")) if per_level >= 1 else per_level
+        raise UserError(
+            f"{_q(budget)} {info.quote} over the {len(armed)} grid level(s) below the price is {_q(shown)} "
+            f"{info.quote} per level, below {symbol.split(':')[0]}'s minimum order at those prices. Use a budget of "
+            f"at least {_q(smallest)} {info.quote}"
+            + (f", or levels={fewer} (or fewer)" if fewer is not None else "")
+            + "."
+        )
+
     # --- status ---------------------------------------------------------------------------------------
 
     async def status(self, user_id: int) -> list[StrategyStatus]:
@@ -441,7 +493,8 @@ class StrategyService:
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
             status=strategy.status, pause_reason=strategy.pause_reason,
             note=await self._store.strategies.note(strategy.id), budget=strategy.budget, quote=strategy.quote,
-            used=used, reserved=reserved, left=max(ZERO, strategy.budget - used - reserved),
+            used=used, invested=pnl.invested, returned=pnl.returned, reserved=reserved,
+            left=max(ZERO, strategy.budget - used - reserved),
             open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
             average_buy_price=_q8(average), futures=futures,
             entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(pnl.realised),
@@ -598,6 +651,53 @@ class StrategyService:
         if strategy is None:
             raise UserError("No such strategy. See /status for yours.")
         return strategy
+
+
+class _GridCheck:
+    """A grid's first buys put through the risk gate before Confirm, as the engine will when it starts."""
+
+    def __init__(self, rules: MarketRules, symbol: str, price: Decimal, low: Decimal, high: Decimal) -> None:
+        self.rules, self.symbol, self.price, self.low, self.high = rules, symbol, price, low, high
+
+    def armed(self, levels: int) -> tuple[Decimal, ...]:
+        """The level prices that get a buy when the grid starts (see `Grid._arm_ladder`)."""
+        ladder = level_prices(self.low, self.high, levels)[:-1]
+        below = tuple(p for p in ladder if p < self.price)
+        in_range = self.low <= self.price <= self.high
+        return below if in_range and below else ladder
+
+    def per_level_if_short(self, budget: Decimal, levels: int) -> Decimal | None:
+        """The budget per level when some level's buy falls below the market minimum, else None."""
+        armed = self.armed(levels)
+        spendable = Budget(total=budget, fee_rate=self.rules.fee_rate).spendable
+        per_level = floor_to(spendable / len(armed), QUOTE_STEP)
+        for price in armed:
+            amount = amount_for_cost(per_level, price)
+            if amount <= 0:
+                return per_level
+            order = DesiredOrder(self.symbol, "buy", "limit", "allocation-check", amount=amount, price=price)
+            verdict = check_order(order, self.rules, last_price=self.price, ledger=Ledger(budget), free_quote=None)
+            if isinstance(verdict, Refused) and verdict.kind == "minimum":
+                return per_level
+        return None
+
+    def smallest_budget(self, budget: Decimal, levels: int) -> Decimal:
+        """The smallest budget (in cents, or 1e-8 below one unit) whose every first buy passes the minimums."""
+        unit = Decimal("0.01") if budget >= 1 else QUOTE_STEP
+        low, high = budget, budget * 2
+        for _ in range(200):  # the per-level value grows with the budget: double until it passes
+            if self.per_level_if_short(high, levels) is None:
+                break
+            low, high = high, high * 2
+        while high - low > unit:
+            middle = floor_to((low + high) / 2, unit)
+            if middle <= low:
+                break
+            if self.per_level_if_short(middle, levels) is None:
+                high = middle
+            else:
+                low = middle
+        return (high / unit).to_integral_value(rounding=ROUND_CEILING) * unit
 
 
 def _budget(value: Decimal | str) -> Decimal:

@@ -1,0 +1,40 @@
+"""The daily summary's text: what went in and came back (spot), the position (futures), never a negative "used"."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from bot.services.strategies import StrategyStatus
+from bot.summary import summary_text
+
+D = Decimal
+
+
+def status(**changes) -> StrategyStatus:
+    fields = dict(
+        id=3, kind="dca", title="DCA", symbol="BTC/USDT", account_label="binance", venue_name="Binance Spot",
+        status="active", pause_reason=None, note=None, budget=D(1000), quote="USDT", used=D("-78.92"),
+        invested=D("500.50"), returned=D("579.42"), reserved=D(0), left=D(1000), open_orders=0, holdings={},
+        average_buy_price=None, futures=False, entry_price=None, realised_pnl=D("78.92"), unrealised_pnl=D(0),
+        fees=D("1.08"), next_run=None, fill_poll_seconds=10.0,
+    )
+    fields.update(changes)
+    return StrategyStatus(**fields)
+
+
+def test_a_spot_line_shows_invested_and_returned_instead_of_a_negative_used():
+    line = summary_text("2026-12-04", [status()]).splitlines()[1]
+    assert line == (
+        "#3 DCA BTC/USDT (active), budget 1000.00 USDT: invested 500.50, returned 579.42; realised +78.92, "
+        "unrealised 0.00, fees 1.08"
+    )
+
+
+def test_a_futures_line_shows_the_position_not_sale_proceeds_as_returned_money():
+    short = status(symbol="BTC/USDT:USDT", futures=True, holdings={"BTC": D("-0.003")}, invested=D("120.1"),
+                   returned=D("150.2"), realised_pnl=D("-2.5"), unrealised_pnl=D("1.25"))
+    line = summary_text("2026-12-04", [short]).splitlines()[1]
+    assert "position short 0.003 BTC" in line and "invested" not in line and "returned" not in line
+    assert "realised -2.50, unrealised +1.25" in line
+    flat = summary_text("2026-12-04", [status(futures=True, holdings={})]).splitlines()[1]
+    assert "position flat" in flat
