@@ -146,3 +146,33 @@ async def test_a_buy_the_exchange_rejects_for_funds_is_owed_again_when_the_user_
         assert world.engine.next_run_time(strategy_id) > datetime.now(UTC) + timedelta(hours=23)
     finally:
         await world.close()
+
+
+async def test_a_buy_a_pause_kept_from_being_sent_is_owed_again_on_resume(fake_exchanges, tmp_path):
+    """/pause lands while a run has decided its buy but not sent it: the slot is not counted as bought."""
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    book.add_key("key-p", "secret-p", balances={"USDT": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(9, "binance", "key-p", "secret-p")
+        strategy_id = await world.allocate(9, "binance", "dca", "100", "BTC/USDT", every="1m", amount="20")
+        await world.engine.settle()
+        assert len(book.all_orders("key-p")) == 1
+        # The next slot's run reads the balance (after deciding to buy); its answer is held while /pause lands.
+        book.inject("hold", path="/api/v3/account", method="GET", seconds=1.0)
+        world.engine.ctx.clock = lambda: datetime.now(UTC) + timedelta(minutes=1, seconds=1)
+        run = asyncio.create_task(world.engine.run_strategy(strategy_id))
+        await asyncio.sleep(0.3)
+        await world.service.pause(9, strategy_id)
+        await run
+        await world.engine.settle()
+        assert len(book.all_orders("key-p")) == 1  # stop means stopped: the second buy was never sent
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.state["buys"] == 1  # the slot the pause kept from buying is not counted as bought
+        await world.service.resume(9, strategy_id)
+        await world.engine.settle()
+        assert len(book.all_orders("key-p")) == 2  # owed, so bought at once on /resume
+        assert (await world.store.strategies.get(strategy_id)).state["buys"] == 2
+    finally:
+        await world.close()

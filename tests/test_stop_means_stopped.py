@@ -389,3 +389,29 @@ async def test_panic_does_not_wait_for_a_slow_run_and_its_order_is_never_sent(fa
         )
     finally:
         await world.close()
+
+
+async def test_disconnect_with_an_order_still_unconfirmed_says_so_and_keeps_the_key(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    account, _ = await connect_with_key(strata, fake_exchanges, "binance")
+    strata.runtime.engine.desk.unknown_grace = timedelta(seconds=1)  # /disconnect waits this plus a margin
+    book.inject("server_error", path="/api/v3/order", method="POST")  # 503: placed or not? (it was not)
+    book.inject("server_error", count=1000, path="/api/v3/order", method="GET")  # and no lookup answers
+    await strata.send(USER, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
+    summary = await strata.next_reply(USER, contains="Allocation summary")
+    await strata.press(USER, summary, "Confirm allocation")
+    await strata.next_reply(USER, contains="is running")
+
+    async def unknown() -> bool:
+        return [o.status for o in await strata.runtime.store.orders.in_states(LIVE)] == ["unknown"]
+
+    await wait_for(unknown, timeout=10)
+    await strata.send(USER, "/disconnect binance")
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    refusal = await strata.next_reply(USER, contains="nothing was deleted", timeout=30)
+    # Truthful: the order's fate is unknown (not "the exchange did not answer a cancel"), and the key is kept.
+    assert "could not be confirmed yet" in refusal.plain_text
+    assert "did not answer" not in refusal.plain_text
+    assert await strata.runtime.store.accounts.credential(account.id) is not None

@@ -48,7 +48,7 @@ from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.models import Trade
 from bot.strategies import STRATEGIES
-from bot.strategies.base import REJECTED_BY_VENUE, Fill
+from bot.strategies.base import NOT_SENT, REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
 from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, OPEN, REJECTED, UNCONFIRMED, UNKNOWN, NewFill
 from storage.strategies import ACTIVE, STOPPED
@@ -218,7 +218,7 @@ class OrderDesk:
     async def _end_unsent(self, order: Order, status: str, error: str) -> None:
         """End an order the exchange never took, and tell its strategy it closed with nothing filled."""
         self._unknown_since.pop(order.id, None)
-        await self.record(order.id, status=status, fill=None, error=error[:300])
+        await self.record(order.id, status=status, fill=None, error=error[:300], unsent=status == CANCELED)
 
     # --- resolving --------------------------------------------------------------------------------------
 
@@ -378,13 +378,17 @@ class OrderDesk:
             return NOT_CONFIRMED
         if order.status in UNCONFIRMED:
             if order.status == INTENT and self.surely_absent(order):
-                await self.record(order.id, status=CANCELED, fill=None, error="canceled before it was sent")
+                await self.record(
+                    order.id, status=CANCELED, fill=None, error="canceled before it was sent", unsent=True
+                )
                 return UNSENT
             found = await self.lookup(order, account)
             if found is None:
                 if not self.surely_absent(order):
                     return NOT_CONFIRMED
-                await self.record(order.id, status=CANCELED, fill=None, error="canceled: it never reached the exchange")
+                await self.record(
+                    order.id, status=CANCELED, fill=None, error="canceled: it never reached the exchange", unsent=True
+                )
                 return UNSENT
             if not found.is_open:
                 await self.apply(order.id, account, found)
@@ -583,12 +587,14 @@ class OrderDesk:
         exchange_order_id: str | None = None,
         error: str | None = None,
         base_filled: Decimal | None = None,
+        unsent: bool = False,
     ) -> bool:
         """One transaction: the new fills, order totals and status, ledger, strategy state, fill alert.
 
         Returns whether a fill was new. A fill already recorded (same order and trade key) is skipped, so
         recording the same report twice changes nothing. `base_filled` (cumulative fills) is the order's filled
         amount the fill was computed from: if the order moved on meanwhile, the fill is stale and dropped.
+        `unsent`: the order ends without ever reaching the exchange (its strategy is told `NOT_SENT`).
         Fills of one report are folded into the strategy (and alerted) together, one event per fee currency.
         """
         store = self.ctx.store
@@ -671,7 +677,7 @@ class OrderDesk:
                 rejected = status == REJECTED and order.filled == 0
                 state = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=ZERO, price=order.price or ZERO,
-                    closed=True, refused=REJECTED_BY_VENUE if rejected else None,
+                    closed=True, refused=REJECTED_BY_VENUE if rejected else NOT_SENT if unsent else None,
                 ), params).state
             if status != order.status or exchange_order_id != order.exchange_order_id or error:
                 await store.orders.set_status(tx, order.id, status, exchange_order_id=exchange_order_id, error=error)

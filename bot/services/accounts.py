@@ -30,7 +30,7 @@ from bot.vault import CredentialUnreadable, Vault
 from bot.venues import CONNECTABLE, next_label, venue_name
 from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
 from storage.models import Account, Order
-from storage.orders import LIVE
+from storage.orders import LIVE, UNCONFIRMED
 from storage.store import Store
 from storage.strategies import PAUSED
 
@@ -422,11 +422,7 @@ class AccountService:
         left = await self._store.orders.in_states(LIVE, account_id=account.id)
         if left:
             # Shredding the key now would leave these orders on the exchange, out of our reach for good.
-            raise UserError(
-                f"I could not cancel {len(left)} open order(s) on {account.label}: the exchange did not answer. "
-                "Its strategies are stopped, but nothing was deleted: try /disconnect again in a moment (or cancel "
-                "the orders on the exchange)."
-            )
+            raise UserError(_orders_left_text(account.label, left))
         sealed = await self._store.accounts.credential(account.id)
         if sealed is not None:
             await self._vault.shred(sealed.dek_id)
@@ -520,4 +516,22 @@ def _view(account: Account, balances, note: str | None = None) -> AccountView:
         permissions=account.permissions,
         balances=balances,
         note=note or ("testnet: withdraw permission could not be checked" if account.testnet else None),
+    )
+
+
+def _orders_left_text(label: str, left: list) -> str:
+    """Why /disconnect kept the key: orders whose fate is not known yet, or open ones the exchange kept."""
+    unconfirmed = sum(1 for order in left if order.status in UNCONFIRMED)
+    still_open = len(left) - unconfirmed
+    reasons = []
+    if unconfirmed:
+        reasons.append(
+            f"{unconfirmed} order(s) on {label} could not be confirmed yet (the exchange has not told me whether "
+            "they arrived); I keep checking and will tell you how they end"
+        )
+    if still_open:
+        reasons.append(f"I could not cancel {still_open} open order(s) on {label}: the exchange did not confirm it")
+    return (
+        "; ".join(reasons) + ". Its strategies are stopped, but nothing was deleted: the key is kept so those orders "
+        "stay within reach. Try /disconnect again in a moment (or cancel the orders on the exchange)."
     )

@@ -38,6 +38,9 @@ QUOTE_STEP = Decimal("1e-8")
 AMOUNT_STEP = Decimal("1e-12")
 #: `Fill.refused` of an order the exchange rejected (its send failed for funds or its rules).
 REJECTED_BY_VENUE = "rejected"
+#: `Fill.refused` of an order the engine ended unsent: its strategy was paused or stopped between deciding it and
+#: sending it, or it was cancelled before it reached the exchange. Nothing of it traded: what it was for is owed.
+NOT_SENT = "not_sent"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from bot.strategies.base import (
+    NOT_SENT,
     REJECTED_BY_VENUE,
     ZERO,
     Budget,
@@ -123,10 +124,10 @@ class Dca(Strategy):
         # was refused (by the gate, or by the exchange) undoes what `decide` counted for it.
         if fill.refused is None or fill.tag != _tag(state, state.last_slot):
             return FillUpdate(state)
-        if fill.refused == REJECTED_BY_VENUE:
-            # The exchange refused it (funds, its rules): the strategy is paused with the venue's reason, and the
-            # slot stays owed, as after the gate's refusal for funds: once resumed, the buy is placed at once
-            # (under a new tag: the rejected order keeps its own).
+        if fill.refused in (REJECTED_BY_VENUE, NOT_SENT):
+            # The exchange refused it (funds, its rules), or a /pause or /stop came between deciding it and
+            # sending it: the slot stays owed, as after the gate's refusal for funds: once resumed, the buy is
+            # placed at once (under a new tag: the ended order keeps its own).
             retries = state.retries + 1 if state.retry_slot == state.last_slot else 1
             return FillUpdate(replace(state, last_slot=state.last_slot - 1, buys=max(0, state.buys - 1),
                                       finished=False, retry_slot=state.last_slot, retries=retries))

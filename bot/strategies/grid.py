@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from bot.strategies.base import (
+    NOT_SENT,
     QUOTE_STEP,
     REJECTED_BY_VENUE,
     ZERO,
@@ -204,7 +205,7 @@ class Grid(Strategy):
         else:
             level = replace(level, sold=level.sold + fill.amount,
                             proceeds=level.proceeds + fill.cost - quote_fee - base_fee * fill.price)
-            if fill.refused not in (None, REJECTED_BY_VENUE) and fill.closed:
+            if fill.refused not in (None, REJECTED_BY_VENUE, NOT_SENT) and fill.closed:
                 # The gate would not send it (below the minimum at today's rules): carry it, re-arm the level.
                 dust += level.bought - level.sold
                 level, profit = _closed(level)
