@@ -208,3 +208,31 @@ async def test_a_dca_amount_that_rounding_pushes_below_the_minimum_is_refused_wi
     await world.engine.settle()
     [order] = world.book.all_orders("alice")
     assert order.status == "closed" and order.filled * Decimal(109000) >= 10
+
+
+@pytest.mark.parametrize("typed", ["BTC/USDT", "BTCUSDT", "btc-usdt", "BTC_USDT", "btc/usdt", " btc usdt "])
+async def test_every_usual_way_of_writing_a_market_means_the_venues_market(world, typed):
+    preview = await world.service.allocate(ALICE, "binance", "dca", "100", typed, {"amount": "20"})
+    assert preview.symbol == "BTC/USDT"
+
+
+async def test_an_unknown_market_gets_the_closest_listed_ones(world):
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "dca", "100", "BTC-USD", {"amount": "20"})
+    assert "BTC/USD is not traded on Binance Spot. Did you mean BTC/USDT" in refused.value.message
+    with pytest.raises(UserError) as refused:
+        await world.service.allocate(ALICE, "binance", "dca", "100", "ETHUSTD", {"amount": "20"})
+    assert "Did you mean ETH/USDT" in refused.value.message
+
+
+def test_a_concatenated_symbol_is_split_only_by_the_listed_markets():
+    from bot.services.strategies import market_names, pick_market
+
+    markets = market_names(["BTC/USDT", "ETH/BTC", "AB/CD", "ABC/D", "BTC/USDT:USDT"], futures=False)
+    assert markets == ["AB/CD", "ABC/D", "BTC/USDT", "ETH/BTC"]
+    assert pick_market("ETHBTC", markets, "X") == "ETH/BTC"
+    with pytest.raises(UserError) as refused:  # two pairs join alike: asked, never guessed
+        pick_market("ABCD", markets, "X")
+    assert "AB/CD" in refused.value.message and "ABC/D" in refused.value.message
+    assert market_names(["BTC/USDT", "BTC/USDT:USDT"], futures=True) == ["BTC/USDT"]
+    assert pick_market("btc/usdt:usdt".upper(), ["BTC/USDT"], "X") == "BTC/USDT"

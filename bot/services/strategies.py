@@ -8,7 +8,9 @@ front end prints; every refusal is a `UserError` whose message is fit to show as
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -233,6 +235,8 @@ class StrategyService:
         symbol = symbol.strip().upper()
         if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
             raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
+        if strategy.name != "rebalance":  # rebalance takes a quote asset (USDT), not a market
+            symbol = await self.resolve_market(account.venue, symbol)
         try:
             parsed = strategy.parse_params(dict(params or {}))
         except ParamError as exc:
@@ -268,6 +272,23 @@ class StrategyService:
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
             free_quote=free, available=available,
         )
+
+    async def resolve_market(self, venue: str, text: str) -> str:
+        """The market `text` means on `venue`, as users write it (`BTC/USDT`), or a `UserError` naming the closest.
+
+        `BTC/USDT`, `btc-usdt`, `BTC_USDT`, `btc usdt` split at the separator; a concatenated `BTCUSDT` is looked up
+        in the venue's loaded markets (base and quote joined), never split by guessing where the quote starts.
+        Futures markets are listed as `BTC/USDT:USDT` by ccxt and written without the settle suffix.
+        """
+        typed = text.strip().upper()
+        if not 0 < len(typed) <= MAX_SYMBOL_TEXT:
+            raise UserError(f"'{shown(typed)}' is not a market: write it like BTC/USDT.")
+        try:
+            listed = await self._gateway.symbols(venue)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not reach {venue_name(venue)}: {failure.user_message}") from None
+        markets = market_names(listed, futures=venue in FUTURES_VENUES)
+        return pick_market(typed, markets, venue_name(venue))
 
     def check_venue(self, kind: str, venue: str) -> None:
         """Refuse a strategy the venue cannot run, saying why (the guided flow asks as soon as it is picked)."""
@@ -698,6 +719,33 @@ class _GridCheck:
             else:
                 low = middle
         return (high / unit).to_integral_value(rounding=ROUND_CEILING) * unit
+
+
+_SEPARATORS = re.compile(r"\s*[/\-_ ]\s*")
+
+
+def market_names(symbols: list[str], *, futures: bool) -> list[str]:
+    """The venue's markets as users write them: `BTC/USDT` (a futures `BTC/USDT:USDT` without its suffix)."""
+    names = {s.split(":")[0] for s in symbols if (":" in s) == futures and "/" in s}
+    return sorted(names)
+
+
+def pick_market(typed: str, markets: list[str], where: str) -> str:
+    """The market of `markets` that `typed` (upper case) names, or a `UserError` suggesting the closest ones."""
+    parts = [p for p in _SEPARATORS.split(typed.split(":")[0]) if p]
+    by_compact: dict[str, list[str]] = {}
+    for market in markets:
+        by_compact.setdefault(market.replace("/", ""), []).append(market)
+    if len(parts) == 2 and f"{parts[0]}/{parts[1]}" in markets:
+        return f"{parts[0]}/{parts[1]}"
+    # BTCUSDT: only a listed base+quote pair, never a guess; two pairs joining alike (AB/CD, ABC/D) are asked.
+    if len(parts) == 1 and len(by_compact.get(parts[0], ())) == 1:
+        return by_compact[parts[0]][0]
+    wanted = "/".join(parts) or typed
+    close = [m for c in difflib.get_close_matches("".join(parts), list(by_compact), n=3, cutoff=0.6)
+             for m in by_compact[c]]
+    hint = f" Did you mean {', '.join(close)}?" if close else " Write it like BTC/USDT."
+    raise UserError(f"{shown(wanted)} is not traded on {where}.{hint}")
 
 
 def _budget(value: Decimal | str) -> Decimal:
