@@ -110,13 +110,18 @@ def left_open_lines(orders: tuple[LeftOpen, ...]) -> list[str]:
     return lines
 
 
+def param_default(p) -> str:
+    """`required`, or `default: 1d` (a `ParamDescription`)."""
+    return "required" if p.required else f"default: {esc(p.default)}"
+
+
 def catalogue_text(descriptions) -> str:
     lines = ["<b>Strategies</b>"]
     for d in descriptions:
         lines.append("")
         lines.append(f"<b>{esc(d.title)}</b> (<code>{esc(d.name)}</code>) — {esc(d.description)}")
         for p in d.params:
-            lines.append(f"  • <code>{esc(p.name)}</code> — {esc(p.description)} (default: {esc(p.default)})")
+            lines.append(f"  • <code>{esc(p.name)}</code> — {esc(p.description)} ({param_default(p)})")
         if d.example:
             lines.append(f"  e.g. <code>{esc(d.example)}</code>")
     return "\n".join(lines)
@@ -128,7 +133,7 @@ def preview_text(preview) -> str:
         [
             "<b>Allocation summary</b>",
             f"Account: {esc(preview.account_label)} ({esc(preview.venue_name)})",
-            f"Strategy: {esc(preview.title)}",
+            f"Strategy: {esc(preview.title)}" + (f" “{esc(preview.name)}”" if getattr(preview, "name", None) else ""),
             f"Market: {esc(preview.symbol)}",
             f"Budget: {fmt_amount(preview.budget)} {esc(preview.quote)} (hard ceiling; "
             f"{fmt_amount(preview.available)} {esc(preview.quote)} available)",
@@ -155,7 +160,7 @@ def _position(amount: Decimal, asset: str) -> str:
 
 def status_lines(s) -> list[str]:
     state = {"active": "▶️ running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped"}
-    head = f"<b>#{s.id} {esc(s.title)}</b> {esc(s.symbol)} on {esc(s.account_label)} — {state.get(s.status, s.status)}"
+    head = f"<b>{esc(_label(s))}</b> on {esc(s.account_label)} — {state.get(s.status, s.status)}"
     lines = [head]
     if s.status == "paused" and s.pause_reason:
         lines.append(f"  reason: {esc(clip(s.pause_reason))}")
@@ -186,6 +191,25 @@ def status_lines(s) -> list[str]:
     if s.next_run is not None:
         lines.append(f"  next run: {s.next_run.strftime('%Y-%m-%d %H:%M:%S UTC')}")
     return lines
+
+
+def _label(s) -> str:
+    """`#1 DCA BTC/USDT “name”` (the service's label; a status built without one falls back to the parts)."""
+    return s.label or f"#{s.id} {s.title} {s.symbol}"
+
+
+def status_detail_text(s) -> str:
+    """`/status <id>`: one strategy's lines, its parameters and, for spot, what it invested and got back."""
+    lines = status_lines(s)
+    if s.params:
+        params = " ".join(f"{k}={v}" for k, v in s.params.items())
+        lines.insert(1, f"  parameters: <code>{esc(clip(params, 300))}</code>")
+    if not s.futures:
+        cents = Decimal("0.01")
+        lines.append(f"  invested {fmt_amount(s.invested.quantize(cents))} {esc(s.quote)}, returned "
+                     f"{fmt_amount(s.returned.quantize(cents))} {esc(s.quote)} (fees included)")
+    lines.append(f"Fills are checked every {s.fill_poll_seconds:g} s. /status lists all your strategies.")
+    return "\n".join(lines)
 
 
 def status_text(page) -> str:

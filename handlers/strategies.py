@@ -29,7 +29,16 @@ from handlers.common import (
     reply,
     runtime,
 )
-from handlers.render import catalogue_text, clip, control_text, panic_text, preview_text, status_text, stop_text
+from handlers.render import (
+    catalogue_text,
+    clip,
+    control_text,
+    panic_text,
+    preview_text,
+    status_detail_text,
+    status_text,
+    stop_text,
+)
 
 SUGGESTED_SYMBOLS = {
     "binance": ("BTC/USDT", "ETH/USDT"),
@@ -262,7 +271,15 @@ class _AwaitsDraftText(filters.MessageFilter):
 
 
 async def status(update: Update, context: Context) -> None:
+    """/status: every strategy, a page at a time; /status <id>: that one strategy in detail."""
     try:
+        if context.args:
+            strategy_id = parse_id(context.args[0].lstrip("#"))
+            if strategy_id is None:
+                raise UserError("Usage: /status <strategy number>, e.g. /status 2, or /status alone for all of them.")
+            detail = await _services(context).strategy_status(update.effective_user.id, strategy_id)
+            await reply(update, status_detail_text(detail))
+            return
         page = await _services(context).status_page(update.effective_user.id)
         await reply(update, status_text(page), _status_pager(page))
     except UserError as exc:
@@ -308,7 +325,7 @@ async def _show_picker(update: Update, services, verb: str, user_id: int, page: 
     if not candidates:
         raise UserError(f"You have no strategy to {verb}. /status shows them all.")
     shown, page, pages = page_of(candidates, page, PICKER_PER_PAGE)
-    rows = [[(f"#{s.id} {s.title} {s.symbol}", f"ctl:{verb}:{s.id}")] for s in shown]
+    rows = [[(clip(s.label or f"#{s.id} {s.title} {s.symbol}", 60), f"ctl:{verb}:{s.id}")] for s in shown]
     if pager := pager_row(f"ctlp:{verb}", page, pages):
         rows.append(pager)
     text = f"Which strategy do you want to {verb}?" + (f" (page {page} of {pages})" if pages > 1 else "")
@@ -336,7 +353,7 @@ async def _control(update: Update, context: Context, services, verb: str, user_i
     if verb == "stop":
         s = await services.strategy_status(user_id, strategy_id)
         text = (
-            f"Stop <b>#{s.id} {esc(s.title)}</b> {esc(s.symbol)}? Its open orders are cancelled. "
+            f"Stop <b>{esc(s.label)}</b>? Its open orders are cancelled. "
             "Keep what it bought, or sell it at market (futures: close the position)?"
         )
         markup = keyboard([[("Stop and keep", f"ctl:stopkeep:{s.id}"), ("Stop and sell", f"ctl:stopsell:{s.id}")],

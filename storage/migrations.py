@@ -146,6 +146,10 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL
     );
     """,
+    # strategies get an optional name the user gives with name= at /allocate (shown in /status, alerts, pickers).
+    """
+    ALTER TABLE strategies ADD COLUMN name TEXT;
+    """,
 ]
 
 

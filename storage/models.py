@@ -83,6 +83,7 @@ class Strategy:
     next_run: datetime | None
     alerts: str
     created_at: datetime
+    name: str | None = None  # the user's optional name for it (name= at /allocate)
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,14 @@ class StrategyRepository:
         params: dict[str, str],
         state: dict[str, Any],
         next_run: datetime | None,
+        name: str | None = None,
     ) -> int:
         now = to_iso(utcnow())
         return await tx.execute(
             "INSERT INTO strategies (user_id, account_id, kind, symbol, quote, budget, params, state, status, "
-            "next_run, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+            "next_run, created_at, updated_at, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
             (user_id, account_id, kind, symbol, quote, str(budget), dumps(params), dumps(state),
-             to_iso(next_run), now, now),
+             to_iso(next_run), now, now, name),
         )
 
     async def get(self, strategy_id: int, tx: Transaction | None = None) -> Strategy | None:
@@ -208,5 +209,6 @@ def _strategy(row) -> Strategy:
         next_run=from_iso(row["next_run"]),
         alerts=row["alerts"],
         created_at=from_iso(row["created_at"]),
+        name=row["name"],
     )
 

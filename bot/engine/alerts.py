@@ -11,10 +11,9 @@ from html import escape
 
 from bot.engine.pnl import AssetPnl, FillEffect
 from bot.exchanges.errors import AUTH_REJECTED
+from bot.strategies.naming import strategy_label
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
-
-KIND_TITLES = {"dca": "DCA", "grid": "Grid", "rebalance": "Rebalance", "trend": "Trend"}
 
 
 def fmt(value: Decimal, places: int | None = None) -> str:
@@ -28,7 +27,14 @@ def fmt(value: Decimal, places: int | None = None) -> str:
 
 
 def strategy_name(strategy: Strategy) -> str:
-    return f"{KIND_TITLES.get(strategy.kind, strategy.kind)} #{strategy.id} {strategy.symbol}"
+    return strategy_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+
+
+def finished_reason(note: str | None) -> str | None:
+    """A strategy's last note without its own "finished: " prefix (the message already says it finished)."""
+    if note and note.startswith("finished: "):
+        return note[len("finished: "):]
+    return note
 
 
 def fill_text(
@@ -129,6 +135,7 @@ def key_works_again_text(label: str, venue_name: str, paused: list[Strategy]) ->
 
 def finished_text(strategy: Strategy, note: str | None) -> str:
     used = strategy.spent - strategy.received
+    note = finished_reason(note)
     return (
         f"<b>{escape(strategy_name(strategy))}</b> has finished"
         + (f": {escape(note)}" if note else ".")

@@ -18,6 +18,7 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from bot.engine.alerts import finished_reason
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
 from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
@@ -27,11 +28,12 @@ from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
 from bot.strategies.grid import level_prices
+from bot.strategies.naming import clean_name, list_label, strategy_label
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
-from storage.strategies import ACTIVE, HOLDING, PAUSED, STOPPED
+from storage.strategies import ACTIVE, FINISHED, HOLDING, PAUSED, STOPPED
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ EXAMPLES = {
 class ParamDescription:
     name: str
     description: str
-    default: str
+    default: str  # as typed, or "required"
+    required: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class AllocationPreview:
     params: Mapping[str, str]  # canonical text, defaults filled in
     free_quote: Decimal
     available: Decimal  # free quote minus the account's other unspent budgets
+    name: str | None = None  # the user's optional name (name=…), already cleaned
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,9 @@ class StrategyStatus:
     fill_poll_seconds: float
     #: Base amounts held but too small to sell yet (below the venue's step or minimum), per asset.
     dust: Mapping[str, Decimal] = field(default_factory=dict)
+    name: str | None = None  # the user's optional name for it
+    label: str = ""  # how lists call it: "#1 DCA BTC/USDT", "#3 Rebalance BTC 50 / ETH 50 “core”" (naming.py)
+    params: Mapping[str, str] = field(default_factory=dict)  # canonical text, for /status <id>
 
 
 @dataclass(frozen=True)
@@ -197,7 +204,8 @@ class StrategyService:
         return [
             StrategyDescription(
                 name=s.name, title=s.title, description=s.description,
-                params=tuple(ParamDescription(p.name, p.description, p.describe_default()) for p in s.param_specs),
+                params=tuple(ParamDescription(p.name, p.description, p.describe_default(), p.required)
+                             for p in s.param_specs),
                 example=EXAMPLES.get(s.name, ""),
             )
             for s in STRATEGIES.values()
@@ -237,8 +245,10 @@ class StrategyService:
             raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
         if strategy.name != "rebalance":  # rebalance takes a quote asset (USDT), not a market
             symbol = await self.resolve_market(account.venue, symbol)
+        params = dict(params or {})
+        name = _name(params.pop("name", None))
         try:
-            parsed = strategy.parse_params(dict(params or {}))
+            parsed = strategy.parse_params(params)
         except ParamError as exc:
             raise UserError(exc.message) from None
 
@@ -270,7 +280,7 @@ class StrategyService:
             token=secrets.token_hex(8), user_id=user_id, account_id=account.id, account_label=account.label,
             venue=account.venue, venue_name=venue_name(account.venue), kind=strategy.name, title=strategy.title,
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
-            free_quote=free, available=available,
+            free_quote=free, available=available, name=name,
         )
 
     async def resolve_market(self, venue: str, text: str) -> str:
@@ -319,6 +329,7 @@ class StrategyService:
             strategy_id = await self._store.strategies.create(
                 tx, user_id=preview.user_id, account_id=account.id, kind=preview.kind, symbol=preview.symbol,
                 quote=preview.quote, budget=preview.budget, params=dict(preview.params), state=state, next_run=now,
+                name=preview.name,
             )
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
         self._engine.run_soon(strategy_id)
@@ -513,7 +524,8 @@ class StrategyService:
             id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
             status=strategy.status, pause_reason=strategy.pause_reason,
-            note=await self._store.strategies.note(strategy.id), budget=strategy.budget, quote=strategy.quote,
+            note=_current_note(strategy.status, await self._store.strategies.note(strategy.id)),
+            budget=strategy.budget, quote=strategy.quote,
             used=used, invested=pnl.invested, returned=pnl.returned, reserved=reserved,
             left=max(ZERO, strategy.budget - used - reserved),
             open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
@@ -523,7 +535,9 @@ class StrategyService:
             fees=pnl.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
             fill_poll_seconds=self._engine.effective_poll_interval,
-            dust=_dust(strategy),
+            dust=_dust(strategy), name=strategy.name,
+            label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
+            params=dict(strategy.params),
         )
 
     # --- control --------------------------------------------------------------------------------------
@@ -764,7 +778,26 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 
 def _title(strategy: Strategy) -> str:
-    return f"{STRATEGIES[strategy.kind].title} #{strategy.id} {strategy.symbol}"
+    return strategy_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+
+
+def _current_note(status: str, note: str | None) -> str | None:
+    """The strategy's last word while it still holds: a running one's ("waiting: next buy at …"); a finished
+    one's reason without its "finished: " prefix (the status says it). A paused or stopped strategy's last
+    running line is stale: none (a paused one shows its pause reason instead)."""
+    if status == ACTIVE:
+        return note
+    return finished_reason(note) if status == FINISHED else None
+
+
+def _name(text: str | None) -> str | None:
+    """The cleaned name= of an allocation (None without one), or a `UserError` saying what is wrong."""
+    if text is None:
+        return None
+    try:
+        return clean_name(text)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _dust(strategy: Strategy) -> Mapping[str, Decimal]:

@@ -178,8 +178,8 @@ class Grid(Strategy):
     def _summary(state: GridState) -> str:
         buys = sum(1 for lv in state.levels if lv.phase == "buy")
         sells = sum(1 for lv in state.levels if lv.phase == "sell")
-        return (f"running: {buys} buys and {sells} sells armed, {state.round_trips} round trips, "
-                f"profit {format_value('decimal', state.profit)}")
+        return (f"running: {_count(buys, 'buy')} and {_count(sells, 'sell')} armed, "
+                f"{_count(state.round_trips, 'round trip')}, profit {format_value('decimal', state.profit)}")
 
     def on_fill(self, state: GridState, fill: Fill, params: Params) -> FillUpdate:
         parts = fill.tag.split(":")
@@ -291,3 +291,8 @@ def _waiting(price: Decimal, low: Decimal, high: Decimal) -> str:
 
 
 GRID = Grid()
+
+
+def _count(number: int, noun: str) -> str:
+    """`1 round trip`, `2 round trips`, `0 buys`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
