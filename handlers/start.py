@@ -20,7 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("disconnect", "Remove an account and shred its key"),
     ("allocate", "Give a strategy a budget"),
     ("strategies", "The strategies and their parameters"),
-    ("status", "How your strategies are doing"),
+    ("status", "How your strategies are doing; /status 2 shows one in detail"),
     ("pause", "Pause a strategy"),
     ("resume", "Resume a paused strategy"),
     ("stop", "Stop a strategy: keep or sell its holdings"),
@@ -44,6 +44,8 @@ def help_text() -> str:
         "",
         "One-line forms: <code>/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt; "
         "[param=value …]</code>, e.g. <code>/allocate binance dca 100 BTC/USDT every=1d amount=10</code>.",
+        "Markets can be written <code>BTC/USDT</code>, <code>BTCUSDT</code>, <code>btc-usdt</code> or "
+        "<code>BTC_USDT</code>; add <code>name=savings</code> to name a strategy (shown in /status and alerts).",
         "<code>/connect replace &lt;label&gt;</code> — give an account a new API key of the same exchange account "
         "(a rejected or expiring key); its strategies are kept.",
     ]

@@ -29,7 +29,8 @@ async def test_a_command_name_typed_as_text_gets_a_pointer(strata):
 
 async def test_known_commands_get_only_their_own_answer(strata):
     await strata.send(USER, "/help")
-    await strata.next_reply(USER, contains="Commands")
+    help_text = await strata.next_reply(USER, contains="Commands")
+    assert "/status 2" in help_text.text and "BTCUSDT" in help_text.text and "name=savings" in help_text.text
     await strata.send(USER, "/Status")  # PTB matches commands case-insensitively: /status answers it
     await strata.next_reply(USER, contains="No strategies yet")
     await asyncio.sleep(0.5)
