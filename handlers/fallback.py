@@ -11,6 +11,7 @@ for text. Group chats get no answer to unknown text (the bot is not the only one
 from __future__ import annotations
 
 import difflib
+import re
 
 from telegram import Update
 from telegram.ext import Application, CommandHandler, MessageHandler, filters
@@ -19,6 +20,7 @@ from handlers.common import Context, esc, reply
 
 FALLBACK_GROUP = 50  # after every feature group; the negative groups (access, key safety) still run first
 MAX_TYPED = 32  # longer text is not a command name someone mistyped
+_STRATEGY_ID = re.compile(r"#?[0-9]{1,9}")
 
 
 def registered_commands(application: Application) -> list[str]:
@@ -64,7 +66,8 @@ async def unknown_command(update: Update, context: Context) -> None:
 
 
 class _CommandNameAsText(filters.MessageFilter):
-    """A private text that is a registered command's name (`status`, `Help`) while no guided flow is open."""
+    """A short private text led by a registered command's name (`status`, `Help`, `status 2`) while no guided
+    flow is open."""
 
     def __init__(self, application: Application, runtime) -> None:
         super().__init__(name="CommandNameAsText")
@@ -74,8 +77,10 @@ class _CommandNameAsText(filters.MessageFilter):
     def filter(self, message) -> bool:
         if message.chat.type != "private" or message.from_user is None or not message.text:
             return False
-        word = message.text.strip().lower()
-        if len(word) > MAX_TYPED or word not in registered_commands(self._application):
+        words = message.text.split()
+        if not words or len(words) > 2 or words[0].lower() not in registered_commands(self._application):
+            return False
+        if len(words) == 2 and not _STRATEGY_ID.fullmatch(words[1]):  # `status 2`, not "stop buying"
             return False
         user_id = message.from_user.id
         # Any open allocation draft or key intake owns the user's text, whatever step it is at.
@@ -83,8 +88,9 @@ class _CommandNameAsText(filters.MessageFilter):
 
 
 async def command_as_text(update: Update, context: Context) -> None:
-    word = update.effective_message.text.strip().lower()
-    await reply(update, f"Commands start with a slash: /{word}. /help lists every command.")
+    command, *rest = update.effective_message.text.split()
+    typed = " ".join([f"/{command.lower()}", *rest])
+    await reply(update, f"Commands start with a slash: {esc(typed)}. /help lists every command.")
 
 
 def handlers(application: Application, runtime) -> list[tuple[int, object]]:

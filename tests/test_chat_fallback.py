@@ -21,7 +21,8 @@ async def test_mistyped_commands_get_the_closest_registered_command(strata):
 
 
 async def test_a_command_name_typed_as_text_gets_a_pointer(strata):
-    for typed, expected in [("status", "/status"), ("Help", "/help"), ("  ALLOCATE ", "/allocate")]:
+    for typed, expected in [("status", "/status"), ("Help", "/help"), ("  ALLOCATE ", "/allocate"),
+                            ("status 2", "/status 2")]:
         await strata.send(USER, typed)
         answer = await strata.next_reply(USER)
         assert f"Commands start with a slash: {expected}" in answer.text, (typed, answer.text)
@@ -36,6 +37,14 @@ async def test_known_commands_get_only_their_own_answer(strata):
     await asyncio.sleep(0.5)
     texts = [m.text or "" for m in strata.tg.sent if m.chat_id == USER]
     assert not any("Did you mean" in t or "I don't know" in t for t in texts)
+
+
+async def test_ordinary_sentences_are_not_taken_for_commands(strata):
+    await strata.send(USER, "stop buying please")
+    await strata.send(USER, "/help")  # a marker: everything before it was read
+    await strata.next_reply(USER, contains="Commands")
+    await asyncio.sleep(0.3)
+    assert not any("Commands start with a slash" in (m.text or "") for m in strata.tg.sent if m.chat_id == USER)
 
 
 async def test_nothing_close_still_points_to_help(strata):
