@@ -236,3 +236,13 @@ def test_a_concatenated_symbol_is_split_only_by_the_listed_markets():
     assert "AB/CD" in refused.value.message and "ABC/D" in refused.value.message
     assert market_names(["BTC/USDT", "BTC/USDT:USDT"], futures=True) == ["BTC/USDT"]
     assert pick_market("btc/usdt:usdt".upper(), ["BTC/USDT"], "X") == "BTC/USDT"
+
+
+async def test_kraken_markets_are_found_by_kraken_s_own_names_too(fake_exchanges, tmp_path):
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        resolved = [await world.service.resolve_market("kraken", text)
+                    for text in ("BTC/USD", "btcusd", "XBTUSD", "xbt/usd", "btc-usd", "XXBTZUSD")]
+        assert resolved == ["BTC/USD"] * 6
+    finally:
+        await world.close()

@@ -176,6 +176,17 @@ class ExchangeGateway:
     async def symbols(self, venue: str) -> list[str]:
         return list((await self._master(venue)).symbols or [])
 
+    async def market_aliases(self, venue: str) -> dict[str, str]:
+        """The venue's own names of its markets, upper case → ccxt symbol: ids (`BTCUSDT`, `XXBTZUSD`) and, on
+        Kraken, the `altname` and `wsname` (`XBTUSD`, `XBT/USD`) its users know."""
+        aliases: dict[str, str] = {}
+        for symbol, market in ((await self._master(venue)).markets or {}).items():
+            info = market.get("info") or {}
+            for alias in (market.get("id"), info.get("altname"), info.get("wsname")):
+                if isinstance(alias, str) and alias:
+                    aliases.setdefault(alias.upper(), symbol)
+        return aliases
+
     async def amount_to_precision(self, venue: str, symbol: str, amount: Decimal) -> Decimal:
         """Amount truncated to the market's step (ccxt's rule); raises InvalidOrderFailure if it becomes 0."""
         return await self._precision(venue, symbol, "amount_to_precision", amount)

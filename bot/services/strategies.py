@@ -293,12 +293,15 @@ class StrategyService:
         typed = text.strip().upper()
         if not 0 < len(typed) <= MAX_SYMBOL_TEXT:
             raise UserError(f"'{shown(typed)}' is not a market: write it like BTC/USDT.")
+        futures = venue in FUTURES_VENUES
         try:
             listed = await self._gateway.symbols(venue)
+            aliases = await self._gateway.market_aliases(venue)
         except ExchangeFailure as failure:
             raise UserError(f"Could not reach {venue_name(venue)}: {failure.user_message}") from None
-        markets = market_names(listed, futures=venue in FUTURES_VENUES)
-        return pick_market(typed, markets, venue_name(venue))
+        markets = market_names(listed, futures=futures)
+        aliases = {alias: symbol.split(":")[0] for alias, symbol in aliases.items() if (":" in symbol) == futures}
+        return pick_market(typed, markets, venue_name(venue), aliases)
 
     def check_venue(self, kind: str, venue: str) -> None:
         """Refuse a strategy the venue cannot run, saying why (the guided flow asks as soon as it is picked)."""
@@ -744,8 +747,13 @@ def market_names(symbols: list[str], *, futures: bool) -> list[str]:
     return sorted(names)
 
 
-def pick_market(typed: str, markets: list[str], where: str) -> str:
-    """The market of `markets` that `typed` (upper case) names, or a `UserError` suggesting the closest ones."""
+def pick_market(typed: str, markets: list[str], where: str, aliases: Mapping[str, str] | None = None) -> str:
+    """The market of `markets` that `typed` (upper case) names, or a `UserError` suggesting the closest ones.
+
+    `aliases` are the venue's own names for its markets (ids such as `XXBTZUSD`, Kraken's `XBTUSD`), upper case.
+    """
+    if aliases and typed in aliases and aliases[typed] in markets:
+        return aliases[typed]
     parts = [p for p in _SEPARATORS.split(typed.split(":")[0]) if p]
     by_compact: dict[str, list[str]] = {}
     for market in markets:
