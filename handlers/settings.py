@@ -23,7 +23,7 @@ def settings_view(settings, page: int = 1):
     ]
     rows = []
     for s in shown:
-        lines.append(f"#{s.id} {esc(s.title)}: {MODE_LABELS[s.alerts]}")
+        lines.append(f"{esc(s.title)}: {MODE_LABELS[s.alerts]}")
         rows.append(
             [(("• " if s.alerts == mode else "") + f"#{s.id} {mode}", f"set:alerts:{s.id}:{mode}")
              for mode in ("on", "silent", "off")]

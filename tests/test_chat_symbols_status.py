@@ -98,6 +98,10 @@ async def test_status_with_an_id_shows_that_strategy_in_detail(strata, fake_exch
     await strata.send(USER, "/pause")
     picker = await strata.next_reply(USER, contains="Which strategy")
     assert "#1 DCA BTC/USDT “stack”" in str(picker.reply_markup)
+    await strata.send(USER, "/settings")
+    settings = await strata.next_reply(USER, contains="Settings")
+    assert "DCA #1 BTC/USDT “stack”: " in settings.text and "Rebalance #2 BTC 50 / ETH 50: " in settings.text
+    assert "#1 DCA #1" not in settings.text
 
 
 async def test_a_name_is_bounded_and_escaped(strata, fake_exchanges):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.services.errors import UserError
-from bot.strategies import STRATEGIES
+from bot.strategies.naming import strategy_label
 
 ALERT_MODES = ("on", "silent", "off")
 DEFAULT_SUMMARY_HOUR = 8
@@ -39,7 +39,8 @@ class SettingsService:
         strategies = await self._store.strategies.list_for_user(user_id, ("active", "paused", "finished"))
         return UserSettings(
             strategies=tuple(
-                StrategyAlerts(s.id, f"{STRATEGIES[s.kind].title} #{s.id} {s.symbol}", s.alerts) for s in strategies
+                StrategyAlerts(s.id, strategy_label(s.kind, s.id, s.symbol, s.params, s.name), s.alerts)
+                for s in strategies
             ),
             summary=bool(settings.get("summary", False)),
             summary_hour=int(settings.get("summary_hour", DEFAULT_SUMMARY_HOUR)),
