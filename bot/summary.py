@@ -35,7 +35,7 @@ def summary_text(day: str, statuses) -> str:
         else:
             flows = f"invested {_money(s.invested)}, returned {_money(s.returned)}"
         lines.append(
-            f"#{s.id} {escape(s.title)} {escape(s.symbol)} ({escape(s.status)}), budget {_money(s.budget)} "
+            f"{escape(s.label or f'#{s.id} {s.title} {s.symbol}')} ({escape(s.status)}), budget {_money(s.budget)} "
             f"{escape(s.quote)}: {flows}; realised {_signed(s.realised_pnl)}, unrealised {unrealised}, "
             f"fees {_money(s.fees)}"
         )

@@ -38,3 +38,9 @@ def test_a_futures_line_shows_the_position_not_sale_proceeds_as_returned_money()
     assert "realised -2.50, unrealised +1.25" in line
     flat = summary_text("2026-12-04", [status(futures=True, holdings={})]).splitlines()[1]
     assert "position flat" in flat
+
+
+def test_a_rebalance_line_names_its_weights_and_the_user_s_name_escaped():
+    line = summary_text("2026-12-04", [status(kind="rebalance", symbol="USDT",
+                                               label="#3 Rebalance BTC 50 / ETH 50 “<core>”")]).splitlines()[1]
+    assert line.startswith("#3 Rebalance BTC 50 / ETH 50 “&lt;core&gt;” (active)")
