@@ -5,7 +5,8 @@ command exists for this module as soon as some module registers it — there is 
 
 Runs in its own group after the features (FALLBACK_GROUP): a command no handler knows reaches it untouched, and a
 plain-text message is answered only in a private chat when no guided flow (allocation draft, key intake) waits
-for text. Group chats get no answer to unknown text (the bot is not the only one addressed there).
+for text. Group chats get no answer to unknown text (the bot is not the only one addressed there); commands in a
+group are answered by the guard (`handlers/guard.py`: private chat only) before they reach this module.
 """
 
 from __future__ import annotations
@@ -59,9 +60,7 @@ async def unknown_command(update: Update, context: Context) -> None:
     if word.lower() in commands:
         return  # answered by its own handler (PTB matches commands case-insensitively)
     if update.effective_chat.type != "private":
-        bot_name = (context.bot.username or "").lower()
-        if not bot_name or not first.lower().endswith("@" + bot_name):
-            return  # in a group, a command not addressed to us may be another bot's: stay silent
+        return  # groups: the guard answers commands there (private only); other text is not ours to judge
     await reply(update, suggestion_text(word, closest_command(word, commands)))
 
 
