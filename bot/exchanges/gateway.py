@@ -176,16 +176,16 @@ class ExchangeGateway:
     async def symbols(self, venue: str) -> list[str]:
         return list((await self._master(venue)).symbols or [])
 
-    async def market_aliases(self, venue: str) -> dict[str, str]:
-        """The venue's own names of its markets, upper case → ccxt symbol: ids (`BTCUSDT`, `XXBTZUSD`) and, on
-        Kraken, the `altname` and `wsname` (`XBTUSD`, `XBT/USD`) its users know."""
-        aliases: dict[str, str] = {}
+    async def market_aliases(self, venue: str) -> list[tuple[str, str]]:
+        """The venue's own names of its markets as (upper-case name, ccxt symbol) pairs: ids (`BTCUSDT`,
+        `XXBTZUSD`; a spot and a futures market may share one) and Kraken's `altname` / `wsname` (`XBTUSD`)."""
+        pairs: list[tuple[str, str]] = []
         for symbol, market in ((await self._master(venue)).markets or {}).items():
             info = market.get("info") or {}
             for alias in (market.get("id"), info.get("altname"), info.get("wsname")):
                 if isinstance(alias, str) and alias:
-                    aliases.setdefault(alias.upper(), symbol)
-        return aliases
+                    pairs.append((alias.upper(), symbol))
+        return pairs
 
     async def amount_to_precision(self, venue: str, symbol: str, amount: Decimal) -> Decimal:
         """Amount truncated to the market's step (ccxt's rule); raises InvalidOrderFailure if it becomes 0."""

@@ -300,8 +300,11 @@ class StrategyService:
         except ExchangeFailure as failure:
             raise UserError(f"Could not reach {venue_name(venue)}: {failure.user_message}") from None
         markets = market_names(listed, futures=futures)
-        aliases = {alias: symbol.split(":")[0] for alias, symbol in aliases.items() if (":" in symbol) == futures}
-        return pick_market(typed, markets, venue_name(venue), aliases)
+        own_names: dict[str, str] = {}
+        for alias, symbol in aliases:  # only this account's kind of market: spot, or USD-M futures
+            if (":" in symbol) == futures:
+                own_names.setdefault(alias, symbol.split(":")[0])
+        return pick_market(typed, markets, venue_name(venue), own_names)
 
     def check_venue(self, kind: str, venue: str) -> None:
         """Refuse a strategy the venue cannot run, saying why (the guided flow asks as soon as it is picked)."""
