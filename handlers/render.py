@@ -313,10 +313,13 @@ def balance_text(report) -> str:
             entry = "" if p.entry is None else f", entry {fmt_amount(p.entry)}"
             mark = "" if p.mark is None else f", mark {fmt_amount(p.mark)}"
             notional = "" if p.notional is None else f", notional {fmt_money(p.notional, q)}"
+            margin = "" if p.margin is None else f", margin {fmt_money(p.margin, q)}"
             lines.append(
-                f"  {esc(p.title)}: {_position(p.amount, p.asset)} at 1x{entry}{mark}{notional}, "
+                f"  {esc(p.title)}: {_position(p.amount, p.asset)} at 1x{entry}{mark}{notional}{margin}, "
                 f"unrealised {_signed(p.unrealised, account.quote)}"
             )
+        if account.positions:
+            lines.append(f"  ({q} is the margin balance: the wallet plus the positions' unrealised P&amp;L)")
         if account.total is not None:
             unvalued = f" ({account.unvalued} asset(s) without a price not counted)" if account.unvalued else ""
             lines.append(

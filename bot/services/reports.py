@@ -82,6 +82,16 @@ class PositionView:
     def notional(self) -> Decimal | None:
         return None if self.mark is None else abs(self.amount) * self.mark
 
+    @property
+    def margin(self) -> Decimal | None:
+        """The margin the position holds at 1x: its size at the entry price."""
+        return None if self.entry is None else abs(self.amount) * self.entry
+
+    @property
+    def equity(self) -> Decimal | None:
+        """What the position is worth to the account now: its margin plus its unrealised P&L."""
+        return None if self.margin is None or self.unrealised is None else self.margin + self.unrealised
+
 
 @dataclass(frozen=True)
 class AccountBalance:
@@ -363,6 +373,7 @@ def _account_balance(view, strategies: list[Strategy], pnls, positions) -> Accou
     shown, rest = assets[:MAX_ASSETS_SHOWN], assets[MAX_ASSETS_SHOWN:]
     valued = [a.value for a in assets if a.value is not None]
     strategies_total = sum((a.strategies_value or ZERO for a in assets), ZERO)
+    strategies_total += sum((p.equity or ZERO for p in positions), ZERO)
     return AccountBalance(
         label=view.label, venue_name=view.venue_name, quote=quote, available=True, assets=tuple(shown),
         others=len(rest), others_value=sum((a.value or ZERO for a in rest), ZERO),
