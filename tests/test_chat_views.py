@@ -240,3 +240,15 @@ async def test_futures_profit_trades_and_balance_show_the_position_as_the_venue_
     assert money(section, r"margin ([\d,.]+) USDT") == cents(margin), balance
     assert figure(section, "Total ≈") == cents(margin_balance), balance
     assert figure(section, "strategies hold ≈") == cents(margin + unrealised), balance
+
+
+async def test_the_views_are_in_help_and_the_command_menu_and_answer_a_user_with_nothing(strata):
+    await strata.send(USER, "/help")
+    help_text = (await strata.next_reply(USER, contains="Commands")).text
+    assert all(f"/{name} — " in help_text for name in ("balance", "trades", "profit"))
+    assert {c["command"] for c in strata.tg.commands} >= {"balance", "trades", "profit"}
+    for command, answer in (("/balance", "no connected accounts"), ("/trades", "No fills yet"),
+                            ("/profit", "no fills and nothing held"), ("/profit year", "Usage: /profit"),
+                            ("/trades abc", "Usage: /trades")):
+        await strata.send(USER, command)
+        assert answer in (await strata.next_reply(USER)).plain_text, command
