@@ -244,7 +244,8 @@ class ReportService:
         with charged_to(f"user:{user_id}"):
             for view in views:
                 own = [s for s in strategies if s.account_id == view.id]
-                positions = await self._positions(accounts[view.id], own, pnls)
+                account = accounts.get(view.id)  # None: disconnected meanwhile
+                positions = () if account is None else await self._positions(account, own, pnls)
                 result.append(_account_balance(view, own, pnls, positions))
         totals: dict[str, Decimal] = {}
         strategy_totals: dict[str, Decimal] = {}
