@@ -148,7 +148,7 @@ def realised_by_fill(fills: Iterable[StrategyFill], quote: str) -> list[FillReal
         held = books[asset].held if asset in books else ZERO
         _, _, book = _replay(books, item, quote)
         change = item.fill.amount if item.fill.side == "buy" else -item.fill.amount
-        reduced = held != 0 and (held > 0) != (change > 0) if book.contract else item.fill.side == "sell"
+        reduced = (held != 0 and (held > 0) != (change > 0)) if book.contract else item.fill.side == "sell"
         result.append(FillRealised(item, book.realised - before, reduced))
     return result
 
