@@ -301,7 +301,9 @@ def balance_text(report) -> str:
         if not account.available:
             lines.append(f"  <i>{esc(account.note or 'balance unavailable right now')}</i>")
         for a in account.assets:
-            value = f" ≈ {fmt_money(a.value, q)}" if a.value is not None else " (no price)"
+            value = " (no price)" if a.value is None else f" ≈ {fmt_money(a.value, q)}"
+            if a.value == a.amount:  # the quote itself, or a stable coin
+                value = ""
             line = f"  {esc(a.asset)}: {fmt_amount(a.amount)}{value}"
             if a.held_by_strategies:
                 who = ", ".join(f"{esc(h.title)} {fmt_amount(h.amount)}" for h in a.held_by_strategies)
