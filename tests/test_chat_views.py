@@ -175,7 +175,12 @@ async def test_spot_balance_trades_and_profit_equal_the_venues_trades(strata, fa
     missing = (await strata.next_reply(OTHER, contains="strategy")).plain_text
     assert forged == missing == "❌ No such strategy. See /status for yours."
     await strata.send(OTHER, "/trades")
-    assert "No fills yet" in (await strata.next_reply(OTHER, contains="fills")).plain_text
+    empty = await strata.next_reply(OTHER, contains="fills")
+    assert "No fills yet" in empty.plain_text
+    # A page button forged with the victim's strategy id: the same answer again, none of the victim's fills.
+    strata.tg.press_callback_data(OTHER, empty, f"tr:{first.id}:1")
+    assert (await strata.next_reply(OTHER, contains="strategy")).plain_text == missing
+    assert not any("DCA" in (m.text or "") for m in strata.tg.sent if m.chat_id == OTHER)
 
 
 async def test_futures_profit_trades_and_balance_show_the_position_as_the_venue_books_it(strata, fake_exchanges):
