@@ -14,7 +14,8 @@ from tests.chat_helpers import USER, register, send_key_pair, start_connect
 
 async def test_mistyped_commands_get_the_closest_registered_command(strata):
     for typed, expected in [("/alocate", "/allocate"), ("/stauts", "/status"), ("/Stauts", "/status"),
-                            ("/strategy", "/strategies"), ("/halp", "/help")]:
+                            ("/strategy", "/strategies"), ("/halp", "/help"), ("/balanse", "/balance"),
+                            ("/trade", "/trades"), ("/proffit", "/profit")]:
         await strata.send(USER, typed)
         answer = await strata.next_reply(USER)
         assert f"Did you mean {expected}?" in answer.text and "/help" in answer.text, (typed, answer.text)
