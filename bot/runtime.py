@@ -17,6 +17,7 @@ from bot.notifier import Notifier
 from bot.services.accounts import AccountService
 from bot.services.drafts import Drafts
 from bot.services.intake import IntakeBook
+from bot.services.reports import ReportService
 from bot.services.settings import SettingsService
 from bot.services.strategies import StrategyService
 from bot.summary import DailySummary
@@ -71,6 +72,7 @@ class Runtime:
         self.gateway = None
         self.accounts = None
         self.strategies = None
+        self.reports = None
         self.engine = None
         self.notifier = None
         self.settings_service = None
@@ -95,6 +97,8 @@ class Runtime:
             forget_credentials=self.engine.ctx.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
         )
         await self.accounts.backfill_fingerprints()
+        # `lambda`: tests (and the demo) replace the engine's clock; the views follow it.
+        self.reports = ReportService(self.store, self.accounts, self.gateway, lambda: self.engine.ctx.clock())
         self.settings_service = SettingsService(self.store)
         await self.engine.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, cancel, connect, guard, settings, start, strategies
+from handlers import accounts, cancel, connect, guard, settings, start, strategies, views
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -17,6 +17,7 @@ def register_handlers(application: Application, runtime) -> None:
         *cancel.handlers(),
         *strategies.handlers(runtime.drafts),
         *settings.handlers(),
+        *views.handlers(),
     ]
     for group, handler in pairs:
         application.add_handler(handler, group=group)

@@ -273,3 +273,123 @@ def _settling_lines(result) -> list[str]:
         )
     lines += [f"⚠️ {esc(e)}" for e in result.errors]
     return lines
+
+
+# --- /balance, /trades, /profit --------------------------------------------------------------------------
+
+
+def _signed(value: Decimal | None, quote: str) -> str:
+    """A P&L figure: sign, 2 decimals, thousands separators, the currency named ("+1,234.50 USDT")."""
+    if value is None:
+        return "?"
+    text = fmt_money(value, quote)
+    return f"+{text}" if value.quantize(Decimal("0.01")) > 0 else text
+
+
+def _percent(value: Decimal | None) -> str:
+    return "?" if value is None else f"{value.quantize(Decimal('0.01')):+}%"
+
+
+def balance_text(report) -> str:
+    """/balance: each account's assets valued in its quote, what the strategies hold of them, totals."""
+    if not report.accounts:
+        return "You have no connected accounts yet. /connect one."
+    lines = ["<b>Balance</b>"]
+    for account in report.accounts:
+        q = esc(account.quote)
+        lines += ["", f"<b>{esc(account.label)}</b> — {esc(account.venue_name)}"]
+        if not account.available:
+            lines.append(f"  <i>{esc(account.note or 'balance unavailable right now')}</i>")
+        for a in account.assets:
+            value = " (no price)" if a.value is None else f" ≈ {fmt_money(a.value, q)}"
+            if a.value == a.amount:  # the quote itself, or a stable coin
+                value = ""
+            line = f"  {esc(a.asset)}: {fmt_amount(a.amount)}{value}"
+            if a.held_by_strategies:
+                who = ", ".join(f"{esc(h.title)} {fmt_amount(h.amount)}" for h in a.held_by_strategies)
+                line += f" — strategies hold {fmt_amount(a.strategies_amount)} ({who})"
+            lines.append(line)
+        if account.others:
+            lines.append(f"  … and {account.others} more asset(s) ≈ {fmt_money(account.others_value, q)}")
+        for p in account.positions:
+            entry = "" if p.entry is None else f", entry {fmt_amount(p.entry)}"
+            mark = "" if p.mark is None else f", mark {fmt_amount(p.mark)}"
+            notional = "" if p.notional is None else f", notional {fmt_money(p.notional, q)}"
+            margin = "" if p.margin is None else f", margin {fmt_money(p.margin, q)}"
+            lines.append(
+                f"  {esc(p.title)}: {_position(p.amount, p.asset)} at 1x{entry}{mark}{notional}{margin}, "
+                f"unrealised {_signed(p.unrealised, account.quote)}"
+            )
+        if account.positions:
+            lines.append(f"  ({q} is the margin balance: the wallet plus the positions' unrealised P&amp;L)")
+        if account.total is not None:
+            unvalued = f" ({account.unvalued} asset(s) without a price not counted)" if account.unvalued else ""
+            lines.append(
+                f"  Total ≈ {fmt_money(account.total, q)}{unvalued}; strategies hold ≈ "
+                f"{fmt_money(account.strategies_total, q)}"
+            )
+    if report.totals:
+        lines.append("")
+        lines.append("<b>Total</b> " + "; ".join(
+            f"≈ {fmt_money(v, esc(k))} (strategies hold ≈ {fmt_money(report.strategy_totals.get(k), esc(k))})"
+            for k, v in report.totals.items()
+        ))
+    return "\n".join(lines)
+
+
+def trades_text(page) -> str:
+    """One page of /trades (a `TradesPage`), newest first."""
+    whose = "all strategies" if page.strategy_id is None else f"strategy #{page.strategy_id}"
+    if not page.trades:
+        return f"No fills yet ({whose})."
+    head = f"<b>Trades</b> — {whose}, newest first"
+    if page.pages > 1:
+        head += f" — page {page.page} of {page.pages} ({page.total} fills)"
+    lines = [head]
+    for t in page.trades:
+        asset = t.symbol.split("/")[0]
+        fee = f"fee {fmt_amount(t.fee)} {esc(t.fee_currency or t.quote)}"
+        line = (
+            f"{t.at.strftime('%Y-%m-%d %H:%M')} UTC <b>{esc(t.title)}</b> {esc(t.symbol)}: {esc(t.action)} "
+            f"{fmt_amount(t.amount)} {esc(asset)} at {fmt_amount(t.price)} {esc(t.quote)}, {fee}"
+        )
+        if t.realised is not None:
+            line += f", realised {_signed(t.realised, t.quote)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+PERIOD_WORDS = {"all": "since the start", "day": "today", "week": "this week", "month": "this month"}
+
+
+def profit_text(report) -> str:
+    """One page of /profit (a `ProfitReport`): per strategy and in total, net of fees, with ROI on the budget."""
+    when = PERIOD_WORDS[report.period]
+    if report.since is not None:
+        when += f" (since {report.since.strftime('%Y-%m-%d %H:%M')} UTC)"
+    if not report.strategies:
+        return f"<b>Profit</b> {when}: no fills and nothing held."
+    head = f"<b>Profit</b> {when}"
+    if report.pages > 1:
+        head += f" — page {report.page} of {report.pages} ({report.total} strategies)"
+    lines = [head]
+    for s in report.strategies:
+        lines += ["", f"<b>{esc(s.title)}</b> {esc(s.symbol)} — {esc(s.status)}, budget {fmt_money(s.budget, s.quote)}"]
+        for asset, amount, entry in s.positions:
+            at = "" if entry is None else f" at entry {fmt_amount(entry)}"
+            lines.append(f"  position {_position(amount, asset)}{at} (1x)")
+        lines.append(
+            f"  realised {_signed(s.realised, s.quote)} ({s.fills} fill(s), fees {fmt_money(s.fees, s.quote)}), "
+            f"unrealised {_signed(s.unrealised, s.quote)}"
+        )
+        lines.append(f"  net {_signed(s.net, s.quote)}, ROI {_percent(s.roi)} of the budget")
+    lines.append("")
+    for t in report.totals:
+        lines.append(
+            f"<b>Total {esc(t.quote)}</b>: realised {_signed(t.realised, t.quote)} "
+            f"(fees {fmt_money(t.fees, t.quote)}), "
+            f"unrealised {_signed(t.unrealised, t.quote)}, net {_signed(t.net, t.quote)}, ROI {_percent(t.roi)} of "
+            f"{fmt_money(t.budget, t.quote)}"
+        )
+    lines.append("Realised P&amp;L is net of fees; unrealised is what is held now at the last price.")
+    return "\n".join(lines)

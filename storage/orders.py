@@ -239,6 +239,21 @@ class OrderRepository:
                 ))
         return result
 
+    async def fills_for_user(
+        self, user_id: int, *, strategy_id: int | None = None, limit: int, offset: int = 0
+    ) -> list[StrategyFill]:
+        """The user's fills (of one of their strategies, if given), newest first; ownership checked in SQL."""
+        sql, params = _user_fills("SELECT f.*, o.symbol AS symbol", user_id, strategy_id)
+        sql += " ORDER BY f.at DESC, f.id DESC LIMIT ? OFFSET ?"
+        rows = await self._db.fetchall(sql, [*params, limit, offset])
+        return [StrategyFill(fill=_fill(r), symbol=r["symbol"], fee_quote=Decimal(r["fee_quote"]),
+                             profit=dec(r["profit"])) for r in rows]
+
+    async def count_fills_for_user(self, user_id: int, *, strategy_id: int | None = None) -> int:
+        sql, params = _user_fills("SELECT COUNT(*) AS n", user_id, strategy_id)
+        row = await self._db.fetchone(sql, params)
+        return row["n"] if row else 0
+
     async def count_fills(self, strategy_id: int | None = None) -> int:
         if strategy_id is None:
             row = await self._db.fetchone("SELECT COUNT(*) AS n FROM fills")
@@ -251,6 +266,18 @@ _FILLS_OF_STRATEGIES = (
     "SELECT f.*, o.symbol AS symbol FROM fills f JOIN orders o ON o.id = f.order_id "
     "WHERE f.strategy_id IN ({marks}) ORDER BY f.id"
 )
+
+
+def _user_fills(select: str, user_id: int, strategy_id: int | None) -> tuple[str, list[Any]]:
+    sql = (
+        f"{select} FROM fills f JOIN orders o ON o.id = f.order_id "
+        "JOIN strategies s ON s.id = f.strategy_id WHERE s.user_id = ?"
+    )
+    params: list[Any] = [user_id]
+    if strategy_id is not None:
+        sql += " AND f.strategy_id = ?"
+        params.append(strategy_id)
+    return sql, params
 
 
 @dataclass(frozen=True)

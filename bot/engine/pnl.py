@@ -108,17 +108,8 @@ def compute(fills: Iterable[StrategyFill], quote: str) -> Pnl:
     books: dict[str, _Book] = {}
     invested = returned = fees = ZERO
     for item in fills:
-        fill = item.fill
-        asset = item.symbol.split("/")[0]
-        book = books.setdefault(asset, _Book(contract=is_contract(item.symbol)))
+        spent, received, _ = _replay(books, item, quote)
         fees += item.fee_quote
-        if fill.side == "buy":
-            book.bought += fill.amount
-            book.bought_value += fill.cost
-        if book.contract:
-            spent, received = _contract_fill(book, item)
-        else:
-            spent, received = _spot_fill(book, item, quote, asset)
         invested += spent
         returned += received
     assets = {
@@ -133,6 +124,48 @@ def compute(fills: Iterable[StrategyFill], quote: str) -> Pnl:
         for asset, book in books.items()
     }
     return Pnl(assets, invested, returned, fees, sum((b.realised for b in books.values()), ZERO))
+
+
+@dataclass(frozen=True)
+class FillRealised:
+    """What one fill realised, as `compute` books it; `reduced`: it sold holdings or reduced a contract position."""
+
+    item: StrategyFill
+    realised: Decimal
+    reduced: bool
+
+
+def realised_by_fill(fills: Iterable[StrategyFill], quote: str) -> list[FillRealised]:
+    """Each fill (oldest first) with the realised P&L it booked: /trades shows it, /profit sums it over a period.
+
+    The same replay as `compute`, so the figures of all fills add up to `compute(...).realised`.
+    """
+    books: dict[str, _Book] = {}
+    result = []
+    for item in fills:
+        asset = item.symbol.split("/")[0]
+        before = books[asset].realised if asset in books else ZERO
+        held = books[asset].held if asset in books else ZERO
+        _, _, book = _replay(books, item, quote)
+        change = item.fill.amount if item.fill.side == "buy" else -item.fill.amount
+        reduced = (held != 0 and (held > 0) != (change > 0)) if book.contract else item.fill.side == "sell"
+        result.append(FillRealised(item, book.realised - before, reduced))
+    return result
+
+
+def _replay(books: dict[str, _Book], item: StrategyFill, quote: str) -> tuple[Decimal, Decimal, _Book]:
+    """Apply one fill to its asset's book; return what the ledger books (spent, received) and the book."""
+    fill = item.fill
+    asset = item.symbol.split("/")[0]
+    book = books.setdefault(asset, _Book(contract=is_contract(item.symbol)))
+    if fill.side == "buy":
+        book.bought += fill.amount
+        book.bought_value += fill.cost
+    if book.contract:
+        spent, received = _contract_fill(book, item)
+    else:
+        spent, received = _spot_fill(book, item, quote, asset)
+    return spent, received, book
 
 
 @dataclass(frozen=True)

@@ -431,7 +431,13 @@ class AccountService:
         logger.info("user %s disconnected account %s", user_id, account.id)
         return account
 
-    async def _view_with_balance(self, account: Account) -> AccountView:
+    async def valued_balances(self, user_id: int) -> list[AccountView]:
+        """Every account with all its non-zero assets valued in its quote, as /accounts values them (for /balance)."""
+        accounts = await self._store.accounts.list_for_user(user_id)
+        with charged_to(f"user:{user_id}"):
+            return list(await asyncio.gather(*(self._view_with_balance(a, top=None) for a in accounts)))
+
+    async def _view_with_balance(self, account: Account, top: int | None = 5) -> AccountView:
         if account.status != ACTIVE:
             return _view(account, None)
         try:
@@ -445,12 +451,14 @@ class AccountService:
             logger.info("balance of account %s unavailable: %s", account.id, type(exc).__name__)
             return _view(account, None, note="balance unavailable right now")
         totals = {asset: line.total for asset, line in balances.items()}
-        return _view(account, await self._valued(account.venue, totals))
+        return _view(account, await self._valued(account.venue, totals, top))
 
-    async def _valued(self, venue: str, balances: dict[str, Decimal]) -> tuple[AssetValue, ...]:
-        """Value the non-zero assets in the venue's stable quote; top 5 by value (unknown values last)."""
+    async def _valued(
+        self, venue: str, balances: dict[str, Decimal], top: int | None = 5
+    ) -> tuple[AssetValue, ...]:
+        """Value the non-zero assets in the venue's stable quote; the `top` by value (unknown values last)."""
         items = [(a, amt) for a, amt in balances.items() if amt > 0]
-        quote = "USD" if venue == "kraken" else "USDT"
+        quote = valuation_quote(venue)
 
         async def value(asset: str, amount: Decimal) -> AssetValue:
             if asset in STABLE:
@@ -464,7 +472,12 @@ class AccountService:
 
         valued = await asyncio.gather(*(value(a, amt) for a, amt in items))
         valued.sort(key=lambda v: (v.value is None, -(v.value or 0), v.asset))
-        return tuple(valued[:5])
+        return tuple(valued[:top])
+
+
+def valuation_quote(venue: str) -> str:
+    """The currency an account's assets are valued in: the venue's main stable quote."""
+    return "USD" if venue == "kraken" else "USDT"
 
 
 _ALREADY_CONNECTED = (
