@@ -1,8 +1,22 @@
 """/strategies, /allocate (guided and one-line), /status, /pause, /resume, /stop and /panic.
 
-Guided allocation, one step per message, ending on a summary with a "Confirm allocation" button:
+Guided allocation (`/allocate` alone), one step per message; the states are `DraftStep` constants. Each answer
+is checked by the service when it is given (`check_market`, `check_budget`, `check_params`, then every check of
+`allocate`); a refused answer asks the same step again with the reason, and a refusal of the whole allocation
+goes back to the step that can fix it (`UserError.step`). Every step has Cancel (nothing stored) and, after the
+first, Back (one step, earlier answers kept).
 
-    /allocate ─► account ─► strategy ─► symbol ─► budget ─► parameters ─► summary ─► Confirm │ Cancel
+| state      | answer (checked at once)                  | next       | Back       | refused → asks again     |
+|------------|-------------------------------------------|------------|------------|--------------------------|
+| `ACCOUNT`  | account button                            | `STRATEGY` | —          | `ACCOUNT`                |
+| `STRATEGY` | strategy button (fits the venue)          | `SYMBOL`   | `ACCOUNT`  | `STRATEGY`               |
+| `SYMBOL`   | market button or text (on the venue)      | `BUDGET`   | `STRATEGY` | `SYMBOL`                 |
+| `BUDGET`   | text: number > 0, within the ceiling      | `PARAMS`   | `SYMBOL`   | `BUDGET`                 |
+| `PARAMS`   | `name=value` text, Use defaults, Keep     | `CONFIRM`  | `BUDGET`   | the step it names (*)    |
+| `CONFIRM`  | Confirm allocation                        | running    | `PARAMS`   | the step it names (*)    |
+
+(*) `SYMBOL` (one futures strategy per market), `BUDGET` (over the ceiling), `PARAMS` (a grid or DCA per-order
+minimum, bad `weights`…); a refusal naming no step (the strategy limit) asks `PARAMS` again, Cancel ends it.
 
 One-line form (DESIGN.md section 4): `/allocate <account> <strategy> <budget> <symbol> [param=value …]`
 goes straight to the summary. Nothing trades before Confirm.
@@ -15,8 +29,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
-from bot.services.strategies import MAX_SYMBOL_TEXT
-from bot.strategies.params import ParamError, split_assignments
+from bot.strategies.params import ParamError, format_value, split_assignments
 from handlers.common import (
     Context,
     answer_and_edit,
@@ -85,17 +98,8 @@ async def allocate(update: Update, context: Context) -> None:
         if context.args:
             await _one_line(update, context, services, user_id, context.args)
             return
-        views = await runtime(context).accounts.list_accounts(user_id, with_balances=False)
-        active = [v for v in views if v.status == "active"]
-        if not active:
-            raise UserError("Connect an exchange account first: /connect")
-        runtime(context).drafts.begin(user_id)
-        rows = [[(f"{v.label} ({v.venue_name})", f"alloc:acct:{v.id}")] for v in active[:MAX_ACCOUNT_BUTTONS]]
-        rows.append([("Cancel", "alloc:cancel")])
-        more = (f"\n(The first {MAX_ACCOUNT_BUTTONS} of {len(active)}; for another, use the one-line form: "
-                "/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt;.)"
-                if len(active) > MAX_ACCOUNT_BUTTONS else "")
-        await reply(update, "Which account should the strategy trade on?" + more, keyboard(rows))
+        draft = runtime(context).drafts.begin(user_id)
+        await _ask(update, context, services, draft)
     except UserError as exc:
         await _reply_error(update, exc)
 
@@ -115,13 +119,83 @@ async def _one_line(update: Update, context: Context, services, user_id: int, ar
     await _show_preview(update, context, preview)
 
 
-async def _show_preview(update: Update, context: Context, preview) -> None:
+async def _show_preview(update: Update, context: Context, preview, *, guided: bool = False) -> None:
     runtime(context).drafts.keep_preview(preview)
-    markup = keyboard([[("Confirm allocation", f"alloc:confirm:{preview.token}"), ("Cancel", "alloc:cancel")]])
+    rows = [[("Confirm allocation", f"alloc:confirm:{preview.token}")]]
+    rows.append([("Back", f"alloc:back:{DraftStep.CONFIRM.value}"), ("Cancel", "alloc:cancel")] if guided
+                else [("Cancel", "alloc:cancel")])
+    await _send(update, preview_text(preview), keyboard(rows))
+
+
+async def _send(update: Update, text: str, markup=None) -> None:
+    """Edit the message whose button was pressed, or answer a typed message with a new one."""
     if update.callback_query is not None:
-        await answer_and_edit(update, preview_text(preview), markup)
+        await answer_and_edit(update, text, markup)
     else:
-        await reply(update, preview_text(preview), markup)
+        await reply(update, text, markup)
+
+
+def _nav_row(step: DraftStep) -> list[tuple[str, str]]:
+    return [("Back", f"alloc:back:{step.value}"), ("Cancel", "alloc:cancel")]
+
+
+async def _ask(update: Update, context: Context, services, draft: Draft, problem: str | None = None) -> None:
+    """Ask the draft's current step (after the reason the last answer was refused, if it was)."""
+    step = draft.step
+    if step is DraftStep.ACCOUNT:
+        views = await runtime(context).accounts.list_accounts(draft.user_id, with_balances=False)
+        active = [v for v in views if v.status == "active"]
+        if not active:
+            runtime(context).drafts.pop(draft.user_id)
+            raise UserError("Connect an exchange account first: /connect")
+        rows = [[(f"{v.label} ({v.venue_name})", f"alloc:acct:{v.id}")] for v in active[:MAX_ACCOUNT_BUTTONS]]
+        rows.append([("Cancel", "alloc:cancel")])  # the first step: nothing to go back to
+        more = (f"\n(The first {MAX_ACCOUNT_BUTTONS} of {len(active)}; for another, use the one-line form: "
+                "/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt;.)"
+                if len(active) > MAX_ACCOUNT_BUTTONS else "")
+        text = "Which account should the strategy trade on?" + more
+    elif step is DraftStep.STRATEGY:
+        rows = [[(d.title, f"alloc:kind:{d.name}")] for d in services.strategies_catalogue()]
+        rows.append(_nav_row(step))
+        text = f"Account <b>{esc(draft.account_label)}</b>. Which strategy?"
+    elif step is DraftStep.SYMBOL:
+        description = _description(services, draft.kind)
+        if draft.kind == "rebalance":
+            choices = REBALANCE_QUOTES.get(draft.venue, ("USDT",))
+            prompt = "Which quote asset holds the budget? Tap one or type it (e.g. USDT)."
+        else:
+            choices = SUGGESTED_SYMBOLS.get(draft.venue, ("BTC/USDT",))
+            prompt = "Which market? Tap one or type it (e.g. BTC/USDT)."
+        rows = [[(c, f"alloc:sym:{c}") for c in choices], _nav_row(step)]
+        # Asked again after a refusal: the reason and the question, not the whole description once more.
+        text = prompt if problem else f"<b>{esc(description.title)}</b>: {description.description}\n{prompt}"
+    elif step is DraftStep.BUDGET:
+        rows = [_nav_row(step)]
+        market = draft.symbol.split(":")[0]
+        text = (f"Market <b>{esc(market)}</b>. What budget (a hard ceiling, in {esc(draft.quote)})? Type a number.")
+    elif step is DraftStep.PARAMS:
+        description = _description(services, draft.kind)
+        params = "\n".join(
+            f"  <code>{esc(p.name)}</code> — {esc(p.description)} (default {esc(p.default)})"
+            for p in description.params
+        )
+        choices = [("Use defaults", "alloc:defaults")]
+        if draft.params:
+            choices.append((clip("Keep " + " ".join(f"{k}={v}" for k, v in draft.params.items()), 60), "alloc:keep"))
+        rows = [choices, _nav_row(step)]
+        text = (f"Budget <b>{esc(draft.budget)} {esc(draft.quote)}</b>. Parameters of {esc(description.title)}:\n"
+                f"{params}\n\nType the ones you want to change as <code>name=value</code> (space separated), "
+                "or use the defaults.")
+    else:  # CONFIRM: the summary is the question
+        await _finish_draft(update, context, services, draft)
+        return
+    if problem:
+        text = f"❌ {esc(problem)}\n\n{text}"
+    await _send(update, text, keyboard(rows))
+
+
+def _description(services, kind: str | None):
+    return next(d for d in services.strategies_catalogue() if d.name == kind)
 
 
 async def allocate_button(update: Update, context: Context) -> None:
@@ -139,120 +213,134 @@ async def allocate_button(update: Update, context: Context) -> None:
             await answer_and_edit(update, "Cancelled: nothing was allocated.")
             return
         if action == "confirm":
-            preview = rt.drafts.take_preview(value, user_id)
-            if preview is None:
-                raise UserError(
-                    "This summary has expired (a newer one replaced it, or it was cancelled or already used). "
-                    "Send /allocate again."
-                )
-            allocated = await services.confirm(preview)
-            rt.drafts.pop(user_id)
-            await answer_and_edit(
-                update,
-                f"✅ {esc(preview.title)} #{allocated.strategy_id} on {esc(preview.symbol)} is running with a "
-                f"budget of {esc(preview.budget)} {esc(preview.quote)}. I will message you on every fill. "
-                "/status to follow it.",
-            )
+            await _confirm(update, context, services, value)
             return
         draft = rt.drafts.get(user_id)
         if draft is None:
             raise UserError("This menu has expired. Send /allocate again.")
-        await _advance_draft(update, context, services, draft, action, value)
+        try:
+            await _advance_draft(update, context, services, draft, action, value)
+        except UserError as exc:
+            await _reask(update, context, services, draft, exc)
     except UserError as exc:
         await _reply_error(update, exc)
 
 
+async def _confirm(update: Update, context: Context, services, token: str) -> None:
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    preview = rt.drafts.take_preview(token, user_id)
+    if preview is None:
+        raise UserError(
+            "This summary has expired (a newer one replaced it, or it was cancelled or already used). "
+            "Send /allocate again."
+        )
+    try:
+        allocated = await services.confirm(preview)
+    except UserError as exc:
+        draft = rt.drafts.get(user_id)
+        if draft is None or draft.step is not DraftStep.CONFIRM:
+            raise
+        await _reask(update, context, services, draft, exc)  # guided: back to the step that can fix it
+        return
+    rt.drafts.pop(user_id)
+    await answer_and_edit(
+        update,
+        f"✅ {esc(preview.title)} #{allocated.strategy_id} on {esc(preview.symbol)} is running with a "
+        f"budget of {esc(preview.budget)} {esc(preview.quote)}. I will message you on every fill. "
+        "/status to follow it.",
+    )
+
+
+async def _reask(update: Update, context: Context, services, draft: Draft, exc: UserError) -> None:
+    """A refused answer: ask again at the step that can fix it (the refusal names it), else the same step."""
+    if exc.step is not None:
+        draft.go_to(DraftStep(exc.step))
+    elif draft.step is DraftStep.CONFIRM:
+        draft.go_to(DraftStep.PARAMS)
+    runtime(context).drafts.drop_previews(draft.user_id)
+    await _ask(update, context, services, draft, exc.message)
+
+
 async def _advance_draft(update: Update, context: Context, services, draft: Draft, action: str, value: str) -> None:
     rt = runtime(context)
-    if action == "acct" and draft.step is DraftStep.ACCOUNT:
+    if action == "back":
+        if value == draft.step.value:
+            if draft.step is DraftStep.CONFIRM:
+                rt.drafts.drop_previews(draft.user_id)
+            draft.back()
+        await _ask(update, context, services, draft)  # an out-of-date Back shows where the user now is
+    elif action == "acct" and draft.step is DraftStep.ACCOUNT:
         account_id = parse_id(value)
         if account_id is None:
             raise UserError("That account is not (or no longer) connected.")
         account = await rt.accounts.owned(draft.user_id, account_id)
-        draft.account_label, draft.venue, draft.step = account.label, account.venue, DraftStep.STRATEGY
-        rows = [[(d.title, f"alloc:kind:{d.name}")] for d in services.strategies_catalogue()]
-        await answer_and_edit(update, f"Account <b>{esc(account.label)}</b>. Which strategy?", keyboard(rows))
+        draft.set_account(account.label, account.venue)
+        await _ask(update, context, services, draft)
     elif action == "kind" and draft.step is DraftStep.STRATEGY:
-        catalogue = {d.name: d for d in services.strategies_catalogue()}
-        if value not in catalogue:
+        if value not in {d.name for d in services.strategies_catalogue()}:
             raise UserError("Pick one of the strategies offered.")
         services.check_venue(value, draft.venue)
-        draft.kind, draft.step = value, DraftStep.SYMBOL
-        if value == "rebalance":
-            choices = REBALANCE_QUOTES.get(draft.venue, ("USDT",))
-            prompt = "Which quote asset holds the budget? Tap one or type it (e.g. USDT)."
-        else:
-            choices = SUGGESTED_SYMBOLS.get(draft.venue, ("BTC/USDT",))
-            prompt = "Which market? Tap one or type it (e.g. BTC/USDT)."
-        rows = [[(c, f"alloc:sym:{c}") for c in choices]]
-        await answer_and_edit(update, f"<b>{esc(catalogue[value].title)}</b>: {catalogue[value].description}\n{prompt}",
-                              keyboard(rows))
+        draft.set_kind(value)
+        await _ask(update, context, services, draft)
     elif action == "sym" and draft.step is DraftStep.SYMBOL:
-        await _take_symbol(update, context, draft, value)
-    elif action == "defaults" and draft.step is DraftStep.PARAMS:
+        await _take_symbol(update, context, services, draft, value)
+    elif action in ("defaults", "keep") and draft.step is DraftStep.PARAMS:
+        if action == "defaults":
+            draft.params = {}
         await _finish_draft(update, context, services, draft)
-    else:
-        raise UserError("This menu has expired. Send /allocate again.")
+    else:  # a button of an earlier step's message: show the step the user is at
+        await _ask(update, context, services, draft, "That menu was out of date; here is where you are.")
 
 
-async def _take_symbol(update: Update, context: Context, draft: Draft, symbol: str) -> None:
-    symbol = symbol.strip().upper()
-    if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
-        raise UserError(f"'{clip(symbol, 24)}' is not a market: write it like BTC/USDT.")
-    draft.symbol, draft.step = symbol, DraftStep.BUDGET
-    text = f"Market <b>{esc(draft.symbol)}</b>. What budget (a hard ceiling, in the quote currency)? Type a number."
-    if update.callback_query is not None:
-        await answer_and_edit(update, text)
-    else:
-        await reply(update, text)
+async def _take_symbol(update: Update, context: Context, services, draft: Draft, symbol: str) -> None:
+    market, quote = await services.check_market(draft.user_id, draft.account_label, draft.kind, symbol)
+    draft.set_symbol(market, quote)
+    await _ask(update, context, services, draft)
 
 
 async def draft_text(update: Update, context: Context) -> None:
-    """A typed answer to the guided flow: symbol, budget or parameters."""
+    """A typed answer to the guided flow's current step: market, budget or parameters, each checked at once."""
     rt = runtime(context)
-    user_id = update.effective_user.id
-    draft = rt.drafts.get(user_id)
+    draft = rt.drafts.get(update.effective_user.id)
     text = (update.effective_message.text or "").strip()
+    if draft is None or not draft.awaits_text:
+        return
     try:
         services = _services(context)
-        if draft is None or not draft.awaits_text:
-            return
+    except UserError as exc:
+        await _reply_error(update, exc)
+        return
+    try:
         if draft.step is DraftStep.SYMBOL:
-            await _take_symbol(update, context, draft, text)
+            await _take_symbol(update, context, services, draft, text)
         elif draft.step is DraftStep.BUDGET:
-            draft.budget, draft.step = text, DraftStep.PARAMS
-            description = next(d for d in services.strategies_catalogue() if d.name == draft.kind)
-            params = "\n".join(
-                f"  <code>{esc(p.name)}</code> — {esc(p.description)} (default {esc(p.default)})"
-                for p in description.params
-            )
-            await reply(
-                update,
-                f"Parameters of {esc(description.title)}:\n{params}\n\n"
-                "Type the ones you want to change as <code>name=value</code> (space separated), or use the defaults.",
-                keyboard([[("Use defaults", "alloc:defaults"), ("Cancel", "alloc:cancel")]]),
-            )
+            amount = await services.check_budget(draft.user_id, draft.account_label, draft.quote, text)
+            draft.set_budget(format_value("decimal", amount))
+            await _ask(update, context, services, draft)
         elif draft.step is DraftStep.PARAMS:
             try:
-                draft.params = split_assignments(text.split())
+                params = split_assignments(text.split())
             except ParamError as exc:
-                raise UserError(exc.message) from None
+                raise UserError(exc.message, step=DraftStep.PARAMS.value) from None
+            services.check_params(draft.kind, params)
+            draft.params = params
             await _finish_draft(update, context, services, draft)
     except UserError as exc:
-        await reply(update, f"❌ {esc(exc.message)}\nTry again, or /cancel.")
+        await _reask(update, context, services, draft, exc)
 
 
 async def _finish_draft(update: Update, context: Context, services, draft: Draft) -> None:
+    """Every check `allocate` makes, on all the answers; a refusal goes back to the step that can fix it."""
     try:
         preview = await services.allocate(
             draft.user_id, draft.account_label, draft.kind, draft.budget, draft.symbol, draft.params
         )
-    except UserError:
-        if draft.step is DraftStep.PARAMS and draft.params:
-            draft.params = {}
-        raise
+    except UserError as exc:
+        await _reask(update, context, services, draft, exc)
+        return
     draft.step = DraftStep.CONFIRM
-    await _show_preview(update, context, preview)
+    await _show_preview(update, context, preview, guided=True)
 
 
 class _AwaitsDraftText(filters.MessageFilter):
@@ -328,6 +416,7 @@ async def _show_picker(update: Update, services, verb: str, user_id: int, page: 
     rows = [[(clip(s.label or f"#{s.id} {s.title} {s.symbol}", 60), f"ctl:{verb}:{s.id}")] for s in shown]
     if pager := pager_row(f"ctlp:{verb}", page, pages):
         rows.append(pager)
+    rows.append([("Cancel", "ctl:none:0")])
     text = f"Which strategy do you want to {verb}?" + (f" (page {page} of {pages})" if pages > 1 else "")
     if update.callback_query is not None:
         await answer_and_edit(update, text, keyboard(rows))

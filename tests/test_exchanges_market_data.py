@@ -185,3 +185,33 @@ def test_timeframe_lengths(timeframe: str, ms: int):
 def test_unknown_timeframe_is_refused():
     with pytest.raises(ValueError):
         timeframe_ms("1y")
+
+
+async def test_a_run_of_an_earlier_round_reaching_the_cache_late_reuses_the_newer_ticker(
+    cache: MarketDataCache, venue: Venue
+):
+    # Runs take their round id when they start and meet the cache after some awaits: with thousands of runs
+    # straddling a second, runs of round 1 still arrive once round 2 has fetched. Each used to fetch again
+    # and re-tag the entry, so the next round-2 run fetched again too (1.5-2.2 requests per key per round).
+    await cache.ticker("binance", "BTC/USDT", round_id=1)
+    await cache.ticker("binance", "BTC/USDT", round_id=2)
+    for late in (1, 2, 1, 2):
+        await cache.ticker("binance", "BTC/USDT", round_id=late)
+    assert len(venue.ticker_calls) == 2
+    await cache.ticker("binance", "BTC/USDT", round_id=3)
+    assert len(venue.ticker_calls) == 3
+
+
+async def test_a_ticker_fetched_without_round_serves_the_round_it_was_fetched_in(
+    cache: MarketDataCache, venue: Venue, clock: Clock
+):
+    # A round-less read (a fee valued in BNB, /status) during a round must not make the round's remaining
+    # runs fetch again: what it fetched is newer than the round's start.
+    await cache.ticker("binance", "BTC/USDT", round_id=1)
+    clock.now += 2  # past the round-less TTL
+    await cache.ticker("binance", "BTC/USDT")
+    assert len(venue.ticker_calls) == 2
+    await cache.ticker("binance", "BTC/USDT", round_id=1)
+    assert len(venue.ticker_calls) == 2
+    await cache.ticker("binance", "BTC/USDT", round_id=2)
+    assert len(venue.ticker_calls) == 3

@@ -194,7 +194,8 @@ class StrategyRunner:
     ) -> tuple[MarketSnapshot, dict[str, MarketRules]]:
         gateway = self.ctx.gateway
         venue = account.venue
-        # One ticker request per key per round: runs that started in an earlier second use the newest round.
+        # One ticker request per key per round: a run that started in an earlier second and reaches the cache
+        # after a newer round began is served that round's ticker (the cache keeps the newest round id).
         self._round = max(self._round, int(time.time()))
         round_id = self._round
         infos = await asyncio.gather(*(gateway.market(venue, s) for s in symbols))

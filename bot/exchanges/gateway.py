@@ -13,7 +13,7 @@ once per venue and shared by every pooled instance.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -215,7 +215,7 @@ class ExchangeGateway:
     async def _fetch_ohlcv_rows(self, venue: str, symbol: str, timeframe: str, limit: int) -> list[list[Any]]:
         return await self._public(venue, lambda ex: ex.fetch_ohlcv(symbol, timeframe, None, limit))
 
-    async def fetch_ticker(self, venue: str, symbol: str, round_id: Hashable | None = None) -> Ticker:
+    async def fetch_ticker(self, venue: str, symbol: str, round_id: int | None = None) -> Ticker:
         """Ticker through the cache: one request per (venue, symbol) per round (or per second)."""
         return await self.market_data.ticker(venue, symbol, round_id)
 

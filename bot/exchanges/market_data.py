@@ -2,6 +2,10 @@
 
 Candles stay valid until the candle that was open when they were fetched closes (the next one opens);
 tickers for one engine round (the caller passes a round id) or, without one, for `ticker_ttl` seconds.
+Round ids increase (the runner uses the scheduler second) and the newest one asked for is the current
+round: a ticker fetched during it (with or without a round id) serves every caller of it, and a caller
+still holding an older round id (a run that started in the previous second and reached the cache late) is
+served the current round's ticker instead of fetching its own and making the next caller fetch again.
 Concurrent requests for the same key share one in-flight future, so a round of a thousand strategies on
 BTC/USDT 1h makes one request. Every request actually sent is counted per key (`requests_per_key`), which
 the benchmark prints as `md_requests_per_key`.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -118,9 +122,9 @@ TickerFetcher = Callable[[str, str], Awaitable[dict[str, Any]]]
 @dataclass
 class _Entry:
     value: Any
-    expires: float  # clock seconds; for tickers with a round id, `round_id` decides instead
+    expires: float  # clock seconds; for tickers asked with a round id, `round_id` decides instead
     limit: int = 0
-    round_id: Hashable | None = None
+    round_id: int | None = None  # tickers: the current round when the request was sent
 
 
 class MarketDataCache:
@@ -141,6 +145,7 @@ class MarketDataCache:
         self._entries: dict[tuple[str, str, str], _Entry] = {}
         self._inflight: dict[tuple[str, str, str], asyncio.Task[Any]] = {}
         self._inflight_limit: dict[tuple[str, str, str], int] = {}
+        self._round: int | None = None  # the newest round id asked for: the current round
         self.requests_per_key: Counter[tuple[str, str, str]] = Counter()
 
     def md_requests_per_key(self) -> dict[str, int]:
@@ -176,12 +181,17 @@ class MarketDataCache:
 
         return _trim(await self._run(key, load, limit), limit)
 
-    async def ticker(self, venue: str, symbol: str, round_id: Hashable | None = None) -> Ticker:
-        """The ticker, fetched at most once per round (`round_id`), or per `ticker_ttl` without one."""
+    async def ticker(self, venue: str, symbol: str, round_id: int | None = None) -> Ticker:
+        """The ticker, fetched at most once per round (`round_id`), or per `ticker_ttl` without one.
+
+        An older `round_id` than the current round's counts as the current round (a newer price is fine).
+        """
         key = (venue, symbol, "ticker")
+        if round_id is not None and (self._round is None or round_id > self._round):
+            self._round = round_id
         entry = self._entries.get(key)
         if entry is not None:
-            if round_id is not None and entry.round_id == round_id:
+            if round_id is not None and entry.round_id == self._round:
                 return entry.value
             if round_id is None and self._clock() < entry.expires:
                 return entry.value
@@ -189,10 +199,12 @@ class MarketDataCache:
         if pending is not None:
             return await asyncio.shield(pending)
 
+        sent_in_round = self._round
+
         async def load() -> Ticker:
             data = await self._fetch_ticker(venue, symbol)
             value = ticker_from_ccxt(venue, symbol, data)
-            self._entries[key] = _Entry(value, self._clock() + self._ticker_ttl, round_id=round_id)
+            self._entries[key] = _Entry(value, self._clock() + self._ticker_ttl, round_id=sent_in_round)
             return value
 
         return await self._run(key, load, 0)

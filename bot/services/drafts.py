@@ -22,14 +22,24 @@ class DraftStep(Enum):
     CONFIRM = "confirm"
 
 
+#: The steps in the order they are asked; Back goes one step up this list.
+STEP_ORDER = tuple(DraftStep)
+
+
 @dataclass
 class Draft:
+    """One user's answers so far. Each answer is stored only once its step has checked it, in its own field:
+    a later step's answer is never read as an earlier one's. Changing an answer forgets the later answers it
+    invalidates (another account forgets the strategy onward; another strategy or market forgets the
+    parameters), so nothing checked against the old answer is reused unchecked."""
+
     user_id: int
     step: DraftStep = DraftStep.ACCOUNT
     account_label: str | None = None
     venue: str | None = None
     kind: str | None = None
     symbol: str | None = None
+    quote: str | None = None
     budget: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.monotonic)
@@ -37,6 +47,36 @@ class Draft:
     @property
     def awaits_text(self) -> bool:
         return self.step in (DraftStep.SYMBOL, DraftStep.BUDGET, DraftStep.PARAMS)
+
+    def back(self) -> DraftStep:
+        """Go back one step, keeping every answer given so far (the first step stays where it is)."""
+        self.step = STEP_ORDER[max(0, STEP_ORDER.index(self.step) - 1)]
+        return self.step
+
+    def go_to(self, step: DraftStep) -> None:
+        """Return to an earlier step (where a refusal can be fixed); never skip ahead of the answers given."""
+        if STEP_ORDER.index(step) < STEP_ORDER.index(self.step):
+            self.step = step
+
+    def set_account(self, label: str, venue: str) -> None:
+        if (label, venue) != (self.account_label, self.venue):
+            self.kind = self.symbol = self.quote = self.budget = None
+            self.params = {}
+        self.account_label, self.venue, self.step = label, venue, DraftStep.STRATEGY
+
+    def set_kind(self, kind: str) -> None:
+        if kind != self.kind:
+            self.symbol = self.quote = self.budget = None
+            self.params = {}
+        self.kind, self.step = kind, DraftStep.SYMBOL
+
+    def set_symbol(self, symbol: str, quote: str) -> None:
+        if symbol != self.symbol:
+            self.params = {}
+        self.symbol, self.quote, self.step = symbol, quote, DraftStep.BUDGET
+
+    def set_budget(self, budget: str) -> None:
+        self.budget, self.step = budget, DraftStep.PARAMS
 
 
 class Drafts:

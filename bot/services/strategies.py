@@ -12,7 +12,8 @@ import difflib
 import logging
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
@@ -222,49 +223,42 @@ class StrategyService:
         symbol: str,
         params: Mapping[str, str] | None = None,
     ) -> AllocationPreview:
-        """Validate an allocation and return its preview; nothing is created until `confirm`."""
-        account = await self._store.accounts.by_label(user_id, account_label.strip())
-        if account is None:
-            labels = sorted(await self._store.accounts.labels_for_user(user_id))
-            known = ", ".join(labels) if labels else "none yet: connect one with /connect"
-            raise UserError(f"You have no account labelled '{shown(account_label)}'. Your accounts: {known}.")
-        if account.status != "active":
-            raise UserError(
-                f"The API key of {account.label} cannot be used (see /accounts): give it a new key with "
-                f"/connect replace {account.label}."
-            )
+        """Validate an allocation and return its preview; nothing is created until `confirm`.
+
+        A refusal that one answer can fix names that step (`UserError.step`): the market, the budget or the
+        parameters.
+        """
+        account = await self._usable_account(user_id, account_label)
         await self._check_strategy_limit(user_id)
-        try:
-            strategy = get_strategy(kind)
-        except ParamError as exc:
-            raise UserError(exc.message) from None
+        strategy = _strategy(kind)
         self.check_venue(strategy.name, account.venue)
-        amount = _budget(budget)
-        symbol = symbol.strip().upper()
-        if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
-            raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
-        if strategy.name != "rebalance":  # rebalance takes a quote asset (USDT), not a market
-            symbol = await self.resolve_market(account.venue, symbol)
-        params = dict(params or {})
-        name = _name(params.pop("name", None))
-        try:
-            parsed = strategy.parse_params(params)
-        except ParamError as exc:
-            raise UserError(exc.message) from None
+        with _fixed_at("budget"):
+            amount = _budget(budget)
+        with _fixed_at("params"):
+            params = dict(params or {})
+            name = _name(params.pop("name", None))
+            try:
+                parsed = strategy.parse_params(params)
+            except ParamError as exc:
+                raise UserError(exc.message) from None
+        with _fixed_at("symbol"):
+            market_symbol, quote = await self._resolve_market(account, strategy.name, symbol)
+        with _fixed_at("params"):
+            if strategy.name == "rebalance":
+                await self._check_markets(account, strategy.name, market_symbol, parsed)
+            try:
+                strategy.check_allocation(market_symbol, amount, parsed)
+            except ParamError as exc:
+                raise UserError(exc.message) from None
+            if strategy.name == "dca":
+                await self._check_dca_amount(account, market_symbol, amount, parsed)
+            if strategy.name == "grid":
+                await self._check_grid_levels(account, market_symbol, amount, parsed)
+        with _fixed_at("symbol"):
+            await self._check_market_free(account, market_symbol)
 
-        quote = await self._check_markets(account, strategy.name, symbol, parsed)
-        market_symbol = symbol if strategy.name == "rebalance" else _venue_symbol(account.venue, symbol)
-        try:
-            strategy.check_allocation(market_symbol, amount, parsed)
-        except ParamError as exc:
-            raise UserError(exc.message) from None
-        if strategy.name == "dca":
-            await self._check_dca_amount(account, market_symbol, amount, parsed)
-        if strategy.name == "grid":
-            await self._check_grid_levels(account, market_symbol, amount, parsed)
-        await self._check_market_free(account, market_symbol)
-
-        free, available = await self._check_headroom(account, quote, amount)
+        with _fixed_at("budget"):
+            free, available = await self._check_headroom(account, quote, amount)
         creds = await self._engine.ctx.credentials(account)
         if account.venue in FUTURES_VENUES:
             try:
@@ -312,6 +306,58 @@ class StrategyService:
         if reason is not None:
             raise UserError(reason)
 
+    # The guided /allocate checks each answer when it is given, with the same checks `allocate` makes.
+
+    async def check_market(self, user_id: int, account_label: str, kind: str, symbol: str) -> tuple[str, str]:
+        """The market step: the market as the venue names it (rebalance: the quote asset) and its quote."""
+        account = await self._usable_account(user_id, account_label)
+        strategy = _strategy(kind)
+        self.check_venue(strategy.name, account.venue)
+        with _fixed_at("symbol"):
+            market_symbol, quote = await self._resolve_market(account, strategy.name, symbol)
+            await self._check_market_free(account, market_symbol)
+        return market_symbol, quote
+
+    async def check_budget(self, user_id: int, account_label: str, quote: str, budget: str) -> Decimal:
+        """The budget step: a bounded number above zero that fits the account's allocation ceiling."""
+        account = await self._usable_account(user_id, account_label)
+        with _fixed_at("budget"):
+            amount = _budget(budget)
+            await self._check_headroom(account, quote, amount)
+        return amount
+
+    def check_params(self, kind: str, params: Mapping[str, str]) -> None:
+        """The parameters step, on its own: names known, values parsed, required ones given."""
+        with _fixed_at("params"):
+            try:
+                _strategy(kind).parse_params(dict(params))
+            except ParamError as exc:
+                raise UserError(exc.message) from None
+
+    async def _usable_account(self, user_id: int, account_label: str) -> Account:
+        account = await self._store.accounts.by_label(user_id, account_label.strip())
+        if account is None:
+            labels = sorted(await self._store.accounts.labels_for_user(user_id))
+            known = ", ".join(labels) if labels else "none yet: connect one with /connect"
+            raise UserError(f"You have no account labelled '{shown(account_label)}'. Your accounts: {known}.")
+        if account.status != "active":
+            raise UserError(
+                f"The API key of {account.label} cannot be used (see /accounts): give it a new key with "
+                f"/connect replace {account.label}."
+            )
+        return account
+
+    async def _resolve_market(self, account: Account, kind: str, symbol: str) -> tuple[str, str]:
+        """The typed market as the venue names it (rebalance: the quote asset) and its quote; refuse an unknown one."""
+        symbol = symbol.strip().upper()
+        if not 0 < len(symbol) <= MAX_SYMBOL_TEXT:
+            raise UserError(f"'{shown(symbol)}' is not a market: write it like BTC/USDT.")
+        if kind == "rebalance":
+            return symbol, await self._check_markets(account, kind, symbol, {"weights": {}})
+        symbol = await self.resolve_market(account.venue, symbol)  # BTCUSDT, btc-usdt… → BTC/USDT
+        quote = await self._check_markets(account, kind, symbol, {})
+        return _venue_symbol(account.venue, symbol), quote
+
     async def confirm(self, preview: AllocationPreview) -> Allocated:
         """Create and schedule the allocation of a preview (once: a second confirm is refused)."""
         if preview.token in self._confirmed:
@@ -322,8 +368,10 @@ class StrategyService:
         # Balances and other allocations may have changed since the preview (another Confirm, a deposit
         # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
         await self._check_strategy_limit(preview.user_id)
-        await self._check_market_free(account, preview.symbol)
-        await self._check_headroom(account, preview.quote, preview.budget)
+        with _fixed_at("symbol"):
+            await self._check_market_free(account, preview.symbol)
+        with _fixed_at("budget"):
+            await self._check_headroom(account, preview.quote, preview.budget)
         if len(self._confirmed) > 10_000:  # tokens are random and single-use; an old one is never shown again
             self._confirmed.clear()
         strategy = STRATEGIES[preview.kind]
@@ -739,6 +787,24 @@ class _GridCheck:
             else:
                 low = middle
         return (high / unit).to_integral_value(rounding=ROUND_CEILING) * unit
+
+
+@contextmanager
+def _fixed_at(step: str) -> Iterator[None]:
+    """Name the allocation step that can fix a refusal raised inside (unless it already names one)."""
+    try:
+        yield
+    except UserError as exc:
+        if exc.step is None:
+            exc.step = step
+        raise
+
+
+def _strategy(kind: str) -> Any:
+    try:
+        return get_strategy(kind)
+    except ParamError as exc:
+        raise UserError(exc.message) from None
 
 
 _SEPARATORS = re.compile(r"\s*[/\-_ ]\s*")
