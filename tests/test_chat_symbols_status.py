@@ -39,9 +39,9 @@ async def test_guided_allocate_understands_a_typed_concatenated_market(strata, f
     await strata.next_reply(USER, contains="What budget")
     await strata.send(USER, "100")
     await strata.next_reply(USER, contains="Parameters of")
-    await strata.send(USER, "amount=20")
+    await strata.send(USER, "amount=20 name=stack")  # the guided parameters step takes name= too
     summary = await strata.next_reply(USER, contains="Allocation summary")
-    assert "Market: BTC/USDT" in summary.text
+    assert "Market: BTC/USDT" in summary.text and "“stack”" in summary.text
 
 
 async def _allocate(strata, text: str):

@@ -327,10 +327,12 @@ class StrategyService:
         return amount
 
     def check_params(self, kind: str, params: Mapping[str, str]) -> None:
-        """The parameters step, on its own: names known, values parsed, required ones given."""
+        """The parameters step, on its own: names known, values parsed, required ones given (and name= fits)."""
         with _fixed_at("params"):
+            params = dict(params)
+            _name(params.pop("name", None))
             try:
-                _strategy(kind).parse_params(dict(params))
+                _strategy(kind).parse_params(params)
             except ParamError as exc:
                 raise UserError(exc.message) from None
 
