@@ -129,6 +129,31 @@ def demo_keys_from_banner(output: str) -> dict[str, tuple[str, str]]:
     return keys
 
 
+def test_a_budget_typed_as_a_bare_number_in_the_guided_allocate_reaches_the_bot(demo):
+    """A number the latest message has no button for cannot be a press: it is sent as the user's answer."""
+    demo.wait_for(r"Bot log: ")
+    demo.type("/connect")
+    demo.wait_for(r"\[1\] Binance Spot")
+    demo.type("1")
+    demo.wait_for(r"Now send the API key")
+    demo.type(":key binance")
+    demo.wait_for(r"Now send the secret")
+    demo.type(":secret binance")
+    demo.wait_for(r"Connected Binance Spot")
+    demo.type("/allocate")
+    demo.wait_for(r"Which account")
+    demo.type("1")
+    demo.wait_for(r"Which strategy")
+    demo.type("1")
+    demo.wait_for(r"Which market")
+    demo.type("1")
+    demo.wait_for(r"What budget")
+    demo.type("150")  # the budget step has two buttons (Back, Cancel): 150 is the answer
+    demo.wait_for(r"sent 150 as text")
+    demo.wait_for(r"Budget 150 USDT\. Parameters of DCA")
+    demo.type(":quit")
+    assert demo.finish() == 0, demo.errors
+
 def every_file_bytes(folder: Path) -> bytes:
     return b"".join(path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file())
 

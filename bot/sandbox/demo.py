@@ -8,8 +8,9 @@ private-chat message from a demo user, and what the bot sends, edits and deletes
 no network, no account needed; works from a fresh clone after `pip install .`.
 
 The demo's own commands start with `:` (see `HELP`); a bare number presses that button of the latest message
-with buttons. Only `LOG_LEVEL` is taken from the caller's environment (default WARNING); logs go to
-`demo.log` in the data folder so they never garble the chat.
+with buttons (a number that message has no button for is sent as text: a budget typed in a guided step).
+Only `LOG_LEVEL` is taken from the caller's environment (default WARNING); logs go to `demo.log` in the data
+folder so they never garble the chat.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ BALANCES = {
 
 HELP = """\
 Demo commands (any other line is sent to the bot as your message):
-  1, 2, ...             press that button of the latest message with buttons (also :press N)
+  1, 2, ...             press that button of the latest message with buttons (also :press N);
+                        a number it has no button for is sent as text (e.g. a budget: 50)
   :key VENUE            send the demo API key of binance, futures or kraken as your message
   :secret VENUE         send that venue's demo secret as your message
   :keys                 show the demo keys again
@@ -348,7 +350,9 @@ class DemoSession:
         try:
             self.tg.press_button(DEMO_USER_ID, message["message_id"], number - 1)
         except LookupError:
-            _out(f"(demo) message #{message['message_id']} has no button [{number}]")
+            # No such button, so it cannot be a press: it is an answer (a budget typed in a guided step).
+            _out(f"(demo) message #{message['message_id']} has no button [{number}]: sent {number} as text")
+            await self.send(str(number), echo=str(number))
             return
         if self.echo:
             _out(f"you: pressed [{number}] on #{message['message_id']}")
