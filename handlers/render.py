@@ -361,15 +361,17 @@ def balance_text(report) -> str:
     return "\n".join(lines)
 
 
+def _paged(head: str, page, noun: str) -> str:
+    """A view's heading, with "page X of Y (N things)" when it has more than one page."""
+    return head + (f" — page {page.page} of {page.pages} ({page.total} {noun})" if page.pages > 1 else "")
+
+
 def trades_text(page) -> str:
     """One page of /trades (a `TradesPage`), newest first."""
     whose = "all strategies" if page.strategy_id is None else f"strategy #{page.strategy_id}"
     if not page.trades:
         return f"No fills yet ({whose})."
-    head = f"<b>Trades</b> — {whose}, newest first"
-    if page.pages > 1:
-        head += f" — page {page.page} of {page.pages} ({page.total} fills)"
-    lines = [head]
+    lines = [_paged(f"<b>Trades</b> — {whose}, newest first", page, "fills")]
     for t in page.trades:
         asset = t.symbol.split("/")[0]
         fee = f"fee {fmt_amount(t.fee)} {esc(t.fee_currency or t.quote)}"
@@ -393,10 +395,7 @@ def profit_text(report) -> str:
         when += f" (since {report.since.strftime('%Y-%m-%d %H:%M')} UTC)"
     if not report.strategies:
         return f"<b>Profit</b> {when}: no fills and nothing held."
-    head = f"<b>Profit</b> {when}"
-    if report.pages > 1:
-        head += f" — page {report.page} of {report.pages} ({report.total} strategies)"
-    lines = [head]
+    lines = [_paged(f"<b>Profit</b> {when}", report, "strategies")]
     for s in report.strategies:
         lines += ["", f"<b>{esc(s.title)}</b> {esc(s.symbol)} — {esc(s.status)}, budget {fmt_money(s.budget, s.quote)}"]
         for asset, amount, entry in s.positions:

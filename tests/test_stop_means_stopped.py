@@ -152,20 +152,31 @@ async def test_pause_cancels_a_grids_resting_orders_and_resume_places_them_again
     assert len(book.open_orders(api_key)) == 2
 
 
-async def test_panic_says_an_order_is_unconfirmed_then_alerts_once_how_it_ended(strata, fake_exchanges):
+async def dca_with_an_unknown_order(s, fake_exchanges, *, lookups_fail: bool = False):
+    """A running DCA whose first buy's send failed with a 503 (placed or not? it was not): its order is `unknown`.
+
+    `lookups_fail`: the venue also answers no lookup of it, so its fate cannot be learnt.
+    """
     book = fake_exchanges.books["binance"]
     book.set_price("BTC/USDT", "50000")
-    _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
-    book.inject("server_error", path="/api/v3/order", method="POST")  # 503: placed or not? (it was not)
-    await strata.send(USER, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
-    summary = await strata.next_reply(USER, contains="Allocation summary")
-    await strata.press(USER, summary, "Confirm allocation")
-    await strata.next_reply(USER, contains="is running")
+    account, api_key = await connect_with_key(s, fake_exchanges, "binance")
+    book.inject("server_error", path="/api/v3/order", method="POST")
+    if lookups_fail:
+        book.inject("server_error", count=1000, path="/api/v3/order", method="GET")
+    await s.send(USER, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
+    summary = await s.next_reply(USER, contains="Allocation summary")
+    await s.press(USER, summary, "Confirm allocation")
+    await s.next_reply(USER, contains="is running")
 
     async def unknown() -> bool:
-        return [o.status for o in await strata.runtime.store.orders.in_states(LIVE)] == ["unknown"]
+        return [o.status for o in await s.runtime.store.orders.in_states(LIVE)] == ["unknown"]
 
     await wait_for(unknown, timeout=10)
+    return book, account, api_key
+
+
+async def test_panic_says_an_order_is_unconfirmed_then_alerts_once_how_it_ended(strata, fake_exchanges):
+    book, _, api_key = await dca_with_an_unknown_order(strata, fake_exchanges)
     await strata.send(USER, "/panic")
     confirm = await strata.next_reply(USER, contains="Pause")
     await strata.press(USER, confirm, "Confirm panic")
@@ -392,21 +403,8 @@ async def test_panic_does_not_wait_for_a_slow_run_and_its_order_is_never_sent(fa
 
 
 async def test_disconnect_with_an_order_still_unconfirmed_says_so_and_keeps_the_key(strata, fake_exchanges):
-    book = fake_exchanges.books["binance"]
-    book.set_price("BTC/USDT", "50000")
-    account, _ = await connect_with_key(strata, fake_exchanges, "binance")
     strata.runtime.engine.desk.unknown_grace = timedelta(seconds=1)  # /disconnect waits this plus a margin
-    book.inject("server_error", path="/api/v3/order", method="POST")  # 503: placed or not? (it was not)
-    book.inject("server_error", count=1000, path="/api/v3/order", method="GET")  # and no lookup answers
-    await strata.send(USER, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
-    summary = await strata.next_reply(USER, contains="Allocation summary")
-    await strata.press(USER, summary, "Confirm allocation")
-    await strata.next_reply(USER, contains="is running")
-
-    async def unknown() -> bool:
-        return [o.status for o in await strata.runtime.store.orders.in_states(LIVE)] == ["unknown"]
-
-    await wait_for(unknown, timeout=10)
+    _, account, _ = await dca_with_an_unknown_order(strata, fake_exchanges, lookups_fail=True)
     await strata.send(USER, "/disconnect binance")
     confirm = await strata.next_reply(USER, contains="Disconnect")
     await strata.press(USER, confirm, "Confirm disconnect")

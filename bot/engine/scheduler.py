@@ -169,10 +169,10 @@ class Engine:
         Older versions booked a short's sale as money received, so its budget looked unused and the next
         position could take more than the budget; rebooking from the fills is idempotent (no-op once right).
         """
-        for strategy in await self.store.strategies.list_by_status(HOLDING):
-            if not is_contract(strategy.symbol):
-                continue
-            pnl = compute(await self.store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        futures = [s for s in await self.store.strategies.list_by_status(HOLDING) if is_contract(s.symbol)]
+        fills = await self.store.orders.fills_for_strategies([s.id for s in futures])  # one read per 500
+        for strategy in futures:
+            pnl = compute(fills[strategy.id], strategy.quote)
             if abs(pnl.invested - strategy.spent) + abs(pnl.returned - strategy.received) < LEDGER_TOLERANCE:
                 continue
             async with self.store.db.transaction() as tx:

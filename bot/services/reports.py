@@ -148,8 +148,25 @@ class TradesPage:
 # --- /profit ---------------------------------------------------------------------------------------------
 
 
+class _NetAndRoi:
+    """Net P&L (realised + unrealised) and ROI on the budget, for a strategy's line and a currency's total."""
+
+    realised: Decimal
+    unrealised: Decimal | None
+    budget: Decimal
+
+    @property
+    def net(self) -> Decimal | None:
+        return None if self.unrealised is None else self.realised + self.unrealised
+
+    @property
+    def roi(self) -> Decimal | None:
+        """Net P&L as a percentage of the budget."""
+        return None if self.net is None or not self.budget else self.net / self.budget * HUNDRED
+
+
 @dataclass(frozen=True)
-class StrategyProfit:
+class StrategyProfit(_NetAndRoi):
     id: int
     title: str
     symbol: str
@@ -163,31 +180,14 @@ class StrategyProfit:
     unrealised: Decimal | None  # of what is held now, at the last price (None: a price is missing)
     positions: tuple[tuple[str, Decimal, Decimal | None], ...]  # futures: (asset, signed size, entry)
 
-    @property
-    def net(self) -> Decimal | None:
-        return None if self.unrealised is None else self.realised + self.unrealised
-
-    @property
-    def roi(self) -> Decimal | None:
-        """Net P&L as a percentage of the budget."""
-        return None if self.net is None or not self.budget else self.net / self.budget * HUNDRED
-
 
 @dataclass(frozen=True)
-class ProfitTotal:
+class ProfitTotal(_NetAndRoi):
     quote: str
     realised: Decimal
     fees: Decimal
     unrealised: Decimal | None
     budget: Decimal
-
-    @property
-    def net(self) -> Decimal | None:
-        return None if self.unrealised is None else self.realised + self.unrealised
-
-    @property
-    def roi(self) -> Decimal | None:
-        return None if self.net is None or not self.budget else self.net / self.budget * HUNDRED
 
 
 @dataclass(frozen=True)
