@@ -43,7 +43,7 @@ from bot.config import load_settings  # noqa: E402
 from bot.engine.scheduler import Engine  # noqa: E402
 from bot.exchanges.errors import RetryPolicy  # noqa: E402
 from bot.exchanges.gateway import ExchangeGateway  # noqa: E402
-from bot.exchanges.rate_budget import WEIGHT_OVERRIDES, WEIGHT_RULES, RateBudgets, binance_weight  # noqa: E402
+from bot.exchanges.rate_budget import RateBudgets, request_weight  # noqa: E402
 from bot.sandbox.exchanges import sandbox_credentials  # noqa: E402
 from bot.secret import Credentials  # noqa: E402
 from bot.strategies import STRATEGIES  # noqa: E402
@@ -204,11 +204,7 @@ class RecordingBudgets(RateBudgets):
     async def acquire(self, venue: str, api_name: str, api_url: str, cost: float | None,
                       kid: str | None = None, path: str = "", *, release_to_wait: bool = False) -> None:
         await super().acquire(venue, api_name, api_url, cost, kid, path, release_to_wait=release_to_wait)
-        weight = 0
-        if venue in WEIGHT_RULES and not api_name.startswith("sapi"):
-            weight = WEIGHT_OVERRIDES.get((venue, api_name, path)) or binance_weight(
-                venue, 1.0 if cost is None else float(cost)
-            )
+        weight = request_weight(venue, api_name, path, cost)
         self.charges.append(Charge(time.time(), venue, api_name, path, weight))
 
     def between(self, start: float, end: float) -> list[Charge]:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bot.exchanges.venues import adapters
 from bot.secret import Secret
 
-VENUES = ("binance", "binanceusdm", "kraken", "paper")
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -115,6 +115,11 @@ def decode_master_key(text: str, source: str) -> bytes:
     return raw
 
 
+def known_venues() -> tuple[str, ...]:
+    """The venue ids `STRATA_EXCHANGE_URLS` may name: every registered venue adapter's, and `paper`."""
+    return tuple(dict.fromkeys((*(v.id for v in adapters()), "paper")))
+
+
 def parse_exchange_urls(text: str) -> dict[str, str]:
     """Parse `venue=origin,venue=origin` into a mapping of venue id to bare origin."""
     result: dict[str, str] = {}
@@ -124,9 +129,9 @@ def parse_exchange_urls(text: str) -> dict[str, str]:
             raise ConfigError(
                 f"STRATA_EXCHANGE_URLS: {item!r} is not of the form venue=scheme://host[:port]."
             )
-        if venue not in VENUES:
+        if venue not in known_venues():
             raise ConfigError(
-                f"STRATA_EXCHANGE_URLS: unknown venue {venue!r}; use one of {', '.join(VENUES)}."
+                f"STRATA_EXCHANGE_URLS: unknown venue {venue!r}; use one of {', '.join(known_venues())}."
             )
         parts = urlsplit(origin)
         try:

@@ -18,11 +18,12 @@ from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
+from bot.exchanges.venues import adapter, connectable
 from bot.redaction import register_possible_secret
 from bot.secret import Credentials, Secret
 from bot.services.errors import UserError
 from bot.services.intake import Intake, IntakeBook, Step, looks_like_key
-from bot.venues import CONNECTABLE, KEY_GUIDES, venue_name
+from bot.venues import venue_name
 from handlers.common import Context, answer_and_edit, callback_int, esc, is_private, keyboard, reply, runtime
 from handlers.render import connected_text, replaced_text
 
@@ -35,7 +36,7 @@ NOT_DELETED = (
 
 
 def venue_keyboard():
-    return keyboard([[(venue_name(v), f"connect:venue:{v}")] for v in CONNECTABLE] + [[("Cancel", "connect:cancel")]])
+    return keyboard([[(venue_name(v), f"connect:venue:{v}")] for v in connectable()] + [[("Cancel", "connect:cancel")]])
 
 
 async def connect(update: Update, context: Context) -> None:
@@ -108,7 +109,7 @@ def _begin_replace(rt, update: Update, account) -> str:
     intake.replace_label = account.label
     intake.step = Step.API_KEY
     return (
-        f"<b>New key for {esc(account.label)}</b> ({venue_name(account.venue)})\n{KEY_GUIDES[account.venue]}\n\n"
+        f"<b>New key for {esc(account.label)}</b> ({venue_name(account.venue)})\n{adapter(account.venue).key_guide}\n\n"
         "It must be a key of the <b>same exchange account</b>; the account's strategies are kept (paused ones "
         "stay paused until you /resume them).\n"
         "Now send the <b>API key</b> as a message. I delete it at once. /cancel to stop."
@@ -140,12 +141,13 @@ async def choose_venue(update: Update, context: Context) -> None:
     rt = runtime(context)
     intake = rt.intakes.get(update.effective_user.id)
     venue = query.data.rsplit(":", 1)[-1]
-    if intake is None or intake.step is not Step.VENUE or venue not in CONNECTABLE:
+    if intake is None or intake.step is not Step.VENUE or venue not in connectable():
         await answer_and_edit(update, "This menu has expired. Send /connect to start again.")
         return
-    if rt.settings.sandbox and venue == "kraken":
+    if rt.settings.sandbox and not adapter(venue).testnet:
         await answer_and_edit(
-            update, "Kraken has no testnet, and this bot runs in testnet mode (STRATA_SANDBOX=1). Pick Binance."
+            update, f"{venue_name(venue)} has no testnet, and this bot runs in testnet mode (STRATA_SANDBOX=1). "
+            f"Pick one of: {', '.join(venue_name(v) for v in connectable() if adapter(v).testnet)}."
         )
         rt.intakes.clear(intake.user_id)
         return
@@ -154,7 +156,7 @@ async def choose_venue(update: Update, context: Context) -> None:
     key_name = "API key"
     await answer_and_edit(
         update,
-        f"<b>{venue_name(venue)}</b>\n{KEY_GUIDES[venue]}\n\n"
+        f"<b>{venue_name(venue)}</b>\n{adapter(venue).key_guide}\n\n"
         f"Now send the <b>{key_name}</b> as a message. I delete it at once. /cancel to stop.",
     )
 
@@ -224,7 +226,7 @@ async def _advance(update: Update, context: Context, intake: Intake, text: str) 
     if not text:
         await reply(update, "(Message deleted.) Please send the key as a plain text message, or /cancel.")
         return
-    secret_name = "private key" if intake.venue == "kraken" else "secret key"
+    secret_name = adapter(intake.venue).key_names[1]
     if intake.step is Step.API_KEY:
         parts = text.split()
         if len(parts) == 2:  # key and secret pasted together, one per line: take both

@@ -27,6 +27,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
+from bot.exchanges.venues import adapter
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
 from bot.strategies.params import ParamError, format_value, split_assignments
@@ -53,12 +54,6 @@ from handlers.render import (
     stop_text,
 )
 
-SUGGESTED_SYMBOLS = {
-    "binance": ("BTC/USDT", "ETH/USDT"),
-    "binanceusdm": ("BTC/USDT", "ETH/USDT"),
-    "kraken": ("BTC/USD", "ETH/USD"),
-}
-REBALANCE_QUOTES = {"binance": ("USDT",), "binanceusdm": ("USDT",), "kraken": ("USD",)}
 CONTROL_VERBS = {"pause": "Pause", "resume": "Resume", "stop": "Stop"}
 PICKER_PER_PAGE = 10
 MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
@@ -161,10 +156,10 @@ async def _ask(update: Update, context: Context, services, draft: Draft, problem
     elif step is DraftStep.SYMBOL:
         description = _description(services, draft.kind)
         if draft.kind == "rebalance":
-            choices = REBALANCE_QUOTES.get(draft.venue, ("USDT",))
+            choices = adapter(draft.venue).rebalance_quotes
             prompt = "Which quote asset holds the budget? Tap one or type it (e.g. USDT)."
         else:
-            choices = SUGGESTED_SYMBOLS.get(draft.venue, ("BTC/USDT",))
+            choices = adapter(draft.venue).default_markets
             prompt = "Which market? Tap one or type it (e.g. BTC/USDT)."
         rows = [[(c, f"alloc:sym:{c}") for c in choices], _nav_row(step)]
         # Asked again after a refusal: the reason and the question, not the whole description once more.

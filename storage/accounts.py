@@ -8,6 +8,7 @@ An account is `active`, `key_rejected` (the exchange refused its key; retried sl
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from storage.db import Database, Transaction
 from storage.models import Account, SealedCredential, from_iso, to_iso, utcnow
@@ -106,12 +107,14 @@ class AccountRepository:
         except sqlite3.IntegrityError:
             return False
 
-    async def binance_without_owner_ref(self) -> list[Account]:
-        """Active Binance accounts (spot, USD-M) whose uid was never recorded (filled in at start-up)."""
-        rows = await self._db.fetchall(
-            "SELECT * FROM accounts WHERE status = 'active' AND owner_ref IS NULL "
-            "AND venue IN ('binance', 'binanceusdm') ORDER BY id"
-        )
+    async def without_owner_ref(self, venues: Sequence[str]) -> list[Account]:
+        """Active accounts on `venues` (those naming the account behind a key: Binance's uid) whose owner was
+        never recorded (filled in at start-up)."""
+        if not venues:
+            return []
+        marks = ", ".join("?" * len(venues))
+        sql = f"SELECT * FROM accounts WHERE status = 'active' AND owner_ref IS NULL AND venue IN ({marks}) ORDER BY id"  # noqa: S608 - placeholders only
+        rows = await self._db.fetchall(sql, tuple(venues))
         return [_account(r) for r in rows]
 
     async def set_owner_ref(self, account_id: int, owner_ref: str) -> None:

@@ -26,12 +26,10 @@ from decimal import Decimal
 
 from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.models import Trade
+from bot.exchanges.venues import adapter
 from storage.orders import NewFill
 
 ZERO = Decimal(0)
-
-#: Venues whose fills are recorded trade by trade (their orders carry no fee of their own).
-TRADE_KEYED_VENUES = frozenset({"binance", "binanceusdm"})
 
 #: Venue order statuses → ours.
 _STATUS = {"open": "open", "closed": "closed", "canceled": "canceled", "expired": "canceled", "rejected": "rejected"}
@@ -53,7 +51,7 @@ def order_status(order: VenueOrder) -> str:
 
 def keyed_by_trade(venue: str, recorded_keys: set[str]) -> bool:
     """Whether an order's fills are keyed by trade id (an order recorded by cumulative totals stays so)."""
-    return venue in TRADE_KEYED_VENUES and not any(key.startswith("c:") for key in recorded_keys)
+    return adapter(venue).fills_by_trade and not any(key.startswith("c:") for key in recorded_keys)
 
 
 def fee_value(

@@ -33,7 +33,6 @@ from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
 from bot.engine.fills import (
-    TRADE_KEYED_VENUES,
     Recorded,
     keyed_by_trade,
     ledger_fee,
@@ -47,6 +46,7 @@ from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.models import Trade
+from bot.exchanges.venues import adapter
 from bot.strategies import STRATEGIES
 from bot.strategies.base import NOT_SENT, REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
@@ -328,7 +328,7 @@ class OrderDesk:
         symbols = sorted({o.symbol for o in confirmed})
         open_now: dict[str, VenueOrder] = {}
         try:
-            if account.venue == "kraken" or len(symbols) > 8:
+            if not adapter(account.venue).open_orders_per_symbol or len(symbols) > 8:
                 listed = await self.ctx.gateway.fetch_open_orders(account.venue, creds, None)
             else:
                 listed = []
@@ -349,7 +349,7 @@ class OrderDesk:
             else:
                 vanished.append(order)
         closed_now: dict[str, VenueOrder] = {}
-        if vanished and account.venue == "kraken":
+        if vanished and adapter(account.venue).closed_orders_in_one_call:
             # Kraken counts calls per key: one ClosedOrders for all vanished orders instead of two lookups each.
             try:
                 closed_now = {
@@ -498,7 +498,7 @@ class OrderDesk:
         whether its fee is known (see `_with_trades_fee`)."""
         if (remote.filled or ZERO) <= order.filled:
             return [], True
-        if account.venue in TRADE_KEYED_VENUES and remote.fee_cost is None and remote.id is not None:
+        if adapter(account.venue).fills_by_trade and remote.fee_cost is None and remote.id is not None:
             remote = await self._with_trades_fee(account, order.symbol, remote)
             if remote.fee_cost is None:
                 return [], False
@@ -718,5 +718,5 @@ def _params(order: Order, venue: str) -> dict[str, object] | None:
     The flag is stored with the intent; older intents name a closing order by their tag (`…:close`).
     """
     reduce_only = order.reduce_only or order.tag.endswith(":close")
-    return {"reduceOnly": True} if venue == "binanceusdm" and reduce_only else None
+    return adapter(venue).reduce_only_params(reduce_only)
 

@@ -21,16 +21,16 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
 from bot.exchanges.models import MarketInfo
+from bot.exchanges.venues import adapters, find
 from bot.strategies.base import DesiredOrder
-from bot.venues import ENTRY_TAKER_FEE
 
 ZERO = Decimal(0)
 #: Market orders sized in base have no price: reserve as if they filled this much worse than the last price.
 MARKET_SLIPPAGE = Decimal("0.02")
 #: Fee rate reserved for a market of a venue we know no fees of: the highest entry-tier taker fee of the venues
-#: we support (Kraken's 0.40 %, see `bot.venues.ENTRY_TAKER_FEE`). Known venues reserve the larger of the
+#: we support (Kraken's 0.40 %, see `VenueAdapter.entry_taker_fee`). Known venues reserve the larger of the
 #: market's own fees and their entry tier's taker fee.
-DEFAULT_FEE_RATE = max(ENTRY_TAKER_FEE.values())
+DEFAULT_FEE_RATE = max(v.entry_taker_fee for v in adapters())
 QUOTE_STEP = Decimal("1e-8")
 #: How far above its cost a buy-by-cost may be lifted to reach the venue's minimum order (rounding losses only).
 MAX_LIFT = Decimal("0.05")
@@ -56,7 +56,8 @@ class MarketRules:
     @classmethod
     def from_info(cls, info: MarketInfo) -> MarketRules:
         """Build from the exchange layer's market description (steps already in Decimal)."""
-        fee = max(info.taker_fee or ZERO, info.maker_fee or ZERO, ENTRY_TAKER_FEE.get(info.venue, ZERO))
+        known = find(info.venue)
+        fee = max(info.taker_fee or ZERO, info.maker_fee or ZERO, known.entry_taker_fee if known else ZERO)
         return cls(
             symbol=info.symbol,
             base=info.base,

@@ -25,6 +25,7 @@ from bot.engine.crash_hook import crash_point
 from bot.engine.intents import OrderDesk, client_order_id
 from bot.engine.risk import Approved, Ledger, MarketRules, Refused, check_order
 from bot.exchanges.errors import Action, ExchangeFailure
+from bot.exchanges.venues import adapter
 from bot.strategies import STRATEGIES
 from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
 from storage.models import Account, Order, Strategy, dumps
@@ -33,7 +34,6 @@ from storage.strategies import ACTIVE
 
 logger = logging.getLogger(__name__)
 
-FUTURES_VENUES = frozenset({"binanceusdm"})
 CANDLE_LIMIT = 200
 
 
@@ -218,13 +218,13 @@ class StrategyRunner:
         price = prices.get(strategy.symbol, Decimal(1) if "/" not in strategy.symbol else ZERO)
         snapshot = MarketSnapshot(
             now=self.ctx.clock(), symbol=strategy.symbol, price=price, candles=candles, markets=markets,
-            prices=prices, holdings=await holdings(self.ctx, strategy.id), futures=venue in FUTURES_VENUES,
+            prices=prices, holdings=await holdings(self.ctx, strategy.id), futures=adapter(venue).futures,
         )
         return snapshot, rules
 
     async def _prepare_order(self, order: Order, account: Account) -> bool:
         """The desk's hook before any send: futures orders need one-way mode and leverage 1 first."""
-        if account.venue not in FUTURES_VENUES:
+        if not adapter(account.venue).futures:
             return True
         if (account.id, order.symbol) in self._futures_ready:
             return True

@@ -42,6 +42,7 @@ from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.key_check import KeyChecker, KeyRejected
+from bot.exchanges.venues import adapter
 from bot.strategies.base import DesiredOrder
 from bot.vault import CredentialUnreadable
 from storage.accounts import KEY_REJECTED
@@ -56,9 +57,6 @@ JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1
 RETRY_DELAY = timedelta(seconds=30)
 #: Share of a venue's per-minute request budget the fill poller may plan to use (the rest is for trading).
 POLL_BUDGET_SHARE = 0.6
-#: Binance weight of GET /api/v3/openOrders for one symbol, and for all symbols.
-#: Binance's openOrders weight per venue: (per symbol, all symbols at once).
-OPEN_ORDERS_WEIGHTS = {"binance": (6, 80), "binanceusdm": (1, 40)}
 #: How long a control action waits for a send under way (a send is bounded by the client's timeout, 10 s);
 #: one still under way after this is reported unconfirmed and watched.
 SEND_WAIT_SECONDS = 30.0
@@ -367,7 +365,7 @@ class Engine:
         """
         live = await self.store.orders.in_states((OPEN,), account_id=account.id)
         if live:
-            symbol = None if account.venue == "kraken" else live[0].symbol
+            symbol = live[0].symbol if adapter(account.venue).open_orders_per_symbol else None
             await self.gateway.fetch_open_orders(account.venue, creds, symbol)
 
     # --- fill polling -----------------------------------------------------------------------------------
@@ -423,13 +421,13 @@ class Engine:
         weight: dict[str, int] = {}
         for account_id, orders in by_account.items():
             account = await self.ctx.account(account_id)
-            if account is None or account.venue not in OPEN_ORDERS_WEIGHTS:
+            if account is None or (weights := adapter(account.venue).open_orders_weights) is None:
                 continue
-            per_symbol, all_symbols = OPEN_ORDERS_WEIGHTS[account.venue]
+            per_symbol, all_symbols = weights
             symbols = len({o.symbol for o in orders})
             weight[account.venue] = weight.get(account.venue, 0) + min(all_symbols, per_symbol * symbols)
         stretched = (
-            used * 60.0 / (budgets.limits[venue] * POLL_BUDGET_SHARE) for venue, used in weight.items()
+            used * 60.0 / (budgets.limit(venue) * POLL_BUDGET_SHARE) for venue, used in weight.items()
         )
         return max([self.poll_interval, *stretched])
 

@@ -6,5 +6,6 @@
 - `market_data`: cache that merges concurrent requests, valid until the next candle closes / one round;
 - `models`: Decimal results (orders, trades, balances, markets, positions);
 - `client_ids`: deterministic client order ids valid on every venue;
+- `venues`: one adapter per venue (what it can do, its rules and tables), and their registry;
 - `key_check`: /connect validation — authenticate, then prove the key cannot withdraw (fail closed).
 """

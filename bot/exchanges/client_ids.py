@@ -8,22 +8,17 @@ venue for that id. The id must therefore be a pure function of (strategy, tag) a
   text of at most 18 ASCII characters.
 
 A UUIDv5 of the strategy id and tag in its 32-hex-digit form satisfies both: it is a valid Kraken short
-UUID and a valid Binance id, and collisions are as unlikely as SHA-1 prefixes.
+UUID and a valid Binance id, and collisions are as unlikely as SHA-1 prefixes. Each venue's rule is its
+adapter's (`VenueAdapter.is_valid_client_order_id`); a new venue must accept these ids too.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 
-_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://strata.invalid/client-order-id")
+from bot.exchanges.venues import find
 
-_BINANCE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-_KRAKEN_LONG_UUID = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-)
-_KRAKEN_SHORT_UUID = re.compile(r"^[0-9a-fA-F]{32}$")
-_KRAKEN_FREE_TEXT = re.compile(r"^[\x21-\x7e]{1,18}$")
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://strata.invalid/client-order-id")
 
 
 def client_order_id_for(venue: str, strategy_id: int | str, tag: str) -> str:
@@ -39,15 +34,8 @@ def client_order_id_for(venue: str, strategy_id: int | str, tag: str) -> str:
 
 
 def is_valid_client_order_id(venue: str, value: str) -> bool:
-    """Whether `value` is accepted as a client order id by `venue`."""
-    if venue in ("binance", "binanceusdm"):
-        return bool(_BINANCE.match(value))
-    if venue == "kraken":
-        return bool(
-            _KRAKEN_LONG_UUID.match(value)
-            or _KRAKEN_SHORT_UUID.match(value)
-            or _KRAKEN_FREE_TEXT.match(value)
-        )
-    if venue == "paper":
-        return bool(_BINANCE.match(value))
-    raise ValueError(f"unknown venue {venue!r}")
+    """Whether `value` is accepted as a client order id by `venue` (its adapter's rule)."""
+    known = find(venue)
+    if known is None:
+        raise ValueError(f"unknown venue {venue!r}")
+    return known.is_valid_client_order_id(value)

@@ -14,6 +14,7 @@ instead each instance's `fetch2` — the single place every REST request passes,
 for methods that make several — first waits on our shared `RateBudgets` with ccxt's own cost for that
 endpoint, and every response's headers are shown to the budget (`X-MBX-USED-WEIGHT-1M`).
 
+What differs by venue (ccxt class and options, testnet, per-key nonces) is its adapter's (`bot.exchanges.venues`).
 Kraken nonces are per key and must strictly increase: one key's private calls are serialised by a per-key
 lock, and the nonce comes from a per-key source shared by all slots instead of ccxt's per-instance counter.
 
@@ -41,26 +42,8 @@ import ccxt.async_support as ccxt_async
 import certifi
 
 from bot.exchanges.rate_budget import RateBudgets
+from bot.exchanges.venues import VenueAdapter, connectable, find
 from bot.secret import Credentials
-
-#: Venues this layer talks to through ccxt (the paper venue is a separate adapter).
-CCXT_VENUES = ("binance", "binanceusdm", "kraken")
-
-#: Per-venue constructor options: only the market types we trade, no key-dependent calls in load_markets.
-#: Open orders of all symbols (for /panic) is a deliberate, budgeted call: no ccxt warning exception.
-VENUE_OPTIONS: Mapping[str, dict[str, Any]] = {
-    "binance": {
-        "fetchMarkets": {"types": ["spot"]},
-        "fetchMargins": False,
-        "fetchCurrencies": False,
-        "warnOnFetchOpenOrdersWithoutSymbol": False,
-    },
-    "binanceusdm": {"fetchCurrencies": False, "warnOnFetchOpenOrdersWithoutSymbol": False},
-    "kraken": {},
-}
-
-#: Venues where ccxt's testnet exists (`set_sandbox_mode(True)` works).
-SANDBOX_VENUES = frozenset({"binance", "binanceusdm"})
 
 DEFAULT_POOL_SIZE = 4
 DEFAULT_TIMEOUT_MS = 10_000
@@ -117,6 +100,8 @@ def _pooled_class(base: type) -> type:
 
     class Pooled(base):  # type: ignore[misc, valid-type]
         strata_budgets: RateBudgets | None = None
+        #: Strata's venue id (an adapter may reuse another venue's ccxt class: `self.id` is ccxt's).
+        strata_venue: str = base.__name__
         strata_key_id: str | None = None
         strata_nonce: Callable[[], int] | None = None
         strata_release_to_wait: bool = False
@@ -128,14 +113,14 @@ def _pooled_class(base: type) -> type:
                 cost = self.calculate_rate_limiter_cost(api, method, path, params, config)
                 name = _api_name(api)
                 await self.strata_budgets.acquire(
-                    self.id, name, _api_url(self, name), cost, self.strata_key_id, path,
+                    self.strata_venue, name, _api_url(self, name), cost, self.strata_key_id, path,
                     release_to_wait=self.strata_release_to_wait,
                 )
             return await super().fetch2(path, api, method, params, config)
 
         def on_rest_response(self, code, reason, url, method, headers, body, request_headers, request_body):
             if self.strata_budgets is not None and headers:
-                self.strata_budgets.observe(self.id, url, code, headers)
+                self.strata_budgets.observe(self.strata_venue, url, code, headers)
             return super().on_rest_response(
                 code, reason, url, method, headers, body, request_headers, request_body
             )
@@ -209,35 +194,39 @@ class ClientPool:
 
     def is_testnet(self, venue: str) -> bool:
         """Whether this venue runs on ccxt's testnet URLs (no `sapi`: the withdraw check cannot run)."""
-        return self._sandbox and venue in SANDBOX_VENUES and venue not in self._urls
+        known = find(venue)
+        return self._sandbox and known is not None and known.testnet and venue not in self._urls
 
-    def check_venue(self, venue: str) -> None:
-        """Raise `ExchangeSetupError` if this venue cannot be used with the current configuration."""
-        if venue not in CCXT_VENUES:
+    def check_venue(self, venue: str) -> VenueAdapter:
+        """The venue's adapter; `ExchangeSetupError` if it cannot be used with the current configuration."""
+        known = find(venue)
+        if known is None:
             raise ExchangeSetupError(
-                f"unknown exchange venue {venue!r}; expected one of {', '.join(CCXT_VENUES)}"
+                f"unknown exchange venue {venue!r}; expected one of {', '.join(connectable())}"
             )
-        if self._sandbox and venue not in SANDBOX_VENUES and venue not in self._urls:
+        if self._sandbox and not known.testnet and venue not in self._urls:
             raise ExchangeSetupError(
                 f"{venue} has no testnet: it cannot be used while STRATA_SANDBOX=1 "
                 f"(turn STRATA_SANDBOX off, or point STRATA_EXCHANGE_URLS at a test server for {venue})"
             )
+        return known
 
     def new_exchange(self, venue: str) -> Any:
         """Construct one configured instance (URLs, sandbox, options, shared session, our budget)."""
-        self.check_venue(venue)
+        known = self.check_venue(venue)
         if self._closed:
             raise ExchangeSetupError("the exchange client pool is closed")
         config: dict[str, Any] = {
             "enableRateLimit": False,
             "timeout": self._timeout_ms,
-            "options": {key: value for key, value in VENUE_OPTIONS[venue].items()},
+            "options": {key: value for key, value in known.ccxt_options.items()},
         }
         if self._session is not None:
             config["session"] = self._session
             # ccxt's open() builds its own certifi SSLContext per instance unless given one: share ours.
             config["ssl_context"] = self._ssl_context
-        exchange = _pooled_class(getattr(ccxt_async, venue))(config)
+        exchange = _pooled_class(getattr(ccxt_async, known.ccxt_id))(config)
+        exchange.strata_venue = venue
         exchange.timeout_on_exit = 0  # the pool waits once for the shared session, not per instance
         if venue in self._urls:
             exchange.urls["api"] = override_api_urls(exchange.urls["api"], self._urls[venue])
@@ -290,7 +279,7 @@ class ClientPool:
             if not slot.lock.locked():
                 return slot
         if len(state.slots) < self._size:
-            exchange = self.new_exchange(state.master.id)
+            exchange = self.new_exchange(state.master.strata_venue)
             exchange.set_markets_from_exchange(state.master)
             exchange.options["timeDifference"] = state.master.options.get("timeDifference", 0)
             slot = _Slot(exchange)
@@ -308,8 +297,9 @@ class ClientPool:
         state = self._venue(venue)
         await self._load_markets(state)
         kid = key_id(creds)
+        per_key_nonce = self.check_venue(venue).nonce_per_key
         async with AsyncExitStack() as stack:
-            if venue == "kraken":
+            if per_key_nonce:
                 await stack.enter_async_context(self._key_lock(venue, kid))
             slot = self._pick_slot(state)
             await stack.enter_async_context(slot.lock)
@@ -318,7 +308,7 @@ class ClientPool:
             exchange.secret = creds.secret.reveal()
             exchange.strata_key_id = kid
             exchange.strata_release_to_wait = release_to_wait
-            if venue == "kraken":
+            if per_key_nonce:
                 exchange.options["lastNonce"] = 0
                 exchange.strata_nonce = lambda: self.nonces.next(kid)
             try:
@@ -343,7 +333,7 @@ class ClientPool:
     async def resync_time(self, venue: str) -> None:
         """Re-measure the venue's clock offset (Binance -1021) and apply it to every instance."""
         state = self._venue(venue)
-        if venue not in SANDBOX_VENUES:
+        if self.check_venue(venue).nonce_per_key:  # signs with a nonce, not a timestamp: no clock to measure
             return
         offset = await state.master.load_time_difference()
         for exchange in self.instances(venue):

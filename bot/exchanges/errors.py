@@ -7,7 +7,8 @@ only then ccxt's exception class, most specific first. ccxt's class tree mislead
 key succeeded on the instance; on a moved fapi URL -2019 is a bare `ExchangeError`; -1013 NOTIONAL is
 `BadRequest`; Kraken `EAPI:Invalid signature` is a bare `ExchangeError`; a malformed Kraken secret raises
 `binascii.Error`, which is not a ccxt error at all. "except NetworkError: retry" would retry a revoked key
-forever.
+forever. The venues' own tables (codes, texts) live in their adapters (`bot.exchanges.venues`); this module
+keeps the order in which they are asked, and the failure types (`failures`) are re-exported from here.
 
 Messages never carry a key, a secret, a signature or a signed URL: ccxt quotes the full request URL (with
 `signature=` in the query) in some messages, so query strings are cut and known secrets masked, and the
@@ -21,224 +22,55 @@ import binascii
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TypeVar
 
 import aiohttp
 import ccxt
 
+from bot.exchanges.failures import (
+    AUTH_REJECTED,
+    FAILURE_TYPES,
+    MSG_OUTCOME_UNKNOWN,
+    Action,
+    AuthFailure,
+    ExchangeFailure,
+    FundsFailure,
+    InvalidOrderFailure,
+    OrderNotFoundFailure,
+    RateLimited,
+    ResyncNeeded,
+    TransientFailure,
+    UnknownFailure,
+)
+from bot.exchanges.venues import find
 from bot.secret import Credentials, Secret
+
+__all__ = [
+    "AUTH_REJECTED",
+    "FAILURE_TYPES",
+    "MSG_OUTCOME_UNKNOWN",
+    "Action",
+    "AuthFailure",
+    "Diagnosis",
+    "ExchangeFailure",
+    "FundsFailure",
+    "InvalidOrderFailure",
+    "OrderNotFoundFailure",
+    "RateLimited",
+    "ResyncNeeded",
+    "RetryPolicy",
+    "TransientFailure",
+    "UnknownFailure",
+    "call_with_retry",
+    "diagnose",
+    "is_duplicate_client_id",
+    "sanitize",
+    "translate",
+    "venue_code",
+]
 
 T = TypeVar("T")
 
-
-class Action(StrEnum):
-    """What the caller does about a failure."""
-
-    RETRY = "retry"  # network, 5xx, timeout: retry with backoff
-    BACKOFF = "backoff"  # rate limited: wait on the shared budget, then retry
-    RESYNC = "resync"  # clock (-1021) or nonce: resync and retry once
-    AUTH = "auth"  # key revoked/invalid/not permitted: pause the account, alert once
-    FUNDS = "funds"  # insufficient balance or margin: pause the strategy, alert
-    INVALID_ORDER = "invalid_order"  # order refused by the venue's rules: pause the strategy, alert
-    NOT_FOUND = "not_found"  # the order is unknown to the venue
-    UNKNOWN = "unknown"
-
-
-#: What an AUTH failure means (the alert about a rejected key adds the fix, naming the account's label).
-AUTH_REJECTED = (
-    "The exchange rejected this account's API key (revoked, expired, IP whitelist, or a missing permission)."
-)
-
-_USER_MESSAGES = {
-    Action.RETRY: "The exchange did not answer in time or had an internal error; we will try again shortly.",
-    Action.BACKOFF: "The exchange asked us to slow down; we will try again after a pause.",
-    Action.RESYNC: "The exchange refused the request's timing (clock or nonce); please try again.",
-    Action.AUTH: (
-        f"{AUTH_REJECTED} Check the key on the exchange, or give the account a new key with "
-        "/connect replace followed by its label (see /accounts); its strategies are kept."
-    ),
-    Action.FUNDS: "Not enough free balance on the exchange for this order. The strategy is paused.",
-    Action.INVALID_ORDER: "The exchange refused the order. The strategy is paused.",
-    Action.NOT_FOUND: "The exchange does not know this order.",
-    Action.UNKNOWN: "The exchange returned an unexpected error.",
-}
-
-
-MSG_OUTCOME_UNKNOWN = "The exchange did not confirm the order in time; we are checking whether it was placed."
-
-
-class ExchangeFailure(Exception):
-    """A failed exchange call, already diagnosed; `str()` and `repr()` are safe to log and show."""
-
-    action: Action = Action.UNKNOWN
-
-    def __init__(
-        self,
-        venue: str,
-        detail: str,
-        *,
-        code: str | None = None,
-        user_message: str | None = None,
-        outcome_unknown: bool = False,
-    ) -> None:
-        self.venue = venue
-        self.code = code
-        self.detail = detail
-        #: True when the request may have reached the venue (a create_order timeout): reconcile by client id.
-        self.outcome_unknown = outcome_unknown
-        self.user_message = user_message or _USER_MESSAGES[self.action]
-        super().__init__(f"{venue} {self.action.value}" + (f" [{code}]" if code else "") + f": {detail}")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self!s})"
-
-
-class TransientFailure(ExchangeFailure):
-    action = Action.RETRY
-
-
-class RateLimited(ExchangeFailure):
-    action = Action.BACKOFF
-
-
-class ResyncNeeded(ExchangeFailure):
-    action = Action.RESYNC
-
-
-class AuthFailure(ExchangeFailure):
-    action = Action.AUTH
-
-
-class FundsFailure(ExchangeFailure):
-    action = Action.FUNDS
-
-
-class InvalidOrderFailure(ExchangeFailure):
-    action = Action.INVALID_ORDER
-
-
-class OrderNotFoundFailure(ExchangeFailure):
-    action = Action.NOT_FOUND
-
-
-class UnknownFailure(ExchangeFailure):
-    action = Action.UNKNOWN
-
-
-FAILURE_TYPES: dict[Action, type[ExchangeFailure]] = {
-    cls.action: cls
-    for cls in (
-        TransientFailure,
-        RateLimited,
-        ResyncNeeded,
-        AuthFailure,
-        FundsFailure,
-        InvalidOrderFailure,
-        OrderNotFoundFailure,
-        UnknownFailure,
-    )
-}
-
-# --- venue codes -------------------------------------------------------------------------------------------
-
-BINANCE_CODES: dict[str, Action] = {
-    # authentication / permission
-    "-1002": Action.AUTH,  # You are not authorized to execute this request.
-    "-1022": Action.AUTH,  # Signature for this request is not valid.
-    "-2014": Action.AUTH,  # API-key format invalid.
-    "-2015": Action.AUTH,  # Invalid API-key, IP, or permissions for action.
-    "-2008": Action.AUTH,  # Invalid Api-Key ID.
-    "-4056": Action.AUTH,  # futures: HMAC/API key not valid
-    # clock
-    "-1021": Action.RESYNC,  # Timestamp for this request is outside of the recvWindow.
-    # rate limits
-    "-1003": Action.BACKOFF,  # Too much request weight used / IP banned until …
-    "-1015": Action.BACKOFF,  # Too many new orders.
-    # transient
-    "-1000": Action.RETRY,  # An unknown error occurred while processing the request.
-    "-1001": Action.RETRY,  # Internal error; unable to process your request.
-    "-1006": Action.RETRY,  # Unexpected response from the message bus.
-    "-1007": Action.RETRY,  # Timeout waiting for response from backend server.
-    "-1008": Action.RETRY,  # Server is currently overloaded.
-    # funds
-    "-2018": Action.FUNDS,  # Balance is insufficient.
-    "-2019": Action.FUNDS,  # Margin is insufficient.
-    # invalid orders / parameters
-    "-1013": Action.INVALID_ORDER,  # Filter failure: NOTIONAL / LOT_SIZE / Invalid quantity.
-    "-1100": Action.INVALID_ORDER,
-    "-1101": Action.INVALID_ORDER,
-    "-1102": Action.INVALID_ORDER,
-    "-1104": Action.INVALID_ORDER,
-    "-1106": Action.INVALID_ORDER,
-    "-1111": Action.INVALID_ORDER,  # Precision is over the maximum defined for this asset.
-    "-1116": Action.INVALID_ORDER,
-    "-1117": Action.INVALID_ORDER,
-    "-1121": Action.INVALID_ORDER,  # Invalid symbol.
-    "-2022": Action.INVALID_ORDER,  # ReduceOnly Order is rejected.
-    "-4003": Action.INVALID_ORDER,
-    "-4061": Action.INVALID_ORDER,  # position side does not match the account's mode
-    "-4164": Action.INVALID_ORDER,  # futures: notional below the minimum
-    "-4116": Action.INVALID_ORDER,  # futures: ClientOrderId is duplicated.
-    # unknown orders
-    "-2011": Action.NOT_FOUND,  # Unknown order sent.
-    "-2013": Action.NOT_FOUND,  # Order does not exist.
-}
-
-#: Messages ccxt raises WITHOUT the code (it matched the message text first), most specific first.
-BINANCE_MESSAGES: tuple[tuple[str, Action], ...] = (
-    ("insufficient balance", Action.FUNDS),
-    ("balance is insufficient", Action.FUNDS),
-    ("margin is insufficient", Action.FUNDS),
-    ("invalid api-key", Action.AUTH),
-    ("api-key format invalid", Action.AUTH),
-    ("api key does not exist", Action.AUTH),
-    ("signature for this request is not valid", Action.AUTH),
-    ("not authorized to execute", Action.AUTH),
-    ("rest api trading is not enabled", Action.AUTH),
-    ("this account may not place or cancel orders", Action.AUTH),
-    ("you don't have permission", Action.AUTH),
-    ("timestamp for this request", Action.RESYNC),
-    ("too much request weight", Action.BACKOFF),
-    ("too many requests", Action.BACKOFF),
-    ("way too much request weight", Action.BACKOFF),
-    ("unknown order sent", Action.NOT_FOUND),
-    ("order does not exist", Action.NOT_FOUND),
-    ("filter failure", Action.INVALID_ORDER),
-)
-
-#: Kraken error strings: exact first, then by prefix (`EGeneral:Invalid arguments:volume`).
-KRAKEN_ERRORS: dict[str, Action] = {
-    "EAPI:Invalid key": Action.AUTH,
-    "EAPI:Invalid signature": Action.AUTH,
-    "EAPI:Feature disabled": Action.AUTH,
-    "EGeneral:Permission denied": Action.AUTH,
-    "ESession:Invalid session": Action.AUTH,
-    "ETrade:User Locked": Action.AUTH,
-    "EAPI:Invalid nonce": Action.RESYNC,
-    "EAPI:Rate limit exceeded": Action.BACKOFF,
-    "EOrder:Rate limit exceeded": Action.BACKOFF,
-    "EGeneral:Temporary lockout": Action.BACKOFF,
-    "EGeneral:Too many requests": Action.BACKOFF,
-    "EService:Unavailable": Action.RETRY,
-    "EService:Busy": Action.RETRY,
-    "EService:Deadline elapsed": Action.RETRY,
-    "EGeneral:Internal error": Action.RETRY,
-    "EDatabase:Internal error": Action.RETRY,
-    "EOrder:Insufficient funds": Action.FUNDS,
-    "EOrder:Insufficient margin": Action.FUNDS,
-    "EOrder:Unknown order": Action.NOT_FOUND,
-    "EOrder:Order minimum not met": Action.INVALID_ORDER,
-    "EOrder:Cost minimum not met": Action.INVALID_ORDER,
-    "EOrder:Tick size check failed": Action.INVALID_ORDER,
-    "EOrder:Invalid order": Action.INVALID_ORDER,
-    "EOrder:Invalid price": Action.INVALID_ORDER,
-    "EOrder:Orders limit exceeded": Action.INVALID_ORDER,
-    "EOrder:Positions limit exceeded": Action.INVALID_ORDER,
-    "EGeneral:Invalid arguments": Action.INVALID_ORDER,
-    "EQuery:Unknown asset pair": Action.INVALID_ORDER,
-    "EQuery:Invalid asset pair": Action.INVALID_ORDER,
-}
 
 # Most specific ccxt classes first: several are subclasses of the ones below them.
 _CLASS_ACTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Action], ...] = (
@@ -253,9 +85,8 @@ _CLASS_ACTIONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...
     ((TimeoutError, asyncio.TimeoutError, aiohttp.ClientError, ConnectionError), Action.RETRY),
 )
 
-_BINANCE_CODE = re.compile(r'"code"\s*:\s*"?(-\d+)')
-_BINANCE_MSG = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
-_KRAKEN_ERROR = re.compile(r"\b(E[A-Z][A-Za-z]*:[A-Za-z][^\"',\]\[]*)")
+#: The `msg` of a JSON error body ccxt quotes (Binance's `{"code":-2015,"msg":…}`).
+_JSON_MSG = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
 # "binance 429 Too Many Requests …" (handle_errors) or "kraken GET http://… 503 Service Unavailable …"
 _HTTP_STATUS = re.compile(r"^\S+ (?:(?:GET|POST|DELETE|PUT|PATCH) \S+ )?([1-5]\d\d)\b")
 _QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s\"']*")
@@ -294,49 +125,28 @@ def _secret_values(item: str | Secret | Credentials) -> list[str]:
 
 def venue_code(venue: str, message: str) -> str | None:
     """The venue's own error code quoted in a ccxt message: "-2015" or "EAPI:Invalid key"."""
-    if venue in ("binance", "binanceusdm"):
-        match = _BINANCE_CODE.search(message)
-        return match.group(1) if match else None
-    if venue == "kraken":
-        match = _KRAKEN_ERROR.search(message)
-        return match.group(1).strip() if match else None
-    return None
-
-
-def _kraken_action(code: str) -> Action | None:
-    if code in KRAKEN_ERRORS:
-        return KRAKEN_ERRORS[code]
-    for known, action in KRAKEN_ERRORS.items():
-        if code.startswith(known):
-            return action
-    return None
-
-
-def _binance_code_action(code: str, message: str) -> Action | None:
-    if code == "-2010":  # NEW_ORDER_REJECTED: the reason is in the text
-        lowered = message.lower()
-        return Action.FUNDS if "insufficient" in lowered else Action.INVALID_ORDER
-    return BINANCE_CODES.get(code)
+    known = find(venue)
+    return known.venue_code(message) if known is not None else None
 
 
 def diagnose(exc: BaseException, venue: str) -> Diagnosis:
-    """Decide the action for an exception raised by a ccxt call on `venue` (code, status, text, class)."""
+    """Decide the action for an exception raised by a ccxt call on `venue` (code, status, text, class).
+
+    The venue's adapter reads its own code and its known message texts (`code_action`, `message_action`).
+    """
+    known = find(venue)
     message = str(exc)
     code = venue_code(venue, message)
     reason = _reason(venue, message, code)
     action: Action | None = None
-    if code is not None:
-        if venue == "kraken":
-            action = _kraken_action(code)
-        else:
-            action = _binance_code_action(code, message)
+    if code is not None and known is not None:
+        action = known.code_action(code, message)
     if action is None:
         status = _HTTP_STATUS.match(message)
         if status and status.group(1) in ("418", "429"):
             action, code = Action.BACKOFF, code or status.group(1)
-    if action is None and venue in ("binance", "binanceusdm"):
-        lowered = message.lower()
-        action = next((act for text, act in BINANCE_MESSAGES if text in lowered), None)
+    if action is None and known is not None:
+        action = known.message_action(message.lower())
     if action is None:
         action = next((act for classes, act in _CLASS_ACTIONS if isinstance(exc, classes)), Action.UNKNOWN)
     return Diagnosis(action, code, reason)
@@ -344,22 +154,22 @@ def diagnose(exc: BaseException, venue: str) -> Diagnosis:
 
 def _reason(venue: str, message: str, code: str | None) -> str:
     """A short, safe description: the venue's own message when we can find it."""
-    if venue == "kraken" and code:
-        return code
-    match = _BINANCE_MSG.search(message)
+    known = find(venue)
+    said = known.code_reason(code) if known is not None and code else None
+    if said:
+        return said
+    match = _JSON_MSG.search(message)
     if match:
         return match.group(1)
-    text = message.removeprefix(f"{venue} ").strip()
+    # ccxt starts its messages with its own exchange id.
+    text = message.removeprefix(f"{known.ccxt_id if known is not None else venue} ").strip()
     return text[:300] if text else "no details"
 
 
 def is_duplicate_client_id(failure: ExchangeFailure) -> bool:
     """Whether the venue refused an order because its client order id is already in use (it exists)."""
-    if failure.venue == "kraken":
-        return (failure.code or "").startswith("EGeneral:Invalid arguments:cl_ord_id")
-    if failure.code == "-4116":
-        return True
-    return failure.code == "-2010" and "duplicate" in failure.detail.lower()
+    known = find(failure.venue)
+    return known is not None and known.is_duplicate_client_id(failure.code, failure.detail)
 
 
 def translate(

@@ -26,7 +26,6 @@ from bot.exchanges.errors import (
     Action,
     ExchangeFailure,
     InvalidOrderFailure,
-    OrderNotFoundFailure,
     RetryPolicy,
     TransientFailure,
     call_with_retry,
@@ -46,11 +45,11 @@ from bot.exchanges.models import (
     trade_from_ccxt,
 )
 from bot.exchanges.rate_budget import BudgetWait, trading_call
+from bot.exchanges.venues import adapter
 from bot.secret import Credentials
 
 T = TypeVar("T")
 
-FUTURES_VENUES = frozenset({"binanceusdm"})
 _SAFE_TO_RETRY_ORDER = frozenset({Action.BACKOFF})
 
 
@@ -128,7 +127,7 @@ class ExchangeGateway:
         self, venue: str, creds: Credentials | None
     ) -> Callable[[ExchangeFailure], Awaitable[None]]:
         async def resync(_failure: ExchangeFailure) -> None:
-            if venue == "kraken":
+            if adapter(venue).nonce_per_key:
                 if creds is not None:
                     self.pool.nonces.bump(key_id(creds))
             else:
@@ -260,7 +259,7 @@ class ExchangeGateway:
         if cost is not None:
             if type != "market" or side != "buy":
                 raise ValueError("cost is only for market buys")
-            if venue in FUTURES_VENUES:
+            if adapter(venue).futures:  # no cost orders: size the amount by the price
                 reference = price
                 if reference is None:
                     ticker = await self._fetch_ticker_raw(venue, symbol)
@@ -271,8 +270,8 @@ class ExchangeGateway:
                 price = None
             else:
                 extra["cost"] = _num(cost)
-                if venue == "kraken":
-                    amount = cost  # ccxt formats `volume` from the amount before replacing it by the cost
+                if adapter(venue).cost_buy_needs_amount:
+                    amount = cost  # ccxt formats Kraken's `volume` from the amount before replacing it by the cost
         elif amount is None:
             raise ValueError("amount (or cost for a market buy) is required")
         ccxt_amount = _num(amount) if amount is not None else None
@@ -307,31 +306,14 @@ class ExchangeGateway:
     async def fetch_order_by_client_id(
         self, venue: str, creds: Credentials, symbol: str, client_order_id: str
     ) -> Order | None:
-        """The order with this client id, or None if the venue has none (open or closed)."""
-        if venue == "kraken":
-            return await self._kraken_order_by_client_id(creds, symbol, client_order_id)
+        """The order with this client id, or None if the venue has none (open or closed): how to look it up is
+        the venue adapter's (`find_order_by_client_id`)."""
 
-        async def op(ex: Any) -> dict[str, Any]:
-            return await ex.fetch_order(None, symbol, {"origClientOrderId": client_order_id})
+        async def private(op: Callable[[Any], Awaitable[T]]) -> T:
+            return await self._private(venue, creds, op)
 
-        try:
-            data = await self._private(venue, creds, op)
-        except OrderNotFoundFailure:
-            return None
-        return order_from_ccxt(venue, data)
-
-    async def _kraken_order_by_client_id(self, creds: Credentials, symbol: str, cid: str) -> Order | None:
-        # ccxt 4.5.90's kraken fetch_order(None, …, {"clientOrderId": …}) sends txid=None and raises
-        # TypeError: search open, then closed orders, filtered by cl_ord_id on the venue and here.
-        for method in ("fetch_open_orders", "fetch_closed_orders"):
-
-            async def op(ex: Any, method: str = method) -> list[dict[str, Any]]:
-                return await getattr(ex, method)(symbol, None, None, {"clientOrderId": cid})
-
-            for data in await self._private("kraken", creds, op):
-                if data.get("clientOrderId") == cid or (data.get("info") or {}).get("cl_ord_id") == cid:
-                    return order_from_ccxt("kraken", data)
-        return None
+        data = await adapter(venue).find_order_by_client_id(private, symbol, client_order_id)
+        return order_from_ccxt(venue, data) if data is not None else None
 
     async def fetch_closed_orders(self, venue: str, creds: Credentials, symbol: str | None = None) -> list[Order]:
         """The key's recently closed or canceled orders (Kraken: its 50 latest, all symbols, in one call)."""
@@ -359,11 +341,7 @@ class ExchangeGateway:
             raise ValueError("give exactly one of order_id and client_order_id")
         params: dict[str, Any] = {}
         if client_order_id is not None:
-            params = (
-                {"origClientOrderId": client_order_id}
-                if venue != "kraken"
-                else {"clientOrderId": client_order_id}
-            )
+            params = {adapter(venue).cancel_client_id_param: client_order_id}
 
         async def op(ex: Any) -> dict[str, Any]:
             with trading_call():
@@ -390,17 +368,14 @@ class ExchangeGateway:
     ) -> list[Trade]:
         """This key's fills, oldest first; with `order_id` (Binance venues) only that order's, however old;
         with `from_id` (Binance) only trades from that trade id on, oldest first (paging)."""
-        params: dict[str, str] = {}
-        if venue != "kraken":
-            params.update({"orderId": order_id} if order_id is not None else {})
-            params.update({"fromId": from_id} if from_id is not None else {})
+        params = adapter(venue).trade_query_params(order_id, from_id)
         rows = await self._private(venue, creds, lambda ex: ex.fetch_my_trades(symbol, since_ms, limit, params))
         return [trade_from_ccxt(venue, row) for row in rows]
 
     # --- futures --------------------------------------------------------------------------------------------
 
     def _require_futures(self, venue: str) -> None:
-        if venue not in FUTURES_VENUES:
+        if not adapter(venue).futures:
             raise ValueError(f"{venue} is not a futures venue")
 
     async def fetch_position_mode(self, venue: str, creds: Credentials) -> bool:

@@ -19,94 +19,63 @@ Fail closed: whatever cannot be verified is refused (`KeyRejected`), and the cal
    the futures account endpoints carry no uid). A key replacing an account's key must show the same uid.
    Kraken names no account: `owner_id` stays None. Reading the uid never refuses a key (None on any failure).
 
+The venue-specific parts (the key text's shape, the permissions call, the account behind the key) are each
+venue adapter's (`bot.exchanges.venues`): this module runs them in this order.
+
 Each check makes exactly one attempt per call (no retries: the user is waiting and can try again).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from bot.exchanges.clients import ExchangeSetupError
 from bot.exchanges.errors import Action, ExchangeFailure, translate
 from bot.exchanges.gateway import ExchangeGateway
+from bot.exchanges.keys import (
+    MSG_HMAC_ONLY,
+    MSG_UNAVAILABLE,
+    MSG_UNVERIFIABLE,
+    MSG_WITHDRAW,
+    REASONS,
+    KeyCheck,
+    KeyRejected,
+)
 from bot.exchanges.models import balances_from_ccxt
+from bot.exchanges.venues import VenueAdapter, find
 from bot.secret import Credentials, Secret
+
+__all__ = [
+    "MSG_HMAC_ONLY",
+    "MSG_UNAVAILABLE",
+    "MSG_UNVERIFIABLE",
+    "MSG_WITHDRAW",
+    "REASONS",
+    "KeyCheck",
+    "KeyChecker",
+    "KeyRejected",
+    "check_api_key_format",
+    "check_format",
+]
 
 T = TypeVar("T")
 
-REASONS = frozenset(
-    {
-        "malformed",
-        "hmac_only",
-        "invalid_key",
-        "withdraw_enabled",
-        "futures_disabled",
-        "trading_disabled",
-        "ip_not_whitelisted",
-        "nonce",
-        "unverifiable",
-        "unavailable",
-        "unsupported",
-    }
-)
-
-MSG_UNAVAILABLE = "The exchange could not be reached. Nothing was stored; please try again later."
-MSG_UNVERIFIABLE = (
-    "We could not verify this key's permissions, so nothing was stored. Please try again in a minute."
-)
-MSG_HMAC_ONLY = (
-    "This looks like a private key file (Ed25519/RSA). Strata only works with system-generated (HMAC) keys: "
-    "create one on the exchange and send its API key and secret."
-)
-MSG_FUTURES_DISABLED = (
-    "This key cannot trade futures. Edit it on Binance, tick 'Enable Futures', then send it again."
-)
-MSG_WITHDRAW = (
-    "This key is allowed to withdraw funds, so it was not stored. Create a key with withdrawals disabled "
-    "(trading and reading only) and try again. We suggest deleting the key you sent."
-)
-
-
-class KeyRejected(Exception):
-    """The key cannot be stored; `user_message` is friendly and safe to show, `reason` is for code."""
-
-    def __init__(self, reason: str, user_message: str) -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown key rejection reason {reason!r}")
-        super().__init__(f"{reason}: {user_message}")
-        self.reason = reason
-        self.user_message = user_message
-
-    def __repr__(self) -> str:
-        return f"KeyRejected({self.reason!r})"
-
-
-@dataclass(frozen=True)
-class KeyCheck:
-    """A key that authenticated and cannot withdraw: what to show the user when storing it."""
-
-    balances: dict[str, Decimal]
-    permissions: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    testnet: bool = False
-    #: The exchange account the key belongs to (Binance uid), when it could be read.
-    owner_id: str | None = None
-
-
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]*KEY-----|PRIVATE KEY|ssh-ed25519|ssh-rsa", re.IGNORECASE)
-_ALNUM = re.compile(r"^[A-Za-z0-9]+$")
-_BASE64_CHARS = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 
 def _text(value: str | Secret) -> str:
     return value.reveal() if isinstance(value, Secret) else value
+
+
+def _adapter(venue: str) -> VenueAdapter:
+    known = find(venue)
+    if known is None or not known.connectable:
+        raise KeyRejected("unsupported", f"{venue} is not an exchange Strata can connect to.")
+    return known
 
 
 def check_api_key_format(venue: str, api_key: str | Secret) -> None:
@@ -116,15 +85,7 @@ def check_api_key_format(venue: str, api_key: str | Secret) -> None:
         raise KeyRejected("hmac_only", MSG_HMAC_ONLY)
     if not key:
         raise KeyRejected("malformed", "Both the API key and the secret are needed.")
-    if venue in ("binance", "binanceusdm"):
-        _check_binance_part("API key", key)
-    elif venue == "kraken":
-        if not _BASE64_CHARS.match(key) or not 40 <= len(key) <= 80:
-            raise KeyRejected(
-                "malformed", "That API key does not look like a Kraken one (56 characters). Copy it again."
-            )
-    else:
-        raise KeyRejected("unsupported", f"{venue} is not an exchange Strata can connect to.")
+    _adapter(venue).check_api_key(key)
 
 
 def check_format(venue: str, api_key: str | Secret, secret: str | Secret) -> None:
@@ -137,31 +98,7 @@ def check_format(venue: str, api_key: str | Secret, secret: str | Secret) -> Non
         raise KeyRejected("malformed", "Both the API key and the secret are needed.")
     if key == sec:
         raise KeyRejected("malformed", "The API key and the secret are the same text: send both, key first.")
-    if venue in ("binance", "binanceusdm"):
-        _check_binance_part("secret", sec)
-    else:  # kraken (check_api_key_format refused every other venue)
-        try:
-            raw = base64.b64decode(sec, validate=True)
-        except (binascii.Error, ValueError):
-            raise KeyRejected(
-                "malformed",
-                "That private key is not valid for Kraken (it must be base64 text, 88 characters). "
-                "Copy the 'Private Key' shown when you created the key.",
-            ) from None
-        if not 32 <= len(raw) <= 128:
-            raise KeyRejected(
-                "malformed", "That private key is too short or too long for Kraken (88 characters expected)."
-            )
-
-
-def _check_binance_part(name: str, value: str) -> None:
-    # Real Binance HMAC keys and secrets are 64 letters and digits; allow some slack, no other characters.
-    if not _ALNUM.match(value) or not 32 <= len(value) <= 128:
-        raise KeyRejected(
-            "malformed",
-            f"That {name} does not look like a Binance one (64 letters and digits). "
-            "Copy it again from the API Management page.",
-        )
+    _adapter(venue).check_secret(sec)
 
 
 class KeyChecker:
@@ -175,29 +112,18 @@ class KeyChecker:
         """Validate `creds` on `venue`; return what to show, or raise `KeyRejected` (store nothing)."""
         check_format(venue, creds.api_key, creds.secret)
         try:
-            self._pool.check_venue(venue)
+            known = self._pool.check_venue(venue)
         except ExchangeSetupError as exc:
             raise KeyRejected("unsupported", str(exc)) from None
         balances, info = await self._balances(venue, creds)
-        if venue == "kraken":
-            return await self._kraken_permissions(creds, balances)
-        check = await self._binance_permissions(venue, creds, balances)
-        return replace(check, owner_id=await self._binance_uid(venue, creds, info))
+        once = self._bound_once(venue, creds)
+        check = await known.check_permissions(once, balances, testnet=self._pool.is_testnet(venue))
+        return replace(check, owner_id=await known.read_owner_id(once, info))
 
-    async def binance_uid(self, venue: str, creds: Credentials) -> str | None:
-        """The Binance uid behind a stored key (one weight-20 spot account call); None on any failure."""
-        return await self._binance_uid(venue, creds, None)
-
-    async def _binance_uid(self, venue: str, creds: Credentials, balance_info: Any) -> str | None:
-        """The Binance uid of the key's account: in spot's account answer, else asked of that spot endpoint."""
-        info = balance_info
-        if venue != "binance" or not isinstance(info, dict) or "uid" not in info:
-            try:
-                info = await self._once(venue, creds, lambda ex: ex.private_get_account())
-            except ExchangeFailure:
-                return None
-        uid = info.get("uid") if isinstance(info, dict) else None
-        return str(uid) if uid not in (None, "") else None
+    async def owner_id(self, venue: str, creds: Credentials) -> str | None:
+        """The exchange account behind a stored key (Binance: one weight-20 spot account call); None when the
+        venue names none, and on any failure."""
+        return await self._pool.check_venue(venue).read_owner_id(self._bound_once(venue, creds), None)
 
     async def authenticates(self, venue: str, creds: Credentials) -> bool:
         """Whether a key is accepted again, by the cheapest signed call (a rejected key's slow retry).
@@ -206,13 +132,14 @@ class KeyChecker:
         only a key that passes it gets the full `check_key`. Kraken counts calls per key, not per IP, and the
         testnet has no sapi: there the caller runs `check_key` directly. False on any failure (try later).
         """
-        if venue == "kraken" or self._pool.is_testnet(venue):
-            return True
-        try:
-            await self._once(venue, creds, lambda ex: ex.sapi_get_account_apirestrictions())
-        except ExchangeFailure:
-            return False
-        return True
+        known = self._pool.check_venue(venue)
+        return await known.authenticates(self._bound_once(venue, creds), testnet=self._pool.is_testnet(venue))
+
+    def _bound_once(self, venue: str, creds: Credentials) -> Callable[[Callable[[Any], Awaitable[T]]], Awaitable[T]]:
+        async def once(op: Callable[[Any], Awaitable[T]]) -> T:
+            return await self._once(venue, creds, op)
+
+        return once
 
     async def _once(self, venue: str, creds: Credentials, op: Callable[[Any], Awaitable[T]]) -> T:
         try:
@@ -227,101 +154,18 @@ class KeyChecker:
         try:
             data = await self._once(venue, creds, lambda ex: ex.fetch_balance())
         except ExchangeFailure as failure:
-            if venue == "binanceusdm" and failure.action is Action.AUTH and not self._pool.is_testnet(venue):
-                # A valid key without futures permission gets the same -2015 as a wrong key: ask sapi.
-                await self._explain_futures_rejection(creds)
+            # e.g. a valid Binance key without futures permission gets the same -2015 as a wrong key.
+            await self._pool.check_venue(venue).explain_balance_rejection(
+                self._bound_once(venue, creds), failure, testnet=self._pool.is_testnet(venue)
+            )
             raise _balance_rejection(venue, failure) from None
         totals = {asset: line.total for asset, line in balances_from_ccxt(data).items() if line.total}
         return totals, data.get("info") if isinstance(data, dict) else None
 
-    async def _explain_futures_rejection(self, creds: Credentials) -> None:
-        try:
-            restrictions = await self._once(
-                "binanceusdm", creds, lambda ex: ex.sapi_get_account_apirestrictions()
-            )
-        except ExchangeFailure:
-            return
-        if isinstance(restrictions, dict) and restrictions.get("enableFutures") is False:
-            raise KeyRejected("futures_disabled", MSG_FUTURES_DISABLED)
-
-    async def _binance_permissions(
-        self, venue: str, creds: Credentials, balances: dict[str, Decimal]
-    ) -> KeyCheck:
-        if self._pool.is_testnet(venue):
-            return KeyCheck(
-                balances,
-                permissions=["read"],
-                warnings=[
-                    "Testnet account: the exchange's testnet cannot show key permissions, so the "
-                    "withdrawal check did not run. Never use a real-money key here."
-                ],
-                testnet=True,
-            )
-        try:
-            restrictions = await self._once(venue, creds, lambda ex: ex.sapi_get_account_apirestrictions())
-        except ExchangeFailure as failure:
-            if failure.action in (Action.RETRY, Action.BACKOFF):
-                raise KeyRejected("unavailable", MSG_UNAVAILABLE) from None
-            if failure.action is Action.AUTH:
-                raise KeyRejected("invalid_key", _invalid_key_message(venue)) from None
-            raise KeyRejected("unverifiable", MSG_UNVERIFIABLE) from None
-        if not isinstance(restrictions, dict) or "enableWithdrawals" not in restrictions:
-            raise KeyRejected("unverifiable", MSG_UNVERIFIABLE)
-        if restrictions.get("enableWithdrawals") is not False:
-            raise KeyRejected("withdraw_enabled", MSG_WITHDRAW)
-        permissions = ["read"] if restrictions.get("enableReading") else []
-        if restrictions.get("enableSpotAndMarginTrading"):
-            permissions.append("spot_trading")
-        if restrictions.get("enableFutures"):
-            permissions.append("futures_trading")
-        if venue == "binanceusdm" and not restrictions.get("enableFutures"):
-            raise KeyRejected("futures_disabled", MSG_FUTURES_DISABLED)
-        if venue == "binance" and not restrictions.get("enableSpotAndMarginTrading"):
-            raise KeyRejected(
-                "trading_disabled",
-                "This key cannot trade. Edit it on Binance, tick 'Enable Spot & Margin Trading', "
-                "then send it again.",
-            )
-        warnings = []
-        if not restrictions.get("ipRestrict"):
-            warning = (
-                "This key is not restricted to an IP address. Binance disables trading on unrestricted keys "
-                "after a while; restrict it to this server's IP in API Management."
-            )
-            expires = restrictions.get("tradingAuthorityExpirationTime")
-            if expires:
-                when = datetime.fromtimestamp(int(expires) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
-                warning += f" Trading on this key is allowed until {when}."
-            warnings.append(warning)
-        return KeyCheck(balances, permissions=permissions, warnings=warnings, testnet=False)
-
-    async def _kraken_permissions(self, creds: Credentials, balances: dict[str, Decimal]) -> KeyCheck:
-        try:
-            await self._once("kraken", creds, lambda ex: ex.private_post_withdrawmethods())
-        except ExchangeFailure as failure:
-            if failure.code == "EGeneral:Permission denied":
-                return KeyCheck(
-                    balances,
-                    permissions=["query_funds"],
-                    warnings=[
-                        "Kraken cannot list a key's permissions: we checked that it cannot withdraw. "
-                        "Make sure it has 'Create & modify orders' so strategies can trade."
-                    ],
-                )
-            raise KeyRejected("unverifiable", MSG_UNVERIFIABLE) from None
-        raise KeyRejected("withdraw_enabled", MSG_WITHDRAW)
-
 
 def _invalid_key_message(venue: str) -> str:
-    if venue == "kraken":
-        return (
-            "Kraken rejected this key. Check that you copied both the API key and the private key, that the "
-            "key is still active, and that it has the 'Query Funds' permission."
-        )
-    return (
-        "Binance rejected this key (invalid key or secret, the key was deleted, or your IP whitelist "
-        "does not include this server). Check the key in API Management and send it again."
-    )
+    known = find(venue)
+    return known.invalid_key_message if known is not None else "The exchange rejected this key."
 
 
 def _balance_rejection(venue: str, failure: ExchangeFailure) -> KeyRejected:

@@ -34,13 +34,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from bot.exchanges.venues import WeightRule, find
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-WEIGHT_HEADER = "x-mbx-used-weight-1m"
 
 #: Defaults for `RateBudgets`: the share of the safe limit only trading calls may use, and the shares of the
 #: read budget one user's reads, and all users' reads together, may use per minute.
@@ -80,31 +79,6 @@ class BudgetWait(Exception):
     def __init__(self, wait: Callable[[], Awaitable[None]]) -> None:
         super().__init__("no room in the rate budget yet")
         self.wait = wait
-
-
-@dataclass(frozen=True)
-class WeightRule:
-    """How a venue counts: the per-minute limit and ccxt cost units per unit of venue weight."""
-
-    limit_per_minute: int
-    weight_per_cost: float
-
-
-#: ccxt's binance cost table is scaled so 1,200 cost/min fills the limit it assumes: spot endpoints cost
-#: 0.2 per unit of weight (6,000/min), USD-M endpoints 1 per unit of weight (2,400/min on the venue).
-WEIGHT_RULES: Mapping[str, WeightRule] = {
-    "binance": WeightRule(limit_per_minute=6_000, weight_per_cost=5.0),
-    "binanceusdm": WeightRule(limit_per_minute=2_400, weight_per_cost=1.0),
-}
-
-#: Endpoints whose ccxt cost understates Binance's documented weight (ccxt 4.5.90): (venue, api, path).
-WEIGHT_OVERRIDES: Mapping[tuple[str, str, str], int] = {
-    ("binanceusdm", "fapiPrivateV3", "account"): 5,
-    ("binanceusdm", "fapiPrivateV3", "positionRisk"): 5,
-}
-
-#: ccxt's kraken private costs are 3 per counter point (Balance 3 → +1, TradesHistory 6 → +2).
-KRAKEN_COST_PER_POINT = 3.0
 
 
 class WeightBudget:
@@ -304,10 +278,25 @@ class TokenBucket:
             await self._sleep((tokens - self._tokens) / self.rate)
 
 
+def _weight_rule(venue: str) -> WeightRule | None:
+    known = find(venue)
+    return known.weight if known is not None else None
+
+
 def binance_weight(venue: str, cost: float) -> int:
-    """Convert a ccxt cost for a binance/binanceusdm endpoint into venue request weight (at least 1)."""
-    rule = WEIGHT_RULES[venue]
+    """Convert a ccxt cost for an endpoint of a weight-per-IP venue into venue request weight (at least 1)."""
+    rule = _weight_rule(venue)
+    if rule is None:
+        raise KeyError(f"{venue} does not count request weight")
     return max(1, math.ceil(cost * rule.weight_per_cost - 1e-9))
+
+
+def request_weight(venue: str, api_name: str, path: str, cost: float | None) -> int:
+    """The weight one request is charged on a weight-per-IP venue (0: not weight-based, or not charged)."""
+    rule = _weight_rule(venue)
+    if rule is None:
+        return 0
+    return rule.weight(api_name, path, 1.0 if cost is None else float(cost)) or 0
 
 
 class RateBudgets:
@@ -329,24 +318,35 @@ class RateBudgets:
     ) -> None:
         self._margin = margin
         self._shares = {"trade_reserve": trade_reserve, "user_share": user_share, "users_share": users_share}
-        #: Per-venue weight limit per minute (defaults: `WEIGHT_RULES`); lower it to leave room for others.
-        self.limits = {venue: rule.limit_per_minute for venue, rule in WEIGHT_RULES.items()}
-        self.limits.update(limits or {})
+        #: Weight limits per minute lowered for some venues (to leave room for others); the rest use their
+        #: adapter's `WeightRule` (see `limit`).
+        self.limits: dict[str, int] = dict(limits or {})
         self._clock = clock
         self._sleep = sleep
         self._weights: dict[tuple[str, str], WeightBudget] = {}
-        self._kraken_public: dict[str, TokenBucket] = {}
+        self._public_buckets: dict[tuple[str, str], TokenBucket] = {}
         self._kraken_public_rate = kraken_public_rate
         self._kraken_public_burst = kraken_public_burst
         self._monotonic = monotonic
-        self.kraken_keys = KeyCallCounter(clock=monotonic, sleep=sleep)
+        #: The per-key call counter of every counter-per-key venue (Kraken's Starter tier by default).
+        self.key_counter = KeyCallCounter(clock=monotonic, sleep=sleep)
+        self.kraken_keys = self.key_counter  # the name the budget tests know it by
+
+    def limit(self, venue: str) -> int:
+        """A weight-per-IP venue's limit per minute: as lowered in `limits`, else its adapter's."""
+        if venue in self.limits:
+            return self.limits[venue]
+        rule = _weight_rule(venue)
+        if rule is None:
+            raise KeyError(f"{venue} does not count request weight")
+        return rule.limit_per_minute
 
     def weight_budget(self, venue: str, host: str) -> WeightBudget:
         """The weight budget of one (venue, origin host); created on first use."""
         budget = self._weights.get((venue, host))
         if budget is None:
             budget = WeightBudget(
-                self.limits[venue], margin=self._margin, clock=self._clock, sleep=self._sleep, **self._shares
+                self.limit(venue), margin=self._margin, clock=self._clock, sleep=self._sleep, **self._shares
             )
             self._weights[(venue, host)] = budget
         return budget
@@ -361,10 +361,10 @@ class RateBudgets:
 
     def headroom(self, venue: str) -> int | None:
         """The smallest remaining weight this minute on any host of this venue; None when not weight-based."""
-        if venue not in WEIGHT_RULES:
+        if _weight_rule(venue) is None:
             return None
         values = [b.headroom() for (v, _), b in self._weights.items() if v == venue]
-        return min(values) if values else max(1, int(self.limits[venue] * self._margin))
+        return min(values) if values else max(1, int(self.limit(venue) * self._margin))
 
     async def acquire(
         self,
@@ -381,27 +381,31 @@ class RateBudgets:
 
         `api_name` is ccxt's api group ("public", "private", "sapi", "fapiPrivate"…), `api_url` its base URL,
         `cost` ccxt's cost for the endpoint, `kid` the signing key's id for per-key venues, `path` the
-        endpoint (for `WEIGHT_OVERRIDES`). Whether it is a trading call and whom a read is for come from
+        endpoint (for its `WeightRule.overrides`). Whether it is a trading call and whom a read is for come from
         `trading_call()` and `charged_to()`; `release_to_wait` turns a read's wait into `BudgetWait`.
         """
         cost = 1.0 if cost is None else float(cost)
         parts = urlsplit(api_url)
-        if venue in WEIGHT_RULES:
-            if api_name.startswith("sapi"):
+        known = find(venue)
+        if known is None:
+            return
+        if known.weight is not None:
+            weight = known.weight.weight(api_name, path, cost)
+            if weight is None:
                 return
-            weight = WEIGHT_OVERRIDES.get((venue, api_name, path)) or binance_weight(venue, cost)
             await self.weight_budget(venue, parts.netloc).acquire(
                 weight, trading=_trading.get(), owner=_owner.get(), release_to_wait=release_to_wait
             )
-        elif venue == "kraken":
-            if api_name == "private":
-                await self.kraken_keys.acquire(
-                    kid or "", cost / KRAKEN_COST_PER_POINT, release_to_wait=release_to_wait
+        elif known.key_counter is not None:
+            rule = known.key_counter
+            if api_name == rule.private_api:
+                await self.key_counter.acquire(
+                    kid or "", cost / rule.cost_per_point, release_to_wait=release_to_wait
                 )
                 return
-            if api_name != "public":
+            if api_name != rule.public_api:
                 return
-            bucket = self._kraken_public.get(parts.netloc)
+            bucket = self._public_buckets.get((venue, parts.netloc))
             if bucket is None:
                 bucket = TokenBucket(
                     self._kraken_public_rate,
@@ -409,16 +413,17 @@ class RateBudgets:
                     clock=self._monotonic,
                     sleep=self._sleep,
                 )
-                self._kraken_public[parts.netloc] = bucket
+                self._public_buckets[(venue, parts.netloc)] = bucket
             await bucket.acquire()
 
     def observe(self, venue: str, url: str, status: int | None, headers: Mapping[str, str]) -> None:
         """Read the server's weight count (and any Retry-After on 418/429) from a response."""
-        if venue not in WEIGHT_RULES:
+        rule = _weight_rule(venue)
+        if rule is None:
             return
         host = urlsplit(url).netloc
         lowered = {str(k).lower(): v for k, v in headers.items()}
-        used = lowered.get(WEIGHT_HEADER)
+        used = lowered.get(rule.used_weight_header) if rule.used_weight_header else None
         budget = None
         if used is not None:
             try:

@@ -23,11 +23,12 @@ from decimal import Decimal
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.key_check import KeyCheck, KeyChecker, KeyRejected, check_api_key_format, check_format
 from bot.exchanges.rate_budget import charged_to
+from bot.exchanges.venues import adapter, adapters, connectable, find
 from bot.redaction import register_secret
 from bot.secret import Credentials
 from bot.services.errors import UserError
 from bot.vault import CredentialUnreadable, Vault
-from bot.venues import CONNECTABLE, next_label, venue_name
+from bot.venues import next_label, venue_name
 from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
 from storage.models import Account, Order
 from storage.orders import LIVE, UNCONFIRMED
@@ -92,8 +93,6 @@ ABANDONED = {
     KEY_REJECTED: "abandoned: key rejected, the account was disconnected (it may still be open on the exchange)",
     KEY_UNREADABLE: "abandoned: key unreadable, the account was disconnected (it may still be open on the exchange)",
 }
-#: Venues sharing one exchange account (a Binance uid is the same on spot and USD-M).
-_OWNER_FAMILY = {"binance": "binance", "binanceusdm": "binance", "kraken": "kraken"}
 #: How many of an account's orders the new key must see to prove it is the same exchange account.
 _PROOF_ORDERS = 3
 #: Start-up backfill of `owner_ref`: at most this many accounts per start (one weight-20 call each), spaced out.
@@ -137,8 +136,9 @@ class AccountService:
 
     async def connect(self, user_id: int, chat_id: int, venue: str, credentials: Credentials) -> Connected:
         """Validate the key against the exchange and store it sealed; nothing is stored on any doubt."""
-        if venue not in CONNECTABLE:
-            raise UserError("Pick one of the exchanges offered: Binance Spot, Binance Futures or Kraken.")
+        if venue not in connectable():
+            *others, last = (venue_name(v) for v in connectable())
+            raise UserError(f"Pick one of the exchanges offered: {', '.join(others)} or {last}.")
         await self.check_can_connect(user_id)
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
         check = await self._check(venue, credentials)
@@ -279,20 +279,20 @@ class AccountService:
         an account whose read fails keeps waiting for the next start.
         """
         done = 0
-        pending = await self._store.accounts.binance_without_owner_ref()
+        pending = await self._store.accounts.without_owner_ref([v.id for v in adapters() if v.names_owner])
         for n, account in enumerate(pending[:OWNER_BACKFILL_LIMIT]):
             if n:
                 await asyncio.sleep(OWNER_BACKFILL_PAUSE_S)
             try:
                 creds = await self.credentials(account)
-                uid = await asyncio.wait_for(self._checker.binance_uid(account.venue, creds), BALANCE_TIMEOUT_S)
+                uid = await asyncio.wait_for(self._checker.owner_id(account.venue, creds), BALANCE_TIMEOUT_S)
             except Exception as exc:  # unreadable, unreachable: the next start tries again
                 logger.info("account %s: exchange account not recorded (%s)", account.id, type(exc).__name__)
                 continue
             if uid is None:
                 logger.info("account %s: exchange account could not be read; next start tries again", account.id)
                 continue
-            owner_ref = await self._vault.fingerprint(f"owner:{_OWNER_FAMILY[account.venue]}", uid)
+            owner_ref = await self._vault.fingerprint(f"owner:{adapter(account.venue).owner_family}", uid)
             await self._store.accounts.set_owner_ref(account.id, owner_ref)
             done += 1
         return done
@@ -312,7 +312,7 @@ class AccountService:
     async def _owner_ref(self, venue: str, check: KeyCheck) -> str | None:
         if check.owner_id is None:
             return None
-        return await self._vault.fingerprint(f"owner:{_OWNER_FAMILY[venue]}", check.owner_id)
+        return await self._vault.fingerprint(f"owner:{adapter(venue).owner_family}", check.owner_id)
 
     async def _refuse_connected_key(self, user_id: int, key_ref: str, replacing: int | None) -> None:
         holder = await self._store.accounts.by_key_ref(key_ref)
@@ -327,7 +327,7 @@ class AccountService:
 
     async def _prove_same_owner(self, account: Account, credentials: Credentials, owner_ref: str | None) -> None:
         """Refuse a key of another exchange account (by uid, else by the account's own orders)."""
-        name = "Binance" if _OWNER_FAMILY[account.venue] == "binance" else venue_name(account.venue)
+        name = adapter(account.venue).owner_name
         if account.owner_ref is not None:
             if owner_ref is None:
                 raise UserError(
@@ -344,7 +344,7 @@ class AccountService:
         # "not found" by any key, of any account.
         live = [o for o in await self._store.orders.in_states(LIVE, account_id=account.id) if o.exchange_order_id]
         proof = live[:_PROOF_ORDERS] or await self._store.orders.latest_sent(account.id, _PROOF_ORDERS)
-        if not proof and _OWNER_FAMILY[account.venue] == "binance":
+        if not proof and adapter(account.venue).names_owner:
             # Connected before uids were recorded (or its uid could not be read), and no order to compare: any
             # Binance key would pass. Kraken names no account at all, so there "no orders" is the design.
             raise UserError(
@@ -402,7 +402,7 @@ class AccountService:
         label = new_label.strip()
         if not label or len(label) > 32 or not all(c.isalnum() or c in "-_" for c in label):
             raise UserError("A label is 1–32 letters, digits, '-' or '_'.")
-        if label in CONNECTABLE and label != account.venue:
+        if label in connectable() and label != account.venue:
             raise UserError("A label cannot be another exchange's id.")
         if label in await self._store.accounts.labels_for_user(user_id) and label != account.label:
             raise UserError(f"You already have an account labelled {label}.")
@@ -477,7 +477,7 @@ class AccountService:
 
 def valuation_quote(venue: str) -> str:
     """The currency an account's assets are valued in: the venue's main stable quote."""
-    return "USD" if venue == "kraken" else "USDT"
+    return known.valuation_quote if (known := find(venue)) is not None else "USDT"
 
 
 _ALREADY_CONNECTED = (

@@ -25,6 +25,7 @@ from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, c
 from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
+from bot.exchanges.venues import adapter
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
@@ -41,15 +42,6 @@ logger = logging.getLogger(__name__)
 ZERO = Decimal(0)
 STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
-FUTURES_VENUES = frozenset({"binanceusdm"})
-#: What a venue cannot run, with the reason /allocate gives (checked before any summary is shown).
-UNSUPPORTED = {
-    ("rebalance", "binanceusdm"): (
-        "Rebalance needs spot holdings: it buys coins and sells them back to their target weights, and a "
-        "Binance Futures account holds positions, not coins (its orders would open leveraged positions). "
-        "Allocate it on a Binance Spot or Kraken account."
-    ),
-}
 EXAMPLES = {
     "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
     "grid": "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5",
@@ -260,7 +252,7 @@ class StrategyService:
         with _fixed_at("budget"):
             free, available = await self._check_headroom(account, quote, amount)
         creds = await self._engine.ctx.credentials(account)
-        if account.venue in FUTURES_VENUES:
+        if adapter(account.venue).futures:
             try:
                 hedged = await self._gateway.fetch_position_mode(account.venue, creds)
             except ExchangeFailure as failure:
@@ -287,7 +279,7 @@ class StrategyService:
         typed = text.strip().upper()
         if not 0 < len(typed) <= MAX_SYMBOL_TEXT:
             raise UserError(f"'{shown(typed)}' is not a market: write it like BTC/USDT.")
-        futures = venue in FUTURES_VENUES
+        futures = adapter(venue).futures
         try:
             listed = await self._gateway.symbols(venue)
             aliases = await self._gateway.market_aliases(venue)
@@ -302,7 +294,7 @@ class StrategyService:
 
     def check_venue(self, kind: str, venue: str) -> None:
         """Refuse a strategy the venue cannot run, saying why (the guided flow asks as soon as it is picked)."""
-        reason = UNSUPPORTED.get((kind, venue))
+        reason = adapter(venue).unsupported.get(kind)  # what a venue cannot run, checked before any summary
         if reason is not None:
             raise UserError(reason)
 
@@ -406,7 +398,7 @@ class StrategyService:
         each other's positions (a long and a short leave the venue flat), so the venue would book P&L neither
         strategy shows, and one's reduce-only close could be refused for the other's position.
         """
-        if account.venue not in FUTURES_VENUES:
+        if not adapter(account.venue).futures:
             return
         for other in await self._store.strategies.list_for_account(account.id, HOLDING):
             if other.symbol == symbol:
@@ -703,12 +695,12 @@ class StrategyService:
             symbol = _venue_symbol(account.venue, f"{asset.asset}/{strategy.quote}")
             side = "sell" if asset.held > 0 else "buy"
             amount = abs(asset.held)
-            if side == "sell" and account.venue not in FUTURES_VENUES:
+            if side == "sell" and not adapter(account.venue).futures:
                 amount = min(amount, await self._free(account, asset.asset))
             if amount <= 0:
                 continue
             desired = DesiredOrder(symbol, side, "market", f"stop:{asset.asset}:close", amount=amount,
-                                   reduce_only=account.venue in FUTURES_VENUES)
+                                   reduce_only=adapter(account.venue).futures)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
                 placed.append(asset)
@@ -851,9 +843,7 @@ def _budget(value: Decimal | str) -> Decimal:
 
 def _venue_symbol(venue: str, symbol: str) -> str:
     """USD-M futures markets are `BTC/USDT:USDT` in ccxt; users write `BTC/USDT`."""
-    if venue in FUTURES_VENUES and ":" not in symbol and "/" in symbol:
-        return f"{symbol}:{symbol.split('/')[1]}"
-    return symbol
+    return adapter(venue).market_symbol(symbol)
 
 
 def _title(strategy: Strategy) -> str:
