@@ -341,7 +341,7 @@ class ExchangeGateway:
             raise ValueError("give exactly one of order_id and client_order_id")
         params: dict[str, Any] = {}
         if client_order_id is not None:
-            params = {adapter(venue).cancel_client_id_param: client_order_id}
+            params = {adapter(venue).client_id_param: client_order_id}
 
         async def op(ex: Any) -> dict[str, Any]:
             with trading_call():

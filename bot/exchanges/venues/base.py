@@ -123,8 +123,8 @@ class VenueAdapter:
     fills_by_trade: bool = False
     #: A market buy by cost also needs the cost as its amount (ccxt formats Kraken's `volume` first).
     cost_buy_needs_amount: bool = False
-    #: The parameter naming our client order id when cancelling by it.
-    cancel_client_id_param: str = "clientOrderId"
+    #: The parameter naming our client order id when an order is fetched or cancelled by it.
+    client_id_param: str = "clientOrderId"
 
     # --- what the chat offers -------------------------------------------------------------------------------
     #: Quote assets a rebalance budget can be held in (buttons).
@@ -159,7 +159,7 @@ class VenueAdapter:
     async def find_order_by_client_id(self, private: PrivateCall, symbol: str, client_order_id: str) -> Any:
         """The venue's raw (ccxt) order with this client id, open or closed, or None if it has none."""
         try:
-            return await private(lambda ex: ex.fetch_order(None, symbol, {"clientOrderId": client_order_id}))
+            return await private(lambda ex: ex.fetch_order(None, symbol, {self.client_id_param: client_order_id}))
         except OrderNotFoundFailure:
             return None
 

@@ -8,12 +8,13 @@ permission listing.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bot.exchanges.failures import Action, ExchangeFailure, OrderNotFoundFailure
+from bot.exchanges.failures import Action, ExchangeFailure
 from bot.exchanges.keys import (
     MSG_UNAVAILABLE,
     MSG_UNVERIFIABLE,
@@ -21,7 +22,7 @@ from bot.exchanges.keys import (
     KeyCheck,
     KeyRejected,
 )
-from bot.exchanges.venues.base import OnceCall, PrivateCall, VenueAdapter, WeightRule
+from bot.exchanges.venues.base import OnceCall, VenueAdapter, WeightRule
 
 # --- error codes -------------------------------------------------------------------------------------------
 
@@ -105,6 +106,20 @@ MSG_TESTNET = (
 )
 
 
+def weight_rule(
+    limit_per_minute: int, weight_per_cost: float, overrides: Mapping[tuple[str, str], int] | None = None
+) -> WeightRule:
+    """Binance's weight per IP: `sapi` (key permissions) has its own, much larger, limits and is not charged;
+    the server's own count comes in `X-MBX-USED-WEIGHT-1M`."""
+    return WeightRule(
+        limit_per_minute=limit_per_minute,
+        weight_per_cost=weight_per_cost,
+        overrides=dict(overrides or {}),
+        uncharged_api_prefixes=("sapi",),
+        used_weight_header="x-mbx-used-weight-1m",
+    )
+
+
 def _check_key_part(name: str, value: str) -> None:
     # Real Binance HMAC keys and secrets are 64 letters and digits; allow some slack, no other characters.
     if not _ALNUM.match(value) or not 32 <= len(value) <= 128:
@@ -119,6 +134,15 @@ def _check_key_part(name: str, value: str) -> None:
 class BinanceFamily(VenueAdapter):
     """Binance's rules, shared by spot and USD-M futures; a venue names the key permission it trades with."""
 
+    # One exchange account (uid) behind spot and USD-M; both on ccxt's testnet; fees only with the trades.
+    testnet: bool = True
+    owner_family: str = "binance"
+    owner_name: str = "Binance"
+    names_owner: bool = True
+    fills_by_trade: bool = True
+    client_id_param: str = "origClientOrderId"
+    default_markets: tuple[str, ...] = ("BTC/USDT", "ETH/USDT")
+    invalid_key_message: str = KEY_REJECTED
     #: The `apiRestrictions` flag the key needs to trade here, and the refusal when it is off.
     trading_permission: str
     trading_refusal: tuple[str, str]
@@ -131,12 +155,6 @@ class BinanceFamily(VenueAdapter):
         params.update({"orderId": order_id} if order_id is not None else {})
         params.update({"fromId": from_id} if from_id is not None else {})
         return params
-
-    async def find_order_by_client_id(self, private: PrivateCall, symbol: str, client_order_id: str) -> Any:
-        try:
-            return await private(lambda ex: ex.fetch_order(None, symbol, {"origClientOrderId": client_order_id}))
-        except OrderNotFoundFailure:
-            return None
 
     # errors
 
@@ -247,25 +265,9 @@ ADAPTER = BinanceFamily(
         # Open orders of all symbols (for /panic) is a deliberate, budgeted call: no ccxt warning exception.
         "warnOnFetchOpenOrdersWithoutSymbol": False,
     },
-    testnet=True,
-    owner_family="binance",
-    owner_name="Binance",
-    names_owner=True,
-    weight=WeightRule(
-        limit_per_minute=6_000,
-        weight_per_cost=5.0,
-        uncharged_api_prefixes=("sapi",),
-        used_weight_header="x-mbx-used-weight-1m",
-    ),
+    weight=weight_rule(limit_per_minute=6_000, weight_per_cost=5.0),
     # GET /api/v3/openOrders: one symbol, all symbols.
     open_orders_weights=(6, 80),
-    open_orders_per_symbol=True,
-    fills_by_trade=True,
-    cancel_client_id_param="origClientOrderId",
-    rebalance_quotes=("USDT",),
-    default_markets=("BTC/USDT", "ETH/USDT"),
-    valuation_quote="USDT",
-    invalid_key_message=KEY_REJECTED,
     trading_permission="enableSpotAndMarginTrading",
     trading_refusal=(
         "trading_disabled",

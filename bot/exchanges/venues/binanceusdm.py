@@ -13,8 +13,8 @@ from typing import Any
 
 from bot.exchanges.failures import Action, ExchangeFailure
 from bot.exchanges.keys import KeyRejected
-from bot.exchanges.venues.base import OnceCall, WeightRule
-from bot.exchanges.venues.binance import KEY_REJECTED, BinanceFamily
+from bot.exchanges.venues.base import OnceCall
+from bot.exchanges.venues.binance import BinanceFamily, weight_rule
 
 MSG_FUTURES_DISABLED = (
     "This key cannot trade futures. Edit it on Binance, tick 'Enable Futures', then send it again."
@@ -69,27 +69,14 @@ ADAPTER = BinanceFutures(
     },
     ccxt_id="binanceusdm",
     ccxt_options={"fetchCurrencies": False, "warnOnFetchOpenOrdersWithoutSymbol": False},
-    testnet=True,
-    owner_family="binance",
-    owner_name="Binance",
-    names_owner=True,
     # ccxt's USD-M costs are the venue's weights; two endpoints' ccxt cost understates it (ccxt 4.5.90).
-    weight=WeightRule(
+    weight=weight_rule(
         limit_per_minute=2_400,
         weight_per_cost=1.0,
         overrides={("fapiPrivateV3", "account"): 5, ("fapiPrivateV3", "positionRisk"): 5},
-        uncharged_api_prefixes=("sapi",),
-        used_weight_header="x-mbx-used-weight-1m",
     ),
     # GET /fapi/v1/openOrders: one symbol, all symbols.
     open_orders_weights=(1, 40),
-    open_orders_per_symbol=True,
-    fills_by_trade=True,
-    cancel_client_id_param="origClientOrderId",
-    rebalance_quotes=("USDT",),
-    default_markets=("BTC/USDT", "ETH/USDT"),
-    valuation_quote="USDT",
-    invalid_key_message=KEY_REJECTED,
     trading_permission="enableFutures",
     trading_refusal=("futures_disabled", MSG_FUTURES_DISABLED),
 )
