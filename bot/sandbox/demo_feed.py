@@ -118,6 +118,4 @@ class PriceFeed:
     @staticmethod
     def _restart(book: ExchangeBook, symbol: str, timeframe: str) -> None:
         """Replay the recording again from its middle (the first half stays history for the strategies)."""
-        candles = book.candles(symbol, timeframe)
-        rows = [[c.timestamp_ms, c.open, c.high, c.low, c.close, c.volume] for c in candles]
-        book.load_candles(symbol, timeframe, rows, start=len(rows) // 2)
+        book.replay_from(symbol, len(book.candles(symbol, timeframe)) // 2)
