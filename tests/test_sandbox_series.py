@@ -15,6 +15,7 @@ import pytest
 
 from bot.sandbox import series
 from bot.sandbox.demo_feed import PriceFeed
+from bot.sandbox.exchanges import make_books
 from handlers.strategies import SUGGESTED_SYMBOLS
 
 HOUR = 3_600_000
@@ -99,3 +100,10 @@ async def test_a_scripted_price_still_wins_over_the_replay(fake_exchanges, excha
     fake_exchanges.books[venue].set_price(symbol, "12345")
     await asyncio.sleep(0)
     assert (await exchange_client(venue).fetch_ticker(symbol))["last"] == 12345
+
+
+def test_every_market_a_fake_venue_lists_has_a_price_but_binances_bnb():
+    """A typed market (SOL/USD, ETH/BTC…) prices too; BNB/USDT (fees in BNB) is the one scripted by tests."""
+    books = make_books()
+    unpriced = {venue: [s for s in book.markets if book.price(s) is None] for venue, book in books.items()}
+    assert unpriced == {"binance": ["BNB/USDT"], "binanceusdm": [], "kraken": []}

@@ -223,7 +223,7 @@ def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, tempor
         "=" * 78,
         "Strata offline demo: the real bot, chatting with you through a fake Telegram, trading on fake",
         f"exchanges ({venues}) on this machine. No token, no network, no real money.",
-        f"Prices replay real recorded market data (one candle every {FEED_INTERVAL_SECONDS:g} s).",
+        f"Prices replay recorded minutes (Binance, April 2023), one per {FEED_INTERVAL_SECONDS:g} s, on every venue.",
         "",
         "Demo API keys (trade-only, no withdrawals; funded with 10,000 USDT/USD and some BTC/ETH):",
         *_key_lines(keys),

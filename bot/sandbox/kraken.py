@@ -131,8 +131,8 @@ def make_kraken_book(*, clock: Callable[[], int] | None = None) -> ExchangeBook:
     """A spot book with Kraken's markets, each fed the recorded series that prices it (`bot.sandbox.series`).
 
     BTC/USD and BTC/USDT (USD ones too: USDT ≈ USD), ETH/USD, ETH/USDT and SOL/USD replay the Binance
-    recordings every fake venue shares, ETH/BTC their cross; BTC/EUR has no series and gets a price only
-    from `set_price`.
+    recordings every fake venue shares, ETH/BTC their cross. Every market listed has a series (a fake venue
+    that lists a market it cannot price would fail the bot where the real one never does).
     """
     book = ExchangeBook("kraken", kraken_markets(), clock=clock)
     feed_book(book)
