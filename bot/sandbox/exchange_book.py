@@ -14,8 +14,9 @@ Public API (stable; the Kraken fake builds on it):
 - `MarketSpec` — one market's unified symbol, venue symbol, assets, precision, limits, fees, raw venue record.
 - `ExchangeBook(venue, markets, *, futures=False, clock=None)`
   - keys: `add_key`, `revoke_key`, `key`, `authenticate`
-  - market data: `market`, `market_by_venue_symbol`, `set_price`, `price`, `ticker`, `load_candles`,
-    `advance`, `candles`, `set_liquidity`
+  - market data: `market`, `market_by_venue_symbol`, `set_price`, `price`, `ticker`, `load_candles` (the
+    symbol's one replayed series), `load_history` (longer candles before it), `advance`, `replay_from`,
+    `candles`, `set_liquidity`
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
