@@ -15,7 +15,7 @@ def status(**changes) -> StrategyStatus:
         id=3, kind="dca", title="DCA", symbol="BTC/USDT", account_label="binance", venue_name="Binance Spot",
         status="active", pause_reason=None, note=None, budget=D(1000), quote="USDT", used=D("-78.92"),
         invested=D("500.50"), returned=D("579.42"), reserved=D(0), left=D(1000), open_orders=0, holdings={},
-        average_buy_price=None, futures=False, entry_price=None, realised_pnl=D("78.92"), unrealised_pnl=D(0),
+        average_entry=None, futures=False, entry_price=None, realised_pnl=D("78.92"), unrealised_pnl=D(0),
         fees=D("1.08"), next_run=None, fill_poll_seconds=10.0,
     )
     fields.update(changes)

@@ -20,7 +20,7 @@ from bot.exchanges.rate_budget import charged_to
 from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
 from bot.services.strategies import _venue_symbol
-from bot.strategies import STRATEGIES
+from bot.strategies.naming import list_label
 from storage.models import Account, Strategy
 from storage.orders import StrategyFill
 from storage.strategies import STOPPED
@@ -354,7 +354,8 @@ class ReportService:
 
 
 def _title(strategy: Strategy) -> str:
-    return f"#{strategy.id} {STRATEGIES[strategy.kind].title}"
+    """How lists call a strategy, as /status does: `#1 DCA BTC/USDT “name”` (`naming.list_label`)."""
+    return list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
 
 
 def _account_balance(view, strategies: list[Strategy], pnls, positions) -> AccountBalance:
