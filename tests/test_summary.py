@@ -25,7 +25,7 @@ def status(**changes) -> StrategyStatus:
 def test_a_spot_line_shows_invested_and_returned_instead_of_a_negative_used():
     line = summary_text("2026-12-04", [status()]).splitlines()[1]
     assert line == (
-        "#3 DCA BTC/USDT (active), budget 1000.00 USDT: invested 500.50, returned 579.42; realised +78.92, "
+        "#3 DCA BTC/USDT (active), budget 1,000.00 USDT: invested 500.50, returned 579.42; realised +78.92, "
         "unrealised 0.00, fees 1.08"
     )
 
