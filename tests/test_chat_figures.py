@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 
+from bot.engine.figures import GLOSSARY
 from bot.venues import ENTRY_TAKER_FEE
+from handlers.common import esc
+from handlers.start import help_text
 from tests.chat_helpers import USER, connect_with_key
 from tests.test_chat_futures_pnl import cents, wait_for_fill_alerts
 from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
@@ -126,3 +130,12 @@ async def test_alert_status_and_stop_show_one_set_of_figures_equal_to_the_venues
         assert not re.search(r"\d\.\d{3,} USD\b", text), f"a USD figure with more than cents:\n{text}"
         assert not re.search(r"(?<![\d,.])\d{4,}(\.\d+)? (USD|BTC)\b", text), f"no thousands separator:\n{text}"
         assert "finished: finished" not in text and "1 round trips" not in text
+
+
+def test_the_words_of_the_figures_are_defined_once_alike_in_help_and_the_readme():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    shown = help_text()
+    for word, meaning in GLOSSARY:
+        assert f"- **{word}** — {meaning}\n" in readme, word
+        assert f"<i>{esc(word)}</i> — {esc(meaning)}" in shown, word
+    assert len(shown) <= 4096

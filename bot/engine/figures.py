@@ -33,6 +33,23 @@ from bot.formatting import amount, money, price
 
 ZERO = Decimal(0)
 
+#: The words every figure is shown with, defined once: /help lists them and the README's glossary repeats them
+#: word for word (a test keeps the two alike).
+GLOSSARY: tuple[tuple[str, str], ...] = (
+    ("invested", "what the buys cost, fees included"),
+    ("returned", "what the sales brought back, fees deducted"),
+    ("used", "invested minus returned: the part of the budget in the market now. It turns negative once sales "
+             "bring back more than the buys cost, so spot strategies show invested and returned instead"),
+    ("margin", "futures: the open position's size at its entry price (1x leverage)"),
+    ("reserved", "budget held by resting orders: their worst-case cost, fees included"),
+    ("left", "budget minus used minus reserved: what the strategy may still commit, realised profit included"),
+    ("realised", "P&L booked by sales (futures: by reducing the position), net of every fee"),
+    ("unrealised", "what selling what is held (futures: closing the position) at the last price would add"),
+    ("fees", "every fee paid, valued in the quote currency"),
+    ("net", "realised plus unrealised"),
+    ("average entry", "what the coins still held cost each, fees included (futures: the venue's entry price)"),
+)
+
 
 @dataclass(frozen=True)
 class Precision:
