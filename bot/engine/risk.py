@@ -23,6 +23,7 @@ from typing import Literal
 from bot.exchanges.models import MarketInfo
 from bot.formatting import amount as fmt_amount
 from bot.formatting import money
+from bot.formatting import price as price_text
 from bot.strategies.base import DesiredOrder
 from bot.venues import ENTRY_TAKER_FEE
 
@@ -133,7 +134,8 @@ def check_order(
     fee = rules.fee_rate
     price = rules.price_round(order.price, order.side) if order.price is not None else None
     if price is not None and price <= 0:
-        return Refused("minimum", f"limit price {order.price} rounds to nothing at {rules.symbol}'s tick")
+        shown = price_text(order.price, rules.quote)
+        return Refused("minimum", f"limit price {shown} rounds to nothing at {rules.symbol}'s tick")
     cost: Decimal | None = None
     amount: Decimal | None = None
     # Spot: buys spend quote. Futures: an order that may open a position (either side) puts up margin, while a
@@ -160,7 +162,8 @@ def check_order(
             assert order.amount is not None  # noqa: S101 - DesiredOrder guarantees one of amount/cost
             amount = rules.amount_down(order.amount)
         if amount <= 0:
-            return Refused("minimum", f"amount {order.amount} rounds to nothing at {rules.symbol}'s step")
+            shown = fmt_amount(order.amount, rules.base)
+            return Refused("minimum", f"amount {shown} rounds to nothing at {rules.symbol}'s step")
         unit = price if price is not None else last_price * (1 + MARKET_SLIPPAGE if order.side == "buy" else 1)
         if spends_quote and price is None and amount * unit * (1 + fee) > ledger.headroom:
             # A market order sized to the budget at the last price cannot also cover the slippage reserve:
