@@ -139,3 +139,48 @@ def test_the_words_of_the_figures_are_defined_once_alike_in_help_and_the_readme(
         assert f"- **{word}** — {meaning}\n" in readme, word
         assert f"<i>{esc(word)}</i> — {esc(meaning)}" in shown, word
     assert len(shown) <= 4096
+
+
+UNFORMATTED = (
+    (r"(?<![\d,.])\d[\d,]*\.\d{3,} USDT?\b", "money with more than cents"),  # "0.01995195 USDT"
+    (r"(?<![\d,.])\d{4,}(\.\d+)? (USDT?|BTC)\b", "a figure without thousands separators"),  # "9940.12 USDT"
+    (r"≈ [\d,.]+(?![\d,.]| [A-Z])", "a value without its currency"),  # "≈ 1,693.20"
+    (r"-0\.00\b", "a negative zero"),
+)
+
+
+def unformatted(text: str) -> list[str]:
+    """What a message shows unformatted: each pattern's match (money below a cent keeps two significant
+    digits, "0.0042 USDT", by design: not counted)."""
+    found = []
+    for pattern, what in UNFORMATTED:
+        for match in re.finditer(pattern, text):
+            if not match.group(0).startswith("0.00"):
+                found.append(f"{what}: {match.group(0)!r}")
+    return found
+
+
+async def test_no_message_of_a_whole_spot_flow_shows_an_unformatted_figure(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50123.37")  # odd prices and a fee in USDT with many digits
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal("9940.1229843")})
+    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=19.95195")
+    await wait_for_fill_alerts(strata, 1)
+    book.set_price("BTC/USDT", "52345.61")
+    strata.runtime.gateway.market_data.invalidate()
+    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+    for command, answer in (("/accounts", "Your accounts"), ("/status", "Your strategies"),
+                            (f"/status {strategy.id}", "parameters"), ("/balance", "Balance"),
+                            ("/trades", "Trades"), ("/profit", "Profit")):
+        await strata.send(USER, command)
+        await strata.next_reply(USER, contains=answer, timeout=15)
+    await strata.send(USER, f"/stop {strategy.id}")
+    question = await strata.next_reply(USER, contains="Keep what it bought")
+    await strata.press(USER, question, "Stop and sell")
+    await strata.next_reply(USER, contains="Realised", timeout=15)
+    await wait_for_fill_alerts(strata, 2)
+    assert [t.side for t in book.trades(api_key, "BTC/USDT")] == ["buy", "sell"]
+
+    messages = [m.plain_text for m in strata.tg.sent if m.chat_id == USER and m.text]
+    problems = {text.splitlines()[0]: unformatted(text) for text in messages if unformatted(text)}
+    assert problems == {}, problems
