@@ -638,7 +638,6 @@ class OrderDesk:
             inserted = bool(events)
             if inserted:
                 self.ctx.holdings_cache.pop(strategy_id, None)  # under the strategy's lock
-            spent_total = received_total = ZERO
             # The strategy's fills, these events' last: each event is booked on the fills before it (futures) and
             # its alert says what it realised.
             contract = is_contract(order.symbol)
@@ -673,7 +672,6 @@ class OrderDesk:
                 state = update.state
                 if update.profit is not None:
                     await store.orders.set_fill_profit(tx, order.id, event[-1].trade_key, update.profit)
-                spent_total, received_total = spent_total + spent, received_total + received
                 if strategy.alerts != "off":
                     alerts.append(dict(
                         side=order.side, amount=amount, base=base, price=price, quote=quote, cost=cost, fee=fee,
