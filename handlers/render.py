@@ -339,7 +339,8 @@ def trades_text(page) -> str:
         where = "" if market in t.title else f" {esc(market)}"  # a rebalance's title names its weights
         line = (
             f"{t.at.strftime('%Y-%m-%d %H:%M')} UTC <b>{esc(t.title)}</b>{where}: {esc(t.action)} "
-            f"{fmt_amount(t.amount, esc(asset))} at {fmt_price(t.price, esc(t.quote))}, {fee}"
+            f"{fmt_amount(t.amount, esc(asset), t.precision.amount_step)} at "
+            f"{fmt_price(t.price, esc(t.quote), t.precision.price_tick)}, {fee}"
         )
         if t.realised is not None:
             line += f", realised {money(t.realised, esc(t.quote), signed=True)}"
