@@ -122,6 +122,7 @@ async def test_a_binance_grid_paying_its_buy_fee_in_btc_completes_three_round_tr
             await wait_for(sell_armed, timeout=15)  # generous: the machine may be busy
             book.set_price("BTC/USDT", "60100")  # the sell fills…
             book.set_price("BTC/USDT", "55000")  # …and the price comes back into the range: the buy re-arms
+            world.gateway.market_data.invalidate()  # the ticker cache may still hold 49,900 (outside the range)
             await world.engine.poll_once()
 
             async def buy_rearmed(trip: int = trip) -> bool:
