@@ -26,6 +26,8 @@ from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, c
 from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
+from bot.formatting import money
+from bot.formatting import price as price_text
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
@@ -40,6 +42,7 @@ from storage.strategies import ACTIVE, FINISHED, HOLDING, PAUSED, STOPPED
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+CENT = Decimal("0.01")
 STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
@@ -436,11 +439,12 @@ class StrategyService:
         available = allocation_headroom(free, others)
         if amount > available:
             committed = free - available
+            most = floor_to(available, CENT) if available >= 1 else available  # typed back: never above it
             raise UserError(
-                f"The budget {_q(amount)} {quote} is more than you can allocate on {account.label}: "
-                f"free {_q(free)} {quote}"
-                + (f", of which {_q(committed)} is promised to your other strategies" if committed > 0 else "")
-                + f". You can allocate at most {_q(available)} {quote}."
+                f"The budget {money(amount, quote)} is more than you can allocate on {account.label}: "
+                f"free {money(free, quote)}"
+                + (f", of which {money(committed, quote)} is promised to your other strategies" if committed else "")
+                + f". You can allocate at most {_q(most)} {quote}."
             )
         return free, available
 
@@ -481,8 +485,8 @@ class StrategyService:
         which = "amount" if params.get("amount") else "amount (budget/10 by default)"
         if per_buy < minimum:
             raise UserError(
-                f"The {which} per buy, {_q(per_buy)} {info.quote}, is below {symbol}'s minimum order of "
-                f"{_q(minimum)} {info.quote}. Use amount= at least that."
+                f"The {which} per buy, {money(per_buy, info.quote)}, is below {symbol}'s minimum order of "
+                f"{money(minimum, info.quote)}. Use amount= at least {_q(_round_up_for_display(minimum))}."
             )
         if ticker.last is None or ticker.last <= 0:
             return
@@ -496,8 +500,9 @@ class StrategyService:
         if isinstance(verdict, Refused) and verdict.kind == "minimum":
             smallest = _round_up_for_display(smallest_buy_cost(rules, ticker.last))
             raise UserError(
-                f"The {which} per buy, {_q(per_buy)} {info.quote}, buys less than {symbol}'s minimum order at "
-                f"today's price ({_q(ticker.last)}) once rounded to the exchange's amount step. The smallest "
+                f"The {which} per buy, {money(per_buy, info.quote)}, buys less than {symbol}'s minimum order at "
+                f"today's price ({price_text(ticker.last, info.quote, info.price_tick)}) once rounded to the "
+                "exchange's amount step. The smallest "
                 f"amount that works now is {_q(smallest)} {info.quote}: use amount= at least that."
             )
 
@@ -526,8 +531,9 @@ class StrategyService:
         armed = check.armed(levels)
         shown = floor_to(per_level, Decimal("0.01")) if per_level >= 1 else per_level
         raise UserError(
-            f"{_q(budget)} {info.quote} over the {len(armed)} grid level(s) below the price is {_q(shown)} "
-            f"{info.quote} per level, below {symbol.split(':')[0]}'s minimum order at those prices. Use a budget of "
+            f"{money(budget, info.quote)} over the {len(armed)} grid level(s) below the price is "
+            f"{money(shown, info.quote)} per level, below {symbol.split(':')[0]}'s minimum order at those prices. "
+            "Use a budget of "
             f"at least {_q(smallest)} {info.quote}"
             + (f", or levels={fewer} (or fewer)" if fewer is not None else "")
             + "."
@@ -919,4 +925,5 @@ def _round_up_for_display(value: Decimal) -> Decimal:
 
 
 def _q(value: Decimal) -> str:
+    """A number the user may type back (amount=…, a budget): plain digits, no thousands separators."""
     return format_value("decimal", value)
