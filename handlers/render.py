@@ -261,9 +261,29 @@ def panic_text(result) -> str:
     lines = [
         f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
         f"{result.canceled} open order(s).",
-        "/resume a strategy when you are ready: it places the orders it needs again.",
+        "When you are ready, press Resume all (or send /resume all) to resume the strategies this paused, or "
+        "/resume one of them: each places the orders it needs again.",
     ]
     lines += _settling_lines(result)
+    return "\n".join(lines)
+
+
+RESUME_ALL_SKIPPED_SHOWN = 20  # a line each; with the resumed list the reply stays one message
+
+
+def resume_all_text(result) -> str:
+    """The answer to Resume all / `/resume all`: what runs again, and each paused strategy left paused with why."""
+    if result.resumed:
+        lines = [f"▶️ Resumed {len(result.resumed)} strateg{'y' if len(result.resumed) == 1 else 'ies'} "
+                 "paused by /panic: " + ", ".join(esc(clip(label, 60)) for label in result.resumed) + "."]
+    else:
+        lines = ["Nothing to resume: no strategy is paused by /panic any more (see /status)."]
+    if result.skipped:
+        lines.append(f"Still paused ({len(result.skipped)}):")
+        lines += [f"  {esc(clip(label, 60))}: {esc(clip(why, 160))}"
+                  for label, why in result.skipped[:RESUME_ALL_SKIPPED_SHOWN]]
+        if len(result.skipped) > RESUME_ALL_SKIPPED_SHOWN:
+            lines.append(f"  … and {len(result.skipped) - RESUME_ALL_SKIPPED_SHOWN} more (see /status).")
     return "\n".join(lines)
 
 

@@ -48,6 +48,7 @@ from handlers.render import (
     control_text,
     panic_text,
     preview_text,
+    resume_all_text,
     status_detail_text,
     status_text,
     stop_text,
@@ -395,6 +396,9 @@ async def _control_command(update: Update, context: Context, verb: str) -> None:
     user_id = update.effective_user.id
     try:
         services = _services(context)
+        if context.args and verb == "resume" and context.args[0].lower() == "all":
+            await reply(update, resume_all_text(await services.resume_all(user_id)))
+            return
         if context.args:
             strategy_id = parse_id(context.args[0].lstrip("#"))
             if strategy_id is None:
@@ -506,13 +510,17 @@ async def panic(update: Update, context: Context) -> None:
 async def panic_button(update: Update, context: Context) -> None:
     query = update.callback_query
     await query.answer()
-    if query.data != "panic:yes":
+    if query.data not in ("panic:yes", "panic:resume"):
         await answer_and_edit(update, "Nothing was changed.")
         return
     try:
+        if query.data == "panic:resume":  # "Resume all" under the panic's answer; a second press resumes nothing
+            result = await _services(context).resume_all(update.effective_user.id)
+            await answer_and_edit(update, resume_all_text(result))
+            return
         await answer_and_edit(update, "Pausing everything and cancelling orders…")
         result = await _services(context).panic(update.effective_user.id)
-        await answer_and_edit(update, panic_text(result))
+        await answer_and_edit(update, panic_text(result), keyboard([[("Resume all", "panic:resume")]]))
     except UserError as exc:
         await _reply_error(update, exc)
 

@@ -34,7 +34,7 @@ from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
-from storage.strategies import ACTIVE, FINISHED, HOLDING, PAUSED, STOPPED
+from storage.strategies import ACTIVE, FINISHED, HOLDING, PANIC, PAUSED, STOPPED, USER
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +166,14 @@ class PanicResult:
     errors: tuple[str, ...] = ()
     filled: int = 0
     unconfirmed: int = 0
+
+
+@dataclass(frozen=True)
+class ResumeAllResult:
+    """"Resume all" after /panic: the strategies resumed, and the paused ones left paused with why."""
+
+    resumed: tuple[str, ...]  # list labels
+    skipped: tuple[tuple[str, str], ...] = ()  # (list label, why it stays paused)
 
 
 @dataclass(frozen=True)
@@ -603,7 +611,7 @@ class StrategyService:
         strategy = await self._owned(user_id, strategy_id)
         if strategy.status != ACTIVE:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not running.")
-        await self._engine.pause(strategy.id, "paused by you", alert=False)
+        await self._engine.pause(strategy.id, "paused by you", alert=False, by=USER)
         done = await self._engine.cancel_orders(strategy.id, "paused by you")
         return ControlResult(
             strategy.id, _title(strategy), PAUSED, canceled=done.canceled, filled=done.filled,
@@ -623,16 +631,51 @@ class StrategyService:
                 f"/connect replace {account.label} first."
             )
         async with self._store.db.transaction() as tx:
-            await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
+            resumed = await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
+        if not resumed:  # resumed (or stopped) by another press meanwhile
+            raise UserError(f"{_title(strategy)} is no longer paused: see /status.")
         await self._engine.resume(strategy.id)
         return ControlResult(strategy.id, _title(strategy), ACTIVE)
+
+    async def resume_all(self, user_id: int) -> ResumeAllResult:
+        """Resume exactly the strategies /panic paused (not the user's own pauses, nor the engine's), except on
+        an account whose key does not work; each is resumed once however often this is called (the status
+        change is conditional on its still being paused by the panic)."""
+        resumed: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
+        for strategy in await self._store.strategies.list_for_user(user_id, (PAUSED,)):
+            label = list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+            account = accounts.get(strategy.account_id)
+            if strategy.paused_by == USER:
+                skipped.append((label, f"you paused it yourself: /resume {strategy.id}"))
+                continue
+            if strategy.paused_by != PANIC:
+                skipped.append((label, f"{strategy.pause_reason or 'paused by the bot'}: /resume {strategy.id} "
+                                       "once it is fixed"))
+                continue
+            if account is None or account.status != "active":
+                where = account.label if account is not None else "its account"
+                skipped.append((label, f"the API key of {where} does not work: /connect replace {where} first"))
+                continue
+            async with self._store.db.transaction() as tx:
+                changed = await self._store.strategies.set_status(
+                    tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,), only_paused_by=PANIC
+                )
+            if changed:
+                await self._engine.resume(strategy.id)
+                resumed.append(label)
+        logger.info("user %s resumed %d strategies paused by /panic", user_id, len(resumed))
+        return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
     async def panic(self, user_id: int) -> PanicResult:
         """Pause every strategy of the user and cancel every open order they have (none is sent afterwards)."""
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = 0
         for strategy in strategies:
-            if strategy.status == ACTIVE and await self._engine.pause(strategy.id, "paused by /panic", alert=False):
+            if strategy.status == ACTIVE and await self._engine.pause(
+                strategy.id, "paused by /panic", alert=False, by=PANIC
+            ):
                 paused += 1
         done = Cancellation()
         for strategy in strategies:
