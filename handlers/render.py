@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from bot.formatting import money
 from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
 from handlers.common import esc
 
@@ -142,6 +143,34 @@ def preview_text(preview) -> str:
             "Nothing trades until you press Confirm.",
         ]
     )
+
+
+def edit_preview_text(preview) -> str:
+    """The summary of an /edit: what changes, within which bounds, and that nothing changes before Confirm."""
+    lines = [f"<b>Change {esc(preview.label)}</b>"]
+    if preview.new_budget is not None:
+        quote = preview.quote
+        lines.append(f"Budget: {money(preview.budget, quote)} → <b>{money(preview.new_budget, quote)}</b>")
+        lines.append(f"Used {money(preview.used, quote)}, reserved by open orders {money(preview.reserved, quote)}: "
+                     f"the budget can be no less than {money(preview.minimum, quote)}"
+                     + (f", and at most {money(preview.maximum, quote)} now." if preview.maximum is not None else "."))
+        lines.append(f"Left after the change: {money(max(Decimal(0), preview.new_budget - preview.minimum), quote)}")
+        if preview.per_level is not None:
+            lines.append(f"Each grid level then buys for up to {money(preview.per_level, quote)}.")
+    if preview.new_name is not None:
+        lines.append(f"Name: “{esc(preview.name or '')}” → <b>“{esc(preview.new_name)}”</b>" if preview.name
+                     else f"Name: <b>“{esc(preview.new_name)}”</b>")
+    lines += ["", "Nothing changes until you press Confirm; the strategy uses the new budget from its next decision."]
+    return "\n".join(lines)
+
+
+def edited_text(preview) -> str:
+    changes = []
+    if preview.new_budget is not None:
+        changes.append(f"budget {money(preview.new_budget, preview.quote)}")
+    if preview.new_name is not None:
+        changes.append(f"name “{esc(preview.new_name)}”")
+    return f"✅ #{preview.strategy_id} changed: {', '.join(changes)}. /status {preview.strategy_id} to follow it."
 
 
 def _pnl(value: Decimal | None, quote: str) -> str:
