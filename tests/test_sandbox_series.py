@@ -13,26 +13,23 @@ from decimal import Decimal
 
 import pytest
 
+from bot.exchanges.venues import adapters
 from bot.sandbox import series
 from bot.sandbox.demo_feed import PriceFeed
 from bot.sandbox.exchanges import make_books
-from handlers.strategies import SUGGESTED_SYMBOLS
 
 HOUR = 3_600_000
 
 
-def venue_symbol(venue: str, symbol: str) -> str:
-    return f"{symbol}:{symbol.split('/')[1]}" if venue == "binanceusdm" else symbol
-
-
 async def test_every_market_offered_on_a_button_has_a_price_on_its_venue(fake_exchanges, exchange_client):
-    assert set(SUGGESTED_SYMBOLS) <= set(fake_exchanges.books), "every venue with buttons runs in the fake"
-    for venue, symbols in SUGGESTED_SYMBOLS.items():
+    suggested = {venue.id: venue for venue in adapters() if venue.default_markets}  # the guided /allocate's buttons
+    assert set(suggested) <= set(fake_exchanges.books), "every venue with buttons runs in the fake"
+    for venue, table in suggested.items():
         client = exchange_client(venue)
-        for symbol in symbols:
-            ticker = await client.fetch_ticker(venue_symbol(venue, symbol))
+        for symbol in map(table.market_symbol, table.default_markets):
+            ticker = await client.fetch_ticker(symbol)
             assert ticker["last"] and ticker["last"] > 0, f"{venue} {symbol} has a price"
-            candles = await client.fetch_ohlcv(venue_symbol(venue, symbol), "1h", limit=30)
+            candles = await client.fetch_ohlcv(symbol, "1h", limit=30)
             assert len(candles) == 30, f"{venue} {symbol} has hourly candles"
 
 
