@@ -10,6 +10,9 @@ VENUE_NAMES = {
     "kraken": "Kraken",
 }
 CONNECTABLE = ("binance", "binanceusdm", "kraken")
+#: The leverage Strata trades futures at: the engine sets it on a market before its first order there, so a
+#: position's margin is its full size (within the strategy's budget) and every view says "1x".
+FUTURES_LEVERAGE = 1
 
 # The taker fee of each venue's entry tier (the most a regular account pays per order), as the venues publish
 # it: Binance Spot 0.10 % (VIP 0, no BNB discount), Binance USD-M futures 0.05 % (VIP 0 taker; maker 0.02 %),

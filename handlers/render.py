@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from bot import formatting
 from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
+from bot.services.positions import PositionView
 from handlers.common import esc
 
 
@@ -138,6 +140,8 @@ def preview_text(preview) -> str:
             f"Budget: {fmt_amount(preview.budget)} {esc(preview.quote)} (hard ceiling; "
             f"{fmt_amount(preview.available)} {esc(preview.quote)} available)",
             f"Parameters: <code>{esc(params) or 'defaults'}</code>",
+            *([f"Leverage: {preview.leverage}x (no leverage): a position's margin is its full size, within the "
+               "budget"] if getattr(preview, "leverage", None) else []),
             "",
             "Nothing trades until you press Confirm.",
         ]
@@ -158,6 +162,17 @@ def _position(amount: Decimal, asset: str) -> str:
     return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount))} {esc(asset)}"
 
 
+def position_text(p: PositionView) -> str:
+    """An open futures position: "long 0.003 BTC at 1x, entry 55,000.00 USDT, mark 54,000.00 USDT, notional
+    162.00 USDT, unrealised -3.00 USDT" (mark, notional and unrealised "?" when the mark could not be read)."""
+    return (
+        f"{p.side} {formatting.amount(abs(p.size), esc(p.asset))} at {p.leverage}x, "
+        f"entry {formatting.price(p.entry, esc(p.quote))}, mark {formatting.price(p.mark, esc(p.quote))}, "
+        f"notional {formatting.money(p.notional, esc(p.quote))}, "
+        f"unrealised {formatting.money(p.unrealised, esc(p.quote), signed=True)}"
+    )
+
+
 def status_lines(s) -> list[str]:
     state = {"active": "▶️ running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped"}
     head = f"<b>{esc(_label(s))}</b> on {esc(s.account_label)} — {state.get(s.status, s.status)}"
@@ -170,9 +185,7 @@ def status_lines(s) -> list[str]:
         f"reserved {fmt_amount(s.reserved.quantize(cents))}, left {fmt_amount(s.left.quantize(cents))}"
     )
     if s.futures:
-        entry = "" if s.entry_price is None else f" at entry {fmt_amount(s.entry_price.quantize(cents))}"
-        positions = [f"{_position(amount, asset)}{entry}" for asset, amount in s.holdings.items()]
-        lines.append(f"  position {', '.join(positions) or 'flat'}")
+        lines.append(f"  position: {position_text(s.position) if s.position is not None else 'flat'}")
     elif s.holdings:
         held = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.holdings.items())
         lines.append(f"  holds {esc(clip(held, 300))}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
+from bot import formatting
 from bot.engine.pnl import AssetPnl, FillEffect
 from bot.exchanges.errors import AUTH_REJECTED
 from bot.strategies.naming import strategy_label
+from bot.venues import FUTURES_LEVERAGE
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
 
@@ -53,7 +55,8 @@ def fill_text(
     profit: Decimal | None = None,
     futures: FillEffect | None = None,
 ) -> str:
-    """A fill's alert; a futures fill also says the position it left and the P&L realised, as the venue books."""
+    """A fill's alert; a futures fill says what it did to the position, the position it left and the P&L it
+    realised, as the venue books it."""
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b>: {'partial fill' if partial else 'filled'}",
@@ -61,11 +64,8 @@ def fill_text(
         f"(value {fmt(cost, 2)} {escape(quote)}, fee {fmt(fee)} {escape(fee_currency or quote)})",
     ]
     if futures is not None:
-        lines += [
-            f"Position: {position_text(futures.asset, quote)}",
-            f"Realised P&amp;L net of fees: {signed(futures.realised)} {escape(quote)} on this fill, "
-            f"{signed(futures.total_realised)} {escape(quote)} in total",
-        ]
+        lines[1:] = futures_fill_lines(futures, amount=amount, base=base, price=price, quote=quote, cost=cost,
+                                       fee=fee, fee_currency=fee_currency)
     lines.append(
         f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
         f"{escape(strategy.quote)}"
@@ -75,6 +75,29 @@ def fill_text(
     return "\n".join(lines)
 
 
+def futures_fill_lines(
+    effect: FillEffect, *, amount: Decimal, base: str, price: Decimal, quote: str, cost: Decimal, fee: Decimal,
+    fee_currency: str | None,
+) -> list[str]:
+    """A futures fill as a trader reads it: "Opened long 0.122 ETH at 2,412.50 USDT", then the position it left
+    (average entry, 1x) and the P&L it realised net of fees, on this fill and in total."""
+    currency = fee_currency or quote
+    fee_text = formatting.money(fee, currency) if currency == quote else formatting.amount(fee, currency)
+    action, before, after = effect.action, effect.held_before, effect.asset.held
+    if action.startswith("Flipped"):  # one fill closed the position and opened the other side with the rest
+        what = (f"{action}: closed {'long' if before > 0 else 'short'} {formatting.amount(abs(before), base)} and "
+                f"opened {effect.asset.side} {formatting.amount(abs(after), base)}")
+    else:
+        what = f"{action} {formatting.amount(amount, base)}"
+    return [
+        f"{escape(what)} at {formatting.price(price, escape(quote))} (notional {formatting.money(cost, escape(quote))}"
+        f", fee {escape(fee_text)})",
+        f"Position: {position_text(effect.asset, quote)}",
+        f"Realised P&amp;L net of fees: {formatting.money(effect.realised, escape(quote), signed=True)} on this "
+        f"fill, {formatting.money(effect.total_realised, escape(quote), signed=True)} in total",
+    ]
+
+
 def signed(value: Decimal) -> str:
     """A money figure with its sign, to the cent: +12.5, -3.07, 0."""
     text = fmt(value, 2)
@@ -82,12 +105,12 @@ def signed(value: Decimal) -> str:
 
 
 def position_text(position: AssetPnl, quote: str) -> str:
-    """A futures position in words: "short 0.003 BTC at entry 45000 USDT", or "flat"."""
+    """A futures position in words: "short 0.003 BTC, entry 45,000.00 USDT, 1x", or "flat"."""
     if position.held == 0 or position.entry_price is None:
         return "flat"
     return (
-        f"{position.side} {fmt(abs(position.held))} {escape(position.asset)} at entry "
-        f"{fmt(position.entry_price, 8)} {escape(quote)}"
+        f"{position.side} {formatting.amount(abs(position.held), escape(position.asset))}, entry "
+        f"{formatting.price(position.entry_price, escape(quote))}, {FUTURES_LEVERAGE}x"
     )
 
 

@@ -26,12 +26,13 @@ from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.services.errors import UserError
+from bot.services.positions import PositionView, open_position
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
 from bot.strategies.grid import level_prices
 from bot.strategies.naming import clean_name, list_label, strategy_label
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
-from bot.venues import venue_name
+from bot.venues import FUTURES_LEVERAGE, venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
 from storage.strategies import ACTIVE, FINISHED, HOLDING, PAUSED, STOPPED
@@ -94,6 +95,7 @@ class AllocationPreview:
     free_quote: Decimal
     available: Decimal  # free quote minus the account's other unspent budgets
     name: str | None = None  # the user's optional name (name=…), already cleaned
+    leverage: int | None = None  # futures: the leverage its positions run at (1x); None on spot
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class StrategyStatus:
     name: str | None = None  # the user's optional name for it
     label: str = ""  # how lists call it: "#1 DCA BTC/USDT", "#3 Rebalance BTC 50 / ETH 50 “core”" (naming.py)
     params: Mapping[str, str] = field(default_factory=dict)  # canonical text, for /status <id>
+    position: PositionView | None = None  # futures: the open position, valued at the venue's mark price
 
 
 @dataclass(frozen=True)
@@ -275,6 +278,7 @@ class StrategyService:
             venue=account.venue, venue_name=venue_name(account.venue), kind=strategy.name, title=strategy.title,
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
             free_quote=free, available=available, name=name,
+            leverage=FUTURES_LEVERAGE if account.venue in FUTURES_VENUES else None,
         )
 
     async def resolve_market(self, venue: str, text: str) -> str:
@@ -562,7 +566,13 @@ class StrategyService:
         reserved = await self._store.orders.reserved_for(strategy.id)
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
         prices: dict[str, Decimal] = {}
-        if account is not None:
+        futures = is_contract(strategy.symbol)
+        position = None
+        if account is not None and futures:  # a position is valued at the venue's mark price, as the venue does
+            position = await open_position(self._gateway, account.venue, strategy.symbol, strategy.quote, pnl)
+            if position is not None and position.mark is not None:
+                prices[position.asset] = position.mark
+        elif account is not None:
             for asset in (a.asset for a in pnl.assets.values() if a.held != 0):
                 try:
                     ticker = await self._gateway.fetch_ticker(
@@ -574,7 +584,6 @@ class StrategyService:
                     prices[asset] = ticker.last
         used = strategy.spent - strategy.received
         main = pnl.assets.get(strategy.symbol.split("/")[0])
-        futures = is_contract(strategy.symbol)
         average = main.average_buy_price if main is not None and not futures else None
         return StrategyStatus(
             id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
@@ -593,7 +602,7 @@ class StrategyService:
             fill_poll_seconds=self._engine.effective_poll_interval,
             dust=_dust(strategy), name=strategy.name,
             label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
-            params=dict(strategy.params),
+            params=dict(strategy.params), position=position,
         )
 
     # --- control --------------------------------------------------------------------------------------

@@ -1,0 +1,74 @@
+"""A futures strategy's open position as a trader reads it: side, size, entry, mark, unrealised P&L, leverage.
+
+One view for every place that shows a position (`/status` here; `/accounts` and `/balance` may reuse it), so
+they never disagree. The size and the average entry come from the strategy's own fills, replayed as the venue
+books them (`bot/engine/pnl.py`); Strata runs one strategy per futures market and account, so they are the
+venue's own position. The mark is the venue's mark price (Binance's premium index), which is what Binance
+values positions at: unrealised = size × (mark − entry), signed, as its positionRisk `unRealizedProfit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from bot.engine.pnl import AssetPnl, Pnl, is_contract
+from bot.exchanges.errors import ExchangeFailure
+from bot.venues import FUTURES_LEVERAGE
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """One open futures position; `mark` is None when the venue's mark price could not be read just now."""
+
+    symbol: str  # the contract as ccxt names it: "BTC/USDT:USDT"
+    asset: str  # "BTC"
+    quote: str  # "USDT": entry, mark, notional and P&L are in it
+    size: Decimal  # signed base amount: long > 0, short < 0
+    entry: Decimal  # the position's average entry price, as the venue shows it
+    mark: Decimal | None
+    leverage: int = FUTURES_LEVERAGE
+
+    @property
+    def side(self) -> str:
+        return "long" if self.size > 0 else "short"
+
+    @property
+    def notional(self) -> Decimal | None:
+        """The position's value at the mark price (size × mark)."""
+        return None if self.mark is None else abs(self.size) * self.mark
+
+    @property
+    def unrealised(self) -> Decimal | None:
+        """What closing at the mark would realise before fees: size × (mark − entry)."""
+        return None if self.mark is None else self.size * (self.mark - self.entry)
+
+
+def position_of(pnl: Pnl, symbol: str, quote: str, mark: Decimal | None) -> PositionView | None:
+    """The open position of a contract strategy whose figures are `pnl`, valued at `mark`; None when flat."""
+    asset = pnl.assets.get(symbol.split("/")[0])
+    if asset is None or not _open(asset):
+        return None
+    return PositionView(symbol, asset.asset, quote, asset.held, asset.entry_price, mark)  # type: ignore[arg-type]
+
+
+async def mark_price(gateway: Any, venue: str, symbol: str) -> Decimal | None:
+    """The venue's mark price of a contract, or None if it cannot be read now (a view then shows "?")."""
+    if not is_contract(symbol):
+        return None
+    try:
+        return await gateway.fetch_mark_price(venue, symbol)
+    except ExchangeFailure:
+        return None
+
+
+async def open_position(gateway: Any, venue: str, symbol: str, quote: str, pnl: Pnl) -> PositionView | None:
+    """A contract strategy's open position valued at the venue's mark price now (no request when flat)."""
+    if position_of(pnl, symbol, quote, None) is None:
+        return None
+    return position_of(pnl, symbol, quote, await mark_price(gateway, venue, symbol))
+
+
+def _open(asset: AssetPnl) -> bool:
+    return asset.contract and asset.held != 0 and asset.entry_price is not None
