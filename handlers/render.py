@@ -427,5 +427,6 @@ def profit_text(report) -> str:
             f"unrealised {_signed(t.unrealised, t.quote)}, net {_signed(t.net, t.quote)}, ROI {_percent(t.roi)} of "
             f"{fmt_money(t.budget, t.quote)}"
         )
-    lines.append("Realised P&amp;L is net of fees; unrealised is what is held now at the last price.")
+    lines.append("Realised P&amp;L is net of fees; unrealised is what is held now at the last price (futures: at "
+                 "the exchange's mark price).")
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Futures as positions, end to end (real PTB against the fake Telegram, real ccxt against the fake Binance USD-M):
 fill alerts say what a fill did to the position ("Opened long", "Closed long", "Opened short", "Closed short",
 "Added to long") with its size, price, notional, the position's entry and 1x; /status shows the open position
-with the venue's own entry, mark price and unrealised P&L (its positionRisk); the allocation summary on a
+with the venue's own entry, mark price and unrealised P&L (its positionRisk), and /profit and /balance value
+it at the same mark; the allocation summary on a
 futures account says the position runs at 1x, once."""
 
 from __future__ import annotations
@@ -83,6 +84,13 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
     assert re.search(r"(?<!\w)unrealised " + re.escape(formatting.money(unrealised, "USDT", signed=True)),
                      status.split("P&L net of fees", 1)[1]), status  # one figure for one thing
     assert figure(line, "notional") == cents(abs(Decimal(risk["notional"]))), status
+    # /profit and /balance value the position at the same mark: one figure for one thing.
+    await strata.send(USER, "/profit")
+    profit = (await strata.next_reply(USER, contains="Profit")).plain_text
+    assert figure(profit.split("Total USDT", 1)[0], "unrealised") == cents(unrealised), profit
+    await strata.send(USER, "/balance")
+    balance = (await strata.next_reply(USER, contains="unrealised")).plain_text
+    assert figure(balance, "unrealised") == cents(unrealised), balance
 
     # /stop buys the short back: the alert says so, and the position is gone from /status.
     await strata.send(USER, f"/stop {strategy.id}")

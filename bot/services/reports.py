@@ -19,6 +19,7 @@ from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
+from bot.services.positions import mark_price
 from bot.services.strategies import _venue_symbol
 from bot.strategies import STRATEGIES
 from storage.models import Account, Strategy
@@ -68,7 +69,7 @@ class BalanceAsset:
 
 @dataclass(frozen=True)
 class PositionView:
-    """A futures strategy's open position (signed: short < 0), valued at the last price."""
+    """A futures strategy's open position (signed: short < 0), valued at the venue's mark price."""
 
     strategy_id: int
     title: str
@@ -341,13 +342,19 @@ class ReportService:
         )
 
     async def _price(self, account: Account, asset: str, quote: str, cache: dict) -> Decimal | None:
-        """The last price of `asset` in `quote` on the account's venue (None when it cannot be read now)."""
+        """The last price of `asset` in `quote` on the account's venue (None when it cannot be read now); a futures
+        position's, the venue's mark price, as /status values it (`services/positions.py`)."""
         symbol = _venue_symbol(account.venue, f"{asset}/{quote}")
         key = (account.venue, symbol)
         if key not in cache:
             try:
-                ticker = await asyncio.wait_for(self._gateway.fetch_ticker(account.venue, symbol), PRICE_TIMEOUT_S)
-                cache[key] = ticker.last
+                if is_contract(symbol):
+                    cache[key] = await asyncio.wait_for(mark_price(self._gateway, account.venue, symbol),
+                                                        PRICE_TIMEOUT_S)
+                else:
+                    ticker = await asyncio.wait_for(self._gateway.fetch_ticker(account.venue, symbol),
+                                                    PRICE_TIMEOUT_S)
+                    cache[key] = ticker.last
             except (ExchangeFailure, TimeoutError):
                 cache[key] = None
         return cache[key]
