@@ -63,7 +63,7 @@ def fill_text(
         f"{verb} {fmt(amount)} {escape(base)} at {fmt(price)} {escape(quote)} "
         f"(value {fmt(cost, 2)} {escape(quote)}, fee {fmt(fee)} {escape(fee_currency or quote)})",
     ]
-    if futures is not None:
+    if futures is not None:  # a futures fill speaks of the position instead of buying and selling
         lines[1:] = futures_fill_lines(futures, amount=amount, base=base, price=price, quote=quote, cost=cost,
                                        fee=fee, fee_currency=fee_currency)
     lines.append(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from bot.engine.pnl import AssetPnl, Pnl, is_contract
+from bot.engine.pnl import Pnl, is_contract
 from bot.exchanges.errors import ExchangeFailure
 from bot.venues import FUTURES_LEVERAGE
 
@@ -48,9 +48,10 @@ class PositionView:
 def position_of(pnl: Pnl, symbol: str, quote: str, mark: Decimal | None) -> PositionView | None:
     """The open position of a contract strategy whose figures are `pnl`, valued at `mark`; None when flat."""
     asset = pnl.assets.get(symbol.split("/")[0])
-    if asset is None or not _open(asset):
+    entry = asset.entry_price if asset is not None else None  # None for spot holdings and a flat contract
+    if asset is None or entry is None:
         return None
-    return PositionView(symbol, asset.asset, quote, asset.held, asset.entry_price, mark)  # type: ignore[arg-type]
+    return PositionView(symbol, asset.asset, quote, asset.held, entry, mark)
 
 
 async def mark_price(gateway: Any, venue: str, symbol: str) -> Decimal | None:
@@ -68,7 +69,3 @@ async def open_position(gateway: Any, venue: str, symbol: str, quote: str, pnl: 
     if position_of(pnl, symbol, quote, None) is None:
         return None
     return position_of(pnl, symbol, quote, await mark_price(gateway, venue, symbol))
-
-
-def _open(asset: AssetPnl) -> bool:
-    return asset.contract and asset.held != 0 and asset.entry_price is not None
