@@ -1,6 +1,7 @@
-"""The futures fill alert's wording (`bot.engine.alerts.fill_text`), for the changes no strategy makes in one
-order today (a flip, a partial reduce) and which the chat tests cannot reach: the position named by its side,
-the fill's size, price and notional, the position left (entry, 1x) and the realised P&L net of fees."""
+"""The futures fill alert's wording (`bot.engine.alerts.fill_text`): the position named by its side, the fill's
+size, price and notional, the position left (entry, 1x) and the realised P&L net of fees. A grid on the fake
+Binance USD-M reduces its long through the real engine; a flip, which no strategy makes in one order (a trend
+closes first, then opens), is checked on the pure function."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from bot.engine.alerts import fill_text
 from bot.engine.pnl import compute, effect_of_last
 from bot.services.positions import position_of
 from storage.models import Strategy
+from tests.engine_world import open_world
+from tests.test_engine_dca import wait_for
 from tests.test_engine_pnl import FUT, fill
 
 D = Decimal
@@ -67,3 +70,43 @@ def test_the_position_view_values_the_position_at_the_mark():
     assert position_of(pnl, FUT, "USDT", None).unrealised is None  # no mark: unknown, never a made-up zero
     flat = compute([fill("buy", "0.01", "20000"), fill("sell", "0.01", "21000")], "USDT")
     assert position_of(flat, FUT, "USDT", D(1)) is None
+
+
+async def test_a_futures_grid_that_sells_one_of_two_levels_reduces_its_long(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["binanceusdm"]
+    book.add_key("grid-reduce", "secret", balances={"USDT": "1000"})
+    book.set_price(FUT, "52000")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        await world.connect(41, "binanceusdm", "grid-reduce", "secret")
+        strategy_id = await world.allocate(41, "binanceusdm", "grid", "300", "BTC/USDT", low="45000", high="55000",
+                                           levels="3")
+        await world.engine.settle()
+        book.set_price(FUT, "44990")  # both buys fill: a long of two levels
+        await world.engine.poll_once()
+        await world.engine.settle()
+
+        async def sells_armed() -> bool:
+            await world.engine.run_strategy(strategy_id)
+            return sum(o.side == "sell" for o in book.open_orders("grid-reduce")) == 2
+
+        await wait_for(sells_armed)
+        book.set_price(FUT, "50000")  # the lower sell fills: half the long is closed
+        await world.engine.poll_once()
+        await world.engine.settle()
+        texts = [row["text"] for row in await world.alerts("fill")]
+        trades = book.trades("grid-reduce", FUT)
+        assert [t.side for t in trades] == ["buy", "buy", "sell"]
+        [position] = [p for p in book.positions("grid-reduce") if p.symbol == FUT]
+        assert position.amount == trades[0].amount + trades[1].amount - trades[2].amount > 0
+        first, second, sale = (f"{t.amount.normalize():f} BTC at {t.price:,.2f} USDT" for t in trades)
+        assert texts[0].splitlines()[1].startswith(f"Opened long {first}"), texts[0]
+        assert texts[1].splitlines()[1].startswith(f"Added to long {second}"), texts[1]
+        reduced = texts[2].splitlines()
+        assert reduced[1].startswith(f"Reduced long {sale}") and trades[2].price == 50000, texts[2]
+        assert reduced[2] == (f"Position: long {position.amount.normalize():f} BTC, entry "
+                              f"{position.entry_price:,.2f} USDT, 1x")
+        booked = trades[2].realized_pnl - trades[2].fee  # what the venue booked to the wallet for this sale
+        assert reduced[3].startswith(f"Realised P&amp;L net of fees: {booked:+,.2f} USDT on this fill"), texts[2]
+    finally:
+        await world.close()
