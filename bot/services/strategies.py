@@ -404,7 +404,8 @@ class StrategyService:
             )
 
     async def _check_market_free(self, account: Account, symbol: str) -> None:
-        """Refuse a second futures strategy on one market of one account (active or paused ones count).
+        """Refuse a second futures strategy on one market of one account (active or paused ones count, and a
+        finished one still holding its position: a DCA that used its budget keeps its long until /stop).
 
         Binance Futures in one-way mode keeps one position per market and account: two strategies on it would net
         each other's positions (a long and a short leave the venue flat), so the venue would book P&L neither
@@ -412,13 +413,17 @@ class StrategyService:
         """
         if account.venue not in FUTURES_VENUES:
             return
-        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
-            if other.symbol == symbol:
+        for other in await self._store.strategies.list_for_account(account.id, (*HOLDING, FINISHED)):
+            if other.symbol == symbol and (other.status != FINISHED or await self._holds_position(other)):
                 raise UserError(
                     f"{_title(other)} already trades {symbol.split(':')[0]} on {account.label}. Binance Futures "
                     f"keeps one position per market and account, so two strategies would net each other's "
                     f"positions: /stop {other.id} first, or choose another market."
                 )
+
+    async def _holds_position(self, strategy: Strategy) -> bool:
+        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        return any(a.contract and a.held != 0 for a in pnl.assets.values())
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
