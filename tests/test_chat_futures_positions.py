@@ -18,13 +18,19 @@ from tests.test_chat_futures_pnl import SYMBOL, cents, figure, fill_alerts, scri
 from tests.test_chat_strategies import allocate_one_line
 
 
-def alert_line(trade, action: str) -> str:
-    """The first line an alert must carry for a venue trade: "Opened long 0.003 BTC at 55,000.00 USDT (notional
-    165.00 USDT, fee 0.08 USDT)", every figure the venue's own."""
+def alert_line(book, trade, action: str) -> str:
+    """The first line an alert must carry for a venue trade: "Opened long 0.003 BTC at 55,000.0 USDT (notional
+    165.00 USDT, fee 0.08 USDT)", every figure the venue's own, amount and price to the market's step and tick."""
+    market = book.market(trade.symbol)
     return (
-        f"{action} {formatting.amount(trade.amount, 'BTC')} at {formatting.price(trade.price, 'USDT')} "
-        f"(notional {formatting.money(trade.amount * trade.price, 'USDT')}, fee {formatting.money(trade.fee, 'USDT')})"
+        f"{action} {formatting.amount(trade.amount, market.base, market.amount_step)} at "
+        f"{formatting.price(trade.price, 'USDT', market.tick_size)} (notional "
+        f"{formatting.money(trade.amount * trade.price, 'USDT')}, fee {formatting.money(trade.fee, 'USDT')})"
     )
+
+
+def entry_text(book, symbol: str, entry) -> str:
+    return formatting.price(Decimal(entry), "USDT", book.market(symbol).tick_size)
 
 
 async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position_at_its_mark(
@@ -43,8 +49,9 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
 
     [opened] = await wait_for_fill_alerts(strata, 1)
     [first] = book.trades(api_key, SYMBOL)
-    assert alert_line(first, "Opened long") in opened, opened
-    assert f"Position: long {formatting.amount(first.amount, 'BTC')}, entry 55,000.00 USDT, 1x" in opened, opened
+    assert alert_line(book, first, "Opened long") in opened, opened
+    position_line = f"Position: long {formatting.amount(first.amount, 'BTC')}, entry {entry_text(book, SYMBOL, 55000)}"
+    assert f"{position_line}, 1x" in opened, opened
     assert "Bought" not in opened
 
     # The averages cross down: the trend closes the long (one order), then opens a short (the next).
@@ -60,19 +67,20 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
         await asyncio.sleep(0.1)
     closed_long, opened_short = (await wait_for_fill_alerts(strata, 3))[1:]
     _, close, short = book.trades(api_key, SYMBOL)
-    assert alert_line(close, "Closed long") in closed_long and "Position: flat" in closed_long, closed_long
+    assert alert_line(book, close, "Closed long") in closed_long and "Position: flat" in closed_long, closed_long
     assert figure(closed_long, "Realised P&L net of fees:") == cents(close.realized_pnl - close.fee), closed_long
-    assert alert_line(short, "Opened short") in opened_short, opened_short
-    assert f"Position: short {formatting.amount(short.amount, 'BTC')}, entry 45,000.00 USDT, 1x" in opened_short
+    assert alert_line(book, short, "Opened short") in opened_short, opened_short
+    position_line = f"Position: short {formatting.amount(short.amount, 'BTC')}, entry {entry_text(book, SYMBOL, 45000)}"
+    assert f"{position_line}, 1x" in opened_short, opened_short
 
     # The mark moves apart from the last trade: /status values the short at the venue's mark, as the venue does.
     book.set_price(SYMBOL, "40000")
-    book.set_mark(SYMBOL, "40123.45")
+    book.set_mark(SYMBOL, "40123.4")
     strata.runtime.gateway.market_data.invalidate()
     [position] = await venue.fetch_positions([SYMBOL])
     risk = position["info"]  # the venue's own positionRisk row
     entry, mark, unrealised = (Decimal(risk[k]) for k in ("entryPrice", "markPrice", "unRealizedProfit"))
-    assert mark == Decimal("40123.45") and unrealised > 0
+    assert mark == Decimal("40123.4") and unrealised > 0
     await strata.send(USER, f"/status {strategy.id}")
     status = (await strata.next_reply(USER, contains="Fills are checked")).plain_text
     [line] = [row for row in status.splitlines() if "position:" in row]
@@ -99,7 +107,7 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
     await strata.next_reply(USER, contains="Realised", timeout=15)
     closing = (await wait_for_fill_alerts(strata, 4))[-1]
     last = book.trades(api_key, SYMBOL)[-1]
-    assert alert_line(last, "Closed short") in closing and "Position: flat" in closing, closing
+    assert alert_line(book, last, "Closed short") in closing and "Position: flat" in closing, closing
     assert await venue.fetch_positions([SYMBOL]) == []
     await strata.send(USER, f"/status {strategy.id}")
     assert "position: flat" in (await strata.next_reply(USER, contains="Fills are checked")).plain_text
@@ -127,7 +135,7 @@ async def test_a_futures_dca_adds_to_its_long_and_the_alert_shows_the_new_averag
     [venue_position] = [p for p in book.positions(api_key) if p.symbol == eth]
     assert "Added to long 0.012 ETH at 2,500.00 USDT" in added, added
     assert (f"Position: long {formatting.amount(venue_position.amount, 'ETH')}, entry "
-            f"{formatting.price(venue_position.entry_price, 'USDT')}, 1x") in added, added
+            f"{entry_text(book, eth, venue_position.entry_price)}, 1x") in added, added
     assert venue_position.entry_price == Decimal(2450)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from bot import formatting
 from bot.engine.alerts import fill_text
+from bot.engine.figures import figures_of
 from bot.engine.pnl import compute, effect_of_last
 from bot.services.positions import position_of
 from storage.models import Strategy
@@ -32,8 +34,10 @@ def alert(fills, *, count: int = 1) -> str:
     amount = sum((f.fill.amount for f in last), D(0))
     cost = sum((f.fill.cost for f in last), D(0))
     fee = sum((f.fill.fee for f in last), D(0))
+    figures = figures_of(budget=D(1000), quote="USDT", spent=D(0), received=D(0), reserved=D(0),
+                         pnl=compute(fills, "USDT"), futures=True)
     return fill_text(strategy(), side=last[-1].fill.side, amount=amount, base="BTC", price=cost / amount,
-                     quote="USDT", cost=cost, fee=fee, fee_currency="USDT", used=D(0), partial=False,
+                     quote="USDT", cost=cost, fee=fee, fee_currency="USDT", figures=figures, partial=False,
                      futures=effect_of_last(fills, "USDT", count=count))
 
 
@@ -63,13 +67,13 @@ def test_an_order_filled_in_two_parts_is_one_action():
 
 def test_the_position_view_values_the_position_at_the_mark():
     pnl = compute([fill("sell", "0.02", "20000"), fill("sell", "0.01", "23000")], "USDT")
-    view = position_of(pnl, FUT, "USDT", D("20500"))
+    view = position_of(pnl.assets, FUT, "USDT", D("20500"))
     assert view is not None
     assert (view.side, view.size, view.entry, view.leverage) == ("short", D("-0.03"), D(21000), 1)
     assert (view.notional, view.unrealised) == (D(615), D(15))  # a short gains as the mark falls below entry
-    assert position_of(pnl, FUT, "USDT", None).unrealised is None  # no mark: unknown, never a made-up zero
+    assert position_of(pnl.assets, FUT, "USDT", None).unrealised is None  # no mark: unknown, never a made-up zero
     flat = compute([fill("buy", "0.01", "20000"), fill("sell", "0.01", "21000")], "USDT")
-    assert position_of(flat, FUT, "USDT", D(1)) is None
+    assert position_of(flat.assets, FUT, "USDT", D(1)) is None
 
 
 async def test_a_futures_grid_that_sells_one_of_two_levels_reduces_its_long(fake_exchanges, tmp_path):
@@ -99,13 +103,15 @@ async def test_a_futures_grid_that_sells_one_of_two_levels_reduces_its_long(fake
         assert [t.side for t in trades] == ["buy", "buy", "sell"]
         [position] = [p for p in book.positions("grid-reduce") if p.symbol == FUT]
         assert position.amount == trades[0].amount + trades[1].amount - trades[2].amount > 0
-        first, second, sale = (f"{t.amount.normalize():f} BTC at {t.price:,.2f} USDT" for t in trades)
+        market = book.market(FUT)  # amounts to its step, prices to its tick
+        first, second, sale = (f"{formatting.amount(t.amount, 'BTC', market.amount_step)} at "
+                               f"{formatting.price(t.price, 'USDT', market.tick_size)}" for t in trades)
         assert texts[0].splitlines()[1].startswith(f"Opened long {first}"), texts[0]
         assert texts[1].splitlines()[1].startswith(f"Added to long {second}"), texts[1]
         reduced = texts[2].splitlines()
         assert reduced[1].startswith(f"Reduced long {sale}") and trades[2].price == 50000, texts[2]
-        assert reduced[2] == (f"Position: long {position.amount.normalize():f} BTC, entry "
-                              f"{position.entry_price:,.2f} USDT, 1x")
+        assert reduced[2] == (f"Position: long {formatting.amount(position.amount, 'BTC', market.amount_step)}, "
+                              f"entry {formatting.price(position.entry_price, 'USDT', market.tick_size)}, 1x")
         booked = trades[2].realized_pnl - trades[2].fee  # what the venue booked to the wallet for this sale
         assert reduced[3].startswith(f"Realised P&amp;L net of fees: {booked:+,.2f} USDT on this fill"), texts[2]
     finally:

@@ -9,23 +9,16 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
-from bot import formatting
+from bot.engine.figures import UNKNOWN_PRECISION, Figures, Precision, budget_text, fee_text, holding_text
 from bot.engine.pnl import AssetPnl, FillEffect
 from bot.exchanges.errors import AUTH_REJECTED
+from bot.formatting import amount as fmt_amount
+from bot.formatting import money
+from bot.formatting import price as fmt_price
 from bot.strategies.naming import strategy_label
 from bot.venues import FUTURES_LEVERAGE
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
-
-
-def fmt(value: Decimal, places: int | None = None) -> str:
-    """A decimal without exponent or trailing zeros; `places` quantizes first (e.g. 2 for quote amounts)."""
-    if places is not None:
-        value = value.quantize(Decimal(1).scaleb(-places))
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
 
 
 def strategy_name(strategy: Strategy) -> str:
@@ -50,67 +43,67 @@ def fill_text(
     cost: Decimal,
     fee: Decimal,
     fee_currency: str | None,
-    used: Decimal,
+    figures: Figures,
     partial: bool,
-    profit: Decimal | None = None,
+    realised: Decimal | None = None,
     futures: FillEffect | None = None,
 ) -> str:
-    """A fill's alert; a futures fill says what it did to the position, the position it left and the P&L it
-    realised, as the venue books it."""
+    """A fill's alert: what filled, then the strategy's figures after it (`bot.engine.figures`, as /status shows
+    them). A spot sale says the P&L it realised; a futures fill what it did to the position ("Opened long"…), the
+    position it left and the P&L it realised, as the venue books it."""
+    precision = figures.precision_of(base)
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b>: {'partial fill' if partial else 'filled'}",
-        f"{verb} {fmt(amount)} {escape(base)} at {fmt(price)} {escape(quote)} "
-        f"(value {fmt(cost, 2)} {escape(quote)}, fee {fmt(fee)} {escape(fee_currency or quote)})",
+        f"{verb} {fmt_amount(amount, escape(base), precision.amount_step)} at "
+        f"{fmt_price(price, escape(quote), precision.price_tick)} (value {money(cost, escape(quote))}, "
+        f"fee {fee_text(fee, fee_currency or quote, quote)})",
     ]
     if futures is not None:  # a futures fill speaks of the position instead of buying and selling
         lines[1:] = futures_fill_lines(futures, amount=amount, base=base, price=price, quote=quote, cost=cost,
-                                       fee=fee, fee_currency=fee_currency)
-    lines.append(
-        f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
-        f"{escape(strategy.quote)}"
-    )
-    if profit is not None:
-        lines.append(f"Round trip profit: {'+' if profit >= 0 else ''}{fmt(profit, 2)} {escape(quote)}")
+                                       fee=fee, fee_currency=fee_currency, precision=precision)
+    budget = budget_text(figures)
+    lines.append(budget[0].upper() + budget[1:])
+    if futures is None:
+        held = figures.held.get(base)
+        if held is not None:
+            lines.append(f"Holds {holding_text(figures, held)}")
+        on_fill = "" if realised is None else f"{money(realised, escape(quote), signed=True)} on this fill, "
+        lines.append(
+            f"Realised P&amp;L net of fees: {on_fill}{money(figures.realised, escape(quote), signed=True)} in total"
+        )
     return "\n".join(lines)
 
 
 def futures_fill_lines(
     effect: FillEffect, *, amount: Decimal, base: str, price: Decimal, quote: str, cost: Decimal, fee: Decimal,
-    fee_currency: str | None,
+    fee_currency: str | None, precision: Precision = UNKNOWN_PRECISION,
 ) -> list[str]:
     """A futures fill as a trader reads it: "Opened long 0.122 ETH at 2,412.50 USDT", then the position it left
     (average entry, 1x) and the P&L it realised net of fees, on this fill and in total."""
-    currency = fee_currency or quote
-    fee_text = formatting.money(fee, currency) if currency == quote else formatting.amount(fee, currency)
+    step = precision.amount_step
     action, before, after = effect.action, effect.held_before, effect.asset.held
     if action.startswith("Flipped"):  # one fill closed the position and opened the other side with the rest
-        what = (f"{action}: closed {'long' if before > 0 else 'short'} {formatting.amount(abs(before), base)} and "
-                f"opened {effect.asset.side} {formatting.amount(abs(after), base)}")
+        what = (f"{action}: closed {'long' if before > 0 else 'short'} {fmt_amount(abs(before), base, step)} and "
+                f"opened {effect.asset.side} {fmt_amount(abs(after), base, step)}")
     else:
-        what = f"{action} {formatting.amount(amount, base)}"
+        what = f"{action} {fmt_amount(amount, base, step)}"
     return [
-        f"{escape(what)} at {formatting.price(price, escape(quote))} (notional {formatting.money(cost, escape(quote))}"
-        f", fee {escape(fee_text)})",
-        f"Position: {position_text(effect.asset, quote)}",
-        f"Realised P&amp;L net of fees: {formatting.money(effect.realised, escape(quote), signed=True)} on this "
-        f"fill, {formatting.money(effect.total_realised, escape(quote), signed=True)} in total",
+        f"{escape(what)} at {fmt_price(price, escape(quote), precision.price_tick)} "
+        f"(notional {money(cost, escape(quote))}, fee {fee_text(fee, fee_currency or quote, quote)})",
+        f"Position: {position_text(effect.asset, quote, precision)}",
+        f"Realised P&amp;L net of fees: {money(effect.realised, escape(quote), signed=True)} on this fill, "
+        f"{money(effect.total_realised, escape(quote), signed=True)} in total",
     ]
 
 
-def signed(value: Decimal) -> str:
-    """A money figure with its sign, to the cent: +12.5, -3.07, 0."""
-    text = fmt(value, 2)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
-
-
-def position_text(position: AssetPnl, quote: str) -> str:
+def position_text(position: AssetPnl, quote: str, precision: Precision = UNKNOWN_PRECISION) -> str:
     """A futures position in words: "short 0.003 BTC, entry 45,000.00 USDT, 1x", or "flat"."""
     if position.held == 0 or position.entry_price is None:
         return "flat"
     return (
-        f"{position.side} {formatting.amount(abs(position.held), escape(position.asset))}, entry "
-        f"{formatting.price(position.entry_price, escape(quote))}, {FUTURES_LEVERAGE}x"
+        f"{position.side} {fmt_amount(abs(position.held), escape(position.asset), precision.amount_step)}, entry "
+        f"{fmt_price(position.entry_price, escape(quote), precision.price_tick)}, {FUTURES_LEVERAGE}x"
     )
 
 
@@ -157,12 +150,13 @@ def key_works_again_text(label: str, venue_name: str, paused: list[Strategy]) ->
 
 
 def finished_text(strategy: Strategy, note: str | None) -> str:
-    used = strategy.spent - strategy.received
     note = finished_reason(note)
+    q = escape(strategy.quote)
     return (
         f"<b>{escape(strategy_name(strategy))}</b> has finished"
         + (f": {escape(note)}" if note else ".")
-        + f"\nBudget used: {fmt(used, 2)} of {fmt(strategy.budget)} {escape(strategy.quote)}."
+        + f"\nBudget {money(strategy.budget, q)}: invested {money(strategy.spent, q)}, returned "
+        f"{money(strategy.received, q)}. /status {strategy.id} shows its P&amp;L."
     )
 
 
@@ -171,11 +165,11 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
     base, _, rest = order.symbol.partition("/")
     quote = rest.split(":")[0] or strategy.quote
     if order.amount is not None:
-        what = f"{order.side} of {fmt(order.amount)} {escape(base)}"
+        what = f"{order.side} of {fmt_amount(order.amount, escape(base))}"
     else:
-        what = f"{order.side} for {fmt(order.cost or Decimal(0))} {escape(quote)}"
+        what = f"{order.side} for {money(order.cost or Decimal(0), escape(quote))}"
     if order.price is not None:
-        what += f" at {fmt(order.price)} {escape(quote)}"
+        what += f" at {fmt_price(order.price, escape(quote))}"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b> ({escape(reason)}): the {order.type} {what} that I could not "
         "confirm then is now settled."
@@ -184,11 +178,11 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
     closing = order.tag.startswith("stop:")  # /stop's own sale, not an order it cancels
     if order.status == CLOSED:
         lines.append(f"{'It filled' if closing else 'It had filled before it could be cancelled'}: {verb} "
-                     f"{fmt(order.filled)} {escape(base)} for {fmt(order.filled_cost, 2)} {escape(quote)}.")
+                     f"{fmt_amount(order.filled, escape(base))} for {money(order.filled_cost, escape(quote))}.")
     elif order.exchange_order_id is not None:
         lines.append("It is cancelled on the exchange" + (
-            f"; {fmt(order.filled)} {escape(base)} had filled before ({verb} for {fmt(order.filled_cost, 2)} "
-            f"{escape(quote)})." if order.filled > 0 else "; nothing of it filled."
+            f"; {fmt_amount(order.filled, escape(base))} had filled before ({verb} for "
+            f"{money(order.filled_cost, escape(quote))})." if order.filled > 0 else "; nothing of it filled."
         ))
     else:
         lines.append("It never reached the exchange: nothing was placed.")

@@ -10,11 +10,12 @@ signed, as its positionRisk `unRealizedProfit`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from bot.engine.pnl import Pnl, compute, is_contract
+from bot.engine.pnl import AssetPnl, Pnl, compute, is_contract
 from bot.exchanges.errors import ExchangeFailure
 from bot.venues import FUTURES_LEVERAGE
 from storage.models import Account
@@ -50,10 +51,11 @@ class PositionView:
 
 
 def position_of(
-    pnl: Pnl, symbol: str, quote: str, mark: Decimal | None, strategy_id: int | None = None
+    assets: Mapping[str, AssetPnl], symbol: str, quote: str, mark: Decimal | None, strategy_id: int | None = None
 ) -> PositionView | None:
-    """The open position of a contract strategy whose figures are `pnl`, valued at `mark`; None when flat."""
-    asset = pnl.assets.get(symbol.split("/")[0])
+    """The open position of a contract strategy whose P&L per asset is `assets` (`Pnl.assets`, `Figures.assets`),
+    valued at `mark`; None when flat."""
+    asset = assets.get(symbol.split("/")[0])
     entry = asset.entry_price if asset is not None else None  # None for spot holdings and a flat contract
     if asset is None or entry is None:
         return None
@@ -72,9 +74,9 @@ async def mark_price(gateway: Any, venue: str, symbol: str) -> Decimal | None:
 
 async def open_position(gateway: Any, venue: str, symbol: str, quote: str, pnl: Pnl) -> PositionView | None:
     """A contract strategy's open position valued at the venue's mark price now (no request when flat)."""
-    if position_of(pnl, symbol, quote, None) is None:
+    if position_of(pnl.assets, symbol, quote, None) is None:
         return None
-    return position_of(pnl, symbol, quote, await mark_price(gateway, venue, symbol))
+    return position_of(pnl.assets, symbol, quote, await mark_price(gateway, venue, symbol))
 
 
 async def account_positions(store: Any, gateway: Any, account: Account) -> tuple[PositionView, ...]:
@@ -86,7 +88,7 @@ async def account_positions(store: Any, gateway: Any, account: Account) -> tuple
     fills = await store.orders.fills_for_strategies([s.id for s in strategies])
     views = []
     for strategy in strategies:
-        view = position_of(compute(fills[strategy.id], strategy.quote), strategy.symbol, strategy.quote, None,
+        view = position_of(compute(fills[strategy.id], strategy.quote).assets, strategy.symbol, strategy.quote, None,
                            strategy.id)
         if view is not None:
             views.append(replace(view, mark=await mark_price(gateway, account.venue, strategy.symbol)))
