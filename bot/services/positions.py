@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from bot.engine.pnl import AssetPnl, Pnl, compute, is_contract
+from bot.engine.pnl import AssetPnl, compute, is_contract
 from bot.exchanges.errors import ExchangeFailure
 from bot.venues import FUTURES_LEVERAGE
 from storage.models import Account
@@ -70,13 +70,6 @@ async def mark_price(gateway: Any, venue: str, symbol: str) -> Decimal | None:
         return await gateway.fetch_mark_price(venue, symbol)
     except ExchangeFailure:
         return None
-
-
-async def open_position(gateway: Any, venue: str, symbol: str, quote: str, pnl: Pnl) -> PositionView | None:
-    """A contract strategy's open position valued at the venue's mark price now (no request when flat)."""
-    if position_of(pnl.assets, symbol, quote, None) is None:
-        return None
-    return position_of(pnl.assets, symbol, quote, await mark_price(gateway, venue, symbol))
 
 
 async def account_positions(store: Any, gateway: Any, account: Account) -> tuple[PositionView, ...]:
