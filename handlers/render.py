@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
+from bot import formatting
+from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen, valuation_quote
 from handlers.common import esc
 
 
@@ -29,25 +31,65 @@ def fmt_money(value: Decimal | None, currency: str = "") -> str:
     return f"{text} {currency}".strip()
 
 
-def balances_lines(balances: tuple[AssetValue, ...] | None) -> list[str]:
+def balances_lines(balances: tuple[AssetValue, ...] | None, quote: str) -> list[str]:
+    """An account's assets, one a line, each valued in `quote` unless it is that currency (or a stable coin)."""
     if balances is None:
         return ["  balance unavailable right now"]
     if not balances:
         return ["  no funds"]
     lines = []
     for item in balances:
-        value = f" ≈ {fmt_money(item.value)}" if item.value is not None and item.value != item.amount else ""
-        lines.append(f"  {esc(item.asset)}: {fmt_amount(item.amount)}{value}")
+        value = ""
+        if item.value is not None and item.value != item.amount:
+            value = f" ≈ {esc(formatting.money(item.value, quote))}"
+        lines.append(f"  {esc(formatting.amount(item.amount, item.asset))}{value}")
     return lines
 
 
 ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_unreadable": "⛔ key unreadable"}
 
 
-def account_lines(view: AccountView) -> list[str]:
+def _clock(at: datetime, now: datetime) -> str:
+    """"19:45 UTC", with the date when it was not today ("3 Dec 19:45 UTC")."""
+    at = at.astimezone(UTC)
+    return at.strftime("%H:%M UTC") if at.date() == now.date() else f"{at.day} {at.strftime('%b %H:%M UTC')}"
+
+
+def position_lines(positions) -> list[str]:
+    """A futures account's open positions as the venue reports them (entry, mark, unrealised P&L at 1x)."""
+    if not positions:
+        return ["  no open positions"]
+    lines = ["  open positions (Strata runs them at 1x):"]
+    for p in positions:
+        leverage = ""
+        if p.leverage is not None and p.leverage != 1:
+            leverage = f" (the exchange shows {formatting.number(p.leverage, 0)}x)"
+        lines.append(
+            f"  • {esc(p.base)}/{esc(p.quote)} {esc(p.side)} {esc(formatting.amount(p.size, p.base, p.step))}, "
+            f"entry {esc(formatting.price(p.entry, p.quote, p.tick))}, "
+            f"mark {esc(formatting.price(p.mark, p.quote, p.tick))}, "
+            f"unrealised {esc(formatting.money(p.unrealised, p.quote, signed=True))}{leverage}"
+        )
+    return lines
+
+
+def account_lines(view: AccountView, now: datetime, *, refreshing: bool = False) -> list[str]:
+    """One account of /accounts: its state, then its balances (and positions), fresh or "as of" when stored."""
     status = ACCOUNT_STATES.get(view.status, esc(view.status))
-    head = f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"
-    lines = [head, *(balances_lines(view.balances) if view.status == "active" else [])]
+    lines = [f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"]
+    if view.status == "active":
+        if view.refresh_error:
+            lines.append(f"  ⚠️ could not refresh: {esc(view.refresh_error)}")
+        if view.as_of is not None:
+            lines.append(f"  <i>as of {_clock(view.as_of, now)}</i>")
+        if view.balances is not None:
+            lines += balances_lines(view.balances, valuation_quote(view.venue))
+        elif refreshing:
+            lines.append("  checking…")
+        elif not view.refresh_error:
+            lines.append("  balance unavailable right now")
+        if view.positions is not None:
+            lines += position_lines(view.positions)
     if view.note:
         lines.append(f"  <i>{esc(view.note)}</i>")
     return lines
@@ -58,7 +100,7 @@ def connected_text(result: Connected) -> str:
     lines = [
         f"✅ Connected <b>{esc(view.venue_name)}</b> as <b>{esc(view.label)}</b>.",
         "Balances (top assets):",
-        *balances_lines(view.balances),
+        *balances_lines(view.balances, valuation_quote(view.venue)),
     ]
     if view.permissions:
         lines.append("Permissions seen: " + esc(", ".join(view.permissions)))
@@ -70,13 +112,15 @@ def connected_text(result: Connected) -> str:
     return "\n".join(lines)
 
 
-def accounts_text(views: list[AccountView]) -> str:
+def accounts_text(views: list[AccountView], now: datetime, *, refreshing: bool = False) -> str:
+    """/accounts: stored figures while `refreshing` ("as of" their fetch), then the fresh ones."""
     if not views:
         return "You have no connected accounts yet. /connect one."
-    lines = ["<b>Your accounts</b>"]
+    state = "refreshing…" if refreshing else f"updated {_clock(now, now)}"
+    lines = [f"<b>Your accounts</b> — {state}"]
     for view in views:
         lines.append("")
-        lines.extend(account_lines(view))
+        lines.extend(account_lines(view, now, refreshing=refreshing))
     return "\n".join(lines)
 
 
@@ -86,7 +130,7 @@ def replaced_text(result: Connected) -> str:
         f"✅ New key stored for <b>{esc(view.label)}</b> ({esc(view.venue_name)}): the old key is destroyed and "
         "the account is active.",
         "Balances (top assets):",
-        *balances_lines(view.balances),
+        *balances_lines(view.balances, valuation_quote(view.venue)),
     ]
     for warning in result.warnings:
         lines.append(f"⚠️ {esc(warning)}")
