@@ -26,7 +26,7 @@ from handlers.common import (
     runtime,
     split_html,
 )
-from handlers.render import accounts_text, clip, left_open_lines
+from handlers.render import accounts_text, clip, left_open_lines, stop_text
 
 MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
 #: Accounts on one /accounts page: with five assets and a few positions each, a page stays one message.
@@ -169,11 +169,26 @@ async def disconnect(update: Update, context: Context) -> None:
     await reply(update, "Which account do you want to disconnect?" + more, keyboard(rows))
 
 
-def _confirm_text(label: str) -> str:
-    return (
-        f"Disconnect <b>{esc(label)}</b>? Its strategies stop, their open orders are cancelled, and its key is "
-        "destroyed (you can connect it again later)."
-    )
+MAX_STRATEGIES_LISTED = 30
+
+
+def _confirm_text(label: str, strategies: list[str]) -> str:
+    head = f"Disconnect <b>{esc(label)}</b>? "
+    end = "its key is destroyed (you can connect it again later)."
+    if not strategies:
+        return head + "It runs no strategy; " + end
+    return "\n".join([
+        head + f"These {len(strategies)} strategies stop (what they hold is kept; each gets its final summary), "
+        "their open orders are cancelled, and " + end,
+        *_strategy_lines(strategies),
+    ])
+
+
+def _strategy_lines(strategies: list[str]) -> list[str]:
+    lines = [f"  • {esc(name)}" for name in strategies[:MAX_STRATEGIES_LISTED]]
+    if len(strategies) > MAX_STRATEGIES_LISTED:
+        lines.append(f"  … and {len(strategies) - MAX_STRATEGIES_LISTED} more (see /status)")
+    return lines
 
 
 def _confirm_keyboard(account_id: int, action: str = "yes"):
@@ -182,14 +197,17 @@ def _confirm_keyboard(account_id: int, action: str = "yes"):
 
 async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
     """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
+    strategies = await rt.accounts.strategies_to_stop(user_id, account.id)
     if account.status == "active":
-        return _confirm_text(account.label), _confirm_keyboard(account.id)
+        return _confirm_text(account.label, strategies), _confirm_keyboard(account.id)
     left = await rt.accounts.left_open(user_id, account.id)
     why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
     lines = [
         f"Disconnect <b>{esc(account.label)}</b>? Its key {why}, so I cannot cancel anything on the exchange. "
         "Its strategies stop and its key is destroyed.",
     ]
+    if strategies:
+        lines += [f"These {len(strategies)} strategies stop:", *_strategy_lines(strategies)]
     if left:
         lines += [
             f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
@@ -229,11 +247,13 @@ async def disconnect_button(update: Update, context: Context) -> None:
             await answer_and_edit(update, "\n".join(lines))
             return
         await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
-        account = await rt.accounts.disconnect(user_id, account_id)
+        done = await rt.accounts.disconnect(user_id, account_id)
     except UserError as exc:
         await answer_and_edit(update, esc(exc.message))
         return
-    await answer_and_edit(update, f"🗑 <b>{esc(account.label)}</b> is disconnected and its key destroyed.")
+    await answer_and_edit(update, f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed.")
+    if done.stopped:  # each as /stop gives it, together (split only if over Telegram's limit)
+        await reply(update, "\n\n".join(stop_text(summary) for summary in done.stopped))
 
 
 def handlers() -> list[tuple[int, object]]:

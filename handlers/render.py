@@ -39,9 +39,10 @@ def balances_lines(balances: tuple[AssetValue, ...] | None, quote: str) -> list[
         return ["  no funds"]
     lines = []
     for item in balances:
-        value = ""
-        if item.value is not None and item.value != item.amount:
-            value = f" ≈ {esc(formatting.money(item.value, quote))}"
+        if item.value == item.amount:  # the quote itself, or a stable coin: money
+            lines.append(f"  {esc(formatting.money(item.amount, item.asset))}")
+            continue
+        value = " (no price)" if item.value is None else f" ≈ {esc(formatting.money(item.value, quote))}"
         lines.append(f"  {esc(formatting.amount(item.amount, item.asset))}{value}")
     return lines
 
@@ -90,6 +91,8 @@ def account_lines(view: AccountView, now: datetime, *, refreshing: bool = False)
             lines.append("  balance unavailable right now")
         if view.positions is not None:
             lines += position_lines(view.positions)
+            if view.positions and view.balances:
+                lines.append("  <i>(the USDT figure is the margin balance: the wallet plus unrealised P&amp;L)</i>")
     if view.note:
         lines.append(f"  <i>{esc(view.note)}</i>")
     return lines

@@ -98,6 +98,8 @@ class LeftOpen:
 class Disconnected:
     account: Account
     left_open: tuple[LeftOpen, ...]
+    #: The stop summary of each strategy the disconnect stopped (a `StopSummary`, as /stop gives one).
+    stopped: tuple = ()
 
 
 #: The error of an order abandoned because the account's key could not cancel it (by the account's status).
@@ -121,7 +123,8 @@ class AccountService:
         vault: Vault,
         gateway,
         *,
-        stop_account_strategies: Callable[[int], Awaitable[object]] | None = None,
+        stop_account_strategies: Callable[[int], Awaitable[tuple]] | None = None,
+        strategies_to_stop: Callable[[int], Awaitable[list[str]]] | None = None,
         forget_credentials: Callable[[int], None] | None = None,
         max_accounts: int = 10,
     ) -> None:
@@ -130,6 +133,7 @@ class AccountService:
         self._gateway = gateway
         self._checker = KeyChecker(gateway)
         self._stop_strategies = stop_account_strategies
+        self._strategies_to_stop = strategies_to_stop
         self._forget_credentials = forget_credentials or (lambda account_id: None)
         self.max_accounts = max_accounts
 
@@ -445,16 +449,23 @@ class AccountService:
         await self._store.accounts.rename(user_id, account_id, label)
         return await self.owned(user_id, account_id)
 
-    async def disconnect(self, user_id: int, account_id: int) -> Account:
-        """Stop the account's strategies (cancelling their orders), shred the data key, delete the rows."""
+    async def strategies_to_stop(self, user_id: int, account_id: int) -> list[str]:
+        """The names of the strategies disconnecting this account would stop (for its confirmation)."""
+        account = await self.owned(user_id, account_id)
+        return [] if self._strategies_to_stop is None else await self._strategies_to_stop(account.id)
+
+    async def disconnect(self, user_id: int, account_id: int) -> Disconnected:
+        """Stop the account's strategies (cancelling their orders), shred the data key, delete the rows.
+
+        Returns each stopped strategy's summary, taken before its rows go with the account.
+        """
         account = await self.owned(user_id, account_id)
         if account.status != ACTIVE:  # its key cannot cancel: the confirmation must list what stays open
             raise UserError(
                 f"The key of {account.label} no longer works, so its orders cannot be cancelled from here: send "
                 f"/disconnect {account.label} again to see which ones to cancel on the exchange."
             )
-        if self._stop_strategies is not None:
-            await self._stop_strategies(account.id)
+        stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id)
         left = await self._store.orders.in_states(LIVE, account_id=account.id)
         if left:
             # Shredding the key now would leave these orders on the exchange, out of our reach for good.
@@ -465,7 +476,7 @@ class AccountService:
         async with self._store.db.transaction() as tx:
             await self._store.accounts.delete(tx, account.id)
         logger.info("user %s disconnected account %s", user_id, account.id)
-        return account
+        return Disconnected(account=account, left_open=(), stopped=tuple(stopped))
 
     async def valued_balances(self, user_id: int) -> list[AccountView]:
         """Every account with all its non-zero assets valued in its quote, as /accounts values them (for /balance)."""
