@@ -120,7 +120,8 @@ async def _edit(message: Message, text: str, views, user_id: int, page: int, pag
     try:
         await message.edit_text(text, reply_markup=_accounts_keyboard(views, user_id, page, pages))
     except BadRequest as exc:
-        if "not modified" not in exc.message.lower():  # nothing changed since the last edit
+        # Nothing changed since the last edit, or the user deleted the message meanwhile: nothing to show.
+        if not any(words in exc.message.lower() for words in ("not modified", "not found")):
             raise
 
 
