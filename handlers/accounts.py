@@ -179,10 +179,14 @@ def _confirm_text(label: str, strategies: list[str]) -> str:
     if not strategies:
         return head + "It runs no strategy; " + end
     return "\n".join([
-        head + f"These {len(strategies)} strategies stop (what they hold is kept; each gets its final summary), "
+        head + f"{_these(strategies)} (what they hold is kept; each gets its final summary), "
         "their open orders are cancelled, and " + end,
         *_strategy_lines(strategies),
     ])
+
+
+def _these(strategies: list[str]) -> str:
+    return "This strategy stops" if len(strategies) == 1 else f"These {len(strategies)} strategies stop"
 
 
 def _strategy_lines(strategies: list[str]) -> list[str]:
@@ -208,7 +212,7 @@ async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
         "Its strategies stop and its key is destroyed.",
     ]
     if strategies:
-        lines += [f"These {len(strategies)} strategies stop:", *_strategy_lines(strategies)]
+        lines += [f"{_these(strategies)}:", *_strategy_lines(strategies)]
     if left:
         lines += [
             f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
@@ -246,6 +250,7 @@ async def disconnect_button(update: Update, context: Context) -> None:
                     *left_open_lines(done.left_open),
                 ]
             await answer_and_edit(update, "\n".join(lines))
+            await _send_summaries(update, done.stopped)
             return
         await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
         done = await rt.accounts.disconnect(user_id, account_id)
@@ -253,8 +258,13 @@ async def disconnect_button(update: Update, context: Context) -> None:
         await answer_and_edit(update, esc(exc.message))
         return
     await answer_and_edit(update, f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed.")
-    if done.stopped:  # each as /stop gives it, together (split only if over Telegram's limit)
-        await reply(update, "\n\n".join(stop_text(summary) for summary in done.stopped))
+    await _send_summaries(update, done.stopped)
+
+
+async def _send_summaries(update: Update, stopped) -> None:
+    """Each stopped strategy's summary as /stop gives it, together (split only if over Telegram's limit)."""
+    if stopped:
+        await reply(update, "\n\n".join(stop_text(summary) for summary in stopped))
 
 
 def handlers() -> list[tuple[int, object]]:

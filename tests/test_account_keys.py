@@ -66,10 +66,13 @@ async def test_a_revoked_key_is_disconnected_after_a_confirmation_naming_the_ord
     await strata.send(USER, "/disconnect binance")
     confirm = await strata.next_reply(USER, contains="Disconnect")
     assert "cancel them there" in confirm.text
+    assert f"This strategy stops:\n  • #{strategy.id} Grid BTC/USDT" in confirm.plain_text, confirm.plain_text
     for order in resting:
         assert f"order id {order.id}" in confirm.text
     await strata.press(USER, confirm, "Confirm disconnect")
     done = await strata.next_reply(USER, contains="destroyed", timeout=15)
+    summary = await strata.next_reply(USER, contains="stopped; its budget is released")
+    assert summary.plain_text.startswith(f"⏹ Grid #{strategy.id} BTC/USDT"), summary.plain_text
 
     assert "did not answer" not in done.text
     for order in resting:  # named, so the user can cancel them on the exchange

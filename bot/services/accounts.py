@@ -123,7 +123,7 @@ class AccountService:
         vault: Vault,
         gateway,
         *,
-        stop_account_strategies: Callable[[int], Awaitable[tuple]] | None = None,
+        stop_account_strategies: Callable[..., Awaitable[tuple]] | None = None,
         strategies_to_stop: Callable[[int], Awaitable[list[str]]] | None = None,
         forget_credentials: Callable[[int], None] | None = None,
         max_accounts: int = 10,
@@ -262,6 +262,7 @@ class AccountService:
                 f"The key of {account.label} works again: send /disconnect {account.label} again to stop its "
                 "strategies and cancel their orders first."
             )
+        stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id, cancel=False)
         left = tuple(_left(o) for o in await self._store.orders.in_states(LIVE, account_id=account.id))
         self._forget_credentials(account.id)
         sealed = await self._store.accounts.credential(account.id)
@@ -275,7 +276,7 @@ class AccountService:
             "user %s disconnected suspended account %s; %d order(s) left on the exchange", user_id, account.id,
             len(left),
         )
-        return Disconnected(account=account, left_open=left)
+        return Disconnected(account=account, left_open=left, stopped=tuple(stopped))
 
     async def backfill_fingerprints(self) -> int:
         """Fingerprint the keys of accounts connected before fingerprints existed (start-up; cheap, local)."""

@@ -680,7 +680,7 @@ class StrategyService:
             _list_title(s) for s in await self._store.strategies.list_for_account(account_id) if s.status in HOLDING
         ]
 
-    async def stop_account_strategies(self, account_id: int) -> tuple[StopSummary, ...]:
+    async def stop_account_strategies(self, account_id: int, *, cancel: bool = True) -> tuple[StopSummary, ...]:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
         No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
@@ -688,20 +688,22 @@ class StrategyService:
         resolved for up to the venue's receive window and a little more. Orders still live after that stay in
         the database; the caller refuses to shred the key while any is (calling again retries). Returns the stop
         summary of each strategy a /disconnect stopped (also by an earlier attempt that could not finish), as
-        /stop gives one: what it holds is kept, nothing is sold.
+        /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
+        cannot cancel anything): the strategies only stop, the caller abandons their orders.
         """
         cancelled: dict[int, Cancellation] = {}
         async with self._engine.account_control(account_id):
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status in HOLDING:
                     await self._engine.stop(strategy.id, STOPPED_BY_DISCONNECT)
-            for strategy in await self._store.strategies.list_for_account(account_id):
+            for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
                 if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
                     done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
                     cancelled[strategy.id] = done
                     for error in done.errors:
                         logger.warning("account %s: order not cancelled: %s", account_id, error)
-            await self._engine.settle_account_orders(account_id)
+            if cancel:
+                await self._engine.settle_account_orders(account_id)
             summaries = []
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
