@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import bot.services.accounts as account_service
+from bot.services.accounts import AccountView, AssetValue
+from handlers.render import accounts_text
+from storage.models import StoredPosition
 from tests.chat_helpers import USER, connect_with_key, list_accounts
 from tests.test_chat_futures_pnl import SYMBOL as FUTURES
 from tests.test_chat_strategies import allocate_one_line
@@ -165,3 +169,17 @@ async def test_disconnect_names_the_strategies_it_stops_and_sends_each_ones_stop
     assert f"Cancelled {resting} open order(s)" in grid_part and "“ladder”" in grid_part, summaries
     assert "Realised P&L" in dca_part and "Realised P&L" in grid_part
     assert await strata.runtime.store.accounts.list_for_user(USER) == []
+
+
+def test_stored_figures_from_another_day_name_the_day_and_a_position_at_another_leverage_says_so():
+    position = StoredPosition("ETH/USDT:USDT", "short", Decimal("1.5"), Decimal("3000"), Decimal("2990.25"),
+                              Decimal("14.625"), Decimal(5), Decimal("0.001"), Decimal("0.01"))
+    view = AccountView(
+        7, "binanceusdm", "Binance Futures", "futures", "active", False, (),
+        (AssetValue("USDT", Decimal("1234.5"), Decimal("1234.5")),), positions=(position,),
+        as_of=datetime(2026, 12, 3, 19, 45, tzinfo=UTC),
+    )
+    text = accounts_text([view], datetime(2026, 12, 4, 8, 0, tzinfo=UTC), refreshing=True)
+    assert "refreshing…" in text and "as of 3 Dec 19:45 UTC" in text and "  1,234.50 USDT" in text, text
+    assert ("• ETH/USDT short 1.500 ETH, entry 3,000.00 USDT, mark 2,990.25 USDT, unrealised +14.63 USDT "
+            "(the exchange shows 5x)") in text, text
