@@ -50,6 +50,9 @@ async def test_accounts_answers_at_once_from_stored_balances_then_edits_in_the_f
     assert "refreshing…" in first.plain_text and re.search(r"as of \d\d:\d\d UTC", stored), first.plain_text
     assert asset_amount(stored, "USDT") == 5000 and asset_amount(stored, "BTC") == Decimal("0.5")
     assert "≈ 25,000.00 USDT" in stored  # 0.5 BTC valued when connected
+    await strata.send(USER, "/help")  # the refresh under way does not hold the user's next command
+    helped = await strata.next_reply(USER, contains="/status")
+    assert helped.time - sent < 1.5
 
     fresh = await strata.next_reply(USER, contains="— updated", timeout=15)
     assert fresh.message_id == first.message_id and fresh.method == "editMessageText"
