@@ -15,6 +15,8 @@ from html import escape
 
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.formatting import amount, money
+
 logger = logging.getLogger(__name__)
 
 JOB_ID = "daily-summary"
@@ -53,17 +55,17 @@ def _fit(text: str) -> str:
     return cut + "\n… (more in /status)"
 
 
-def _position(amount: Decimal, asset: str) -> str:
-    side = "long" if amount > 0 else "short"
-    return f"{side} {format(abs(amount).normalize(), 'f')} {escape(asset)}"
+def _position(size: Decimal, asset: str) -> str:
+    side = "long" if size > 0 else "short"
+    return f"{side} {amount(abs(size), escape(asset))}"
 
 
 def _money(value: Decimal) -> str:
-    return format(value.quantize(Decimal("0.01")), "f")
+    return money(value, "")
 
 
 def _signed(value: Decimal) -> str:
-    return ("+" if value > 0 else "") + _money(value)
+    return money(value, "", signed=True)
 
 
 class DailySummary:

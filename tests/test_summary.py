@@ -15,7 +15,7 @@ def status(**changes) -> StrategyStatus:
         id=3, kind="dca", title="DCA", symbol="BTC/USDT", account_label="binance", venue_name="Binance Spot",
         status="active", pause_reason=None, note=None, budget=D(1000), quote="USDT", used=D("-78.92"),
         invested=D("500.50"), returned=D("579.42"), reserved=D(0), left=D(1000), open_orders=0, holdings={},
-        average_buy_price=None, futures=False, entry_price=None, realised_pnl=D("78.92"), unrealised_pnl=D(0),
+        average_entry=None, futures=False, entry_price=None, realised_pnl=D("78.92"), unrealised_pnl=D(0),
         fees=D("1.08"), next_run=None, fill_poll_seconds=10.0,
     )
     fields.update(changes)
@@ -25,7 +25,7 @@ def status(**changes) -> StrategyStatus:
 def test_a_spot_line_shows_invested_and_returned_instead_of_a_negative_used():
     line = summary_text("2026-12-04", [status()]).splitlines()[1]
     assert line == (
-        "#3 DCA BTC/USDT (active), budget 1000.00 USDT: invested 500.50, returned 579.42; realised +78.92, "
+        "#3 DCA BTC/USDT (active), budget 1,000.00 USDT: invested 500.50, returned 579.42; realised +78.92, "
         "unrealised 0.00, fees 1.08"
     )
 
