@@ -47,12 +47,32 @@ def summary_text(day: str, statuses) -> str:
 TELEGRAM_TEXT_LIMIT = 4096
 
 
-def _fit(text: str) -> str:
-    """Keep a summary within one Telegram message, cutting at a line and saying so."""
-    if len(text) <= TELEGRAM_TEXT_LIMIT:
-        return text
-    cut = text[: TELEGRAM_TEXT_LIMIT - 40].rsplit("\n", 1)[0]
-    return cut + "\n… (more in /status)"
+MAX_PARTS = 10  # 50 strategies (the most a user may have) of the longest lines fit in far fewer
+_CONTINUED = "📊 <b>Daily summary</b>, continued ({part}/{parts})"
+
+
+def _units(text: str) -> int:
+    """Length as Telegram counts it at most: UTF-16 code units (an emoji outside the BMP is two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _parts(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """The summary as messages within Telegram's limit, split between lines (each line's tags are balanced), the
+    later ones headed "continued (2/3)": every strategy is in it, none cut off. Beyond MAX_PARTS it is cut at a
+    line and says so."""
+    room = limit - _units(_CONTINUED.format(part=MAX_PARTS, parts=MAX_PARTS)) - 1
+    chunks: list[list[str]] = [[]]
+    for line in text.split("\n"):
+        line = line if _units(line) <= room else line[: room // 2 - 1] + "…"  # one absurd line cannot overflow
+        if chunks[-1] and _units("\n".join([*chunks[-1], line])) > room:
+            chunks.append([])
+        chunks[-1].append(line)
+    if len(chunks) > MAX_PARTS:
+        chunks = chunks[:MAX_PARTS]
+        chunks[-1].append("… (cut: more in /status)")
+    parts = ["\n".join(chunk) for chunk in chunks]
+    return [parts[0]] + [f"{_CONTINUED.format(part=i, parts=len(parts))}\n{part}"
+                         for i, part in enumerate(parts[1:], 2)]
 
 
 def _position(size: Decimal, asset: str) -> str:
@@ -90,13 +110,14 @@ class DailySummary:
             if int(user.settings.get("summary_hour", 8)) > now.hour or user.settings.get("last_summary") == day:
                 continue
             try:
-                text = _fit(summary_text(day, await self._strategies.status(user.id)))
+                parts = _parts(summary_text(day, await self._strategies.status(user.id)))
                 async with self._store.db.transaction() as tx:
                     if not await self._store.users.claim_daily_summary(tx, user.id, day):
                         continue
-                    await self._store.outbox.enqueue(
-                        tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
-                    )
+                    for text in parts:  # all queued with the claim, or none: never half a summary
+                        await self._store.outbox.enqueue(
+                            tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
+                        )
             except Exception:  # one user's failure must not cost the others their summary; retried next hour
                 logger.exception("daily summary for user %s failed", user.id)
                 continue

@@ -44,3 +44,18 @@ def test_a_rebalance_line_names_its_weights_and_the_user_s_name_escaped():
     line = summary_text("2026-12-04", [status(kind="rebalance", symbol="USDT",
                                                label="#3 Rebalance BTC 50 / ETH 50 “<core>”")]).splitlines()[1]
     assert line.startswith("#3 Rebalance BTC 50 / ETH 50 “&lt;core&gt;” (active)")
+
+
+def test_a_long_summary_is_sent_in_parts_between_lines_with_every_line_kept():
+    from bot.summary import MAX_PARTS, TELEGRAM_TEXT_LIMIT, _parts, _units
+
+    statuses = [status(id=n, label=f"#{n} DCA BTC/USDT “retirement savings plan no. {n:02d}”") for n in range(50)]
+    text = summary_text("2026-12-04", statuses)
+    assert _units(text) > TELEGRAM_TEXT_LIMIT
+    parts = _parts(text)
+    assert 1 < len(parts) <= MAX_PARTS
+    assert all(_units(part) <= TELEGRAM_TEXT_LIMIT for part in parts)
+    assert parts[1].startswith(f"📊 <b>Daily summary</b>, continued (2/{len(parts)})\n")
+    kept = [line for part in parts for line in part.split("\n") if "continued (" not in line]
+    assert kept == text.split("\n")
+    assert _parts("short") == ["short"]
