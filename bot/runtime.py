@@ -94,6 +94,7 @@ class Runtime:
         )
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
+            strategies_to_stop=self.strategies.account_strategies_to_stop,
             forget_credentials=self.engine.ctx.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
         )
         await self.accounts.backfill_fingerprints()

@@ -47,6 +47,8 @@ CENT = Decimal("0.01")
 STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
+#: Why a strategy was stopped by /disconnect: a retried /disconnect still sends the summaries of those it stopped.
+STOPPED_BY_DISCONNECT = "stopped by /disconnect"
 #: What a venue cannot run, with the reason /allocate gives (checked before any summary is shown).
 UNSUPPORTED = {
     ("rebalance", "binanceusdm"): (
@@ -895,7 +897,13 @@ class StrategyService:
             pending: set[str] = set()  # sold by an order placed but not filled (or not confirmed) yet
             if sell:
                 errors += await self._sell_holdings(strategy, sold, pending)
-        stopped = await self._owned(user_id, strategy_id)  # its ledger, with the stop's own sale booked
+        return await self._stop_summary(strategy, done, sold=sold, pending=pending, errors=errors)
+
+    async def _stop_summary(
+        self, strategy: Strategy, done: Any, *, sold: Mapping[str, Decimal], pending: set[str], errors: list[str]
+    ) -> StopSummary:
+        """What a stop did and left, from the strategy's figures (/stop and /disconnect send it alike)."""
+        stopped = await self._store.strategies.get(strategy.id) or strategy  # its ledger, with a stop's sale booked
         figures = await self.figures(stopped, await self._store.accounts.get(stopped.account_id), prices=False)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
@@ -905,29 +913,45 @@ class StrategyService:
             unconfirmed=done.unconfirmed, figures=figures,
         )
 
-    async def stop_account_strategies(self, account_id: int) -> int:
+    async def account_strategies_to_stop(self, account_id: int) -> list[str]:
+        """The names of the account's strategies a /disconnect would stop (running or paused)."""
+        return [
+            _list_title(s) for s in await self._store.strategies.list_for_account(account_id) if s.status in HOLDING
+        ]
+
+    async def stop_account_strategies(self, account_id: int, *, cancel: bool = True) -> tuple[StopSummary, ...]:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
         No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
         sends under way are waited for, every live order is cancelled, and those whose fate was not known are
         resolved for up to the venue's receive window and a little more. Orders still live after that stay in
-        the database; the caller refuses to shred the key while any is (calling again retries). Returns how
-        many strategies it stopped.
+        the database; the caller refuses to shred the key while any is (calling again retries). Returns the stop
+        summary of each strategy a /disconnect stopped (also by an earlier attempt that could not finish), as
+        /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
+        cannot cancel anything): the strategies only stop, the caller abandons their orders.
         """
-        stopped = 0
+        cancelled: dict[int, Cancellation] = {}
         async with self._engine.account_control(account_id):
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status in HOLDING:
-                    await self._engine.stop(strategy.id, "stopped by you")
-                    stopped += 1
-            for strategy in await self._store.strategies.list_for_account(account_id):
+                    await self._engine.stop(strategy.id, STOPPED_BY_DISCONNECT)
+            for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
                 if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
                     done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
+                    cancelled[strategy.id] = done
                     for error in done.errors:
                         logger.warning("account %s: order not cancelled: %s", account_id, error)
-            await self._engine.settle_account_orders(account_id)
+            if cancel:
+                await self._engine.settle_account_orders(account_id)
+            summaries = []
+            for strategy in await self._store.strategies.list_for_account(account_id):
+                if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
+                    done = cancelled.get(strategy.id, Cancellation())
+                    summaries.append(
+                        await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
+                    )
         self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
-        return stopped
+        return tuple(summaries)
 
     async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
         account = await self._store.accounts.get(strategy.account_id)
@@ -1103,6 +1127,10 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 def _title(strategy: Strategy) -> str:
     return strategy_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+
+
+def _list_title(strategy: Strategy) -> str:
+    return list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
 
 
 def _current_note(status: str, note: str | None) -> str | None:
