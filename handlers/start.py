@@ -28,7 +28,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("resume", "Resume a paused strategy"),
     ("stop", "Stop a strategy: keep or sell its holdings"),
     ("panic", "Pause everything and cancel all open orders"),
-    ("settings", "Alerts and daily summary"),
+    ("settings", "Alerts, daily summary, time zone (/settings tz Europe/Paris)"),
     ("cancel", "End the current guided step"),
 ]
 
