@@ -67,9 +67,10 @@ class DailyReport:
 def summary_text(report: DailyReport) -> str:
     tz = zone(report.zone_name)
     since = "the last 24 hours" if report.first else "since the last summary"
+    start = _when(report.since, tz, year=report.since.year != report.at.year)
     lines = [
         f"📊 <b>Daily summary</b> — {_when(report.at, tz, year=True)} {escape(report.zone_name)}",
-        f"<b>Last day</b> = {since}, {_when(report.since, tz)} → now. P&amp;L net of fees; unrealised at the "
+        f"<b>Last day</b> = {since}, {start} → now. P&amp;L net of fees; unrealised at the "
         "last price.",
     ]
     if not report.totals.strategies:

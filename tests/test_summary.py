@@ -201,7 +201,7 @@ async def test_new_york_9_o_clock_arrives_at_14_utc_in_winter_13_in_summer_once_
         assert await strata.runtime.summary.run_due() == 1
         summer = await strata.next_reply(USER, contains="📊", timeout=10)
         assert "Thu 15 Jul 2027, 09:00 America/New_York" in summer.plain_text
-        assert "since the last summary, Thu 14 Jan 09:00" in summer.plain_text
+        assert "since the last summary, Thu 14 Jan 09:00 → now" in summer.plain_text
         assert await strata.runtime.summary.run_due() == 0
         assert len(summaries(strata)) == 2, "one in winter, one in summer: none doubled by the restart"
 
@@ -218,6 +218,20 @@ async def test_an_old_user_with_an_hour_and_no_zone_keeps_utc(strata, fake_excha
     strata.runtime.engine.ctx.clock = lambda: at(2026, 11, 25, 8, 0, 5)
     assert await strata.runtime.summary.run_due() == 1
     assert "Wed 25 Nov 2026, 08:00 UTC" in (await strata.next_reply(USER, contains="📊")).plain_text
+
+
+async def test_moving_west_after_today_s_summary_sends_no_second_one_that_evening(strata):
+    await strata.send(USER, "/start")
+    await strata.next_reply(USER)
+    await settings(strata, "/settings hour 2", "/settings summary on")
+    strata.runtime.engine.ctx.clock = lambda: at(2026, 12, 4, 2, 0, 5)
+    assert await strata.runtime.summary.run_due() == 1
+    # 03:00 UTC is 19:00 on 3 December in Los Angeles: that local day's summary is the one just sent.
+    strata.runtime.engine.ctx.clock = lambda: at(2026, 12, 4, 3, 0, 5)
+    await settings(strata, "/settings tz America/Los_Angeles")
+    assert await strata.runtime.summary.run_due() == 0
+    strata.runtime.engine.ctx.clock = lambda: at(2026, 12, 4, 10, 0, 5)  # 02:00 on 4 December there
+    assert await strata.runtime.summary.run_due() == 1
 
 
 def figures(line: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ before zones existed, when hours were UTC — is in UTC, so their summary keeps 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.services.errors import UserError
 from bot.strategies.naming import strategy_label
@@ -92,9 +93,16 @@ class SettingsService:
                 "America/New_York or Asia/Tokyo, e.g. /settings tz Europe/Paris."
             ) from None
         changes: dict = {"tz": zone}
-        if sent := from_iso(user.settings.get("last_summary_at")):
+        if sent := _instant(user.settings.get("last_summary_at")):
             # "Today's summary is sent" is a local date: re-read it in the new zone, or a move west could send
             # a second one the same evening.
             changes["last_summary"] = sent.astimezone(zone_of(zone)).date().isoformat()
         await self._store.users.merge_settings(user_id, changes)
         return await self.get(user_id)
+
+
+def _instant(text: object) -> datetime | None:
+    try:
+        return from_iso(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
