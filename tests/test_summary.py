@@ -218,6 +218,11 @@ async def test_an_old_user_with_an_hour_and_no_zone_keeps_utc(strata, fake_excha
     strata.runtime.engine.ctx.clock = lambda: at(2026, 11, 25, 8, 0, 5)
     assert await strata.runtime.summary.run_due() == 1
     assert "Wed 25 Nov 2026, 08:00 UTC" in (await strata.next_reply(USER, contains="📊")).plain_text
+    # Off and on again: the next summary covers the last 24 hours, not the weeks it was off; today's stays sent.
+    await settings(strata, "/settings summary off", "/settings summary on")
+    stored = (await strata.runtime.store.users.get(USER)).settings
+    assert "last_summary_at" not in stored and stored["last_summary"] == "2026-11-25"
+    assert await strata.runtime.summary.run_due() == 0
 
 
 async def test_moving_west_after_today_s_summary_sends_no_second_one_that_evening(strata):
