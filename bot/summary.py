@@ -26,13 +26,13 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.formatting import amount, money, percent, price
 from bot.services.reports import ProfitReport, ProfitTotal, StrategyProfit
+from bot.services.settings import DEFAULT_SUMMARY_HOUR
 from bot.timezones import DEFAULT_ZONE, zone
 from storage.strategies import STOPPED
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = "daily-summary"
-DEFAULT_HOUR = 8
 TELEGRAM_TEXT_LIMIT = 4096
 MORE = "… more in /profit"
 ZERO = Decimal(0)
@@ -210,7 +210,7 @@ class DailySummary:
             try:
                 settings = user.settings
                 zone_name = settings.get("tz") or DEFAULT_ZONE
-                hour = int(settings.get("summary_hour", DEFAULT_HOUR))
+                hour = int(settings.get("summary_hour", DEFAULT_SUMMARY_HOUR))
                 day = due_day(now, zone(zone_name), hour, settings.get("last_summary"))
                 if day is None:
                     continue
