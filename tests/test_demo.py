@@ -129,12 +129,13 @@ def demo_keys_from_banner(output: str) -> dict[str, tuple[str, str]]:
     return keys
 
 
-def test_a_budget_typed_as_a_bare_number_in_the_guided_allocate_reaches_the_bot(demo):
-    """A number the latest message has no button for cannot be a press: it is sent as the user's answer."""
+def test_a_number_typed_in_a_guided_step_is_text_even_where_a_button_has_that_number(demo):
+    """Buttons are pressed with `#N`; a bare number is always the user's answer (here a budget of 2 at the step
+    whose buttons are [#1] Back and [#2] Cancel: before, typing 2 pressed Cancel)."""
     demo.wait_for(r"Bot log: ")
     demo.type("/connect")
-    demo.wait_for(r"\[1\] Binance Spot")
-    demo.type("1")
+    demo.wait_for(r"\[#1\] Binance Spot")
+    demo.type("#1")
     demo.wait_for(r"Now send the API key")
     demo.type(":key binance")
     demo.wait_for(r"Now send the secret")
@@ -142,17 +143,21 @@ def test_a_budget_typed_as_a_bare_number_in_the_guided_allocate_reaches_the_bot(
     demo.wait_for(r"Connected Binance Spot")
     demo.type("/allocate")
     demo.wait_for(r"Which account")
-    demo.type("1")
+    demo.type("#1")
     demo.wait_for(r"Which strategy")
-    demo.type("1")
+    demo.type("#1")
     demo.wait_for(r"Which market")
-    demo.type("1")
+    demo.type("#1")
     demo.wait_for(r"What budget")
-    demo.type("150")  # the budget step has two buttons (Back, Cancel): 150 is the answer
-    demo.wait_for(r"sent 150 as text")
-    demo.wait_for(r"Budget 150 USDT\. Parameters of DCA")
+    demo.wait_for(r"\[#2\] Cancel")
+    demo.type("2")
+    demo.wait_for(r"you #\d+: 2\n")
+    demo.wait_for(r"Budget 2 USDT\. Parameters of DCA")
     demo.type(":quit")
     assert demo.finish() == 0, demo.errors
+    assert "pressed" not in demo.output.split("What budget")[-1], "no button was pressed after the budget question"
+    assert "Cancelled" not in demo.output and "cancelled" not in demo.output
+
 
 def every_file_bytes(folder: Path) -> bytes:
     return b"".join(path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file())
@@ -164,7 +169,7 @@ def test_demo_chat_connects_the_demo_key_by_numbered_button_and_keeps_its_secret
     keys = demo_keys_from_banner(demo.output)
     demo.type(":help")
     demo.wait_for(r":price SYMBOL PRICE")
-    demo.type("3")
+    demo.type("#3")
     demo.wait_for(r"\(demo\) no message with buttons")
     assert "bot #" not in demo.output, "demo commands and a number without buttons are not sent to the bot"
 
@@ -172,9 +177,9 @@ def test_demo_chat_connects_the_demo_key_by_numbered_button_and_keeps_its_secret
     demo.wait_for(r"bot #\d+: Strata runs trading strategies")
     demo.type("/connect")
     demo.wait_for(r"Which exchange")
-    demo.wait_for(r"\[1\] Binance Spot")
-    demo.wait_for(r"\[2\] Binance Futures")
-    demo.type("1")
+    demo.wait_for(r"\[#1\] Binance Spot")
+    demo.wait_for(r"\[#2\] Binance Futures")
+    demo.type("#1")
     demo.wait_for(r"Now send the API key")
     demo.type(":key binance")
     demo.wait_for(r"Now send the secret")
@@ -239,12 +244,12 @@ def test_a_second_demo_on_the_same_data_folder_exits_non_zero_in_one_line(demo, 
 def test_price_feed_replays_recorded_candles_and_a_scripted_price_holds_until_resumed():
     books = make_books()
     feed = PriceFeed(books)
-    assert ("BTC/USDT", "1d") in feed.feeds["binance"] and ("BTC/USDT:USDT", "1d") in feed.feeds[
+    assert ("BTC/USDT", "1m") in feed.feeds["binance"] and ("BTC/USDT:USDT", "1m") in feed.feeds[
         "binanceusdm"
     ]
-    before = books["binance"].candles("BTC/USDT", "1d")
+    before = books["binance"].candles("BTC/USDT", "1m")
     feed.step()
-    after = books["binance"].candles("BTC/USDT", "1d")
+    after = books["binance"].candles("BTC/USDT", "1m")
     assert len(after) == len(before) + 1, "one recorded candle more is visible"
     assert books["binance"].price("BTC/USDT") == after[-1].close != before[-1].close
 

@@ -438,14 +438,14 @@ async def test_the_launcher_runs_the_venues_in_another_process_with_sandbox_keys
 
 async def test_the_price_feed_opens_the_next_recorded_candle_on_its_own(fake_exchanges):
     book = fake_exchanges.books["binance"]
-    before = book.candles(BTC, "1d")
+    before = book.candles(BTC, "1m")
     feed = asyncio.create_task(fake_exchanges.run_price_feed(0.01))
     try:
-        while len(book.candles(BTC, "1d")) == len(before):
+        while len(book.candles(BTC, "1m")) == len(before):
             await asyncio.sleep(0.01)
     finally:
         feed.cancel()
-    after = book.candles(BTC, "1d")
+    after = book.candles(BTC, "1m")
     assert len(after) == len(before) + 1
     assert (after[-2].open, after[-2].close) == (before[-1].open, before[-1].close)
     assert book.price(BTC) == after[-1].close

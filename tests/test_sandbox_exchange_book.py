@@ -200,6 +200,29 @@ def test_advance_fills_orders_the_new_price_crosses():
     assert order.status == "closed"
 
 
+def test_history_is_served_before_the_feed_and_longer_candles_aggregate_both():
+    hour, minute = 3_600_000, 60_000
+    book = spot_book()
+    feed = [[2 * hour + i * minute, 50 + i, 60 + i, 40 + i, 51 + i, 1] for i in range(120)]  # 2 hours of minutes
+    book.load_candles("BTC/USDT", "1m", feed, start=59, rebase=False)
+    book.load_history("BTC/USDT", "1h", [[0, 10, 20, 5, 15, 7], [hour, 15, 30, 10, 25, 7]])
+    hours = book.candles("BTC/USDT", "1h")
+    assert [(h.timestamp_ms, h.open, h.close) for h in hours] == [
+        (0, 10, 15), (hour, 15, 25), (2 * hour, 50, 110)  # recorded, recorded, the minutes so far (open)
+    ]
+    assert hours[-1].high == 119 and hours[-1].low == 40 and hours[-1].volume == 60
+    two_hours = book.candles("BTC/USDT", "2h")
+    assert [(c.open, c.high, c.close) for c in two_hours] == [(10, 30, 25), (50, 119, 110)]
+    book.advance("BTC/USDT", steps=60)  # the third hour closed, the fourth opened (minute 119)
+    assert len(book.candles("BTC/USDT", "1h")) == 4 and book.price("BTC/USDT") == 170
+    book.replay_from("BTC/USDT", 0)
+    assert book.price("BTC/USDT") == 51 and len(book.candles("BTC/USDT", "1h")) == 3
+    book.load_candles("BTC/USDT", "1d", candles(3), rebase=False)  # a new series replaces feed and history
+    assert book.candles("BTC/USDT", "1h") == [] and len(book.candles("BTC/USDT", "1d")) == 2
+    with pytest.raises(BookError, match="longer"):
+        book.load_history("BTC/USDT", "1h", [[0, 1, 1, 1, 1, 1]])
+
+
 def test_since_limit_and_aggregation_of_a_longer_timeframe():
     book = spot_book()
     book.load_candles("BTC/USDT", "1d", candles(21), start=20, rebase=False)

@@ -8,7 +8,7 @@ import binascii
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 
 import aiohttp
@@ -16,9 +16,9 @@ import ccxt.async_support as ccxt
 import pytest
 from aiohttp.test_utils import TestServer
 
+from bot.sandbox import series
 from bot.sandbox.exchange_book import ExchangeBook
 from bot.sandbox.kraken import (
-    kraken_candles,
     kraken_signature,
     kraken_txid,
     make_kraken_app,
@@ -107,14 +107,20 @@ async def test_fetch_ticker_reports_the_book_price(ex: ccxt.kraken, book: Exchan
     assert (ticker["symbol"], ticker["last"], ticker["bid"], ticker["ask"]) == ("ETH/USD", 3012.34, 3012.34, 3012.34)
 
 
-async def test_fetch_ohlcv_serves_the_recorded_xbtusdt_candles(ex: ccxt.kraken) -> None:
-    recorded = kraken_candles()
-    start = len(recorded) // 2  # the book opens the feed at the middle row
-    candles = await ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+async def test_fetch_ohlcv_serves_the_recorded_btc_candles_on_krakens_tick(ex: ccxt.kraken) -> None:
+    recorded = series.recorded("BTC", "1m")
+    start = series.FEED_START  # the feed opens at this recorded minute
+    candles = await ex.fetch_ohlcv("BTC/USD", "1m", limit=5)
 
     assert len(candles) == 5
-    expected = recorded[start - 4 : start + 1]
-    assert [c[1:] for c in candles] == [[float(v) for v in row[1:]] for row in expected]
+    tick = Decimal("0.1")  # XXBTZUSD's tick_size: Binance's 0.01 prices are rounded to it
+
+    def on_tick(value: Decimal) -> float:
+        return float((value / tick).to_integral_value(ROUND_HALF_UP) * tick)
+
+    rows = recorded[start - 4 : start + 1]
+    expected = [[*map(on_tick, (r.open, r.high, r.low, r.close)), float(r.volume)] for r in rows]
+    assert [c[1:] for c in candles] == expected
     assert all(b[0] - a[0] == 60_000 for a, b in itertools.pairwise(candles))
 
 

@@ -15,7 +15,6 @@ the spot app serves `/api/v3/…` and the usdm app `/fapi/v1|v2|v3/…`; both se
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import json
@@ -31,7 +30,6 @@ from aiohttp import web
 
 from bot.sandbox.exchange_book import (
     BookError,
-    Candle,
     D,
     ExchangeBook,
     KeyAccount,
@@ -41,6 +39,7 @@ from bot.sandbox.exchange_book import (
     Trade,
     timeframe_ms,
 )
+from bot.sandbox.series import feed_book
 
 SPOT_WEIGHT_LIMIT = 6000
 USDM_WEIGHT_LIMIT = 2400
@@ -49,8 +48,6 @@ SPOT_TAKER_FEE = Decimal("0.001")
 # The recorded GET /fapi/v1/commissionRate of BTCUSDT (nautilus http_futures_wallet_commission_rate_btcusdt)
 USDM_MAKER_FEE = Decimal("0.0002")
 USDM_TAKER_FEE = Decimal("0.0005")
-#: ETH/USDT candles are the BTC/USDT series times this (derived, marked synthesized in data/README.md).
-ETH_PER_BTC_PRICE = Decimal("0.07")
 MAX_RECV_WINDOW = 60_000
 
 Json = dict[str, Any] | list[Any]
@@ -128,30 +125,8 @@ def make_binance_book(kind: str = "spot", *, clock: Callable[[], int] | None = N
     book = ExchangeBook(
         "binanceusdm" if futures else "binance", binance_markets(info, futures=futures), futures=futures, clock=clock
     )
-    suffix = ":USDT" if futures else ""
-    book.load_candles(f"BTC/USDT{suffix}", "1d", _btc_daily())
-    book.load_candles(f"ETH/USDT{suffix}", "1d", _eth_daily())
+    feed_book(book)
     return book
-
-
-@functools.cache
-def _btc_daily() -> tuple[Candle, ...]:
-    """The recorded BTC/USDT daily candles, parsed once per process (books are cheap to make in tests)."""
-    return tuple(Candle(int(r[0]), *(D(v) for v in r[1:6])) for r in load_json("binance_BTC_USDT-1d.json"))
-
-
-@functools.cache
-def _eth_daily() -> tuple[Candle, ...]:
-    """ETH/USDT prices derived from BTC/USDT (synthesized), on ETH's 0.01 tick; volumes unchanged."""
-    tick = Decimal("0.01")
-
-    def scaled(v: Decimal) -> Decimal:
-        return (v * ETH_PER_BTC_PRICE).quantize(tick)
-
-    return tuple(
-        Candle(c.timestamp_ms, scaled(c.open), scaled(c.high), scaled(c.low), scaled(c.close), c.volume)
-        for c in _btc_daily()
-    )
 
 
 # ---------------------------------------------------------------------------------------------- weights

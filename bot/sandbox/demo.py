@@ -7,8 +7,9 @@ documented environment variables (pointed at the fakes). Then every line the per
 private-chat message from a demo user, and what the bot sends, edits and deletes is printed back. No token,
 no network, no account needed; works from a fresh clone after `pip install .`.
 
-The demo's own commands start with `:` (see `HELP`); a bare number presses that button of the latest message
-with buttons (a number that message has no button for is sent as text: a budget typed in a guided step).
+The demo's own commands start with `:` (see `HELP`); `#N` presses button [#N] of the latest message with
+buttons, and any other line, a bare number included, is sent as the person's message (a budget typed in a
+guided step is an answer, never a press).
 Only `LOG_LEVEL` is taken from the caller's environment (default WARNING); logs go to `demo.log` in the data
 folder so they never garble the chat.
 """
@@ -33,7 +34,7 @@ from telegram.ext import Application
 
 from bot.config import load_settings
 from bot.redaction import configure_logging, register_secret
-from bot.sandbox.demo_chat import ChatView, LineReader
+from bot.sandbox.demo_chat import BUTTON_PREFIX, ChatView, LineReader
 from bot.sandbox.demo_feed import PriceFeed
 from bot.sandbox.exchanges import FakeExchanges, start_fake_exchanges
 from bot.sandbox.lifecycle import lifecycle
@@ -57,18 +58,18 @@ BALANCES = {
 
 HELP = """\
 Demo commands (any other line is sent to the bot as your message):
-  1, 2, ...             press that button of the latest message with buttons (also :press N);
-                        a number it has no button for is sent as text (e.g. a budget: 50)
+  #1, #2, ...           press button [#1], [#2]... of the latest message with buttons (also :press N);
+                        a bare number is sent as text (e.g. a budget: 50)
   :key VENUE            send the demo API key of binance, futures or kraken as your message
   :secret VENUE         send that venue's demo secret as your message
   :keys                 show the demo keys again
   :price SYMBOL PRICE   set a price on every venue listing SYMBOL and pause its replay,
-                        e.g. :price BTC/USDT 70000 (limit orders it crosses fill)
+                        e.g. :price BTC/USDT 27000 (limit orders it crosses fill)
   :prices               current prices
   :feed on|off          resume (scripted symbols too) or pause the market replay
   :step [N]             advance the market replay N candles now
   :wait [SECONDS]       read no input for a while (scripts: let fills and alerts arrive)
-  :say TEXT             send TEXT as it is (e.g. a number or a line starting with ':')
+  :say TEXT             send TEXT as it is (e.g. a line starting with ':' or '#')
   :help                 this list
   :quit                 stop the demo (Ctrl-D too)"""
 
@@ -222,21 +223,21 @@ def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, tempor
         "=" * 78,
         "Strata offline demo: the real bot, chatting with you through a fake Telegram, trading on fake",
         f"exchanges ({venues}) on this machine. No token, no network, no real money.",
-        f"Prices replay real recorded market data (one candle every {FEED_INTERVAL_SECONDS:g} s).",
+        f"Prices replay recorded minutes (Binance, April 2023), one per {FEED_INTERVAL_SECONDS:g} s, on every venue.",
         "",
         "Demo API keys (trade-only, no withdrawals; funded with 10,000 USDT/USD and some BTC/ETH):",
         *_key_lines(keys),
         "",
         "First steps (type a line, press Enter):",
         "  /start             the welcome message",
-        "  /connect           then type 1 to press [1] Binance Spot",
+        "  /connect           then type #1 to press [#1] Binance Spot",
         "  :key binance       sends the demo API key as your message (the bot deletes it)",
         "  :secret binance    sends the demo secret: the bot checks it on the fake exchange",
         "  /accounts          your accounts and balances",
-        "  /help              everything the bot can do, e.g. (then 1 to press Confirm)",
+        "  /help              everything the bot can do, e.g. (then #1 to press Confirm)",
         "                     /allocate binance dca 100 BTC/USDT every=1m amount=20",
-        "  :prices            the replayed market; :price BTC/USDT 4500 moves it (limit orders fill)",
-        "Typing a number presses that button; :help lists the demo's commands; :quit or Ctrl-D ends it.",
+        "  :prices            the replayed market; :price BTC/USDT 27000 moves it (limit orders fill)",
+        "Type #N to press button [#N] (a bare number is text); :help lists the demo's commands; :quit ends it.",
         f"Data folder: {where}",
         f"Bot log: {log}",
         "=" * 78,
@@ -316,8 +317,8 @@ class DemoSession:
         """Act on one input line; False ends the demo."""
         if not line:
             return True
-        if line.isdigit():
-            await self.press(int(line))
+        if line.startswith(BUTTON_PREFIX) and line[len(BUTTON_PREFIX) :].isdigit():
+            await self.press(int(line[len(BUTTON_PREFIX) :]))
             return True
         if not line.startswith(":"):
             await self.send(line, echo=line)
@@ -344,18 +345,16 @@ class DemoSession:
     async def press(self, number: int) -> None:
         message = self.view.latest_with_buttons()
         if message is None:
-            _out("(demo) no message with buttons to press; :say N sends the number as text")
+            _out("(demo) no message with buttons to press")
             return
         self.view.flush()
         try:
             self.tg.press_button(DEMO_USER_ID, message["message_id"], number - 1)
         except LookupError:
-            # No such button, so it cannot be a press: it is an answer (a budget typed in a guided step).
-            _out(f"(demo) message #{message['message_id']} has no button [{number}]: sent {number} as text")
-            await self.send(str(number), echo=str(number))
+            _out(f"(demo) message #{message['message_id']} has no button [{BUTTON_PREFIX}{number}]")
             return
         if self.echo:
-            _out(f"you: pressed [{number}] on #{message['message_id']}")
+            _out(f"you: pressed [{BUTTON_PREFIX}{number}] on #{message['message_id']}")
         await self.settle()
 
     def _key(self, venue: str) -> DemoKey | None:

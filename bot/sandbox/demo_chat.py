@@ -3,7 +3,8 @@
 Lines come from stdin without blocking the event loop (a terminal, a pipe or a file), so the bot keeps running
 while the person types and the demo can be scripted with `printf '/start\n' | python -m bot demo`. The bot's
 messages and edits are read back from the fake Telegram's records and printed as the person would see them in
-Telegram: HTML rendered as plain text, inline buttons numbered so typing the number presses one.
+Telegram: HTML rendered as plain text, inline buttons numbered `[#1]`, `[#2]`… so typing `#1` presses one (a bare
+number is text: an answer such as a budget).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from bot.sandbox.telegram_records import BotMessage
 from bot.sandbox.telegram_world import TelegramWorld
 
 _INDENT = "     "
+#: Typed before a button's number to press it: `#2`. A line of digits alone is sent as text.
+BUTTON_PREFIX = "#"
 
 
 class LineReader:
@@ -194,14 +197,17 @@ def inline_buttons(markup: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def button_lines(markup: dict[str, Any] | None) -> list[str]:
-    """Keyboard rows as `[1] Spot  [2] Futures`, numbered across rows as press_button's index counts (+1)."""
+    """Keyboard rows as `[#1] Spot  [#2] Futures`, numbered across rows as press_button's index counts (+1).
+
+    The `#` is what the person types to press (`#2`), so a bare number stays an answer, never a press.
+    """
     rows = (markup or {}).get("inline_keyboard") or []
     lines, number = [], 0
     for row in rows:
         cells = []
         for button in row:
             number += 1
-            label = f"[{number}] {button.get('text', '')}"
+            label = f"[{BUTTON_PREFIX}{number}] {button.get('text', '')}"
             if "url" in button:
                 label += f" ({button['url']})"
             cells.append(label)

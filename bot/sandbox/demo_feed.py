@@ -1,9 +1,13 @@
 """The offline demo's moving market: replay the fake venues' recorded candles, a step every few seconds.
 
-The exchange books are loaded with real recorded candles (Binance BTC/USDT daily, Kraken XBTUSDT 1-minute);
-each step closes the open candle and opens the next, so the price moves as it really did and resting limit
-orders fill when it crosses them. A price scripted by the person (`:price`) pauses that symbol's replay, so
-the scripted value holds until the replay is resumed. A recording that runs out starts again from its middle.
+The exchange books are fed real recorded 1-minute candles (Binance BTC, ETH and SOL of April 2023, the same
+series on every venue: `bot.sandbox.series`); each step closes the open minute and opens the next, on every
+venue at once, so prices move as they really did, agree across venues, and resting limit orders fill when the
+price crosses them. One step every 2 s replays a minute: the market runs 30 times faster than the clock, so an
+hourly candle closes every 2 minutes of replay while the bot's schedules (a DCA's `every=1m`, a trend's
+evaluation at each candle close) keep real time. A price scripted by the person (`:price`) pauses that symbol's
+replay, so the scripted value holds until the replay is resumed. A recording that runs out starts again from its
+middle.
 """
 
 from __future__ import annotations
@@ -118,6 +122,4 @@ class PriceFeed:
     @staticmethod
     def _restart(book: ExchangeBook, symbol: str, timeframe: str) -> None:
         """Replay the recording again from its middle (the first half stays history for the strategies)."""
-        candles = book.candles(symbol, timeframe)
-        rows = [[c.timestamp_ms, c.open, c.high, c.low, c.close, c.volume] for c in candles]
-        book.load_candles(symbol, timeframe, rows, start=len(rows) // 2)
+        book.replay_from(symbol, len(book.candles(symbol, timeframe)) // 2)

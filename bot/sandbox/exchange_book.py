@@ -14,8 +14,9 @@ Public API (stable; the Kraken fake builds on it):
 - `MarketSpec` — one market's unified symbol, venue symbol, assets, precision, limits, fees, raw venue record.
 - `ExchangeBook(venue, markets, *, futures=False, clock=None)`
   - keys: `add_key`, `revoke_key`, `key`, `authenticate`
-  - market data: `market`, `market_by_venue_symbol`, `set_price`, `price`, `ticker`, `load_candles`,
-    `advance`, `candles`, `set_liquidity`
+  - market data: `market`, `market_by_venue_symbol`, `set_price`, `price`, `ticker`, `load_candles` (the
+    symbol's one replayed series), `load_history` (longer candles before it), `advance`, `replay_from`,
+    `candles`, `set_liquidity`
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
@@ -355,7 +356,8 @@ class ExchangeBook:
         self._trades_by_key: dict[str, list[Trade]] = {}
         self._prices: dict[str, Decimal] = {}
         self._liquidity: dict[str, Decimal | None] = {}
-        self._feeds: dict[tuple[str, str], _Feed] = {}
+        self._feeds: dict[tuple[str, str], _Feed] = {}  # one per symbol: the series `advance` walks
+        self._history: dict[tuple[str, str], list[Candle]] = {}  # longer candles recorded before the feed
         self._next_order_id = 1000001
         self._next_trade_id = 5000001
         #: `lag_trades`: (trade history requests still lagging, first trade id they do not show yet).
@@ -521,23 +523,44 @@ class ExchangeBook:
     ) -> None:
         """Feed real candles `[[ts_ms, o, h, l, c, v], …]` (or `Candle`s); the row at `start` becomes the open one.
 
-        The price becomes that candle's close. With `rebase` the timestamps are shifted so the open
+        This series becomes the symbol's only one (any earlier feed and history are dropped): `advance` walks
+        it and the price is its open candle's close. With `rebase` the timestamps are shifted so the open
         candle is the one containing the clock's "now" (values stay real, only time moves), which keeps
         caches keyed on candle close times honest; `rebase=False` serves the recorded timestamps.
         """
         self.market(symbol)
         step = timeframe_ms(timeframe)
-        candles = [
-            r if isinstance(r, Candle) else Candle(int(r[0]), D(r[1]), D(r[2]), D(r[3]), D(r[4]), D(r[5])) for r in rows
-        ]
-        if not candles:
-            raise BookError("bad_request", "no candles")
+        candles = self._parse(rows)
         if any(b.timestamp_ms - a.timestamp_ms != step for a, b in itertools.pairwise(candles)):
             candles = self._regular(candles, step)
         cursor = len(candles) // 2 if start is None else max(0, min(start, len(candles) - 1))
         row = candles[cursor]
+        for key in [k for k in (*self._feeds, *self._history) if k[0] == symbol]:
+            self._feeds.pop(key, None)
+            self._history.pop(key, None)
         self._feeds[(symbol, timeframe)] = _Feed(candles, cursor, rebase, row.high, row.low)
         self._prices[symbol] = row.close
+
+    def load_history(self, symbol: str, timeframe: str, rows: Sequence[Sequence[Number | float] | Candle]) -> None:
+        """Add longer candles recorded before the symbol's feed (load that first), served ahead of it.
+
+        A request for `timeframe` (or a multiple of it) gets these rows up to where the feed begins, then the
+        feed's own candles aggregated: an hourly trend sees weeks of hours while the feed replays minutes.
+        """
+        feed_timeframe = self._feed_timeframe(symbol)
+        if feed_timeframe is None or timeframe_ms(timeframe) <= timeframe_ms(feed_timeframe):
+            raise BookError("bad_request", f"history of {symbol} must be longer than its feed's candles")
+        step = timeframe_ms(timeframe)
+        self._history[(symbol, timeframe)] = self._regular(self._parse(rows), step)
+
+    def replay_from(self, symbol: str, index: int) -> None:
+        """Move the symbol's feed back (or on) to row `index`, which becomes the open candle: a replay again."""
+        for (sym, _tf), feed in self._feeds.items():
+            if sym == symbol:
+                feed.cursor = max(0, min(index, len(feed.rows) - 1))
+                row = feed.rows[feed.cursor]
+                feed.live_high, feed.live_low = row.high, row.low
+                self.set_price(sym, row.close)
 
     def advance(self, symbol: str | None = None, steps: int = 1) -> bool:
         """Close the open candle and open the next (for one symbol, or all fed symbols).
@@ -576,15 +599,13 @@ class ExchangeBook:
         return rows
 
     def ticker(self, symbol: str) -> Ticker:
-        """The last price with the open candle's statistics (the largest loaded timeframe up to 1d)."""
+        """The last price with the statistics of the open day (of the open candle when the feed is longer)."""
         last = self._require_price(symbol)
-        feeds = sorted(
-            ((timeframe_ms(tf), tf) for (sym, tf) in self._feeds if sym == symbol and timeframe_ms(tf) <= 86_400_000),
-            reverse=True,
-        )
         now = self.now_ms()
-        if feeds:
-            candle = self._served_rows(symbol, feeds[0][1])[-1]
+        feed_timeframe = self._feed_timeframe(symbol)
+        if feed_timeframe is not None:
+            day = self._served_rows(symbol, "1d") or self._served_rows(symbol, feed_timeframe)
+            candle = day[-1]
             volume = candle.volume
             return Ticker(symbol, last, last, last, candle.open, candle.high, candle.low, volume, volume * last, now)
         return Ticker(symbol, last, last, last, last, last, last, Decimal(0), Decimal(0), now)
@@ -1088,32 +1109,71 @@ class ExchangeBook:
     def _feeds_of(self, symbol: str) -> list[_Feed]:
         return [feed for (sym, _), feed in self._feeds.items() if sym == symbol]
 
-    def _served_rows(self, symbol: str, timeframe: str) -> list[Candle]:
-        feed = self._feeds.get((symbol, timeframe))
-        if feed is not None:
-            return self._visible(symbol, timeframe, feed)
-        step = timeframe_ms(timeframe)
-        for (sym, tf), _feed in sorted(self._feeds.items(), key=lambda kv: -timeframe_ms(kv[0][1])):
-            if sym == symbol and step % timeframe_ms(tf) == 0 and timeframe_ms(tf) < step:
-                return self._aggregate(self._visible(sym, tf, _feed), step)
-        return []
+    def _feed_timeframe(self, symbol: str) -> str | None:
+        return next((tf for (sym, tf) in self._feeds if sym == symbol), None)
 
-    def _visible(self, symbol: str, timeframe: str, feed: _Feed) -> list[Candle]:
-        step = timeframe_ms(timeframe)
-        rows = feed.rows[: feed.cursor + 1]
-        shift = 0
+    def _served_rows(self, symbol: str, timeframe: str) -> list[Candle]:
+        """The symbol's candles of `timeframe`: the feed's own, or aggregated from it behind recorded history.
+
+        Longer candles are built on the recorded time grid (so they equal the venue's own, as the data README
+        checks), then shifted as a whole so the open one is the current period: values stay real.
+        """
+        feed_timeframe = self._feed_timeframe(symbol)
+        if feed_timeframe is None:
+            return []
+        feed = self._feeds[(symbol, feed_timeframe)]
+        if timeframe == feed_timeframe:
+            return self._visible(symbol, feed_timeframe, feed)
+        step, feed_step = timeframe_ms(timeframe), timeframe_ms(feed_timeframe)
+        if step < feed_step or step % feed_step:
+            return []  # nothing shorter than the data is invented
+        rows = self._aggregate(self._live_rows(symbol, feed), step)
+        history = self._history_rows(symbol, step)
+        if history:
+            rows = [r for r in history if r.timestamp_ms < rows[0].timestamp_ms] + rows
         if feed.rebase:
-            now = self.now_ms()
-            shift = period_start(now, step) - rows[-1].timestamp_ms
+            shift = period_start(self.now_ms(), step) - rows[-1].timestamp_ms
+            rows = [Candle(r.timestamp_ms + shift, r.open, r.high, r.low, r.close, r.volume) for r in rows]
+        return rows
+
+    def _history_rows(self, symbol: str, step: int) -> list[Candle]:
+        """The longest recorded history whose candles make up `step`, aggregated to it."""
+        usable = [
+            (timeframe_ms(tf), rows)
+            for (sym, tf), rows in self._history.items()
+            if sym == symbol and timeframe_ms(tf) <= step and step % timeframe_ms(tf) == 0
+        ]
+        if not usable:
+            return []
+        history_step, rows = max(usable, key=lambda item: item[0])
+        return rows if history_step == step else self._aggregate(rows, step)
+
+    def _live_rows(self, symbol: str, feed: _Feed) -> list[Candle]:
+        """The feed's rows up to the open candle, at their recorded times, the open one moved by `set_price`."""
+        rows = feed.rows[: feed.cursor + 1]
         last = rows[-1]
         price = self._prices.get(symbol, last.close)
         live = Candle(
             last.timestamp_ms, last.open, max(feed.live_high, price), min(feed.live_low, price), price, last.volume
         )
-        rows = [*rows[:-1], live]
-        if shift:
-            rows = [Candle(r.timestamp_ms + shift, r.open, r.high, r.low, r.close, r.volume) for r in rows]
+        return [*rows[:-1], live]
+
+    def _visible(self, symbol: str, timeframe: str, feed: _Feed) -> list[Candle]:
+        rows = self._live_rows(symbol, feed)
+        if feed.rebase:
+            shift = period_start(self.now_ms(), timeframe_ms(timeframe)) - rows[-1].timestamp_ms
+            if shift:
+                rows = [Candle(r.timestamp_ms + shift, r.open, r.high, r.low, r.close, r.volume) for r in rows]
         return rows
+
+    @staticmethod
+    def _parse(rows: Sequence[Sequence[Number | float] | Candle]) -> list[Candle]:
+        candles = [
+            r if isinstance(r, Candle) else Candle(int(r[0]), D(r[1]), D(r[2]), D(r[3]), D(r[4]), D(r[5])) for r in rows
+        ]
+        if not candles:
+            raise BookError("bad_request", "no candles")
+        return candles
 
     @staticmethod
     def _aggregate(rows: list[Candle], step: int) -> list[Candle]:

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -36,6 +36,7 @@ from bot.sandbox.exchange_book import (
     Order,
     Trade,
 )
+from bot.sandbox.series import feed_book
 
 _DATA = resources.files("bot.sandbox") / "data"
 
@@ -126,24 +127,15 @@ def kraken_markets() -> list[MarketSpec]:
     return markets
 
 
-def kraken_candles() -> list[list[Any]]:
-    """The real recorded XBTUSDT 1-minute candles as book rows `[ts_ms, o, h, l, c, volume]`."""
-    rows = _load("kraken_ohlc_xbtusdt_1m.json")["result"]["XBTUSDT"]
-    return [[int(r[0]) * 1000, r[1], r[2], r[3], r[4], r[6]] for r in rows]
+def make_kraken_book(*, clock: Callable[[], int] | None = None) -> ExchangeBook:
+    """A spot book with Kraken's markets, each fed the recorded series that prices it (`bot.sandbox.series`).
 
-
-def make_kraken_book(
-    *, clock: Callable[[], int] | None = None, candle_symbols: Iterable[str] = ("BTC/USDT", "BTC/USD")
-) -> ExchangeBook:
-    """A spot book with Kraken's markets and the real XBTUSDT 1m candles fed to `candle_symbols`.
-
-    BTC/USD reuses the XBTUSDT series (USDT ≈ USD) so the demo has a price there too; other markets get
-    a price only from `set_price`.
+    BTC/USD and BTC/USDT (USD ones too: USDT ≈ USD), ETH/USD, ETH/USDT and SOL/USD replay the Binance
+    recordings every fake venue shares, ETH/BTC their cross. Every market listed has a series (a fake venue
+    that lists a market it cannot price would fail the bot where the real one never does).
     """
     book = ExchangeBook("kraken", kraken_markets(), clock=clock)
-    rows = kraken_candles()
-    for symbol in candle_symbols:
-        book.load_candles(symbol, "1m", rows)
+    feed_book(book)
     return book
 
 

@@ -52,7 +52,7 @@ UNSUPPORTED = {
 }
 EXAMPLES = {
     "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
-    "grid": "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5",
+    "grid": "/allocate kraken grid 500 BTC/USD low=26000 high=30000 levels=5",
     "rebalance": "/allocate binance rebalance 500 USDT weights=BTC:50,ETH:50 band=5 every=1h",
     "trend": "/allocate binanceusdm trend 200 BTC/USDT timeframe=1h fast=9 slow=21",
 }

@@ -87,7 +87,7 @@ class Grid(Strategy):
         "Places buy limits on evenly spaced price levels; each filled buy is sold one level higher, "
         "then bought again, collecting the spread in a range-bound market."
     )
-    example = "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5"
+    example = "/allocate kraken grid 500 BTC/USD low=26000 high=30000 levels=5"
     param_specs = (
         ParamSpec("low", "decimal", "lowest grid price", required=True, minimum=ZERO, strict_minimum=True),
         ParamSpec("high", "decimal", "highest grid price", required=True, minimum=ZERO, strict_minimum=True),
