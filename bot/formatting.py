@@ -64,13 +64,17 @@ def money(value: Decimal | None, currency: str, *, signed: bool = False) -> str:
     return f"{text} {currency}".strip()
 
 
-def amount(value: Decimal | None, asset: str, step: Decimal | None = None) -> str:
+def amount(value: Decimal | None, asset: str, step: Decimal | None = None, *, held: bool = False) -> str:
     """A quantity of an asset, to the market's step when known: "0.00150 BTC"; else trimmed: "0.0015 BTC".
 
-    Rounded down, never up: a user is never shown more of an asset than there is.
+    Rounded down, never up: a user is never shown more of an asset than there is. `held`: a holding, which a
+    fee taken in the coin or a sale's dust leaves off the step, keeps its digits when it is off the step
+    ("0.0000094 BTC" kept, not "0.00000 BTC").
     """
     if value is None:
         return UNKNOWN
+    if held and step is not None and step > 0 and value % step != 0:
+        step = None
     places = places_of(step)
     if places is None:
         text = number(value, MAX_PLACES, strip=True, rounding=ROUND_DOWN)

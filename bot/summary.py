@@ -114,7 +114,8 @@ def _fitting(head: list[str], blocks: list[str], tail: list[str]) -> list[str]:
 
 def _strategy_lines(s: StrategyProfit, day: StrategyProfit | None) -> list[str]:
     q = s.quote
-    lines = [f"<b>{escape(s.title)}</b> {escape(s.symbol)} ({escape(s.status)}), budget {money(s.budget, q)}"]
+    # The title names the market too, as /status and /profit do ("#1 DCA BTC/USDT “savings”").
+    lines = [f"<b>{escape(s.title)}</b> ({escape(s.status)}), budget {money(s.budget, q)}"]
     if day is None or not day.fills:
         lines.append("  last day: no fills")
     else:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen
+from bot.engine.figures import budget_text, fee_text, holdings_text, pnl_text
+from bot.formatting import amount as fmt_amount
+from bot.formatting import money, percent
+from bot.formatting import price as fmt_price
+from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen, valuation_quote
 from handlers.common import esc
 
 
@@ -13,31 +17,17 @@ def clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def fmt_amount(value: Decimal | None, places: int = 8) -> str:
-    """A Decimal without float noise or trailing zeros (`0.00100000` → `0.001`)."""
-    if value is None:
-        return "?"
-    q = value.quantize(Decimal(1).scaleb(-places)) if value.as_tuple().exponent < -places else value
-    text = format(q.normalize(), "f")
-    return text
-
-
-def fmt_money(value: Decimal | None, currency: str = "") -> str:
-    if value is None:
-        return "?"
-    text = f"{value.quantize(Decimal('0.01')):,}"
-    return f"{text} {currency}".strip()
-
-
-def balances_lines(balances: tuple[AssetValue, ...] | None) -> list[str]:
+def balances_lines(balances: tuple[AssetValue, ...] | None, quote: str) -> list[str]:
+    """Each asset's amount, and its value in the venue's main stable quote when it is another asset."""
     if balances is None:
         return ["  balance unavailable right now"]
     if not balances:
         return ["  no funds"]
     lines = []
     for item in balances:
-        value = f" ≈ {fmt_money(item.value)}" if item.value is not None and item.value != item.amount else ""
-        lines.append(f"  {esc(item.asset)}: {fmt_amount(item.amount)}{value}")
+        value = f" ≈ {money(item.value, esc(quote))}" if item.value is not None and item.asset != quote else ""
+        shown = money(item.amount, esc(quote)) if item.asset == quote else fmt_amount(item.amount, esc(item.asset))
+        lines.append(f"  {shown}{value}")
     return lines
 
 
@@ -47,7 +37,8 @@ ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_u
 def account_lines(view: AccountView) -> list[str]:
     status = ACCOUNT_STATES.get(view.status, esc(view.status))
     head = f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"
-    lines = [head, *(balances_lines(view.balances) if view.status == "active" else [])]
+    quote = valuation_quote(view.venue)
+    lines = [head, *(balances_lines(view.balances, quote) if view.status == "active" else [])]
     if view.note:
         lines.append(f"  <i>{esc(view.note)}</i>")
     return lines
@@ -58,7 +49,7 @@ def connected_text(result: Connected) -> str:
     lines = [
         f"✅ Connected <b>{esc(view.venue_name)}</b> as <b>{esc(view.label)}</b>.",
         "Balances (top assets):",
-        *balances_lines(view.balances),
+        *balances_lines(view.balances, valuation_quote(view.venue)),
     ]
     if view.permissions:
         lines.append("Permissions seen: " + esc(", ".join(view.permissions)))
@@ -86,7 +77,7 @@ def replaced_text(result: Connected) -> str:
         f"✅ New key stored for <b>{esc(view.label)}</b> ({esc(view.venue_name)}): the old key is destroyed and "
         "the account is active.",
         "Balances (top assets):",
-        *balances_lines(view.balances),
+        *balances_lines(view.balances, valuation_quote(view.venue)),
     ]
     for warning in result.warnings:
         lines.append(f"⚠️ {esc(warning)}")
@@ -100,8 +91,9 @@ def left_open_lines(orders: tuple[LeftOpen, ...]) -> list[str]:
     """One line per order that may still be open on the exchange (the user cancels them there)."""
     lines = []
     for o in orders:
-        price = f" at {fmt_amount(o.price)}" if o.price is not None else ""
-        amount = f" {fmt_amount(o.amount)}" if o.amount is not None else ""
+        base, _, rest = o.symbol.partition("/")
+        price = f" at {fmt_price(o.price, esc(rest.split(':')[0]))}" if o.price is not None else ""
+        amount = f" {fmt_amount(o.amount, esc(base))}" if o.amount is not None else ""
         ref = f"order id {esc(o.exchange_order_id)}, " if o.exchange_order_id else ""
         lines.append(
             f"  • {esc(o.symbol)} {esc(o.side)} {esc(o.type)}{amount}{price} "
@@ -135,8 +127,8 @@ def preview_text(preview) -> str:
             f"Account: {esc(preview.account_label)} ({esc(preview.venue_name)})",
             f"Strategy: {esc(preview.title)}" + (f" “{esc(preview.name)}”" if getattr(preview, "name", None) else ""),
             f"Market: {esc(preview.symbol)}",
-            f"Budget: {fmt_amount(preview.budget)} {esc(preview.quote)} (hard ceiling; "
-            f"{fmt_amount(preview.available)} {esc(preview.quote)} available)",
+            f"Budget: {money(preview.budget, esc(preview.quote))} (hard ceiling; "
+            f"{money(preview.available, esc(preview.quote))} available)",
             f"Parameters: <code>{esc(params) or 'defaults'}</code>",
             "",
             "Nothing trades until you press Confirm.",
@@ -144,18 +136,11 @@ def preview_text(preview) -> str:
     )
 
 
-def _pnl(value: Decimal | None, quote: str) -> str:
-    if value is None:
-        return "?"
-    sign = "+" if value > 0 else ""
-    return f"{sign}{fmt_amount(value.quantize(Decimal('0.01')))} {esc(quote)}"
-
-
-def _position(amount: Decimal, asset: str) -> str:
+def _position(amount: Decimal, asset: str, step: Decimal | None = None) -> str:
     """A signed futures position in words: "short 0.003 BTC", "long 0.01 BTC", "flat"."""
     if amount == 0:
         return "flat"
-    return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount))} {esc(asset)}"
+    return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount), esc(asset), step)}"
 
 
 def status_lines(s) -> list[str]:
@@ -164,27 +149,17 @@ def status_lines(s) -> list[str]:
     lines = [head]
     if s.status == "paused" and s.pause_reason:
         lines.append(f"  reason: {esc(clip(s.pause_reason))}")
-    cents = Decimal("0.01")
-    lines.append(
-        f"  budget {fmt_amount(s.budget)} {esc(s.quote)}: used {fmt_amount(s.used.quantize(cents))}, "
-        f"reserved {fmt_amount(s.reserved.quantize(cents))}, left {fmt_amount(s.left.quantize(cents))}"
-    )
-    if s.futures:
-        entry = "" if s.entry_price is None else f" at entry {fmt_amount(s.entry_price.quantize(cents))}"
-        positions = [f"{_position(amount, asset)}{entry}" for asset, amount in s.holdings.items()]
-        lines.append(f"  position {', '.join(positions) or 'flat'}")
-    elif s.holdings:
-        held = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.holdings.items())
+    f = s.figures
+    lines.append(f"  {budget_text(f)}")
+    held = holdings_text(f)
+    if f.futures:
+        lines.append(f"  position {held or 'flat'}")
+    elif held:
         lines.append(f"  holds {esc(clip(held, 300))}")
     if s.dust:
-        dust = ", ".join(f"{fmt_amount(v)} {k}" for k, v in s.dust.items())
-        lines.append(f"  dust {esc(clip(dust, 300))} (too little to sell yet: added to a later sell)")
-    if s.average_buy_price is not None:
-        lines.append(f"  average buy price {fmt_amount(s.average_buy_price.quantize(Decimal('0.01')))}")
-    lines.append(
-        f"  P&amp;L net of fees: realised {_pnl(s.realised_pnl, s.quote)}, unrealised {_pnl(s.unrealised_pnl, s.quote)}"
-        f" (fees {fmt_amount(s.fees.quantize(Decimal('0.0001')))})"
-    )
+        dust = ", ".join(fmt_amount(v, esc(k)) for k, v in s.dust.items())  # below the step: all its digits
+        lines.append(f"  dust {clip(dust, 300)} (too little to sell yet: added to a later sell)")
+    lines.append(f"  {pnl_text(f)}")
     lines.append(f"  open orders: {s.open_orders}")
     if s.note:
         lines.append(f"  {esc(clip(s.note))}")
@@ -204,10 +179,6 @@ def status_detail_text(s) -> str:
     if s.params:
         params = " ".join(f"{k}={v}" for k, v in s.params.items())
         lines.insert(1, f"  parameters: <code>{esc(clip(params, 300))}</code>")
-    if not s.futures:
-        cents = Decimal("0.01")
-        lines.append(f"  invested {fmt_amount(s.invested.quantize(cents))} {esc(s.quote)}, returned "
-                     f"{fmt_amount(s.returned.quantize(cents))} {esc(s.quote)} (fees included)")
     lines.append(f"Fills are checked every {s.fill_poll_seconds:g} s. /status lists all your strategies.")
     return "\n".join(lines)
 
@@ -229,30 +200,30 @@ def status_text(page) -> str:
 
 
 def stop_text(summary) -> str:
-    q = esc(summary.quote)
+    f = summary.figures
     lines = [f"⏹ <b>{esc(summary.title)}</b> stopped; its budget is released."]
     if summary.canceled:
         lines.append(f"Cancelled {summary.canceled} open order(s).")
     for asset, amount in summary.sold.items():
+        step = f.precision_of(asset).amount_step
         if summary.futures:
-            lines.append(f"Closed the {_position(amount, asset)} position at market.")
+            lines.append(f"Closed the {_position(amount, asset, step)} position at market.")
         else:
             verb = "Sold" if amount > 0 else "Bought back"
-            lines.append(f"{verb} {fmt_amount(abs(amount))} {esc(asset)} at market.")
+            lines.append(f"{verb} {fmt_amount(abs(amount), esc(asset), step, held=True)} at market.")
     for asset, amount in summary.kept.items():  # also what a sale left (below the exchange's step)
+        step = f.precision_of(asset).amount_step
         if summary.futures:
-            lines.append(f"Kept the {_position(amount, asset)} position open.")
+            lines.append(f"Kept the {_position(amount, asset, step)} position open.")
         else:
-            lines.append(f"Kept {fmt_amount(amount)} {esc(asset)}.")
-    fees = fmt_amount(summary.fees.quantize(Decimal("0.0001")))
+            lines.append(f"Kept {fmt_amount(amount, esc(asset), step, held=True)}.")
+    q = esc(f.quote)
+    fees = money(f.fees, q)
     if summary.futures:  # buy cost and sale proceeds mean nothing for a short: the venue's P&L says it all
-        lines.append(f"Fees {fees} {q}.")
+        lines.append(f"Fees {fees}.")
     else:
-        lines.append(
-            f"Invested {fmt_amount(summary.invested.quantize(Decimal('0.01')))} {q}, "
-            f"returned {fmt_amount(summary.returned.quantize(Decimal('0.01')))} {q}, fees {fees} {q}."
-        )
-    lines.append(f"Realised P&amp;L net of fees: {_pnl(summary.realised_pnl, summary.quote)}.")
+        lines.append(f"Invested {money(f.invested, q)}, returned {money(f.returned, q)}, fees {fees}.")
+    lines.append(f"Realised P&amp;L net of fees: {money(f.realised, q, signed=True)}.")
     lines += _settling_lines(summary)
     return "\n".join(lines)
 
@@ -302,18 +273,6 @@ def _settling_lines(result) -> list[str]:
 # --- /balance, /trades, /profit --------------------------------------------------------------------------
 
 
-def _signed(value: Decimal | None, quote: str) -> str:
-    """A P&L figure: sign, 2 decimals, thousands separators, the currency named ("+1,234.50 USDT")."""
-    if value is None:
-        return "?"
-    text = fmt_money(value, quote)
-    return f"+{text}" if value.quantize(Decimal("0.01")) > 0 else text
-
-
-def _percent(value: Decimal | None) -> str:
-    return "?" if value is None else f"{value.quantize(Decimal('0.01')):+}%"
-
-
 def balance_text(report) -> str:
     """/balance: each account's assets valued in its quote, what the strategies hold of them, totals."""
     if not report.accounts:
@@ -325,37 +284,38 @@ def balance_text(report) -> str:
         if not account.available:
             lines.append(f"  <i>{esc(account.note or 'balance unavailable right now')}</i>")
         for a in account.assets:
-            value = " (no price)" if a.value is None else f" ≈ {fmt_money(a.value, q)}"
+            value = " (no price)" if a.value is None else f" ≈ {money(a.value, q)}"
             if a.value == a.amount:  # the quote itself, or a stable coin
                 value = ""
-            line = f"  {esc(a.asset)}: {fmt_amount(a.amount)}{value}"
+            shown = money(a.amount, q) if a.asset == account.quote else fmt_amount(a.amount, esc(a.asset))
+            line = f"  {shown}{value}"
             if a.held_by_strategies:
-                who = ", ".join(f"{esc(h.title)} {fmt_amount(h.amount)}" for h in a.held_by_strategies)
-                line += f" — strategies hold {fmt_amount(a.strategies_amount)} ({who})"
+                who = ", ".join(f"{esc(h.title)} {fmt_amount(h.amount, esc(a.asset))}" for h in a.held_by_strategies)
+                line += f" — strategies hold {fmt_amount(a.strategies_amount, esc(a.asset))} ({who})"
             lines.append(line)
         if account.others:
-            lines.append(f"  … and {account.others} more asset(s) ≈ {fmt_money(account.others_value, q)}")
+            lines.append(f"  … and {account.others} more asset(s) ≈ {money(account.others_value, q)}")
         for p in account.positions:
-            entry = "" if p.entry is None else f", entry {fmt_amount(p.entry)}"
-            mark = "" if p.mark is None else f", mark {fmt_amount(p.mark)}"
-            notional = "" if p.notional is None else f", notional {fmt_money(p.notional, q)}"
-            margin = "" if p.margin is None else f", margin {fmt_money(p.margin, q)}"
+            entry = "" if p.entry is None else f", entry {fmt_price(p.entry, q)}"
+            mark = "" if p.mark is None else f", mark {fmt_price(p.mark, q)}"
+            notional = "" if p.notional is None else f", notional {money(p.notional, q)}"
+            margin = "" if p.margin is None else f", margin {money(p.margin, q)}"
             lines.append(
                 f"  {esc(p.title)}: {_position(p.amount, p.asset)} at 1x{entry}{mark}{notional}{margin}, "
-                f"unrealised {_signed(p.unrealised, account.quote)}"
+                f"unrealised {money(p.unrealised, esc(account.quote), signed=True)}"
             )
         if account.positions:
             lines.append(f"  ({q} is the margin balance: the wallet plus the positions' unrealised P&amp;L)")
         if account.total is not None:
             unvalued = f" ({account.unvalued} asset(s) without a price not counted)" if account.unvalued else ""
             lines.append(
-                f"  Total ≈ {fmt_money(account.total, q)}{unvalued}; strategies hold ≈ "
-                f"{fmt_money(account.strategies_total, q)}"
+                f"  Total ≈ {money(account.total, q)}{unvalued}; strategies hold ≈ "
+                f"{money(account.strategies_total, q)}"
             )
     if report.totals:
         lines.append("")
         lines.append("<b>Total</b> " + "; ".join(
-            f"≈ {fmt_money(v, esc(k))} (strategies hold ≈ {fmt_money(report.strategy_totals.get(k), esc(k))})"
+            f"≈ {money(v, esc(k))} (strategies hold ≈ {money(report.strategy_totals.get(k), esc(k))})"
             for k, v in report.totals.items()
         ))
     return "\n".join(lines)
@@ -374,13 +334,16 @@ def trades_text(page) -> str:
     lines = [_paged(f"<b>Trades</b> — {whose}, newest first", page, "fills")]
     for t in page.trades:
         asset = t.symbol.split("/")[0]
-        fee = f"fee {fmt_amount(t.fee)} {esc(t.fee_currency or t.quote)}"
+        fee = f"fee {fee_text(t.fee, t.fee_currency or t.quote, t.quote)}"
+        market = t.symbol.split(":")[0]
+        where = "" if market in t.title else f" {esc(market)}"  # a rebalance's title names its weights
         line = (
-            f"{t.at.strftime('%Y-%m-%d %H:%M')} UTC <b>{esc(t.title)}</b> {esc(t.symbol)}: {esc(t.action)} "
-            f"{fmt_amount(t.amount)} {esc(asset)} at {fmt_amount(t.price)} {esc(t.quote)}, {fee}"
+            f"{t.at.strftime('%Y-%m-%d %H:%M')} UTC <b>{esc(t.title)}</b>{where}: {esc(t.action)} "
+            f"{fmt_amount(t.amount, esc(asset), t.precision.amount_step)} at "
+            f"{fmt_price(t.price, esc(t.quote), t.precision.price_tick)}, {fee}"
         )
         if t.realised is not None:
-            line += f", realised {_signed(t.realised, t.quote)}"
+            line += f", realised {money(t.realised, esc(t.quote), signed=True)}"
         lines.append(line)
     return "\n".join(lines)
 
@@ -397,22 +360,24 @@ def profit_text(report) -> str:
         return f"<b>Profit</b> {when}: no fills and nothing held."
     lines = [_paged(f"<b>Profit</b> {when}", report, "strategies")]
     for s in report.strategies:
-        lines += ["", f"<b>{esc(s.title)}</b> {esc(s.symbol)} — {esc(s.status)}, budget {fmt_money(s.budget, s.quote)}"]
+        lines += ["", f"<b>{esc(s.title)}</b> — {esc(s.status)}, budget {money(s.budget, esc(s.quote))}"]
         for asset, amount, entry in s.positions:
-            at = "" if entry is None else f" at entry {fmt_amount(entry)}"
+            at = "" if entry is None else f" at entry {fmt_price(entry, esc(s.quote))}"
             lines.append(f"  position {_position(amount, asset)}{at} (1x)")
         lines.append(
-            f"  realised {_signed(s.realised, s.quote)} ({s.fills} fill(s), fees {fmt_money(s.fees, s.quote)}), "
-            f"unrealised {_signed(s.unrealised, s.quote)}"
+            f"  realised {money(s.realised, esc(s.quote), signed=True)} ({s.fills} fill(s), "
+            f"fees {money(s.fees, esc(s.quote))}), "
+            f"unrealised {money(s.unrealised, esc(s.quote), signed=True)}"
         )
-        lines.append(f"  net {_signed(s.net, s.quote)}, ROI {_percent(s.roi)} of the budget")
+        lines.append(f"  net {money(s.net, esc(s.quote), signed=True)}, ROI {percent(s.roi)} of the budget")
     lines.append("")
     for t in report.totals:
         lines.append(
-            f"<b>Total {esc(t.quote)}</b>: realised {_signed(t.realised, t.quote)} "
-            f"(fees {fmt_money(t.fees, t.quote)}), "
-            f"unrealised {_signed(t.unrealised, t.quote)}, net {_signed(t.net, t.quote)}, ROI {_percent(t.roi)} of "
-            f"{fmt_money(t.budget, t.quote)}"
+            f"<b>Total {esc(t.quote)}</b>: realised {money(t.realised, esc(t.quote), signed=True)} "
+            f"(fees {money(t.fees, esc(t.quote))}), "
+            f"unrealised {money(t.unrealised, esc(t.quote), signed=True)}, "
+            f"net {money(t.net, esc(t.quote), signed=True)}, ROI {percent(t.roi)} of "
+            f"{money(t.budget, esc(t.quote))}"
         )
     lines.append("Realised P&amp;L is net of fees; unrealised is what is held now at the last price.")
     return "\n".join(lines)

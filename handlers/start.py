@@ -8,7 +8,8 @@ from telegram import BotCommand, Update
 from telegram.error import TelegramError
 from telegram.ext import CommandHandler
 
-from handlers.common import Context, reply, runtime
+from bot.engine.figures import GLOSSARY
+from handlers.common import Context, esc, reply, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def help_text() -> str:
         "<code>BTC_USDT</code>; add <code>name=savings</code> to name a strategy (shown in /status and alerts).",
         "<code>/connect replace &lt;label&gt;</code> — give an account a new API key of the same exchange account "
         "(a rejected or expiring key); its strategies are kept.",
+        "",
+        "<b>The figures</b> (alerts, /status, /stop, /profit)",
+        *(f"<i>{esc(word)}</i> — {esc(meaning)}" for word, meaning in GLOSSARY),
     ]
     return "\n".join(lines)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
+from bot.formatting import money
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
 from bot.strategies.params import ParamError, format_value, split_assignments
@@ -247,7 +248,7 @@ async def _confirm(update: Update, context: Context, services, token: str) -> No
     await answer_and_edit(
         update,
         f"✅ {esc(preview.title)} #{allocated.strategy_id} on {esc(preview.symbol)} is running with a "
-        f"budget of {esc(preview.budget)} {esc(preview.quote)}. I will message you on every fill. "
+        f"budget of {money(preview.budget, esc(preview.quote))}. I will message you on every fill. "
         "/status to follow it.",
     )
 

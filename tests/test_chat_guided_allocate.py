@@ -143,7 +143,7 @@ async def test_back_goes_back_one_step_keeping_the_earlier_answers(strata, fake_
     assert not [b for b in buttons(params) if b.startswith("Keep")]  # parameters of another market are not kept
     await strata.press(USER, params, "Use defaults")
     summary = await strata.next_reply(USER, contains="Allocation summary")
-    assert "ETH/USDT" in summary.text and "200 USDT" in summary.text
+    assert "ETH/USDT" in summary.text and "200.00 USDT" in summary.text
 
 
 async def test_cancel_at_every_step_ends_the_flow_with_nothing_stored(strata, fake_exchanges):

@@ -36,7 +36,7 @@ async def test_one_line_dca_buys_at_once_and_the_fill_alert_arrives_exactly_once
     running = await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
     assert "DCA" in running.text
     alert = await strata.next_reply(USER, contains="Bought", timeout=15)
-    assert "Bought 0.0002 BTC at 50123" in alert.text and "left of 100" in alert.text
+    assert "Bought 0.00020 BTC at 50,123.00 USDT" in alert.text and "Budget 100.00 USDT: invested" in alert.text
     orders = fake_exchanges.books["binance"].all_orders(api_key)
     assert len(orders) == 1 and orders[0].side == "buy"
     await strata.send(USER, "/status")
@@ -160,8 +160,8 @@ async def test_stop_and_sell_leaves_no_order_sells_the_holdings_and_sums_up_what
     )
     invested = sum(t.cost for t in buys) + sum(t.fee for t in buys if t.fee_currency == "USDT")
     returned = sum(t.cost for t in sells) - sum(t.fee for t in sells if t.fee_currency == "USDT")
-    assert f"Invested {invested.quantize(Decimal('0.01')).normalize():f}" in summary.plain_text
-    assert f"returned {returned.quantize(Decimal('0.01')).normalize():f}" in summary.plain_text
+    assert f"Invested {invested.quantize(Decimal('0.01')):,} USDT" in summary.plain_text
+    assert f"returned {returned.quantize(Decimal('0.01')):,} USDT" in summary.plain_text
     assert (await strata.runtime.store.strategies.get(strategy.id)).status == "stopped"
 
 

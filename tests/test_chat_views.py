@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import bot.services.reports as reports
+from bot.formatting import money as money_text
 from tests.chat_helpers import OTHER, USER, connect_account, connect_with_key
 from tests.test_chat_futures_pnl import SYMBOL as FUTURES
 from tests.test_chat_futures_pnl import figure, script_candles, wait_for_fill_alerts
@@ -126,10 +127,10 @@ async def test_spot_balance_trades_and_profit_equal_the_venues_trades(strata, fa
     assert len(lines) == 3
     sale, kraken_buy, buy = lines  # the sale came last, after the Kraken buy
     assert f"#{second.id} DCA" in kraken_buy and f"bought {k_trades[0].amount.normalize():f} BTC" in kraken_buy
-    assert f"fee {k_trades[0].fee.normalize():f} USD" in kraken_buy, trades
+    assert f"fee {money_text(k_trades[0].fee, 'USD')}" in kraken_buy, trades
     assert f"#{first.id} DCA" in sale and f"#{first.id} DCA" in buy
-    assert f"sold {b_trades[1].amount.normalize():f} BTC at 55000 USDT" in sale, trades
-    assert f"fee {b_trades[1].fee.normalize():f} USDT" in sale, trades
+    assert f"sold {b_trades[1].amount.normalize():f} BTC at 55,000.00 USDT" in sale, trades
+    assert f"fee {money_text(b_trades[1].fee, 'USDT')}" in sale, trades
     assert money(sale, r"realised ([+-]?[\d,.]+) USDT") == cents(b_realised), trades
     assert f"fee {b_trades[0].fee.normalize():f} BTC" in buy and "realised" not in buy, trades
 
@@ -142,12 +143,12 @@ async def test_spot_balance_trades_and_profit_equal_the_venues_trades(strata, fa
     ):
         wallet = book.keys[key].balances
         section = block(balance, f"{label} —")
-        assert money(section, r"BTC: ([\d.]+)") == wallet["BTC"], balance
+        assert money(section, r"([\d.,]+) BTC ≈") == wallet["BTC"], balance
         expected = cents(wallet[quote]) + cents(wallet["BTC"] * price)
         assert money(section, rf"Total ≈ ([\d,.]+) {quote}") == expected, balance
     k_section = block(balance, "kraken —")
     held = k_trades[0].amount
-    assert f"strategies hold {held.normalize():f} (#{second.id} DCA" in k_section, balance
+    assert f"strategies hold {held.normalize():f} BTC (#{second.id} DCA BTC/USD" in k_section, balance
     assert money(k_section, r"strategies hold ≈ ([\d,.]+) USD") == cents(
         cents(kraken.keys[kraken_key].balances["BTC"] * 66000) * held / kraken.keys[kraken_key].balances["BTC"]
     ), balance
@@ -218,7 +219,7 @@ async def test_futures_profit_trades_and_balance_show_the_position_as_the_venue_
     await strata.send(USER, "/profit week")
     text = (await strata.next_reply(USER, contains="</b> this week")).plain_text
     section = block(text, f"#{strategy.id} Trend")
-    assert f"position short {abs(position().amount).normalize():f} BTC at entry 45000 (1x)" in section, text
+    assert f"position short {abs(position().amount).normalize():f} BTC at entry 45,000.00 USDT (1x)" in section, text
     assert money(section, r" realised ([+-]?[\d,.]+) USDT") == cents(realised), text
     assert money(section, r"unrealised ([+-]?[\d,.]+) USDT") == cents(unrealised), text
     assert money(section, r"fees ([\d,.]+) USDT") == cents(sum(t.fee for t in trades)), text
@@ -237,8 +238,9 @@ async def test_futures_profit_trades_and_balance_show_the_position_as_the_venue_
     balance = (await strata.next_reply(USER, contains="Balance")).plain_text
     section = block(balance, "binanceusdm —")
     margin_balance = book.keys[api_key].total("USDT") + unrealised  # what Binance reports as the USDT total
-    assert money(section, r"USDT: ([\d.]+)") == margin_balance, balance
-    assert f"#{strategy.id} Trend: short {abs(position().amount).normalize():f} BTC at 1x, entry 45000" in section
+    assert money(section, r"(?m)^  ([\d,.]+) USDT$") == cents(margin_balance), balance
+    size = abs(position().amount).normalize()
+    assert re.search(rf"#{strategy.id} Trend BTC/USDT\S*: short {size:f} BTC at 1x, entry 45,000\.00 USDT", section)
     assert money(section, r"notional ([\d,.]+) USDT") == cents(abs(position().amount) * 40000), balance
     assert money(section, r"unrealised ([+-]?[\d,.]+) USDT") == cents(unrealised), balance
     margin = abs(position().amount) * 45000

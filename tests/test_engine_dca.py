@@ -43,7 +43,9 @@ async def test_dca_first_buy_is_placed_at_once_recorded_once_and_alerted_once(fa
         assert len(fills) == 1
         assert strategy.spent - strategy.received <= Decimal(20) * Decimal("1.001") + Decimal("0.01")
         alert = (await world.alerts("fill"))[0]
-        assert "Bought" in alert["text"] and "BTC" in alert["text"] and "left of 100" in alert["text"]
+        assert "Bought" in alert["text"] and "BTC" in alert["text"] and "Budget 100.00 USDT: invested" in alert["text"]
+        left = strategy.budget - (strategy.spent - strategy.received)  # nothing rests: the buy filled at market
+        assert f"reserved 0.00 USDT, left {left.quantize(Decimal('0.01'))} USDT" in alert["text"]
     finally:
         await world.close()
 

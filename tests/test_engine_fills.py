@@ -87,7 +87,7 @@ async def test_a_fee_listed_only_after_the_order_closed_is_recorded_on_the_next_
         assert trade.fee == Decimal("0.1") and strategy.spent == _paid([trade]) == Decimal("100.1")
         assert strategy.fees == Decimal("0.1")
         [alert] = await world.alerts("fill")
-        assert "0.1 USDT" in alert["text"]
+        assert "fee 0.10 USDT" in alert["text"]
 
         async def sell_armed() -> bool:  # the grid saw the buy close once, with its fee
             return any(o.side == "sell" for o in book.open_orders("lag-key"))

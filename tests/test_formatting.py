@@ -45,6 +45,19 @@ def test_amounts_go_to_the_markets_step(value, step, expected):
 
 
 @pytest.mark.parametrize(
+    ("value", "step", "expected"),
+    [
+        (D("0.0015"), D("0.00001"), "0.00150 BTC"),  # on the step: to the step
+        (D("0.0000094"), D("0.00001"), "0.0000094 BTC"),  # dust below the step is not shown as zero
+        (D("0.00039960"), D("0.00001"), "0.0003996 BTC"),  # a buy less its fee in BTC
+        (D("0.123456789"), D("0.001"), "0.12345678 BTC"),
+    ],
+)
+def test_a_holding_off_the_step_keeps_its_digits(value, step, expected):
+    assert amount(value, "BTC", step, held=True) == expected
+
+
+@pytest.mark.parametrize(
     ("value", "tick", "expected"),
     [
         (D("67123.456"), D("0.01"), "67,123.46 USDT"),

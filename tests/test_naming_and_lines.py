@@ -51,8 +51,8 @@ def test_one_round_trip_is_singular():
     grid = Grid()
     params = grid.parse_params({"low": "100", "high": "200", "levels": "5"})
     state = grid.initial_state(params, datetime(2026, 12, 4, tzinfo=UTC))
-    assert "1 round trip," in Grid._summary(replace(state, round_trips=1))
-    assert "2 round trips," in Grid._summary(replace(state, round_trips=2))
+    assert "1 round trip done" in Grid._summary(replace(state, round_trips=1))
+    assert "2 round trips done" in Grid._summary(replace(state, round_trips=2))
     assert "0 buys and 0 sells armed" in Grid._summary(state)
 
 

@@ -99,7 +99,7 @@ async def test_status_shows_budget_use_holdings_and_pnl(world):
     assert status.used == Decimal("20.02")  # 20 + 0.1 % fee, paid in USDT on the fake
     assert status.left == Decimal("79.98")
     assert status.holdings == {"BTC": Decimal("0.0004")}
-    assert status.average_buy_price == Decimal(50000)
+    assert status.average_entry == Decimal("20.02") / Decimal("0.0004")  # what is held cost, fee included
     assert status.unrealised_pnl == Decimal("0.0004") * 55000 - Decimal("20.02")
     assert status.next_run is not None and status.fill_poll_seconds > 0
     assert await world.service.status(BOB) == []

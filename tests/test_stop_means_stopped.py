@@ -222,7 +222,7 @@ async def test_panic_says_when_an_order_cannot_be_confirmed_yet_then_cancels_it_
         assert book.open_orders("late") == []
         assert sorted(o.status for o in book.all_orders("late")) == ["canceled", "canceled"]
         [alert] = await world.alerts("info")
-        assert "cancelled" in alert["text"] and "40000" in alert["text"]
+        assert "cancelled" in alert["text"] and "40,000.00 USDT" in alert["text"]
         for _ in range(3):
             await world.engine.poll_once()
         await asyncio.sleep(0.5)

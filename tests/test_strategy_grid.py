@@ -139,7 +139,7 @@ def test_a_filled_buy_arms_a_sell_one_level_up_whose_fill_rearms_the_buy_with_pr
 
     update = GRID.on_fill(armed.state, Fill(sell.tag, SYMBOL, "sell", sell.amount, sell.price), PARAMS)
     assert update.profit == buy.amount * (LEVELS[4] - LEVELS[3])
-    assert "profit" in update.note
+    assert update.note == "round trip 1 done at level 3"  # its P&L is the one /status computes from the fills
     spent -= sell.amount * sell.price
     rearmed = GRID.decide(snapshot(candle, Decimal(105650)), update.state,
                           Budget(Decimal(700), spent, reserved), PARAMS)
@@ -190,7 +190,7 @@ def test_outside_the_range_it_waits_and_says_so(price):
     decision = GRID.decide(snapshot(candle, price), GRID.initial_state(PARAMS, candle.ts), Budget(Decimal(700)),
                            PARAMS)
     assert decision.orders == ()
-    assert "outside the grid range 104800–106400" in decision.status
+    assert "outside the grid range 104,800.00 USDT–106,400.00 USDT" in decision.status
     assert not decision.state.started
 
 
@@ -300,7 +300,7 @@ def test_a_budget_per_level_that_the_step_rounds_below_the_minimum_stops_instead
     decision = GRID.decide(snapshot(candle, market=BINANCE_MARKET), GRID.initial_state(params, candle.ts),
                            Budget(Decimal(10)), params)
     assert decision.orders == () and decision.finished
-    assert "below the market minimum of 10.49999" in decision.status
+    assert "10.00 USDT per level is below the market minimum of 10.50 USDT" in decision.status
 
 
 def test_a_ladder_cancelled_unfilled_by_a_pause_is_placed_again_whole_on_resume():

@@ -93,7 +93,7 @@ def test_the_last_day_starts_at_the_previous_summary_or_24_hours_ago():
 
 
 def profit(**changes) -> StrategyProfit:
-    fields = dict(id=3, title="#3 DCA", symbol="BTC/USDT", quote="USDT", status="active", budget=D(1000),
+    fields = dict(id=3, title="#3 DCA BTC/USDT", symbol="BTC/USDT", quote="USDT", status="active", budget=D(1000),
                   futures=False, fills=0, realised=D(0), fees=D(0), unrealised=D(0), positions=())
     fields.update(changes)
     return StrategyProfit(**fields)
@@ -120,8 +120,8 @@ def test_the_text_names_the_local_day_and_zone_the_last_day_and_the_totals_per_q
     day = [profit(fills=2, bought=D("20"), sold=D("1234.5"), fees=D("0.04"), realised=D("3.111"))]
     total = [
         profit(fills=5, realised=D("5.5"), fees=D("0.1"), unrealised=D("-1.25")),
-        profit(id=4, title="#4 Grid", symbol="BTC/USD", quote="USD", budget=D(500), realised=D(-2), fees=D(1)),
-        profit(id=5, title="#5 Trend", symbol="ETH/USDT:USDT", futures=True, unrealised=D("1.5"),
+        profit(id=4, title="#4 Grid BTC/USD", symbol="BTC/USD", quote="USD", budget=D(500), realised=D(-2), fees=D(1)),
+        profit(id=5, title="#5 Trend ETH/USDT:USDT", symbol="ETH/USDT:USDT", futures=True, unrealised=D("1.5"),
                positions=(("ETH", D("-0.05"), D("3000.5")),)),
     ]
     lines = summary_text(report(day, total)).splitlines()
@@ -132,7 +132,7 @@ def test_the_text_names_the_local_day_and_zone_the_last_day_and_the_totals_per_q
             in text)
     assert ("  since the start: realised +5.50 USDT, unrealised -1.25 USDT, fees 0.10 USDT, net +4.25 USDT, "
             "ROI +0.43%") in text
-    assert "<b>#4 Grid</b> BTC/USD (active), budget 500.00 USD\n  last day: no fills" in text
+    assert "<b>#4 Grid BTC/USD</b> (active), budget 500.00 USD\n  last day: no fills" in text
     assert "  position short 0.05 ETH at entry 3,000.50 USDT (1x)" in text
     assert lines[-2].startswith("<b>Total USDT</b> — last day: 2 fills, realised +3.11 USDT, fees 0.04 USDT; "
                                 "since the start: realised +5.50 USDT, unrealised +0.25 USDT")
@@ -142,7 +142,7 @@ def test_the_text_names_the_local_day_and_zone_the_last_day_and_the_totals_per_q
 
 
 def test_stopped_strategies_without_fills_are_only_in_the_totals_and_names_are_escaped():
-    total = [profit(title="#3 DCA “<core>”"), profit(id=6, status="stopped", realised=D(2))]
+    total = [profit(title="#3 DCA BTC/USDT “<core>”"), profit(id=6, status="stopped", realised=D(2))]
     text = summary_text(report([], total))
     assert "“&lt;core&gt;”" in text and "#6" not in text
     assert "1 stopped strategy without fills in the last day: in the totals only." in text
@@ -150,8 +150,8 @@ def test_stopped_strategies_without_fills_are_only_in_the_totals_and_names_are_e
 
 
 def test_sixty_strategies_fit_one_message_with_the_totals_kept():
-    total = [profit(id=i, title=f"#{i} Rebalance BTC 50 / ETH 50", fills=9, realised=D("-123456.78"))
-             for i in range(1, 61)]
+    total = [profit(id=i, title=f"#{i} Rebalance BTC 50 / ETH 50 “long-term savings”", fills=9,
+                    realised=D("-123456.78")) for i in range(1, 61)]
     text = summary_text(report(total, total))
     assert len(text.encode("utf-16-le")) // 2 <= TELEGRAM_TEXT_LIMIT
     assert re.search(r"\n… \d+ more strategies in /profit\n", text)

@@ -9,21 +9,15 @@ from __future__ import annotations
 from decimal import Decimal
 from html import escape
 
+from bot.engine.figures import UNKNOWN_PRECISION, Figures, Precision, budget_text, fee_text, holding_text
 from bot.engine.pnl import AssetPnl, FillEffect
 from bot.exchanges.errors import AUTH_REJECTED
+from bot.formatting import amount as fmt_amount
+from bot.formatting import money
+from bot.formatting import price as fmt_price
 from bot.strategies.naming import strategy_label
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
-
-
-def fmt(value: Decimal, places: int | None = None) -> str:
-    """A decimal without exponent or trailing zeros; `places` quantizes first (e.g. 2 for quote amounts)."""
-    if places is not None:
-        value = value.quantize(Decimal(1).scaleb(-places))
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
 
 
 def strategy_name(strategy: Strategy) -> str:
@@ -48,46 +42,47 @@ def fill_text(
     cost: Decimal,
     fee: Decimal,
     fee_currency: str | None,
-    used: Decimal,
+    figures: Figures,
     partial: bool,
-    profit: Decimal | None = None,
+    realised: Decimal | None = None,
     futures: FillEffect | None = None,
 ) -> str:
-    """A fill's alert; a futures fill also says the position it left and the P&L realised, as the venue books."""
+    """A fill's alert: what filled, then the strategy's figures after it (`bot.engine.figures`, as /status shows
+    them). A spot sale says the P&L it realised; a futures fill the position it left, as the venue books it."""
+    precision = figures.precision_of(base)
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b>: {'partial fill' if partial else 'filled'}",
-        f"{verb} {fmt(amount)} {escape(base)} at {fmt(price)} {escape(quote)} "
-        f"(value {fmt(cost, 2)} {escape(quote)}, fee {fmt(fee)} {escape(fee_currency or quote)})",
+        f"{verb} {fmt_amount(amount, escape(base), precision.amount_step)} at "
+        f"{fmt_price(price, escape(quote), precision.price_tick)} (value {money(cost, escape(quote))}, "
+        f"fee {fee_text(fee, fee_currency or quote, quote)})",
     ]
     if futures is not None:
         lines += [
-            f"Position: {position_text(futures.asset, quote)}",
-            f"Realised P&amp;L net of fees: {signed(futures.realised)} {escape(quote)} on this fill, "
-            f"{signed(futures.total_realised)} {escape(quote)} in total",
+            f"Position: {position_text(futures.asset, quote, precision)}",
+            f"Realised P&amp;L net of fees: {money(futures.realised, escape(quote), signed=True)} on this fill, "
+            f"{money(futures.total_realised, escape(quote), signed=True)} in total",
         ]
-    lines.append(
-        f"Budget: {fmt(used, 2)} used, {fmt(strategy.budget - used, 2)} left of {fmt(strategy.budget)} "
-        f"{escape(strategy.quote)}"
-    )
-    if profit is not None:
-        lines.append(f"Round trip profit: {'+' if profit >= 0 else ''}{fmt(profit, 2)} {escape(quote)}")
+    budget = budget_text(figures)
+    lines.append(budget[0].upper() + budget[1:])
+    if futures is None:
+        held = figures.held.get(base)
+        if held is not None:
+            lines.append(f"Holds {holding_text(figures, held)}")
+        on_fill = "" if realised is None else f"{money(realised, escape(quote), signed=True)} on this fill, "
+        lines.append(
+            f"Realised P&amp;L net of fees: {on_fill}{money(figures.realised, escape(quote), signed=True)} in total"
+        )
     return "\n".join(lines)
 
 
-def signed(value: Decimal) -> str:
-    """A money figure with its sign, to the cent: +12.5, -3.07, 0."""
-    text = fmt(value, 2)
-    return text if text.startswith("-") or text == "0" else f"+{text}"
-
-
-def position_text(position: AssetPnl, quote: str) -> str:
-    """A futures position in words: "short 0.003 BTC at entry 45000 USDT", or "flat"."""
+def position_text(position: AssetPnl, quote: str, precision: Precision = UNKNOWN_PRECISION) -> str:
+    """A futures position in words: "short 0.003 BTC at entry 45,000.00 USDT", or "flat"."""
     if position.held == 0 or position.entry_price is None:
         return "flat"
     return (
-        f"{position.side} {fmt(abs(position.held))} {escape(position.asset)} at entry "
-        f"{fmt(position.entry_price, 8)} {escape(quote)}"
+        f"{position.side} {fmt_amount(abs(position.held), escape(position.asset), precision.amount_step)} at entry "
+        f"{fmt_price(position.entry_price, escape(quote), precision.price_tick)}"
     )
 
 
@@ -134,12 +129,13 @@ def key_works_again_text(label: str, venue_name: str, paused: list[Strategy]) ->
 
 
 def finished_text(strategy: Strategy, note: str | None) -> str:
-    used = strategy.spent - strategy.received
     note = finished_reason(note)
+    q = escape(strategy.quote)
     return (
         f"<b>{escape(strategy_name(strategy))}</b> has finished"
         + (f": {escape(note)}" if note else ".")
-        + f"\nBudget used: {fmt(used, 2)} of {fmt(strategy.budget)} {escape(strategy.quote)}."
+        + f"\nBudget {money(strategy.budget, q)}: invested {money(strategy.spent, q)}, returned "
+        f"{money(strategy.received, q)}. /status {strategy.id} shows its P&amp;L."
     )
 
 
@@ -148,11 +144,11 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
     base, _, rest = order.symbol.partition("/")
     quote = rest.split(":")[0] or strategy.quote
     if order.amount is not None:
-        what = f"{order.side} of {fmt(order.amount)} {escape(base)}"
+        what = f"{order.side} of {fmt_amount(order.amount, escape(base))}"
     else:
-        what = f"{order.side} for {fmt(order.cost or Decimal(0))} {escape(quote)}"
+        what = f"{order.side} for {money(order.cost or Decimal(0), escape(quote))}"
     if order.price is not None:
-        what += f" at {fmt(order.price)} {escape(quote)}"
+        what += f" at {fmt_price(order.price, escape(quote))}"
     lines = [
         f"<b>{escape(strategy_name(strategy))}</b> ({escape(reason)}): the {order.type} {what} that I could not "
         "confirm then is now settled."
@@ -161,11 +157,11 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
     closing = order.tag.startswith("stop:")  # /stop's own sale, not an order it cancels
     if order.status == CLOSED:
         lines.append(f"{'It filled' if closing else 'It had filled before it could be cancelled'}: {verb} "
-                     f"{fmt(order.filled)} {escape(base)} for {fmt(order.filled_cost, 2)} {escape(quote)}.")
+                     f"{fmt_amount(order.filled, escape(base))} for {money(order.filled_cost, escape(quote))}.")
     elif order.exchange_order_id is not None:
         lines.append("It is cancelled on the exchange" + (
-            f"; {fmt(order.filled)} {escape(base)} had filled before ({verb} for {fmt(order.filled_cost, 2)} "
-            f"{escape(quote)})." if order.filled > 0 else "; nothing of it filled."
+            f"; {fmt_amount(order.filled, escape(base))} had filled before ({verb} for "
+            f"{money(order.filled_cost, escape(quote))})." if order.filled > 0 else "; nothing of it filled."
         ))
     else:
         lines.append("It never reached the exchange: nothing was placed.")

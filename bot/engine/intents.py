@@ -32,6 +32,7 @@ from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
 from bot.engine.crash_hook import crash_point
+from bot.engine.figures import Precision, figures_of
 from bot.engine.fills import (
     TRADE_KEYED_VENUES,
     Recorded,
@@ -42,7 +43,7 @@ from bot.engine.fills import (
     trade_fill,
     trades_amount,
 )
-from bot.engine.pnl import effect_of_last, is_contract
+from bot.engine.pnl import compute, effect_of_last, is_contract
 from bot.exchanges.client_ids import client_order_id_for
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
@@ -50,7 +51,19 @@ from bot.exchanges.models import Trade
 from bot.strategies import STRATEGIES
 from bot.strategies.base import NOT_SENT, REJECTED_BY_VENUE, Fill
 from storage.models import Account, Order, Strategy
-from storage.orders import CANCELED, CLOSED, FINAL, INTENT, LIVE, OPEN, REJECTED, UNCONFIRMED, UNKNOWN, NewFill
+from storage.orders import (
+    CANCELED,
+    CLOSED,
+    FINAL,
+    INTENT,
+    LIVE,
+    OPEN,
+    REJECTED,
+    UNCONFIRMED,
+    UNKNOWN,
+    NewFill,
+    StrategyFill,
+)
 from storage.strategies import ACTIVE, STOPPED
 
 logger = logging.getLogger(__name__)
@@ -600,6 +613,7 @@ class OrderDesk:
         store = self.ctx.store
         reported = [*fills, *([fill] if fill is not None else [])]
         strategy_id = await self._strategy_of(order_id)
+        precision = await self._precision(order_id) if reported else {}
         async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
             order = await store.orders.get(order_id, tx)
             strategy = await store.strategies.get(strategy_id, tx)
@@ -624,10 +638,11 @@ class OrderDesk:
             inserted = bool(events)
             if inserted:
                 self.ctx.holdings_cache.pop(strategy_id, None)  # under the strategy's lock
-            spent_total = received_total = ZERO
-            # A futures strategy's fills, these events' last: each event is booked on the fills before it.
-            contract = inserted and is_contract(order.symbol)
-            history = await store.orders.fills_for_strategy(strategy.id, tx) if contract else []
+            # The strategy's fills, these events' last: each event is booked on the fills before it (futures) and
+            # its alert says what it realised.
+            contract = is_contract(order.symbol)
+            history = await store.orders.fills_for_strategy(strategy.id, tx) if inserted else []
+            alerts: list[dict[str, Any]] = []
             later = sum(len(event) for event in events)
             for number, event in enumerate(events, start=1):
                 amount = sum((f.amount for f in event), ZERO)
@@ -645,11 +660,10 @@ class OrderDesk:
                 else:
                     spent, received = ZERO, cost - charged
                 later -= len(event)
-                futures = None
-                if history:
+                effect = effect_of_last(history[: len(history) - later], quote, count=len(event))
+                if contract:
                     # A futures fill puts up or releases margin and realises P&L: booked as the venue does.
-                    futures = effect_of_last(history[: len(history) - later], quote, count=len(event))
-                    spent, received = futures.spent, futures.received
+                    spent, received = effect.spent, effect.received
                 await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received, fees=fee_quote)
                 update = kind.on_fill(state, Fill(
                     tag=order.tag, symbol=order.symbol, side=order.side, amount=amount, price=price,
@@ -658,21 +672,14 @@ class OrderDesk:
                 state = update.state
                 if update.profit is not None:
                     await store.orders.set_fill_profit(tx, order.id, event[-1].trade_key, update.profit)
-                spent_total, received_total = spent_total + spent, received_total + received
                 if strategy.alerts != "off":
-                    chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
-                    used = strategy.spent + spent_total - strategy.received - received_total
-                    text = fill_text(
-                        strategy, side=order.side, amount=amount, base=base, price=price, quote=quote,
-                        cost=cost, fee=fee, fee_currency=currency, used=used,
+                    alerts.append(dict(
+                        side=order.side, amount=amount, base=base, price=price, quote=quote, cost=cost, fee=fee,
+                        fee_currency=currency,
                         partial=not last or not (status == CLOSED or _all_filled(order, amount_before + amount)),
-                        profit=update.profit, futures=futures,
-                    )
-                    if chat is not None:
-                        await store.outbox.enqueue(
-                            tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="fill", text=text,
-                            silent=strategy.alerts == "silent",
-                        )
+                        realised=effect.realised if not contract and order.side == "sell" else None,
+                        futures=effect if contract else None,
+                    ))
             if not inserted and ending:
                 rejected = status == REJECTED and order.filled == 0
                 state = kind.on_fill(state, Fill(
@@ -683,6 +690,9 @@ class OrderDesk:
                 await store.orders.set_status(tx, order.id, status, exchange_order_id=exchange_order_id, error=error)
             if inserted or ending:
                 await store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
+            if alerts:
+                # Written once the order's status is, so the alert's reservations are the ones /status shows.
+                await self._enqueue_fill_alerts(tx, strategy, history, alerts, precision)
             self.ctx.orders_changed(strategy_id)  # under the strategy's lock, before a run can read
         if inserted:
             crash_point("after_fill")
@@ -690,6 +700,40 @@ class OrderDesk:
         if inserted or ending:
             self.on_activity(strategy_id)
         return inserted
+
+    async def _precision(self, order_id: int) -> dict[str, Precision]:
+        """The order's market steps, to show its fill as the venue does (read before the transaction: the markets
+        are loaded, so this is a lookup; none when they cannot be read, and the alert shows plain figures)."""
+        order = await self.ctx.store.orders.get(order_id)
+        account = None if order is None else await self.ctx.account(order.account_id)
+        if order is None or account is None:
+            return {}
+        try:
+            info = await self.ctx.gateway.market(account.venue, order.symbol)
+        except ExchangeFailure:
+            return {}
+        return {info.base: Precision(info.amount_step, info.price_tick)}
+
+    async def _enqueue_fill_alerts(
+        self, tx: Any, strategy: Strategy, history: Sequence[StrategyFill], alerts: list[dict[str, Any]],
+        precision: dict[str, Precision],
+    ) -> None:
+        """Queue a report's fill alerts, each with the strategy's figures once the report is booked."""
+        store = self.ctx.store
+        chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
+        booked = await store.strategies.get(strategy.id, tx)
+        if chat is None or booked is None:
+            return
+        figures = figures_of(
+            budget=booked.budget, quote=booked.quote, spent=booked.spent, received=booked.received,
+            reserved=await store.orders.reserved_for(strategy.id, tx), pnl=compute(history, booked.quote),
+            futures=is_contract(booked.symbol), precision=precision,
+        )
+        for alert in alerts:
+            await store.outbox.enqueue(
+                tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="fill",
+                text=fill_text(booked, figures=figures, **alert), silent=strategy.alerts == "silent",
+            )
 
     async def _strategy_of(self, order_id: int) -> int:
         row = await self.ctx.store.db.fetchone("SELECT strategy_id FROM orders WHERE id = ?", (order_id,))

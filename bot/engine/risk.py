@@ -21,6 +21,9 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
 from bot.exchanges.models import MarketInfo
+from bot.formatting import amount as fmt_amount
+from bot.formatting import money
+from bot.formatting import price as price_text
 from bot.strategies.base import DesiredOrder
 from bot.venues import ENTRY_TAKER_FEE
 
@@ -131,7 +134,8 @@ def check_order(
     fee = rules.fee_rate
     price = rules.price_round(order.price, order.side) if order.price is not None else None
     if price is not None and price <= 0:
-        return Refused("minimum", f"limit price {order.price} rounds to nothing at {rules.symbol}'s tick")
+        shown = price_text(order.price, rules.quote)
+        return Refused("minimum", f"limit price {shown} rounds to nothing at {rules.symbol}'s tick")
     cost: Decimal | None = None
     amount: Decimal | None = None
     # Spot: buys spend quote. Futures: an order that may open a position (either side) puts up margin, while a
@@ -146,7 +150,7 @@ def check_order(
         if not _meets_minimums(rules, estimated_amount, last_price):
             lifted = _smallest_amount(rules, last_price)
             if lifted is None or lifted * last_price > cost * (1 + MAX_LIFT):
-                return Refused("minimum", f"{_fmt(cost)} {rules.quote} buys less than {rules.symbol}'s minimum order")
+                return Refused("minimum", f"{money(cost, rules.quote)} buys less than {rules.symbol}'s minimum order")
             # Rounding the amount down to the step cost the order its minimum (e.g. 10 USDT of BTC at a 10 USDT
             # minimum): buy the smallest amount that meets it instead, a hair above the cost, within the budget.
             cost, amount = None, lifted
@@ -158,33 +162,39 @@ def check_order(
             assert order.amount is not None  # noqa: S101 - DesiredOrder guarantees one of amount/cost
             amount = rules.amount_down(order.amount)
         if amount <= 0:
-            return Refused("minimum", f"amount {order.amount} rounds to nothing at {rules.symbol}'s step")
+            shown = fmt_amount(order.amount, rules.base)
+            return Refused("minimum", f"amount {shown} rounds to nothing at {rules.symbol}'s step")
         unit = price if price is not None else last_price * (1 + MARKET_SLIPPAGE if order.side == "buy" else 1)
         if spends_quote and price is None and amount * unit * (1 + fee) > ledger.headroom:
             # A market order sized to the budget at the last price cannot also cover the slippage reserve:
             # trim it to what the budget can hold rather than skip it forever.
             amount = min(amount, rules.amount_down(max(ZERO, ledger.headroom) / (unit * (1 + fee))))
         if (rules.amount_min is not None and amount < rules.amount_min) or amount <= 0:
-            return Refused("minimum", f"amount {_fmt(amount)} is below {rules.symbol}'s minimum")
+            shown = fmt_amount(amount, rules.base, rules.amount_step)
+            return Refused("minimum", f"amount {shown} is below {rules.symbol}'s minimum")
         value = amount * (price if price is not None else last_price)
         worst = amount * unit * (1 + fee)
     # Binance USD-M waives its minimum notional for reduce-only orders: a position that fell below it can be closed.
     if rules.cost_min is not None and value < rules.cost_min and not (rules.contract and order.reduce_only):
-        return Refused("minimum", f"order value {_fmt(value)} is below the minimum {_fmt(rules.cost_min)}")
+        minimum = money(rules.cost_min, rules.quote)
+        return Refused("minimum", f"order value {money(value, rules.quote)} is below the minimum {minimum}")
 
     reserve = rules.quote_up(worst) if spends_quote else ZERO
     if reserve > ledger.headroom:
         return Refused(
-            "budget", f"needs up to {_fmt(reserve)} {rules.quote}, only {_fmt(max(ZERO, ledger.headroom))} left"
+            "budget",
+            f"needs up to {money(reserve, rules.quote)}, only {money(max(ZERO, ledger.headroom), rules.quote)} left",
         )
     if spends_quote and free_quote is not None and reserve > free_quote:
         return Refused(
             "funds",
-            f"not enough free {rules.quote} on the account: needs up to {_fmt(reserve)}, free {_fmt(free_quote)}",
+            f"not enough free {rules.quote} on the account: needs up to {money(reserve, rules.quote)}, "
+            f"free {money(free_quote, rules.quote)}",
         )
     if not spends_quote and not rules.contract and free_base is not None and amount is not None:
         if amount > free_base:
-            return Refused("funds", f"not enough free {rules.base} to sell {_fmt(amount)}: free {_fmt(free_base)}")
+            return Refused("funds", f"not enough free {rules.base} to sell {fmt_amount(amount, rules.base)}: "
+                                    f"free {fmt_amount(free_base, rules.base)}")
     return Approved(amount=amount, cost=cost, price=price, reserve=reserve)
 
 
@@ -226,8 +236,3 @@ def _round(value: Decimal, step: Decimal | None, rounding: str) -> Decimal:
     if step is None or step <= 0:
         return value
     return (value / step).to_integral_value(rounding=rounding) * step
-
-
-def _fmt(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text

@@ -14,13 +14,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from bot.engine.figures import UNKNOWN_PRECISION, Precision
 from bot.engine.pnl import AssetPnl, compute, is_contract, realised_by_fill
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
 from bot.services.strategies import _venue_symbol
-from bot.strategies import STRATEGIES
+from bot.strategies.naming import list_label
 from storage.models import Account, Strategy
 from storage.orders import StrategyFill
 from storage.strategies import STOPPED
@@ -134,6 +135,7 @@ class TradeLine:
     fee: Decimal
     fee_currency: str | None
     realised: Decimal | None  # the realised P&L this fill booked (None: it reduced nothing)
+    precision: Precision = UNKNOWN_PRECISION  # the market's step and tick, to show the fill as the venue does
 
 
 @dataclass(frozen=True)
@@ -290,8 +292,13 @@ class ReportService:
             for sid in ids
             for f in realised_by_fill(history[sid], strategies[sid].quote)
         }
-        lines = tuple(_trade_line(row, strategies[row.fill.strategy_id], booked[row.fill.id]) for row in rows)
-        return TradesPage(lines, page, pages, total, strategy_id)
+        accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
+        lines, cache = [], {}
+        for row in rows:
+            strategy = strategies[row.fill.strategy_id]
+            precision = await self._precision(accounts.get(strategy.account_id), row.symbol, cache)
+            lines.append(_trade_line(row, strategy, booked[row.fill.id], precision))
+        return TradesPage(tuple(lines), page, pages, total, strategy_id)
 
     # --- /profit ------------------------------------------------------------------------------------
 
@@ -358,6 +365,19 @@ class ReportService:
             positions=tuple((a.asset, a.held, a.entry_price) for a in held if a.contract),
         )
 
+    async def _precision(self, account: Account | None, symbol: str, cache: dict) -> Precision:
+        """A market's step and tick (the markets are loaded: a lookup); unknown when they cannot be read now."""
+        if account is None:
+            return UNKNOWN_PRECISION
+        key = (account.venue, symbol)
+        if key not in cache:
+            try:
+                info = await self._gateway.market(account.venue, symbol)
+                cache[key] = Precision(info.amount_step, info.price_tick)
+            except ExchangeFailure:
+                cache[key] = UNKNOWN_PRECISION
+        return cache[key]
+
     async def _price(self, account: Account, asset: str, quote: str, cache: dict) -> Decimal | None:
         """The last price of `asset` in `quote` on the account's venue (None when it cannot be read now)."""
         symbol = _venue_symbol(account.venue, f"{asset}/{quote}")
@@ -372,7 +392,8 @@ class ReportService:
 
 
 def _title(strategy: Strategy) -> str:
-    return f"#{strategy.id} {STRATEGIES[strategy.kind].title}"
+    """How lists call a strategy, as /status does: `#1 DCA BTC/USDT “name”` (`naming.list_label`)."""
+    return list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
 
 
 def _account_balance(view, strategies: list[Strategy], pnls, positions) -> AccountBalance:
@@ -406,7 +427,7 @@ def _spot_asset(pnl, asset: str) -> AssetPnl | None:
     return found if found is not None and not found.contract and found.held > 0 else None
 
 
-def _trade_line(row: StrategyFill, strategy: Strategy, booked) -> TradeLine:
+def _trade_line(row: StrategyFill, strategy: Strategy, booked, precision: Precision) -> TradeLine:
     fill = row.fill
     futures = is_contract(row.symbol)
     if futures:
@@ -418,6 +439,6 @@ def _trade_line(row: StrategyFill, strategy: Strategy, booked) -> TradeLine:
     return TradeLine(
         strategy_id=strategy.id, title=_title(strategy), symbol=row.symbol, quote=strategy.quote, at=fill.at,
         side=fill.side, futures=futures, action=action, amount=fill.amount, price=fill.price, fee=fill.fee,
-        fee_currency=fill.fee_currency, realised=booked.realised if booked.reduced else None,
+        fee_currency=fill.fee_currency, realised=booked.realised if booked.reduced else None, precision=precision,
     )
 

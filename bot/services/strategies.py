@@ -20,11 +20,14 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from bot.engine.alerts import finished_reason
+from bot.engine.figures import Figures, Precision, figures_of
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
 from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
+from bot.formatting import money
+from bot.formatting import price as price_text
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
@@ -39,6 +42,7 @@ from storage.strategies import ACTIVE, FINISHED, HOLDING, PAUSED, STOPPED
 logger = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+CENT = Decimal("0.01")
 STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
 FUTURES_VENUES = frozenset({"binanceusdm"})
@@ -122,7 +126,7 @@ class StrategyStatus:
     left: Decimal
     open_orders: int
     holdings: Mapping[str, Decimal]  # futures: the signed position (short < 0)
-    average_buy_price: Decimal | None  # spot only
+    average_entry: Decimal | None  # spot: average cost of what is still held, fees included
     futures: bool
     entry_price: Decimal | None  # futures: the open position's average entry, as the venue shows it
     realised_pnl: Decimal
@@ -135,6 +139,7 @@ class StrategyStatus:
     name: str | None = None  # the user's optional name for it
     label: str = ""  # how lists call it: "#1 DCA BTC/USDT", "#3 Rebalance BTC 50 / ETH 50 “core”" (naming.py)
     params: Mapping[str, str] = field(default_factory=dict)  # canonical text, for /status <id>
+    figures: Figures | None = None  # every figure above, as `bot.engine.figures` words them
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,7 @@ class StopSummary:
     errors: tuple[str, ...] = field(default_factory=tuple)
     futures: bool = False  # `sold` is then the position closed: negative for a short bought back
     unconfirmed: int = 0  # orders whose fate is not known yet: resolved in the background, alerted once
+    figures: Figures | None = None  # the strategy's figures once stopped (`bot.engine.figures`)
 
 
 class StrategyService:
@@ -433,11 +439,12 @@ class StrategyService:
         available = allocation_headroom(free, others)
         if amount > available:
             committed = free - available
+            most = floor_to(available, CENT) if available >= 1 else available  # typed back: never above it
             raise UserError(
-                f"The budget {_q(amount)} {quote} is more than you can allocate on {account.label}: "
-                f"free {_q(free)} {quote}"
-                + (f", of which {_q(committed)} is promised to your other strategies" if committed > 0 else "")
-                + f". You can allocate at most {_q(available)} {quote}."
+                f"The budget {money(amount, quote)} is more than you can allocate on {account.label}: "
+                f"free {money(free, quote)}"
+                + (f", of which {money(committed, quote)} is promised to your other strategies" if committed else "")
+                + f". You can allocate at most {_q(most)} {quote}."
             )
         return free, available
 
@@ -478,8 +485,8 @@ class StrategyService:
         which = "amount" if params.get("amount") else "amount (budget/10 by default)"
         if per_buy < minimum:
             raise UserError(
-                f"The {which} per buy, {_q(per_buy)} {info.quote}, is below {symbol}'s minimum order of "
-                f"{_q(minimum)} {info.quote}. Use amount= at least that."
+                f"The {which} per buy, {money(per_buy, info.quote)}, is below {symbol}'s minimum order of "
+                f"{money(minimum, info.quote)}. Use amount= at least {_q(_round_up_for_display(minimum))}."
             )
         if ticker.last is None or ticker.last <= 0:
             return
@@ -493,8 +500,9 @@ class StrategyService:
         if isinstance(verdict, Refused) and verdict.kind == "minimum":
             smallest = _round_up_for_display(smallest_buy_cost(rules, ticker.last))
             raise UserError(
-                f"The {which} per buy, {_q(per_buy)} {info.quote}, buys less than {symbol}'s minimum order at "
-                f"today's price ({_q(ticker.last)}) once rounded to the exchange's amount step. The smallest "
+                f"The {which} per buy, {money(per_buy, info.quote)}, buys less than {symbol}'s minimum order at "
+                f"today's price ({price_text(ticker.last, info.quote, info.price_tick)}) once rounded to the "
+                "exchange's amount step. The smallest "
                 f"amount that works now is {_q(smallest)} {info.quote}: use amount= at least that."
             )
 
@@ -523,8 +531,9 @@ class StrategyService:
         armed = check.armed(levels)
         shown = floor_to(per_level, Decimal("0.01")) if per_level >= 1 else per_level
         raise UserError(
-            f"{_q(budget)} {info.quote} over the {len(armed)} grid level(s) below the price is {_q(shown)} "
-            f"{info.quote} per level, below {symbol.split(':')[0]}'s minimum order at those prices. Use a budget of "
+            f"{money(budget, info.quote)} over the {len(armed)} grid level(s) below the price is "
+            f"{money(shown, info.quote)} per level, below {symbol.split(':')[0]}'s minimum order at those prices. "
+            "Use a budget of "
             f"at least {_q(smallest)} {info.quote}"
             + (f", or levels={fewer} (or fewer)" if fewer is not None else "")
             + "."
@@ -559,41 +568,54 @@ class StrategyService:
 
     async def _status(self, strategy: Strategy, account: Account | None) -> StrategyStatus:
         orders = await self._store.orders.live_for_strategy(strategy.id)
-        reserved = await self._store.orders.reserved_for(strategy.id)
-        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
-        prices: dict[str, Decimal] = {}
-        if account is not None:
-            for asset in (a.asset for a in pnl.assets.values() if a.held != 0):
-                try:
-                    ticker = await self._gateway.fetch_ticker(
-                        account.venue, _venue_symbol(account.venue, f"{asset}/{strategy.quote}")
-                    )
-                except ExchangeFailure:
-                    continue
-                if ticker.last is not None:
-                    prices[asset] = ticker.last
-        used = strategy.spent - strategy.received
-        main = pnl.assets.get(strategy.symbol.split("/")[0])
-        futures = is_contract(strategy.symbol)
-        average = main.average_buy_price if main is not None and not futures else None
+        figures = await self.figures(strategy, account)
+        main = figures.assets.get(strategy.symbol.split("/")[0])
         return StrategyStatus(
             id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
             status=strategy.status, pause_reason=strategy.pause_reason,
             note=_current_note(strategy.status, await self._store.strategies.note(strategy.id)),
             budget=strategy.budget, quote=strategy.quote,
-            used=used, invested=pnl.invested, returned=pnl.returned, reserved=reserved,
-            left=max(ZERO, strategy.budget - used - reserved),
-            open_orders=len(orders), holdings={a.asset: a.held for a in pnl.assets.values() if a.held != 0},
-            average_buy_price=_q8(average), futures=futures,
-            entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(pnl.realised),
-            unrealised_pnl=_q8(pnl.unrealised(prices)),
-            fees=pnl.fees,
+            used=figures.used, invested=figures.invested, returned=figures.returned, reserved=figures.reserved,
+            left=figures.left,
+            open_orders=len(orders), holdings={a: held.held for a, held in figures.held.items()},
+            average_entry=_q8(main.average_cost) if main is not None and main.held > 0 else None,
+            futures=figures.futures,
+            entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(figures.realised),
+            unrealised_pnl=_q8(figures.unrealised),
+            fees=figures.fees,
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
             fill_poll_seconds=self._engine.effective_poll_interval,
             dust=_dust(strategy), name=strategy.name,
             label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
-            params=dict(strategy.params),
+            params=dict(strategy.params), figures=figures,
+        )
+
+    async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
+        """The strategy's figures (`bot.engine.figures`): what the alert, /status and /stop all show.
+
+        `prices`: read the last price of what it holds, for the unrealised P&L (each read is one ticker; an
+        unreadable price leaves the unrealised P&L unknown rather than wrong).
+        """
+        reserved = await self._store.orders.reserved_for(strategy.id)
+        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        last: dict[str, Decimal] = {}
+        precision: dict[str, Precision] = {}
+        if account is not None:
+            main = strategy.symbol.split("/")[0]
+            for held, asset in ((a.held != 0, a.asset) for a in pnl.assets.values() if a.held != 0 or a.asset == main):
+                symbol = _venue_symbol(account.venue, f"{asset}/{strategy.quote}")
+                try:
+                    info = await self._gateway.market(account.venue, symbol)
+                    precision[asset] = Precision(info.amount_step, info.price_tick)
+                    ticker = await self._gateway.fetch_ticker(account.venue, symbol) if prices and held else None
+                except ExchangeFailure:
+                    continue
+                if ticker is not None and ticker.last is not None:
+                    last[asset] = ticker.last
+        return figures_of(
+            budget=strategy.budget, quote=strategy.quote, spent=strategy.spent, received=strategy.received,
+            reserved=reserved, pnl=pnl, prices=last, futures=is_contract(strategy.symbol), precision=precision,
         )
 
     # --- control --------------------------------------------------------------------------------------
@@ -656,14 +678,14 @@ class StrategyService:
             pending: set[str] = set()  # sold by an order placed but not filled (or not confirmed) yet
             if sell:
                 errors += await self._sell_holdings(strategy, sold, pending)
-        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        stopped = await self._owned(user_id, strategy_id)  # its ledger, with the stop's own sale booked
+        figures = await self.figures(stopped, await self._store.accounts.get(stopped.account_id), prices=False)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
-            kept={a.asset: a.held for a in pnl.assets.values()
-                  if (a.held > 0 or (a.contract and a.held != 0)) and a.asset not in pending},
-            invested=pnl.invested, returned=pnl.returned, fees=pnl.fees, realised_pnl=pnl.realised,
-            errors=tuple(errors), futures=is_contract(strategy.symbol),
-            unconfirmed=done.unconfirmed,
+            kept={a: held.held for a, held in figures.held.items() if a not in pending},
+            invested=figures.invested, returned=figures.returned, fees=figures.fees, realised_pnl=figures.realised,
+            errors=tuple(errors), futures=figures.futures,
+            unconfirmed=done.unconfirmed, figures=figures,
         )
 
     async def stop_account_strategies(self, account_id: int) -> int:
@@ -903,4 +925,5 @@ def _round_up_for_display(value: Decimal) -> Decimal:
 
 
 def _q(value: Decimal) -> str:
+    """A number the user may type back (amount=…, a budget): plain digits, no thousands separators."""
     return format_value("decimal", value)

@@ -26,6 +26,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from bot.formatting import money
+from bot.formatting import price as fmt_price
 from bot.strategies.base import (
     NOT_SENT,
     QUOTE_STEP,
@@ -115,7 +117,7 @@ class Grid(Strategy):
         market = snapshot.markets.get(snapshot.symbol)
         if not state.started:
             if not in_range:
-                return Decision((), state, _waiting(price, low, high))
+                return Decision((), state, _waiting(price, low, high, _quote(snapshot.symbol)))
             state = self._arm_ladder(state, prices, price, budget)
             if not state.started:
                 return Decision((), state, "waiting: no grid level below the price")
@@ -125,8 +127,8 @@ class Grid(Strategy):
                 done = replace(state, finished=True)
                 return Decision(
                     (), done,
-                    f"stopped: {format_value('decimal', state.quote_per_level)} per level is below the market "
-                    f"minimum of {format_value('decimal', minimum)}; use fewer levels or a larger budget",
+                    f"stopped: {money(state.quote_per_level, _quote(snapshot.symbol))} per level is below the market "
+                    f"minimum of {money(minimum, _quote(snapshot.symbol))}; use fewer levels or a larger budget",
                     finished=True,
                 )
         orders: list[DesiredOrder] = []
@@ -162,7 +164,7 @@ class Grid(Strategy):
                 room -= cost
                 levels[i] = replace(level, open_tag=tag, seq=level.seq + 1)
         new_state = replace(state, levels=tuple(levels), dust=dust, round_trips=round_trips, profit=profit)
-        status = _waiting(price, low, high) if not in_range else self._summary(new_state)
+        status = _waiting(price, low, high, _quote(snapshot.symbol)) if not in_range else self._summary(new_state)
         return Decision(tuple(orders), new_state, status)
 
     @staticmethod
@@ -179,7 +181,7 @@ class Grid(Strategy):
         buys = sum(1 for lv in state.levels if lv.phase == "buy")
         sells = sum(1 for lv in state.levels if lv.phase == "sell")
         return (f"running: {_count(buys, 'buy')} and {_count(sells, 'sell')} armed, "
-                f"{_count(state.round_trips, 'round trip')}, profit {format_value('decimal', state.profit)}")
+                f"{_count(state.round_trips, 'round trip')} done")
 
     def on_fill(self, state: GridState, fill: Fill, params: Params) -> FillUpdate:
         parts = fill.tag.split(":")
@@ -218,7 +220,7 @@ class Grid(Strategy):
         new_state = replace(state, levels=levels, dust=dust)
         if profit is not None:
             new_state = replace(new_state, round_trips=state.round_trips + 1, profit=state.profit + profit)
-            note = f"round trip {new_state.round_trips} at level {index}: profit {format_value('decimal', profit)}"
+            note = f"round trip {new_state.round_trips} done at level {index}"
             return FillUpdate(new_state, profit=profit, note=note)
         return FillUpdate(new_state)
 
@@ -285,9 +287,13 @@ def _is_quote(fill: Fill) -> bool:
     return fill.fee_currency == fill.symbol.split("/")[1].split(":")[0]
 
 
-def _waiting(price: Decimal, low: Decimal, high: Decimal) -> str:
-    return (f"waiting: price {format_value('decimal', price)} is outside the grid range "
-            f"{format_value('decimal', low)}–{format_value('decimal', high)}")
+def _waiting(price: Decimal, low: Decimal, high: Decimal, quote: str) -> str:
+    return (f"waiting: price {fmt_price(price, quote)} is outside the grid range "
+            f"{fmt_price(low, quote)}–{fmt_price(high, quote)}")
+
+
+def _quote(symbol: str) -> str:
+    return symbol.split("/")[1].split(":")[0]
 
 
 GRID = Grid()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from bot.formatting import money, price
 from bot.strategies.base import (
     ZERO,
     Budget,
@@ -30,7 +31,7 @@ from bot.strategies.base import (
     Strategy,
     amount_for_cost,
 )
-from bot.strategies.params import TIMEFRAMES, ParamError, ParamSpec, format_value
+from bot.strategies.params import TIMEFRAMES, ParamError, ParamSpec
 
 Side = Literal["long", "short", "flat"]
 POLL = timedelta(minutes=1)
@@ -97,7 +98,8 @@ class Trend(Strategy):
         market = snapshot.markets.get(snapshot.symbol)
         minimum = market.min_cost(snapshot.price) if market else ZERO
         current = self._side(state.position, snapshot.price, minimum)
-        averages = f"fast {_fmt(fast)} {'>' if fast > slow else '≤'} slow {_fmt(slow)}"
+        quote = snapshot.symbol.split("/")[1].split(":")[0]
+        averages = f"fast {price(fast, quote)} {'>' if fast > slow else '≤'} slow {price(slow, quote)}"
         if current == target:
             return Decision((), state, f"{target}: {averages}")
         symbol, seq = snapshot.symbol, state.seq
@@ -110,7 +112,7 @@ class Trend(Strategy):
                             f"closing {current} to go {target}: {averages}")
         cost = budget.spendable
         if cost <= 0 or cost < minimum:
-            return Decision((), state, f"waiting: budget left ({_fmt(cost)}) is below the market minimum")
+            return Decision((), state, f"waiting: budget left ({money(cost, quote)}) is below the market minimum")
         tag = f"trend:{seq}:open-{target}"
         if snapshot.futures:
             order = DesiredOrder(symbol, "buy" if target == "long" else "sell", "market", tag,
@@ -145,10 +147,6 @@ class Trend(Strategy):
 
     def load_state(self, data: Mapping[str, Any]) -> TrendState:
         return TrendState(position=Decimal(data["position"]), pending=data["pending"], seq=int(data["seq"]))
-
-
-def _fmt(value: Decimal) -> str:
-    return format_value("decimal", value.quantize(Decimal("0.01")))
 
 
 TREND = Trend()
