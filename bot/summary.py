@@ -3,7 +3,8 @@
 "The last day" is everything since the previous summary (the last 24 hours for a first one), so consecutive
 summaries neither overlap nor leave a gap, even after downtime or across a DST change. Its figures and the
 totals since the start are /profit's (`ReportService.profit_between`), the one P&L computation over the
-stored fills; numbers go through `bot.formatting`.
+stored fills; numbers go through `bot.formatting`. Every running or paused strategy is listed; a summary
+over Telegram's 4,096 characters is queued in parts split between lines, all with its claim.
 
 When it is due: the user's local time has reached their hour on a local date whose summary is not yet sent.
 Compared as a local wall-clock hour, a spring-forward day whose hour does not exist (02:00 in New York) sends
@@ -24,9 +25,11 @@ from html import escape
 
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.engine.pnl import is_contract
 from bot.formatting import amount, money, percent, price
 from bot.services.reports import ProfitReport, ProfitTotal, StrategyProfit
 from bot.services.settings import DEFAULT_SUMMARY_HOUR
+from bot.strategies.naming import list_label
 from bot.timezones import DEFAULT_ZONE, zone
 from storage.strategies import STOPPED
 
@@ -34,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 JOB_ID = "daily-summary"
 TELEGRAM_TEXT_LIMIT = 4096
-MORE = "… more in /profit"
+MORE = "… (cut: more in /profit)"
 ZERO = Decimal(0)
 
 
@@ -62,6 +65,7 @@ class DailyReport:
     first: bool  # no previous summary: the window is the last 24 hours
     last_day: ProfitReport
     totals: ProfitReport
+    unfilled: tuple[StrategyProfit, ...] = ()  # running or paused strategies with no fill yet: listed too
 
 
 def summary_text(report: DailyReport) -> str:
@@ -73,43 +77,27 @@ def summary_text(report: DailyReport) -> str:
         f"<b>Last day</b> = {since}, {start} → now. P&amp;L net of fees; unrealised at the "
         "last price.",
     ]
-    if not report.totals.strategies:
-        lines.append("No fills yet: see /status, or /allocate a strategy.")
+    listed = sorted((*report.totals.strategies, *report.unfilled), key=lambda s: s.id)
+    if not listed:
+        lines.append("No strategies yet: /allocate one.")
         return "\n".join(lines)
     today = {s.id: s for s in report.last_day.strategies}
-    blocks, quiet_stopped = [], 0
-    for s in report.totals.strategies:
+    quiet_stopped = 0
+    for s in listed:
         day = today.get(s.id)
         if s.status == STOPPED and (day is None or not day.fills):
             quiet_stopped += 1
             continue
-        blocks.append("\n" + "\n".join(_strategy_lines(s, day)))
-    tail = [""]
+        lines += ["", *_strategy_lines(s, day)]
     if quiet_stopped:
-        tail = ["", f"{quiet_stopped} stopped strateg{'y' if quiet_stopped == 1 else 'ies'} without fills in the "
-                    "last day: in the totals only.", ""]
+        lines += ["", f"{quiet_stopped} stopped strateg{'y' if quiet_stopped == 1 else 'ies'} without fills in the "
+                      "last day: in the totals only."]
     day_totals = {t.quote: t for t in report.last_day.totals}
+    lines.append("")
     for total in report.totals.totals:
         fills = sum(s.fills for s in report.last_day.strategies if s.quote == total.quote)
-        tail.append(_total_line(total, day_totals.get(total.quote), fills))
-    return fit(_join(lines, blocks, tail), lambda: _join(lines, _fitting(lines, blocks, tail), tail))
-
-
-def _join(head: list[str], blocks: list[str], tail: list[str]) -> str:
-    return "\n".join([*head, *blocks, *tail])
-
-
-def _fitting(head: list[str], blocks: list[str], tail: list[str]) -> list[str]:
-    """The strategy blocks that fit beside the heading and the totals, then a line saying where the rest is."""
-    room = TELEGRAM_TEXT_LIMIT - _units(_join(head, [], tail)) - 60
-    kept: list[str] = []
-    for block in blocks:
-        room -= _units(block) + 1
-        if room < 0:
-            break
-        kept.append(block)
-    return [*kept, f"\n… {len(blocks) - len(kept)} more strateg{'y' if len(blocks) - len(kept) == 1 else 'ies'} "
-                   "in /profit"]
+        lines.append(_total_line(total, day_totals.get(total.quote), fills))
+    return "\n".join(lines)
 
 
 def _strategy_lines(s: StrategyProfit, day: StrategyProfit | None) -> list[str]:
@@ -159,28 +147,32 @@ def _when(at: datetime, tz: tzinfo, *, year: bool = False) -> str:
     return f"{date} {local:%H:%M}"
 
 
-def fit(text: str, shorter: Callable[[], str] | None = None) -> str:
-    """Keep a summary within one Telegram message: `shorter()` (fewer strategies, the totals kept) when given,
-    and in any case cut at a line, saying so.
-
-    Measured as Telegram counts at most (UTF-16 units of the HTML source); every line closes its own tags.
-    """
-    if _units(text) <= TELEGRAM_TEXT_LIMIT:
-        return text
-    if shorter is not None:
-        return fit(shorter())
-    room = TELEGRAM_TEXT_LIMIT - _units(MORE) - 1
-    kept: list[str] = []
-    for line in text.split("\n"):
-        if _units(line) + 1 > room:
-            break
-        kept.append(line)
-        room -= _units(line) + 1
-    return "\n".join([*kept, MORE])
+MAX_PARTS = 10  # 50 strategies (the most a user may have) of the longest lines fit in far fewer
+_CONTINUED = "📊 <b>Daily summary</b>, continued ({part}/{parts})"
 
 
 def _units(text: str) -> int:
+    """Length as Telegram counts it at most: UTF-16 code units (an emoji outside the BMP is two)."""
     return len(text.encode("utf-16-le")) // 2
+
+
+def _parts(text: str, limit: int = TELEGRAM_TEXT_LIMIT) -> list[str]:
+    """The summary as messages within Telegram's limit, split between lines (each line's tags are balanced), the
+    later ones headed "continued (2/3)": every strategy is in it, none cut off. Beyond MAX_PARTS it is cut at a
+    line and says so."""
+    room = limit - _units(_CONTINUED.format(part=MAX_PARTS, parts=MAX_PARTS)) - 1
+    chunks: list[list[str]] = [[]]
+    for line in text.split("\n"):
+        line = line if _units(line) <= room else line[: room // 2 - 1] + "…"  # one absurd line cannot overflow
+        if chunks[-1] and _units("\n".join([*chunks[-1], line])) > room:
+            chunks.append([])
+        chunks[-1].append(line)
+    if len(chunks) > MAX_PARTS:
+        chunks = chunks[:MAX_PARTS]
+        chunks[-1].append(MORE)
+    parts = ["\n".join(chunk) for chunk in chunks]
+    return [parts[0]] + [f"{_CONTINUED.format(part=i, parts=len(parts))}\n{part}"
+                         for i, part in enumerate(parts[1:], 2)]
 
 
 def _sent_at(text: object) -> datetime | None:
@@ -217,18 +209,20 @@ class DailySummary:
                     continue
                 last_sent = _sent_at(settings.get("last_summary_at"))
                 since = window_start(now, last_sent)
+                totals = await self._reports.profit_between(user.id, None, None, period="all", per_page=None)
                 report = DailyReport(
                     at=now, zone_name=zone_name, since=since, first=since != last_sent,
                     last_day=await self._reports.profit_between(user.id, since, now, per_page=None),
-                    totals=await self._reports.profit_between(user.id, None, None, period="all", per_page=None),
+                    totals=totals, unfilled=await self._unfilled(user.id, totals),
                 )
-                text = summary_text(report)
+                parts = _parts(summary_text(report))
                 async with self._store.db.transaction() as tx:
                     if not await self._store.users.claim_daily_summary(tx, user.id, day, now):
                         continue
-                    await self._store.outbox.enqueue(
-                        tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
-                    )
+                    for text in parts:  # all queued with the claim, or none: never half a summary
+                        await self._store.outbox.enqueue(
+                            tx, user_id=user.id, chat_id=user.chat_id, kind="summary", text=text, silent=True
+                        )
             except Exception:  # one user's failure must not cost the others their summary; retried next run
                 logger.exception("daily summary for user %s failed", user.id)
                 continue
@@ -237,3 +231,16 @@ class DailySummary:
             self._notifier.wake()
             logger.info("queued %d daily summaries", queued)
         return queued
+
+    async def _unfilled(self, user_id: int, totals: ProfitReport) -> tuple[StrategyProfit, ...]:
+        """The running or paused strategies /profit leaves out (no fill yet), as rows of zeros to list them."""
+        shown = {s.id for s in totals.strategies}
+        return tuple(
+            StrategyProfit(
+                id=s.id, title=list_label(s.kind, s.id, s.symbol, s.params, s.name), symbol=s.symbol, quote=s.quote,
+                status=s.status, budget=s.budget, futures=is_contract(s.symbol), fills=0, realised=ZERO, fees=ZERO,
+                unrealised=ZERO, positions=(),
+            )
+            for s in await self._store.strategies.list_for_user(user_id, ("active", "paused", "finished"))
+            if s.id not in shown
+        )

@@ -136,6 +136,34 @@ def preview_text(preview) -> str:
     )
 
 
+def edit_preview_text(preview) -> str:
+    """The summary of an /edit: what changes, within which bounds, and that nothing changes before Confirm."""
+    lines = [f"<b>Change {esc(preview.label)}</b>"]
+    if preview.new_budget is not None:
+        quote = preview.quote
+        lines.append(f"Budget: {money(preview.budget, quote)} → <b>{money(preview.new_budget, quote)}</b>")
+        lines.append(f"Used {money(preview.used, quote)}, reserved by open orders {money(preview.reserved, quote)}: "
+                     f"the budget can be no less than {money(preview.minimum, quote)}"
+                     + (f", and at most {money(preview.maximum, quote)} now." if preview.maximum is not None else "."))
+        lines.append(f"Left after the change: {money(max(Decimal(0), preview.new_budget - preview.minimum), quote)}")
+        if preview.per_level is not None:
+            lines.append(f"Each grid level then buys for up to {money(preview.per_level, quote)}.")
+    if preview.new_name is not None:
+        lines.append(f"Name: “{esc(preview.name or '')}” → <b>“{esc(preview.new_name)}”</b>" if preview.name
+                     else f"Name: <b>“{esc(preview.new_name)}”</b>")
+    lines += ["", "Nothing changes until you press Confirm; the strategy uses the new budget from its next decision."]
+    return "\n".join(lines)
+
+
+def edited_text(preview) -> str:
+    changes = []
+    if preview.new_budget is not None:
+        changes.append(f"budget {money(preview.new_budget, preview.quote)}")
+    if preview.new_name is not None:
+        changes.append(f"name “{esc(preview.new_name)}”")
+    return f"✅ #{preview.strategy_id} changed: {', '.join(changes)}. /status {preview.strategy_id} to follow it."
+
+
 def _position(amount: Decimal, asset: str, step: Decimal | None = None) -> str:
     """A signed futures position in words: "short 0.003 BTC", "long 0.01 BTC", "flat"."""
     if amount == 0:
@@ -232,9 +260,29 @@ def panic_text(result) -> str:
     lines = [
         f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
         f"{result.canceled} open order(s).",
-        "/resume a strategy when you are ready: it places the orders it needs again.",
+        "When you are ready, press Resume all (or send /resume all) to resume the strategies this paused, or "
+        "/resume one of them: each places the orders it needs again.",
     ]
     lines += _settling_lines(result)
+    return "\n".join(lines)
+
+
+RESUME_ALL_SKIPPED_SHOWN = 20  # a line each; with the resumed list the reply stays one message
+
+
+def resume_all_text(result) -> str:
+    """The answer to Resume all / `/resume all`: what runs again, and each paused strategy left paused with why."""
+    if result.resumed:
+        lines = [f"▶️ Resumed {len(result.resumed)} strateg{'y' if len(result.resumed) == 1 else 'ies'} "
+                 "paused by /panic: " + ", ".join(esc(clip(label, 60)) for label in result.resumed) + "."]
+    else:
+        lines = ["Nothing to resume: no strategy is paused by /panic any more (see /status)."]
+    if result.skipped:
+        lines.append(f"Still paused ({len(result.skipped)}):")
+        lines += [f"  {esc(clip(label, 60))}: {esc(clip(why, 160))}"
+                  for label, why in result.skipped[:RESUME_ALL_SKIPPED_SHOWN]]
+        if len(result.skipped) > RESUME_ALL_SKIPPED_SHOWN:
+            lines.append(f"  … and {len(result.skipped) - RESUME_ALL_SKIPPED_SHOWN} more (see /status).")
     return "\n".join(lines)
 
 

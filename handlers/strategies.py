@@ -30,6 +30,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, f
 from bot.formatting import money
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
+from bot.services.strategies import AllocationPreview, EditPreview
 from bot.strategies.params import ParamError, format_value, split_assignments
 from handlers.common import (
     Context,
@@ -47,8 +48,11 @@ from handlers.render import (
     catalogue_text,
     clip,
     control_text,
+    edit_preview_text,
+    edited_text,
     panic_text,
     preview_text,
+    resume_all_text,
     status_detail_text,
     status_text,
     stop_text,
@@ -231,7 +235,7 @@ async def _confirm(update: Update, context: Context, services, token: str) -> No
     rt = runtime(context)
     user_id = update.effective_user.id
     preview = rt.drafts.take_preview(token, user_id)
-    if preview is None:
+    if not isinstance(preview, AllocationPreview):  # none, or an /edit summary's token
         raise UserError(
             "This summary has expired (a newer one replaced it, or it was cancelled or already used). "
             "Send /allocate again."
@@ -396,6 +400,9 @@ async def _control_command(update: Update, context: Context, verb: str) -> None:
     user_id = update.effective_user.id
     try:
         services = _services(context)
+        if context.args and verb == "resume" and context.args[0].lower() == "all":
+            await reply(update, resume_all_text(await services.resume_all(user_id)))
+            return
         if context.args:
             strategy_id = parse_id(context.args[0].lstrip("#"))
             if strategy_id is None:
@@ -507,13 +514,79 @@ async def panic(update: Update, context: Context) -> None:
 async def panic_button(update: Update, context: Context) -> None:
     query = update.callback_query
     await query.answer()
-    if query.data != "panic:yes":
+    if query.data not in ("panic:yes", "panic:resume"):
         await answer_and_edit(update, "Nothing was changed.")
         return
     try:
+        if query.data == "panic:resume":  # "Resume all" under the panic's answer; a second press resumes nothing
+            result = await _services(context).resume_all(update.effective_user.id)
+            await answer_and_edit(update, resume_all_text(result))
+            return
         await answer_and_edit(update, "Pausing everything and cancelling orders…")
         result = await _services(context).panic(update.effective_user.id)
-        await answer_and_edit(update, panic_text(result))
+        await answer_and_edit(update, panic_text(result), keyboard([[("Resume all", "panic:resume")]]))
+    except UserError as exc:
+        await _reply_error(update, exc)
+
+
+# --- /edit ------------------------------------------------------------------------------------------------
+
+EDIT_USAGE = (
+    "Usage: /edit <strategy number> budget=<amount> [name=<text>], e.g. /edit 3 budget=150 "
+    "(see /status for the numbers)."
+)
+
+
+async def edit(update: Update, context: Context) -> None:
+    """/edit <id> budget=… name=…: a summary of the change with Confirm/Cancel; nothing changes before Confirm."""
+    user_id = update.effective_user.id
+    args = context.args or []
+    try:
+        services = _services(context)
+        strategy_id = parse_id(args[0].lstrip("#")) if args else None
+        if strategy_id is None or len(args) < 2:
+            raise UserError(EDIT_USAGE)
+        try:
+            changes = _edit_changes(args[1:])
+        except ParamError as exc:
+            raise UserError(f"{exc.message}. {EDIT_USAGE}") from None
+        preview = await services.edit(user_id, strategy_id, changes)
+        runtime(context).drafts.keep_preview(preview)
+        await reply(update, edit_preview_text(preview),
+                    keyboard([[("Confirm change", f"edit:confirm:{preview.token}"), ("Cancel", "edit:cancel")]]))
+    except UserError as exc:
+        await _reply_error(update, exc)
+
+
+def _edit_changes(tokens: list[str]) -> dict[str, str]:
+    """`key=value` tokens; words after `name=` without an `=` are the rest of the name (name=my savings)."""
+    joined: list[str] = []
+    for token in tokens:
+        if "=" not in token and joined and joined[-1].lower().startswith("name="):
+            joined[-1] += f" {token}"
+        else:
+            joined.append(token)
+    return split_assignments(joined)
+
+
+async def edit_button(update: Update, context: Context) -> None:
+    """Confirm or Cancel under an /edit summary (a summary is confirmed at most once)."""
+    query = update.callback_query
+    await query.answer()
+    rt = runtime(context)
+    user_id = update.effective_user.id
+    _, action, *rest = query.data.split(":", 2)
+    try:
+        if action != "confirm":
+            rt.drafts.drop_previews(user_id)
+            await answer_and_edit(update, "Cancelled: nothing was changed.")
+            return
+        preview = rt.drafts.take_preview(rest[0] if rest else "", user_id)
+        if not isinstance(preview, EditPreview):
+            raise UserError("This summary has expired (a newer one replaced it, or it was cancelled or already "
+                            "used). Send /edit again.")
+        edited = await _services(context).confirm_edit(preview)
+        await answer_and_edit(update, edited_text(edited.preview))
     except UserError as exc:
         await _reply_error(update, exc)
 
@@ -531,6 +604,8 @@ def handlers(drafts) -> list[tuple[int, object]]:
         (0, CommandHandler("stop", stop)),
         (0, CallbackQueryHandler(control_button, pattern=r"^ctl:")),
         (0, CallbackQueryHandler(picker_button, pattern=r"^ctlp:")),
+        (0, CommandHandler("edit", edit)),
+        (0, CallbackQueryHandler(edit_button, pattern=r"^edit:")),
         (0, CommandHandler("panic", panic)),
         (0, CallbackQueryHandler(panic_button, pattern=r"^panic:")),
     ]

@@ -150,6 +150,13 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE strategies ADD COLUMN name TEXT;
     """,
+    # who paused a paused strategy: user (/pause), panic (/panic: "Resume all" resumes only these) or engine
+    #    (funds, a refused order, a rejected key). Rows paused earlier are classified from their pause reason.
+    """
+    ALTER TABLE strategies ADD COLUMN paused_by TEXT;
+    UPDATE strategies SET paused_by = CASE pause_reason WHEN 'paused by /panic' THEN 'panic'
+        WHEN 'paused by you' THEN 'user' ELSE 'engine' END WHERE status = 'paused';
+    """,
 ]
 
 

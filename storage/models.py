@@ -84,6 +84,7 @@ class Strategy:
     alerts: str
     created_at: datetime
     name: str | None = None  # the user's optional name for it (name= at /allocate)
+    paused_by: str | None = None  # a paused strategy's pauser: user | panic | engine (storage.strategies)
 
 
 @dataclass(frozen=True)

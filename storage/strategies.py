@@ -18,6 +18,9 @@ from storage.models import Strategy, dumps, from_iso, to_iso, utcnow
 ACTIVE, PAUSED, FINISHED, STOPPED = "active", "paused", "finished", "stopped"
 #: Statuses that still hold their budget (an allocation is released only when finished or stopped).
 HOLDING = (ACTIVE, PAUSED)
+#: Who paused a paused strategy: the user (/pause), /panic ("Resume all" resumes only these), or the engine.
+USER, PANIC, ENGINE = "user", "panic", "engine"
+PAUSERS = (USER, PANIC, ENGINE)
 
 
 class StrategyRepository:
@@ -155,15 +158,36 @@ class StrategyRepository:
         *,
         reason: str | None = None,
         only_from: Iterable[str] | None = None,
+        paused_by: str = ENGINE,
+        only_paused_by: str | None = None,
     ) -> bool:
-        """Change the status (optionally only from some statuses); True when the row changed."""
-        sql = "UPDATE strategies SET status = ?, pause_reason = ?, updated_at = ? WHERE id = ?"
-        params: list[Any] = [status, reason, to_iso(utcnow()), strategy_id]
+        """Change the status (optionally only from some statuses, or only if paused by `only_paused_by`); True
+        when the row changed. A pause records who paused (`paused_by`: user, panic or engine); any other
+        status clears it."""
+        if paused_by not in PAUSERS:
+            raise ValueError(f"unknown pauser {paused_by!r}")
+        sql = "UPDATE strategies SET status = ?, pause_reason = ?, paused_by = ?, updated_at = ? WHERE id = ?"
+        params: list[Any] = [status, reason, paused_by if status == PAUSED else None, to_iso(utcnow()), strategy_id]
         if only_from is not None:
             states = list(only_from)
             sql += f" AND status IN ({', '.join('?' for _ in states)})"
             params += states
+        if only_paused_by is not None:
+            sql += " AND status = 'paused' AND paused_by = ?"
+            params.append(only_paused_by)
         return await tx.rowcount(sql, params) == 1
+
+    async def set_budget(self, tx: Transaction, strategy_id: int, budget: Decimal) -> bool:
+        """Change a running or paused strategy's budget (the engine reads it at its next decision)."""
+        return await tx.rowcount(
+            "UPDATE strategies SET budget = ?, updated_at = ? WHERE id = ? AND status IN ('active', 'paused')",
+            (str(budget), to_iso(utcnow()), strategy_id),
+        ) == 1
+
+    async def set_name(self, tx: Transaction, strategy_id: int, name: str | None) -> None:
+        await tx.execute(
+            "UPDATE strategies SET name = ?, updated_at = ? WHERE id = ?", (name, to_iso(utcnow()), strategy_id)
+        )
 
     async def set_next_run(self, strategy_id: int, next_run: datetime | None) -> None:
         await self._db.execute(
@@ -210,5 +234,6 @@ def _strategy(row) -> Strategy:
         alerts=row["alerts"],
         created_at=from_iso(row["created_at"]),
         name=row["name"],
+        paused_by=row["paused_by"],
     )
 

@@ -233,3 +233,33 @@ async def test_a_key_fingerprint_is_unique_across_accounts_while_unknown_ones_ma
         assert (await store.accounts.by_key_ref("f" * 64)).label == "a"
     finally:
         await store.close()
+
+
+async def test_strategies_paused_before_the_pauser_was_recorded_are_classified_from_their_reason(
+    tmp_path, monkeypatch
+):
+    """"Resume all" after /panic resumes only panic pauses: rows paused before `paused_by` existed get it from
+    their pause reason (the two texts the bot wrote), anything else is the engine's."""
+    import storage.migrations as migrations
+
+    mine = next(i for i, script in enumerate(MIGRATIONS) if "ADD COLUMN paused_by" in script)
+    db = await connect(tmp_path / "main.db")
+    try:
+        monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:mine])
+        await migrate(db)
+        await db.execute("INSERT INTO users (id, chat_id, created_at) VALUES (1, 1, 'now')")
+        await db.execute("INSERT INTO accounts (user_id, venue, label, created_at) VALUES (1, 'binance', 'b', 'now')")
+        reasons = {1: ("paused", "paused by /panic"), 2: ("paused", "paused by you"),
+                   3: ("paused", "not enough free USDT"), 4: ("active", None)}
+        for strategy_id, (status, reason) in reasons.items():
+            await db.execute(
+                "INSERT INTO strategies (id, user_id, account_id, kind, symbol, quote, budget, status, pause_reason, "
+                "created_at, updated_at) VALUES (?, 1, 1, 'dca', 'BTC/USDT', 'USDT', '50', ?, ?, 'now', 'now')",
+                (strategy_id, status, reason),
+            )
+        monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
+        assert await migrate(db) == len(MIGRATIONS)
+        rows = await db.fetchall("SELECT id, paused_by FROM strategies ORDER BY id")
+        assert [(r["id"], r["paused_by"]) for r in rows] == [(1, "panic"), (2, "user"), (3, "engine"), (4, None)]
+    finally:
+        await db.close()

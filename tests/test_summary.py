@@ -15,7 +15,16 @@ from zoneinfo import ZoneInfo
 
 from bot.formatting import money, percent
 from bot.services.reports import ProfitReport, ProfitTotal, StrategyProfit
-from bot.summary import TELEGRAM_TEXT_LIMIT, DailyReport, due_day, summary_text, window_start
+from bot.summary import (
+    MAX_PARTS,
+    TELEGRAM_TEXT_LIMIT,
+    DailyReport,
+    _parts,
+    _units,
+    due_day,
+    summary_text,
+    window_start,
+)
 from tests.chat_helpers import USER, connect_with_key
 from tests.test_chat_strategies import allocate_one_line
 
@@ -146,17 +155,24 @@ def test_stopped_strategies_without_fills_are_only_in_the_totals_and_names_are_e
     text = summary_text(report([], total))
     assert "“&lt;core&gt;”" in text and "#6" not in text
     assert "1 stopped strategy without fills in the last day: in the totals only." in text
-    assert "No fills yet" in summary_text(report([], []))
+    assert "No strategies yet" in summary_text(report([], []))
 
 
-def test_sixty_strategies_fit_one_message_with_the_totals_kept():
-    total = [profit(id=i, title=f"#{i} Rebalance BTC 50 / ETH 50 “long-term savings”", fills=9,
-                    realised=D("-123456.78")) for i in range(1, 61)]
+def test_fifty_long_named_strategies_arrive_in_parts_between_lines_with_every_line_and_the_totals_kept():
+    total = [profit(id=i, title=f"#{i} Rebalance BTC 50 / ETH 50 “retirement savings plan no. {i:02d}”", fills=9,
+                    realised=D("-123456.78")) for i in range(1, 51)]
     text = summary_text(report(total, total))
-    assert len(text.encode("utf-16-le")) // 2 <= TELEGRAM_TEXT_LIMIT
-    assert re.search(r"\n… \d+ more strategies in /profit\n", text)
-    assert text.splitlines()[-1].startswith("<b>Total USDT</b> — last day: 540 fills")
-    assert "<b>#1 Rebalance" in text
+    assert _units(text) > TELEGRAM_TEXT_LIMIT
+    parts = _parts(text)
+    assert 1 < len(parts) <= MAX_PARTS
+    assert all(_units(part) <= TELEGRAM_TEXT_LIMIT for part in parts)
+    assert parts[1].startswith(f"📊 <b>Daily summary</b>, continued (2/{len(parts)})\n")
+    kept = [line for part in parts for line in part.split("\n") if "continued (" not in line]
+    assert kept == text.split("\n")
+    assert parts[-1].splitlines()[-1].startswith("<b>Total USDT</b> — last day: 450 fills")
+    assert _parts("short") == ["short"]
+    cut = _parts("\n".join(["x" * 4000] * (MAX_PARTS + 3)))
+    assert len(cut) == MAX_PARTS and cut[-1].endswith("… (cut: more in /profit)")
 
 
 # --- end to end ---------------------------------------------------------------------------------------

@@ -20,19 +20,25 @@ from bot.engine.context import EngineContext
 from bot.venues import venue_name
 from storage.accounts import KEY_REJECTED, KEY_UNREADABLE
 from storage.models import Account, Strategy
-from storage.strategies import ACTIVE, PAUSED
+from storage.strategies import ACTIVE, ENGINE, PAUSED
 
 logger = logging.getLogger(__name__)
 
 
-async def pause_strategy(ctx: EngineContext, strategy_id: int, reason: str, *, alert: bool = True) -> bool:
-    """Pause an active strategy (True if it was active), queueing its alert in the same transaction."""
+async def pause_strategy(
+    ctx: EngineContext, strategy_id: int, reason: str, *, alert: bool = True, by: str = ENGINE
+) -> bool:
+    """Pause an active strategy (True if it was active), queueing its alert in the same transaction.
+
+    `by` records who paused it (user, panic, engine): "Resume all" after /panic resumes only the panic's."""
     store = ctx.store
     async with store.db.transaction() as tx:
         strategy = await store.strategies.get(strategy_id, tx)
         if strategy is None:
             return False
-        changed = await store.strategies.set_status(tx, strategy_id, PAUSED, reason=reason, only_from=(ACTIVE,))
+        changed = await store.strategies.set_status(
+            tx, strategy_id, PAUSED, reason=reason, only_from=(ACTIVE,), paused_by=by
+        )
         if changed and alert:
             chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
             if chat is not None:

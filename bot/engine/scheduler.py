@@ -47,7 +47,7 @@ from bot.vault import CredentialUnreadable
 from storage.accounts import KEY_REJECTED
 from storage.models import Order
 from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
-from storage.strategies import ACTIVE, HOLDING, STOPPED
+from storage.strategies import ACTIVE, ENGINE, HOLDING, STOPPED
 
 logger = logging.getLogger(__name__)
 
@@ -435,11 +435,11 @@ class Engine:
 
     # --- control (used by the services) -----------------------------------------------------------------
 
-    async def pause(self, strategy_id: int, reason: str, *, alert: bool = False) -> bool:
+    async def pause(self, strategy_id: int, reason: str, *, alert: bool = False, by: str = ENGINE) -> bool:
         """Pause an active strategy; once this returns no new send of it starts (its orders stay: see
-        `cancel_orders`)."""
+        `cancel_orders`). `by`: who paused it (user, panic, engine)."""
         async with self.desk.gate(strategy_id):  # serialised with its sends' status checks
-            changed = await pause_strategy(self.ctx, strategy_id, reason, alert=alert)
+            changed = await pause_strategy(self.ctx, strategy_id, reason, alert=alert, by=by)
         self.unschedule(strategy_id)
         return changed
 

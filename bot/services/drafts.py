@@ -84,7 +84,7 @@ class Drafts:
 
     Only a user's newest summary can be confirmed: showing a new one expires the older, and `/cancel` or a
     summary's Cancel button expires it too, so a Confirm pressed on a summary the user walked away from
-    starts nothing.
+    starts nothing. An /edit summary is such a preview too: one pending summary per user, /allocate's or /edit's.
     """
 
     def __init__(self, ttl: float = DRAFT_TTL_S) -> None:

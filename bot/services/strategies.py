@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -37,7 +37,7 @@ from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
-from storage.strategies import ACTIVE, FINISHED, HOLDING, PAUSED, STOPPED
+from storage.strategies import ACTIVE, FINISHED, HOLDING, PANIC, PAUSED, STOPPED, USER
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +171,40 @@ class PanicResult:
     errors: tuple[str, ...] = ()
     filled: int = 0
     unconfirmed: int = 0
+
+
+@dataclass(frozen=True)
+class EditPreview:
+    """A checked change of a running or paused strategy (/edit), not yet made: show it with Confirm/Cancel."""
+
+    token: str
+    user_id: int
+    strategy_id: int
+    label: str
+    quote: str
+    budget: Decimal  # now
+    new_budget: Decimal | None  # None: unchanged
+    name: str | None  # now
+    new_name: str | None  # None: unchanged
+    used: Decimal
+    reserved: Decimal
+    minimum: Decimal  # the smallest budget it may have: used plus reserved (never below zero), up to the cent
+    maximum: Decimal | None  # the largest the account allows now, down to the cent (None: the budget is not raised)
+    per_level: Decimal | None = None  # a started grid: its ladder's new quote per level
+
+
+@dataclass(frozen=True)
+class Edited:
+    strategy_id: int
+    preview: EditPreview
+
+
+@dataclass(frozen=True)
+class ResumeAllResult:
+    """"Resume all" after /panic: the strategies resumed, and the paused ones left paused with why."""
+
+    resumed: tuple[str, ...]  # list labels
+    skipped: tuple[tuple[str, str], ...] = ()  # (list label, why it stays paused)
 
 
 @dataclass(frozen=True)
@@ -539,6 +573,137 @@ class StrategyService:
             + "."
         )
 
+    # --- edit ---------------------------------------------------------------------------------------------
+
+    async def edit(self, user_id: int, strategy_id: int, changes: Mapping[str, str]) -> EditPreview:
+        """Check a change of a running or paused strategy's budget and/or name; nothing changes until `confirm_edit`.
+
+        The budget keeps /allocate's rules: never below what the strategy has used plus what its open orders
+        reserve; raised, at most what the account's free balance leaves after the other budgets' claims; and the
+        strategy's own minimums (a DCA's per-buy amount, a grid's per-level buy) still met by the new figure.
+        """
+        unknown = sorted(set(changes) - {"budget", "name"})
+        if unknown or not changes:
+            raise UserError(
+                (f"I cannot change {shown(', '.join(unknown))}. " if unknown else "")
+                + "Usage: /edit <strategy number> budget=<amount> [name=<text>], e.g. /edit 3 budget=150."
+            )
+        strategy = await self._owned(user_id, strategy_id)
+        if strategy.status not in HOLDING:
+            raise UserError(
+                f"{_title(strategy)} is {strategy.status}: only a running or paused strategy can be edited."
+            )
+        new_name = _name(changes["name"]) if "name" in changes else None
+        new_budget = _budget(changes["budget"]) if "budget" in changes else None
+        return await self._checked_edit(strategy, new_budget, new_name, token=secrets.token_hex(8))
+
+    async def confirm_edit(self, preview: EditPreview) -> Edited:
+        """Make a previewed change, checked again under the strategy's lock (its engine decisions wait), so the
+        next decision uses the new budget and no fill or order in between can make it too small."""
+        if preview.token in self._confirmed:
+            raise UserError("This change was already made: see /status.")
+        strategy = await self._owned(preview.user_id, preview.strategy_id)
+        async with self._engine.ctx.lock(strategy.id):
+            strategy = await self._owned(preview.user_id, preview.strategy_id)
+            if strategy.status not in HOLDING:
+                raise UserError(f"{_title(strategy)} is {strategy.status} now: nothing was changed.")
+            checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
+            self._confirmed.add(preview.token)
+            async with self._store.db.transaction() as tx:
+                if checked.new_budget is not None:
+                    await self._store.strategies.set_budget(tx, strategy.id, checked.new_budget)
+                    if checked.per_level is not None:
+                        kind = STRATEGIES[strategy.kind]
+                        state = replace(kind.load_state(strategy.state), quote_per_level=checked.per_level)
+                        await self._store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
+                if checked.new_name is not None:
+                    await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
+        logger.info("user %s edited strategy %s", preview.user_id, strategy.id)
+        if strategy.status == ACTIVE:
+            self._engine.run_soon(strategy.id)  # a raised budget may fund an order now
+        return Edited(strategy.id, checked)
+
+    async def _checked_edit(
+        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str
+    ) -> EditPreview:
+        used = strategy.spent - strategy.received
+        reserved = await self._store.orders.reserved_for(strategy.id)
+        minimum = max(ZERO, used + reserved)
+        maximum = per_level = None
+        if new_budget is not None:
+            if new_budget < minimum:
+                raise UserError(
+                    f"{_title(strategy)} has already used {money(used, strategy.quote)} and its open orders reserve "
+                    f"{money(reserved, strategy.quote)}: its budget can be no less than "
+                    f"{money(_round_up_for_display(minimum), strategy.quote)}."
+                )
+            account = await self._store.accounts.get(strategy.account_id)
+            if account is None or account.status != "active":
+                raise UserError("This strategy's account key does not work (see /accounts): fix it first.")
+            if new_budget > strategy.budget:
+                maximum = await self._most_budget(account, strategy, used + reserved)
+                if new_budget > maximum:
+                    raise UserError(
+                        f"The budget {money(new_budget, strategy.quote)} is more than {account.label} allows: with "
+                        f"its free {strategy.quote} and your other strategies' budgets, {_title(strategy)} can have "
+                        f"at most {money(_round_down_for_display(maximum), strategy.quote)}."
+                    )
+            per_level = await self._check_new_budget(account, strategy, new_budget)
+        return EditPreview(
+            token=token, user_id=strategy.user_id, strategy_id=strategy.id,
+            label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
+            quote=strategy.quote, budget=strategy.budget, new_budget=new_budget, name=strategy.name,
+            new_name=new_name, used=used, reserved=reserved, minimum=_round_up_for_display(minimum),
+            maximum=_round_down_for_display(maximum) if maximum is not None else None, per_level=per_level,
+        )
+
+    async def _most_budget(self, account: Account, strategy: Strategy, claimed: Decimal) -> Decimal:
+        """The largest budget `strategy` may have: what it used and reserved plus what the account's free quote
+        leaves after the other strategies' unspent budgets (the /allocate ceiling, without this one)."""
+        creds = await self._engine.ctx.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read your balance: {failure.user_message}") from None
+        free = balance[strategy.quote].free if strategy.quote in balance else ZERO
+        others = []
+        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
+            if other.quote == strategy.quote and other.id != strategy.id:
+                reserved = await self._store.orders.reserved_for(other.id)
+                others.append(Ledger(other.budget, other.spent - other.received, reserved))
+        return max(ZERO, claimed) + allocation_headroom(free, others)
+
+    async def _check_new_budget(self, account: Account, strategy: Strategy, budget: Decimal) -> Decimal | None:
+        """The strategy's own checks of a budget, as at /allocate; a started grid's new quote per level."""
+        kind = STRATEGIES[strategy.kind]
+        parsed = kind.parse_params(dict(strategy.params))
+        try:
+            kind.check_allocation(strategy.symbol, budget, parsed)
+        except ParamError as exc:
+            raise UserError(exc.message) from None
+        if kind.name == "dca":
+            await self._check_dca_amount(account, strategy.symbol, budget, parsed)
+        if kind.name != "grid":
+            return None
+        state = kind.load_state(strategy.state)
+        if not state.started:  # the ladder is split when the price enters the range: checked as at /allocate
+            await self._check_grid_levels(account, strategy.symbol, budget, parsed)
+            return None
+        info = await self._market(account, strategy.symbol)
+        prices = level_prices(parsed["low"], parsed["high"], parsed["levels"])
+        ladder = tuple(prices[level.index] for level in state.levels if level.phase != "idle")
+        rules = MarketRules.from_info(info)
+        check = _GridCheck(rules, strategy.symbol, max(ladder), parsed["low"], parsed["high"], ladder=ladder)
+        short = check.per_level_if_short(budget, len(ladder))
+        if short is not None:
+            raise UserError(
+                f"{money(budget, info.quote)} over the grid's {len(ladder)} level(s) is "
+                f"{money(_round_down_for_display(short), info.quote)} per level, below "
+                f"{strategy.symbol.split(':')[0]}'s minimum order at those prices. Use a budget of at least "
+                f"{money(check.smallest_budget(budget, len(ladder)), info.quote)}."
+            )
+        return floor_to(Budget(total=budget, fee_rate=rules.fee_rate).spendable / len(ladder), QUOTE_STEP)
+
     # --- status ---------------------------------------------------------------------------------------
 
     async def status(self, user_id: int) -> list[StrategyStatus]:
@@ -625,7 +790,7 @@ class StrategyService:
         strategy = await self._owned(user_id, strategy_id)
         if strategy.status != ACTIVE:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not running.")
-        await self._engine.pause(strategy.id, "paused by you", alert=False)
+        await self._engine.pause(strategy.id, "paused by you", alert=False, by=USER)
         done = await self._engine.cancel_orders(strategy.id, "paused by you")
         return ControlResult(
             strategy.id, _title(strategy), PAUSED, canceled=done.canceled, filled=done.filled,
@@ -645,16 +810,51 @@ class StrategyService:
                 f"/connect replace {account.label} first."
             )
         async with self._store.db.transaction() as tx:
-            await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
+            resumed = await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
+        if not resumed:  # resumed (or stopped) by another press meanwhile
+            raise UserError(f"{_title(strategy)} is no longer paused: see /status.")
         await self._engine.resume(strategy.id)
         return ControlResult(strategy.id, _title(strategy), ACTIVE)
+
+    async def resume_all(self, user_id: int) -> ResumeAllResult:
+        """Resume exactly the strategies /panic paused (not the user's own pauses, nor the engine's), except on
+        an account whose key does not work; each is resumed once however often this is called (the status
+        change is conditional on its still being paused by the panic)."""
+        resumed: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
+        for strategy in await self._store.strategies.list_for_user(user_id, (PAUSED,)):
+            label = list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+            account = accounts.get(strategy.account_id)
+            if strategy.paused_by == USER:
+                skipped.append((label, f"you paused it yourself: /resume {strategy.id}"))
+                continue
+            if strategy.paused_by != PANIC:
+                skipped.append((label, f"{strategy.pause_reason or 'paused by the bot'}: /resume {strategy.id} "
+                                       "once it is fixed"))
+                continue
+            if account is None or account.status != "active":
+                where = account.label if account is not None else "its account"
+                skipped.append((label, f"the API key of {where} does not work: /connect replace {where} first"))
+                continue
+            async with self._store.db.transaction() as tx:
+                changed = await self._store.strategies.set_status(
+                    tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,), only_paused_by=PANIC
+                )
+            if changed:
+                await self._engine.resume(strategy.id)
+                resumed.append(label)
+        logger.info("user %s resumed %d strategies paused by /panic", user_id, len(resumed))
+        return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
     async def panic(self, user_id: int) -> PanicResult:
         """Pause every strategy of the user and cancel every open order they have (none is sent afterwards)."""
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = 0
         for strategy in strategies:
-            if strategy.status == ACTIVE and await self._engine.pause(strategy.id, "paused by /panic", alert=False):
+            if strategy.status == ACTIVE and await self._engine.pause(
+                strategy.id, "paused by /panic", alert=False, by=PANIC
+            ):
                 paused += 1
         done = Cancellation()
         for strategy in strategies:
@@ -769,11 +969,17 @@ class StrategyService:
 class _GridCheck:
     """A grid's first buys put through the risk gate before Confirm, as the engine will when it starts."""
 
-    def __init__(self, rules: MarketRules, symbol: str, price: Decimal, low: Decimal, high: Decimal) -> None:
+    def __init__(
+        self, rules: MarketRules, symbol: str, price: Decimal, low: Decimal, high: Decimal,
+        ladder: tuple[Decimal, ...] | None = None,
+    ) -> None:
         self.rules, self.symbol, self.price, self.low, self.high = rules, symbol, price, low, high
+        self.ladder = ladder  # a started grid's levels (its per-level is split over these, whatever the price)
 
     def armed(self, levels: int) -> tuple[Decimal, ...]:
         """The level prices that get a buy when the grid starts (see `Grid._arm_ladder`)."""
+        if self.ladder is not None:
+            return self.ladder
         ladder = level_prices(self.low, self.high, levels)[:-1]
         below = tuple(p for p in ladder if p < self.price)
         in_range = self.low <= self.price <= self.high
@@ -922,6 +1128,11 @@ def _round_up_for_display(value: Decimal) -> Decimal:
     """A suggested quote amount, rounded UP (so it still works) to cents when it is at least 1."""
     step = Decimal("0.01") if value >= 1 else Decimal("1e-8")
     return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
+
+
+def _round_down_for_display(value: Decimal) -> Decimal:
+    """A ceiling shown to the user, rounded DOWN (so typing it back is accepted) to cents when it is at least 1."""
+    return floor_to(value, Decimal("0.01") if value >= 1 else Decimal("1e-8"))
 
 
 def _q(value: Decimal) -> str:
