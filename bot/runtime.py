@@ -94,6 +94,7 @@ class Runtime:
         )
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
+            strategies_to_stop=self.strategies.account_strategies_to_stop,
             forget_credentials=self.engine.ctx.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
         )
         await self.accounts.backfill_fingerprints()
@@ -103,7 +104,7 @@ class Runtime:
         await self.engine.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).
         self.engine.scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
-        self.summary = DailySummary(self.store, self.strategies, self.notifier, self.engine.ctx.clock)
+        self.summary = DailySummary(self.store, self.reports, self.notifier, lambda: self.engine.ctx.clock())
         self.summary.schedule(self.engine.scheduler)
 
     async def close(self) -> None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from bot.exchanges.venues import find
 
+#: The leverage Strata trades futures at: the engine sets it on a market before its first order there, so a
+#: position's margin is its full size (within the strategy's budget) and every view says "1x".
+FUTURES_LEVERAGE = 1
+
 
 def venue_name(venue: str) -> str:
     known = find(venue)

@@ -7,18 +7,41 @@ abandoned here (`disc:abandon:<id>`).
 
 from __future__ import annotations
 
-from telegram import Update
+from datetime import UTC, datetime
+
+from telegram import Message, Update
+from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.services.errors import UserError
-from handlers.common import Context, answer_and_edit, callback_int, esc, keyboard, reply, runtime
-from handlers.render import accounts_text, clip, left_open_lines
+from handlers.common import (
+    Context,
+    answer_and_edit,
+    callback_int,
+    esc,
+    keyboard,
+    page_of,
+    pager_row,
+    reply,
+    runtime,
+    split_html,
+)
+from handlers.render import accounts_text, clip, left_open_lines, stop_text
 
 MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
+#: Accounts on one /accounts page: with five assets and a few positions each, a page stays one message.
+ACCOUNTS_PER_PAGE = 5
+_FOOTER = (
+    "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;. "
+    "Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;."
+)
 
 
 async def accounts(update: Update, context: Context) -> None:
-    """List the accounts; `/accounts rename <label> <new-label>` renames one."""
+    """List the accounts at once from their stored balances, then refresh them in place.
+
+    `/accounts rename <label> <new-label>` renames one.
+    """
     rt = runtime(context)
     user_id = update.effective_user.id
     if context.args and context.args[0].lower() == "rename":
@@ -35,14 +58,92 @@ async def accounts(update: Update, context: Context) -> None:
             return
         await reply(update, f"Renamed: <b>{esc(renamed.label)}</b>. Use this label in /allocate.")
         return
-    views = await rt.accounts.list_accounts(user_id)
-    buttons = [[(f"🔑 New key for {v.label}", f"connect:replace:{v.id}")] for v in views]
-    await reply(
-        update,
-        accounts_text(views) + "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;. "
-        "Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;.",
-        keyboard(buttons) if buttons else None,
+    views, page, pages = page_of(await rt.accounts.stored_accounts(user_id), 1, ACCOUNTS_PER_PAGE)
+    if not views:
+        await reply(update, accounts_text(views, _now()))
+        return
+    message = await update.effective_chat.send_message(
+        _listing(views, page, pages, refreshing=True), reply_markup=_accounts_keyboard(views, user_id, page, pages)
     )
+    _refresh_later(context, message, user_id, page)
+
+
+async def accounts_button(update: Update, context: Context) -> None:
+    """🔄 Refresh (`acc:<user>:<page>`, also ◀ ▶): the page's stored figures as refreshing, then fresh ones."""
+    query = update.callback_query
+    message = query.message
+    user_id = update.effective_user.id
+    wanted = callback_int(query.data, 2)
+    if callback_int(query.data, 1) != user_id or wanted is None:  # someone else's list (a group), or forged
+        await query.answer("Send /accounts to see yours.")
+        return
+    if message is None or _key(message) in _refreshing(context):
+        await query.answer("Already refreshing…")
+        return
+    await query.answer()
+    views, page, pages = page_of(await runtime(context).accounts.stored_accounts(user_id), wanted,
+                                 ACCOUNTS_PER_PAGE)
+    if not views:
+        await answer_and_edit(update, accounts_text(views, _now()))
+        return
+    await _edit(message, _listing(views, page, pages, refreshing=True), views, user_id, page, pages)
+    _refresh_later(context, message, user_id, page)
+
+
+def _refresh_later(context: Context, message: Message, user_id: int, page: int) -> None:
+    """Fetch the page's accounts now and edit `message` with them, without holding the user's next update."""
+    refreshing = _refreshing(context)
+    refreshing.add(_key(message))
+
+    async def refresh() -> None:
+        try:
+            service = runtime(context).accounts
+            shown, page_now, pages = page_of(await service.list_accounts(user_id, with_balances=False), page,
+                                             ACCOUNTS_PER_PAGE)
+            views = await service.refreshed_accounts(user_id, [v.id for v in shown])
+            await _edit(message, _listing(views, page_now, pages), views, user_id, page_now, pages)
+        finally:
+            refreshing.discard(_key(message))
+
+    context.application.create_task(refresh(), name=f"accounts-refresh-{user_id}")
+
+
+def _listing(views, page: int, pages: int, *, refreshing: bool = False) -> str:
+    """One page of the listing, in one message (cut at a line, saying so, if ever too long): it is edited."""
+    text = accounts_text(views, _now(), refreshing=refreshing)
+    if pages > 1:
+        text = text.replace("</b>", f"</b> (page {page} of {pages})", 1)
+    return split_html(text + _FOOTER, max_parts=1)[0]
+
+
+async def _edit(message: Message, text: str, views, user_id: int, page: int, pages: int) -> None:
+    try:
+        await message.edit_text(text, reply_markup=_accounts_keyboard(views, user_id, page, pages))
+    except BadRequest as exc:
+        # Nothing changed since the last edit, or the user deleted the message meanwhile: nothing to show.
+        if not any(words in exc.message.lower() for words in ("not modified", "not found")):
+            raise
+
+
+def _accounts_keyboard(views, user_id: int, page: int, pages: int):
+    rows = [[("🔄 Refresh", f"acc:{user_id}:{page}")]]
+    if pages > 1:
+        rows.append(pager_row(f"acc:{user_id}", page, pages))
+    rows += [[(f"🔑 New key for {v.label}", f"connect:replace:{v.id}")] for v in views]
+    return keyboard(rows)
+
+
+def _refreshing(context: Context) -> set[tuple[int, int]]:
+    """The /accounts messages whose refresh is under way (one refresh per message at a time)."""
+    return context.bot_data.setdefault("accounts_refreshing", set())
+
+
+def _key(message: Message) -> tuple[int, int]:
+    return message.chat_id, message.message_id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 async def disconnect(update: Update, context: Context) -> None:
@@ -69,11 +170,30 @@ async def disconnect(update: Update, context: Context) -> None:
     await reply(update, "Which account do you want to disconnect?" + more, keyboard(rows))
 
 
-def _confirm_text(label: str) -> str:
-    return (
-        f"Disconnect <b>{esc(label)}</b>? Its strategies stop, their open orders are cancelled, and its key is "
-        "destroyed (you can connect it again later)."
-    )
+MAX_STRATEGIES_LISTED = 30
+
+
+def _confirm_text(label: str, strategies: list[str]) -> str:
+    head = f"Disconnect <b>{esc(label)}</b>? "
+    end = "its key is destroyed (you can connect it again later)."
+    if not strategies:
+        return head + "It runs no strategy; " + end
+    return "\n".join([
+        head + f"{_these(strategies)} (what they hold is kept; each gets its final summary), "
+        "their open orders are cancelled, and " + end,
+        *_strategy_lines(strategies),
+    ])
+
+
+def _these(strategies: list[str]) -> str:
+    return "This strategy stops" if len(strategies) == 1 else f"These {len(strategies)} strategies stop"
+
+
+def _strategy_lines(strategies: list[str]) -> list[str]:
+    lines = [f"  • {esc(name)}" for name in strategies[:MAX_STRATEGIES_LISTED]]
+    if len(strategies) > MAX_STRATEGIES_LISTED:
+        lines.append(f"  … and {len(strategies) - MAX_STRATEGIES_LISTED} more (see /status)")
+    return lines
 
 
 def _confirm_keyboard(account_id: int, action: str = "yes"):
@@ -82,14 +202,17 @@ def _confirm_keyboard(account_id: int, action: str = "yes"):
 
 async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
     """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
+    strategies = await rt.accounts.strategies_to_stop(user_id, account.id)
     if account.status == "active":
-        return _confirm_text(account.label), _confirm_keyboard(account.id)
+        return _confirm_text(account.label, strategies), _confirm_keyboard(account.id)
     left = await rt.accounts.left_open(user_id, account.id)
     why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
     lines = [
         f"Disconnect <b>{esc(account.label)}</b>? Its key {why}, so I cannot cancel anything on the exchange. "
         "Its strategies stop and its key is destroyed.",
     ]
+    if strategies:
+        lines += [f"{_these(strategies)}:", *_strategy_lines(strategies)]
     if left:
         lines += [
             f"⚠️ These {len(left)} order(s) may still be open on the exchange: <b>cancel them there yourself</b> "
@@ -127,18 +250,27 @@ async def disconnect_button(update: Update, context: Context) -> None:
                     *left_open_lines(done.left_open),
                 ]
             await answer_and_edit(update, "\n".join(lines))
+            await _send_summaries(update, done.stopped)
             return
         await answer_and_edit(update, "Disconnecting: stopping strategies and cancelling orders…")
-        account = await rt.accounts.disconnect(user_id, account_id)
+        done = await rt.accounts.disconnect(user_id, account_id)
     except UserError as exc:
         await answer_and_edit(update, esc(exc.message))
         return
-    await answer_and_edit(update, f"🗑 <b>{esc(account.label)}</b> is disconnected and its key destroyed.")
+    await answer_and_edit(update, f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed.")
+    await _send_summaries(update, done.stopped)
+
+
+async def _send_summaries(update: Update, stopped) -> None:
+    """Each stopped strategy's summary as /stop gives it, together (split only if over Telegram's limit)."""
+    if stopped:
+        await reply(update, "\n\n".join(stop_text(summary) for summary in stopped))
 
 
 def handlers() -> list[tuple[int, object]]:
     return [
         (0, CommandHandler("accounts", accounts)),
+        (0, CallbackQueryHandler(accounts_button, pattern=r"^acc:")),
         (0, CommandHandler("disconnect", disconnect)),
         (0, CallbackQueryHandler(disconnect_button, pattern=r"^disc:")),
     ]

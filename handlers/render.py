@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
-from bot.engine.figures import budget_text, fee_text, holdings_text, pnl_text
+from bot.engine.figures import UNKNOWN_PRECISION, Precision, budget_text, fee_text, holdings_text, pnl_text
 from bot.formatting import amount as fmt_amount
-from bot.formatting import money, percent
+from bot.formatting import money, number, percent
 from bot.formatting import price as fmt_price
 from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen, valuation_quote
+from bot.services.positions import PositionView
 from handlers.common import esc
 
 
@@ -34,11 +36,49 @@ def balances_lines(balances: tuple[AssetValue, ...] | None, quote: str) -> list[
 ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_unreadable": "⛔ key unreadable"}
 
 
-def account_lines(view: AccountView) -> list[str]:
+def _clock(at: datetime, now: datetime) -> str:
+    """"19:45 UTC", with the date when it was not today ("3 Dec 19:45 UTC")."""
+    at = at.astimezone(UTC)
+    return at.strftime("%H:%M UTC") if at.date() == now.date() else f"{at.day} {at.strftime('%b %H:%M UTC')}"
+
+
+def position_lines(positions) -> list[str]:
+    """A futures account's open positions as the venue reports them (entry, mark, unrealised P&L at 1x)."""
+    if not positions:
+        return ["  no open positions"]
+    lines = ["  open positions (Strata runs them at 1x):"]
+    for p in positions:
+        leverage = ""
+        if p.leverage is not None and p.leverage != 1:
+            leverage = f" (the exchange shows {number(p.leverage, 0)}x)"
+        lines.append(
+            f"  • {esc(p.base)}/{esc(p.quote)} {esc(p.side)} {esc(fmt_amount(p.size, p.base, p.step))}, "
+            f"entry {esc(fmt_price(p.entry, p.quote, p.tick))}, "
+            f"mark {esc(fmt_price(p.mark, p.quote, p.tick))}, "
+            f"unrealised {esc(money(p.unrealised, p.quote, signed=True))}{leverage}"
+        )
+    return lines
+
+
+def account_lines(view: AccountView, now: datetime, *, refreshing: bool = False) -> list[str]:
+    """One account of /accounts: its state, then its balances (and positions), fresh or "as of" when stored."""
     status = ACCOUNT_STATES.get(view.status, esc(view.status))
-    head = f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"
-    quote = valuation_quote(view.venue)
-    lines = [head, *(balances_lines(view.balances, quote) if view.status == "active" else [])]
+    lines = [f"<b>{esc(view.label)}</b> — {esc(view.venue_name)} — {status}"]
+    if view.status == "active":
+        if view.refresh_error:
+            lines.append(f"  ⚠️ could not refresh: {esc(view.refresh_error)}")
+        if view.as_of is not None:
+            lines.append(f"  <i>as of {_clock(view.as_of, now)}</i>")
+        if view.balances is not None:
+            lines += balances_lines(view.balances, valuation_quote(view.venue))
+        elif refreshing:
+            lines.append("  checking…")
+        elif not view.refresh_error:
+            lines.append("  balance unavailable right now")
+        if view.positions is not None:
+            lines += position_lines(view.positions)
+            if view.positions and view.balances:
+                lines.append("  <i>(the USDT figure is the margin balance: the wallet plus unrealised P&amp;L)</i>")
     if view.note:
         lines.append(f"  <i>{esc(view.note)}</i>")
     return lines
@@ -61,13 +101,15 @@ def connected_text(result: Connected) -> str:
     return "\n".join(lines)
 
 
-def accounts_text(views: list[AccountView]) -> str:
+def accounts_text(views: list[AccountView], now: datetime, *, refreshing: bool = False) -> str:
+    """/accounts: stored figures while `refreshing` ("as of" their fetch), then the fresh ones."""
     if not views:
         return "You have no connected accounts yet. /connect one."
-    lines = ["<b>Your accounts</b>"]
+    state = "refreshing…" if refreshing else f"updated {_clock(now, now)}"
+    lines = [f"<b>Your accounts</b> — {state}"]
     for view in views:
         lines.append("")
-        lines.extend(account_lines(view))
+        lines.extend(account_lines(view, now, refreshing=refreshing))
     return "\n".join(lines)
 
 
@@ -130,6 +172,8 @@ def preview_text(preview) -> str:
             f"Budget: {money(preview.budget, esc(preview.quote))} (hard ceiling; "
             f"{money(preview.available, esc(preview.quote))} available)",
             f"Parameters: <code>{esc(params) or 'defaults'}</code>",
+            *([f"Leverage: {preview.leverage}x (no leverage): a position's margin is its full size, within the "
+               "budget"] if getattr(preview, "leverage", None) else []),
             "",
             "Nothing trades until you press Confirm.",
         ]
@@ -171,6 +215,17 @@ def _position(amount: Decimal, asset: str, step: Decimal | None = None) -> str:
     return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount), esc(asset), step)}"
 
 
+def position_text(p: PositionView, precision: Precision = UNKNOWN_PRECISION) -> str:
+    """An open futures position: "long 0.003 BTC at 1x, entry 55,000.0 USDT, mark 54,000.0 USDT, notional
+    162.00 USDT, unrealised -3.00 USDT" (mark, notional and unrealised "?" when the mark could not be read)."""
+    q, tick = esc(p.quote), precision.price_tick
+    return (
+        f"{p.side} {fmt_amount(abs(p.size), esc(p.asset), precision.amount_step, held=True)} at {p.leverage}x, "
+        f"entry {fmt_price(p.entry, q, tick)}, mark {fmt_price(p.mark, q, tick)}, notional {money(p.notional, q)}, "
+        f"unrealised {money(p.unrealised, q, signed=True)}"
+    )
+
+
 def status_lines(s) -> list[str]:
     state = {"active": "▶️ running", "paused": "⏸ paused", "finished": "✅ finished", "stopped": "⏹ stopped"}
     head = f"<b>{esc(_label(s))}</b> on {esc(s.account_label)} — {state.get(s.status, s.status)}"
@@ -181,7 +236,8 @@ def status_lines(s) -> list[str]:
     lines.append(f"  {budget_text(f)}")
     held = holdings_text(f)
     if f.futures:
-        lines.append(f"  position {held or 'flat'}")
+        shown = "flat" if s.position is None else position_text(s.position, f.precision_of(s.position.asset))
+        lines.append(f"  position: {shown}")
     elif held:
         lines.append(f"  holds {esc(clip(held, 300))}")
     if s.dust:
@@ -427,5 +483,6 @@ def profit_text(report) -> str:
             f"net {money(t.net, esc(t.quote), signed=True)}, ROI {percent(t.roi)} of "
             f"{money(t.budget, esc(t.quote))}"
         )
-    lines.append("Realised P&amp;L is net of fees; unrealised is what is held now at the last price.")
+    lines.append("Realised P&amp;L is net of fees; unrealised is what is held now at the last price (futures: at "
+                 "the exchange's mark price).")
     return "\n".join(lines)

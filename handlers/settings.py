@@ -1,4 +1,8 @@
-"""/settings: fill alerts per strategy (on, silent, off) and the daily summary, all by buttons."""
+"""/settings: fill alerts per strategy (on, silent, off) and the daily summary (hour, time zone), by buttons.
+
+One-line forms for what buttons cannot offer: `/settings tz <IANA name>` (any zone, not only the listed
+ones), `/settings hour <0-23>`, `/settings summary on|off`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,18 @@ from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
 from bot.services.errors import UserError
+from bot.timezones import COMMON_ZONES
 from handlers.common import Context, answer_and_edit, esc, keyboard, page_of, pager_row, parse_id, reply, runtime
 
 SETTINGS_PER_PAGE = 8  # 3 buttons each: 24 strategy buttons, well under Telegram's 100 per keyboard
 HOURS = frozenset(str(hour) for hour in range(24))
 MODE_LABELS = {"on": "🔔 on", "silent": "🔕 silent", "off": "🚫 off"}
+ZONES_PER_ROW = 3
+ZONE_INDEXES = frozenset(str(index) for index in range(len(COMMON_ZONES)))
+USAGE = (
+    "Usage: /settings alone for the menu; /settings tz &lt;time zone&gt; (an IANA name such as Europe/Paris), "
+    "/settings hour &lt;0-23&gt; (your local hour), /settings summary on|off."
+)
 
 
 def settings_view(settings, page: int = 1):
@@ -32,14 +43,31 @@ def settings_view(settings, page: int = 1):
         rows.append(pager)
     if not settings.strategies:
         lines.append("(no strategies yet)")
-    state = f"on at {settings.summary_hour:02d}:00 UTC" if settings.summary else "off"
-    lines.append(f"Daily summary (P&amp;L net of fees): {state}")
+    when = f"{settings.summary_hour:02d}:00 {esc(settings.timezone)}"
+    state = f"on at {when}" if settings.summary else f"off (would be at {when})"
+    lines.append(f"Daily summary (the last day per strategy and totals, P&amp;L net of fees): {state}")
+    lines.append("Another time zone: /settings tz Europe/Paris (any IANA name).")
     toggle = ("Daily summary: turn off", f"set:summary:off:{page}") if settings.summary else (
         "Daily summary: turn on", f"set:summary:on:{page}")
     rows.append([toggle])
     rows.append([("Summary −1 h", f"set:hour:{(settings.summary_hour - 1) % 24}:{page}"),
                  ("Summary +1 h", f"set:hour:{(settings.summary_hour + 1) % 24}:{page}")])
+    rows.append([(f"Time zone: {settings.timezone}", f"set:zones:{page}")])
     return "\n".join(lines), keyboard(rows)
+
+
+def zones_view(settings, page: int):
+    """The time-zone picker: the common zones as buttons, Back to the settings page it came from."""
+    text = (
+        f"<b>Time zone</b> for the daily summary — now {esc(settings.timezone)}, the summary at "
+        f"{settings.summary_hour:02d}:00 local time.\nAnother zone: /settings tz &lt;IANA name&gt;, e.g. "
+        "/settings tz Europe/Paris."
+    )
+    buttons = [(("• " if name == settings.timezone else "") + name, f"set:tz:{index}:{page}")
+               for index, name in enumerate(COMMON_ZONES)]
+    rows = [buttons[i:i + ZONES_PER_ROW] for i in range(0, len(buttons), ZONES_PER_ROW)]
+    rows.append([("◀ Back", f"set:page:{page}")])
+    return text, keyboard(rows)
 
 
 def _page_of_strategy(settings, strategy_id: int) -> int:
@@ -49,8 +77,26 @@ def _page_of_strategy(settings, strategy_id: int) -> int:
 
 async def settings_command(update: Update, context: Context) -> None:
     rt = runtime(context)
-    await rt.store.users.upsert(update.effective_user.id, update.effective_chat.id)
-    text, markup = settings_view(await rt.settings_service.get(update.effective_user.id))
+    user_id = update.effective_user.id
+    await rt.store.users.upsert(user_id, update.effective_chat.id)
+    service = rt.settings_service
+    args = context.args or []
+    try:
+        if not args:
+            settings = await service.get(user_id)
+        elif args[0].lower() in ("tz", "timezone", "zone") and len(args) == 2:
+            settings = await service.set_timezone(user_id, args[1])
+        elif args[0].lower() == "hour" and len(args) == 2 and args[1].isascii() and args[1].isdigit():
+            settings = await service.set_summary(user_id, hour=int(args[1]))
+        elif args[0].lower() == "summary" and len(args) == 2 and args[1].lower() in ("on", "off"):
+            settings = await service.set_summary(user_id, enabled=args[1].lower() == "on")
+        else:
+            await reply(update, USAGE)
+            return
+    except UserError as exc:
+        await reply(update, f"❌ {esc(exc.message)}")
+        return
+    text, markup = settings_view(settings)
     await reply(update, text, markup)
 
 
@@ -72,6 +118,12 @@ async def settings_button(update: Update, context: Context) -> None:
             settings = await service.set_summary(user_id, hour=int(parts[2]))
         elif parts[1] == "page" and len(parts) == 3 and (page := parse_id(parts[2])) is not None:
             settings = await service.get(user_id)
+        elif parts[1] == "zones" and len(parts) == 3 and (page := parse_id(parts[2])) is not None:
+            text, markup = zones_view(await service.get(user_id), page)
+            await answer_and_edit(update, text, markup)
+            return
+        elif parts[1] == "tz" and len(parts) == 4 and parts[2] in ZONE_INDEXES:
+            settings = await service.set_timezone(user_id, COMMON_ZONES[int(parts[2])])
         else:
             raise UserError("This menu has expired. Send /settings again.")
     except UserError as exc:

@@ -30,7 +30,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("edit", "Change a strategy's budget or name: /edit 3 budget=150"),
     ("stop", "Stop a strategy: keep or sell its holdings"),
     ("panic", "Pause everything and cancel all open orders"),
-    ("settings", "Alerts and daily summary"),
+    ("settings", "Alerts, daily summary, time zone (/settings tz Europe/Paris)"),
     ("cancel", "End the current guided step"),
 ]
 

@@ -157,6 +157,16 @@ MIGRATIONS: list[str] = [
     UPDATE strategies SET paused_by = CASE pause_reason WHEN 'paused by /panic' THEN 'panic'
         WHEN 'paused by you' THEN 'user' ELSE 'engine' END WHERE status = 'paused';
     """,
+    # The last balances (and futures positions) fetched per account, so /accounts answers at once from them
+    # ("as of HH:MM UTC") while it refreshes (storage/balances.py). Figures only: nothing secret.
+    """
+    CREATE TABLE account_balances (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        assets     TEXT NOT NULL,                  -- JSON [[asset, amount, value or null], …], decimal strings
+        positions  TEXT,                           -- JSON [{symbol, side, size, entry, …}, …]; NULL: not read
+        fetched_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

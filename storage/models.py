@@ -143,3 +143,45 @@ class Alert:
 
 def dumps(value: dict[str, Any]) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class StoredAsset:
+    """One asset of an account's last fetched balance, valued in the account's quote when a price was known."""
+
+    asset: str
+    amount: Decimal
+    value: Decimal | None
+
+
+@dataclass(frozen=True)
+class StoredPosition:
+    """One open futures position as the venue last reported it (size unsigned; `side` long or short)."""
+
+    symbol: str
+    side: str
+    size: Decimal
+    entry: Decimal | None
+    mark: Decimal | None
+    unrealised: Decimal | None
+    leverage: Decimal | None = None
+    step: Decimal | None = None  # the market's amount step and price tick, to show figures as the venue does
+    tick: Decimal | None = None
+
+    @property
+    def base(self) -> str:
+        return self.symbol.split("/")[0]
+
+    @property
+    def quote(self) -> str:
+        return self.symbol.split("/")[-1].split(":")[0]
+
+
+@dataclass(frozen=True)
+class BalanceSnapshot:
+    """The balances (and futures positions) last fetched for an account, and when."""
+
+    account_id: int
+    assets: tuple[StoredAsset, ...]
+    positions: tuple[StoredPosition, ...] | None  # None: not read with these balances (a spot account, /connect)
+    fetched_at: datetime

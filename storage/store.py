@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.accounts import AccountRepository
+from storage.balances import BalanceRepository
 from storage.db import Database, connect
 from storage.migrations import migrate
 from storage.order_watches import OrderWatchRepository
@@ -24,6 +25,7 @@ class Store:
     strategies: StrategyRepository
     orders: OrderRepository
     order_watches: OrderWatchRepository
+    balances: BalanceRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -34,6 +36,7 @@ class Store:
         return cls(
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
+            balances=BalanceRepository(db),
         )
 
     async def migrate(self) -> int:

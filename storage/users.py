@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from storage.db import Database, Transaction
 from storage.models import User, dumps, to_iso, utcnow
@@ -38,9 +39,15 @@ class UserRepository:
         else:
             await self._db.execute(sql, params)
 
-    async def update_settings(self, user_id: int, settings: dict) -> None:
-        await self._db.execute("UPDATE users SET settings = ? WHERE id = ?", (dumps(settings), user_id))
+    async def merge_settings(self, user_id: int, changes: dict) -> None:
+        """Set some settings (None removes one) in one statement, keeping the rest as stored now.
 
+        Unlike a read-modify-write of the whole object, this cannot undo a daily summary claimed meanwhile
+        (which would send it twice).
+        """
+        await self._db.execute(
+            "UPDATE users SET settings = json_patch(settings, ?) WHERE id = ?", (dumps(changes), user_id)
+        )
 
     async def with_daily_summary(self) -> list[User]:
         """Active users who asked for a daily summary."""
@@ -49,12 +56,15 @@ class UserRepository:
         )
         return [_user(r) for r in rows]
 
-    async def claim_daily_summary(self, tx: Transaction, user_id: int, day: str) -> bool:
-        """Mark today's summary as owed-and-taken, once: False when it was already claimed for `day`."""
+    async def claim_daily_summary(self, tx: Transaction, user_id: int, day: str, at: datetime) -> bool:
+        """Mark the summary of `day` (the user's local date) as taken at `at`, once: False when already claimed.
+
+        `at` is where the next summary's "since the last summary" starts.
+        """
         changed = await tx.rowcount(
-            "UPDATE users SET settings = json_set(settings, '$.last_summary', ?) "
+            "UPDATE users SET settings = json_set(settings, '$.last_summary', ?, '$.last_summary_at', ?) "
             "WHERE id = ? AND coalesce(json_extract(settings, '$.last_summary'), '') != ?",
-            (day, user_id, day),
+            (day, to_iso(at), user_id, day),
         )
         return changed == 1
 

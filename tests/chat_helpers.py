@@ -58,3 +58,12 @@ async def connect_account(s, fake_exchanges, venue="binance", user=USER, **flags
     return account
 
 
+
+
+async def list_accounts(s, user: int = USER, timeout: float = 15.0):
+    """/accounts: the stored figures sent at once, then (returned second) that message edited with fresh ones."""
+    await s.send(user, "/accounts")
+    first = await s.next_reply(user, contains="Your accounts")
+    fresh = await s.next_reply(user, contains="— updated", timeout=timeout)
+    assert fresh.message_id == first.message_id and fresh.method == "editMessageText"
+    return first, fresh

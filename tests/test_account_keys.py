@@ -14,7 +14,16 @@ import sqlite3
 from decimal import Decimal
 
 from storage.orders import LIVE
-from tests.chat_helpers import OTHER, USER, connect_with_key, make_keypair, register, send_key_pair, start_connect
+from tests.chat_helpers import (
+    OTHER,
+    USER,
+    connect_with_key,
+    list_accounts,
+    make_keypair,
+    register,
+    send_key_pair,
+    start_connect,
+)
 from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids, keystore_deks, stored_accounts
 
@@ -51,17 +60,19 @@ async def test_a_revoked_key_is_disconnected_after_a_confirmation_naming_the_ord
     account, strategy, api_key, secret, resting = await _grid_with_a_revoked_key(strata, fake_exchanges)
     store = strata.runtime.store
     assert await store.orders.reserved_for(strategy.id) > 0
-    await strata.send(USER, "/accounts")
-    listing = await strata.next_reply(USER, contains="Your accounts")
+    _, listing = await list_accounts(strata)
     assert "key rejected" in listing.text and "/connect replace binance" in listing.text
 
     await strata.send(USER, "/disconnect binance")
     confirm = await strata.next_reply(USER, contains="Disconnect")
     assert "cancel them there" in confirm.text
+    assert f"This strategy stops:\n  • #{strategy.id} Grid BTC/USDT" in confirm.plain_text, confirm.plain_text
     for order in resting:
         assert f"order id {order.id}" in confirm.text
     await strata.press(USER, confirm, "Confirm disconnect")
     done = await strata.next_reply(USER, contains="destroyed", timeout=15)
+    summary = await strata.next_reply(USER, contains="stopped; its budget is released")
+    assert summary.plain_text.startswith(f"⏹ Grid #{strategy.id} BTC/USDT"), summary.plain_text
 
     assert "did not answer" not in done.text
     for order in resting:  # named, so the user can cancel them on the exchange
@@ -172,8 +183,7 @@ async def test_a_kraken_key_is_replaced_only_by_a_key_that_sees_the_accounts_ord
 
     new_key, new_secret = make_keypair("kraken")
     book.add_key(new_key, new_secret, same_account_as=old_key)
-    await strata.send(USER, "/accounts")
-    listing = await strata.next_reply(USER, contains="Your accounts")
+    _, listing = await list_accounts(strata)
     await strata.press(USER, listing, "🔑 New key for kraken")
     await strata.next_reply(USER, contains="New key for kraken")
     await send_key_pair(strata, new_key, new_secret)
@@ -216,8 +226,7 @@ async def test_a_tampered_credential_with_an_unconfirmed_order_pauses_that_accou
         await asyncio.sleep(1.5)  # a few fill polls later: still one alert
         alerts = [m for m in s.tg.sent if m.chat_id == USER and "cannot be read" in (m.text or "")]
         assert len(alerts) == 1
-        await s.send(USER, "/accounts")
-        listing = await s.next_reply(USER, contains="Your accounts")
+        _, listing = await list_accounts(s)
         assert "key unreadable" in listing.text
 
 

@@ -11,7 +11,16 @@ from datetime import timedelta
 from decimal import Decimal
 
 from storage.orders import LIVE
-from tests.chat_helpers import OTHER, USER, connect_with_key, make_keypair, register, send_key_pair, start_connect
+from tests.chat_helpers import (
+    OTHER,
+    USER,
+    connect_with_key,
+    list_accounts,
+    make_keypair,
+    register,
+    send_key_pair,
+    start_connect,
+)
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids, keystore_deks, stored_accounts
 
@@ -248,8 +257,7 @@ async def test_a_binance_account_without_its_owner_recorded_gets_it_at_start_up_
         await _wait_for(lambda: uid_reads() > before)
         await asyncio.sleep(0.3)
         assert _owner_refs(database)[account.id] is None
-        await s.send(USER, "/accounts")
-        await s.next_reply(USER, contains="Your accounts")
+        await list_accounts(s)
     before = uid_reads()
     async with make_strata():
         await _wait_for(lambda: _owner_refs(database)[account.id] is not None)

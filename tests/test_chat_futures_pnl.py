@@ -27,8 +27,9 @@ def script_candles(book, start: int, step: int, last: int) -> None:
 
 
 def figure(text: str, label: str) -> Decimal:
-    """The signed money figure that follows `label` in a message (e.g. 'realised +12.34 USDT' → 12.34)."""
-    found = re.search(re.escape(label) + r"\s*([+-]?[\d,]+(?:\.\d+)?)", text, flags=re.IGNORECASE)
+    """The signed money figure that follows `label` as a word in a message ('realised +12.34 USDT' → 12.34; the
+    'realised' of 'unrealised' does not count)."""
+    found = re.search(r"(?<!\w)" + re.escape(label) + r"\s*([+-]?[\d,]+(?:\.\d+)?)", text, flags=re.IGNORECASE)
     assert found, f"no '{label}' figure in:\n{text}"
     return Decimal(found.group(1).replace(",", ""))
 
@@ -98,7 +99,7 @@ async def test_a_futures_trend_long_short_flat_reports_the_wallets_realised_pnl_
     status = (await strata.next_reply(USER, contains="Your strategies")).plain_text
     assert figure(status, "realised") == cents(realised_by_venue()), status
     assert figure(status, "unrealised") == cents(book.unrealized_pnl(position())) > 0, status
-    assert re.search(r"position short 0\.003 BTC at entry 45,000(\.0+)? USDT", status), status
+    assert re.search(r"position: short 0\.003 BTC at 1x, entry 45,000(\.0+)? USDT", status), status
     assert "average entry" not in status
     margin = abs(position().amount) * position().entry_price  # at leverage 1
     assert figure(status, "margin") == cents(margin) <= 200, status  # the short is not income

@@ -164,25 +164,27 @@ async def _thirty_strategies(strata, fake_exchanges):
     assert not [m for m in strata.tg.sent if m.chat_id == USER and SORRY in (m.text or "")]
 
 
-async def test_a_reply_over_the_limit_is_split_safely_by_the_reply_helper(make_strata, fake_exchanges):
+async def test_forty_accounts_are_listed_a_page_at_a_time_each_page_one_message(make_strata, fake_exchanges):
     async with make_strata(STRATA_MAX_ACCOUNTS_PER_USER="40") as strata:
         await _forty_accounts(strata, fake_exchanges)
 
 
 async def _forty_accounts(strata, fake_exchanges):
-    """40 accounts make /accounts longer than one message: it arrives in parts, each parsing and fitting."""
+    """40 accounts make /accounts longer than one message: it is paged (◀ ▶), each page fitting and parsing."""
     for _ in range(40):
         api_key, secret = register(fake_exchanges, "binance", balances={
             "USDT": 1000, "BTC": "0.5", "ETH": 2, "BNB": 3, "SOL": 4, "XRP": 5})
         await strata.runtime.accounts.connect(USER, USER, "binance", Credentials(api_key, secret))
-    cursor = strata.tg.cursor()
     await strata.send(USER, "/accounts")
-    last = await strata.tg.wait_for_message(USER, after=cursor, timeout=30, predicate=lambda r: "Rename" in r.text)
-    parts = [r for r in strata.tg.outbox[cursor:] if r.chat_id == USER and r.seq <= last.seq]
-    assert len(parts) >= 2
-    for part in parts:
-        assert_fits(part)
-    labels = "".join(p.plain_text for p in parts)
+    page = await strata.next_reply(USER, contains="— updated", timeout=30)
+    labels = ""
+    for n in range(1, 9):
+        assert f"(page {n} of 8)" in page.plain_text
+        assert_fits(page)
+        labels += page.plain_text
+        if n < 8:
+            await strata.press(USER, page, f"page {n + 1} ▶")
+            page = await strata.next_reply(USER, contains=f"(page {n + 1} of 8) — updated", timeout=30)
     assert all(f"binance-{n}" in labels for n in range(2, 41))
     assert not [r for r in strata.tg.rejected if r.chat_id == USER]
 

@@ -1,11 +1,11 @@
 """/settings end to end: silent fill alerts carry disable_notification, off sends none, pauses always go out;
-the daily summary is queued once per day at the chosen hour."""
+the daily summary's time zone by button or `/settings tz <name>` (tests/test_summary.py: when it is sent)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
+from bot.timezones import COMMON_ZONES
 from tests.chat_helpers import USER, connect_with_key
 from tests.test_chat_strategies import allocate_one_line
 
@@ -55,55 +55,33 @@ async def _run_next_slot(s, strategy_id: int, *, minutes: int) -> None:
     await s.runtime.engine.run_strategy(strategy_id)
 
 
-async def test_daily_summary_is_queued_once_at_the_chosen_hour(strata, fake_exchanges):
-    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
-    await connect_with_key(strata, fake_exchanges, "binance")
-    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=10")
+async def test_time_zone_by_button_and_by_one_line_form_and_a_bad_zone_gets_a_friendly_answer(strata):
     await strata.send(USER, "/settings")
-    menu = await strata.next_reply(USER, contains="Daily summary")
+    menu = await strata.next_reply(USER, contains="Settings")
+    assert "Daily summary" in menu.plain_text and "off (would be at 08:00 UTC)" in menu.plain_text
+    await strata.press(USER, menu, "Time zone: UTC")
+    zones = await strata.next_reply(USER, contains="Time zone")
+    labels = zones.button_texts
+    assert [label.removeprefix("• ") for label in labels[:-1]] == list(COMMON_ZONES) and labels[0] == "• UTC"
+    await strata.press(USER, zones, "America/New_York")
+    menu = await strata.next_reply(USER, contains="Settings")
+    assert "08:00 America/New_York" in menu.plain_text
+    await strata.press(USER, menu, "Summary +1 h")
+    menu = await strata.next_reply(USER, contains="09:00 America/New_York")
     await strata.press(USER, menu, "Daily summary: turn on")
-    await strata.next_reply(USER, contains="on at 08:00 UTC")
-    summary = strata.runtime.summary
-    summary._clock = lambda: datetime(2026, 11, 25, 7, 0, 5, tzinfo=UTC)
-    assert await summary.run_due() == 0, "not before the chosen hour"
-    summary._clock = lambda: datetime(2026, 11, 25, 8, 0, 5, tzinfo=UTC)
-    assert await summary.run_due() == 1
-    assert await summary.run_due() == 0, "once a day"
-    text = await strata.next_reply(USER, contains="Daily summary", timeout=10)
-    assert "DCA" in text.text and "realised" in text.text
+    await strata.next_reply(USER, contains="on at 09:00 America/New_York")
+    settings = (await strata.runtime.store.users.get(USER)).settings
+    assert (settings["tz"], settings["summary_hour"], settings["summary"]) == ("America/New_York", 9, 1)
 
-
-async def test_daily_summary_shows_invested_returned_and_pnl_never_a_negative_used(strata, fake_exchanges):
-    # Bought at 50,000 and sold at 55,000: more came back than went in, which a "used of budget" line shows as
-    # a negative amount. The summary says what went in, what came back and the P&L, from the venue's trades.
-    book = fake_exchanges.books["binance"]
-    book.set_price("BTC/USDT", "50000")
-    _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
-    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
-    await strata.next_reply(USER, contains="Bought", timeout=15)
-    book.set_price("BTC/USDT", "55000")
-    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
-    await strata.send(USER, f"/stop {strategy.id}")
-    question = await strata.next_reply(USER, contains="Keep what it bought")
-    await strata.press(USER, question, "Stop and sell")
-    await strata.next_reply(USER, contains="Realised", timeout=15)
-    await strata.send(USER, "/settings")
-    menu = await strata.next_reply(USER, contains="Daily summary")
-    await strata.press(USER, menu, "Daily summary: turn on")
-    await strata.next_reply(USER, contains="on at 08:00 UTC")
-    strata.runtime.summary._clock = lambda: datetime(2026, 11, 25, 8, 0, 5, tzinfo=UTC)
-
-    assert await strata.runtime.summary.run_due() == 1
-    text = (await strata.next_reply(USER, contains="Daily summary", timeout=10)).plain_text
-
-    trades = book.trades(api_key, "BTC/USDT")
-    buys = [t for t in trades if t.side == "buy"]
-    sells = [t for t in trades if t.side == "sell"]
-    invested = sum(t.cost for t in buys) + sum(t.fee for t in buys if t.fee_currency == "USDT")
-    returned = sum(t.cost for t in sells) - sum(t.fee for t in sells if t.fee_currency == "USDT")
-    assert returned > invested
-    line = next(row for row in text.splitlines() if f"#{strategy.id} " in row)
-    assert "used" not in line and "-" not in line.split(":", 1)[1], line
-    assert f"invested {invested.quantize(Decimal('0.01'))}" in line
-    assert f"returned {returned.quantize(Decimal('0.01'))}" in line
-    assert "budget 100.00 USDT" in line and "realised +" in line
+    await strata.send(USER, "/settings tz europe/PARIS")
+    assert "on at 09:00 Europe/Paris" in (await strata.next_reply(USER, contains="Settings")).plain_text
+    for bad in ("Mars/Olympus", "Europe", "../../etc/passwd", "x" * 300):
+        await strata.send(USER, f"/settings tz {bad}")
+        answer = await strata.next_reply(USER)
+        assert "not a time zone I know" in answer.plain_text and "Europe/Berlin" in answer.plain_text, bad
+    await strata.send(USER, "/settings hour 25")
+    assert "0–23" in (await strata.next_reply(USER)).plain_text
+    await strata.send(USER, "/settings tz")
+    assert "/settings tz" in (await strata.next_reply(USER, contains="Usage")).plain_text
+    assert (await strata.runtime.store.users.get(USER)).settings["tz"] == "Europe/Paris", "bad input lost nothing"
+    assert "Traceback" not in strata.log.getvalue()

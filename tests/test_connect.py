@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from tests.chat_helpers import OTHER, USER, connect_account, register, send_key_pair, start_connect
+from tests.chat_helpers import OTHER, USER, connect_account, list_accounts, register, send_key_pair, start_connect
 
 
 def deleted_ids(s, chat_id: int) -> set[int]:
@@ -50,8 +50,7 @@ async def test_full_connect_deletes_both_messages_stores_sealed_key_and_leaks_no
     assert {key_msg["message_id"], secret_msg["message_id"]} <= deleted_ids(strata, USER)
     signed = [r for r in fake_exchanges.books[venue].requests if r.api_key == api_key]
     assert signed and all(r.signature_valid for r in signed)
-    await strata.send(USER, "/accounts")
-    listing = await strata.next_reply(USER, contains="Your accounts")
+    _, listing = await list_accounts(strata)
     assert venue in listing.text and "active" in listing.text
     assert stored_accounts(strata) == [(venue, venue, USER)]
     assert keystore_deks(strata) == 1

@@ -187,6 +187,7 @@ def test_demo_chat_connects_the_demo_key_by_numbered_button_and_keeps_its_secret
     demo.wait_for(r"Connected Binance Spot")
     demo.type("/accounts")
     demo.wait_for(r"Your accounts")
+    demo.wait_for(r"Your accounts — updated")
     demo.wait_for(r"10,000\.00 USDT")
     demo.type(":price BTC/USDT 70000")
     demo.wait_for(r"BTC/USDT is now 70000 on binance, binanceusdm")

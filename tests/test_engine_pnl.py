@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.engine.pnl import compute, effect_of_last
+from bot.engine.pnl import compute, effect_of_last, position_action
 from bot.sandbox.exchange_book import ExchangeBook, MarketSpec
 from storage.models import Fill
 from storage.orders import StrategyFill
@@ -128,6 +128,27 @@ def test_the_effect_of_a_flip_books_the_closed_part_as_received_and_the_opened_p
     assert effect.received == D(200) + D(10) - D("0.105")  # margin back + gain − a third of the fee
     assert effect.spent == D(420) + D("0.21")  # margin for the 0.02 short + two thirds of the fee
     assert (effect.asset.side, effect.asset.entry_price) == ("short", D(21000))
+
+
+@pytest.mark.parametrize(("before", "after", "action"), [
+    ("0", "0.01", "Opened long"), ("0", "-0.01", "Opened short"),
+    ("0.01", "0.03", "Added to long"), ("-0.01", "-0.02", "Added to short"),
+    ("0.03", "0.01", "Reduced long"), ("-0.03", "-0.01", "Reduced short"),
+    ("0.01", "0", "Closed long"), ("-0.01", "0", "Closed short"),
+    ("0.01", "-0.02", "Flipped to short"), ("-0.01", "0.02", "Flipped to long"),
+])
+def test_position_action_names_what_a_fill_did_to_the_position(before, after, action):
+    assert position_action(D(before), D(after)) == action
+
+
+def test_the_effect_of_fills_knows_the_position_before_them():
+    fills = [fill("buy", "0.01", "20000"), fill("buy", "0.02", "21000"), fill("sell", "0.05", "22000")]
+    assert (effect_of_last(fills[:1], "USDT").action, effect_of_last(fills[:2], "USDT").action) == (
+        "Opened long", "Added to long")
+    flip = effect_of_last(fills, "USDT")
+    assert (flip.held_before, flip.asset.held, flip.action) == (D("0.03"), D("-0.02"), "Flipped to short")
+    two = effect_of_last(fills, "USDT", count=2)  # one order's two fills: the effect of both
+    assert (two.held_before, two.action) == (D("0.01"), "Flipped to short")
 
 
 # ------------------------------------------------------------------------------------------------- spot

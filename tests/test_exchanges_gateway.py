@@ -214,6 +214,16 @@ async def test_futures_settings_and_positions(fake_exchanges, gateway):
     assert positions[0].side == "long" and positions[0].contracts == Decimal("0.01")
 
 
+async def test_the_mark_price_is_the_venues_premium_index(fake_exchanges, gateway):
+    book, symbol = fake_exchanges.books["binanceusdm"], "BTC/USDT:USDT"
+    book.set_price(symbol, "30000")
+    book.set_mark(symbol, "30012.34")
+    assert await gateway.fetch_mark_price("binanceusdm", symbol) == Decimal("30012.34")
+    assert sent(book, "/premiumIndex")
+    with pytest.raises(ValueError, match="not a futures venue"):
+        await gateway.fetch_mark_price("binance", "BTC/USDT")
+
+
 async def test_market_data_goes_through_the_cache(fake_exchanges, gateway):
     for _ in range(3):
         candles = await gateway.fetch_ohlcv("binance", "BTC/USDT", "1d", 10)

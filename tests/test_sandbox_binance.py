@@ -371,6 +371,22 @@ async def test_a_futures_order_opens_then_closes_a_position(usdm, exchange_clien
     assert (await client.fetch_balance())["USDT"]["total"] == 1009.795
 
 
+async def test_the_mark_price_follows_the_last_price_until_set_apart_and_values_the_position(usdm, exchange_client):
+    client = exchange_client("binanceusdm", "fut-key", "fut-secret")
+    assert (await client.fetch_mark_price(BTC_PERP))["markPrice"] == 20000
+    await client.create_order(BTC_PERP, "market", "sell", 0.01)
+    usdm.set_mark(BTC_PERP, "19900.5")
+    assert (await client.fetch_mark_price(BTC_PERP))["markPrice"] == 19900.5
+    assert (await client.fetch_ticker(BTC_PERP))["last"] == 20000  # the last trade did not move
+    [position] = await client.fetch_positions([BTC_PERP])
+    assert (position["markPrice"], position["unrealizedPnl"], position["notional"]) == (19900.5, 0.995, 199.005)
+    assert position["info"]["markPrice"] == "19900.50000000"
+    marks = await client.fetch_mark_prices()  # every priced market, as premiumIndex without a symbol
+    assert marks[BTC_PERP]["markPrice"] == 19900.5
+    usdm.set_price(BTC_PERP, "20100")  # a trade: the mark follows the last price again
+    assert (await client.fetch_mark_price(BTC_PERP))["markPrice"] == 20100
+
+
 async def test_a_futures_limit_order_fills_when_the_price_crosses(usdm, exchange_client):
     client = exchange_client("binanceusdm", "fut-key", "fut-secret")
     order = await client.create_order(BTC_PERP, "limit", "sell", 0.002, 20500)

@@ -162,7 +162,7 @@ async def test_stopping_an_accounts_strategies_cancels_their_open_orders(world):
     await world.engine.settle()
     assert len(world.book.open_orders("alice")) == 2
     account = await world.store.accounts.by_label(ALICE, "binance")
-    assert await world.service.stop_account_strategies(account.id) == 1
+    assert len(await world.service.stop_account_strategies(account.id)) == 1
     assert world.book.open_orders("alice") == []
     assert (await world.store.strategies.get(strategy_id)).status == "stopped"
 

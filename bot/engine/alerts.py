@@ -16,6 +16,7 @@ from bot.formatting import amount as fmt_amount
 from bot.formatting import money
 from bot.formatting import price as fmt_price
 from bot.strategies.naming import strategy_label
+from bot.venues import FUTURES_LEVERAGE
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
 
@@ -48,7 +49,8 @@ def fill_text(
     futures: FillEffect | None = None,
 ) -> str:
     """A fill's alert: what filled, then the strategy's figures after it (`bot.engine.figures`, as /status shows
-    them). A spot sale says the P&L it realised; a futures fill the position it left, as the venue books it."""
+    them). A spot sale says the P&L it realised; a futures fill what it did to the position ("Opened long"…), the
+    position it left and the P&L it realised, as the venue books it."""
     precision = figures.precision_of(base)
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
@@ -57,12 +59,9 @@ def fill_text(
         f"{fmt_price(price, escape(quote), precision.price_tick)} (value {money(cost, escape(quote))}, "
         f"fee {fee_text(fee, fee_currency or quote, quote)})",
     ]
-    if futures is not None:
-        lines += [
-            f"Position: {position_text(futures.asset, quote, precision)}",
-            f"Realised P&amp;L net of fees: {money(futures.realised, escape(quote), signed=True)} on this fill, "
-            f"{money(futures.total_realised, escape(quote), signed=True)} in total",
-        ]
+    if futures is not None:  # a futures fill speaks of the position instead of buying and selling
+        lines[1:] = futures_fill_lines(futures, amount=amount, base=base, price=price, quote=quote, cost=cost,
+                                       fee=fee, fee_currency=fee_currency, precision=precision)
     budget = budget_text(figures)
     lines.append(budget[0].upper() + budget[1:])
     if futures is None:
@@ -76,13 +75,35 @@ def fill_text(
     return "\n".join(lines)
 
 
+def futures_fill_lines(
+    effect: FillEffect, *, amount: Decimal, base: str, price: Decimal, quote: str, cost: Decimal, fee: Decimal,
+    fee_currency: str | None, precision: Precision = UNKNOWN_PRECISION,
+) -> list[str]:
+    """A futures fill as a trader reads it: "Opened long 0.122 ETH at 2,412.50 USDT", then the position it left
+    (average entry, 1x) and the P&L it realised net of fees, on this fill and in total."""
+    step = precision.amount_step
+    action, before, after = effect.action, effect.held_before, effect.asset.held
+    if action.startswith("Flipped"):  # one fill closed the position and opened the other side with the rest
+        what = (f"{action}: closed {'long' if before > 0 else 'short'} {fmt_amount(abs(before), base, step)} and "
+                f"opened {effect.asset.side} {fmt_amount(abs(after), base, step)}")
+    else:
+        what = f"{action} {fmt_amount(amount, base, step)}"
+    return [
+        f"{escape(what)} at {fmt_price(price, escape(quote), precision.price_tick)} "
+        f"(notional {money(cost, escape(quote))}, fee {fee_text(fee, fee_currency or quote, quote)})",
+        f"Position: {position_text(effect.asset, quote, precision)}",
+        f"Realised P&amp;L net of fees: {money(effect.realised, escape(quote), signed=True)} on this fill, "
+        f"{money(effect.total_realised, escape(quote), signed=True)} in total",
+    ]
+
+
 def position_text(position: AssetPnl, quote: str, precision: Precision = UNKNOWN_PRECISION) -> str:
-    """A futures position in words: "short 0.003 BTC at entry 45,000.00 USDT", or "flat"."""
+    """A futures position in words: "short 0.003 BTC, entry 45,000.00 USDT, 1x", or "flat"."""
     if position.held == 0 or position.entry_price is None:
         return "flat"
     return (
-        f"{position.side} {fmt_amount(abs(position.held), escape(position.asset), precision.amount_step)} at entry "
-        f"{fmt_price(position.entry_price, escape(quote), precision.price_tick)}"
+        f"{position.side} {fmt_amount(abs(position.held), escape(position.asset), precision.amount_step)}, entry "
+        f"{fmt_price(position.entry_price, escape(quote), precision.price_tick)}, {FUTURES_LEVERAGE}x"
     )
 
 

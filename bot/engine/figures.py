@@ -13,7 +13,7 @@ The words, as the README's glossary and /help define them:
 - reserved: budget held by resting orders (their worst case, fees included, less what they already spent);
 - left: budget − used − reserved, what the strategy may still commit (realised profit included);
 - realised: P&L booked by sales (futures: by reducing the position), net of every fee;
-- unrealised: what closing what is held would realise at the last price;
+- unrealised: what closing what is held would realise at the last price (futures: the venue's mark price);
 - fees: every fee paid, valued in the quote; net: realised + unrealised;
 - average entry: the average cost of what is still held, fees included (futures: the venue's entry price).
 
@@ -44,7 +44,8 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ("reserved", "budget held by resting orders: their worst-case cost, fees included"),
     ("left", "budget minus used minus reserved: what the strategy may still commit, realised profit included"),
     ("realised", "P&L booked by sales (futures: by reducing the position), net of every fee"),
-    ("unrealised", "what selling what is held (futures: closing the position) at the last price would add"),
+    ("unrealised", "what selling what is held (futures: closing the position) at the last price (futures: the "
+                   "exchange's mark price) would add"),
     ("fees", "every fee paid, valued in the quote currency"),
     ("net", "realised plus unrealised"),
     ("average entry", "what the coins still held cost each, fees included (futures: the venue's entry price)"),
@@ -75,6 +76,7 @@ class Figures:
     futures: bool
     assets: Mapping[str, AssetPnl] = field(default_factory=dict)
     precision: Mapping[str, Precision] = field(default_factory=dict)  # per base asset
+    prices: Mapping[str, Decimal] = field(default_factory=dict)  # what each held asset is valued at (futures: mark)
 
     @property
     def used(self) -> Decimal:
@@ -118,7 +120,7 @@ def figures_of(
     return Figures(
         budget=budget, quote=quote, invested=spent, returned=received, reserved=reserved, realised=pnl.realised,
         fees=pnl.fees, unrealised=pnl.unrealised(prices or {}), futures=futures, assets=dict(pnl.assets),
-        precision=dict(precision or {}),
+        precision=dict(precision or {}), prices=dict(prices or {}),
     )
 
 

@@ -177,6 +177,12 @@ class FillEffect:
     realised: Decimal
     total_realised: Decimal
     asset: AssetPnl
+    held_before: Decimal = ZERO  # the position (signed) or holdings before these fills
+
+    @property
+    def action(self) -> str:
+        """What these fills did to a contract position, as a trader says it (see `position_action`)."""
+        return position_action(self.held_before, self.asset.held)
 
 
 def effect_of_last(fills: Sequence[StrategyFill], quote: str, count: int = 1) -> FillEffect:
@@ -189,7 +195,24 @@ def effect_of_last(fills: Sequence[StrategyFill], quote: str, count: int = 1) ->
         realised=after.realised - before.realised,
         total_realised=after.realised,
         asset=after.assets[asset],
+        held_before=before.assets[asset].held if asset in before.assets else ZERO,
     )
+
+
+def position_action(before: Decimal, after: Decimal) -> str:
+    """A signed position's change in a trader's words: "Opened long", "Added to short", "Reduced long", "Closed
+    short", "Flipped to short"… ("Unchanged" when it did not move)."""
+    side = "long" if after > 0 else "short"
+    if before == 0:
+        return f"Opened {side}" if after != 0 else "Unchanged"
+    was = "long" if before > 0 else "short"
+    if after == 0:
+        return f"Closed {was}"
+    if (before > 0) != (after > 0):
+        return f"Flipped to {side}"
+    if abs(after) > abs(before):
+        return f"Added to {side}"
+    return f"Reduced {side}" if abs(after) < abs(before) else "Unchanged"
 
 
 def _spot_fill(book: _Book, item: StrategyFill, quote: str, asset: str) -> tuple[Decimal, Decimal]:

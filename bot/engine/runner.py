@@ -28,6 +28,7 @@ from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.venues import adapter
 from bot.strategies import STRATEGIES
 from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
+from bot.venues import FUTURES_LEVERAGE
 from storage.models import Account, Order, Strategy, dumps
 from storage.orders import ZERO, outstanding
 from storage.strategies import ACTIVE
@@ -249,7 +250,7 @@ class StrategyRunner:
                 await self._abandon_intents(strategy, reason)
                 await pause_strategy(self.ctx, strategy.id, reason)
                 return False
-            await self.ctx.gateway.set_leverage(account.venue, creds, symbol, 1)
+            await self.ctx.gateway.set_leverage(account.venue, creds, symbol, FUTURES_LEVERAGE)
         except ExchangeFailure as failure:
             await self._on_failure(strategy, account, failure)
             return False

@@ -407,6 +407,13 @@ class ExchangeGateway:
 
         await self._private(venue, creds, op)
 
+    async def fetch_mark_price(self, venue: str, symbol: str) -> Decimal | None:
+        """A futures market's mark price (Binance's premium index): what the venue values positions at."""
+        self._require_futures(venue)
+        data = await self._public(venue, lambda ex: ex.fetch_mark_price(symbol))
+        mark = to_decimal(data.get("markPrice"))
+        return mark if mark is not None and mark > 0 else None
+
     async def fetch_positions(
         self, venue: str, creds: Credentials, symbols: Sequence[str] | None = None
     ) -> list[Position]:

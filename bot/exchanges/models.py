@@ -97,6 +97,7 @@ class Position:
     margin_mode: str | None
     unrealized_pnl: Decimal | None
     hedged: bool | None
+    mark_price: Decimal | None = None
 
 
 def _ts(value: Any) -> int | None:
@@ -219,4 +220,5 @@ def position_from_ccxt(venue: str, data: dict[str, Any]) -> Position:
         margin_mode=data.get("marginMode"),
         unrealized_pnl=to_decimal(data.get("unrealizedPnl")),
         hedged=data.get("hedged"),
+        mark_price=to_decimal(data.get("markPrice")),
     )

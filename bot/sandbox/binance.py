@@ -242,6 +242,7 @@ class BinanceVenue:
             r[("GET", f"{p}/ticker/24hr")] = Route(self.ticker_24hr, _w_symbol(1, 40), False)
             r[("GET", f"{p}/ticker/price")] = Route(self.ticker_price, _w_symbol(1, 2), False)
             r[("GET", f"{p}/klines")] = Route(self.klines, self._kline_weight, False)
+            r[("GET", f"{p}/premiumIndex")] = Route(self.premium_index, _w_symbol(1, 10), False)
             for version in ("v2", "v3"):
                 r[("GET", f"/fapi/{version}/account")] = Route(self.futures_account, _w(5), True)
                 r[("GET", f"/fapi/{version}/positionRisk")] = Route(self.position_risk, _w(5), True)
@@ -567,6 +568,25 @@ class BinanceVenue:
             if self.futures:
                 entry["time"] = now
             out.append(entry)
+        return out[0] if call.params.get("symbol") else out
+
+    async def premium_index(self, call: Call) -> Json:
+        """USD-M mark price and funding: the mark is the book's (`set_mark`), the index the same; funding every 8 h."""
+        now = self.book.now_ms()
+        funding_every = 8 * 3_600_000
+        out = []
+        for m in self._priced_markets(call.params):
+            mark = self.book.mark_price(m.symbol)
+            out.append({
+                "symbol": m.venue_symbol,
+                "markPrice": _fmt(mark),
+                "indexPrice": _fmt(mark),
+                "estimatedSettlePrice": _fmt(mark),
+                "lastFundingRate": "0.00010000",
+                "interestRate": "0.00010000",
+                "nextFundingTime": (now // funding_every + 1) * funding_every,
+                "time": now,
+            })
         return out[0] if call.params.get("symbol") else out
 
     async def klines(self, call: Call) -> Json:
@@ -899,7 +919,7 @@ class BinanceVenue:
     # ---------------------------------------------------------------- futures account
     def _position_figures(self, account: KeyAccount, position: Position) -> dict[str, Decimal]:
         market = self.book.market(position.symbol)
-        mark = self.book.price(position.symbol) or position.entry_price
+        mark = self.book.mark_price(position.symbol) or position.entry_price
         notional = position.amount * mark
         leverage = self.book.leverage_of(account, position.symbol)
         initial = abs(notional) / leverage

@@ -19,7 +19,8 @@ Public API (stable; the Kraken fake builds on it):
     `candles`, `set_liquidity`
   - trading: `place_order`, `cancel_order`, `get_order`, `find_order`, `open_orders`, `closed_orders`,
     `trades`, `fill_partially`
-  - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`
+  - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`, `mark_price`,
+    `set_mark` (the mark follows the last price until set apart)
   - fees: `KeyAccount.fee_mode` ("quote", "received", "bnb"); trade history lag: `lag_trades`, `visible_trades`
   - faults: `inject`, `take_fault`, `take_hold`, `hang_seconds`; request log: `record_request`, `requests`,
     `request_counts`, `log_requests`
@@ -355,6 +356,7 @@ class ExchangeBook:
         self._trades: list[Trade] = []
         self._trades_by_key: dict[str, list[Trade]] = {}
         self._prices: dict[str, Decimal] = {}
+        self._marks: dict[str, Decimal] = {}  # futures marks set apart from the last price (set_mark)
         self._liquidity: dict[str, Decimal | None] = {}
         self._feeds: dict[tuple[str, str], _Feed] = {}  # one per symbol: the series `advance` walks
         self._history: dict[tuple[str, str], list[Candle]] = {}  # longer candles recorded before the feed
@@ -469,6 +471,19 @@ class ExchangeBook:
         """The last price, or None if neither `set_price` nor `load_candles` gave one."""
         return self._prices.get(symbol)
 
+    def mark_price(self, symbol: str) -> Decimal | None:
+        """A futures market's mark price: the last price unless `set_mark` set it apart (Binance values positions,
+        unrealised P&L and margin at the mark, not the last trade)."""
+        return self._marks.get(symbol) or self._prices.get(symbol)
+
+    def set_mark(self, symbol: str, price: Number | None) -> None:
+        """Set the mark price apart from the last price (None: follow it again); the next `set_price` resets it."""
+        self.market(symbol)
+        if price is None:
+            self._marks.pop(symbol, None)
+        else:
+            self._marks[symbol] = D(price)
+
     def set_liquidity(self, symbol: str, amount: Number | None) -> None:
         """Cap the base amount that resting orders can fill per price update (None: unlimited)."""
         self._liquidity[symbol] = None if amount is None else D(amount)
@@ -484,6 +499,7 @@ class ExchangeBook:
         if price <= 0:
             raise BookError("bad_request", "price must be positive")
         self._prices[symbol] = price
+        self._marks.pop(symbol, None)
         for feed in self._feeds_of(symbol):
             feed.live_high = max(feed.live_high, price)
             feed.live_low = min(feed.live_low, price)
@@ -855,7 +871,7 @@ class ExchangeBook:
         return [self._position(account, sym, ps) for sym in self.markets for ps in sides]
 
     def unrealized_pnl(self, position: Position) -> Decimal:
-        mark = self._prices.get(position.symbol)
+        mark = self.mark_price(position.symbol)
         if mark is None or not position.amount:
             return Decimal(0)
         return (mark - position.entry_price) * position.amount
@@ -864,7 +880,7 @@ class ExchangeBook:
         """Initial margin of positions at the mark price plus that held by open orders."""
         total = Decimal(0)
         for position in account.positions.values():
-            mark = self._prices.get(position.symbol) or position.entry_price
+            mark = self.mark_price(position.symbol) or position.entry_price
             total += abs(position.amount) * mark / self.leverage_of(account, position.symbol)
         return total + sum((o.margin for o in self.open_orders(account)), Decimal(0))
 

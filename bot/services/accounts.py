@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 
-from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.key_check import KeyCheck, KeyChecker, KeyRejected, check_api_key_format, check_format
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter, adapters, connectable, find
@@ -30,7 +31,7 @@ from bot.services.errors import UserError
 from bot.vault import CredentialUnreadable, Vault
 from bot.venues import next_label, venue_name
 from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
-from storage.models import Account, Order
+from storage.models import Account, BalanceSnapshot, Order, StoredAsset, StoredPosition, utcnow
 from storage.orders import LIVE, UNCONFIRMED
 from storage.store import Store
 from storage.strategies import PAUSED
@@ -39,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 STABLE = {"USDT", "USDC", "USD", "ZUSD", "BUSD", "FDUSD", "DAI", "TUSD"}
 BALANCE_TIMEOUT_S = 10.0
+#: The most one account's refresh (balance, prices, positions) may take in /accounts: a slow or failing venue
+#: never holds the others longer, and its stored figures stay on screen with the reason.
+REFRESH_TIMEOUT_S = 8.0
+#: How many assets /accounts lists per account (the largest by value); /balance lists them all.
+TOP_ASSETS = 5
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,14 @@ class AccountView:
     status: str
     testnet: bool
     permissions: tuple[str, ...]
-    balances: tuple[AssetValue, ...] | None  # None: could not be fetched now
+    balances: tuple[AssetValue, ...] | None  # None: could not be fetched now (nor is any stored)
     note: str | None = None
+    #: Futures accounts: the open positions as the venue reports them (None: not read).
+    positions: tuple[StoredPosition, ...] | None = None
+    #: When `balances` were fetched: None when fetched just now (or none are known).
+    as_of: datetime | None = None
+    #: Why fetching them now failed (the stored figures, if any, are shown instead).
+    refresh_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,8 @@ class LeftOpen:
 class Disconnected:
     account: Account
     left_open: tuple[LeftOpen, ...]
+    #: The stop summary of each strategy the disconnect stopped (a `StopSummary`, as /stop gives one).
+    stopped: tuple = ()
 
 
 #: The error of an order abandoned because the account's key could not cancel it (by the account's status).
@@ -107,7 +121,8 @@ class AccountService:
         vault: Vault,
         gateway,
         *,
-        stop_account_strategies: Callable[[int], Awaitable[object]] | None = None,
+        stop_account_strategies: Callable[..., Awaitable[tuple]] | None = None,
+        strategies_to_stop: Callable[[int], Awaitable[list[str]]] | None = None,
         forget_credentials: Callable[[int], None] | None = None,
         max_accounts: int = 10,
     ) -> None:
@@ -116,6 +131,7 @@ class AccountService:
         self._gateway = gateway
         self._checker = KeyChecker(gateway)
         self._stop_strategies = stop_account_strategies
+        self._strategies_to_stop = strategies_to_stop
         self._forget_credentials = forget_credentials or (lambda account_id: None)
         self.max_accounts = max_accounts
 
@@ -171,7 +187,8 @@ class AccountService:
         logger.info("user %s connected %s account %s (%s)", user_id, venue, account_id, label)
         account = await self._store.accounts.get(account_id)
         balances = await self._valued(venue, check.balances)
-        return Connected(account=_view(account, balances), warnings=tuple(check.warnings))
+        await self._store.balances.save(account.id, _stored(balances), None, utcnow())
+        return Connected(account=_view(account, balances[:TOP_ASSETS]), warnings=tuple(check.warnings))
 
     async def check_can_connect(self, user_id: int) -> None:
         """Refuse a new account beyond STRATA_MAX_ACCOUNTS_PER_USER (asked before the key is even sent)."""
@@ -220,8 +237,10 @@ class AccountService:
         logger.info("user %s replaced the key of account %s", user_id, account.id)
         fresh = await self._store.accounts.get(account.id)
         balances = await self._valued(venue, check.balances)
+        await self._store.balances.save(account.id, _stored(balances), None, utcnow())
         return Connected(
-            account=_view(fresh, balances), warnings=tuple(check.warnings), paused=tuple(s.id for s in paused)
+            account=_view(fresh, balances[:TOP_ASSETS]), warnings=tuple(check.warnings),
+            paused=tuple(s.id for s in paused),
         )
 
     async def left_open(self, user_id: int, account_id: int) -> tuple[LeftOpen, ...]:
@@ -242,6 +261,7 @@ class AccountService:
                 f"The key of {account.label} works again: send /disconnect {account.label} again to stop its "
                 "strategies and cancel their orders first."
             )
+        stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id, cancel=False)
         left = tuple(_left(o) for o in await self._store.orders.in_states(LIVE, account_id=account.id))
         self._forget_credentials(account.id)
         sealed = await self._store.accounts.credential(account.id)
@@ -255,7 +275,7 @@ class AccountService:
             "user %s disconnected suspended account %s; %d order(s) left on the exchange", user_id, account.id,
             len(left),
         )
-        return Disconnected(account=account, left_open=left)
+        return Disconnected(account=account, left_open=left, stopped=tuple(stopped))
 
     async def backfill_fingerprints(self) -> int:
         """Fingerprint the keys of accounts connected before fingerprints existed (start-up; cheap, local)."""
@@ -370,13 +390,33 @@ class AccountService:
                 )
 
     async def list_accounts(self, user_id: int, *, with_balances: bool = True) -> list[AccountView]:
+        """The accounts refreshed now (`refreshed_accounts`), or without balances (for pickers)."""
+        if with_balances:
+            return await self.refreshed_accounts(user_id)
+        return [_view(a, None) for a in await self._store.accounts.list_for_user(user_id)]
+
+    async def stored_accounts(self, user_id: int) -> list[AccountView]:
+        """The accounts with their last fetched balances and positions, "as of" then; no exchange call.
+
+        What /accounts shows at once, before `refreshed_accounts` answers.
+        """
         accounts = await self._store.accounts.list_for_user(user_id)
-        if not with_balances:
-            return [_view(a, None) for a in accounts]
-        # One user's /accounts, however many accounts and however often, reads only within its fair share of
-        # the venue's shared budget; a balance it cannot get in time shows as "unavailable right now".
+        stored = await self._store.balances.for_accounts([a.id for a in accounts])
+        return [_stored_view(a, stored.get(a.id)) for a in accounts]
+
+    async def refreshed_accounts(self, user_id: int, account_ids: Collection[int] | None = None) -> list[AccountView]:
+        """The accounts' (all, or these of the user's) balances and futures positions fetched now, at once, stored.
+
+        Each account gets at most REFRESH_TIMEOUT_S, so one slow or failing venue never holds the others; an
+        account that cannot be read now shows its stored figures with a short reason. One user's refreshes,
+        however many and however often, read only within their fair share of each venue's budget.
+        """
+        accounts = await self._store.accounts.list_for_user(user_id)
+        if account_ids is not None:
+            accounts = [a for a in accounts if a.id in account_ids]
+        stored = await self._store.balances.for_accounts([a.id for a in accounts])
         with charged_to(f"user:{user_id}"):
-            return list(await asyncio.gather(*(self._view_with_balance(a) for a in accounts)))
+            return list(await asyncio.gather(*(self._refreshed(a, stored.get(a.id)) for a in accounts)))
 
     async def owned(self, user_id: int, account_id: int) -> Account:
         """The account if the caller owns it; the same answer for "not yours" and "does not exist"."""
@@ -409,16 +449,23 @@ class AccountService:
         await self._store.accounts.rename(user_id, account_id, label)
         return await self.owned(user_id, account_id)
 
-    async def disconnect(self, user_id: int, account_id: int) -> Account:
-        """Stop the account's strategies (cancelling their orders), shred the data key, delete the rows."""
+    async def strategies_to_stop(self, user_id: int, account_id: int) -> list[str]:
+        """The names of the strategies disconnecting this account would stop (for its confirmation)."""
+        account = await self.owned(user_id, account_id)
+        return [] if self._strategies_to_stop is None else await self._strategies_to_stop(account.id)
+
+    async def disconnect(self, user_id: int, account_id: int) -> Disconnected:
+        """Stop the account's strategies (cancelling their orders), shred the data key, delete the rows.
+
+        Returns each stopped strategy's summary, taken before its rows go with the account.
+        """
         account = await self.owned(user_id, account_id)
         if account.status != ACTIVE:  # its key cannot cancel: the confirmation must list what stays open
             raise UserError(
                 f"The key of {account.label} no longer works, so its orders cannot be cancelled from here: send "
                 f"/disconnect {account.label} again to see which ones to cancel on the exchange."
             )
-        if self._stop_strategies is not None:
-            await self._stop_strategies(account.id)
+        stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id)
         left = await self._store.orders.in_states(LIVE, account_id=account.id)
         if left:
             # Shredding the key now would leave these orders on the exchange, out of our reach for good.
@@ -429,34 +476,71 @@ class AccountService:
         async with self._store.db.transaction() as tx:
             await self._store.accounts.delete(tx, account.id)
         logger.info("user %s disconnected account %s", user_id, account.id)
-        return account
+        return Disconnected(account=account, left_open=(), stopped=tuple(stopped))
 
     async def valued_balances(self, user_id: int) -> list[AccountView]:
         """Every account with all its non-zero assets valued in its quote, as /accounts values them (for /balance)."""
         accounts = await self._store.accounts.list_for_user(user_id)
         with charged_to(f"user:{user_id}"):
-            return list(await asyncio.gather(*(self._view_with_balance(a, top=None) for a in accounts)))
+            return list(await asyncio.gather(*(self._view_with_balance(a) for a in accounts)))
 
-    async def _view_with_balance(self, account: Account, top: int | None = 5) -> AccountView:
+    async def _view_with_balance(self, account: Account) -> AccountView:
+        """The account with every asset fetched now (stored for /accounts); "unavailable" on any failure."""
         if account.status != ACTIVE:
             return _view(account, None)
         try:
-            creds = await self.credentials(account)
-            balances = await asyncio.wait_for(
-                self._gateway.fetch_balance(account.venue, creds), timeout=BALANCE_TIMEOUT_S
-            )
+            balances, positions = await self._fetch(account)
         except CredentialUnreadable:
             return _view(account, None, note=_fix_note(account.label, KEY_UNREADABLE))
-        except Exception as exc:  # an outage must not break /accounts
+        except Exception as exc:  # an outage must not break /balance
             logger.info("balance of account %s unavailable: %s", account.id, type(exc).__name__)
             return _view(account, None, note="balance unavailable right now")
-        totals = {asset: line.total for asset, line in balances.items()}
-        return _view(account, await self._valued(account.venue, totals, top))
+        return _view(account, balances, positions=positions)
 
-    async def _valued(
-        self, venue: str, balances: dict[str, Decimal], top: int | None = 5
-    ) -> tuple[AssetValue, ...]:
-        """Value the non-zero assets in the venue's stable quote; the `top` by value (unknown values last)."""
+    async def _refreshed(self, account: Account, stored: BalanceSnapshot | None) -> AccountView:
+        """The account's top assets and positions fetched now; on failure its stored ones with the reason."""
+        if account.status != ACTIVE:
+            return _stored_view(account, stored)
+        try:
+            balances, positions = await asyncio.wait_for(self._fetch(account), REFRESH_TIMEOUT_S)
+        except Exception as exc:  # an outage, a timeout, an unreadable key: /accounts still answers
+            logger.info("refresh of account %s failed: %s", account.id, type(exc).__name__)
+            return replace(_stored_view(account, stored), refresh_error=_refresh_reason(exc))
+        return _view(account, balances[:TOP_ASSETS], positions=positions)
+
+    async def _fetch(self, account: Account) -> tuple[tuple[AssetValue, ...], tuple[StoredPosition, ...] | None]:
+        """Fetch the account's balance (every asset, valued) and, on futures, its open positions; store them."""
+        creds = await self.credentials(account)
+
+        async def balances() -> tuple[AssetValue, ...]:
+            lines = await asyncio.wait_for(self._gateway.fetch_balance(account.venue, creds), BALANCE_TIMEOUT_S)
+            return await self._valued(account.venue, {asset: line.total for asset, line in lines.items()})
+
+        async def positions() -> tuple[StoredPosition, ...] | None:
+            if not adapter(account.venue).futures:
+                return None
+            rows = await asyncio.wait_for(self._gateway.fetch_positions(account.venue, creds), BALANCE_TIMEOUT_S)
+            return tuple([await self._position(account.venue, row) for row in rows])
+
+        valued, open_positions = await asyncio.gather(balances(), positions())
+        await self._store.balances.save(account.id, _stored(valued), open_positions, utcnow())
+        return valued, open_positions
+
+    async def _position(self, venue: str, row) -> StoredPosition:
+        """A venue's position row as shown: unsigned size with its side, and the market's step and tick."""
+        try:
+            market = await self._gateway.market(venue, row.symbol)
+            step, tick = market.amount_step, market.price_tick
+        except ExchangeFailure:
+            step = tick = None
+        side = row.side or ("long" if row.contracts > 0 else "short")
+        return StoredPosition(
+            symbol=row.symbol, side=side, size=abs(row.contracts), entry=row.entry_price, mark=row.mark_price,
+            unrealised=row.unrealized_pnl, leverage=row.leverage, step=step, tick=tick,
+        )
+
+    async def _valued(self, venue: str, balances: dict[str, Decimal]) -> tuple[AssetValue, ...]:
+        """Value the non-zero assets in the venue's stable quote, largest value first (unknown values last)."""
         items = [(a, amt) for a, amt in balances.items() if amt > 0]
         quote = valuation_quote(venue)
 
@@ -472,7 +556,7 @@ class AccountService:
 
         valued = await asyncio.gather(*(value(a, amt) for a, amt in items))
         valued.sort(key=lambda v: (v.value is None, -(v.value or 0), v.asset))
-        return tuple(valued[:top])
+        return tuple(valued)
 
 
 def valuation_quote(venue: str) -> str:
@@ -517,7 +601,7 @@ def _left(order: Order) -> LeftOpen:
     )
 
 
-def _view(account: Account, balances, note: str | None = None) -> AccountView:
+def _view(account: Account, balances, note: str | None = None, **extra) -> AccountView:
     note = note or _fix_note(account.label, account.status)
     return AccountView(
         id=account.id,
@@ -529,7 +613,36 @@ def _view(account: Account, balances, note: str | None = None) -> AccountView:
         permissions=account.permissions,
         balances=balances,
         note=note or ("testnet: withdraw permission could not be checked" if account.testnet else None),
+        **extra,
     )
+
+
+def _stored_view(account: Account, stored: BalanceSnapshot | None) -> AccountView:
+    """The account with its stored figures "as of" their fetch (no balances when none were ever fetched)."""
+    if stored is None:
+        return _view(account, None)
+    balances = tuple(AssetValue(a.asset, a.amount, a.value) for a in stored.assets[:TOP_ASSETS])
+    return _view(account, balances, positions=stored.positions, as_of=stored.fetched_at)
+
+
+def _stored(balances: tuple[AssetValue, ...]) -> list[StoredAsset]:
+    return [StoredAsset(b.asset, b.amount, b.value) for b in balances]
+
+
+def _refresh_reason(exc: BaseException) -> str:
+    """Why an account could not be refreshed, in a few words (never the venue's raw text)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {REFRESH_TIMEOUT_S:g} s"
+    if isinstance(exc, CredentialUnreadable):
+        return "the stored key is unreadable"
+    if isinstance(exc, ExchangeFailure):
+        return {
+            Action.RETRY: "the exchange did not answer or had an internal error",
+            Action.BACKOFF: "the exchange asked us to slow down",
+            Action.RESYNC: "the exchange refused the request's timing",
+            Action.AUTH: "the exchange rejected the key",
+        }.get(exc.action, "the exchange returned an unexpected error")
+    return "unexpected error"
 
 
 def _orders_left_text(label: str, left: list) -> str:

@@ -20,6 +20,7 @@ from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
+from bot.services.positions import mark_price
 from bot.services.strategies import _venue_symbol
 from bot.strategies.naming import list_label
 from storage.models import Account, Strategy
@@ -69,7 +70,7 @@ class BalanceAsset:
 
 @dataclass(frozen=True)
 class PositionView:
-    """A futures strategy's open position (signed: short < 0), valued at the last price."""
+    """A futures strategy's open position (signed: short < 0), valued at the venue's mark price."""
 
     strategy_id: int
     title: str
@@ -181,6 +182,8 @@ class StrategyProfit(_NetAndRoi):
     fees: Decimal  # paid by the period's fills, valued in quote
     unrealised: Decimal | None  # of what is held now, at the last price (None: a price is missing)
     positions: tuple[tuple[str, Decimal, Decimal | None], ...]  # futures: (asset, signed size, entry)
+    bought: Decimal = ZERO  # the period's buys' value in quote (their cost, fees apart)
+    sold: Decimal = ZERO  # the period's sells' value in quote
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ class ProfitTotal(_NetAndRoi):
 
 @dataclass(frozen=True)
 class ProfitReport:
-    period: str  # all | day | week | month
+    period: str  # all | day | week | month | window (`profit_between`)
     since: datetime | None  # UTC start of the period; None for all time
     strategies: tuple[StrategyProfit, ...]  # this page's
     totals: tuple[ProfitTotal, ...]  # every strategy's, per quote currency
@@ -303,6 +306,16 @@ class ReportService:
     async def profit(self, user_id: int, period: str = "all", page: int = 1) -> ProfitReport:
         """P&L net of fees per strategy over the period (its fills' realised P&L), plus unrealised now."""
         since = period_start(period, self._clock())
+        return await self.profit_between(user_id, since, None, period=period, page=page)
+
+    async def profit_between(
+        self, user_id: int, since: datetime | None, until: datetime | None, *, period: str = "window",
+        page: int = 1, per_page: int | None = PROFIT_PER_PAGE,
+    ) -> ProfitReport:
+        """/profit over fills at `since` ≤ time < `until` (either open); `per_page=None`: every strategy at once.
+
+        The daily summary's "since the last summary" is this window; its totals are `profit`'s all time.
+        """
         strategies = await self._store.strategies.list_for_user(user_id)
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
         fills = await self._store.orders.fills_for_strategies([s.id for s in strategies])
@@ -311,7 +324,7 @@ class ReportService:
         with charged_to(f"user:{user_id}"):
             for strategy in strategies:
                 row = await self._strategy_profit(strategy, accounts.get(strategy.account_id), fills[strategy.id],
-                                                  since, prices)
+                                                  since, until, prices)
                 if row is not None:
                     rows.append(row)
         totals: dict[str, ProfitTotal] = {}
@@ -320,19 +333,23 @@ class ReportService:
             unrealised = None if t.unrealised is None or row.unrealised is None else t.unrealised + row.unrealised
             budget = t.budget + row.budget
             totals[row.quote] = ProfitTotal(row.quote, t.realised + row.realised, t.fees + row.fees, unrealised, budget)
-        pages = max(1, -(-len(rows) // PROFIT_PER_PAGE))
+        per_page = per_page or max(1, len(rows))
+        pages = max(1, -(-len(rows) // per_page))
         page = min(max(1, page), pages)
-        shown = tuple(rows[(page - 1) * PROFIT_PER_PAGE: page * PROFIT_PER_PAGE])
+        shown = tuple(rows[(page - 1) * per_page: page * per_page])
         return ProfitReport(period, since, shown, tuple(totals.values()), page, pages, len(rows))
 
     async def _strategy_profit(
         self, strategy: Strategy, account: Account | None, fills: list[StrategyFill], since: datetime | None,
-        prices: dict,
+        until: datetime | None, prices: dict,
     ) -> StrategyProfit | None:
-        booked = [f for f in realised_by_fill(fills, strategy.quote) if since is None or f.item.fill.at >= since]
+        booked = [
+            f for f in realised_by_fill(fills, strategy.quote)
+            if (since is None or f.item.fill.at >= since) and (until is None or f.item.fill.at < until)
+        ]
         pnl = compute(fills, strategy.quote)
         held = [a for a in pnl.assets.values() if a.held != 0]
-        if not booked and not held and (since is not None or not fills):
+        if not booked and not held and (since is not None or until is not None or not fills):
             return None  # nothing happened in the period and nothing is held: not part of this view
         unrealised: Decimal | None = ZERO
         for asset in held:
@@ -343,6 +360,8 @@ class ReportService:
             id=strategy.id, title=_title(strategy), symbol=strategy.symbol, quote=strategy.quote,
             status=strategy.status, budget=strategy.budget, futures=is_contract(strategy.symbol), fills=len(booked),
             realised=sum((f.realised for f in booked), ZERO), fees=sum((f.item.fee_quote for f in booked), ZERO),
+            bought=sum((f.item.fill.cost for f in booked if f.item.fill.side == "buy"), ZERO),
+            sold=sum((f.item.fill.cost for f in booked if f.item.fill.side == "sell"), ZERO),
             unrealised=unrealised,
             positions=tuple((a.asset, a.held, a.entry_price) for a in held if a.contract),
         )
@@ -361,13 +380,19 @@ class ReportService:
         return cache[key]
 
     async def _price(self, account: Account, asset: str, quote: str, cache: dict) -> Decimal | None:
-        """The last price of `asset` in `quote` on the account's venue (None when it cannot be read now)."""
+        """The last price of `asset` in `quote` on the account's venue (None when it cannot be read now); a futures
+        position's, the venue's mark price, as /status values it (`services/positions.py`)."""
         symbol = _venue_symbol(account.venue, f"{asset}/{quote}")
         key = (account.venue, symbol)
         if key not in cache:
             try:
-                ticker = await asyncio.wait_for(self._gateway.fetch_ticker(account.venue, symbol), PRICE_TIMEOUT_S)
-                cache[key] = ticker.last
+                if is_contract(symbol):
+                    cache[key] = await asyncio.wait_for(mark_price(self._gateway, account.venue, symbol),
+                                                        PRICE_TIMEOUT_S)
+                else:
+                    ticker = await asyncio.wait_for(self._gateway.fetch_ticker(account.venue, symbol),
+                                                    PRICE_TIMEOUT_S)
+                    cache[key] = ticker.last
             except (ExchangeFailure, TimeoutError):
                 cache[key] = None
         return cache[key]

@@ -1,14 +1,20 @@
 """/settings use-cases: fill-alert mode per strategy and the daily summary, without Telegram.
 
-Pauses, errors and key problems are not configurable: they always go out, with sound.
+Pauses, errors and key problems are not configurable: they always go out, with sound. The summary hour is the
+user's local hour in their time zone (`tz`, an IANA name); a user without one — everyone who chose an hour
+before zones existed, when hours were UTC — is in UTC, so their summary keeps its time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from bot.services.errors import UserError
 from bot.strategies.naming import strategy_label
+from bot.timezones import DEFAULT_ZONE, UnknownZone, canonical
+from bot.timezones import zone as zone_of
+from storage.models import from_iso
 
 ALERT_MODES = ("on", "silent", "off")
 DEFAULT_SUMMARY_HOUR = 8
@@ -26,7 +32,8 @@ class StrategyAlerts:
 class UserSettings:
     strategies: tuple[StrategyAlerts, ...]
     summary: bool
-    summary_hour: int  # UTC
+    summary_hour: int  # local, in `timezone`
+    timezone: str  # IANA name
 
 
 class SettingsService:
@@ -44,6 +51,7 @@ class SettingsService:
             ),
             summary=bool(settings.get("summary", False)),
             summary_hour=int(settings.get("summary_hour", DEFAULT_SUMMARY_HOUR)),
+            timezone=settings.get("tz") or DEFAULT_ZONE,
         )
 
     async def set_alerts(self, user_id: int, strategy_id: int, mode: str) -> UserSettings:
@@ -59,12 +67,42 @@ class SettingsService:
         user = await self._store.users.get(user_id)
         if user is None:
             raise UserError("Send /start first.")
-        settings = dict(user.settings)
+        changes: dict = {}
         if enabled is not None:
-            settings["summary"] = 1 if enabled else 0
+            if enabled and not user.settings.get("summary"):
+                # Turned on again: the first summary covers the last 24 hours, not the time it was off.
+                changes["last_summary_at"] = None
+            changes["summary"] = 1 if enabled else 0
         if hour is not None:
             if not isinstance(hour, int) or not 0 <= hour <= 23:
-                raise UserError("The summary hour is 0–23 (UTC).")
-            settings["summary_hour"] = hour
-        await self._store.users.update_settings(user_id, settings)
+                raise UserError("The summary hour is 0–23 (your local time).")
+            changes["summary_hour"] = hour
+        await self._store.users.merge_settings(user_id, changes)
         return await self.get(user_id)
+
+    async def set_timezone(self, user_id: int, name: str) -> UserSettings:
+        """Set the zone the summary hour is read in; `name` is an IANA name, in any letter case."""
+        user = await self._store.users.get(user_id)
+        if user is None:
+            raise UserError("Send /start first.")
+        try:
+            zone = canonical(name)
+        except UnknownZone:
+            raise UserError(
+                f"“{name.strip()[:64]}” is not a time zone I know. Use an IANA name such as Europe/Berlin, "
+                "America/New_York or Asia/Tokyo, e.g. /settings tz Europe/Paris."
+            ) from None
+        changes: dict = {"tz": zone}
+        if sent := _instant(user.settings.get("last_summary_at")):
+            # "Today's summary is sent" is a local date: re-read it in the new zone, or a move west could send
+            # a second one the same evening.
+            changes["last_summary"] = sent.astimezone(zone_of(zone)).date().isoformat()
+        await self._store.users.merge_settings(user_id, changes)
+        return await self.get(user_id)
+
+
+def _instant(text: object) -> datetime | None:
+    try:
+        return from_iso(text) if isinstance(text, str) else None
+    except ValueError:
+        return None

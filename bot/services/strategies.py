@@ -30,12 +30,13 @@ from bot.exchanges.venues import adapter
 from bot.formatting import money
 from bot.formatting import price as price_text
 from bot.services.errors import UserError
+from bot.services.positions import PositionView, mark_price, position_of
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
 from bot.strategies.grid import level_prices
 from bot.strategies.naming import clean_name, list_label, strategy_label
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
-from bot.venues import venue_name
+from bot.venues import FUTURES_LEVERAGE, venue_name
 from storage.models import Account, Strategy
 from storage.orders import LIVE
 from storage.strategies import ACTIVE, FINISHED, HOLDING, PANIC, PAUSED, STOPPED, USER
@@ -46,6 +47,8 @@ ZERO = Decimal(0)
 CENT = Decimal("0.01")
 STATUS_PER_PAGE = 5  # five strategies' figures fit a Telegram message with room to spare
 MAX_SYMBOL_TEXT = 40  # the longest ccxt symbol we trade is ~20 characters (`1000SATS/USDT:USDT`)
+#: Why a strategy was stopped by /disconnect: a retried /disconnect still sends the summaries of those it stopped.
+STOPPED_BY_DISCONNECT = "stopped by /disconnect"
 EXAMPLES = {
     "dca": "/allocate binance dca 100 BTC/USDT every=1d amount=10",
     "grid": "/allocate kraken grid 500 BTC/USD low=26000 high=30000 levels=5",
@@ -90,6 +93,7 @@ class AllocationPreview:
     free_quote: Decimal
     available: Decimal  # free quote minus the account's other unspent budgets
     name: str | None = None  # the user's optional name (name=…), already cleaned
+    leverage: int | None = None  # futures: the leverage its positions run at (1x); None on spot
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class StrategyStatus:
     label: str = ""  # how lists call it: "#1 DCA BTC/USDT", "#3 Rebalance BTC 50 / ETH 50 “core”" (naming.py)
     params: Mapping[str, str] = field(default_factory=dict)  # canonical text, for /status <id>
     figures: Figures | None = None  # every figure above, as `bot.engine.figures` words them
+    position: PositionView | None = None  # futures: the open position, valued at the venue's mark price
 
 
 @dataclass(frozen=True)
@@ -307,6 +312,7 @@ class StrategyService:
             venue=account.venue, venue_name=venue_name(account.venue), kind=strategy.name, title=strategy.title,
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
             free_quote=free, available=available, name=name,
+            leverage=FUTURES_LEVERAGE if adapter(account.venue).futures else None,
         )
 
     async def resolve_market(self, venue: str, text: str) -> str:
@@ -432,7 +438,8 @@ class StrategyService:
             )
 
     async def _check_market_free(self, account: Account, symbol: str) -> None:
-        """Refuse a second futures strategy on one market of one account (active or paused ones count).
+        """Refuse a second futures strategy on one market of one account (active or paused ones count, and a
+        finished one still holding its position: a DCA that used its budget keeps its long until /stop).
 
         Binance Futures in one-way mode keeps one position per market and account: two strategies on it would net
         each other's positions (a long and a short leave the venue flat), so the venue would book P&L neither
@@ -440,13 +447,17 @@ class StrategyService:
         """
         if not adapter(account.venue).futures:
             return
-        for other in await self._store.strategies.list_for_account(account.id, HOLDING):
-            if other.symbol == symbol:
+        for other in await self._store.strategies.list_for_account(account.id, (*HOLDING, FINISHED)):
+            if other.symbol == symbol and (other.status != FINISHED or await self._holds_position(other)):
                 raise UserError(
                     f"{_title(other)} already trades {symbol.split(':')[0]} on {account.label}. Binance Futures "
                     f"keeps one position per market and account, so two strategies would net each other's "
                     f"positions: /stop {other.id} first, or choose another market."
                 )
+
+    async def _holds_position(self, strategy: Strategy) -> bool:
+        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        return any(a.contract and a.held != 0 for a in pnl.assets.values())
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
@@ -726,7 +737,9 @@ class StrategyService:
     async def _status(self, strategy: Strategy, account: Account | None) -> StrategyStatus:
         orders = await self._store.orders.live_for_strategy(strategy.id)
         figures = await self.figures(strategy, account)
-        main = figures.assets.get(strategy.symbol.split("/")[0])
+        base = strategy.symbol.split("/")[0]
+        main = figures.assets.get(base)
+        position = position_of(figures.assets, strategy.symbol, strategy.quote, figures.prices.get(base))
         return StrategyStatus(
             id=strategy.id, kind=strategy.kind, title=STRATEGIES[strategy.kind].title, symbol=strategy.symbol,
             account_label=account.label if account else "?", venue_name=venue_name(account.venue) if account else "?",
@@ -745,14 +758,15 @@ class StrategyService:
             fill_poll_seconds=self._engine.effective_poll_interval,
             dust=_dust(strategy), name=strategy.name,
             label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
-            params=dict(strategy.params), figures=figures,
+            params=dict(strategy.params), figures=figures, position=position,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
         """The strategy's figures (`bot.engine.figures`): what the alert, /status and /stop all show.
 
-        `prices`: read the last price of what it holds, for the unrealised P&L (each read is one ticker; an
-        unreadable price leaves the unrealised P&L unknown rather than wrong).
+        `prices`: read the last price of what it holds (a futures position: the venue's mark price), for the
+        unrealised P&L (each read is one request; an unreadable price leaves the unrealised P&L unknown rather
+        than wrong).
         """
         reserved = await self._store.orders.reserved_for(strategy.id)
         pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
@@ -765,11 +779,16 @@ class StrategyService:
                 try:
                     info = await self._gateway.market(account.venue, symbol)
                     precision[asset] = Precision(info.amount_step, info.price_tick)
-                    ticker = await self._gateway.fetch_ticker(account.venue, symbol) if prices and held else None
+                    if not (prices and held):
+                        continue
+                    if is_contract(symbol):  # a position is valued at the venue's mark price, as the venue does
+                        value = await mark_price(self._gateway, account.venue, symbol)
+                    else:
+                        value = (await self._gateway.fetch_ticker(account.venue, symbol)).last
                 except ExchangeFailure:
                     continue
-                if ticker is not None and ticker.last is not None:
-                    last[asset] = ticker.last
+                if value is not None:
+                    last[asset] = value
         return figures_of(
             budget=strategy.budget, quote=strategy.quote, spent=strategy.spent, received=strategy.received,
             reserved=reserved, pnl=pnl, prices=last, futures=is_contract(strategy.symbol), precision=precision,
@@ -870,7 +889,13 @@ class StrategyService:
             pending: set[str] = set()  # sold by an order placed but not filled (or not confirmed) yet
             if sell:
                 errors += await self._sell_holdings(strategy, sold, pending)
-        stopped = await self._owned(user_id, strategy_id)  # its ledger, with the stop's own sale booked
+        return await self._stop_summary(strategy, done, sold=sold, pending=pending, errors=errors)
+
+    async def _stop_summary(
+        self, strategy: Strategy, done: Any, *, sold: Mapping[str, Decimal], pending: set[str], errors: list[str]
+    ) -> StopSummary:
+        """What a stop did and left, from the strategy's figures (/stop and /disconnect send it alike)."""
+        stopped = await self._store.strategies.get(strategy.id) or strategy  # its ledger, with a stop's sale booked
         figures = await self.figures(stopped, await self._store.accounts.get(stopped.account_id), prices=False)
         return StopSummary(
             strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
@@ -880,29 +905,45 @@ class StrategyService:
             unconfirmed=done.unconfirmed, figures=figures,
         )
 
-    async def stop_account_strategies(self, account_id: int) -> int:
+    async def account_strategies_to_stop(self, account_id: int) -> list[str]:
+        """The names of the account's strategies a /disconnect would stop (running or paused)."""
+        return [
+            _list_title(s) for s in await self._store.strategies.list_for_account(account_id) if s.status in HOLDING
+        ]
+
+    async def stop_account_strategies(self, account_id: int, *, cancel: bool = True) -> tuple[StopSummary, ...]:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
         No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
         sends under way are waited for, every live order is cancelled, and those whose fate was not known are
         resolved for up to the venue's receive window and a little more. Orders still live after that stay in
-        the database; the caller refuses to shred the key while any is (calling again retries). Returns how
-        many strategies it stopped.
+        the database; the caller refuses to shred the key while any is (calling again retries). Returns the stop
+        summary of each strategy a /disconnect stopped (also by an earlier attempt that could not finish), as
+        /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
+        cannot cancel anything): the strategies only stop, the caller abandons their orders.
         """
-        stopped = 0
+        cancelled: dict[int, Cancellation] = {}
         async with self._engine.account_control(account_id):
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status in HOLDING:
-                    await self._engine.stop(strategy.id, "stopped by you")
-                    stopped += 1
-            for strategy in await self._store.strategies.list_for_account(account_id):
+                    await self._engine.stop(strategy.id, STOPPED_BY_DISCONNECT)
+            for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
                 if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
                     done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
+                    cancelled[strategy.id] = done
                     for error in done.errors:
                         logger.warning("account %s: order not cancelled: %s", account_id, error)
-            await self._engine.settle_account_orders(account_id)
+            if cancel:
+                await self._engine.settle_account_orders(account_id)
+            summaries = []
+            for strategy in await self._store.strategies.list_for_account(account_id):
+                if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
+                    done = cancelled.get(strategy.id, Cancellation())
+                    summaries.append(
+                        await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
+                    )
         self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
-        return stopped
+        return tuple(summaries)
 
     async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
         account = await self._store.accounts.get(strategy.account_id)
@@ -1076,6 +1117,10 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 def _title(strategy: Strategy) -> str:
     return strategy_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+
+
+def _list_title(strategy: Strategy) -> str:
+    return list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
 
 
 def _current_note(status: str, note: str | None) -> str | None:

@@ -1,0 +1,88 @@
+"""A futures strategy's open position as a trader reads it: side, size, entry, mark, unrealised P&L, leverage.
+
+One view for every place that shows a position (`/status` here; `/accounts` and `/balance` may reuse it:
+`account_positions` lists an account's), so they never disagree. The size and the average entry come from the
+strategy's own fills, replayed as the venue books them (`bot/engine/pnl.py`); Strata runs one strategy per
+futures market and account, so they are the venue's own position. The mark is the venue's mark price
+(Binance's premium index), which is what Binance values positions at: unrealised = size × (mark − entry),
+signed, as its positionRisk `unRealizedProfit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
+
+from bot.engine.pnl import AssetPnl, compute, is_contract
+from bot.exchanges.errors import ExchangeFailure
+from bot.venues import FUTURES_LEVERAGE
+from storage.models import Account
+from storage.strategies import ACTIVE, FINISHED, PAUSED
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """One open futures position; `mark` is None when the venue's mark price could not be read just now."""
+
+    symbol: str  # the contract as ccxt names it: "BTC/USDT:USDT"
+    asset: str  # "BTC"
+    quote: str  # "USDT": entry, mark, notional and P&L are in it
+    size: Decimal  # signed base amount: long > 0, short < 0
+    entry: Decimal  # the position's average entry price, as the venue shows it
+    mark: Decimal | None
+    leverage: int = FUTURES_LEVERAGE
+    strategy_id: int | None = None  # the strategy whose position it is (`account_positions` sets it)
+
+    @property
+    def side(self) -> str:
+        return "long" if self.size > 0 else "short"
+
+    @property
+    def notional(self) -> Decimal | None:
+        """The position's value at the mark price (size × mark)."""
+        return None if self.mark is None else abs(self.size) * self.mark
+
+    @property
+    def unrealised(self) -> Decimal | None:
+        """What closing at the mark would realise before fees: size × (mark − entry)."""
+        return None if self.mark is None else self.size * (self.mark - self.entry)
+
+
+def position_of(
+    assets: Mapping[str, AssetPnl], symbol: str, quote: str, mark: Decimal | None, strategy_id: int | None = None
+) -> PositionView | None:
+    """The open position of a contract strategy whose P&L per asset is `assets` (`Pnl.assets`, `Figures.assets`),
+    valued at `mark`; None when flat."""
+    asset = assets.get(symbol.split("/")[0])
+    entry = asset.entry_price if asset is not None else None  # None for spot holdings and a flat contract
+    if asset is None or entry is None:
+        return None
+    return PositionView(symbol, asset.asset, quote, asset.held, entry, mark, strategy_id=strategy_id)
+
+
+async def mark_price(gateway: Any, venue: str, symbol: str) -> Decimal | None:
+    """The venue's mark price of a contract, or None if it cannot be read now (a view then shows "?")."""
+    if not is_contract(symbol):
+        return None
+    try:
+        return await gateway.fetch_mark_price(venue, symbol)
+    except ExchangeFailure:
+        return None
+
+
+async def account_positions(store: Any, gateway: Any, account: Account) -> tuple[PositionView, ...]:
+    """The open positions of an account's futures strategies, oldest strategy first, each at the venue's mark
+    price. A finished strategy still holds its position (/stop closes it); a stopped one's is no longer Strata's
+    to show: the user kept it on the venue, to close there."""
+    strategies = [s for s in await store.strategies.list_for_account(account.id, (ACTIVE, PAUSED, FINISHED))
+                  if is_contract(s.symbol)]
+    fills = await store.orders.fills_for_strategies([s.id for s in strategies])
+    views = []
+    for strategy in strategies:
+        view = position_of(compute(fills[strategy.id], strategy.quote).assets, strategy.symbol, strategy.quote, None,
+                           strategy.id)
+        if view is not None:
+            views.append(replace(view, mark=await mark_price(gateway, account.venue, strategy.symbol)))
+    return tuple(views)
