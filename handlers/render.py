@@ -195,7 +195,9 @@ def edit_preview_text(preview) -> str:
     if preview.new_name is not None:
         lines.append(f"Name: “{esc(preview.name or '')}” → <b>“{esc(preview.new_name)}”</b>" if preview.name
                      else f"Name: <b>“{esc(preview.new_name)}”</b>")
-    lines += ["", "Nothing changes until you press Confirm; the strategy uses the new budget from its next decision."]
+    lines += ["", "Nothing changes until you press Confirm"
+              + ("; the strategy uses the new budget from its next decision." if preview.new_budget is not None
+                 else ".")]
     return "\n".join(lines)
 
 
@@ -468,8 +470,9 @@ def profit_text(report) -> str:
         for asset, amount, entry in s.positions:
             at = "" if entry is None else f" at entry {fmt_price(entry, esc(s.quote))}"
             lines.append(f"  position {_position(amount, asset)}{at} (1x)")
+        fills = f"{s.fills} fill" + ("" if s.fills == 1 else "s")
         lines.append(
-            f"  realised {money(s.realised, esc(s.quote), signed=True)} ({s.fills} fill(s), "
+            f"  realised {money(s.realised, esc(s.quote), signed=True)} ({fills}, "
             f"fees {money(s.fees, esc(s.quote))}), "
             f"unrealised {money(s.unrealised, esc(s.quote), signed=True)}"
         )

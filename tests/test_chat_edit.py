@@ -91,6 +91,13 @@ async def test_edit_budget_and_name_within_the_ceiling_rules_confirmed_once(stra
     await strata.next_reply(USER, contains="expired")
     assert (await _strategy(strata, sid)).budget == most
 
+    # A name alone: the summary speaks of the name only, not of a new budget.
+    await strata.send(USER, f"/edit {sid} name=long haul")
+    summary = await strata.next_reply(USER, contains="Change")
+    assert "“long haul”" in summary.plain_text and "budget" not in summary.plain_text.lower(), summary.plain_text
+    await strata.press(USER, summary, "Cancel")
+    await strata.next_reply(USER, contains="nothing was changed")
+
     # A stopped strategy cannot be edited.
     await strata.runtime.strategies.stop(USER, sid, sell=False)
     await strata.send(USER, f"/edit {sid} budget=50")

@@ -58,6 +58,10 @@ def test_a_futures_position_shows_its_margin_at_1x_and_its_entry():
     f = figures_of(budget=D(200), quote="USDT", spent=pnl.invested, received=pnl.returned, reserved=D(0), pnl=pnl,
                    futures=True, prices={"BTC": D(40000)})
     assert f.margin == D("135") and f.realised == D("-0.0675")
-    assert budget_text(f) == "budget 200.00 USDT: margin 135.00 USDT at 1x, reserved 0.00 USDT, left 64.93 USDT"
+    # used + left = budget: the fee booked is in `used`, next to the margin.
+    assert budget_text(f) == (
+        "budget 200.00 USDT: used 135.07 USDT (margin 135.00 USDT at 1x, less realised P&amp;L), "
+        "reserved 0.00 USDT, left 64.93 USDT"
+    )
     assert holdings_text(f) == "short 0.003 BTC at entry 45,000.00 USDT"
     assert f.unrealised == D("15")

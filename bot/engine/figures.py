@@ -128,10 +128,11 @@ def figures_of(
 
 
 def budget_text(f: Figures) -> str:
-    """"budget 500.00 USDT: invested …, returned …, reserved …, left …" (futures: the margin at 1x)."""
+    """"budget 500.00 USDT: invested …, returned …, reserved …, left …" (futures: used, the margin at 1x within)."""
     q = f.quote
     if f.futures:
-        flows = f"margin {money(f.margin, q)} at 1x"
+        # The margin alone would not add up to the budget: losses and fees booked also took from it.
+        flows = f"used {money(f.used, q)} (margin {money(f.margin, q)} at 1x, less realised P&amp;L)"
     else:
         flows = f"invested {money(f.invested, q)}, returned {money(f.returned, q)}"
     return f"budget {money(f.budget, q)}: {flows}, reserved {money(f.reserved, q)}, left {money(f.left, q)}"
