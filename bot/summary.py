@@ -111,10 +111,9 @@ def _strategy_lines(s: StrategyProfit, day: StrategyProfit | None) -> list[str]:
             f"  last day: {_fills(day.fills)}, bought {money(day.bought, q)}, sold {money(day.sold, q)}, "
             f"fees {money(day.fees, q)}, realised {money(day.realised, q, signed=True)}"
         )
-    for asset, size, entry in s.positions:
-        side = "long" if size > 0 else "short"
-        at = "" if entry is None else f" at entry {price(entry, q)}"
-        lines.append(f"  position {side} {amount(abs(size), escape(asset))}{at} (1x)")
+    for p in s.positions:
+        at = "" if p.entry is None else f" at entry {price(p.entry, q)}"
+        lines.append(f"  position {p.side} {amount(abs(p.size), escape(p.asset))}{at} (1x)")
     lines.append(f"  since the start: {_figures(s)}")
     return lines
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from bot.engine.figures import UNKNOWN_PRECISION, Precision, budget_text, fee_text, holdings_text, pnl_text
+from bot.engine.figures import Precision, budget_text, fee_text, holdings_text, pnl_text
 from bot.formatting import amount as fmt_amount
 from bot.formatting import money, number, percent
 from bot.formatting import price as fmt_price
@@ -42,21 +42,13 @@ def _clock(at: datetime, now: datetime) -> str:
     return at.strftime("%H:%M UTC") if at.date() == now.date() else f"{at.day} {at.strftime('%b %H:%M UTC')}"
 
 
-def position_lines(positions) -> list[str]:
+def position_lines(positions: tuple[PositionView, ...] | None) -> list[str]:
     """A futures account's open positions as the venue reports them (entry, mark, unrealised P&L at 1x)."""
     if not positions:
         return ["  no open positions"]
     lines = ["  open positions (Strata runs them at 1x):"]
     for p in positions:
-        leverage = ""
-        if p.leverage is not None and p.leverage != 1:
-            leverage = f" (the exchange shows {number(p.leverage, 0)}x)"
-        lines.append(
-            f"  • {esc(p.base)}/{esc(p.quote)} {esc(p.side)} {esc(fmt_amount(p.size, p.base, p.step))}, "
-            f"entry {esc(fmt_price(p.entry, p.quote, p.tick))}, "
-            f"mark {esc(fmt_price(p.mark, p.quote, p.tick))}, "
-            f"unrealised {esc(money(p.unrealised, p.quote, signed=True))}{leverage}"
-        )
+        lines.append(f"  • {esc(p.asset)}/{esc(p.quote)} {position_text(p)}")
     return lines
 
 
@@ -217,15 +209,22 @@ def _position(amount: Decimal, asset: str, step: Decimal | None = None) -> str:
     return f"{'long' if amount > 0 else 'short'} {fmt_amount(abs(amount), esc(asset), step)}"
 
 
-def position_text(p: PositionView, precision: Precision = UNKNOWN_PRECISION) -> str:
-    """An open futures position: "long 0.003 BTC at 1x, entry 55,000.0 USDT, mark 54,000.0 USDT, notional
-    162.00 USDT, unrealised -3.00 USDT" (mark, notional and unrealised "?" when the mark could not be read)."""
-    q, tick = esc(p.quote), precision.price_tick
-    return (
+def position_text(p: PositionView, precision: Precision | None = None, *, margin: bool = False) -> str:
+    """An open futures position, the one way every view shows it: "long 0.003 BTC at 1x, entry 55,000.0 USDT,
+    mark 54,000.0 USDT, notional 162.00 USDT, unrealised -3.00 USDT" (mark, notional and unrealised "?" when the
+    mark could not be read), to the market's step and tick (`precision`, else the view's own). `margin`: with the
+    margin it holds at 1x (/balance); a venue account at another leverage says so (/accounts)."""
+    q, precision = esc(p.quote), p.precision if precision is None else precision
+    tick = precision.price_tick
+    held = f", margin {money(p.margin, q)}" if margin else ""
+    text = (
         f"{p.side} {fmt_amount(abs(p.size), esc(p.asset), precision.amount_step, held=True)} at {p.leverage}x, "
-        f"entry {fmt_price(p.entry, q, tick)}, mark {fmt_price(p.mark, q, tick)}, notional {money(p.notional, q)}, "
-        f"unrealised {money(p.unrealised, q, signed=True)}"
+        f"entry {fmt_price(p.entry, q, tick)}, mark {fmt_price(p.mark, q, tick)}, notional {money(p.notional, q)}"
+        f"{held}, unrealised {money(p.unrealised, q, signed=True)}"
     )
+    if p.venue_leverage is not None and p.venue_leverage != p.leverage:
+        text += f" (the exchange shows {number(p.venue_leverage, 0)}x)"
+    return text
 
 
 def status_lines(s) -> list[str]:
@@ -402,14 +401,7 @@ def balance_text(report) -> str:
         if account.others:
             lines.append(f"  … and {account.others} more asset(s) ≈ {money(account.others_value, q)}")
         for p in account.positions:
-            entry = "" if p.entry is None else f", entry {fmt_price(p.entry, q)}"
-            mark = "" if p.mark is None else f", mark {fmt_price(p.mark, q)}"
-            notional = "" if p.notional is None else f", notional {money(p.notional, q)}"
-            margin = "" if p.margin is None else f", margin {money(p.margin, q)}"
-            lines.append(
-                f"  {esc(p.title)}: {_position(p.amount, p.asset)} at 1x{entry}{mark}{notional}{margin}, "
-                f"unrealised {money(p.unrealised, esc(account.quote), signed=True)}"
-            )
+            lines.append(f"  {esc(p.title)}: {position_text(p, margin=True)}")
         if account.positions:
             lines.append(f"  ({q} is the margin balance: the wallet plus the positions' unrealised P&amp;L)")
         if account.total is not None:
@@ -467,9 +459,8 @@ def profit_text(report) -> str:
     lines = [_paged(f"<b>Profit</b> {when}", report, "strategies")]
     for s in report.strategies:
         lines += ["", f"<b>{esc(s.title)}</b> — {esc(s.status)}, budget {money(s.budget, esc(s.quote))}"]
-        for asset, amount, entry in s.positions:
-            at = "" if entry is None else f" at entry {fmt_price(entry, esc(s.quote))}"
-            lines.append(f"  position {_position(amount, asset)}{at} (1x)")
+        for p in s.positions:
+            lines.append(f"  position: {position_text(p)}")
         fills = f"{s.fills} fill" + ("" if s.fills == 1 else "s")
         lines.append(
             f"  realised {money(s.realised, esc(s.quote), signed=True)} ({fills}, "

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import bot.services.accounts as account_service
 from bot.services.accounts import AccountView, AssetValue
+from bot.services.positions import stored_position_view
 from handlers.render import accounts_text
 from storage.models import StoredPosition
 from tests.chat_helpers import USER, connect_with_key, list_accounts
@@ -179,10 +180,10 @@ def test_stored_figures_from_another_day_name_the_day_and_a_position_at_another_
                               Decimal("14.625"), Decimal(5), Decimal("0.001"), Decimal("0.01"))
     view = AccountView(
         7, "binanceusdm", "Binance Futures", "futures", "active", False, (),
-        (AssetValue("USDT", Decimal("1234.5"), Decimal("1234.5")),), positions=(position,),
+        (AssetValue("USDT", Decimal("1234.5"), Decimal("1234.5")),), positions=(stored_position_view(position),),
         as_of=datetime(2026, 12, 3, 19, 45, tzinfo=UTC),
     )
     text = accounts_text([view], datetime(2026, 12, 4, 8, 0, tzinfo=UTC), refreshing=True)
     assert "refreshing…" in text and "as of 3 Dec 19:45 UTC" in text and "  1,234.50 USDT" in text, text
-    assert ("• ETH/USDT short 1.500 ETH, entry 3,000.00 USDT, mark 2,990.25 USDT, unrealised +14.63 USDT "
-            "(the exchange shows 5x)") in text, text
+    assert ("• ETH/USDT short 1.500 ETH at 1x, entry 3,000.00 USDT, mark 2,990.25 USDT, notional 4,485.38 USDT, "
+            "unrealised +14.63 USDT (the exchange shows 5x)") in text, text

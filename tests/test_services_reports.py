@@ -10,6 +10,7 @@ import pytest
 
 from bot.engine.pnl import compute, realised_by_fill
 from bot.services.errors import UserError
+from bot.services.positions import PositionView
 from bot.services.reports import (
     PROFIT_PER_PAGE,
     TRADES_PER_PAGE,
@@ -70,7 +71,8 @@ def test_a_full_page_of_profit_or_trades_fits_one_message():
         StrategyProfit(id=i, title=name, symbol="1000SATS/USDT:USDT", quote="USDT", status="active",
                        budget=D("123456789.12"), futures=True, fills=99999, realised=D("-123456789.123"),
                        fees=D("1234567.891"), unrealised=D("123456789.5"),
-                       positions=(("1000SATS", D("-123456789.12345678"), D("0.00012345")),))
+                       positions=(PositionView("1000SATS/USDT:USDT", "1000SATS", "USDT", D("-123456789.12345678"),
+                                               D("0.00012345"), D("0.00012346")),))
         for i in range(PROFIT_PER_PAGE)
     )
     total = ProfitTotal("USDT", D("-1e9"), D("1e7"), D("1e9"), D("1e9"))

@@ -14,6 +14,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from bot.formatting import money, percent
+from bot.services.positions import PositionView
 from bot.services.reports import ProfitReport, ProfitTotal, StrategyProfit
 from bot.summary import (
     MAX_PARTS,
@@ -131,7 +132,7 @@ def test_the_text_names_the_local_day_and_zone_the_last_day_and_the_totals_per_q
         profit(fills=5, realised=D("5.5"), fees=D("0.1"), unrealised=D("-1.25")),
         profit(id=4, title="#4 Grid BTC/USD", symbol="BTC/USD", quote="USD", budget=D(500), realised=D(-2), fees=D(1)),
         profit(id=5, title="#5 Trend ETH/USDT:USDT", symbol="ETH/USDT:USDT", futures=True, unrealised=D("1.5"),
-               positions=(("ETH", D("-0.05"), D("3000.5")),)),
+               positions=(PositionView("ETH/USDT:USDT", "ETH", "USDT", D("-0.05"), D("3000.5"), None),)),
     ]
     lines = summary_text(report(day, total)).splitlines()
     assert lines[0] == "📊 <b>Daily summary</b> — Fri 4 Dec 2026, 09:00 America/New_York"

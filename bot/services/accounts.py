@@ -28,6 +28,7 @@ from bot.exchanges.venues import adapter, adapters, connectable, find
 from bot.redaction import register_secret
 from bot.secret import Credentials
 from bot.services.errors import UserError
+from bot.services.positions import PositionView, stored_position_view
 from bot.vault import CredentialUnreadable, Vault
 from bot.venues import next_label, venue_name
 from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
@@ -66,7 +67,7 @@ class AccountView:
     balances: tuple[AssetValue, ...] | None  # None: could not be fetched now (nor is any stored)
     note: str | None = None
     #: Futures accounts: the open positions as the venue reports them (None: not read).
-    positions: tuple[StoredPosition, ...] | None = None
+    positions: tuple[PositionView, ...] | None = None
     #: When `balances` were fetched: None when fetched just now (or none are known).
     as_of: datetime | None = None
     #: Why fetching them now failed (the stored figures, if any, are shown instead).
@@ -506,7 +507,7 @@ class AccountService:
         except Exception as exc:  # an outage, a timeout, an unreadable key: /accounts still answers
             logger.info("refresh of account %s failed: %s", account.id, type(exc).__name__)
             return replace(_stored_view(account, stored), refresh_error=_refresh_reason(exc))
-        return _view(account, balances[:TOP_ASSETS], positions=positions)
+        return _view(account, balances[:TOP_ASSETS], positions=_position_views(positions))
 
     async def _fetch(self, account: Account) -> tuple[tuple[AssetValue, ...], tuple[StoredPosition, ...] | None]:
         """Fetch the account's balance (every asset, valued) and, on futures, its open positions; store them."""
@@ -622,7 +623,12 @@ def _stored_view(account: Account, stored: BalanceSnapshot | None) -> AccountVie
     if stored is None:
         return _view(account, None)
     balances = tuple(AssetValue(a.asset, a.amount, a.value) for a in stored.assets[:TOP_ASSETS])
-    return _view(account, balances, positions=stored.positions, as_of=stored.fetched_at)
+    return _view(account, balances, positions=_position_views(stored.positions), as_of=stored.fetched_at)
+
+
+def _position_views(rows: tuple[StoredPosition, ...] | None) -> tuple[PositionView, ...] | None:
+    """The venue's position rows as the one position view every chat view renders."""
+    return None if rows is None else tuple(stored_position_view(row) for row in rows)
 
 
 def _stored(balances: tuple[AssetValue, ...]) -> list[StoredAsset]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -20,7 +20,7 @@ from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
-from bot.services.positions import mark_price
+from bot.services.positions import PositionView, mark_price, position_of
 from bot.services.strategies import _venue_symbol
 from bot.strategies.naming import list_label
 from storage.models import Account, Strategy
@@ -66,33 +66,6 @@ class BalanceAsset:
         if self.value is None or not self.amount:
             return None
         return self.value * self.strategies_amount / self.amount
-
-
-@dataclass(frozen=True)
-class PositionView:
-    """A futures strategy's open position (signed: short < 0), valued at the venue's mark price."""
-
-    strategy_id: int
-    title: str
-    asset: str
-    amount: Decimal
-    entry: Decimal | None
-    mark: Decimal | None
-    unrealised: Decimal | None
-
-    @property
-    def notional(self) -> Decimal | None:
-        return None if self.mark is None else abs(self.amount) * self.mark
-
-    @property
-    def margin(self) -> Decimal | None:
-        """The margin the position holds at 1x: its size at the entry price."""
-        return None if self.entry is None else abs(self.amount) * self.entry
-
-    @property
-    def equity(self) -> Decimal | None:
-        """What the position is worth to the account now: its margin plus its unrealised P&L."""
-        return None if self.margin is None or self.unrealised is None else self.margin + self.unrealised
 
 
 @dataclass(frozen=True)
@@ -181,7 +154,7 @@ class StrategyProfit(_NetAndRoi):
     realised: Decimal  # booked by the period's fills, net of fees
     fees: Decimal  # paid by the period's fills, valued in quote
     unrealised: Decimal | None  # of what is held now, at the last price (None: a price is missing)
-    positions: tuple[tuple[str, Decimal, Decimal | None], ...]  # futures: (asset, signed size, entry)
+    positions: tuple[PositionView, ...]  # futures: the open position, at the price `unrealised` is valued at
     bought: Decimal = ZERO  # the period's buys' value in quote (their cost, fees apart)
     sold: Decimal = ZERO  # the period's sells' value in quote
 
@@ -263,14 +236,11 @@ class ReportService:
     async def _positions(self, account: Account, strategies: list[Strategy], pnls) -> tuple[PositionView, ...]:
         views = []
         for strategy in strategies:
-            for asset in pnls[strategy.id].assets.values():
-                if not asset.contract or asset.held == 0:
-                    continue
-                mark = await self._price(account, asset.asset, strategy.quote, {})
-                views.append(PositionView(
-                    strategy.id, _title(strategy), asset.asset, asset.held, asset.entry_price, mark,
-                    None if mark is None else asset.unrealised(mark),
-                ))
+            view = position_of(pnls[strategy.id].assets, strategy.symbol, strategy.quote, None, strategy.id,
+                               title=_title(strategy))
+            if view is not None:  # a futures strategy holding a position
+                views.append(replace(view, mark=await self._price(account, view.asset, strategy.quote, {}),
+                                     precision=await self._precision(account, strategy.symbol, {})))
         return tuple(views)
 
     # --- /trades ------------------------------------------------------------------------------------
@@ -352,10 +322,15 @@ class ReportService:
         if not booked and not held and (since is not None or until is not None or not fills):
             return None  # nothing happened in the period and nothing is held: not part of this view
         unrealised: Decimal | None = ZERO
+        positions = []
         for asset in held:
             price = None if account is None else await self._price(account, asset.asset, strategy.quote, prices)
             value = None if price is None else asset.unrealised(price)
             unrealised = None if value is None or unrealised is None else unrealised + value
+            view = position_of(pnl.assets, strategy.symbol, strategy.quote, price, strategy.id) if asset.contract \
+                else None
+            if view is not None:
+                positions.append(replace(view, precision=await self._precision(account, strategy.symbol, {})))
         return StrategyProfit(
             id=strategy.id, title=_title(strategy), symbol=strategy.symbol, quote=strategy.quote,
             status=strategy.status, budget=strategy.budget, futures=is_contract(strategy.symbol), fills=len(booked),
@@ -363,7 +338,7 @@ class ReportService:
             bought=sum((f.item.fill.cost for f in booked if f.item.fill.side == "buy"), ZERO),
             sold=sum((f.item.fill.cost for f in booked if f.item.fill.side == "sell"), ZERO),
             unrealised=unrealised,
-            positions=tuple((a.asset, a.held, a.entry_price) for a in held if a.contract),
+            positions=tuple(positions),
         )
 
     async def _precision(self, account: Account | None, symbol: str, cache: dict) -> Precision:
