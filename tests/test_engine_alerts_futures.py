@@ -5,15 +5,16 @@ closes first, then opens), is checked on the pure function."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
 from bot import formatting
-from bot.engine.alerts import fill_text
+from bot.engine.alerts import fill_text, resolved_text
 from bot.engine.figures import figures_of
 from bot.engine.pnl import compute, effect_of_last
 from bot.services.positions import position_of
-from storage.models import Strategy
+from storage.models import Order, Strategy
 from tests.engine_world import open_world
 from tests.test_engine_dca import wait_for
 from tests.test_engine_pnl import FUT, fill
@@ -114,5 +115,52 @@ async def test_a_futures_grid_that_sells_one_of_two_levels_reduces_its_long(fake
                               f"entry {formatting.price(position.entry_price, 'USDT', market.tick_size)}, 1x")
         booked = trades[2].realized_pnl - trades[2].fee  # what the venue booked to the wallet for this sale
         assert reduced[3].startswith(f"Realised P&amp;L net of fees: {booked:+,.2f} USDT on this fill"), texts[2]
+    finally:
+        await world.close()
+
+
+def test_an_order_a_stop_settles_later_names_what_it_did_to_the_position_not_bought_or_sold():
+    """`resolved_text` (an order /panic or /stop could not confirm, settled later) speaks of the position on
+    futures, as fill alerts do; spot keeps "bought/sold"."""
+    now = datetime.now(UTC)
+    order = Order(id=3, strategy_id=7, account_id=1, client_order_id="c3", tag="grid:1", symbol=FUT, side="sell",
+                  type="limit", amount=D("0.003"), price=D("21000"), cost=None, reserved=D(0), status="closed",
+                  exchange_order_id="9", filled=D("0.003"), filled_cost=D("63"), fee=D(0), error=None,
+                  created_at=now)
+    text = resolved_text(strategy(), order, "paused by /panic", held_before=D("0.003"))
+    assert "It had filled before it could be cancelled: closed long 0.003 BTC for 63.00 USDT." in text, text
+    assert "sold" not in text, text
+    opened = resolved_text(strategy(), order, "paused by /panic", held_before=D(0))
+    assert "opened short 0.003 BTC" in opened, opened
+    spot = replace(order, symbol="BTC/USDT")
+    assert "sold 0.003 BTC for 63.00 USDT" in resolved_text(strategy(), spot, "paused by /panic", held_before=D(0))
+
+
+async def test_an_unconfirmed_futures_buy_settled_after_a_pause_is_alerted_as_the_long_it_opened(
+    fake_exchanges, tmp_path
+):
+    """The real engine on the fake USD-M: a DCA's market buy whose answer is lost, then /pause: once the order is
+    found filled, its alert says "opened long", not "bought" (a position, as the fill alert would)."""
+    book = fake_exchanges.books["binanceusdm"]
+    book.set_price(FUT, "50000")
+    book.add_key("late-fut", "secret", balances={"USDT": "1000"})
+    book.hang_seconds = 2.0
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, timeout_ms=600, unknown_grace_seconds=4.0)
+    try:
+        await world.connect(23, "binanceusdm", "late-fut", "secret")
+        book.inject("timeout", path="/fapi/v1/order", method="POST")
+        strategy_id = await world.allocate(23, "binanceusdm", "dca", "200", "BTC/USDT", every="1d", amount="100")
+        await world.engine.settle()
+        assert [r["status"] for r in await world.orders()] == ["unknown"]
+        assert (await world.service.pause(23, strategy_id)).unconfirmed == 1
+
+        async def resolved() -> bool:
+            return bool(await world.alerts("info"))
+
+        await wait_for(resolved, timeout=15)
+        [alert] = await world.alerts("info")
+        [position] = [p for p in book.positions("late-fut") if p.amount]
+        assert f"opened long {formatting.amount(position.amount, 'BTC')}" in alert["text"], alert["text"]
+        assert "bought" not in alert["text"], alert["text"]
     finally:
         await world.close()

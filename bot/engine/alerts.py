@@ -10,7 +10,7 @@ from decimal import Decimal
 from html import escape
 
 from bot.engine.figures import UNKNOWN_PRECISION, Figures, Precision, budget_text, fee_text, holding_text
-from bot.engine.pnl import AssetPnl, FillEffect
+from bot.engine.pnl import AssetPnl, FillEffect, is_contract, position_action
 from bot.exchanges.errors import AUTH_REJECTED
 from bot.formatting import amount as fmt_amount
 from bot.formatting import money
@@ -160,8 +160,10 @@ def finished_text(strategy: Strategy, note: str | None) -> str:
     )
 
 
-def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
-    """How an order ended that a stop (`reason`: "paused by /panic"…) could not confirm when it answered."""
+def resolved_text(strategy: Strategy, order: Order, reason: str, held_before: Decimal | None = None) -> str:
+    """How an order ended that a stop (`reason`: "paused by /panic"…) could not confirm when it answered; a futures
+    order says what its fill did to the position ("closed long"), as fill alerts do, from `held_before` (the
+    strategy's signed position before this order's fills)."""
     base, _, rest = order.symbol.partition("/")
     quote = rest.split(":")[0] or strategy.quote
     if order.amount is not None:
@@ -175,6 +177,9 @@ def resolved_text(strategy: Strategy, order: Order, reason: str) -> str:
         "confirm then is now settled."
     ]
     verb = "bought" if order.side == "buy" else "sold"
+    if held_before is not None and is_contract(order.symbol):
+        verb = position_action(held_before, held_before + (order.filled if order.side == "buy" else -order.filled))
+        verb = verb[0].lower() + verb[1:]
     closing = order.tag.startswith("stop:")  # /stop's own sale, not an order it cancels
     if order.status == CLOSED:
         lines.append(f"{'It filled' if closing else 'It had filled before it could be cancelled'}: {verb} "

@@ -558,13 +558,20 @@ class Engine:
         store = self.store
         strategy = await store.strategies.get(order.strategy_id)
         user = await store.users.get(strategy.user_id) if strategy is not None else None
+        held_before = None  # futures: the position before this order's fills, so the alert names what they did
+        if strategy is not None and is_contract(order.symbol):
+            fills = (await store.orders.fills_for_strategies([strategy.id]))[strategy.id]
+            before = compute([f for f in fills if f.fill.order_id != order.id], strategy.quote).assets
+            asset = before.get(order.symbol.split("/")[0])
+            held_before = asset.held if asset is not None else Decimal(0)
         async with store.db.transaction() as tx:
             reason = await store.order_watches.take(tx, order.id)
             if reason is None:
                 return  # another resolver alerted already
             if strategy is not None and user is not None:
                 await store.outbox.enqueue(
-                    tx, user_id=user.id, chat_id=user.chat_id, kind="info", text=resolved_text(strategy, order, reason)
+                    tx, user_id=user.id, chat_id=user.chat_id, kind="info",
+                    text=resolved_text(strategy, order, reason, held_before),
                 )
         logger.info("watched order %s resolved: %s", order.client_order_id, order.status)
         self.ctx.wake_notifier()
