@@ -327,9 +327,8 @@ class ReportService:
             price = None if account is None else await self._price(account, asset.asset, strategy.quote, prices)
             value = None if price is None else asset.unrealised(price)
             unrealised = None if value is None or unrealised is None else unrealised + value
-            view = position_of(pnl.assets, strategy.symbol, strategy.quote, price, strategy.id) if asset.contract \
-                else None
-            if view is not None:
+            view = position_of(pnl.assets, strategy.symbol, strategy.quote, price, strategy.id)  # None: spot
+            if asset.contract and view is not None:
                 positions.append(replace(view, precision=await self._precision(account, strategy.symbol, {})))
         return StrategyProfit(
             id=strategy.id, title=_title(strategy), symbol=strategy.symbol, quote=strategy.quote,
