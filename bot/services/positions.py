@@ -12,16 +12,15 @@ signed, as its positionRisk `unRealizedProfit`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from bot.engine.figures import UNKNOWN_PRECISION, Precision
-from bot.engine.pnl import AssetPnl, compute, is_contract
+from bot.engine.pnl import AssetPnl, is_contract
 from bot.exchanges.errors import ExchangeFailure
 from bot.venues import FUTURES_LEVERAGE
-from storage.models import Account, StoredPosition
-from storage.strategies import ACTIVE, FINISHED, PAUSED
+from storage.models import StoredPosition
 
 
 @dataclass(frozen=True)
@@ -35,7 +34,7 @@ class PositionView:
     entry: Decimal | None  # the position's average entry price, as the venue shows it (None: not reported)
     mark: Decimal | None
     leverage: int = FUTURES_LEVERAGE
-    strategy_id: int | None = None  # the strategy whose position it is (`account_positions` sets it)
+    strategy_id: int | None = None  # the strategy whose position it is
     title: str = ""  # how lists name that strategy (/balance prefixes the position with it)
     precision: Precision = UNKNOWN_PRECISION  # the market's step and tick, to show it as the venue does
     venue_leverage: Decimal | None = None  # the leverage the venue's account shows (/accounts: said when not 1x)
@@ -94,19 +93,3 @@ async def mark_price(gateway: Any, venue: str, symbol: str) -> Decimal | None:
         return await gateway.fetch_mark_price(venue, symbol)
     except ExchangeFailure:
         return None
-
-
-async def account_positions(store: Any, gateway: Any, account: Account) -> tuple[PositionView, ...]:
-    """The open positions of an account's futures strategies, oldest strategy first, each at the venue's mark
-    price. A finished strategy still holds its position (/stop closes it); a stopped one's is no longer Strata's
-    to show: the user kept it on the venue, to close there."""
-    strategies = [s for s in await store.strategies.list_for_account(account.id, (ACTIVE, PAUSED, FINISHED))
-                  if is_contract(s.symbol)]
-    fills = await store.orders.fills_for_strategies([s.id for s in strategies])
-    views = []
-    for strategy in strategies:
-        view = position_of(compute(fills[strategy.id], strategy.quote).assets, strategy.symbol, strategy.quote, None,
-                           strategy.id)
-        if view is not None:
-            views.append(replace(view, mark=await mark_price(gateway, account.venue, strategy.symbol)))
-    return tuple(views)
