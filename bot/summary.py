@@ -208,10 +208,12 @@ class DailySummary:
                     continue
                 last_sent = _sent_at(settings.get("last_summary_at"))
                 since = window_start(now, last_sent)
-                totals = await self._reports.profit_between(user.id, None, None, period="all", per_page=None)
+                prices: dict = {}  # shared by both reports: each market priced once per summary
+                totals = await self._reports.profit_between(user.id, None, None, period="all", per_page=None,
+                                                            prices=prices)
                 report = DailyReport(
                     at=now, zone_name=zone_name, since=since, first=since != last_sent,
-                    last_day=await self._reports.profit_between(user.id, since, now, per_page=None),
+                    last_day=await self._reports.profit_between(user.id, since, now, per_page=None, prices=prices),
                     totals=totals, unfilled=await self._unfilled(user.id, totals),
                 )
                 parts = _parts(summary_text(report))

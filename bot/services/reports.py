@@ -280,16 +280,17 @@ class ReportService:
 
     async def profit_between(
         self, user_id: int, since: datetime | None, until: datetime | None, *, period: str = "window",
-        page: int = 1, per_page: int | None = PROFIT_PER_PAGE,
+        page: int = 1, per_page: int | None = PROFIT_PER_PAGE, prices: dict | None = None,
     ) -> ProfitReport:
         """/profit over fills at `since` ≤ time < `until` (either open); `per_page=None`: every strategy at once.
 
-        The daily summary's "since the last summary" is this window; its totals are `profit`'s all time.
+        The daily summary's "since the last summary" is this window; its totals are `profit`'s all time. It passes
+        one `prices` cache to both, so each market is priced once per summary, not once per report.
         """
         strategies = await self._store.strategies.list_for_user(user_id)
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
         fills = await self._store.orders.fills_for_strategies([s.id for s in strategies])
-        prices: dict[tuple[str, str], Decimal | None] = {}
+        prices = {} if prices is None else prices  # (venue, symbol) -> last price, None when unreadable
         rows = []
         with charged_to(f"user:{user_id}"):
             for strategy in strategies:
