@@ -103,7 +103,7 @@ async def test_a_second_futures_strategy_on_a_market_the_account_already_trades_
         book.set_price("ETH/USDT:USDT", "3000")
         first = await world.allocate(USER, "binanceusdm", "dca", "200", "BTC/USDT", every="1d", amount="60")
         with pytest.raises(UserError, match=f"#{first}") as refused:
-            await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5", entry="now")
+            await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5")
         assert "one position per market" in refused.value.message
         assert await world.allocate(USER, "binanceusdm", "dca", "100", "ETH/USDT", every="1d", amount="20")
         await world.service.stop(USER, first, sell=True)  # once the first is stopped, the market is free again

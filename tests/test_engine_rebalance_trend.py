@@ -139,7 +139,8 @@ async def test_a_failed_leverage_call_leaves_the_intent_to_be_sent_later_after_l
         rising_then_falling(book, symbol)
         book.set_price(symbol, "55000")
         book.inject("server_error", count=50, path="/fapi/v1/leverage")
-        await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5", entry="now")
+        await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5",
+                             entry="now")
         await world.engine.settle()
         assert book.all_orders("lev-key") == []  # never sent without leverage 1
         [intent] = await world.store.orders.in_states(("intent",))

@@ -26,6 +26,6 @@ async def test_a_finished_futures_strategy_still_holding_its_position_keeps_its_
         assert (await world.store.strategies.get(dca)).status == "finished"
         assert [p.amount > 0 for p in book.positions("finished-usdm") if p.symbol == BTC] == [True]
         with pytest.raises(UserError, match=f"/stop {dca}"):
-            await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5", entry="now")
+            await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5")
     finally:
         await world.close()
