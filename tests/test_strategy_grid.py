@@ -29,7 +29,7 @@ from bot.strategies.base import (
     RoundTrip,
     floor_to,
 )
-from bot.strategies.grid import GRID, START_SLIPPAGE, level_prices, plan_grid, prices_of
+from bot.strategies.grid import GRID, START_SLIPPAGE, level_prices, per_level_for, plan_grid, prices_of
 from tests.test_strategy_candles import ONE_MINUTE, bittrex_1d, kraken_1m
 
 SYMBOL = "BTC/USDT"
@@ -342,6 +342,9 @@ def test_at_start_it_buys_below_the_price_and_sells_above_it_with_the_base_bough
     assert all(o.amount == floor_to(per_level / o.price, Decimal("1e-12")) for o in buys)
     assert start.amount == floor_to(per_level / LEVELS[7], Decimal("1e-12"))
     assert 7 * per_level + start.amount * candle.close * (1 + START_SLIPPAGE) <= Decimal(700)
+    # /edit splits a new budget the same way: the same budget gives the same size, twice the budget twice it.
+    assert per_level_for(decision.state, Decimal(700)) == per_level
+    assert per_level_for(decision.state, Decimal(1400)) in (2 * per_level, 2 * per_level + Decimal("1e-8"))
     assert "7 buys below, 1 sell above" in decision.status
     # The start purchase fills: its coins are sold one level up, at 106400.
     fill = Fill(start.tag, SYMBOL, "buy", start.amount, candle.close, fee=Decimal("0.25"), fee_currency="USDT")
@@ -552,6 +555,7 @@ def test_a_grid_stored_before_the_start_purchase_existed_loads_and_keeps_its_lad
                                    for i in range(5)]}
     state = GRID.load_state(old)
     assert state.shares == 0 and state.start_tag is None and not any(lv.from_start for lv in state.levels)
+    assert per_level_for(state, Decimal(600)) == 200  # a new budget split over its 3 armed levels, as before
     candle = kraken_1m()[0]
     params = GRID.parse_params({"low": "104000", "high": "106400", "levels": "5"})
     orders = GRID.decide(snapshot(candle), state, Budget(Decimal(700)), params).orders

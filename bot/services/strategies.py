@@ -719,7 +719,7 @@ class StrategyService:
         rules = MarketRules.from_info(info)
         check = _GridCheck(rules, info, strategy.symbol, parsed["high"], parsed)
         def per_level_of(total: Decimal) -> Decimal:
-            return per_level_for(state, Budget(total=total, fee_rate=rules.fee_rate).spendable, len(state.levels))
+            return per_level_for(state, Budget(total=total, fee_rate=rules.fee_rate).spendable)
 
         per_level = per_level_of(budget)
         if not check.buys_pass(per_level):

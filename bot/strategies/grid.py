@@ -199,9 +199,12 @@ def plan_grid(prices: tuple[Decimal, ...], price: Decimal, spendable: Decimal,
     return GridPlan(prices, price, per_level, shares, buys, sells, amounts)
 
 
-def per_level_for(state: GridState, spendable: Decimal, rungs: int) -> Decimal:
-    """A started grid's quote per level for a new budget, split as its budget was at start (/edit)."""
-    shares = state.shares if state.shares > 0 else Decimal(rungs)
+def per_level_for(state: GridState, spendable: Decimal) -> Decimal:
+    """A started grid's quote per level for a new budget, split as its budget was at start (/edit); a grid started
+    before `shares` was stored split it over its armed levels."""
+    shares = state.shares
+    if shares <= 0:
+        shares = Decimal(max(1, sum(1 for lv in state.levels if lv.phase != "idle")))
     return floor_to(spendable / shares, QUOTE_STEP)
 
 
