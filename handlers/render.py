@@ -193,19 +193,18 @@ def grid_summary_lines(g) -> list[str]:
     """How a grid starts (a `GridSummary`): its orders below and above the price, the order size per level, the
     coins bought at start for the sells and about what they cost, and the profit of one grid net of fees."""
     plan, q, tick = g.plan, esc(g.quote), g.price_tick
-    prices = plan.prices
 
-    def span(rungs, offset: int) -> str:
-        ends = [fmt_price(prices[rungs[0] + offset], q, tick), fmt_price(prices[rungs[-1] + offset], q, tick)]
+    def span(prices) -> str:
+        ends = [fmt_price(prices[0], q, tick), fmt_price(prices[-1], q, tick)]
         return ends[0] if ends[0] == ends[1] else f"{ends[0]}–{ends[1]}"
 
     lines = [""]
     if not g.in_range:
         lines.append(f"The price ({fmt_price(g.price, q, tick)}) is outside the range: the grid starts when it "
                      f"enters it. Planned at {fmt_price(plan.price, q, tick)}:")
-    buys = (f"{len(plan.buys)} buy limit{'s' * (len(plan.buys) > 1)} below the price ({span(plan.buys, 0)})"
+    buys = (f"{len(plan.buys)} buy limit{'s' * (len(plan.buys) > 1)} below the price ({span(g.buys_at)})"
             if plan.buys else "no buy limit")
-    sells = (f"{len(plan.sells)} sell limit{'s' * (len(plan.sells) > 1)} above it ({span(plan.sells, 1)})"
+    sells = (f"{len(plan.sells)} sell limit{'s' * (len(plan.sells) > 1)} above it ({span(g.sells_at)})"
              if plan.sells else "no sell limit above it")
     lines.append(f"Grid: {buys} and {sells}.")
     lines.append(f"Order size: {money(plan.per_level, q)} per level (each buy, and the coins it sells one level up).")

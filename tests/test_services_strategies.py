@@ -208,6 +208,32 @@ async def test_a_grid_outside_its_range_is_checked_where_it_will_start(world):
     assert not preview.grid.in_range and preview.grid.plan.price == 40000 and preview.grid.plan.sells == ()
 
 
+async def test_a_geometric_grids_summary_names_the_prices_its_orders_then_rest_at(world):
+    """Geometric levels fall between ticks (41,000 × (61/41)^(1/4) = 45,281.9…): the summary names each order's
+    price as the venue gets it — a buy's rounded down to the 0.01 tick, a sell's up — and those are the prices
+    resting on the fake Binance once confirmed."""
+    from bot.formatting import price
+    from handlers.render import preview_text
+
+    preview = await world.service.allocate(ALICE, "binance", "grid", "300", "BTC/USDT",
+                                           {"low": "41000", "high": "61000", "levels": "5", "spacing": "geo"})
+    grid = preview.grid
+    assert len(grid.buys_at) == 2 and len(grid.sells_at) == 2
+    assert all(p == p.quantize(Decimal("0.01")) for p in grid.buys_at + grid.sells_at)
+    text = preview_text(preview)
+    at = [price(p, "USDT", Decimal("0.01")) for p in grid.buys_at + grid.sells_at]
+    assert f"below the price ({at[0]}–{at[1]}) and 2 sell limits above it ({at[2]}–{at[3]})" in text, text
+    assert at[1] == "45,281.45 USDT" and at[2] == "55,232.33 USDT"  # 45,281.452… down, 55,232.326… up
+    await world.service.confirm(preview)
+    await world.engine.settle()
+
+    async def all_resting() -> bool:
+        return len(world.book.open_orders("alice")) == 4
+
+    await wait_for(all_resting)
+    assert sorted(o.price for o in world.book.open_orders("alice")) == sorted(grid.buys_at + grid.sells_at)
+
+
 async def test_a_dca_amount_that_rounding_pushes_below_the_minimum_is_refused_with_the_smallest_that_works(world):
     """At 109000, 10 USDT is above Binance's 10 USDT minimum but buys 0.00009 BTC on its 0.00001 step (9.81
     USDT); the smallest buy that meets the minimum, 0.0001 BTC, costs 10.90 — the refusal says so, and that

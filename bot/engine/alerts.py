@@ -6,7 +6,7 @@ Alerts are sent with HTML parse mode by the notifier, so every value is escaped.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from html import escape
 
 from bot.engine.figures import UNKNOWN_PRECISION, Figures, Precision, budget_text, fee_text, holding_text
@@ -85,10 +85,15 @@ def round_trip_text(trip: RoundTrip, quote: str, precision: Precision = UNKNOWN_
     107,500.00 USD): +11.49 USD (+2.30%), fees of both legs deducted"."""
     q, tick = escape(quote), precision.price_tick
     pct = "" if trip.percent is None else f" ({percent(trip.percent)})"
+    # The levels as the orders were placed: the risk gate rounds a buy's price down to the tick, a sell's up.
+    buy, sell = _on_tick(trip.buy_price, tick, ROUND_FLOOR), _on_tick(trip.sell_price, tick, ROUND_CEILING)
     what = ("this sell of coins bought at start" if trip.from_start
-            else f"this round trip (buy {fmt_price(trip.buy_price, q, tick)}, sell "
-                 f"{fmt_price(trip.sell_price, q, tick)})")
+            else f"this round trip (buy {fmt_price(buy, q, tick)}, sell {fmt_price(sell, q, tick)})")
     return f"Grid profit on {what}: {money(trip.profit, q, signed=True)}{pct}, fees of both legs deducted"
+
+
+def _on_tick(price: Decimal, tick: Decimal | None, rounding: str) -> Decimal:
+    return price if tick is None or tick <= 0 else (price / tick).to_integral_value(rounding=rounding) * tick
 
 
 def futures_fill_lines(

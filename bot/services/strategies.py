@@ -109,6 +109,8 @@ class GridSummary:
     fee_rate: Decimal  # per leg, as the risk gate reserves it
     price_tick: Decimal | None
     amount_step: Decimal | None
+    buys_at: tuple[Decimal, ...] = ()  # each buy's limit price as the risk gate places it (down to the tick)
+    sells_at: tuple[Decimal, ...] = ()  # each start sell's limit price (up to the tick)
 
 
 @dataclass(frozen=True)
@@ -597,6 +599,8 @@ class StrategyService:
             plan=plan, base=info.base, quote=info.quote, price=ticker.last,
             in_range=params["low"] <= ticker.last <= params["high"], fee_rate=rules.fee_rate,
             price_tick=info.price_tick, amount_step=info.amount_step,
+            buys_at=tuple(rules.price_round(plan.prices[i], "buy") for i in plan.buys),
+            sells_at=tuple(rules.price_round(plan.prices[i + 1], "sell") for i in plan.sells),
         )
 
     # --- edit ---------------------------------------------------------------------------------------------
