@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 import pytest
 
@@ -49,7 +49,7 @@ async def test_dca_backtest_answers_a_chart_whose_figures_match_the_venues_candl
     assert len(candles) >= 20 * 24 - 1 and f"{len(candles):,} 1h candles" in caption
 
     # DCA: 50 USDT at market at the close of every 24th candle from the first, fee at the venue's taker rate
-    # in the quote; the budget's last buy is what is left once the fee is reserved (1000 = 19 × 50.05 + rest).
+    # in the quote, to the venue's fee decimals; the budget's last buy is what is left once the fee is reserved.
     fee_rate = market.taker_fee
     cash, held, fees, buys = Decimal(1000), Decimal(0), Decimal(0), 0
     values = []
@@ -58,7 +58,7 @@ async def test_dca_backtest_answers_a_chart_whose_figures_match_the_venues_candl
             spend = min(Decimal(50), floor_to(cash / (1 + fee_rate), Decimal("1e-8")))
             amount = floor_to(spend / candle.close, market.amount_step)
             cost = amount * candle.close
-            fee = cost * fee_rate
+            fee = (cost * fee_rate).quantize(Decimal(1).scaleb(-market.fee_decimals), rounding=ROUND_HALF_UP)
             cash -= cost + fee
             held += amount
             fees += fee

@@ -14,7 +14,8 @@ Each candle is one step, at its close:
 4. every fill is booked and told to the strategy by the same functions as a live fill (`book_event`), and the
    strategy's value is taken at the close (`value_of`).
 
-Fees are the market's maker/taker rates (at least the venue's published entry tier), charged in the quote. A
+Fees are the market's maker/taker rates (at least the venue's published entry tier), charged in the quote and
+rounded as the venue reports them (`Terms.fee_step`). A
 decision the live engine would pause for (`funds`, `invalid`) ends the replay there and says so.
 Pure and synchronous: no clock, no I/O; the caller runs it in a thread.
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from bot.engine.core import add_holding, book_event, budget_of, fold_refusals, gate_decision, value_of
@@ -48,6 +49,8 @@ class Terms:
     info: MarketInfo
     maker_fee: Decimal
     taker_fee: Decimal
+    #: The venue reports each fee rounded (half up) to this step (Binance: 1e-8); None keeps it exact.
+    fee_step: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,8 @@ def replay(
         nonlocal state, note, net_spent, fees
         cost = amount * price
         fee = cost * (terms.maker_fee if maker else terms.taker_fee)
+        if terms.fee_step is not None:
+            fee = fee.quantize(terms.fee_step, rounding=ROUND_HALF_UP)
         event = [NewFill(trade_key=f"t:{len(result.fills)}", side=side, amount=amount, price=price, cost=cost,
                          fee=fee, fee_currency=quote, fee_quote=fee, at=at)]
         booked = book_event(order_tag, symbol, side, event, closed=True, base=base)
@@ -215,13 +220,13 @@ def _floor(value: Decimal, step: Decimal | None) -> Decimal:
     return (value / step).to_integral_value(rounding=ROUND_FLOOR) * step
 
 
-def terms_for(info: Any, entry_taker_fee: Decimal) -> Terms:
+def terms_for(info: Any, entry_taker_fee: Decimal, fee_step: Decimal | None = None) -> Terms:
     """A market's terms from the exchange layer's `MarketInfo` (fees at least the venue's entry tier)."""
     rules = MarketRules.from_info(info)
     seen = MarketInfo(info.symbol, info.base, info.quote, info.min_amount, info.min_cost, amount_step=info.amount_step)
     taker = max(info.taker_fee or ZERO, entry_taker_fee)
     maker = info.maker_fee if info.maker_fee is not None else taker
-    return Terms(rules, seen, maker, taker)
+    return Terms(rules, seen, maker, taker, fee_step)
 
 
 def max_drawdown(values: Sequence[Decimal]) -> Decimal:

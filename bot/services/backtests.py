@@ -46,6 +46,8 @@ VENUES = ("binance", "kraken")
 MAX_CANDLES = 9000
 #: Timeframes a replay may use, finest first.
 REPLAY_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
+#: Quotes Kraken prices to 5 cost decimals.
+FIAT_LIKE = frozenset({"USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY", "USDT", "USDC", "DAI"})
 #: Strategies a backtest cannot replay yet, with why.
 UNSUPPORTED = {"rebalance": "rebalance trades several markets at once; /backtest replays one market"}
 #: How long a "Start this strategy" button stays usable.
@@ -198,7 +200,7 @@ class BacktestService:
         start = min(warmup, len(candles))
         if len(candles) - start < 2:
             raise UserError(f"{name} has no {timeframe} candles of {symbol} for the last {request.days} days.")
-        terms = terms_for(info, adapter(request.venue).entry_taker_fee)
+        terms = terms_for(info, adapter(request.venue).entry_taker_fee, fee_step(request.venue, info.quote))
         first = candles[start].close
         minimum = max(info.min_cost or ZERO, smallest_buy_cost(terms.rules, first))
         if request.budget < minimum:
@@ -260,6 +262,14 @@ class BacktestService:
         if kept is None or kept[1] != user_id or kept[0] < self.clock():
             raise UserError("This backtest has expired. Run /backtest again.")
         return kept[2], kept[3]
+
+
+def fee_step(venue: str, quote: str) -> Decimal:
+    """How finely the venue reports a fill's fee: Binance to 8 decimals; Kraken to the pair's cost decimals
+    (5 for fiat and stablecoin quotes, 10 for crypto ones, as its AssetPairs lists them)."""
+    if venue == "kraken":
+        return Decimal("1e-5") if quote in FIAT_LIKE else Decimal("1e-10")
+    return Decimal("1e-8")
 
 
 def figures_of(result: Replay) -> BacktestFigures:
