@@ -89,6 +89,13 @@ async def test_dca_backtest_answers_a_chart_whose_figures_match_the_venues_candl
     assert len(klines_requests(fake_exchanges)) - pages <= 1
 
 
+async def test_kraken_backtest_says_when_the_venue_gives_fewer_days_than_asked(strata, fake_exchanges):
+    await strata.send(USER, "/backtest dca 500 BTC/USD every=1d amount=20 days=60 venue=kraken")
+    sent = await photo(strata)
+    assert "(Kraken)" in sent.plain_text
+    assert "fewer days than the 60 asked (Kraken serves only its latest 720 candles)" in sent.plain_text
+
+
 async def test_start_this_strategy_opens_the_allocation_summary_or_asks_to_connect(strata, fake_exchanges):
     await strata.send(USER, "/backtest dca 500 BTC/USDT every=1d amount=25 days=5")
     sent = await photo(strata)
