@@ -29,6 +29,7 @@ from bot.backtest.replay import max_drawdown as drawdown_of
 from bot.charts import ChartFill, ValueChart, render_png_async
 from bot.engine.risk import smallest_buy_cost
 from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
 from bot.formatting import amount as fmt_amount
 from bot.formatting import money, percent
@@ -50,8 +51,11 @@ REPLAY_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 FIAT_LIKE = frozenset({"USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY", "USDT", "USDC", "DAI"})
 #: Strategies a backtest cannot replay yet, with why.
 UNSUPPORTED = {"rebalance": "rebalance trades several markets at once; /backtest replays one market"}
-#: How long a "Start this strategy" button stays usable.
+#: How long a "Start this strategy" button stays usable, and how many are kept at most (the oldest go first).
 START_TTL = timedelta(hours=6)
+MAX_KEPT = 2000
+#: Backtests replayed and drawn at once (each a worker thread); more wait their turn.
+CONCURRENT = 2
 #: Ready lines offered by the guided /backtest (grid's range is set around the price when offered).
 EXAMPLES = {
     "dca": ("dca", "1000", "BTC/USDT", "every=1d", "amount=50", "days=90"),
@@ -176,9 +180,23 @@ class BacktestService:
         self.clock = clock
         self.resolve_market = resolve_market
         self._started: dict[str, tuple[datetime, int, BacktestRequest, str]] = {}
+        self._busy: set[int] = set()
+        self._slots = asyncio.Semaphore(CONCURRENT)
 
     async def run(self, user_id: int, args: Sequence[str]) -> BacktestReport:
+        """Parse, check, replay and draw; one backtest per user at a time, `CONCURRENT` for everyone."""
         request = parse_request(args)
+        if user_id in self._busy:
+            raise UserError("Your previous backtest is still running: its chart comes in a moment.")
+        self._busy.add(user_id)
+        try:
+            async with self._slots:
+                with charged_to(f"user:{user_id}"):  # its candle pages count against this user's fair share
+                    return await self._run(user_id, request)
+        finally:
+            self._busy.discard(user_id)
+
+    async def _run(self, user_id: int, request: BacktestRequest) -> BacktestReport:
         strategy = STRATEGIES[request.kind]
         params = strategy.parse_params(request.params)
         symbol = await self.resolve_market(request.venue, request.symbol)
@@ -252,6 +270,8 @@ class BacktestService:
         now = self.clock()
         for token in [t for t, kept in self._started.items() if kept[0] < now]:
             del self._started[token]
+        while len(self._started) >= MAX_KEPT:  # oldest first: dicts keep insertion order
+            del self._started[next(iter(self._started))]
         token = secrets.token_urlsafe(6)
         self._started[token] = (now + START_TTL, user_id, request, symbol)
         return token
