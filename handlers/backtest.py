@@ -102,18 +102,22 @@ async def _start(
 
     rt = runtime(context)
     user_id = update.effective_user.id
+    # Its venue's accounts, and Paper accounts trading on that venue's prices (`paper:<venue>`).
+    venues = (request.venue, f"paper:{request.venue}")
     accounts = [a for a in await rt.accounts.list_accounts(user_id, with_balances=False)
-                if a.venue == request.venue and a.status == "active"]
+                if a.venue in venues and a.status == "active"]
     if account_id is not None:
         accounts = [a for a in accounts if a.id == account_id]
     chat = update.effective_chat
     if not accounts:
         venue = venue_name(request.venue or DEFAULT_VENUE)
-        await chat.send_message(f"To run it, connect your {esc(venue)} account first with /connect, then press "
-                                "Start this strategy again.")
+        await chat.send_message(
+            f"To run it, connect your {esc(venue)} account first with /connect (or try it without money on a Paper "
+            f"account: <code>/connect paper {esc(request.venue)}</code>), then press Start this strategy again."
+        )
         return
     if len(accounts) > 1:
-        rows = [[(a.label, f"bt:start:{token}:{a.id}")] for a in accounts[:20]]
+        rows = [[(f"{a.label} ({a.venue_name})", f"bt:start:{token}:{a.id}")] for a in accounts[:20]]
         await chat.send_message("Which account should run it?", reply_markup=keyboard(rows))
         return
     services = rt.strategies

@@ -106,6 +106,17 @@ async def test_start_this_strategy_opens_the_allocation_summary_or_asks_to_conne
     await strata.press(USER, sent, "Start this strategy")
     summary = await strata.next_reply(USER, contains="Allocation summary")
     assert "500" in summary.text and "BTC/USDT" in summary.text and "Confirm allocation" in summary.button_texts
+    assert "every" in summary.text and "25" in summary.text
+    await strata.press(USER, summary, "Confirm allocation")
+    running = await strata.next_reply(USER, contains="is running")
+    assert "DCA" in running.text
+
+    # With a second account of that venue (a Paper one on its prices), the user picks which runs it.
+    await strata.send(USER, "/connect paper binance")
+    await strata.next_reply(USER, contains="Paper")
+    await strata.press(USER, sent, "Start this strategy")
+    choice = await strata.next_reply(USER, contains="Which account")
+    assert len(choice.buttons) == 2
 
 
 async def test_guided_backtest_from_strategies(strata, fake_exchanges):
