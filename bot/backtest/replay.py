@@ -173,6 +173,7 @@ def replay(
             if gated.halted is not None:
                 desired, refused = gated.halted
                 result.paused = f"the {desired.side} order on {desired.symbol} could not be placed: {refused.reason}"
+                resting.clear()  # a paused strategy's resting orders are cancelled
                 done = True
                 break
             state, note = fold_refusals(kind, decision.state, decision.status, gated.skipped, params)

@@ -323,7 +323,8 @@ def caption_text(
         f"Max drawdown: {percent(figures.max_drawdown_percent, signed=False)}",
         f"Buy &amp; hold: {money(figures.hold_pnl, quote, signed=True)} ({percent(figures.hold_percent)})",
         f"Ends with {fmt_amount(result.holdings.get(base, ZERO), base, amount_step, held=True)} and "
-        f"{money(result.budget - result.net_spent - result.reserved, quote)} unspent",
+        f"{money(result.budget - result.net_spent, quote)} unspent"
+        + (f" ({money(result.reserved, quote)} of it in open orders)" if result.reserved > 0 else ""),
     ]
     if short:
         lines.append(f"⚠️ {name} gave candles from {begin:%Y-%m-%d} only: fewer days than the {request.days} asked"
