@@ -35,9 +35,12 @@ def klines_requests(fake_exchanges) -> list:
 async def test_dca_backtest_answers_a_chart_whose_figures_match_the_venues_candles(strata, fake_exchanges):
     book = fake_exchanges.books["binance"]
     market = book.market("BTC/USDT")
-    await strata.send(USER, "/backtest dca 1000 BTC/USDT every=1d amount=50 days=20")
+    # The example. The fake Binance holds about 24 days of hours (recorded history, then the replayed
+    # minutes): the replay covers what the venue gives, and the caption says the range is shorter than asked.
+    await strata.send(USER, "/backtest dca 1000 BTC/USDT every=1d amount=50 days=90")
     sent = await photo(strata)
     caption = sent.plain_text
+    assert "fewer days than the 90 asked" in caption
     assert sent.buttons and sent.button_texts == ["Start this strategy"]
     assert "Backtest: DCA on BTC/USDT" in caption and "Binance" in caption
     # The range the bot replayed, from its caption; the candles of that range from the fake venue itself.
@@ -84,7 +87,7 @@ async def test_dca_backtest_answers_a_chart_whose_figures_match_the_venues_candl
     # A second run over the same range reads the candles kept on disk: no more klines pages than one new one.
     pages = len(klines_requests(fake_exchanges))
     assert pages >= 1
-    await strata.send(USER, "/backtest dca 1000 BTC/USDT every=1d amount=50 days=20")
+    await strata.send(USER, "/backtest dca 1000 BTC/USDT every=1d amount=50 days=90")
     await photo(strata)
     assert len(klines_requests(fake_exchanges)) - pages <= 1
 
