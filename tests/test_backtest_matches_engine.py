@@ -89,7 +89,7 @@ async def live_fills(fake_exchanges, tmp_path, kind: str, budget: str, params: d
         await world.close()
 
 
-async def replay_fills(fake_exchanges, tmp_path, kind: str, budget: str, params: dict[str, str], candles):
+async def replay_fills(fake_exchanges, tmp_path, kind: str, budget: str, params: dict[str, str], candles, start=0):
     world = await open_world(tmp_path / "terms", fake_exchanges.exchange_urls, start=False)
     try:
         info = await world.gateway.market("binance", "BTC/USDT")
@@ -97,7 +97,8 @@ async def replay_fills(fake_exchanges, tmp_path, kind: str, budget: str, params:
         await world.close()
     strategy = STRATEGIES[kind]
     result = replay(strategy, strategy.parse_params(params), Decimal(budget), "BTC/USDT",
-                    terms_for(info, adapter("binance").entry_taker_fee, fee_step("binance", "USDT")), candles, HOUR)
+                    terms_for(info, adapter("binance").entry_taker_fee, fee_step("binance", "USDT")), candles, HOUR,
+                    start=start)
     return [(f.side, f.amount, f.price, f.fee) for f in result.fills], result
 
 
@@ -120,3 +121,47 @@ async def test_replay_makes_the_live_engines_fills(fake_exchanges, tmp_path, kin
     held = sum((a if s == "buy" else -a for s, a, _, _ in live), Decimal(0))
     last = candles[-1].close
     assert result.values[-1] == strategy.budget - (strategy.spent - strategy.received) + held * last
+
+
+async def test_trend_replay_sees_the_candles_the_live_engine_fetches(fake_exchanges, tmp_path):
+    """Trend decides on candles: the venue's klines live (its feed walked candle by candle, `advance`), the
+    replay's window of the same candles: the same crossings, the same market orders at the same closes."""
+    candles = series()
+    warmup = 30
+    params = {"timeframe": "1h", "fast": "5", "slow": "12"}
+    book = fake_exchanges.books["binance"]
+    rows = recorded("BTC", "1h")[:CANDLES]
+    book.load_candles("BTC/USDT", "1h", rows, start=warmup, rebase=False)
+    key, secret = "t" * 64, "u" * 64
+    book.add_key(key, secret, balances={"USDT": "10000"})
+    clock = CandleClock()
+    world = await open_world(tmp_path / "live", fake_exchanges.exchange_urls, clock=clock)
+    round_id = int(time.time()) + 1000
+    try:
+        await world.connect(USER, "binance", key, secret)
+
+        def at_close(index: int) -> None:
+            nonlocal round_id
+            clock.now = candles[index].ts + HOUR
+            round_id += 1
+            world.engine.runner._round = round_id  # a fresh ticker for every step
+            world.gateway.market_data._entries.clear()  # and fresh klines (the cache expires on the real clock)
+
+        at_close(warmup)
+        strategy_id = await world.allocate(USER, "binance", "trend", "1000", "BTC/USDT", **params)
+        await world.engine.settle()
+        for index in range(warmup + 1, CANDLES):
+            assert book.advance("BTC/USDT")
+            at_close(index)
+            await world.engine.poll_once()
+            await world.engine.settle()
+            await world.engine.run_strategy(strategy_id)
+            await world.engine.settle()
+        strategy = await world.store.strategies.get(strategy_id)
+        live = [(t.side, t.amount, t.price, t.fee) for t in book.trades(key, "BTC/USDT")]
+    finally:
+        await world.close()
+    replayed, result = await replay_fills(fake_exchanges, tmp_path, "trend", "1000", params, candles, start=warmup)
+    assert len(live) >= 6, live  # the series crosses its averages several times
+    assert replayed == live
+    assert strategy.spent - strategy.received == result.net_spent

@@ -51,6 +51,8 @@ REPLAY_TIMEFRAMES = ("1m", "5m", "15m", "1h", "4h", "1d")
 FIAT_LIKE = frozenset({"USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY", "USDT", "USDC", "DAI"})
 #: Strategies a backtest cannot replay yet, with why.
 UNSUPPORTED = {"rebalance": "rebalance trades several markets at once; /backtest replays one market"}
+#: The longest parameter line the caption repeats.
+MAX_PARAMS_SHOWN = 160
 #: How long a "Start this strategy" button stays usable, and how many are kept at most (the oldest go first).
 START_TTL = timedelta(hours=6)
 MAX_KEPT = 2000
@@ -313,6 +315,8 @@ def caption_text(
     strategy = STRATEGIES[request.kind]
     name = venue_name(request.venue)
     shown_params = " ".join(f"{k}={v}" for k, v in request.params.items())
+    if len(shown_params) > MAX_PARAMS_SHOWN:  # a caption holds 1,024 characters: the figures come first
+        shown_params = shown_params[: MAX_PARAMS_SHOWN - 1] + "…"
     lines = [
         f"<b>Backtest: {strategy.title} on {symbol}</b> ({name})",
         f"{begin:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC, {candles:,} {timeframe} candles",
