@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.context import EngineContext
-from bot.engine.core import Gated, add_holding, budget_of, fold_refusals, gate_decision
+from bot.engine.core import Gated, budget_of, fold_refusals, gate_decision, holdings_of
 from bot.engine.crash_hook import crash_point
 from bot.engine.intents import OrderDesk, client_order_id
 from bot.engine.risk import Ledger, MarketRules, Refused
@@ -270,10 +270,7 @@ async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
     cached = ctx.holdings_cache.get(strategy_id)
     if cached is not None:
         return dict(cached)
-    result: dict[str, Decimal] = {}
-    for item in await ctx.fills_reader.get(strategy_id) or ():
-        fill = item.fill
-        add_holding(result, item.symbol, fill.side, fill.amount, fill.fee, fill.fee_currency)
+    result = holdings_of((item.symbol, item.fill) for item in await ctx.fills_reader.get(strategy_id) or ())
     ctx.holdings_cache[strategy_id] = result
     return dict(result)
 
