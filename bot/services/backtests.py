@@ -32,7 +32,7 @@ from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
 from bot.formatting import amount as fmt_amount
-from bot.formatting import money, percent
+from bot.formatting import money, number, percent
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES
 from bot.strategies.params import TIMEFRAMES, ParamError, parse_budget, shown, split_assignments
@@ -151,7 +151,7 @@ def choose_timeframe(kind: str, params: Mapping[str, Any], days: int) -> str:
     if own is not None:
         if span / TIMEFRAMES[own] > MAX_CANDLES:
             raise UserError(
-                f"{days} days of {own} candles is more than {MAX_CANDLES:,} candles: use fewer days or a longer "
+                f"{days} days of {own} candles is more than {_count(MAX_CANDLES)} candles: use fewer days or a longer "
                 "timeframe."
             )
         return own
@@ -319,11 +319,11 @@ def caption_text(
         shown_params = shown_params[: MAX_PARAMS_SHOWN - 1] + "…"
     lines = [
         f"<b>Backtest: {strategy.title} on {symbol}</b> ({name})",
-        f"{begin:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC, {candles:,} {timeframe} candles",
+        f"{begin:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} UTC, {_count(candles)} {timeframe} candles",
         f"Budget {money(request.budget, quote)}" + (f" · <code>{_esc(shown_params)}</code>" if shown_params else ""),
         "",
         f"P&amp;L net of fees: <b>{money(figures.pnl, quote, signed=True)}</b> ({percent(figures.pnl_percent)})",
-        f"Fees: {money(figures.fees, quote)} · Trades: {figures.trades:,}",
+        f"Fees: {money(figures.fees, quote)} · Trades: {_count(figures.trades)}",
         f"Max drawdown: {percent(figures.max_drawdown_percent, signed=False)}",
         f"Buy &amp; hold: {money(figures.hold_pnl, quote, signed=True)} ({percent(figures.hold_percent)})",
         f"Ends with {fmt_amount(result.holdings.get(base, ZERO), base, amount_step, held=True)} and "
@@ -346,3 +346,7 @@ def _esc(text: str) -> str:
 
 def _hundreds(value: Decimal) -> Decimal:
     return (value / 100).to_integral_value() * 100
+
+
+def _count(value: int) -> str:
+    return number(Decimal(value), 0)
