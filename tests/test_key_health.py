@@ -9,6 +9,7 @@ and says nothing; a check that gets no answer changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -232,5 +233,17 @@ async def test_paper_accounts_are_never_checked_and_checks_are_spread_over_the_p
         checked = [r.api_key for r in book.requests if r.path == SAPI]
         assert sorted(checked) == sorted(f"k{n}" for n in range(10))
         assert await world.store.key_health.get(paper) is None
+    finally:
+        await world.close()
+
+
+async def test_check_now_asked_many_times_at_once_checks_once(tmp_path, fake_exchanges):
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        fake_exchanges.books["binance"].add_key("burst", "s")
+        account_id = await world.connect(USER, "binance", "burst", "s")
+        verdicts = await asyncio.gather(*(world.engine.key_health.check_now(account_id) for _ in range(20)))
+        assert sorted(verdicts).count(Verdict.HEALTHY) == 1 and verdicts.count(Verdict.SKIPPED) == 19
+        assert _sapi_calls(fake_exchanges, "burst") == 1
     finally:
         await world.close()

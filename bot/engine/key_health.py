@@ -5,8 +5,9 @@ Every live account's key is checked every `PERIOD` (6 h) by its venue's cheapest
 `WithdrawMethods` proof, one point on the key's own counter). A tick each minute checks the accounts whose check
 is due, never-checked first, at most `total × TICK / PERIOD` of them (rounded up), so 1,000 accounts cost about
 three calls a minute and a restart or a first deployment never bursts. `check_now(account_id)` checks one
-account at once (called after a stream ended unexpectedly); it does nothing for an account checked in the last
-`CHECK_NOW_SPACING`.
+account at once (called after an account's stream ended unexpectedly); it does nothing for an account checked in
+the last `CHECK_NOW_SPACING`, and at most `CHECK_NOW_AT_ONCE` run together, so a dropped connection carrying
+many accounts' streams cannot turn into a burst of checks.
 
 What a check finds, and what happens:
 - Withdrawals turned on → `key_can_withdraw`: the account is taken out of trading like a rejected key (status
@@ -27,6 +28,7 @@ Paper accounts (`adapter(venue).simulated`) and testnet accounts are never check
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from datetime import datetime, timedelta
@@ -55,6 +57,8 @@ TICK = timedelta(minutes=1)
 RETRY_AFTER = timedelta(minutes=15)
 #: `check_now` skips an account whose key was checked this recently.
 CHECK_NOW_SPACING = timedelta(minutes=1)
+#: How many `check_now` calls may run at the same time (the others wait their turn).
+CHECK_NOW_AT_ONCE = 4
 #: Warnings before the trading permission expires: (level, how long ahead, words), the nearest first.
 WARNINGS = (("day", timedelta(days=1), "within a day"), ("week", timedelta(days=7), "within a week"))
 JOB_ID = "accounts:key-health"
@@ -86,6 +90,7 @@ class KeyHealthMonitor:
         self.period = period
         self.tick_interval = tick
         self._checking: set[int] = set()
+        self._at_once = asyncio.Semaphore(CHECK_NOW_AT_ONCE)
 
     @property
     def checker(self) -> KeyChecker:
@@ -108,14 +113,15 @@ class KeyHealthMonitor:
 
     async def check_now(self, account_id: int) -> Verdict:
         """Check one account's key at once (e.g. its stream ended unexpectedly), unless it was just checked."""
-        account = await self.ctx.store.accounts.get(account_id)
-        if account is None or not self._checkable(account):
-            return Verdict.SKIPPED
-        row = await self.ctx.store.key_health.get(account_id)
-        now = self.ctx.clock()
-        if row is not None and row.checked_ms is not None and _ms(now) - row.checked_ms < _ms_of(CHECK_NOW_SPACING):
-            return Verdict.SKIPPED
-        return await self.check(account)
+        async with self._at_once:  # read inside: a call that waited its turn sees what the others found
+            account = await self.ctx.store.accounts.get(account_id)
+            if account is None or not self._checkable(account):
+                return Verdict.SKIPPED
+            row = await self.ctx.store.key_health.get(account_id)
+            since = _ms(self.ctx.clock()) - row.checked_ms if row is not None and row.checked_ms is not None else None
+            if since is not None and since < _ms_of(CHECK_NOW_SPACING):
+                return Verdict.SKIPPED
+            return await self.check(account)
 
     async def check(self, account: Account) -> Verdict:
         """Check one account's key and act on what the venue says (see the module docstring)."""
