@@ -157,6 +157,10 @@ async def test_binance_health_reads_withdrawals_trading_and_its_expiry_and_refus
     expired = await spot.check_health(once_answering({**base, "tradingAuthorityExpirationTime": past}),
                                       testnet=False, now=now)
     assert expired.can_trade is False  # the time has passed: trading is gone
+    restricted = await spot.check_health(
+        once_answering({**base, "ipRestrict": True, "tradingAuthorityExpirationTime": past}), testnet=False, now=now
+    )
+    assert (restricted.can_trade, restricted.trading_expires_at) == (True, None)  # an IP restriction lifts it
     futures = await usdm.check_health(once_answering({**base, "tradingAuthorityExpirationTime": soon}),
                                       testnet=False, now=now)
     assert (futures.can_trade, futures.trading_expires_at) == (False, None)  # futures: enableFutures; no expiry

@@ -257,17 +257,18 @@ class BinanceFamily(VenueAdapter):
 
     async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
         """`GET /sapi/v1/account/apiRestrictions` (weight 1 on the sapi budget): withdrawals, this venue's trading
-        permission, and when Binance takes trading away from an unrestricted key (a passed time counts as gone).
-        The testnet has no sapi: nothing to check there. An answer without `enableWithdrawals` proves nothing:
-        it is treated as a failed call (`UnknownFailure`), never as a healthy key."""
+        permission, and when Binance takes trading away from a key without IP restriction (a passed time counts as
+        gone). The testnet has no sapi: nothing to check there. An answer without `enableWithdrawals` proves
+        nothing: it is treated as a failed call (`UnknownFailure`), never as a healthy key."""
         if testnet:
             return None
         restrictions = await once(lambda ex: ex.sapi_get_account_apirestrictions())
         if not isinstance(restrictions, dict) or not isinstance(restrictions.get("enableWithdrawals"), bool):
             raise UnknownFailure(self.id, "apiRestrictions answered without enableWithdrawals")
         expires = None
+        # Only unrestricted keys lose trading at that time: an IP restriction (the fix we advise) lifts it.
         raw = restrictions.get(self.trading_expiry_field) if self.trading_expiry_field else None
-        if raw:
+        if raw and restrictions.get("ipRestrict") is not True:
             try:
                 expires = datetime.fromtimestamp(int(raw) / 1000, tz=UTC)
             except (TypeError, ValueError, OverflowError, OSError):
