@@ -92,11 +92,13 @@ def summary_text(report: DailyReport) -> str:
     if quiet_stopped:
         lines += ["", f"{quiet_stopped} stopped strateg{'y' if quiet_stopped == 1 else 'ies'} without fills in the "
                       "last day: in the totals only."]
-    day_totals = {t.quote: t for t in report.last_day.totals}
+    day_totals = {(t.quote, t.paper): t for t in report.last_day.totals}
     lines.append("")
     for total in report.totals.totals:
-        fills = sum(s.fills for s in report.last_day.strategies if s.quote == total.quote)
-        lines.append(_total_line(total, day_totals.get(total.quote), fills))
+        fills = sum(
+            s.fills for s in report.last_day.strategies if (s.quote, s.paper) == (total.quote, total.paper)
+        )
+        lines.append(_total_line(total, day_totals.get((total.quote, total.paper)), fills))
     return "\n".join(lines)
 
 
@@ -123,7 +125,7 @@ def _total_line(total: ProfitTotal, day: ProfitTotal | None, fills: int) -> str:
     last_day = "no fills" if day is None or not fills else (
         f"{_fills(fills)}, realised {money(day.realised, q, signed=True)}, fees {money(day.fees, q)}"
     )
-    return (f"<b>Total {escape(q)}</b> — last day: {last_day}; since the start: {_figures(total)} of "
+    return (f"<b>Total {escape(total.name)}</b> — last day: {last_day}; since the start: {_figures(total)} of "
             f"{money(total.budget, q)}")
 
 

@@ -525,7 +525,7 @@ def profit_text(report) -> str:
     lines.append("")
     for t in report.totals:
         lines.append(
-            f"<b>Total {esc(t.quote)}</b>: realised {money(t.realised, esc(t.quote), signed=True)} "
+            f"<b>Total {esc(t.name)}</b>: realised {money(t.realised, esc(t.quote), signed=True)} "
             f"(fees {money(t.fees, esc(t.quote))}), "
             f"unrealised {money(t.unrealised, esc(t.quote), signed=True)}, "
             f"net {money(t.net, esc(t.quote), signed=True)}, ROI {percent(t.roi)} of "

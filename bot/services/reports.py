@@ -18,11 +18,13 @@ from bot.engine.figures import UNKNOWN_PRECISION, Precision
 from bot.engine.pnl import AssetPnl, compute, is_contract, realised_by_fill
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
+from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, mark_price, position_of
 from bot.services.strategies import _venue_symbol
 from bot.strategies.naming import list_title
+from bot.venues import is_paper
 from storage.models import Account, Strategy
 from storage.orders import StrategyFill
 from storage.strategies import STOPPED
@@ -82,12 +84,18 @@ class AccountBalance:
     strategies_total: Decimal  # what strategies hold, valued
     positions: tuple[PositionView, ...]
     note: str | None = None
+    paper: bool = False  # a Paper account: its money is totalled apart from real money
+
+    @property
+    def total_name(self) -> str:
+        """The total it counts in: its quote, or `USDT · 📝 Paper` (simulated money is never added to real)."""
+        return f"{self.quote} · {PAPER_MARK}" if self.paper else self.quote
 
 
 @dataclass(frozen=True)
 class BalanceReport:
     accounts: tuple[AccountBalance, ...]
-    totals: Mapping[str, Decimal]  # per quote currency: every account's valued assets
+    totals: Mapping[str, Decimal]  # per quote currency (Paper apart: `AccountBalance.total_name`)
     strategy_totals: Mapping[str, Decimal]
 
 
@@ -157,6 +165,7 @@ class StrategyProfit(_NetAndRoi):
     positions: tuple[PositionView, ...]  # futures: the open position, at the price `unrealised` is valued at
     bought: Decimal = ZERO  # the period's buys' value in quote (their cost, fees apart)
     sold: Decimal = ZERO  # the period's sells' value in quote
+    paper: bool = False  # trades on a Paper account: totalled apart from real money
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,13 @@ class ProfitTotal(_NetAndRoi):
     fees: Decimal
     unrealised: Decimal | None
     budget: Decimal
+    #: The total of Paper strategies: simulated money is never added to real money.
+    paper: bool = False
+
+    @property
+    def name(self) -> str:
+        """What the total is of: `USDT`, or `USDT · 📝 Paper`."""
+        return f"{self.quote} · {PAPER_MARK}" if self.paper else self.quote
 
 
 @dataclass(frozen=True)
@@ -227,10 +243,11 @@ class ReportService:
                 result.append(_account_balance(view, own, pnls, positions))
         totals: dict[str, Decimal] = {}
         strategy_totals: dict[str, Decimal] = {}
-        for account in result:
+        for account in sorted(result, key=lambda a: a.paper):  # real money first
             if account.total is not None:
-                totals[account.quote] = totals.get(account.quote, ZERO) + account.total
-                strategy_totals[account.quote] = strategy_totals.get(account.quote, ZERO) + account.strategies_total
+                name = account.total_name
+                totals[name] = totals.get(name, ZERO) + account.total
+                strategy_totals[name] = strategy_totals.get(name, ZERO) + account.strategies_total
         return BalanceReport(tuple(result), totals, strategy_totals)
 
     async def _positions(self, account: Account, strategies: list[Strategy], pnls) -> tuple[PositionView, ...]:
@@ -298,12 +315,15 @@ class ReportService:
                                                   since, until, prices)
                 if row is not None:
                     rows.append(row)
-        totals: dict[str, ProfitTotal] = {}
-        for row in rows:
-            t = totals.get(row.quote) or ProfitTotal(row.quote, ZERO, ZERO, ZERO, ZERO)
+        totals: dict[tuple[str, bool], ProfitTotal] = {}
+        for row in sorted(rows, key=lambda r: r.paper):  # real money first
+            key = (row.quote, row.paper)
+            t = totals.get(key) or ProfitTotal(row.quote, ZERO, ZERO, ZERO, ZERO, paper=row.paper)
             unrealised = None if t.unrealised is None or row.unrealised is None else t.unrealised + row.unrealised
-            budget = t.budget + row.budget
-            totals[row.quote] = ProfitTotal(row.quote, t.realised + row.realised, t.fees + row.fees, unrealised, budget)
+            totals[key] = ProfitTotal(
+                row.quote, t.realised + row.realised, t.fees + row.fees, unrealised, t.budget + row.budget,
+                paper=row.paper,
+            )
         per_page = per_page or max(1, len(rows))
         pages = max(1, -(-len(rows) // per_page))
         page = min(max(1, page), pages)
@@ -339,6 +359,7 @@ class ReportService:
             sold=sum((f.item.fill.cost for f in booked if f.item.fill.side == "sell"), ZERO),
             unrealised=unrealised,
             positions=tuple(positions),
+            paper=is_paper(strategy.venue),
         )
 
     async def _precision(self, account: Account | None, symbol: str, cache: dict) -> Precision:
@@ -382,7 +403,7 @@ def _account_balance(view, strategies: list[Strategy], pnls, positions) -> Accou
     quote = valuation_quote(view.venue)
     if view.balances is None:
         return AccountBalance(view.label, view.venue_name, quote, False, (), 0, ZERO, None, 0, ZERO, positions,
-                              view.note or "balance unavailable right now")
+                              view.note or "balance unavailable right now", paper=is_paper(view.venue))
     assets = []
     for item in view.balances:
         holdings = tuple(
@@ -400,7 +421,7 @@ def _account_balance(view, strategies: list[Strategy], pnls, positions) -> Accou
         label=view.label, venue_name=view.venue_name, quote=quote, available=True, assets=tuple(shown),
         others=len(rest), others_value=sum((a.value or ZERO for a in rest), ZERO),
         total=sum(valued, ZERO), unvalued=len(assets) - len(valued), strategies_total=strategies_total,
-        positions=positions, note=view.note,
+        positions=positions, note=view.note, paper=is_paper(view.venue),
     )
 
 
