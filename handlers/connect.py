@@ -28,7 +28,7 @@ from bot.redaction import register_possible_secret
 from bot.secret import Credentials, Secret
 from bot.services.errors import UserError
 from bot.services.intake import Intake, IntakeBook, Step, looks_like_key
-from bot.venues import venue_name
+from bot.venues import is_paper, venue_name
 from handlers.common import Context, answer_and_edit, callback_int, esc, is_private, keyboard, reply, runtime
 from handlers.render import connected_text, paper_opened_text, replaced_text
 
@@ -204,6 +204,11 @@ async def _replace_command(update: Update, context: Context) -> None:
 
 
 def _begin_replace(rt, update: Update, account) -> str:
+    if is_paper(account.venue):  # nothing to replace: a Paper account never had a key
+        return (
+            f"<b>{esc(account.label)}</b> is a {PAPER_MARK} account: it has no key to replace. "
+            "/connect adds a real exchange account."
+        )
     intake = rt.intakes.begin(update.effective_user.id, update.effective_chat.id)
     intake.venue = account.venue
     intake.replace_account_id = account.id

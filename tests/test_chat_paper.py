@@ -7,6 +7,8 @@ Real PTB against the fake Telegram Bot API, real ccxt (public calls only) agains
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import timedelta
 from decimal import Decimal
 
 from bot.exchanges.venues.paper import MARK
@@ -14,15 +16,53 @@ from tests.chat_helpers import USER
 from tests.test_chat_strategies import allocate_one_line
 
 SYMBOL = "BTC/USDT"
+KRAKEN = "BTC/USD"
+FEE_QUANTUM = Decimal("1e-8")
 
 
 def signed_requests(fake_exchanges, venue: str) -> list:
     return [r for r in fake_exchanges.books[venue].requests if r.signature_valid is not None or r.api_key]
 
 
-async def paper_account(s, user: int = USER):
-    [account] = [a for a in await s.runtime.store.accounts.list_for_user(user) if a.venue.startswith("paper")]
+async def paper_account(s, user: int = USER, label: str = "paper"):
+    [account] = [a for a in await s.runtime.store.accounts.list_for_user(user) if a.label == label]
     return account
+
+
+def paper_fills(s) -> list[str]:
+    """The fill alerts the bot sent about Paper strategies (each one's plain text)."""
+    return [m.plain_text for m in s.tg.sent if m.chat_id == USER and MARK in (m.text or "") and ": filled" in m.text]
+
+
+async def wait_for_paper_fills(s, count: int, timeout: float = 15.0) -> list[str]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(alerts := paper_fills(s)) < count:
+        assert asyncio.get_running_loop().time() < deadline, f"{len(alerts)} fill alerts, expected {count}"
+        await asyncio.sleep(0.05)
+    return alerts
+
+
+async def resting(s, account_id: int, count: int, timeout: float = 10.0) -> list:
+    """The account's open Paper orders once there are `count` of them."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(orders := await s.runtime.store.paper.orders(account_id, statuses=("open",))) != count:
+        assert asyncio.get_running_loop().time() < deadline, f"{len(orders)} resting Paper orders, expected {count}"
+        await asyncio.sleep(0.05)
+    return orders
+
+
+async def ask(s, command: str, contains: str, timeout: float = 15.0):
+    await s.send(USER, command)
+    return await s.next_reply(USER, contains=contains, timeout=timeout)
+
+
+def book_balances(trades, funded: Decimal, quote: str, base: str) -> dict[str, Decimal]:
+    """A Paper account's balances computed from its fills alone (every fee in the quote)."""
+    q = funded - sum((t.cost + t.fee for t in trades if t.side == "buy"), Decimal(0)) + sum(
+        (t.cost - t.fee for t in trades if t.side == "sell"), Decimal(0))
+    b = sum((t.amount for t in trades if t.side == "buy"), Decimal(0)) - sum(
+        (t.amount for t in trades if t.side == "sell"), Decimal(0))
+    return {quote: q, base: b}
 
 
 async def wait_for(predicate, timeout: float = 10.0):
@@ -58,3 +98,110 @@ async def test_guided_paper_account_buys_on_public_prices_and_sends_no_signed_re
     assert balances["USDT"][0] == Decimal(10_000) - trade.cost - trade.fee
     assert any("ticker" in r.path for r in book.requests)  # it priced on the venue's public data…
     assert signed_requests(fake_exchanges, "binance") == []  # …and never signed a request
+
+
+async def test_one_line_paper_accounts_are_funded_in_the_sources_quote_and_labelled_paper_then_paper_2(
+    strata, fake_exchanges
+):
+    opened = await ask(strata, "/connect paper binance 5000", "opened")
+    assert MARK in opened.plain_text and "5,000.00 USDT" in opened.plain_text, opened.plain_text
+    first = await paper_account(strata)
+    assert first.venue == "paper:binance"
+    assert await strata.runtime.store.paper.balances(first.id) == {"USDT": (Decimal(5000), Decimal(0))}
+    opened = await ask(strata, "/connect paper kraken", "opened")
+    assert "paper-2" in opened.plain_text and "10,000.00 USD" in opened.plain_text, opened.plain_text
+    second = await paper_account(strata, label="paper-2")
+    assert second.venue == "paper:kraken"
+    assert await strata.runtime.store.paper.balances(second.id) == {"USD": (Decimal(10_000), Decimal(0))}
+
+    # Mistyped: a short friendly answer, nothing opened.
+    for text, expected in [
+        ("/connect paper", "Usage: /connect paper"), ("/connect paper nowhere", "Usage: /connect paper"),
+        ("/connect paper binance abc", "Usage: /connect paper"), ("/connect paper binance 5 6", "Usage"),
+        ("/connect paper binance -5", "more than 0"), ("/connect paper binance 0", "more than 0"),
+        ("/connect paper binance 1e12", "at most 10,000,000.00 USDT"), ("/connect paper kraken nan", "Usage"),
+    ]:
+        answer = await ask(strata, text, "")
+        assert expected in answer.plain_text, (text, answer.plain_text)
+        assert len(answer.plain_text) < 300 and "Traceback" not in answer.plain_text, answer.plain_text
+    assert len(await strata.runtime.store.accounts.list_for_user(USER)) == 2
+
+    # A Paper account has no key: no "New key" button, and /connect replace says why instead of asking for one.
+    await strata.send(USER, "/accounts")
+    fresh = await strata.next_reply(USER, contains="— updated", timeout=15)
+    assert fresh.plain_text.count(MARK) == 2, fresh.plain_text
+    assert "10,000.00 USD" in fresh.plain_text and "5,000.00 USDT" in fresh.plain_text, fresh.plain_text
+    assert not [b for b in fresh.buttons if "New key" in b["text"]], fresh.buttons
+    refusal = await ask(strata, "/connect replace paper-2", "")
+    assert "Paper" in refusal.plain_text and "no key" in refusal.plain_text, refusal.plain_text
+    assert strata.runtime.intakes.get(USER) is None  # no key is asked for
+    strata.tg.press_callback_data(USER, fresh, f"connect:replace:{second.id}")  # a button it no longer has
+    refusal = await strata.next_reply(USER, contains="no key")
+    assert strata.runtime.intakes.get(USER) is None
+    balance = await ask(strata, "/balance", "Balance")
+    assert balance.plain_text.count(MARK) == 2, balance.plain_text
+    for venue in ("binance", "kraken"):
+        assert signed_requests(fake_exchanges, venue) == []
+
+
+def about_paper(text: str, labels: tuple[str, ...]) -> bool:
+    """Whether a message names a strategy (`#1`) or one of the Paper account's labels."""
+    return bool(re.search(r"#\d", text)) or any(re.search(rf"\b{re.escape(label)}\b", text) for label in labels)
+
+
+async def test_every_message_about_a_paper_account_or_strategy_says_paper(strata, fake_exchanges):
+    book = fake_exchanges.books["kraken"]
+    book.set_price(KRAKEN, "65000")
+    await ask(strata, "/connect paper kraken 5000", "opened")
+    account = await paper_account(strata)
+    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5 name=ladder")
+    await allocate_one_line(strata, f"/allocate paper dca 100 {KRAKEN} every=1d amount=20")
+    await wait_for_paper_fills(strata, 1)
+    await resting(strata, account.id, 2)
+    book.set_price(KRAKEN, "62000")
+    await wait_for_paper_fills(strata, 2)
+    book.set_price(KRAKEN, "65000")
+    await wait_for_paper_fills(strata, 3)
+    grid, dca = await strata.runtime.store.strategies.list_for_user(USER)
+    for command, answer in [
+        ("/status", "Your strategies"), (f"/status {grid.id}", "parameters"), ("/balance", "Balance"),
+        ("/trades", "Trades"), ("/profit", "Profit"), ("/accounts", "— updated"), (f"/pause {grid.id}", "paused"),
+        (f"/resume {grid.id}", "running again"), ("/pause", "Which strategy"), ("/stop", "Which strategy"),
+        ("/accounts rename paper sim", "Renamed"), ("/accounts rename sim paper", "Renamed"),
+        ("/connect replace paper", "no key"),
+    ]:
+        await ask(strata, command, answer)
+    change = await ask(strata, f"/edit {grid.id} budget=600", "Confirm")
+    await strata.press(USER, change, "Confirm change")
+    await strata.next_reply(USER, contains="changed")
+    question = await ask(strata, f"/stop {dca.id}", "Keep what it bought")
+    await strata.press(USER, question, "Stop and sell")
+    await strata.next_reply(USER, contains="Realised", timeout=15)
+    panic = await ask(strata, "/panic", "Pause")
+    await strata.press(USER, panic, "Confirm panic")
+    paused = await strata.next_reply(USER, contains="Paused", timeout=15)
+    assert f"It trades on a {MARK} account" in paused.plain_text, paused.plain_text
+    await strata.press(USER, paused, "Resume all")
+    await strata.next_reply(USER, contains="Resumed", timeout=15)
+    for line in ("/settings summary on", "/settings hour 9"):
+        await ask(strata, line, "Settings")
+    engine = strata.runtime.engine
+    clock, engine.ctx.clock = engine.ctx.clock, lambda: clock().replace(hour=9, minute=0, second=5) + timedelta(days=1)
+    assert await strata.runtime.summary.run_due() == 1
+    await strata.next_reply(USER, contains="📊")
+    engine.ctx.clock = clock
+    picker = await ask(strata, "/disconnect", "Which account")
+    await strata.press(USER, picker, 0)
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    await strata.press(USER, confirm, "Confirm disconnect")
+    await strata.next_reply(USER, contains="stopped; its budget is released", timeout=20)
+
+    messages = [m for m in strata.tg.outbox if m.chat_id == USER and m.plain_text]
+    unmarked = [
+        m.plain_text for m in messages
+        if about_paper(m.plain_text, ("paper", "sim"))
+        and MARK not in m.plain_text + " ".join(b["text"] for b in m.buttons)
+    ]
+    assert unmarked == [], "\n----\n".join(unmarked)
+    assert len(messages) > 30
+    assert signed_requests(fake_exchanges, "kraken") == []
