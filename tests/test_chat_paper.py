@@ -12,8 +12,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 from bot.exchanges.venues.paper import MARK
+from bot.formatting import money
 from tests.chat_helpers import USER
 from tests.test_chat_strategies import allocate_one_line
+from tests.test_chat_views import spot_pnl
 
 SYMBOL = "BTC/USDT"
 KRAKEN = "BTC/USD"
@@ -204,4 +206,88 @@ async def test_every_message_about_a_paper_account_or_strategy_says_paper(strata
     ]
     assert unmarked == [], "\n----\n".join(unmarked)
     assert len(messages) > 30
+    assert signed_requests(fake_exchanges, "kraken") == []
+
+
+async def test_a_paper_grid_rests_fills_at_its_price_as_maker_and_its_figures_equal_the_books_fills(
+    strata, fake_exchanges
+):
+    book = fake_exchanges.books["kraken"]
+    book.set_price(KRAKEN, "65000")
+    await ask(strata, "/connect paper kraken 5000", "opened")
+    account = await paper_account(strata)
+    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5")
+    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+    buys = await resting(strata, account.id, 2)
+    assert sorted(o.price for o in buys) == [Decimal(60000), Decimal(62500)]
+    held = sum(o.reserved for o in buys)  # a resting buy holds its value and its maker fee
+    assert await strata.runtime.store.paper.balances(account.id) == {"USD": (Decimal(5000) - held, held)}
+    maker = book.market(KRAKEN).maker_fee
+
+    # The price falls through 62,500: that buy fills at its own price, as a maker, and its sell one level up rests.
+    book.set_price(KRAKEN, "62000")
+    [bought] = await wait_for_paper_fills(strata, 1)
+    [buy] = await strata.runtime.store.paper.trades(account.id)
+    assert (buy.side, buy.price, buy.maker) == ("buy", Decimal(62500), True)
+    assert buy.fee == (buy.cost * maker).quantize(FEE_QUANTUM) and buy.cost == buy.amount * buy.price
+    assert "Bought" in bought and "at 62,500.0 USD" in bought, bought
+    sell = next(o for o in await resting(strata, account.id, 2) if o.side == "sell")
+    assert (sell.price, sell.amount) == (Decimal(65000), buy.amount)
+
+    # Back up through 65,000: the sell fills at its price, and the 62,500 buy is armed again.
+    book.set_price(KRAKEN, "65000")
+    sold = (await wait_for_paper_fills(strata, 2))[1]
+    assert "Sold" in sold and "at 65,000.0 USD" in sold, sold
+    trades = await strata.runtime.store.paper.trades(account.id)
+    assert [(t.side, t.price, t.maker) for t in trades] == [
+        ("buy", Decimal(62500), True), ("sell", Decimal(65000), True)]
+    assert trades[1].fee == (trades[1].cost * maker).quantize(FEE_QUANTUM)
+    rearmed = await resting(strata, account.id, 2)
+    assert sorted((o.side, o.price) for o in rearmed) == [("buy", Decimal(60000)), ("buy", Decimal(62500))]
+
+    # /status <id> says what the Paper book's fills say, valued at the venue's price now.
+    realised, unrealised, fees = spot_pnl(trades, Decimal(65000))
+    assert realised > 0
+    detail = (await ask(strata, f"/status {strategy.id}", "parameters")).plain_text
+    assert MARK in detail
+    assert f"realised {money(realised, 'USD', signed=True)}" in detail, detail
+    assert f"unrealised {money(unrealised, 'USD', signed=True)}" in detail, detail
+    assert f"fees {money(fees, 'USD')}" in detail, detail
+    balances = await strata.runtime.store.paper.balances(account.id)
+    computed = book_balances(trades, Decimal(5000), "USD", "BTC")
+    assert balances["BTC"] == (computed["BTC"], Decimal(0))
+    assert sum(balances["USD"]) == computed["USD"]
+
+    # /panic cancels the Paper orders and gives back what they held.
+    panic = await ask(strata, "/panic", "Pause")
+    await strata.press(USER, panic, "Confirm panic")
+    paused = await strata.next_reply(USER, contains="Paused", timeout=15)
+    assert "cancelled 2 open order(s)" in paused.plain_text and MARK in paused.plain_text, paused.plain_text
+    assert await strata.runtime.store.paper.orders(account.id, statuses=("open",)) == []
+    assert await strata.runtime.store.paper.balances(account.id) == {
+        "USD": (computed["USD"], Decimal(0)), "BTC": (Decimal(0), Decimal(0))}
+    assert signed_requests(fake_exchanges, "kraken") == []
+
+
+async def test_a_resting_paper_order_fills_once_after_a_restart(make_strata, fake_exchanges):
+    book = fake_exchanges.books["kraken"]
+    book.set_price(KRAKEN, "65000")
+    async with make_strata() as strata:
+        await ask(strata, "/connect paper kraken 5000", "opened")
+        account = await paper_account(strata)
+        await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5")
+        await resting(strata, account.id, 2)
+    book.set_price(KRAKEN, "62000")  # while the bot is down the price crosses the 62,500 buy
+
+    async with make_strata() as strata:
+        [bought] = await wait_for_paper_fills(strata, 1)
+        assert "Bought" in bought and "at 62,500.0 USD" in bought, bought
+        await resting(strata, account.id, 2)  # the 60,000 buy and the new sell at 65,000
+        await asyncio.sleep(2)  # more polls: nothing fills or alerts twice
+        trades = await strata.runtime.store.paper.trades(account.id)
+        assert [(t.side, t.price) for t in trades] == [("buy", Decimal(62500))]
+        assert len(paper_fills(strata)) == 1
+        [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+        detail = (await ask(strata, f"/status {strategy.id}", "parameters")).plain_text
+        assert "invested" in detail and MARK in detail
     assert signed_requests(fake_exchanges, "kraken") == []
