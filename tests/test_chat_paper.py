@@ -291,3 +291,69 @@ async def test_a_resting_paper_order_fills_once_after_a_restart(make_strata, fak
         detail = (await ask(strata, f"/status {strategy.id}", "parameters")).plain_text
         assert "invested" in detail and MARK in detail
     assert signed_requests(fake_exchanges, "kraken") == []
+
+
+async def test_a_paper_dca_stopped_with_sell_sells_at_the_bid_then_disconnect_deletes_the_book(
+    strata, fake_exchanges
+):
+    book = fake_exchanges.books["binance"]
+    book.set_price(SYMBOL, "50000")
+    await ask(strata, "/connect paper binance", "opened")
+    account = await paper_account(strata)
+    await allocate_one_line(strata, f"/allocate paper dca 100 {SYMBOL} every=1d amount=20")
+    await wait_for_paper_fills(strata, 1)
+    book.set_price(SYMBOL, "55000")
+    strata.runtime.gateway.market_data.invalidate()
+    [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
+    question = await ask(strata, f"/stop {strategy.id}", "Keep what it bought")
+    await strata.press(USER, question, "Stop and sell")
+    summary = (await strata.next_reply(USER, contains="Realised", timeout=15)).plain_text
+    buy, sell = await strata.runtime.store.paper.trades(account.id)
+    assert (sell.side, sell.price, sell.amount, sell.maker) == ("sell", book.ticker(SYMBOL).bid, buy.amount, False)
+    assert sell.fee == (sell.cost * Decimal("0.001")).quantize(FEE_QUANTUM)  # Binance Spot's taker fee
+    assert MARK in summary and Decimal(re.search(r"Sold ([\d.]+) BTC at market", summary)[1]) == buy.amount
+    invested, returned = buy.cost + buy.fee, sell.cost - sell.fee
+    assert f"Invested {money(invested, 'USDT')}, returned {money(returned, 'USDT')}" in summary, summary
+    # Everything is back in the quote, exactly as the book's two fills say.
+    usdt = Decimal(10_000) - invested + returned
+    assert await strata.runtime.store.paper.balances(account.id) == {
+        "USDT": (usdt, Decimal(0)), "BTC": (Decimal(0), Decimal(0))}
+
+    confirm = await ask(strata, "/disconnect paper", "Disconnect")
+    assert MARK in confirm.plain_text and "key" not in confirm.plain_text, confirm.plain_text
+    await strata.press(USER, confirm, "Confirm disconnect")
+    done = await strata.next_reply(USER, contains="removed", timeout=15)
+    assert MARK in done.plain_text, done.plain_text
+    assert await strata.runtime.store.accounts.list_for_user(USER) == []
+    assert await strata.runtime.store.paper.balances(account.id) == {}
+    assert await strata.runtime.store.paper.orders(account.id) == []
+    assert await strata.runtime.store.paper.trades(account.id) == []
+    assert signed_requests(fake_exchanges, "binance") == []
+
+
+async def test_two_paper_accounts_on_one_market_share_its_public_requests(strata, fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    book.set_price(SYMBOL, "50000")
+    for label in ("paper", "paper-2"):
+        await ask(strata, "/connect paper binance", "opened")
+        await allocate_one_line(strata, f"/allocate {label} grid 300 {SYMBOL} low=45000 high=55000 levels=4")
+        await resting(strata, (await paper_account(strata, label=label)).id, 2)
+    accounts = await strata.runtime.store.accounts.list_for_user(USER)
+    gateway, engine = strata.runtime.gateway, strata.runtime.engine
+
+    def tickers() -> int:
+        return sum(1 for r in book.requests if "ticker" in r.path.lower())
+
+    # One round: every Paper account's orders read (as the fill poller does), the prices fetched once.
+    gateway.market_data.invalidate()
+    before = tickers()
+    creds = [await engine.ctx.credentials(a) for a in accounts]
+    reads = await asyncio.gather(*(gateway.fetch_open_orders(a.venue, c) for a, c in zip(accounts, creds, strict=True)))
+    assert [len(r) for r in reads] == [2, 2]
+    assert tickers() - before == 1
+    # And while the bot runs: each account is polled every 0.5 s, the shared price at most once a second.
+    before, started = tickers(), asyncio.get_running_loop().time()
+    await asyncio.sleep(3)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert tickers() - before <= elapsed / 1.0 + 1, book.requests[-10:]
+    assert signed_requests(fake_exchanges, "binance") == []
