@@ -357,3 +357,18 @@ async def test_two_paper_accounts_on_one_market_share_its_public_requests(strata
     elapsed = asyncio.get_running_loop().time() - started
     assert tickers() - before <= elapsed / 1.0 + 1, book.requests[-10:]
     assert signed_requests(fake_exchanges, "binance") == []
+
+
+async def test_a_paper_account_refuses_what_a_real_one_refuses_with_the_same_answer(strata, fake_exchanges):
+    from tests.chat_helpers import connect_with_key
+
+    book = fake_exchanges.books["binance"]
+    book.set_price(SYMBOL, "50000")
+    await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(10_000)})
+    await ask(strata, "/connect paper binance", "opened")
+    for args in (f"dca 100 {SYMBOL} every=1d amount=5", f"dca 20000 {SYMBOL} every=1d amount=20",
+                 f"grid 30 {SYMBOL} low=40000 high=60000 levels=9"):
+        real = (await ask(strata, f"/allocate binance {args}", "")).plain_text
+        paper = re.sub(r"\bpaper\b", "binance", (await ask(strata, f"/allocate paper {args}", "")).plain_text)
+        assert "Allocation summary" not in real and paper == real, (args, real, paper)
+    assert await strata.runtime.store.strategies.list_for_user(USER) == []
