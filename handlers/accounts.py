@@ -33,10 +33,8 @@ from handlers.render import accounts_text, clip, left_open_lines, stop_text
 MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
 #: Accounts on one /accounts page: with five assets and a few positions each, a page stays one message.
 ACCOUNTS_PER_PAGE = 5
-_FOOTER = (
-    "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;. "
-    "Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;."
-)
+_RENAME = "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;."
+_NEW_KEY = " Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;."
 
 
 async def accounts(update: Update, context: Context) -> None:
@@ -116,7 +114,8 @@ def _listing(views, page: int, pages: int, *, refreshing: bool = False) -> str:
     text = accounts_text(views, _now(), refreshing=refreshing)
     if pages > 1:
         text = text.replace("</b>", f"</b> (page {page} of {pages})", 1)
-    return split_html(text + _FOOTER, max_parts=1)[0]
+    footer = _RENAME + (_NEW_KEY if any(not is_paper(v.venue) for v in views) else "")  # Paper has no key
+    return split_html(text + footer, max_parts=1)[0]
 
 
 async def _edit(message: Message, text: str, views, user_id: int, page: int, pages: int) -> None:

@@ -43,8 +43,12 @@ NOT_DELETED = (
 def venue_keyboard():
     rows = [[(venue_name(v), f"connect:venue:{v}")] for v in connectable()]
     if paper_venues():
-        rows.append([("Paper", "connect:paper")])
+        rows.append([(PAPER_BUTTON, "connect:paper")])
     return keyboard([*rows, [("Cancel", "connect:cancel")]])
+
+
+#: The /connect button that opens a Paper account instead of asking for a key.
+PAPER_BUTTON = f"{PAPER_MARK} (simulated money, no key)"
 
 
 def paper_keyboard():
@@ -117,7 +121,8 @@ async def connect(update: Update, context: Context) -> None:
     message = await update.effective_chat.send_message(
         "Which exchange do you want to connect?\n"
         "You will create an API key that can trade but <b>cannot withdraw</b>, then send me the key and the "
-        "secret. I delete those messages at once and store the key encrypted.",
+        "secret. I delete those messages at once and store the key encrypted."
+        + (f"\nOr try first with {PAPER_MARK}: simulated money on live prices, no key." if paper_venues() else ""),
         reply_markup=venue_keyboard(),
     )
     intake.menu_message_id = message.message_id

@@ -98,13 +98,16 @@ def connected_text(result: Connected) -> str:
 
 def paper_opened_text(result: Connected) -> str:
     view = result.account
+    venue = adapter(view.venue)
+    quote, market = venue.valuation_quote, venue.default_markets[0]
     lines = [
         f"✅ {PAPER_MARK} account <b>{esc(view.label)}</b> opened: simulated money, filled on "
         f"{esc(venue_name(adapter(view.venue).market_venue))}'s live public prices with its fees and minimums.",
         "Balance:",
         *balances_lines(view.balances, valuation_quote(view.venue)),
         "Nothing on it is real money, and every message about it says Paper.",
-        f"Next: /allocate {esc(view.label)} … a budget to a strategy (/strategies lists them).",
+        f"Next, e.g. a DCA buying 10 {esc(quote)} of {esc(market.split('/')[0])} a day, 100 {esc(quote)} in all: "
+        f"/allocate {esc(view.label)} dca 100 {esc(market)} every=1d amount=10 (/strategies lists them all).",
     ]
     return "\n".join(lines)
 

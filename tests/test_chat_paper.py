@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from bot.exchanges.venues.paper import MARK
 from bot.formatting import money
+from handlers.connect import PAPER_BUTTON
 from tests.chat_helpers import USER
 from tests.test_chat_strategies import allocate_one_line
 from tests.test_chat_views import spot_pnl
@@ -80,11 +81,12 @@ async def test_guided_paper_account_buys_on_public_prices_and_sends_no_signed_re
     book.set_price(SYMBOL, "50000")
     await strata.send(USER, "/connect")
     menu = await strata.next_reply(USER, contains="Which exchange")
-    await strata.press(USER, menu, "Paper")
+    await strata.press(USER, menu, PAPER_BUTTON)
     sources = await strata.next_reply(USER, contains="Which exchange's prices")
     await strata.press(USER, sources, "Binance Spot")
     opened = await strata.next_reply(USER, contains="opened")
     assert MARK in opened.plain_text and "10,000.00 USDT" in opened.plain_text, opened.plain_text
+    assert "/allocate paper dca 100 BTC/USDT every=1d amount=10" in opened.plain_text, opened.plain_text
     account = await paper_account(strata)
     assert account.label == "paper"
 
@@ -134,6 +136,7 @@ async def test_one_line_paper_accounts_are_funded_in_the_sources_quote_and_label
     assert fresh.plain_text.count(MARK) == 2, fresh.plain_text
     assert "10,000.00 USD" in fresh.plain_text and "5,000.00 USDT" in fresh.plain_text, fresh.plain_text
     assert not [b for b in fresh.buttons if "New key" in b["text"]], fresh.buttons
+    assert "new key" not in fresh.plain_text, fresh.plain_text
     refusal = await ask(strata, "/connect replace paper-2", "")
     assert "Paper" in refusal.plain_text and "no key" in refusal.plain_text, refusal.plain_text
     assert strata.runtime.intakes.get(USER) is None  # no key is asked for
