@@ -159,7 +159,8 @@ async def _ask(update: Update, context: Context, services, draft: Draft, problem
     elif step is DraftStep.STRATEGY:
         rows = [[(d.title, f"alloc:kind:{d.name}")] for d in services.strategies_catalogue()]
         rows.append(_nav_row(step))
-        text = f"Account <b>{esc(draft.account_label)}</b>. Which strategy?"
+        marked = f" ({PAPER_MARK}: simulated money)" if is_paper(draft.venue) else ""
+        text = f"Account <b>{esc(draft.account_label)}</b>{marked}. Which strategy?"
     elif step is DraftStep.SYMBOL:
         description = _description(services, draft.kind)
         if draft.kind == "rebalance":
