@@ -47,8 +47,8 @@ def venue_keyboard():
     return keyboard([*rows, [("Cancel", "connect:cancel")]])
 
 
-#: The /connect button that opens a Paper account instead of asking for a key.
-PAPER_BUTTON = f"{PAPER_MARK} (simulated money, no key)"
+#: The /connect button that opens a Paper account instead of asking for a key (DESIGN.md section 4 names it).
+PAPER_BUTTON = "Paper"
 
 
 def paper_keyboard():
@@ -122,7 +122,8 @@ async def connect(update: Update, context: Context) -> None:
         "Which exchange do you want to connect?\n"
         "You will create an API key that can trade but <b>cannot withdraw</b>, then send me the key and the "
         "secret. I delete those messages at once and store the key encrypted."
-        + (f"\nOr try first with {PAPER_MARK}: simulated money on live prices, no key." if paper_venues() else ""),
+        + (f"\nOr press <b>Paper</b> to try first ({PAPER_MARK}): simulated money on live prices, no key."
+           if paper_venues() else ""),
         reply_markup=venue_keyboard(),
     )
     intake.menu_message_id = message.message_id

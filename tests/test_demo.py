@@ -218,7 +218,8 @@ def test_demo_chat_connects_the_demo_key_by_numbered_button_and_keeps_its_secret
 def test_a_newcomer_runs_a_paper_dca_and_a_paper_grid_in_the_demo_without_any_key(demo):
     demo.wait_for(r"Bot log: ")
     demo.type("/connect")
-    menu = demo.wait_for(r"\[#(\d+)\] 📝 Paper")
+    demo.wait_for(r"Or press Paper to try first")
+    menu = demo.wait_for(r"\[#(\d+)\] Paper\n")
     demo.type(f"#{menu.group(1)}")
     demo.wait_for(r"Which exchange's prices\?")
     demo.wait_for(r"\[#1\] Binance Spot")

@@ -235,7 +235,7 @@ def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, tempor
         "  :secret binance    sends the demo secret: the bot checks it on the fake exchange",
         "  /connect paper binance",
         "                     or skip the key: a 📝 Paper account, simulated 10,000 USDT on these prices",
-        "                     (also the 📝 Paper button of /connect)",
+        "                     (also the Paper button of /connect)",
         "  /accounts          your accounts and balances",
         "  /help              everything the bot can do, e.g. (then #1 to press Confirm)",
         "                     /allocate binance dca 100 BTC/USDT every=1m amount=20",
