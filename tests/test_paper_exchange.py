@@ -83,3 +83,44 @@ async def test_a_paper_refusal_for_funds_pauses_the_strategy_as_a_real_one_does(
         assert strategy.state["buys"] == 0
     finally:
         await world.close()
+
+
+def _short_reservation(rate: Decimal) -> tuple[Decimal, Decimal]:
+    """A Kraken BTC/USD limit buy (8-decimal amount, 0.1 tick) whose value plus fee, each kept to 1e-8 as the fill
+    books them, is 1e-8 more than the same sum rounded once."""
+    q = Decimal("1e-8")
+    for step in range(1, 10_000):
+        amount, price = Decimal("0.00123457") + step * q, Decimal("60000.3")
+        once = (amount * price * (1 + rate)).quantize(q)
+        cost = (amount * price).quantize(q)
+        if once < cost + (cost * rate).quantize(q):
+            return amount, price
+    raise AssertionError("no such order")
+
+
+async def test_a_resting_buy_that_held_all_the_free_money_fills_when_crossed(fake_exchanges, tmp_path):
+    book = fake_exchanges.books["kraken"]
+    book.set_price("BTC/USD", "65000")
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, start=False)
+    try:
+        await world.store.users.upsert(5, 5)
+        async with world.store.db.transaction() as tx:
+            account_id = await world.store.accounts.create(tx, user_id=5, venue="paper:kraken", label="paper")
+        amount, price = _short_reservation(book.market("BTC/USD").maker_fee)
+        rate, q = book.market("BTC/USD").maker_fee, Decimal("1e-8")
+        cost = (amount * price).quantize(q)
+        needed = cost + (cost * rate).quantize(q)  # what the fill costs, fee included
+        # The account holds just what the order needs: every cent of it is held while the order rests.
+        await world.store.paper.save(account_id, {"USD": (needed, Decimal(0))})
+        creds = PaperCredentials(account_id)
+        order = await world.gateway.create_order("paper:kraken", creds, "BTC/USD", "buy", "limit", amount=amount,
+                                                 price=price)
+        assert order.status == "open"
+        assert await world.store.paper.balances(account_id) == {"USD": (Decimal(0), needed)}
+        book.set_price("BTC/USD", "60000")
+        world.gateway.market_data.invalidate()
+        assert await world.gateway.fetch_open_orders("paper:kraken", creds) == []  # it filled, as a maker
+        assert await world.store.paper.balances(account_id) == {
+            "USD": (Decimal(0), Decimal(0)), "BTC": (amount, Decimal(0))}
+    finally:
+        await world.close()
