@@ -240,6 +240,7 @@ def test_a_newcomer_runs_a_paper_dca_and_a_paper_grid_in_the_demo_without_any_ke
     demo.type(":wait 3")  # its buys rest at 26,500 and 27,000
     demo.type(":price BTC/USDT 26900")
     demo.wait_for(r"Grid #2 BTC/USDT · 📝 Paper: filled\n\s+Bought [\d.]+ BTC at 27,000\.00 USDT")
+    demo.type(":wait 3")  # its sell rests at 27,500
     demo.type(":price BTC/USDT 27600")
     demo.wait_for(r"Grid #2 BTC/USDT · 📝 Paper: filled\n\s+Sold [\d.]+ BTC at 27,500\.00 USDT")
     demo.wait_for(r"Realised P&L net of fees: \+[\d.]+ USDT on this fill")
