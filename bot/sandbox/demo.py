@@ -240,6 +240,7 @@ def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, tempor
         "  /help              everything the bot can do, e.g. (then #1 to press Confirm)",
         "                     /allocate binance dca 100 BTC/USDT every=1m amount=20",
         "                     /allocate paper grid 1000 BTC/USDT low=26500 high=28500 levels=5",
+        "  /backtest dca 1000 BTC/USDT every=1d amount=50 days=90   a replay over past candles (no account needed)",
         "  :prices            the replayed market; :price BTC/USDT 27000 moves it (limit orders fill)",
         "Type #N to press button [#N] (a bare number is text); :help lists the demo's commands; :quit ends it.",
         f"Data folder: {where}",
