@@ -159,7 +159,7 @@ async def test_every_message_about_a_paper_account_or_strategy_says_paper(strata
     book.set_price(KRAKEN, "65000")
     await ask(strata, "/connect paper kraken 5000", "opened")
     account = await paper_account(strata)
-    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5 name=ladder")
+    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=65000 levels=3 name=ladder")
     # The DCA through the guided steps.
     accounts = await ask(strata, "/allocate", "Which account")
     await strata.press(USER, accounts, 0)
@@ -229,7 +229,7 @@ async def test_a_paper_grid_rests_fills_at_its_price_as_maker_and_its_figures_eq
     book.set_price(KRAKEN, "65000")
     await ask(strata, "/connect paper kraken 5000", "opened")
     account = await paper_account(strata)
-    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5")
+    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=65000 levels=3")
     [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
     buys = await resting(strata, account.id, 2)
     assert sorted(o.price for o in buys) == [Decimal(60000), Decimal(62500)]
@@ -288,7 +288,7 @@ async def test_a_resting_paper_order_fills_once_after_a_restart(make_strata, fak
     async with make_strata() as strata:
         await ask(strata, "/connect paper kraken 5000", "opened")
         account = await paper_account(strata)
-        await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5")
+        await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=65000 levels=3")
         await resting(strata, account.id, 2)
     book.set_price(KRAKEN, "62000")  # while the bot is down the price crosses the 62,500 buy
 
@@ -349,7 +349,7 @@ async def test_two_paper_accounts_on_one_market_share_its_public_requests(strata
     book.set_price(SYMBOL, "50000")
     for label in ("paper", "paper-2"):
         await ask(strata, "/connect paper binance", "opened")
-        await allocate_one_line(strata, f"/allocate {label} grid 300 {SYMBOL} low=45000 high=55000 levels=4")
+        await allocate_one_line(strata, f"/allocate {label} grid 300 {SYMBOL} low=45000 high=50000 levels=3")
         await resting(strata, (await paper_account(strata, label=label)).id, 2)
     accounts = await strata.runtime.store.accounts.list_for_user(USER)
     gateway, engine = strata.runtime.gateway, strata.runtime.engine
@@ -385,3 +385,36 @@ async def test_a_paper_account_refuses_what_a_real_one_refuses_with_the_same_ans
         paper = re.sub(r"\bpaper\b", "binance", (await ask(strata, f"/allocate paper {args}", "")).plain_text)
         assert "Allocation summary" not in real and paper == real, (args, real, paper)
     assert await strata.runtime.store.strategies.list_for_user(USER) == []
+
+
+async def test_a_paper_grid_across_the_price_buys_its_upper_levels_coins_at_the_ask_and_rests_their_sells(
+    strata, fake_exchanges
+):
+    book = fake_exchanges.books["kraken"]
+    book.set_price(KRAKEN, "65000")
+    await ask(strata, "/connect paper kraken 5000", "opened")
+    account = await paper_account(strata)
+    await allocate_one_line(strata, f"/allocate paper grid 500 {KRAKEN} low=60000 high=70000 levels=5")
+    orders = await resting(strata, account.id, 4)
+    assert sorted((o.side, o.price) for o in orders) == [
+        ("buy", Decimal(60000)), ("buy", Decimal(62500)), ("sell", Decimal(67500)), ("sell", Decimal(70000))]
+    # The coins of the two upper levels were bought at start by one market buy: at the ask, Kraken's taker fee.
+    [start] = await strata.runtime.store.paper.trades(account.id)
+    assert (start.side, start.price, start.maker) == ("buy", Decimal(65000), False)
+    assert start.fee == (start.cost * Decimal("0.004")).quantize(FEE_QUANTUM)
+    sells = [o for o in orders if o.side == "sell"]
+    assert sum(o.amount for o in sells) <= start.amount
+    balances = await strata.runtime.store.paper.balances(account.id)
+    held_usd = sum(o.reserved for o in orders if o.side == "buy")
+    assert balances["USD"] == (Decimal(5000) - start.cost - start.fee - held_usd, held_usd)
+    assert balances["BTC"] == (start.amount - sum(o.amount for o in sells), sum(o.amount for o in sells))
+
+    # Up through 67,500: that sell fills at its price as a maker, and its buy one level down is armed.
+    book.set_price(KRAKEN, "68000")
+    sold = (await wait_for_paper_fills(strata, 2))[1]
+    assert "Sold" in sold and "at 67,500.0 USD" in sold, sold
+    trades = await strata.runtime.store.paper.trades(account.id)
+    assert [(t.side, t.price, t.maker) for t in trades[1:]] == [("sell", Decimal(67500), True)]
+    rearmed = await resting(strata, account.id, 4)
+    assert ("buy", Decimal(65000)) in {(o.side, o.price) for o in rearmed}
+    assert signed_requests(fake_exchanges, "kraken") == []
