@@ -13,7 +13,9 @@ from telegram import Message, Update
 from telegram.error import BadRequest
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
+from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.services.errors import UserError
+from bot.venues import is_paper
 from handlers.common import (
     Context,
     answer_and_edit,
@@ -31,10 +33,8 @@ from handlers.render import accounts_text, clip, left_open_lines, stop_text
 MAX_ACCOUNT_BUTTONS = 40  # Telegram caps a keyboard at 100 buttons
 #: Accounts on one /accounts page: with five assets and a few positions each, a page stays one message.
 ACCOUNTS_PER_PAGE = 5
-_FOOTER = (
-    "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;. "
-    "Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;."
-)
+_RENAME = "\n\nRename one with /accounts rename &lt;label&gt; &lt;new-label&gt;."
+_NEW_KEY = " Give one a new key (strategies kept) with the buttons or /connect replace &lt;label&gt;."
 
 
 async def accounts(update: Update, context: Context) -> None:
@@ -56,7 +56,8 @@ async def accounts(update: Update, context: Context) -> None:
         except UserError as exc:
             await reply(update, f"❌ {esc(exc.message)}")
             return
-        await reply(update, f"Renamed: <b>{esc(renamed.label)}</b>. Use this label in /allocate.")
+        marked = f" ({PAPER_MARK})" if is_paper(renamed.venue) else ""
+        await reply(update, f"Renamed: <b>{esc(renamed.label)}</b>{marked}. Use this label in /allocate.")
         return
     views, page, pages = page_of(await rt.accounts.stored_accounts(user_id), 1, ACCOUNTS_PER_PAGE)
     if not views:
@@ -113,7 +114,8 @@ def _listing(views, page: int, pages: int, *, refreshing: bool = False) -> str:
     text = accounts_text(views, _now(), refreshing=refreshing)
     if pages > 1:
         text = text.replace("</b>", f"</b> (page {page} of {pages})", 1)
-    return split_html(text + _FOOTER, max_parts=1)[0]
+    footer = _RENAME + (_NEW_KEY if any(not is_paper(v.venue) for v in views) else "")  # Paper has no key
+    return split_html(text + footer, max_parts=1)[0]
 
 
 async def _edit(message: Message, text: str, views, user_id: int, page: int, pages: int) -> None:
@@ -129,7 +131,7 @@ def _accounts_keyboard(views, user_id: int, page: int, pages: int):
     rows = [[("🔄 Refresh", f"acc:{user_id}:{page}")]]
     if pages > 1:
         rows.append(pager_row(f"acc:{user_id}", page, pages))
-    rows += [[(f"🔑 New key for {v.label}", f"connect:replace:{v.id}")] for v in views]
+    rows += [[(f"🔑 New key for {v.label}", f"connect:replace:{v.id}")] for v in views if not is_paper(v.venue)]
     return keyboard(rows)
 
 
@@ -173,9 +175,12 @@ async def disconnect(update: Update, context: Context) -> None:
 MAX_STRATEGIES_LISTED = 30
 
 
-def _confirm_text(label: str, strategies: list[str]) -> str:
-    head = f"Disconnect <b>{esc(label)}</b>? "
-    end = "its key is destroyed (you can connect it again later)."
+def _confirm_text(label: str, strategies: list[str], *, paper: bool = False) -> str:
+    head = f"Disconnect <b>{esc(label)}</b>{f' ({PAPER_MARK})' if paper else ''}? "
+    end = (
+        "its simulated balances and orders are deleted (you can open a new Paper account any time)." if paper
+        else "its key is destroyed (you can connect it again later)."
+    )
     if not strategies:
         return head + "It runs no strategy; " + end
     return "\n".join([
@@ -204,7 +209,7 @@ async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
     """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
     strategies = await rt.accounts.strategies_to_stop(user_id, account.id)
     if account.status == "active":
-        return _confirm_text(account.label, strategies), _confirm_keyboard(account.id)
+        return _confirm_text(account.label, strategies, paper=is_paper(account.venue)), _confirm_keyboard(account.id)
     left = await rt.accounts.left_open(user_id, account.id)
     why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
     lines = [
@@ -257,8 +262,15 @@ async def disconnect_button(update: Update, context: Context) -> None:
     except UserError as exc:
         await answer_and_edit(update, esc(exc.message))
         return
-    await answer_and_edit(update, f"🗑 <b>{esc(done.account.label)}</b> is disconnected and its key destroyed.")
+    await answer_and_edit(update, _disconnected_text(done.account))
     await _send_summaries(update, done.stopped)
+
+
+def _disconnected_text(account) -> str:
+    if is_paper(account.venue):
+        label = esc(account.label)
+        return f"🗑 {PAPER_MARK} account <b>{label}</b> is removed, its simulated balances and orders deleted."
+    return f"🗑 <b>{esc(account.label)}</b> is disconnected and its key destroyed."
 
 
 async def _send_summaries(update: Update, stopped) -> None:

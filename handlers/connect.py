@@ -28,7 +28,7 @@ from bot.redaction import register_possible_secret
 from bot.secret import Credentials, Secret
 from bot.services.errors import UserError
 from bot.services.intake import Intake, IntakeBook, Step, looks_like_key
-from bot.venues import venue_name
+from bot.venues import is_paper, venue_name
 from handlers.common import Context, answer_and_edit, callback_int, esc, is_private, keyboard, reply, runtime
 from handlers.render import connected_text, paper_opened_text, replaced_text
 
@@ -43,8 +43,12 @@ NOT_DELETED = (
 def venue_keyboard():
     rows = [[(venue_name(v), f"connect:venue:{v}")] for v in connectable()]
     if paper_venues():
-        rows.append([("Paper", "connect:paper")])
+        rows.append([(PAPER_BUTTON, "connect:paper")])
     return keyboard([*rows, [("Cancel", "connect:cancel")]])
+
+
+#: The /connect button that opens a Paper account instead of asking for a key (DESIGN.md section 4 names it).
+PAPER_BUTTON = "Paper"
 
 
 def paper_keyboard():
@@ -117,7 +121,9 @@ async def connect(update: Update, context: Context) -> None:
     message = await update.effective_chat.send_message(
         "Which exchange do you want to connect?\n"
         "You will create an API key that can trade but <b>cannot withdraw</b>, then send me the key and the "
-        "secret. I delete those messages at once and store the key encrypted.",
+        "secret. I delete those messages at once and store the key encrypted."
+        + (f"\nOr press <b>Paper</b> to try first ({PAPER_MARK}): simulated money on live prices, no key."
+           if paper_venues() else ""),
         reply_markup=venue_keyboard(),
     )
     intake.menu_message_id = message.message_id
@@ -204,6 +210,11 @@ async def _replace_command(update: Update, context: Context) -> None:
 
 
 def _begin_replace(rt, update: Update, account) -> str:
+    if is_paper(account.venue):  # nothing to replace: a Paper account never had a key
+        return (
+            f"<b>{esc(account.label)}</b> is a {PAPER_MARK} account: it has no key to replace. "
+            "/connect adds a real exchange account."
+        )
     intake = rt.intakes.begin(update.effective_user.id, update.effective_chat.id)
     intake.venue = account.venue
     intake.replace_account_id = account.id

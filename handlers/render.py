@@ -98,13 +98,16 @@ def connected_text(result: Connected) -> str:
 
 def paper_opened_text(result: Connected) -> str:
     view = result.account
+    venue = adapter(view.venue)
+    quote, market = venue.valuation_quote, venue.default_markets[0]
     lines = [
         f"✅ {PAPER_MARK} account <b>{esc(view.label)}</b> opened: simulated money, filled on "
         f"{esc(venue_name(adapter(view.venue).market_venue))}'s live public prices with its fees and minimums.",
         "Balance:",
         *balances_lines(view.balances, valuation_quote(view.venue)),
         "Nothing on it is real money, and every message about it says Paper.",
-        f"Next: /allocate {esc(view.label)} … a budget to a strategy (/strategies lists them).",
+        f"Next, e.g. a DCA buying 10 {esc(quote)} of {esc(market.split('/')[0])} a day, 100 {esc(quote)} in all: "
+        f"/allocate {esc(view.label)} dca 100 {esc(market)} every=1d amount=10 (/strategies lists them all).",
     ]
     return "\n".join(lines)
 
@@ -253,7 +256,7 @@ def edited_text(preview) -> str:
         changes.append(f"budget {money(preview.new_budget, preview.quote)}")
     if preview.new_name is not None:
         changes.append(f"name “{esc(preview.new_name)}”")
-    return f"✅ #{preview.strategy_id} changed: {', '.join(changes)}. /status {preview.strategy_id} to follow it."
+    return f"✅ {esc(preview.label)} changed: {', '.join(changes)}. /status {preview.strategy_id} to follow it."
 
 
 def _position(amount: Decimal, asset: str, step: Decimal | None = None) -> str:
@@ -370,12 +373,18 @@ def stop_text(summary) -> str:
 def panic_text(result) -> str:
     lines = [
         f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
-        f"{result.canceled} open order(s).",
+        f"{result.canceled} open order(s)."
+        + (f" {_of_them(result.paper, result.paused)} on a {PAPER_MARK} account (simulated money)." if result.paper
+           else ""),
         "When you are ready, press Resume all (or send /resume all) to resume the strategies this paused, or "
         "/resume one of them: each places the orders it needs again.",
     ]
     lines += _settling_lines(result)
     return "\n".join(lines)
+
+
+def _of_them(part: int, whole: int) -> str:
+    return ("It trades" if whole == 1 else "They all trade") if part == whole else f"{part} of them trade"
 
 
 RESUME_ALL_SKIPPED_SHOWN = 20  # a line each; with the resumed list the reply stays one message

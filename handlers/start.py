@@ -40,7 +40,8 @@ WELCOME = (
     "24/7, and tells you about every fill.\n\n"
     "🔒 Your keys can trade but never withdraw: keys that can withdraw are refused. "
     "They are stored encrypted, and the messages that carry them are deleted at once.\n\n"
-    "Next step: /connect an exchange account, then /allocate a budget to a strategy. /help lists every command."
+    "Next step: /connect an exchange account (or a 📝 Paper one, simulated money, to try first), then /allocate a "
+    "budget to a strategy. /help lists every command."
 )
 
 
@@ -54,6 +55,8 @@ def help_text() -> str:
         "<code>BTC_USDT</code>; add <code>name=savings</code> to name a strategy (shown in /status and alerts).",
         "<code>/connect replace &lt;label&gt;</code> — give an account a new API key of the same exchange account "
         "(a rejected or expiring key); its strategies are kept.",
+        "<code>/connect paper &lt;binance|kraken&gt; [amount]</code> — a 📝 Paper account: simulated money (10,000 "
+        "USDT, USD on Kraken, unless you say) filled on that exchange's live prices, no key. Try a strategy first.",
         "",
         "<b>The figures</b> (alerts, /status, /stop, /profit)",
         *(f"<i>{esc(word)}</i> — {esc(meaning)}" for word, meaning in GLOSSARY),

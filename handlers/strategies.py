@@ -28,11 +28,13 @@ from telegram import Update
 from telegram.ext import CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from bot.exchanges.venues import adapter
+from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.formatting import money
 from bot.services.drafts import Draft, DraftStep
 from bot.services.errors import UserError
 from bot.services.strategies import AllocationPreview, EditPreview
 from bot.strategies.params import ParamError, format_value, split_assignments
+from bot.venues import is_paper
 from handlers.common import (
     Context,
     answer_and_edit,
@@ -158,7 +160,8 @@ async def _ask(update: Update, context: Context, services, draft: Draft, problem
     elif step is DraftStep.STRATEGY:
         rows = [[(d.title, f"alloc:kind:{d.name}")] for d in services.strategies_catalogue()]
         rows.append(_nav_row(step))
-        text = f"Account <b>{esc(draft.account_label)}</b>. Which strategy?"
+        marked = f" ({PAPER_MARK}: simulated money)" if is_paper(draft.venue) else ""
+        text = f"Account <b>{esc(draft.account_label)}</b>{marked}. Which strategy?"
     elif step is DraftStep.SYMBOL:
         description = _description(services, draft.kind)
         if draft.kind == "rebalance":
@@ -247,7 +250,8 @@ async def _confirm(update: Update, context: Context, services, token: str) -> No
     rt.drafts.pop(user_id)
     await answer_and_edit(
         update,
-        f"✅ {esc(preview.title)} #{allocated.strategy_id} on {esc(preview.symbol)} is running with a "
+        f"✅ {esc(preview.title)} #{allocated.strategy_id} on {esc(preview.symbol)}"
+        f"{f' · {PAPER_MARK}' if is_paper(preview.venue) else ''} is running with a "
         f"budget of {money(preview.budget, esc(preview.quote))}. I will message you on every fill. "
         "/status to follow it.",
     )

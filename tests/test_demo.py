@@ -215,6 +215,42 @@ def test_demo_chat_connects_the_demo_key_by_numbered_button_and_keeps_its_secret
             assert form not in blob, "a demo key reached a file of the data folder (database or log)"
 
 
+def test_a_newcomer_runs_a_paper_dca_and_a_paper_grid_in_the_demo_without_any_key(demo):
+    demo.wait_for(r"Bot log: ")
+    demo.type("/connect")
+    demo.wait_for(r"Or press Paper to try first")
+    menu = demo.wait_for(r"\[#(\d+)\] Paper\n")
+    demo.type(f"#{menu.group(1)}")
+    demo.wait_for(r"Which exchange's prices\?")
+    demo.wait_for(r"\[#1\] Binance Spot")
+    demo.type("#1")
+    demo.wait_for(r"📝 Paper account paper opened")
+    demo.wait_for(r"10,000\.00 USDT")
+    demo.type(":price BTC/USDT 27400")  # a still market: the grid's levels below are known
+    demo.wait_for(r"BTC/USDT is now 27400")
+    demo.type("/allocate paper dca 100 BTC/USDT every=1d amount=20")
+    demo.wait_for(r"Account: paper \(📝 Paper \(Binance Spot prices\)\)")
+    demo.type("#1")
+    demo.wait_for(r"DCA #1 on BTC/USDT · 📝 Paper is running")
+    demo.wait_for(r"DCA #1 BTC/USDT · 📝 Paper: filled\n\s+Bought [\d.]+ BTC at 27,400\.00 USDT")
+    demo.type("/allocate paper grid 1000 BTC/USDT low=26500 high=28500 levels=5")
+    demo.wait_for(r"Strategy: Grid")
+    demo.type("#1")
+    demo.wait_for(r"Grid #2 on BTC/USDT · 📝 Paper is running")
+    demo.type(":wait 3")  # its buys rest at 26,500 and 27,000
+    demo.type(":price BTC/USDT 26900")
+    demo.wait_for(r"Grid #2 BTC/USDT · 📝 Paper: filled\n\s+Bought [\d.]+ BTC at 27,000\.00 USDT")
+    demo.type(":wait 3")  # its sell rests at 27,500
+    demo.type(":price BTC/USDT 27600")
+    demo.wait_for(r"Grid #2 BTC/USDT · 📝 Paper: filled\n\s+Sold [\d.]+ BTC at 27,500\.00 USDT")
+    demo.wait_for(r"Realised P&L net of fees: \+[\d.]+ USDT on this fill")
+    demo.type("/status")
+    demo.wait_for(r"#2 Grid BTC/USDT · 📝 Paper on paper — ▶️ running")
+    demo.type(":quit")
+    assert demo.finish() == 0, demo.errors
+    assert "Traceback" not in demo.errors
+
+
 def test_demo_stops_cleanly_at_end_of_input(demo):
     demo.wait_for(r"Bot log: ")
     demo.type("/start")

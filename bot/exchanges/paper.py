@@ -246,7 +246,9 @@ class PaperExchange:
             filled, trade = _filled(order, fill_price, fee_rate, maker=False, at_ms=now)
             return filled, changes, [trade]
         maker_rate = _rate(market.get("maker"), self._venue.entry_taker_fee)
-        held_asset, held = (quote, _q(qty * limit_price * (1 + maker_rate))) if side == "buy" else (base, qty)
+        # A buy holds exactly what its fill will be charged (value and fee, each kept to 1e-8 as `_filled` books
+        # them), so a fill never needs more than was held.
+        held_asset, held = (quote, _cost_and_fee(qty, limit_price, maker_rate)) if side == "buy" else (base, qty)
         free, used = balances.get(held_asset, (ZERO, ZERO))
         if free < held:
             raise _no_funds(self._venue.id, held_asset, held, free)
@@ -346,6 +348,11 @@ def _no_funds(venue: str, asset: str, needed: Decimal, free: Decimal) -> FundsFa
         venue, f"insufficient {asset}: {needed} needed, {free} free", code="insufficient_funds",
         user_message=f"Not enough {asset} on the Paper account for this order.",
     )
+
+
+def _cost_and_fee(amount: Decimal, price: Decimal, fee_rate: Decimal) -> Decimal:
+    cost = _q(amount * price)
+    return cost + _q(cost * fee_rate)
 
 
 def _release(balances: dict[str, tuple[Decimal, Decimal]], order: PaperOrder) -> dict[str, tuple[Decimal, Decimal]]:

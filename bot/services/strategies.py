@@ -36,7 +36,7 @@ from bot.strategies.base import Budget, DesiredOrder, MarketInfo, amount_for_cos
 from bot.strategies.grid import GridPlan, per_level_for, plan_grid, prices_of
 from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
-from bot.venues import FUTURES_LEVERAGE, venue_name
+from bot.venues import FUTURES_LEVERAGE, is_paper, venue_name
 from storage.accounts import KEY_UNSAFE
 from storage.models import Account, Strategy
 from storage.orders import LIVE
@@ -186,6 +186,7 @@ class PanicResult:
     errors: tuple[str, ...] = ()
     filled: int = 0
     unconfirmed: int = 0
+    paper: int = 0  # of the strategies paused, those trading on a Paper account (simulated money)
 
 
 @dataclass(frozen=True)
@@ -895,18 +896,19 @@ class StrategyService:
     async def panic(self, user_id: int) -> PanicResult:
         """Pause every strategy of the user and cancel every open order they have (none is sent afterwards)."""
         strategies = await self._store.strategies.list_for_user(user_id)
-        paused = 0
+        paused = paper = 0
         for strategy in strategies:
             if strategy.status == ACTIVE and await self._engine.pause(
                 strategy.id, "paused by /panic", alert=False, by=PANIC
             ):
                 paused += 1
+                paper += is_paper(strategy.venue)
         done = Cancellation()
         for strategy in strategies:
             done += await self._engine.cancel_orders(strategy.id, "paused by /panic")
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
-            unconfirmed=done.unconfirmed,
+            unconfirmed=done.unconfirmed, paper=paper,
         )
 
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
