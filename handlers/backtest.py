@@ -12,6 +12,7 @@ from telegram import Update
 from telegram.constants import ChatAction, ParseMode
 from telegram.ext import CallbackQueryHandler, CommandHandler
 
+from bot.exchanges.venues import adapters
 from bot.services.backtests import DEFAULT_VENUE, UNSUPPORTED, BacktestRequest
 from bot.services.errors import UserError
 from bot.strategies import STRATEGIES
@@ -102,8 +103,8 @@ async def _start(
 
     rt = runtime(context)
     user_id = update.effective_user.id
-    # Its venue's accounts, and Paper accounts trading on that venue's prices (`paper:<venue>`).
-    venues = (request.venue, f"paper:{request.venue}")
+    # Its venue's accounts, and Paper accounts trading on that venue's prices.
+    venues = {v.id for v in adapters() if v.market_venue == request.venue}
     accounts = [a for a in await rt.accounts.list_accounts(user_id, with_balances=False)
                 if a.venue in venues and a.status == "active"]
     if account_id is not None:
@@ -111,9 +112,12 @@ async def _start(
     chat = update.effective_chat
     if not accounts:
         venue = venue_name(request.venue or DEFAULT_VENUE)
+        paper = "" if not any(v.simulated for v in adapters() if v.market_venue == request.venue) else (
+            f" (or try it without money on a Paper account: <code>/connect paper {esc(request.venue)}</code>)"
+        )
         await chat.send_message(
-            f"To run it, connect your {esc(venue)} account first with /connect (or try it without money on a Paper "
-            f"account: <code>/connect paper {esc(request.venue)}</code>), then press Start this strategy again."
+            f"To run it, connect your {esc(venue)} account first with /connect{paper}, then press Start this "
+            "strategy again."
         )
         return
     if len(accounts) > 1:

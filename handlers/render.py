@@ -476,8 +476,9 @@ def balance_text(report) -> str:
     if report.totals:
         lines.append("")
         lines.append("<b>Total</b> " + "; ".join(
-            f"≈ {money(v, esc(k))} (strategies hold ≈ {money(report.strategy_totals.get(k), esc(k))})"
-            for k, v in report.totals.items()
+            f"≈ {money(v, esc(q))} (strategies hold ≈ {money(report.strategy_totals.get((q, paper)), esc(q))})"
+            + (f" · {PAPER_MARK}" if paper else "")
+            for (q, paper), v in report.totals.items()
         ))
     return "\n".join(lines)
 

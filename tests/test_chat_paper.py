@@ -11,6 +11,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 
+from bot.exchanges.venues import adapter
 from bot.exchanges.venues.paper import MARK
 from bot.formatting import money
 from handlers.connect import PAPER_BUTTON
@@ -144,7 +145,7 @@ async def test_one_line_paper_accounts_are_funded_in_the_sources_quote_and_label
     refusal = await strata.next_reply(USER, contains="no key")
     assert strata.runtime.intakes.get(USER) is None
     balance = await ask(strata, "/balance", "Balance")
-    assert balance.plain_text.count(MARK) == 2, balance.plain_text
+    assert balance.plain_text.count(MARK) == 4, balance.plain_text  # two accounts, and their two totals
     for venue in ("binance", "kraken"):
         assert signed_requests(fake_exchanges, venue) == []
 
@@ -235,7 +236,7 @@ async def test_a_paper_grid_rests_fills_at_its_price_as_maker_and_its_figures_eq
     assert sorted(o.price for o in buys) == [Decimal(60000), Decimal(62500)]
     held = sum(o.reserved for o in buys)  # a resting buy holds its value and its maker fee
     assert await strata.runtime.store.paper.balances(account.id) == {"USD": (Decimal(5000) - held, held)}
-    maker = book.market(KRAKEN).maker_fee
+    maker = adapter("kraken").entry_maker_fee  # Kraken Pro's entry tier, not AssetPairs' 0.16 %
 
     # The price falls through 62,500: that buy fills at its own price, as a maker, and its sell one level up rests.
     book.set_price(KRAKEN, "62000")

@@ -245,7 +245,7 @@ class PaperExchange:
             changes = _debit_for(self._venue.id, balances, order, base, quote, fill_price, fee_rate)
             filled, trade = _filled(order, fill_price, fee_rate, maker=False, at_ms=now)
             return filled, changes, [trade]
-        maker_rate = _rate(market.get("maker"), self._venue.entry_taker_fee)
+        maker_rate = self._maker_rate(market)
         # A buy holds exactly what its fill will be charged (value and fee, each kept to 1e-8 as `_filled` books
         # them), so a fill never needs more than was held.
         held_asset, held = (quote, _cost_and_fee(qty, limit_price, maker_rate)) if side == "buy" else (base, qty)
@@ -276,7 +276,7 @@ class PaperExchange:
             if not crossed:
                 continue
             market = master.market(order.symbol)
-            maker_rate = _rate(market.get("maker"), self._venue.entry_taker_fee)
+            maker_rate = self._maker_rate(market)
             now = self._desk.now_ms()
             released = _release(balances, order)
             balances.update(released)
@@ -290,6 +290,12 @@ class PaperExchange:
             trades.append(trade)
         if ended:
             await self._books.save(self._account_id, changed, ended, trades)
+
+    def _maker_rate(self, market: dict[str, Any]) -> Decimal:
+        """The venue's entry-tier maker fee where its market data understates it (Kraken), else the market's."""
+        if self._venue.entry_maker_fee is not None:
+            return self._venue.entry_maker_fee
+        return _rate(market.get("maker"), self._venue.entry_taker_fee)
 
     def _precise(self, master: Any, method: str, symbol: str, value: Any) -> Decimal:
         try:

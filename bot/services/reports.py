@@ -86,17 +86,12 @@ class AccountBalance:
     note: str | None = None
     paper: bool = False  # a Paper account: its money is totalled apart from real money
 
-    @property
-    def total_name(self) -> str:
-        """The total it counts in: its quote, or `USDT · 📝 Paper` (simulated money is never added to real)."""
-        return f"{self.quote} · {PAPER_MARK}" if self.paper else self.quote
-
 
 @dataclass(frozen=True)
 class BalanceReport:
     accounts: tuple[AccountBalance, ...]
-    totals: Mapping[str, Decimal]  # per quote currency (Paper apart: `AccountBalance.total_name`)
-    strategy_totals: Mapping[str, Decimal]
+    totals: Mapping[tuple[str, bool], Decimal]  # per (quote currency, Paper): simulated money apart from real
+    strategy_totals: Mapping[tuple[str, bool], Decimal]
 
 
 # --- /trades ---------------------------------------------------------------------------------------------
@@ -241,13 +236,13 @@ class ReportService:
                 account = accounts.get(view.id)  # None: disconnected meanwhile
                 positions = () if account is None else await self._positions(account, own, pnls)
                 result.append(_account_balance(view, own, pnls, positions))
-        totals: dict[str, Decimal] = {}
-        strategy_totals: dict[str, Decimal] = {}
-        for account in sorted(result, key=lambda a: a.paper):  # real money first
+        totals: dict[tuple[str, bool], Decimal] = {}
+        strategy_totals: dict[tuple[str, bool], Decimal] = {}
+        for account in sorted(result, key=lambda a: a.paper):  # real money first; Paper never added to it
             if account.total is not None:
-                name = account.total_name
-                totals[name] = totals.get(name, ZERO) + account.total
-                strategy_totals[name] = strategy_totals.get(name, ZERO) + account.strategies_total
+                key = (account.quote, account.paper)
+                totals[key] = totals.get(key, ZERO) + account.total
+                strategy_totals[key] = strategy_totals.get(key, ZERO) + account.strategies_total
         return BalanceReport(tuple(result), totals, strategy_totals)
 
     async def _positions(self, account: Account, strategies: list[Strategy], pnls) -> tuple[PositionView, ...]:

@@ -103,6 +103,8 @@ class VenueAdapter:
     order_types: tuple[str, ...] = ("market", "limit")
     #: The taker fee of the entry tier, as the venue publishes it: the risk gate reserves at least this much.
     entry_taker_fee: Decimal
+    #: The maker fee of the entry tier, when the venue's market data says otherwise (Paper charges it).
+    entry_maker_fee: Decimal | None = None
     #: Strategy kinds the venue cannot run → the reason /allocate gives.
     unsupported: Mapping[str, str] = field(default_factory=dict)
 

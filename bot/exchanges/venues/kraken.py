@@ -169,6 +169,8 @@ ADAPTER = Kraken(
     # Kraken Pro under 10,000 USD of 30-day volume (maker 0.25 %). Kraken's AssetPairs, and so ccxt, still say
     # 0.26 %: the risk gate reserves the larger.
     entry_taker_fee=Decimal("0.004"),
+    # Kraken Pro's entry maker tier; AssetPairs' fee schedule (and so ccxt's market) says 0.16 %.
+    entry_maker_fee=Decimal("0.0025"),
     ccxt_id="kraken",
     ccxt_options={},
     testnet=False,

@@ -59,6 +59,7 @@ def paper_of(source: VenueAdapter) -> Paper:
         can_short=False,
         order_types=("market", "limit"),
         entry_taker_fee=source.entry_taker_fee,
+        entry_maker_fee=source.entry_maker_fee,
         unsupported=dict(source.unsupported),
         ccxt_id=source.ccxt_id,
         owner_family=paper_id(source.id),
