@@ -194,7 +194,7 @@ async def _two(rows_coro):
 
 
 async def test_a_stalled_connection_is_replaced_and_its_gap_backfilled(fake_exchanges, tmp_path):
-    book, world, strategy_id, order, account_id = await streamed_grid(fake_exchanges, tmp_path, "stall-key")
+    book, world, strategy_id, _order, _account_id = await streamed_grid(fake_exchanges, tmp_path, "stall-key")
     streams = fake_exchanges.binance_streams
     try:
         attempts = len(streams.attempts)
@@ -210,7 +210,7 @@ async def test_a_stalled_connection_is_replaced_and_its_gap_backfilled(fake_exch
 
 
 async def test_the_connection_is_rolled_over_before_its_lifetime_without_a_gap(fake_exchanges, tmp_path):
-    book, world, strategy_id, order, account_id = await streamed_grid(
+    book, world, strategy_id, _order, account_id = await streamed_grid(
         fake_exchanges, tmp_path, "roll-key", lifetime=0.6
     )
     streams = fake_exchanges.binance_streams
@@ -229,7 +229,7 @@ async def test_the_connection_is_rolled_over_before_its_lifetime_without_a_gap(f
 
 
 async def test_polling_resumes_at_the_normal_interval_while_the_stream_is_down(fake_exchanges, tmp_path):
-    book, world, strategy_id, order, account_id = await streamed_grid(
+    book, world, strategy_id, _order, account_id = await streamed_grid(
         fake_exchanges, tmp_path, "fallback-key", poll_seconds=0.2
     )
     streams = fake_exchanges.binance_streams
@@ -252,7 +252,7 @@ async def test_polling_resumes_at_the_normal_interval_while_the_stream_is_down(f
 
 
 async def test_an_account_is_unsubscribed_when_its_strategy_stops(fake_exchanges, tmp_path):
-    book, world, strategy_id, order, account_id = await streamed_grid(fake_exchanges, tmp_path, "stop-key")
+    _book, world, strategy_id, _order, account_id = await streamed_grid(fake_exchanges, tmp_path, "stop-key")
     streams = fake_exchanges.binance_streams
     try:
         assert streams.subscribed("stop-key")

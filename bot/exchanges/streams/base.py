@@ -269,6 +269,7 @@ class UserStreamHub:
         self.closing = False
         self._slots: list[_Slot] = []
         self._ids = itertools.count(1)
+        self._slot_numbers = itertools.count()
         self._account_locks: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -276,16 +277,19 @@ class UserStreamHub:
 
     def follow(self, account_ids: set[int]) -> None:
         """Follow exactly these accounts: new ones are subscribed, the others unsubscribed (soon, not awaited)."""
-        for slot in self._slots:
+        for slot in list(self._slots):
             gone = slot.accounts - account_ids
             if gone:
                 slot.accounts -= gone
                 slot.changed.set()
+            if not slot.accounts:  # nobody left on it: close the connection rather than keep it idle
+                self._slots.remove(slot)
+                self._spawn(slot.stop())
         placed = set().union(*(slot.accounts for slot in self._slots)) if self._slots else set()
         for account_id in sorted(account_ids - placed):
             slot = next((s for s in self._slots if len(s.accounts) < self.protocol.max_subscriptions), None)
             if slot is None:
-                slot = _Slot(self, len(self._slots))
+                slot = _Slot(self, next(self._slot_numbers))
                 self._slots.append(slot)
             slot.accounts.add(account_id)
             slot.changed.set()
@@ -376,7 +380,10 @@ class UserStreamHub:
                 except Exception:
                     logger.exception("%s stream: handling an update of account %s failed", self.venue, account_id)
 
-        task = asyncio.get_running_loop().create_task(run())
+        self._spawn(run())
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
