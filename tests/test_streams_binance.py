@@ -16,7 +16,7 @@ from decimal import Decimal
 import aiohttp
 import ccxt.pro
 
-from bot.exchanges.streams import Backoff
+from bot.exchanges.streams import AttemptWindow, Backoff, UserStreamHub
 from bot.exchanges.streams.binance import BinanceSpotStream, execution_order
 from bot.secret import Credentials
 from tests.engine_world import open_world
@@ -261,3 +261,71 @@ async def test_an_account_is_unsubscribed_when_its_strategy_stops(fake_exchanges
         assert not world.engine.streams.streamed(account_id)
     finally:
         await world.close()
+
+
+# --- the hub: many accounts on few connections, within the venue's connection limit ----------------------
+
+
+async def test_many_accounts_share_one_connection_and_a_drop_costs_one_attempt_per_connection(fake_exchanges):
+    book = fake_exchanges.books["binance"]
+    streams = fake_exchanges.binance_streams
+    keys = {account_id: f"hub-key-{account_id}" for account_id in range(1, 6)}
+    for key in keys.values():
+        book.add_key(key, SECRET, balances={"USDT": "1000"})
+    book.set_price("BTC/USDT", "50500")
+    live: list[int] = []
+    orders: list[tuple[int, str]] = []
+
+    async def credentials(account_id):
+        return Credentials(keys[account_id], SECRET)
+
+    async def on_order(account_id, order):
+        orders.append((account_id, order.client_order_id))
+
+    async def on_live(account_id):
+        live.append(account_id)
+
+    protocol = BinanceSpotStream()
+    protocol.max_subscriptions = 3  # Binance: 1,000; small here to see a second connection
+    url = fake_exchanges.origins["binance"].replace("http://", "ws://") + "/ws-api/v3"
+    async with aiohttp.ClientSession() as session:
+        hub = UserStreamHub(
+            "binance", url, protocol, session, credentials=credentials, on_order=on_order, on_live=on_live,
+            heartbeat=0.5, backoff=Backoff(base=0.05, cap=0.2),
+        )
+        try:
+            hub.follow(set(keys))
+            await wait_for(lambda: _true(hub.live_accounts == set(keys)))
+            assert len(streams.attempts) == 2 and hub.connections == 2 and streams.subscriptions == 5
+            book.place_order(keys[4], "BTC/USDT", "buy", "limit", "0.002", "50000", client_order_id="hub-4")
+            book.set_price("BTC/USDT", "49900")
+            await wait_for(lambda: _true(orders == [(4, "hub-4")]))  # routed to its account only
+
+            await streams.drop()
+            await wait_for(lambda: _true(hub.live_accounts == set(keys) and len(live) == 10))
+            assert len(streams.attempts) == 4  # one reconnect per connection, not per account
+            assert sorted(live) == sorted([*keys, *keys])  # each account's gap backfilled after each subscribe
+
+            hub.follow({1})
+            await wait_for(lambda: _true(streams.subscriptions == 1 and hub.connections == 1))
+        finally:
+            await hub.close()
+
+
+def test_connection_attempts_stay_within_the_venue_window():
+    now = [0.0]
+    window = AttemptWindow(limit=3, window=300.0, clock=lambda: now[0])
+    for _ in range(3):
+        assert window.delay() == 0.0
+        window._times.append(now[0])
+    now[0] = 100.0
+    assert window.delay() == 200.0  # the oldest attempt leaves the window at t=300
+    now[0] = 300.0
+    assert window.delay() == 0.0
+
+
+def test_backoff_grows_to_its_cap_with_jitter():
+    backoff = Backoff(base=1.0, cap=8.0)
+    for failures, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 8.0)):
+        delays = [backoff.delay(failures) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays) and len(set(delays)) > 1

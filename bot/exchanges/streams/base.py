@@ -394,8 +394,9 @@ class UserStreamHub:
             await conn.ws.send_str(json.dumps(message))
             return await asyncio.wait_for(future, REQUEST_TIMEOUT)
         except (TimeoutError, ConnectionError, aiohttp.ClientError, asyncio.CancelledError) as failure:
-            if isinstance(failure, asyncio.CancelledError) and not conn.ws.closed:
-                raise
+            task = asyncio.current_task()
+            if isinstance(failure, asyncio.CancelledError) and task is not None and task.cancelling():
+                raise  # we are being stopped (not just our answer's future, cancelled by the connection's end)
             return None
         finally:
             conn.pending.pop(request_id, None)
