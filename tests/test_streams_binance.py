@@ -41,7 +41,9 @@ def open_orders_requests(book) -> int:
     return sum(1 for r in book.requests if r.path.endswith("/openOrders"))
 
 
-async def streamed_grid(fake_exchanges, tmp_path, key: str, *, poll_seconds: float = 3600.0, **stream_options):
+async def streamed_grid(
+    fake_exchanges, tmp_path, key: str, *, poll_seconds: float = 3600.0, world_options=None, **stream_options
+):
     """A Binance grid resting one buy of 0.002 BTC at 50000, its account subscribed on the fake's stream."""
     book = fake_exchanges.books["binance"]
     book.add_key(key, SECRET, balances={"USDT": "1000"})
@@ -49,6 +51,7 @@ async def streamed_grid(fake_exchanges, tmp_path, key: str, *, poll_seconds: flo
     options = {"heartbeat": 0.5, "backoff": Backoff(base=0.05, cap=0.5), **stream_options}
     world = await open_world(
         tmp_path, fake_exchanges.exchange_urls, poll_seconds=poll_seconds, streams=True, stream_options=options,
+        **(world_options or {}),
     )
     await world.connect(USER, "binance", key, SECRET)
     strategy_id = await world.allocate(
@@ -249,6 +252,35 @@ async def test_polling_resumes_at_the_normal_interval_while_the_stream_is_down(f
     finally:
         streams.refuse(0)
         await world.close()
+
+
+async def test_an_unknown_order_of_a_streamed_account_is_still_resolved_at_the_normal_interval(
+    fake_exchanges, tmp_path
+):
+    book, world, strategy_id, order, account_id = await streamed_grid(
+        fake_exchanges, tmp_path, "unknown-key", poll_seconds=0.2, world_options={"timeout_ms": 600}
+    )
+    try:
+        world.engine.sweep_seconds = 3600.0
+        await asyncio.sleep(0.5)
+        book.hang_seconds = 1.2
+        book.inject("timeout", count=1, path="/api/v3/order")  # the grid's next order: its answer never comes
+        book.set_price("BTC/USDT", "49900")  # the buy fills (streamed); the grid sends its sell
+
+        async def sell_status():
+            rows = [r for r in await world.orders() if r["side"] == "sell"]
+            return rows[0]["status"] if rows else None
+
+        await wait_for(lambda: _status_is(sell_status(), "unknown"), timeout=5)
+        assert world.engine.streams.streamed(account_id)
+        await wait_for(lambda: _status_is(sell_status(), "open"), timeout=5)  # found by client id, not resent
+        assert len([o for o in book.all_orders("unknown-key") if o.side == "sell"]) == 1
+    finally:
+        await world.close()
+
+
+async def _status_is(status_coro, wanted: str) -> bool:
+    return await status_coro == wanted
 
 
 async def test_an_account_is_unsubscribed_when_its_strategy_stops(fake_exchanges, tmp_path):

@@ -404,11 +404,11 @@ class Engine:
         """
         orders = await self.store.orders.in_states((OPEN, UNKNOWN, INTENT))
         by_account: dict[int, list] = {}
-        now = time.monotonic()
         for order in orders:
-            if not streamed and self._left_to_stream(order.account_id, now):
-                continue
             by_account.setdefault(order.account_id, []).append(order)
+        now = time.monotonic()
+        if not streamed:
+            by_account = {a: items for a, items in by_account.items() if not self._left_to_stream(a, items, now)}
         self._last_polled.update({account_id: now for account_id in by_account})
         orders = [o for items in by_account.values() for o in items]
         self.effective_poll_interval = await self._stretched_interval(by_account)
@@ -432,9 +432,12 @@ class Engine:
         await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
         return len(orders)
 
-    def _left_to_stream(self, account_id: int, now: float) -> bool:
-        """Whether the poll loop leaves this account to its live stream now (no safety sweep due)."""
+    def _left_to_stream(self, account_id: int, orders: list[Order], now: float) -> bool:
+        """Whether the poll loop leaves this account to its live stream now: no safety sweep is due and no
+        order of it is unconfirmed (the poll is what resolves those: the stream only reports confirmed ones)."""
         if self.streams is None or not self.streams.streamed(account_id):
+            return False
+        if any(order.status != OPEN for order in orders):
             return False
         return now - self._last_polled.get(account_id, 0.0) < self.sweep_seconds
 

@@ -11,7 +11,9 @@ an account's subscription is confirmed, its live orders are refreshed by the pol
 open orders, then each vanished order's trades since what is recorded), which records what the gap hid.
 
 While an account is streamed the fill poller leaves it to a rare safety sweep (`SWEEP_SECONDS`); the moment
-its stream is down it is polled at the normal interval again (`Engine.poll_once`).
+its stream is down it is polled at the normal interval again (`Engine.poll_once`). An order not confirmed yet
+(its send under way, or its outcome unknown) is left to its send and to the resolver, which the poller runs at
+the normal interval for any account holding one: a stream update never races them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bot.exchanges.streams import UserStreamHub, protocol
 from bot.exchanges.venues import adapter, find
 from bot.secret import Credentials
 from bot.vault import CredentialUnreadable
-from storage.orders import INTENT, LIVE, OPEN, UNKNOWN
+from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
 from storage.strategies import ACTIVE
 
 logger = logging.getLogger(__name__)
@@ -145,6 +147,8 @@ class FillStreams:
         order = await self.ctx.store.orders.by_client_id(remote.client_order_id)
         if order is None or order.account_id != account_id:
             return  # not an order of ours (trades Strata did not make: issue 21, item 2)
+        if order.status in UNCONFIRMED:
+            return  # its send or the resolver records it (the poller keeps polling accounts with such orders)
         if order.status not in LIVE and (remote.filled or 0) <= order.filled:
             return  # already recorded to its end
         account = await self.ctx.account(account_id)
