@@ -257,7 +257,7 @@ async def test_polling_resumes_at_the_normal_interval_while_the_stream_is_down(f
 async def test_an_unknown_order_of_a_streamed_account_is_still_resolved_at_the_normal_interval(
     fake_exchanges, tmp_path
 ):
-    book, world, strategy_id, order, account_id = await streamed_grid(
+    book, world, _strategy_id, _order, account_id = await streamed_grid(
         fake_exchanges, tmp_path, "unknown-key", poll_seconds=0.2, world_options={"timeout_ms": 600}
     )
     try:
