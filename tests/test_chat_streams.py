@@ -63,6 +63,7 @@ async def test_a_paper_account_is_never_subscribed(strata, fake_exchanges):
     await strata.send(USER, "/connect paper binance 5000")
     await strata.next_reply(USER, contains="opened")
     await allocate_one_line(strata, "/allocate paper grid 100.1 BTC/USDT low=50000 high=60000 levels=2")
-    await asyncio.sleep(1.5)  # several syncs of the followed accounts
+    await strata.runtime.engine.streams.sync()  # what the engine's sync loop does every few seconds
+    await asyncio.sleep(0.5)
     assert fake_exchanges.binance_streams.subscriptions == 0 and not fake_exchanges.binance_streams.attempts
     assert "fills:" not in await status_text(strata)

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 #: How often a streamed account's live orders are still polled, in case a stream missed something.
 SWEEP_SECONDS = 300.0
 #: How often the followed accounts are compared with those that should be (new strategies, ended ones).
-SYNC_SECONDS = 1.0
+SYNC_SECONDS = 2.0
 
 STREAMED, POLLED = "streamed", "polled"
 
@@ -91,13 +91,14 @@ class FillStreams:
     async def sync(self) -> None:
         """Follow exactly the accounts that should be streamed now, per venue."""
         store = self.ctx.store
-        wanted_ids = {s.account_id for s in await store.strategies.list_by_status((ACTIVE,))}
+        wanted_ids = await store.strategies.account_ids_with_status(ACTIVE)
         wanted_ids.update(await store.orders.accounts_with_live_orders())
+        active = {account.id: account for account in await store.accounts.list_active()}
         by_venue: dict[str, set[int]] = {venue: set() for venue in self.hubs}
         for account_id in wanted_ids:
-            account = await self.ctx.account(account_id)
-            if account is None or account.status != "active":
-                continue
+            account = active.get(account_id)
+            if account is None:
+                continue  # gone, or its key rejected or unreadable
             known = find(account.venue)
             if known is None or known.simulated or known.user_stream is None:
                 continue  # Paper accounts are never subscribed
