@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 #: How long a subscribe or unsubscribe request may wait for its answer.
 REQUEST_TIMEOUT = 10.0
+#: Subscribe/unsubscribe requests one connection has waiting for their answers at most.
+IN_FLIGHT = 20
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class _Connection:
     handles: dict[Any, int] = field(default_factory=dict)  # subscription handle → account id
     accounts: dict[int, Any] = field(default_factory=dict)  # account id → subscription handle
     pending: dict[str, asyncio.Future] = field(default_factory=dict)
+    subscribing: dict[str, int] = field(default_factory=dict)  # subscribe request id → account id
     reader: asyncio.Task | None = None
 
 
@@ -203,17 +206,21 @@ class _Slot:
                 await self._sync(conn)
 
     async def _sync(self, conn: _Connection) -> None:
-        """Subscribe the wanted accounts missing on this connection, unsubscribe those no longer wanted."""
-        for account_id in sorted(self.accounts - set(conn.accounts)):
-            if conn.ws.closed:
-                return
-            if self.hub.refused_until.get(account_id, 0.0) > time.monotonic():
-                continue
-            await self.hub._subscribe(conn, account_id)
-        for account_id in sorted(set(conn.accounts) - self.accounts):
-            if conn.ws.closed:
-                return
-            await self.hub._unsubscribe(conn, account_id)
+        """Subscribe the wanted accounts missing on this connection, unsubscribe those no longer wanted; up to
+        `IN_FLIGHT` requests at a time, so re-subscribing 1,000 accounts after a drop takes a few round trips."""
+        now = time.monotonic()
+        missing = [a for a in sorted(self.accounts - set(conn.accounts)) if self.hub.refused_until.get(a, 0.0) <= now]
+        gone = sorted(set(conn.accounts) - self.accounts)
+        gate = asyncio.Semaphore(IN_FLIGHT)
+
+        async def one(request: Callable[[_Connection, int], Awaitable[None]], account_id: int) -> None:
+            async with gate:
+                if not conn.ws.closed:
+                    await request(conn, account_id)
+
+        await asyncio.gather(
+            *(one(self.hub._subscribe, a) for a in missing), *(one(self.hub._unsubscribe, a) for a in gone)
+        )
 
     async def _close(self, conn: _Connection) -> None:
         with contextlib.suppress(Exception):
@@ -353,6 +360,11 @@ class UserStreamHub:
                 logger.warning("%s stream: unreadable message skipped", self.venue)
                 continue
             if isinstance(meaning, Reply):
+                account_id = conn.subscribing.pop(meaning.request_id, None)
+                if account_id is not None and meaning.error is None:
+                    # Mapped before the next message is read: an event right behind the answer is not lost.
+                    conn.handles[meaning.handle] = account_id
+                    conn.accounts[account_id] = meaning.handle
                 future = conn.pending.pop(meaning.request_id, None)
                 if future is not None and not future.done():
                     future.set_result(meaning)
@@ -409,15 +421,15 @@ class UserStreamHub:
             self.refused_until[account_id] = time.monotonic() + self.refused_retry
             return
         request_id = str(next(self._ids))
+        conn.subscribing[request_id] = account_id
         reply = await self._request(conn, request_id, self.protocol.subscribe(request_id, creds))
+        conn.subscribing.pop(request_id, None)
         if reply is None:
             return  # no answer: the connection is in trouble; the next sync or connection retries
         if reply.error is not None:
             logger.warning("%s stream: subscription of account %s refused: %s", self.venue, account_id, reply.error)
             self.refused_until[account_id] = time.monotonic() + (self.refused_retry if reply.key_rejected else 5.0)
             return
-        conn.handles[reply.handle] = account_id
-        conn.accounts[account_id] = reply.handle
         logger.debug("%s stream: account %s subscribed", self.venue, account_id)
         self._dispatch(account_id, self.on_live(account_id))
 
