@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bot.exchanges.streams import Backoff
 from tests.chat_helpers import USER, connect_with_key
 from tests.test_chat_strategies import allocate_one_line
 
@@ -46,10 +47,12 @@ async def test_streamed_fill_alert_within_a_second_and_status_says_streamed_or_p
         print(f"fill -> Telegram alert: {latency * 1000:.0f} ms")
         assert latency < 1.0 and "Bought 0.002" in alert.plain_text
 
-        streams.refuse(2)  # down for at least 1.75 s: the reconnects back off (0.25–0.5 s, 0.5–1 s, 1–2 s)
+        s.runtime.engine.streams.hubs["binance"].backoff = Backoff(base=0.05, cap=0.2)  # quick retries here
+        streams.refuse(10_000)  # down until we let it reconnect
         await streams.drop()
         await wait_until(lambda: not s.runtime.engine.streams.streamed(account.id))
         assert "fills: polled" in await status_text(s)
+        streams.refuse(0)
         await wait_until(lambda: s.runtime.engine.streams.streamed(account.id), timeout=10)
         assert "fills: streamed" in await status_text(s)
 
