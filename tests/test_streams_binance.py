@@ -60,7 +60,8 @@ async def streamed_grid(
     await world.engine.settle()
     [order] = book.open_orders(key)
     account_id = (await world.store.accounts.list_for_user(USER))[0].id
-    await wait_for(lambda: _true(world.engine.streams.streamed(account_id)))
+    await wait_for(lambda: _true(world.engine.streams.streamed(account_id) and world.engine.streams.backfills))
+    await world.engine.streams.settle()  # its first backfill is done: what follows is the stream's
     return book, world, strategy_id, order, account_id
 
 

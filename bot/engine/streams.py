@@ -121,6 +121,11 @@ class FillStreams:
         self.hubs[venue] = hub
         return hub
 
+    async def settle(self) -> None:
+        """Wait until every stream update and backfill received so far is recorded (tests, benchmarks)."""
+        for hub in list(self.hubs.values()):
+            await hub.settle()
+
     def mode(self, account_id: int) -> str:
         """"streamed" while the account's subscription is live, else "polled"."""
         return STREAMED if any(hub.is_live(account_id) for hub in self.hubs.values()) else POLLED

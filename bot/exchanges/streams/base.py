@@ -316,6 +316,11 @@ class UserStreamHub:
     def connections(self) -> int:
         return sum(1 for slot in self._slots if slot.conn is not None and not slot.conn.ws.closed)
 
+    async def settle(self) -> None:
+        """Wait until the updates and backfills handed out so far are handled (tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     async def close(self) -> None:
         self.closing = True
         for slot in self._slots:
