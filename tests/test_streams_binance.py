@@ -285,13 +285,16 @@ async def _status_is(status_coro, wanted: str) -> bool:
 
 
 async def test_an_account_is_unsubscribed_when_its_strategy_stops(fake_exchanges, tmp_path):
-    _book, world, strategy_id, _order, account_id = await streamed_grid(fake_exchanges, tmp_path, "stop-key")
+    book, world, strategy_id, _order, account_id = await streamed_grid(fake_exchanges, tmp_path, "stop-key")
     streams = fake_exchanges.binance_streams
     try:
         assert streams.subscribed("stop-key")
+        checks = sum(1 for r in book.requests if r.path.endswith("/apiRestrictions"))
         await world.service.stop(USER, strategy_id, sell=False)
         await wait_for(lambda: _true(not streams.subscribed("stop-key")), timeout=5)
         assert not world.engine.streams.streamed(account_id)
+        await asyncio.sleep(0.3)
+        assert sum(1 for r in book.requests if r.path.endswith("/apiRestrictions")) == checks  # not a failure
     finally:
         await world.close()
 
@@ -362,3 +365,17 @@ def test_backoff_grows_to_its_cap_with_jitter():
     for failures, ceiling in ((1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (10, 8.0)):
         delays = [backoff.delay(failures) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays) and len(set(delays)) > 1
+
+
+async def test_a_stream_that_ends_unexpectedly_gets_its_key_checked_at_once(fake_exchanges, tmp_path):
+    book, world, _strategy_id, _order, _account_id = await streamed_grid(fake_exchanges, tmp_path, "health-key")
+
+    def checks() -> int:
+        return sum(1 for r in book.requests if r.path.endswith("/apiRestrictions") and r.api_key == "health-key")
+
+    try:
+        before = checks()
+        await fake_exchanges.binance_streams.drop()
+        await wait_for(lambda: _true(checks() == before + 1), timeout=5)  # withdrawals on? trading gone?
+    finally:
+        await world.close()

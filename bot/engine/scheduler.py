@@ -137,7 +137,8 @@ class Engine:
         self.started = False
         #: The venues' user-data streams (None: STRATA_STREAMS=off, every fill is polled).
         self.streams: FillStreams | None = (
-            FillStreams(self.ctx, self.desk, **(stream_options or {})) if getattr(settings, "streams", False) else None
+            FillStreams(self.ctx, self.desk, key_check=self.key_health.check_now, **(stream_options or {}))
+            if getattr(settings, "streams", False) else None
         )
         #: How often a streamed account is still polled, and when each account was last polled.
         self.sweep_seconds = SWEEP_SECONDS

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.engine.actions import mark_unreadable
@@ -50,10 +51,20 @@ class FillStreams:
     """Which accounts are streamed, and what an update from a stream does."""
 
     def __init__(
-        self, ctx: EngineContext, desk: OrderDesk, *, sync_seconds: float = SYNC_SECONDS, **hub_options: Any
+        self,
+        ctx: EngineContext,
+        desk: OrderDesk,
+        *,
+        sync_seconds: float = SYNC_SECONDS,
+        key_check: Callable[[int], Awaitable[Any]] | None = None,
+        **hub_options: Any,
     ) -> None:
         self.ctx = ctx
         self.desk = desk
+        #: Checks an account's key at once (`KeyHealthMonitor.check_now`): called when its stream ended
+        #: unexpectedly or its subscription was refused, as a revoked key or one turned dangerous shows so.
+        self.key_check = key_check
+        self._checks: set[asyncio.Task] = set()
         self.sync_seconds = sync_seconds
         self.hub_options = hub_options
         self.hubs: dict[str, UserStreamHub] = {}
@@ -72,6 +83,10 @@ class FillStreams:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for task in list(self._checks):
+            task.cancel()
+        if self._checks:
+            await asyncio.gather(*self._checks, return_exceptions=True)
         for hub in self.hubs.values():
             await hub.close()
         self.hubs.clear()
@@ -116,7 +131,8 @@ class FillStreams:
             return None
         hub = UserStreamHub(
             venue, url, protocol(known.user_stream), pool.stream_session(),
-            credentials=self._credentials, on_order=self._on_order, on_live=self._backfill, **self.hub_options,
+            credentials=self._credentials, on_order=self._on_order, on_live=self._backfill, on_down=self._on_down,
+            **self.hub_options,
         )
         self.hubs[venue] = hub
         return hub
@@ -132,6 +148,22 @@ class FillStreams:
 
     def streamed(self, account_id: int) -> bool:
         return self.mode(account_id) == STREAMED
+
+    def _on_down(self, account_ids: set[int]) -> None:
+        """Streams ended unexpectedly (or were refused): polling covers them; their keys are checked now."""
+        if self.key_check is None:
+            return
+        for account_id in sorted(account_ids):
+            task = asyncio.get_running_loop().create_task(self._check_key(account_id))
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
+
+    async def _check_key(self, account_id: int) -> None:
+        assert self.key_check is not None  # noqa: S101 - set when this is scheduled
+        try:
+            await self.key_check(account_id)
+        except Exception:
+            logger.exception("account %s: key check after its stream ended failed", account_id)
 
     # --- what arrives ------------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ is asked to follow (`follow`) subscribed, `protocol.max_subscriptions` per conne
 - `on_order(account_id, order)`: an order update (a fill, a cancel) of a followed account, in arrival order per
   account (the engine routes it to the same idempotent fill path as polling);
 - `on_live(account_id)`: the account's subscription is confirmed on a (new) connection. Whatever happened
-  while it was not (a gap) is not in the stream: the engine backfills it from REST then.
+  while it was not (a gap) is not in the stream: the engine backfills it from REST then;
+- `on_down(account_ids)`: their streams ended unexpectedly (a lost connection, the venue ending a subscription)
+  or the venue refused an account's key: the engine checks those keys (issue 21, item 3).
 
 Connections are kept alive by WebSocket pings (`heartbeat`: a connection whose peer stops answering, a stall,
 is closed and replaced), are replaced before the venue's lifetime ends (Binance: 24 h) by opening the new one
@@ -434,6 +436,8 @@ class UserStreamHub:
         if reply.error is not None:
             logger.warning("%s stream: subscription of account %s refused: %s", self.venue, account_id, reply.error)
             self.refused_until[account_id] = time.monotonic() + (self.refused_retry if reply.key_rejected else 5.0)
+            if reply.key_rejected:
+                self.notify_down({account_id})
             return
         logger.debug("%s stream: account %s subscribed", self.venue, account_id)
         self._dispatch(account_id, self.on_live(account_id))
