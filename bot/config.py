@@ -38,6 +38,8 @@ class Settings:
     exchange_urls: Mapping[str, str] = field(default_factory=dict)
     sandbox: bool = False
     fill_poll_seconds: float = 10.0
+    #: Fills pushed by the venues' user-data streams (polling then only sweeps streamed accounts every 5 min).
+    streams: bool = True
     allowed_users: frozenset[int] = frozenset()
     log_level: str = "INFO"
     max_accounts_per_user: int = 10
@@ -93,6 +95,7 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         fill_poll_seconds=_parse_positive_float(
             env.get("STRATA_FILL_POLL_SECONDS", ""), "STRATA_FILL_POLL_SECONDS", 10.0
         ),
+        streams=_parse_switch(env.get("STRATA_STREAMS", ""), "STRATA_STREAMS", default=True),
         allowed_users=_parse_allowed_users(env.get("STRATA_ALLOWED_USERS", "")),
         log_level=_parse_log_level(env.get("LOG_LEVEL", "")),
         max_accounts_per_user=_parse_limit(
@@ -178,6 +181,18 @@ def _parse_bool(text: str, name: str) -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name} must be 0 or 1, got {text!r}.")
+
+
+def _parse_switch(text: str, name: str, *, default: bool) -> bool:
+    """`on`/`off` (also 1/0, true/false, yes/no); empty: `default`."""
+    value = text.strip().lower()
+    if not value:
+        return default
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be on or off, got {text!r}.")
 
 
 def _parse_positive_float(text: str, name: str, default: float) -> float:

@@ -303,6 +303,8 @@ def status_lines(s) -> list[str]:
         lines.append(f"  dust {clip(dust, 300)} (too little to sell yet: added to a later sell)")
     lines.append(f"  {pnl_text(f)}")
     lines.append(f"  open orders: {s.open_orders}")
+    if getattr(s, "fills", None):
+        lines.append(f"  fills: {s.fills}")
     if s.note:
         lines.append(f"  {esc(clip(s.note))}")
     if s.next_run is not None:

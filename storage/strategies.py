@@ -95,6 +95,11 @@ class StrategyRepository:
         rows = await self._db.fetchall(sql + " ORDER BY id", params)
         return [_strategy(r) for r in rows]
 
+    async def account_ids_with_status(self, status: str) -> set[int]:
+        """The accounts having at least one strategy in this status (one light query: the stream sync's)."""
+        rows = await self._db.fetchall("SELECT DISTINCT account_id FROM strategies WHERE status = ?", (status,))
+        return {r["account_id"] for r in rows}
+
     async def note(self, strategy_id: int) -> str | None:
         """The strategy's last status line (what `decide` said), for /status."""
         row = await self._db.fetchone("SELECT note FROM strategies WHERE id = ?", (strategy_id,))

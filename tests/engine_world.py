@@ -92,12 +92,15 @@ async def open_world(
     timeout_ms: int = 3000,
     unknown_grace_seconds: float = 0.3,
     budgets: RateBudgets | None = None,
+    streams: bool = False,
+    stream_options: dict[str, Any] | None = None,
 ) -> World:
     settings = load_settings(
         {
             "STRATA_DATA_DIR": str(data_dir),
             "STRATA_EXCHANGE_URLS": exchange_urls,
             "STRATA_FILL_POLL_SECONDS": str(poll_seconds),
+            "STRATA_STREAMS": "on" if streams else "off",
             "STRATA_MASTER_KEY": MASTER_KEY_B64,
         },
         dotenv=False,
@@ -114,7 +117,7 @@ async def open_world(
     )
     gateway.attach_paper(store.paper)
     notifier = CountingNotifier()
-    kwargs: dict[str, Any] = {"jitter_seconds": jitter_seconds}
+    kwargs: dict[str, Any] = {"jitter_seconds": jitter_seconds, "stream_options": stream_options}
     if clock is not None:
         kwargs["clock"] = clock
     engine = Engine(store, vault, gateway, notifier, settings, **kwargs)

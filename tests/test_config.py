@@ -24,6 +24,7 @@ ALL_VARIABLES = (
     "STRATA_EXCHANGE_URLS",
     "STRATA_SANDBOX",
     "STRATA_FILL_POLL_SECONDS",
+    "STRATA_STREAMS",
     "STRATA_ALLOWED_USERS",
     "LOG_LEVEL",
     "STRATA_MAX_ACCOUNTS_PER_USER",
@@ -44,6 +45,7 @@ def test_every_variable_has_its_documented_default():
     assert dict(settings.exchange_urls) == {}
     assert settings.sandbox is False
     assert settings.fill_poll_seconds == 10
+    assert settings.streams is True
     assert settings.allowed_users == frozenset()
     assert settings.log_level == "INFO"
     assert settings.max_accounts_per_user == 10
@@ -78,6 +80,7 @@ def test_valid_values_are_parsed():
             "STRATA_EXCHANGE_URLS": " binance=http://127.0.0.1:9001/ , kraken=https://localhost:9002",
             "STRATA_SANDBOX": "1",
             "STRATA_FILL_POLL_SECONDS": "2.5",
+            "STRATA_STREAMS": "off",
             "STRATA_ALLOWED_USERS": "42, 7",
             "LOG_LEVEL": "debug",
             "STRATA_MAX_ACCOUNTS_PER_USER": "3",
@@ -95,6 +98,7 @@ def test_valid_values_are_parsed():
     }
     assert settings.sandbox is True
     assert settings.fill_poll_seconds == 2.5
+    assert settings.streams is False
     assert settings.allowed_users == frozenset({42, 7})
     assert settings.log_level == "DEBUG"
     assert settings.max_accounts_per_user == 3
@@ -128,6 +132,7 @@ def test_every_venue_id_is_accepted_in_exchange_urls():
         ("STRATA_MASTER_KEY", base64.urlsafe_b64encode(b"\xfb" * 32).decode()),
         ("STRATA_SANDBOX", "2"),
         ("STRATA_SANDBOX", "maybe"),
+        ("STRATA_STREAMS", "sometimes"),
         ("STRATA_FILL_POLL_SECONDS", "-1"),
         ("STRATA_FILL_POLL_SECONDS", "0"),
         ("STRATA_FILL_POLL_SECONDS", "abc"),

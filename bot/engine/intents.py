@@ -507,11 +507,13 @@ class OrderDesk:
         filled = remote.filled or ZERO
         if filled <= order.filled:
             return [], True
-        trades = list(remote.trades)
-        if trades_amount(trades) < filled:
+        fresh = [t for t in remote.trades if t.id is not None and f"t:{t.id}" not in keys]
+        if order.filled + trades_amount(fresh) < filled:
+            # The report does not carry every trade not recorded yet (a poll's order lists none; a streamed
+            # fill only its own): read the order's trades.
             listed = await self._order_trades(account, order.symbol, remote.id)
             trades = [t for t in listed if t.order_id in (None, remote.id)]
-        fresh = [t for t in trades if t.id is not None and f"t:{t.id}" not in keys]
+            fresh = [t for t in trades if t.id is not None and f"t:{t.id}" not in keys]
         valuation = await self._valuation(
             order, account, [t.fee_currency for t in fresh if (t.fee_cost or ZERO) > 0]
         )

@@ -9,7 +9,9 @@ once. A strategy that gets activity (a fill, an order's end) while it runs is ru
 
 Fill polling runs as one task on the same loop: every `STRATA_FILL_POLL_SECONDS` it polls only the accounts
 with live orders, their polls spread over the interval, and stretches the interval when the venue's request
-budget is short (`effective_poll_interval`, shown by /status).
+budget is short (`effective_poll_interval`, shown by /status). With `STRATA_STREAMS` on, the venues' user-data
+streams push fills (`bot.engine.streams`); an account whose stream is live is then polled only by a safety sweep
+every `SWEEP_SECONDS`, and at the normal interval again as soon as its stream is down.
 
 Control (/pause, /stop, /panic, /disconnect): the status changes inside the strategy's send gate, so no send
 starts after it (`OrderDesk.send` re-reads the status inside that gate); a run still deciding is not waited for
@@ -42,6 +44,7 @@ from bot.engine.key_health import KeyHealthMonitor
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
+from bot.engine.streams import SWEEP_SECONDS, FillStreams
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.key_check import KeyChecker, KeyRejected
 from bot.exchanges.venues import adapter
@@ -110,6 +113,7 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         jitter_seconds: float = 2.0,
         poll_interval: float | None = None,
+        stream_options: dict[str, Any] | None = None,
     ) -> None:
         self.ctx = EngineContext(store=store, vault=vault, gateway=gateway, notifier=notifier, clock=clock)
         self.desk = OrderDesk(self.ctx, on_activity=self._on_activity)
@@ -131,6 +135,14 @@ class Engine:
         self._account_controls: dict[int, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self.started = False
+        #: The venues' user-data streams (None: STRATA_STREAMS=off, every fill is polled).
+        self.streams: FillStreams | None = (
+            FillStreams(self.ctx, self.desk, key_check=self.key_health.check_now, **(stream_options or {}))
+            if getattr(settings, "streams", False) else None
+        )
+        #: How often a streamed account is still polled, and when each account was last polled.
+        self.sweep_seconds = SWEEP_SECONDS
+        self._last_polled: dict[int, float] = {}
 
     @property
     def store(self) -> Any:
@@ -162,6 +174,8 @@ class Engine:
             id=KEY_HEALTH_JOB, replace_existing=True, **JOB_DEFAULTS,
         )
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
+        if self.streams is not None:
+            self.streams.start()
         self.started = True
         if await self.store.order_watches.pending():
             self._ensure_watcher()
@@ -188,6 +202,8 @@ class Engine:
     async def shutdown(self) -> None:
         """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
         self.started = False
+        if self.streams is not None:
+            await self.streams.close()
         for task in (self._poller, self._watcher):
             if task is not None:
                 task.cancel()
@@ -393,19 +409,28 @@ class Engine:
         while True:
             started = time.monotonic()
             try:
-                await self.poll_once(spread=True)
+                await self.poll_once(spread=True, streamed=False)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("fill poll failed")
             await asyncio.sleep(max(0.0, self.effective_poll_interval - (time.monotonic() - started)))
 
-    async def poll_once(self, *, spread: bool = False) -> int:
-        """Poll the live orders of every account that has some; return how many orders were polled."""
+    async def poll_once(self, *, spread: bool = False, streamed: bool = True) -> int:
+        """Poll the live orders of every account that has some; return how many orders were polled.
+
+        `streamed=False` (the poll loop) leaves out the accounts whose stream is live, but for a safety sweep
+        every `sweep_seconds`.
+        """
         orders = await self.store.orders.in_states((OPEN, UNKNOWN, INTENT))
         by_account: dict[int, list] = {}
         for order in orders:
             by_account.setdefault(order.account_id, []).append(order)
+        now = time.monotonic()
+        if not streamed:
+            by_account = {a: items for a, items in by_account.items() if not self._left_to_stream(a, items, now)}
+        self._last_polled.update({account_id: now for account_id in by_account})
+        orders = [o for items in by_account.values() for o in items]
         self.effective_poll_interval = await self._stretched_interval(by_account)
         if not by_account:
             return 0
@@ -426,6 +451,21 @@ class Engine:
 
         await asyncio.gather(*(account_poll(i, a, items) for i, (a, items) in enumerate(by_account.items())))
         return len(orders)
+
+    def _left_to_stream(self, account_id: int, orders: list[Order], now: float) -> bool:
+        """Whether the poll loop leaves this account to its live stream now: no safety sweep is due and no
+        order of it is unconfirmed (the poll is what resolves those: the stream only reports confirmed ones)."""
+        if self.streams is None or not self.streams.streamed(account_id):
+            return False
+        if any(order.status != OPEN for order in orders):
+            return False
+        return now - self._last_polled.get(account_id, 0.0) < self.sweep_seconds
+
+    def fill_mode(self, account: Any) -> str | None:
+        """How the account's fills reach us: "streamed", "polled", or None for a Paper account."""
+        if account is None or adapter(account.venue).simulated:
+            return None
+        return self.streams.mode(account.id) if self.streams is not None else "polled"
 
     async def _stretched_interval(self, by_account: dict[int, list]) -> float:
         """The poll interval, longer when one poll of every account would overspend a venue's per-IP budget.

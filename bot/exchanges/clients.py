@@ -235,6 +235,26 @@ class ClientPool:
         exchange.strata_budgets = self.budgets
         return exchange
 
+    def stream_url(self, venue: str) -> str | None:
+        """The venue's user-data stream URL: its override's origin as ws:// (wss:// for https://), path kept;
+        the testnet's under STRATA_SANDBOX; None when the venue has no stream."""
+        known = self.check_venue(venue)
+        if known.stream_url is None:
+            return None
+        if venue in self._urls:
+            origin = urlsplit(self._urls[venue])
+            scheme = "wss" if origin.scheme == "https" else "ws"
+            return override_api_urls(known.stream_url, f"{scheme}://{origin.netloc}")
+        return known.stream_testnet_url if self._sandbox else known.stream_url
+
+    def stream_session(self) -> aiohttp.ClientSession:
+        """The pool's HTTP session (its TLS context and connection limits), for the stream connections."""
+        if self._closed:
+            raise ExchangeSetupError("the exchange client pool is closed")
+        self._ensure_session()
+        assert self._session is not None  # noqa: S101 - set just above
+        return self._session
+
     def _ensure_session(self) -> None:
         if self._session is None:
             # One connection pool and one TLS context (ccxt's: certifi's CA bundle) for every instance.

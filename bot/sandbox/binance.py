@@ -9,7 +9,8 @@ Binance's error codes and messages. Faults
 injected on the book (5xx, hangs, 429, -1021, revoked key, 418 ban) are consumed one per request.
 
 A ccxt client points here by replacing the origin of every URL in `exchange.urls['api']` (paths unchanged):
-the spot app serves `/api/v3/…` and the usdm app `/fapi/v1|v2|v3/…`; both serve
+the spot app serves `/api/v3/…` (and the WebSocket API's user-data stream at `/ws-api/v3`: `binance_ws`) and
+the usdm app `/fapi/v1|v2|v3/…`; both serve
 `/sapi/v1/account/apiRestrictions`.
 """
 
@@ -232,6 +233,13 @@ class BinanceVenue:
         self._register()
         self.app = web.Application()
         self.app[VENUE_KEY] = self
+        self.streams = None
+        if not self.futures:
+            from bot.sandbox.binance_ws import WS_API_PATH, UserDataStreams  # it builds on this module
+
+            self.streams = UserDataStreams(self)
+            self.app.router.add_get(WS_API_PATH, self.streams.handle)
+            self.app.on_shutdown.append(lambda _app: self.streams.drop())
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     # ---------------------------------------------------------------- routing

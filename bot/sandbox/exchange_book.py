@@ -22,6 +22,7 @@ Public API (stable; the Kraken fake builds on it):
   - futures: `set_leverage`, `set_margin_type`, `set_dual_side`, `positions`, `available_margin`, `mark_price`,
     `set_mark` (the mark follows the last price until set apart)
   - fees: `KeyAccount.fee_mode` ("quote", "received", "bnb"); trade history lag: `lag_trades`, `visible_trades`
+  - streams: `order_listeners` (called after every fill and cancel)
   - faults: `inject`, `take_fault`, `take_hold`, `hang_seconds`; request log: `record_request`, `requests`,
     `request_counts`, `log_requests`
 - `BookError(kind, message, field=None)` with `kind` one of the `ERROR_KINDS`.
@@ -379,6 +380,9 @@ class ExchangeBook:
         self.log_requests = True
         #: Requests per (method, path), kept even when `log_requests` is off.
         self.request_counts: Counter[tuple[str, str]] = Counter()
+        #: Called as `listener(order, trade)` after every fill (trade) and cancel (trade None), with the order
+        #: already updated: the venues' user-data streams push them. Called synchronously; must not raise.
+        self.order_listeners: list[Callable[[Order, Trade | None], None]] = []
 
     # ------------------------------------------------------------------ time, keys
     def now_ms(self) -> int:
@@ -787,6 +791,7 @@ class ExchangeBook:
         order.status = "canceled"
         self._open_by_symbol[order.symbol].pop(order.id, None)
         order.updated_ms = self.now_ms()
+        self._tell(order, None)
         return order
 
     def get_order(
@@ -1092,7 +1097,12 @@ class ExchangeBook:
             order.status = "closed"
             self._open_by_symbol[order.symbol].pop(order.id, None)
             self._release(account, order)
+        self._tell(order, trade)
         return trade
+
+    def _tell(self, order: Order, trade: Trade | None) -> None:
+        for listener in list(self.order_listeners):
+            listener(order, trade)
 
     def _fee(
         self, account: KeyAccount, market: MarketSpec, side: str, amount: Decimal, cost: Decimal, rate: Decimal

@@ -91,6 +91,11 @@ class FakeExchanges:
         for venue in venues or tuple(self.books):
             self.books[venue].add_key(api_key, secret, **flags)  # type: ignore[arg-type]
 
+    @property
+    def binance_streams(self) -> Any:
+        """The fake Binance Spot's WebSocket API user-data streams (`bot.sandbox.binance_ws.UserDataStreams`)."""
+        return self.apps["binance"][VENUE_KEY].streams
+
     async def run_price_feed(self, interval_seconds: float) -> None:
         """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
 

@@ -155,6 +155,7 @@ class StrategyStatus:
     params: Mapping[str, str] = field(default_factory=dict)  # canonical text, for /status <id>
     figures: Figures | None = None  # every figure above, as `bot.engine.figures` words them
     position: PositionView | None = None  # futures: the open position, valued at the venue's mark price
+    fills: str | None = None  # running: how its fills reach the bot, "streamed" or "polled" (Paper: None)
 
 
 @dataclass(frozen=True)
@@ -789,6 +790,7 @@ class StrategyService:
             dust=_dust(strategy), name=strategy.name,
             label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
+            fills=self._engine.fill_mode(account) if strategy.status == ACTIVE else None,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:

@@ -148,6 +148,14 @@ class VenueAdapter:
     #: The parameter naming our client order id when an order is fetched or cancelled by it.
     client_id_param: str = "clientOrderId"
 
+    # --- user-data stream ------------------------------------------------------------------------------------
+    #: The protocol of the venue's user-data stream (a name in `bot.exchanges.streams.PROTOCOLS`), or None:
+    #: fills are polled only.
+    user_stream: str | None = None
+    #: The stream's WebSocket URL (its origin follows `STRATA_EXCHANGE_URLS`, ws:// for http://), and on the testnet.
+    stream_url: str | None = None
+    stream_testnet_url: str | None = None
+
     # --- what the chat offers -------------------------------------------------------------------------------
     #: Quote assets a rebalance budget can be held in (buttons).
     rebalance_quotes: tuple[str, ...] = ("USDT",)

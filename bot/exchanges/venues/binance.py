@@ -303,6 +303,10 @@ ADAPTER = BinanceFamily(
     weight=weight_rule(limit_per_minute=6_000, weight_per_cost=5.0),
     # GET /api/v3/openOrders: one symbol, all symbols.
     open_orders_weights=(6, 80),
+    # The WebSocket API's signed user-data subscription (ccxt pro's urls['api']['ws']['ws-api']['spot']).
+    user_stream="binance-ws-api",
+    stream_url="wss://ws-api.binance.com:443/ws-api/v3",
+    stream_testnet_url="wss://ws-api.testnet.binance.vision/ws-api/v3",
     trading_permission="enableSpotAndMarginTrading",
     trading_expiry_field="tradingAuthorityExpirationTime",
     trading_refusal=(
