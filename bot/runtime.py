@@ -15,6 +15,7 @@ from bot.exchanges.gateway import ExchangeGateway
 from bot.master_key import load_master_key
 from bot.notifier import Notifier
 from bot.services.accounts import AccountService
+from bot.services.charts import ChartService
 from bot.services.drafts import Drafts
 from bot.services.intake import IntakeBook
 from bot.services.reports import ReportService
@@ -73,6 +74,7 @@ class Runtime:
         self.accounts = None
         self.strategies = None
         self.reports = None
+        self.charts = None
         self.engine = None
         self.notifier = None
         self.settings_service = None
@@ -100,6 +102,7 @@ class Runtime:
         await self.accounts.backfill_fingerprints()
         # `lambda`: tests (and the demo) replace the engine's clock; the views follow it.
         self.reports = ReportService(self.store, self.accounts, self.gateway, lambda: self.engine.ctx.clock())
+        self.charts = ChartService(self.store, self.strategies, self.gateway, lambda: self.engine.ctx.clock())
         self.settings_service = SettingsService(self.store)
         await self.engine.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, cancel, connect, fallback, guard, settings, start, strategies, views
+from handlers import accounts, cancel, charts, connect, fallback, guard, settings, start, strategies, views
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -18,6 +18,7 @@ def register_handlers(application: Application, runtime) -> None:
         *strategies.handlers(runtime.drafts),
         *settings.handlers(),
         *views.handlers(),
+        *charts.handlers(),
         *fallback.handlers(application, runtime),  # last: answers what no feature handler took
     ]
     for group, handler in pairs:
