@@ -107,10 +107,13 @@ class Runtime:
         await self.engine.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).
         self.engine.scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
-        self.summary = DailySummary(self.store, self.reports, self.notifier, lambda: self.engine.ctx.clock())
+        self.summary = DailySummary(self.store, self.reports, self.notifier, lambda: self.engine.ctx.clock(),
+                                    charts=self.charts)
         self.summary.schedule(self.engine.scheduler)
 
     async def close(self) -> None:
+        if self.summary is not None:
+            await self.summary.close()
         if self.engine is not None:
             await self.engine.shutdown()
         if self.notifier is not None:

@@ -167,6 +167,11 @@ MIGRATIONS: list[str] = [
         fetched_at TEXT NOT NULL
     );
     """,
+    # A photo sent with an alert (the daily summary's chart, PNG bytes; the alert's text is its caption),
+    #    cleared once Telegram accepted it so the outbox keeps no pictures.
+    """
+    ALTER TABLE outbox ADD COLUMN photo BLOB;
+    """,
 ]
 
 

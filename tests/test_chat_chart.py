@@ -152,3 +152,55 @@ async def test_a_strategy_without_fills_and_a_stopped_one_still_get_a_chart(stra
     await strata.send(USER, f"/chart {grid.id}")
     stopped = await next_photo(strata)
     assert "— stopped, since" in stopped.plain_text and "Value now 500.00 USDT" in stopped.plain_text
+
+
+async def set_up(s, user: int, *lines: str) -> None:
+    for line in lines:
+        await s.send(user, line)
+        await s.next_reply(user, contains="Settings")
+
+
+async def test_the_daily_summary_brings_the_chart_of_the_largest_strategy_when_asked(strata, fake_exchanges):
+    binance, kraken = fake_exchanges.books["binance"], fake_exchanges.books["kraken"]
+    flat_minutes(binance, "BTC/USDT", "50000")
+    flat_minutes(kraken, "BTC/USD", "60000")
+    await connect_account(strata, fake_exchanges, "binance")
+    await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
+    await allocate_one_line(strata, "/allocate binance dca 300 BTC/USDT every=1d amount=20 name=big")
+    await connect_account(strata, fake_exchanges, "kraken", user=OTHER)
+    await allocate_one_line(strata, "/allocate kraken dca 100 BTC/USD every=1d amount=20", user=OTHER)
+    await strata.send(USER, "/settings")
+    menu = await strata.next_reply(USER, contains="Settings")
+    assert "Chart with the summary (your largest running strategy, as /chart draws it): off" in menu.plain_text
+    assert "Summary chart: turn on" in menu.button_texts  # off by default
+    await strata.press(USER, menu, "Summary chart: turn on")
+    pressed = await strata.next_reply(USER, contains="Settings")
+    assert "as /chart draws it): on" in pressed.plain_text and "Summary chart: turn off" in pressed.button_texts
+    await set_up(strata, USER, "/settings hour 0", "/settings summary on")  # hour 0 UTC: due now
+    await set_up(strata, OTHER, "/settings hour 0", "/settings summary on", "/settings chart on")
+
+    # Binance's candles cannot be read: that user's summary still goes out (without a chart), and the other
+    # user's summary and chart are not held up by it.
+    binance.inject("server_error", count=20, path="klines")
+    summary = strata.runtime.summary
+    assert await summary.run_due() == 2
+    await summary.wait_charts()
+    other_summary = await strata.next_reply(OTHER, contains="Daily summary", timeout=15)
+    other_photo = await next_photo(strata, OTHER)
+    assert other_photo.seq > other_summary.seq and other_photo.photo.startswith(PNG)
+    assert "DCA BTC/USD" in other_photo.plain_text and other_photo.disable_notification
+    await strata.next_reply(USER, contains="Daily summary", timeout=15)
+    assert not [r for r in strata.tg.sent if r.chat_id == USER and r.method == "sendPhoto"]
+    assert "no chart with the daily summary of user" in strata.log.getvalue()
+
+    # The next day, with the candles back: the chart of the largest running strategy (“big”), after the text.
+    binance.faults.clear()
+    await strata.runtime.store.users.merge_settings(USER, {"last_summary": None})
+    assert await summary.run_due() == 1
+    await summary.wait_charts()
+    text = await strata.next_reply(USER, contains="Daily summary", timeout=15)
+    photo = await next_photo(strata)
+    assert photo.seq > text.seq and "DCA BTC/USDT “big”" in photo.plain_text and photo.photo.startswith(PNG)
+    alerts = await strata.runtime.store.outbox.list_for_chat(USER)
+    assert [a.has_photo for a in alerts if a.kind == "summary"][-1], "queued as a photo alert"
+    assert await strata.runtime.store.outbox.photo(alerts[-1].id) is None, "no picture kept once sent"
