@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 #: Telegram shows photos up to 1280 px wide; 1200×675 (16:9) stays sharp on phones and small in bytes.
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 4.5, 150
+#: The shortest time axis drawn: a chart of a few seconds would otherwise be labelled in microseconds.
+MIN_SPAN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def render_png(chart: ValueChart) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.dates import AutoDateFormatter, AutoDateLocator
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
     # A Figure without pyplot: no global state, safe from worker threads running side by side.
@@ -79,7 +81,9 @@ def render_png(chart: ValueChart) -> bytes:
             axes.scatter(xs, ys, color=color, marker=marker, s=22, zorder=3, label=f"{side.capitalize()}s")
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(AutoDateFormatter(locator))
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # "Mar", "12:00", not "2026-03-02 12:00:00"
+    if chart.times[-1] - chart.times[0] < MIN_SPAN:  # a strategy started seconds ago: minutes, not microseconds
+        axes.set_xlim(chart.times[0], chart.times[0] + MIN_SPAN)
     axes.set_ylabel(chart.quote)
     axes.grid(True, alpha=0.25)
     axes.legend(loc="best", fontsize=8, frameon=False)

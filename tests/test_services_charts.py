@@ -73,6 +73,10 @@ def test_the_price_path_holds_the_candles_closed_after_the_start_and_by_now():
     assert start_price(candles, "1h", start) == D(100)  # the open of the candle it started in
     assert start_price(candles[2:], "1h", start) == D(110)  # history begins later: the first open after
     assert start_price([], "1h", start) is None
+    bought_at_once = fill("buy", "0.01", "104", start + timedelta(minutes=1))
+    assert start_price(candles, "1h", start, bought_at_once) == D(104)  # a DCA's first buy: its price
+    bought_later = fill("buy", "0.01", "118", T0 + timedelta(hours=1, minutes=5))
+    assert start_price(candles, "1h", start, bought_later) == D(100)
 
 
 def test_buy_and_hold_pays_the_taker_fee_once_and_keeps_the_quotes_weight_in_cash():
@@ -101,7 +105,7 @@ def test_the_value_is_cash_plus_coins_at_each_point_and_fills_are_marked():
     path = [(at[1], D(45000)), (at[2], D(42000)), (at[3], D(41000)), (at[4], D(58000)), (at[5], D(61000))]
     hold = buy_and_hold(budget, {"BTC": D(100)}, {"BTC": D(50000)}, D(0))
     series = value_series(budget=budget, quote="USDT", start=at[0], fills=fills, paths={"BTC": path},
-                          start_prices={"BTC": D(50000)}, hold=hold)
+                          start_prices={"BTC": D(50000)}, hold=hold, fill_points=False)
 
     assert series.times == at
     cash_and_coins = [
@@ -120,6 +124,15 @@ def test_the_value_is_cash_plus_coins_at_each_point_and_fills_are_marked():
         budget - 900 - D("0.9") + 900 - D("0.9") + D("0.005") * 60000,
     ]
 
+    # With fill points, the lines also pass through each fill, at its own price: the marker sits on the line.
+    through = value_series(budget=budget, quote="USDT", start=at[0], fills=fills, paths={"BTC": path},
+                           start_prices={"BTC": D(50000)}, hold=hold)
+    assert through.times == sorted(at + [f.fill.at for f in fills])
+    points = dict(zip(through.times, through.values, strict=True))
+    assert [points[f.at] for f in through.fills] == [f.value for f in series.fills]
+    assert dict(zip(through.times, through.hold, strict=True))[fills[1].fill.at] == D("0.02") * 40000
+    assert [points[t] for t in at] == cash_and_coins
+
 
 def test_a_basket_is_valued_with_each_assets_last_price():
     budget = D(1000)
@@ -135,19 +148,21 @@ def test_a_basket_is_valued_with_each_assets_last_price():
     assert series.hold == [budget, D(510) + D(475), D(510) + D(525)]
 
 
-def test_a_full_size_chart_is_computed_and_drawn_in_under_a_second():
-    """720 hourly candles and 1,000 fills (a busy grid): the value series plus the PNG, timed."""
+@pytest.mark.parametrize("count", [MAX_POINTS, 1000])
+def test_a_full_size_chart_is_computed_and_drawn_in_under_a_second(count):
+    """720 hourly candles and 720 fills (each also a point of the lines) or 1,000 (a busy grid: markers only, as
+    the service draws them): the value series plus the PNG, timed."""
     start = T0
     path = [(start + timedelta(hours=h), D(50000) + D(h % 50) * 100) for h in range(1, MAX_POINTS)]
     fills = []
-    for i in range(1000):
-        at = start + timedelta(minutes=43 * i + 1)
+    for i in range(count):
+        at = start + timedelta(minutes=int(43_000 / count) * i + 1)
         price = str(50000 + (i % 50) * 100)
         fills.append(fill("buy" if i % 2 == 0 else "sell", "0.001", price, at, "0.05"))
     hold = buy_and_hold(D(1000), {"BTC": D(100)}, {"BTC": D(50000)}, D("0.001"))
     began = time.perf_counter()
     series = value_series(budget=D(1000), quote="USDT", start=start, fills=fills, paths={"BTC": path},
-                          start_prices={"BTC": D(50000)}, hold=hold)
+                          start_prices={"BTC": D(50000)}, hold=hold, fill_points=count <= MAX_POINTS)
     computed = time.perf_counter() - began
     chart = ValueChart("#1 Grid BTC/USDT", "USDT", series.times, series.values, series.hold, budget=D(1000),
                        fills=series.fills, subtitle="Binance Spot, 1h candles")
@@ -158,5 +173,7 @@ def test_a_full_size_chart_is_computed_and_drawn_in_under_a_second():
     warm = time.perf_counter() - again
     print(f"\nchart: {len(series.times)} points, {len(series.fills)} fills: series {computed:.3f} s, "
           f"series + PNG {total:.3f} s (the next PNG {warm:.3f} s), {len(png)} bytes")
-    assert len(series.times) == MAX_POINTS and len(series.fills) == 1000
+    lines = len(series.times)  # a fill at a candle's close time shares its point
+    assert (MAX_POINTS < lines <= 2 * MAX_POINTS if count <= MAX_POINTS else lines == MAX_POINTS), lines
+    assert len(series.fills) == count
     assert total < 1.0, f"{total:.3f} s"

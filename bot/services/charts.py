@@ -11,8 +11,9 @@ Where every figure comes from:
 - **Now**: the last point is `Figures.value` from `StrategyService.figures` — the very figures `/status` shows
   (last price; futures: the mark price), so the chart never disagrees with `/status`.
 - **Buy & hold**: the strategy's budget put into its base at the start price (the open of the candle the
-  strategy started in), paying the venue's taker fee once, so both lines are net of fees. A rebalance holds its
-  target weights from the start instead (the quote's own weight stays in cash).
+  strategy started in, or its first fill's price when it filled at once), paying the venue's taker fee once, so
+  both lines are net of fees. A rebalance holds its target weights from the start instead (the quote's own
+  weight stays in cash).
 
 Ownership is checked in SQL (`get_owned`): another user's strategy gets the same answer as a missing one.
 Rendering happens in a worker thread (`bot.charts.render_png_async`).
@@ -86,9 +87,15 @@ def price_path(
     ]
 
 
-def start_price(candles: Sequence[Candle], timeframe: str, start: datetime) -> Decimal | None:
-    """The price when the strategy started: the open of the candle it started in (else of the first one after)."""
+def start_price(
+    candles: Sequence[Candle], timeframe: str, start: datetime, first_fill: StrategyFill | None = None
+) -> Decimal | None:
+    """The price when the strategy started: its first fill's when that came within the candle it started in (a
+    DCA buys at once: buy & hold then starts at the same price), else the open of that candle (else of the first
+    one after)."""
     length, start_ms = timeframe_ms(timeframe), _ms(start)
+    if first_fill is not None and _ms(first_fill.fill.at) < (start_ms // length + 1) * length:
+        return first_fill.fill.price
     containing = [c for c in candles if c.timestamp_ms <= start_ms < c.timestamp_ms + length]
     later = [c for c in candles if c.timestamp_ms > start_ms]
     chosen = containing[-1] if containing else (later[0] if later else None)
@@ -132,12 +139,14 @@ def value_series(
     paths: Mapping[str, Sequence[tuple[datetime, Decimal]]],
     start_prices: Mapping[str, Decimal],
     hold: BuyAndHold,
+    fill_points: bool = True,
 ) -> Series:
     """The strategy's value and buy & hold's at the start and at every price point, and each fill's marker.
 
     Pure: fills (oldest first), price paths per asset and the start prices in; the series out. The value at a
     point is budget + realised + unrealised of the fills up to it, every asset at its last known price (a fill's
-    price counts as known from its time on).
+    price counts as known from its time on). `fill_points`: each fill is a point of the lines too, so the value
+    line passes through its markers (leave it off for thousands of fills: markers only).
     """
     events: list[tuple[datetime, int, Any]] = [(start, 0, None)]
     events += [(at, 1, (asset, price)) for asset, path in paths.items() for at, price in path]
@@ -154,8 +163,9 @@ def value_series(
             value = _value(budget, pnl, prices)
             if value is not None:
                 series.fills.append(ChartFill(at, payload.fill.side, value))
-            continue
-        if kind == 1:
+            if not fill_points:
+                continue
+        elif kind == 1:
             asset, price = payload
             prices[asset] = price
         value = budget if pnl is None else _value(budget, pnl, prices)
@@ -241,7 +251,8 @@ class ChartService:
             taker = max(taker, info.taker_fee or ZERO)
             paths[asset] = price_path(candles, timeframe, start, now)
             last[asset] = figures.prices.get(asset) or await self._last_price(account.venue, symbol)
-            starts[asset] = start_price(candles, timeframe, start) or _first_fill_price(fills, asset) or last[asset]
+            first = next((f for f in fills if f.symbol.split("/")[0] == asset), None)
+            starts[asset] = start_price(candles, timeframe, start, first) or last[asset]
             if starts[asset] is None or last[asset] is None:
                 raise UserError(f"Could not read {symbol.split(':')[0]}'s price from {venue_name(account.venue)} "
                                 "now; try again in a minute.")
@@ -249,7 +260,7 @@ class ChartService:
             raise UserError("Could not read the price of what this strategy holds now; try again in a minute.")
         hold = buy_and_hold(strategy.budget, _weights(strategy, markets), starts, taker)
         series = value_series(budget=strategy.budget, quote=strategy.quote, start=start, fills=fills, paths=paths,
-                              start_prices=starts, hold=hold)
+                              start_prices=starts, hold=hold, fill_points=len(fills) <= MAX_POINTS)
         at_now = max(now, series.times[-1]) if series.times else now
         series.times.append(at_now)
         series.values.append(figures.value)
@@ -345,10 +356,6 @@ def _rebalance_weights(strategy: Strategy) -> dict[str, Decimal]:
 
 def _state(strategy: Strategy) -> str:
     return STATES.get(strategy.status, strategy.status)
-
-
-def _first_fill_price(fills: Sequence[StrategyFill], asset: str) -> Decimal | None:
-    return next((f.fill.price for f in fills if f.symbol.split("/")[0] == asset), None)
 
 
 def _label(strategy: Strategy) -> str:
