@@ -204,3 +204,19 @@ async def test_the_daily_summary_brings_the_chart_of_the_largest_strategy_when_a
     alerts = await strata.runtime.store.outbox.list_for_chat(USER)
     assert [a.has_photo for a in alerts if a.kind == "summary"][-1], "queued as a photo alert"
     assert await strata.runtime.store.outbox.photo(alerts[-1].id) is None, "no picture kept once sent"
+
+
+async def test_the_chart_picker_pages_ten_strategies_at_a_time(strata, fake_exchanges):
+    flat_minutes(fake_exchanges.books["binance"], "BTC/USDT", "50000")
+    await connect_account(strata, fake_exchanges, "binance")
+    for _ in range(11):
+        await allocate_one_line(strata, "/allocate binance grid 100 BTC/USDT low=30000 high=35000 levels=2")
+    await strata.send(USER, "/chart")
+    picker = await strata.next_reply(USER, contains="Which strategy's chart? (page 1 of 2)")
+    assert len(picker.buttons) == 11 and picker.button_texts[-1] == "page 2 ▶"
+    await strata.press(USER, picker, "page 2 ▶")
+    second = await strata.next_reply(USER, contains="(page 2 of 2)")
+    assert second.message_id == picker.message_id
+    assert second.button_texts == ["📈 #11 Grid BTC/USDT", "◀ page 1"], second.button_texts
+    await strata.press(USER, second, 0)
+    assert "#11 Grid" in (await next_photo(strata)).plain_text
