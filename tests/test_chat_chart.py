@@ -220,3 +220,39 @@ async def test_the_chart_picker_pages_ten_strategies_at_a_time(strata, fake_exch
     assert second.button_texts == ["📈 #11 Grid BTC/USDT", "◀ page 1"], second.button_texts
     await strata.press(USER, second, 0)
     assert "#11 Grid" in (await next_photo(strata)).plain_text
+
+
+async def test_a_futures_position_and_a_rebalance_basket_are_charted_at_the_worth_status_shows(
+    strata, fake_exchanges
+):
+    futures, spot = fake_exchanges.books["binanceusdm"], fake_exchanges.books["binance"]
+    flat_minutes(futures, "BTC/USDT:USDT", "50000")
+    flat_minutes(spot, "BTC/USDT", "50000")
+    flat_minutes(spot, "ETH/USDT", "2000")
+    _, futures_key = await connect_with_key(strata, fake_exchanges, "binanceusdm")
+    await connect_account(strata, fake_exchanges, "binance")
+    await allocate_one_line(strata, "/allocate binanceusdm dca 200 BTC/USDT every=1d amount=60")
+    await strata.next_reply(USER, contains="Opened long", timeout=15)
+    await allocate_one_line(strata, "/allocate binance rebalance 300 USDT weights=BTC:50,ETH:50")
+    await strata.next_reply(USER, contains="Bought", timeout=15)
+    await strata.next_reply(USER, contains="Bought", timeout=15)
+    future, basket = await strata.runtime.store.strategies.list_for_user(USER)
+    futures.set_price("BTC/USDT:USDT", "52000")
+    spot.set_price("ETH/USDT", "2100")
+    strata.runtime.gateway.market_data.invalidate()
+
+    for strategy, budget in ((future, 200), (basket, 300)):
+        await strata.send(USER, f"/status {strategy.id}")
+        status = (await strata.next_reply(USER, contains="P&amp;L net of fees")).plain_text
+        await strata.send(USER, f"/chart {strategy.id}")
+        caption = (await next_photo(strata)).plain_text
+        worth = budget + figure(status, "realised") + figure(status, "unrealised")  # each to the cent
+        assert abs(signed(caption, r"Value now ([\d,.]+) USDT") - worth) <= CENT, (status, caption)
+        if strategy is future:  # independently: the venue's position at its mark, less the fee it took
+            (opened,) = futures.trades(futures_key, "BTC/USDT:USDT")
+            value = 200 + opened.amount * (futures.mark_price("BTC/USDT:USDT") - opened.price) - opened.fee
+            assert signed(caption, r"Value now ([\d,.]+) USDT") == cents(value), caption
+    # Buy & hold of the basket: 150 USDT into each coin at its start price (its first buy's), one taker fee.
+    taker = spot.markets["BTC/USDT"].taker_fee
+    hold = 150 * (1 - taker) / 50000 * 50000 + 150 * (1 - taker) / 2000 * 2100 - 300
+    assert signed(caption, r"Buy & hold: ([+-]?[\d,.]+) USDT") == cents(hold), caption
