@@ -88,6 +88,7 @@ class Runtime:
         self.vault = await open_vault(self.settings, self.store)
         await self.store.migrate()
         self.gateway = ExchangeGateway.from_settings(self.settings)
+        self.gateway.attach_paper(self.store.paper)
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()
         self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)

@@ -36,7 +36,7 @@ from bot.formatting import amount, money, percent, price
 from bot.services.errors import UserError
 from bot.services.reports import ProfitReport, ProfitTotal, StrategyProfit
 from bot.services.settings import DEFAULT_SUMMARY_HOUR
-from bot.strategies.naming import list_label
+from bot.strategies.naming import list_title
 from bot.timezones import DEFAULT_ZONE, zone
 from storage.strategies import STOPPED
 
@@ -285,7 +285,7 @@ class DailySummary:
         shown = {s.id for s in totals.strategies}
         return tuple(
             StrategyProfit(
-                id=s.id, title=list_label(s.kind, s.id, s.symbol, s.params, s.name), symbol=s.symbol, quote=s.quote,
+                id=s.id, title=list_title(s), symbol=s.symbol, quote=s.quote,
                 status=s.status, budget=s.budget, futures=is_contract(s.symbol), fills=0, realised=ZERO, fees=ZERO,
                 unrealised=ZERO, positions=(),
             )

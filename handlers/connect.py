@@ -3,6 +3,8 @@
     /connect ──► [venue buttons] ──► API key message ──► secret message ──► checking ──► stored | refused
     /connect replace <label> or the /accounts button ──► API key message ──► … ──► key replaced | refused
         any step: /cancel or 5 minutes without finishing ──► nothing stored
+    /connect ──► "Paper" ──► [price source buttons] ──► Paper account opened (no key)
+    /connect paper <binance|kraken> [amount] ──► Paper account opened
 
 Edited messages count too: editing any message into a key during the intake gets it deleted like a new one.
 
@@ -12,20 +14,23 @@ The state lives in `bot.services.intake` (process memory), never in `context.use
 from __future__ import annotations
 
 import logging
+from decimal import Decimal, InvalidOperation
 
 from telegram import Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
-from bot.exchanges.venues import adapter, connectable
+from bot.exchanges.venues import adapter, connectable, paper_venues
+from bot.exchanges.venues.paper import DEFAULT_FUNDS, PAPER
+from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.redaction import register_possible_secret
 from bot.secret import Credentials, Secret
 from bot.services.errors import UserError
 from bot.services.intake import Intake, IntakeBook, Step, looks_like_key
 from bot.venues import venue_name
 from handlers.common import Context, answer_and_edit, callback_int, esc, is_private, keyboard, reply, runtime
-from handlers.render import connected_text, replaced_text
+from handlers.render import connected_text, paper_opened_text, replaced_text
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +41,37 @@ NOT_DELETED = (
 
 
 def venue_keyboard():
-    return keyboard([[(venue_name(v), f"connect:venue:{v}")] for v in connectable()] + [[("Cancel", "connect:cancel")]])
+    rows = [[(venue_name(v), f"connect:venue:{v}")] for v in connectable()]
+    if paper_venues():
+        rows.append([("Paper", "connect:paper")])
+    return keyboard([*rows, [("Cancel", "connect:cancel")]])
+
+
+def paper_keyboard():
+    return keyboard(
+        [[(venue_name(v.market_venue), f"connect:paper:{v.market_venue}")] for v in paper_venues()]
+        + [[("Cancel", "connect:cancel")]]
+    )
+
+
+PAPER_USAGE = (
+    "Usage: /connect paper &lt;{sources}&gt; [amount] — a Paper account on that exchange's live prices, "
+    "with {funds} of simulated money unless you give an amount, e.g. /connect paper {first} 5000"
+)
+
+
+def _paper_usage() -> str:
+    sources = [v.market_venue for v in paper_venues()]
+    return PAPER_USAGE.format(sources="|".join(sources), funds=f"{DEFAULT_FUNDS:,}", first=sources[0])
+
+
+def _paper_venue(source: str) -> str | None:
+    """The Paper venue trading on `source` (`binance`, `kraken`; its human name too), or None."""
+    wanted = source.strip().lower()
+    for venue in paper_venues():
+        if wanted in (venue.market_venue, venue_name(venue.market_venue).lower()):
+            return venue.id
+    return None
 
 
 async def connect(update: Update, context: Context) -> None:
@@ -66,6 +101,9 @@ async def connect(update: Update, context: Context) -> None:
         return
     rt = runtime(context)
     user_id = update.effective_user.id
+    if context.args and context.args[0].lower() == PAPER:
+        await _paper_command(update, context)
+        return
     if context.args:
         await _replace_command(update, context)
         return
@@ -83,6 +121,69 @@ async def connect(update: Update, context: Context) -> None:
         reply_markup=venue_keyboard(),
     )
     intake.menu_message_id = message.message_id
+
+
+async def _paper_command(update: Update, context: Context) -> None:
+    """`/connect paper <binance|kraken> [amount]`: open a Paper account at once."""
+    args = context.args[1:]
+    venue = _paper_venue(args[0]) if args else None
+    funds = None
+    if venue is not None and len(args) == 2:
+        funds = _amount(args[1])
+    if venue is None or len(args) > 2 or (len(args) == 2 and funds is None):
+        await reply(update, _paper_usage())
+        return
+    await reply(update, await _open_paper(update, context, venue, funds))
+
+
+def _amount(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text.replace(",", "").replace("_", ""))
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+async def _open_paper(update: Update, context: Context, venue: str, funds: Decimal | None) -> str:
+    rt = runtime(context)
+    source = adapter(venue).market_venue
+    if rt.settings.sandbox and not adapter(source).testnet:
+        return (
+            f"{venue_name(source)} has no testnet, and this bot runs in testnet mode (STRATA_SANDBOX=1): a Paper "
+            "account cannot use its prices here."
+        )
+    try:
+        opened = await rt.accounts.connect_paper(update.effective_user.id, update.effective_chat.id, venue, funds)
+    except UserError as exc:
+        return f"❌ {esc(exc.message)}"
+    return paper_opened_text(opened)
+
+
+async def choose_paper(update: Update, context: Context) -> None:
+    """The "Paper" button, then its price-source buttons (`connect:paper` → `connect:paper:<source>`)."""
+    query = update.callback_query
+    await query.answer()
+    rt = runtime(context)
+    intake = rt.intakes.get(update.effective_user.id)
+    if intake is None or intake.step is not Step.VENUE:
+        await answer_and_edit(update, "This menu has expired. Send /connect to start again.")
+        return
+    source = query.data.split(":")[2] if query.data.count(":") == 2 else None
+    if source is None:
+        await answer_and_edit(
+            update,
+            f"{PAPER_MARK} <b>account</b>: strategies trade with simulated money ({DEFAULT_FUNDS:,} in the "
+            "exchange's quote currency) on a real exchange's <b>live public prices</b>, with its fees and "
+            "minimums. No key needed, nothing real is bought or sold.\nWhich exchange's prices?",
+            paper_keyboard(),
+        )
+        return
+    rt.intakes.clear(intake.user_id)
+    venue = _paper_venue(source)
+    if venue is None:
+        await answer_and_edit(update, "This menu has expired. Send /connect to start again.")
+        return
+    await answer_and_edit(update, await _open_paper(update, context, venue, None))
 
 
 REPLACE_USAGE = "Usage: /connect replace &lt;label&gt; — give an account a new API key; its strategies are kept."
@@ -298,5 +399,6 @@ def handlers(intakes: IntakeBook) -> list[tuple[int, object]]:
         (0, CommandHandler("connect", connect)),
         (0, CallbackQueryHandler(replace_button, pattern=r"^connect:replace:")),
         (0, CallbackQueryHandler(choose_venue, pattern=r"^connect:venue:")),
+        (0, CallbackQueryHandler(choose_paper, pattern=r"^connect:paper(:|$)")),
         (0, CallbackQueryHandler(cancel_button, pattern=r"^connect:cancel$")),
     ]

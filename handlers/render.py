@@ -6,11 +6,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from bot.engine.figures import Precision, budget_text, fee_text, holdings_text, pnl_text
+from bot.exchanges.venues import adapter
+from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.formatting import amount as fmt_amount
 from bot.formatting import money, number, percent
 from bot.formatting import price as fmt_price
 from bot.services.accounts import AccountView, AssetValue, Connected, LeftOpen, valuation_quote
 from bot.services.positions import PositionView
+from bot.venues import venue_name
 from handlers.common import esc
 
 
@@ -90,6 +93,19 @@ def connected_text(result: Connected) -> str:
     if view.testnet:
         lines.append("🧪 Testnet account: the withdraw permission could not be checked there.")
     lines.append("Next: /allocate a budget to a strategy (/strategies lists them).")
+    return "\n".join(lines)
+
+
+def paper_opened_text(result: Connected) -> str:
+    view = result.account
+    lines = [
+        f"✅ {PAPER_MARK} account <b>{esc(view.label)}</b> opened: simulated money, filled on "
+        f"{esc(venue_name(adapter(view.venue).market_venue))}'s live public prices with its fees and minimums.",
+        "Balance:",
+        *balances_lines(view.balances, valuation_quote(view.venue)),
+        "Nothing on it is real money, and every message about it says Paper.",
+        f"Next: /allocate {esc(view.label)} … a budget to a strategy (/strategies lists them).",
+    ]
     return "\n".join(lines)
 
 

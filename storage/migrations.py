@@ -167,6 +167,54 @@ MIGRATIONS: list[str] = [
         fetched_at TEXT NOT NULL
     );
     """,
+    # Paper accounts: balances, orders and fills kept by Strata itself (bot/exchanges/paper.py), decimal strings.
+    """
+    CREATE TABLE paper_balances (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        asset      TEXT NOT NULL,
+        free       TEXT NOT NULL,
+        used       TEXT NOT NULL,
+        PRIMARY KEY (account_id, asset)
+    );
+    CREATE TABLE paper_orders (
+        account_id      INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id              TEXT NOT NULL,
+        client_order_id TEXT,
+        symbol          TEXT NOT NULL,
+        side            TEXT NOT NULL,
+        type            TEXT NOT NULL,
+        amount          TEXT NOT NULL,
+        price           TEXT,
+        status          TEXT NOT NULL,              -- open | closed | canceled
+        filled          TEXT NOT NULL,
+        cost            TEXT NOT NULL,
+        average         TEXT,
+        fee             TEXT NOT NULL,
+        fee_currency    TEXT,
+        reserved_asset  TEXT,
+        reserved        TEXT NOT NULL,
+        created_ms      INTEGER NOT NULL,
+        updated_ms      INTEGER NOT NULL,
+        PRIMARY KEY (account_id, id),
+        UNIQUE (account_id, client_order_id)
+    );
+    CREATE INDEX paper_orders_open ON paper_orders (account_id, status);
+    CREATE TABLE paper_trades (
+        account_id   INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        id           TEXT NOT NULL,
+        order_id     TEXT NOT NULL,
+        symbol       TEXT NOT NULL,
+        side         TEXT NOT NULL,
+        price        TEXT NOT NULL,
+        amount       TEXT NOT NULL,
+        cost         TEXT NOT NULL,
+        fee          TEXT NOT NULL,
+        fee_currency TEXT NOT NULL,
+        maker        INTEGER NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        PRIMARY KEY (account_id, id)
+    );
+    """,
     # A photo sent with an alert (the daily summary's chart, PNG bytes; the alert's text is its caption),
     #    cleared once Telegram accepted it so the outbox keeps no pictures.
     """

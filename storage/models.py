@@ -85,6 +85,7 @@ class Strategy:
     created_at: datetime
     name: str | None = None  # the user's optional name for it (name= at /allocate)
     paused_by: str | None = None  # a paused strategy's pauser: user | panic | engine (storage.strategies)
+    venue: str | None = None  # its account's venue (read with it; not a column of its own)
 
 
 @dataclass(frozen=True)
@@ -186,3 +187,46 @@ class BalanceSnapshot:
     assets: tuple[StoredAsset, ...]
     positions: tuple[StoredPosition, ...] | None  # None: not read with these balances (a spot account, /connect)
     fetched_at: datetime
+
+
+@dataclass(frozen=True)
+class PaperOrder:
+    """An order of a Paper account, kept by Strata (`bot.exchanges.paper` fills it on public prices)."""
+
+    account_id: int
+    id: str
+    client_order_id: str | None
+    symbol: str
+    side: str  # "buy" | "sell"
+    type: str  # "market" | "limit"
+    amount: Decimal
+    price: Decimal | None
+    status: str  # "open" | "closed" | "canceled"
+    filled: Decimal
+    cost: Decimal
+    average: Decimal | None
+    fee: Decimal
+    fee_currency: str | None
+    #: What a resting order holds back from `free` (quote for a buy, base for a sell) until it fills or ends.
+    reserved_asset: str | None
+    reserved: Decimal
+    created_ms: int
+    updated_ms: int
+
+
+@dataclass(frozen=True)
+class PaperTrade:
+    """One fill of a Paper order."""
+
+    account_id: int
+    id: str
+    order_id: str
+    symbol: str
+    side: str
+    price: Decimal
+    amount: Decimal
+    cost: Decimal
+    fee: Decimal
+    fee_currency: str
+    maker: bool
+    at_ms: int

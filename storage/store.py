@@ -12,6 +12,7 @@ from storage.migrations import migrate
 from storage.order_watches import OrderWatchRepository
 from storage.orders import OrderRepository
 from storage.outbox import OutboxRepository
+from storage.paper import PaperRepository
 from storage.strategies import StrategyRepository
 from storage.users import UserRepository
 
@@ -26,6 +27,7 @@ class Store:
     orders: OrderRepository
     order_watches: OrderWatchRepository
     balances: BalanceRepository
+    paper: PaperRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -36,7 +38,7 @@ class Store:
         return cls(
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
-            balances=BalanceRepository(db),
+            balances=BalanceRepository(db), paper=PaperRepository(db),
         )
 
     async def migrate(self) -> int:

@@ -51,13 +51,13 @@ class StrategyRepository:
         )
 
     async def get(self, strategy_id: int, tx: Transaction | None = None) -> Strategy | None:
-        sql, params = "SELECT * FROM strategies WHERE id = ?", (strategy_id,)
+        sql, params = _SELECT + " WHERE id = ?", (strategy_id,)
         row = await (tx.fetchone(sql, params) if tx is not None else self._db.fetchone(sql, params))
         return _strategy(row) if row else None
 
     async def get_with_note(self, strategy_id: int) -> tuple[Strategy, str | None] | None:
         """The strategy and its last status line, in one read (the engine's run reads both)."""
-        row = await self._db.fetchone("SELECT * FROM strategies WHERE id = ?", (strategy_id,))
+        row = await self._db.fetchone(_SELECT + " WHERE id = ?", (strategy_id,))
         return (_strategy(row), row["note"]) if row else None
 
     async def get_many_with_notes(self, strategy_ids: list[int]) -> dict[int, tuple[Strategy, str | None]]:
@@ -66,32 +66,32 @@ class StrategyRepository:
         for start in range(0, len(strategy_ids), 500):
             chunk = strategy_ids[start : start + 500]
             marks = ", ".join("?" for _ in chunk)
-            rows = await self._db.fetchall(f"SELECT * FROM strategies WHERE id IN ({marks})", chunk)  # noqa: S608
+            rows = await self._db.fetchall(f"{_SELECT} WHERE id IN ({marks})", chunk)
             result.update({row["id"]: (_strategy(row), row["note"]) for row in rows})
         return result
 
     async def get_owned(self, user_id: int, strategy_id: int) -> Strategy | None:
         """The strategy if and only if it belongs to `user_id` (ownership is checked in SQL)."""
         row = await self._db.fetchone(
-            "SELECT * FROM strategies WHERE id = ? AND user_id = ?", (strategy_id, user_id)
+            _SELECT + " WHERE id = ? AND user_id = ?", (strategy_id, user_id)
         )
         return _strategy(row) if row else None
 
     async def list_for_user(self, user_id: int, statuses: Iterable[str] | None = None) -> list[Strategy]:
-        sql, params = _with_statuses("SELECT * FROM strategies WHERE user_id = ?", [user_id], statuses)
+        sql, params = _with_statuses(_SELECT + " WHERE user_id = ?", [user_id], statuses)
         rows = await self._db.fetchall(sql + " ORDER BY id", params)
         return [_strategy(r) for r in rows]
 
     async def list_for_account(
         self, account_id: int, statuses: Iterable[str] | None = None, tx: Transaction | None = None
     ) -> list[Strategy]:
-        sql, params = _with_statuses("SELECT * FROM strategies WHERE account_id = ?", [account_id], statuses)
+        sql, params = _with_statuses(_SELECT + " WHERE account_id = ?", [account_id], statuses)
         sql += " ORDER BY id"
         rows = await (tx.fetchall(sql, params) if tx is not None else self._db.fetchall(sql, params))
         return [_strategy(r) for r in rows]
 
     async def list_by_status(self, statuses: Iterable[str]) -> list[Strategy]:
-        sql, params = _with_statuses("SELECT * FROM strategies WHERE 1 = 1", [], statuses)
+        sql, params = _with_statuses(_SELECT + " WHERE 1 = 1", [], statuses)
         rows = await self._db.fetchall(sql + " ORDER BY id", params)
         return [_strategy(r) for r in rows]
 
@@ -213,6 +213,11 @@ def _with_statuses(sql: str, params: list[Any], statuses: Iterable[str] | None) 
     return sql + f" AND status IN ({', '.join('?' for _ in states)})", params + states
 
 
+#: Every strategy read carries its account's venue, so whatever shows it can say which venue it trades on
+#: (a Paper strategy's every message is marked) without a second read.
+_SELECT = "SELECT *, (SELECT a.venue FROM accounts a WHERE a.id = strategies.account_id) AS venue FROM strategies"
+
+
 def _strategy(row) -> Strategy:
     return Strategy(
         id=row["id"],
@@ -235,5 +240,6 @@ def _strategy(row) -> Strategy:
         created_at=from_iso(row["created_at"]),
         name=row["name"],
         paused_by=row["paused_by"],
+        venue=row["venue"],
     )
 

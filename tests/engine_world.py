@@ -112,6 +112,7 @@ async def open_world(
         settings, budgets=budgets, timeout_ms=timeout_ms,
         retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05),
     )
+    gateway.attach_paper(store.paper)
     notifier = CountingNotifier()
     kwargs: dict[str, Any] = {"jitter_seconds": jitter_seconds}
     if clock is not None:

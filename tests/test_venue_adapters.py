@@ -10,14 +10,18 @@ from decimal import Decimal
 
 import pytest
 
-from bot.exchanges.venues import adapter, adapters, binance, connectable, find, register, unregister
+from bot.exchanges.venues import adapter, adapters, binance, connectable, find, paper_venues, register, unregister
 from tests.chat_helpers import USER, send_key_pair
 from tests.chat_helpers import register as register_key
 
 
 def test_the_registry_offers_the_three_venues_in_button_order_with_their_names():
     assert connectable() == ("binance", "binanceusdm", "kraken")
-    assert [a.name for a in adapters()] == ["Binance Spot", "Binance Futures", "Kraken"]
+    assert [a.name for a in adapters() if not a.simulated] == ["Binance Spot", "Binance Futures", "Kraken"]
+    # Paper trades on the spot venues' prices, behind its own button; its labels are `paper`, `paper-2`…
+    assert [(p.id, p.market_venue, p.label) for p in paper_venues()] == [
+        ("paper:binance", "binance", "paper"), ("paper:kraken", "kraken", "paper")
+    ]
     assert find("nope") is None
     with pytest.raises(KeyError):
         adapter("nope")

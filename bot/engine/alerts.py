@@ -15,14 +15,14 @@ from bot.exchanges.errors import AUTH_REJECTED
 from bot.formatting import amount as fmt_amount
 from bot.formatting import money
 from bot.formatting import price as fmt_price
-from bot.strategies.naming import strategy_label
+from bot.strategies.naming import title
 from bot.venues import FUTURES_LEVERAGE
 from storage.models import Order, Strategy
 from storage.orders import CLOSED
 
 
 def strategy_name(strategy: Strategy) -> str:
-    return strategy_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+    return title(strategy)
 
 
 def finished_reason(note: str | None) -> str | None:

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from bot.exchanges.paper import PaperCredentials
+from bot.exchanges.venues import adapter
 from bot.redaction import register_secret
 from bot.secret import Credentials
 from storage.models import Account, Order
@@ -132,7 +134,9 @@ class EngineContext:
         self._accounts.pop(account_id, None)
 
     async def credentials(self, account: Account) -> Credentials:
-        """The account's API key pair, unsealed on first use and kept in memory."""
+        """The account's API key pair, unsealed on first use and kept in memory (a Paper account: its book)."""
+        if adapter(account.venue).simulated:
+            return PaperCredentials(account.id)
         creds = self._credentials.get(account.id)
         if creds is None:
             sealed = await self.store.accounts.credential(account.id)

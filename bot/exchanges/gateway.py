@@ -8,6 +8,10 @@ retried blindly; its failure is marked `outcome_unknown` and the caller reconcil
 
 Market data goes through `MarketDataCache` (one request per key per candle / round); markets are loaded
 once per venue and shared by every pooled instance.
+
+A simulated venue (Paper) reads its source venue's markets and prices through the same paths and cache, and
+its private calls go to a `PaperExchange` (`bot.exchanges.paper`) instead of a key-bound ccxt instance: the
+same ccxt methods and shapes, no request at all.
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ from bot.exchanges.models import (
     position_from_ccxt,
     trade_from_ccxt,
 )
+from bot.exchanges.paper import PaperDesk
 from bot.exchanges.rate_budget import BudgetWait, trading_call
-from bot.exchanges.venues import adapter
+from bot.exchanges.venues import adapter, find
 from bot.secret import Credentials
 
 T = TypeVar("T")
@@ -75,6 +80,14 @@ class ExchangeGateway:
         self._markets_loaded: set[str] = set()
         #: (venue, symbol) → (the markets dict it was read from, its MarketInfo); a reload makes a new dict.
         self._market_info: dict[tuple[str, str], tuple[Any, MarketInfo]] = {}
+        #: Paper accounts' books and matching; set by `attach_paper` once the main database is open.
+        self.paper: PaperDesk | None = None
+
+    def attach_paper(self, books: Any) -> None:
+        """Serve Paper accounts from `books` (`storage.paper.PaperRepository`), priced by this gateway's cache."""
+        self.paper = PaperDesk(
+            books, ticker=lambda venue, symbol: self.market_data.ticker(venue, symbol, None), markets=self._master
+        )
 
     @classmethod
     def from_settings(cls, settings: Any, **kwargs: Any) -> ExchangeGateway:
@@ -89,7 +102,15 @@ class ExchangeGateway:
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _source(venue: str) -> str:
+        """The venue whose public data `venue` uses: itself, or a Paper venue's price source."""
+        known = find(venue)
+        return known.market_venue if known is not None else venue
+
     async def _public(self, venue: str, op: Callable[[Any], Awaitable[T]]) -> T:
+        venue = self._source(venue)
+
         async def attempt() -> T:
             return await op(await self.pool.master(venue))
 
@@ -105,6 +126,13 @@ class ExchangeGateway:
         *,
         retry_on: frozenset[Action] = frozenset({Action.RETRY, Action.BACKOFF}),
     ) -> T:
+        if adapter(venue).simulated:
+            if self.paper is None:
+                raise RuntimeError("Paper accounts need ExchangeGateway.attach_paper at start-up")
+            paper = self.paper.exchange(adapter(venue), creds)
+            return await call_with_retry(lambda: op(paper), venue, policy=self._retry, retry_on=retry_on,
+                                         sleep=self._sleep)
+
         async def attempt() -> T:
             while True:
                 try:
@@ -141,13 +169,14 @@ class ExchangeGateway:
         """Load the venue's markets once (shared by every instance); `reload` refreshes them."""
 
         async def op(_master: Any) -> None:
-            await self.pool.load_markets(venue, reload=reload)
+            await self.pool.load_markets(self._source(venue), reload=reload)
 
         await self._public(venue, op)
 
     async def _master(self, venue: str) -> Any:
         # Once loaded, markets stay shared in the pool: later calls skip the retry wrapper. Every strategy
         # run asks for its market, and bench/engine.py measured that wrapper at ~15 % of the loop's CPU.
+        venue = self._source(venue)
         if venue not in self._markets_loaded:
             await self.load_markets(venue)
             self._markets_loaded.add(venue)
@@ -216,11 +245,11 @@ class ExchangeGateway:
 
     async def fetch_ticker(self, venue: str, symbol: str, round_id: int | None = None) -> Ticker:
         """Ticker through the cache: one request per (venue, symbol) per round (or per second)."""
-        return await self.market_data.ticker(venue, symbol, round_id)
+        return await self.market_data.ticker(self._source(venue), symbol, round_id)
 
     async def fetch_ohlcv(self, venue: str, symbol: str, timeframe: str, limit: int = 100) -> Candles:
         """Closed candles and the open one, through the cache (valid until the open candle closes)."""
-        return await self.market_data.ohlcv(venue, symbol, timeframe, limit)
+        return await self.market_data.ohlcv(self._source(venue), symbol, timeframe, limit)
 
     # --- account --------------------------------------------------------------------------------------------
 

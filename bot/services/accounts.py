@@ -23,14 +23,17 @@ from decimal import Decimal
 
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.key_check import KeyCheck, KeyChecker, KeyRejected, check_api_key_format, check_format
+from bot.exchanges.paper import PaperCredentials
 from bot.exchanges.rate_budget import charged_to
-from bot.exchanges.venues import adapter, adapters, connectable, find
+from bot.exchanges.venues import adapter, adapters, connectable, find, paper_venues
+from bot.exchanges.venues.paper import DEFAULT_FUNDS, MAX_FUNDS
+from bot.formatting import money
 from bot.redaction import register_secret
 from bot.secret import Credentials
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, stored_position_view
 from bot.vault import CredentialUnreadable, Vault
-from bot.venues import next_label, venue_name
+from bot.venues import next_label, reserved_labels, venue_name
 from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
 from storage.models import Account, BalanceSnapshot, Order, StoredAsset, StoredPosition, utcnow
 from storage.orders import LIVE, UNCONFIRMED
@@ -191,6 +194,35 @@ class AccountService:
         await self._store.balances.save(account.id, _stored(balances), None, utcnow())
         return Connected(account=_view(account, balances[:TOP_ASSETS]), warnings=tuple(check.warnings))
 
+    async def connect_paper(self, user_id: int, chat_id: int, venue: str, funds: Decimal | None = None) -> Connected:
+        """Open a Paper account on `venue`'s prices (`paper:binance`…), funded with `funds` of its quote.
+
+        No key, so nothing to check or encrypt: the account and its opening balance are written in one
+        transaction, and its orders are filled by `bot.exchanges.paper` from then on."""
+        known = find(venue)
+        if known is None or not known.simulated:
+            *others, last = (v.market_venue for v in paper_venues())
+            raise UserError(f"Pick the prices a Paper account trades on: {', '.join(others)} or {last}.")
+        await self.check_can_connect(user_id)
+        funds = DEFAULT_FUNDS if funds is None else funds
+        if not funds.is_finite() or not 0 < funds <= MAX_FUNDS:
+            raise UserError(
+                f"A Paper account starts with more than 0 and at most {money(MAX_FUNDS, known.funding_asset)}."
+            )
+        funds = funds.quantize(Decimal("0.01"))
+        await self._store.users.upsert(user_id, chat_id)
+        label = next_label(venue, await self._store.accounts.labels_for_user(user_id))
+        async with self._store.db.transaction() as tx:
+            account_id = await self._store.accounts.create(
+                tx, user_id=user_id, venue=venue, label=label, permissions=("paper",)
+            )
+            await self._store.paper.fund(tx, account_id, known.funding_asset, funds)
+        logger.info("user %s opened paper account %s (%s) on %s", user_id, account_id, label, known.market_venue)
+        account = await self._store.accounts.get(account_id)
+        balances = await self._valued(venue, {known.funding_asset: funds})
+        await self._store.balances.save(account.id, _stored(balances), None, utcnow())
+        return Connected(account=_view(account, balances[:TOP_ASSETS]), warnings=())
+
     async def check_can_connect(self, user_id: int) -> None:
         """Refuse a new account beyond STRATA_MAX_ACCOUNTS_PER_USER (asked before the key is even sent)."""
         if await self._store.accounts.count_for_user(user_id) >= self.max_accounts:
@@ -282,6 +314,8 @@ class AccountService:
         """Fingerprint the keys of accounts connected before fingerprints existed (start-up; cheap, local)."""
         done = 0
         for account in await self._store.accounts.without_key_ref():
+            if adapter(account.venue).simulated:  # a Paper account has no key to fingerprint
+                continue
             try:
                 creds = await self.credentials(account)
             except CredentialUnreadable:
@@ -430,6 +464,8 @@ class AccountService:
         return await self._store.accounts.by_label(user_id, label)
 
     async def credentials(self, account: Account) -> Credentials:
+        if adapter(account.venue).simulated:  # no key: its book stands for it
+            return PaperCredentials(account.id)
         sealed = await self._store.accounts.credential(account.id)
         if sealed is None:
             raise CredentialUnreadable(f"account {account.id} has no stored credential")
@@ -443,7 +479,7 @@ class AccountService:
         label = new_label.strip()
         if not label or len(label) > 32 or not all(c.isalnum() or c in "-_" for c in label):
             raise UserError("A label is 1–32 letters, digits, '-' or '_'.")
-        if label in connectable() and label != account.venue:
+        if label in reserved_labels() and label not in (account.venue, adapter(account.venue).label):
             raise UserError("A label cannot be another exchange's id.")
         if label in await self._store.accounts.labels_for_user(user_id) and label != account.label:
             raise UserError(f"You already have an account labelled {label}.")

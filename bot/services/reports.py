@@ -22,7 +22,7 @@ from bot.services.accounts import AccountService, valuation_quote
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, mark_price, position_of
 from bot.services.strategies import _venue_symbol
-from bot.strategies.naming import list_label
+from bot.strategies.naming import list_title
 from storage.models import Account, Strategy
 from storage.orders import StrategyFill
 from storage.strategies import STOPPED
@@ -375,7 +375,7 @@ class ReportService:
 
 def _title(strategy: Strategy) -> str:
     """How lists call a strategy, as /status does: `#1 DCA BTC/USDT “name”` (`naming.list_label`)."""
-    return list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+    return list_title(strategy)
 
 
 def _account_balance(view, strategies: list[Strategy], pnls, positions) -> AccountBalance:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.services.errors import UserError
-from bot.strategies.naming import strategy_label
+from bot.strategies.naming import title
 from bot.timezones import DEFAULT_ZONE, UnknownZone, canonical
 from bot.timezones import zone as zone_of
 from storage.models import from_iso
@@ -47,7 +47,7 @@ class SettingsService:
         strategies = await self._store.strategies.list_for_user(user_id, ("active", "paused", "finished"))
         return UserSettings(
             strategies=tuple(
-                StrategyAlerts(s.id, strategy_label(s.kind, s.id, s.symbol, s.params, s.name), s.alerts)
+                StrategyAlerts(s.id, title(s), s.alerts)
                 for s in strategies
             ),
             summary=bool(settings.get("summary", False)),

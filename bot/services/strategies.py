@@ -34,7 +34,7 @@ from bot.services.positions import PositionView, mark_price, position_of
 from bot.strategies import STRATEGIES, get_strategy
 from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
 from bot.strategies.grid import level_prices
-from bot.strategies.naming import clean_name, list_label, strategy_label
+from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import FUTURES_LEVERAGE, venue_name
 from storage.models import Account, Strategy
@@ -654,7 +654,7 @@ class StrategyService:
             per_level = await self._check_new_budget(account, strategy, new_budget)
         return EditPreview(
             token=token, user_id=strategy.user_id, strategy_id=strategy.id,
-            label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
+            label=list_title(strategy),
             quote=strategy.quote, budget=strategy.budget, new_budget=new_budget, name=strategy.name,
             new_name=new_name, used=used, reserved=reserved, minimum=_round_up_for_display(minimum),
             maximum=_round_down_for_display(maximum) if maximum is not None else None, per_level=per_level,
@@ -757,7 +757,7 @@ class StrategyService:
             next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
             fill_poll_seconds=self._engine.effective_poll_interval,
             dust=_dust(strategy), name=strategy.name,
-            label=list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name),
+            label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
         )
 
@@ -835,7 +835,7 @@ class StrategyService:
         skipped: list[tuple[str, str]] = []
         accounts = {a.id: a for a in await self._store.accounts.list_for_user(user_id)}
         for strategy in await self._store.strategies.list_for_user(user_id, (PAUSED,)):
-            label = list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+            label = list_title(strategy)
             account = accounts.get(strategy.account_id)
             if strategy.paused_by == USER:
                 skipped.append((label, f"you paused it yourself: /resume {strategy.id}"))
@@ -1116,11 +1116,11 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 
 def _title(strategy: Strategy) -> str:
-    return strategy_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+    return title(strategy)
 
 
 def _list_title(strategy: Strategy) -> str:
-    return list_label(strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name)
+    return list_title(strategy)
 
 
 def _current_note(status: str, note: str | None) -> str | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bot.exchanges.venues import find
+
 KIND_TITLES = {"dca": "DCA", "grid": "Grid", "rebalance": "Rebalance", "trend": "Trend"}
 MAX_NAME = 32  # characters of a strategy's name: fits a button and a line of an alert
 
@@ -24,16 +26,45 @@ def market_label(kind: str, symbol: str, params: Mapping[str, Any]) -> str:
     return symbol
 
 
-def strategy_label(kind: str, strategy_id: int, symbol: str, params: Mapping[str, Any], name: str | None) -> str:
-    """`DCA #1 BTC/USDT`, with the user's name after it in quotes when there is one."""
+#: Appended to the name of a strategy that trades on a Paper account, so no message about it reads as real money.
+PAPER_MARK = "📝 Paper"
+
+
+def strategy_label(
+    kind: str, strategy_id: int, symbol: str, params: Mapping[str, Any], name: str | None, *, paper: bool = False
+) -> str:
+    """`DCA #1 BTC/USDT`, with the user's name after it in quotes when there is one (and the Paper mark)."""
     label = f"{KIND_TITLES.get(kind, kind)} #{strategy_id} {market_label(kind, symbol, params)}"
-    return f"{label} “{name}”" if name else label
+    label = f"{label} “{name}”" if name else label
+    return f"{label} · {PAPER_MARK}" if paper else label
 
 
-def list_label(kind: str, strategy_id: int, symbol: str, params: Mapping[str, Any], name: str | None) -> str:
+def list_label(
+    kind: str, strategy_id: int, symbol: str, params: Mapping[str, Any], name: str | None, *, paper: bool = False
+) -> str:
     """The same words led by the number, for lists and pickers: `#1 DCA BTC/USDT “stack”`."""
     label = f"#{strategy_id} {KIND_TITLES.get(kind, kind)} {market_label(kind, symbol, params)}"
-    return f"{label} “{name}”" if name else label
+    label = f"{label} “{name}”" if name else label
+    return f"{label} · {PAPER_MARK}" if paper else label
+
+
+def title(strategy: Any) -> str:
+    """`strategy_label` of a stored strategy (`storage.models.Strategy`), marked when it trades on Paper."""
+    return strategy_label(
+        strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name, paper=_on_paper(strategy)
+    )
+
+
+def list_title(strategy: Any) -> str:
+    """`list_label` of a stored strategy, marked when it trades on Paper."""
+    return list_label(
+        strategy.kind, strategy.id, strategy.symbol, strategy.params, strategy.name, paper=_on_paper(strategy)
+    )
+
+
+def _on_paper(strategy: Any) -> bool:
+    known = find(getattr(strategy, "venue", None))
+    return known is not None and known.simulated
 
 
 def clean_name(text: str) -> str:

@@ -7,7 +7,7 @@ instead of comparing venue ids. Registering an adapter (`register`) is all it ta
 
 from __future__ import annotations
 
-from bot.exchanges.venues import binance, binanceusdm, kraken
+from bot.exchanges.venues import binance, binanceusdm, kraken, paper
 from bot.exchanges.venues.base import KeyCounterRule, VenueAdapter, WeightRule
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "adapters",
     "connectable",
     "find",
+    "paper_venues",
     "register",
     "unregister",
 ]
@@ -62,5 +63,12 @@ def connectable() -> tuple[str, ...]:
     return tuple(v.id for v in _REGISTRY.values() if v.connectable)
 
 
+def paper_venues() -> tuple[VenueAdapter, ...]:
+    """The simulated (Paper) venues /connect offers behind its "Paper" button, one per price source."""
+    return tuple(v for v in _REGISTRY.values() if v.simulated)
+
+
 for _module in (binance, binanceusdm, kraken):
     register(_module.ADAPTER)
+for _source in (binance.ADAPTER, kraken.ADAPTER):
+    register(paper.paper_of(_source))

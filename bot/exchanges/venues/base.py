@@ -72,8 +72,14 @@ class VenueAdapter:
     key_guide: str
     #: What the venue calls the two halves of a key: the API key and its secret ("private key" on Kraken).
     key_names: tuple[str, str] = ("API key", "secret key")
-    #: Offered by /connect.
+    #: Offered by /connect as an exchange to send a key for (Paper accounts have their own button).
     connectable: bool = True
+    #: Simulated (Paper): no key, balances kept by Strata, orders filled on `price_source`'s public prices.
+    simulated: bool = False
+    #: The venue whose public prices, markets and candles this venue uses (itself when None).
+    price_source: str | None = None
+    #: The base of its account labels (`paper`, `paper-2`…); the venue id when None.
+    label_base: str | None = None
 
     # --- what it can do -------------------------------------------------------------------------------------
     #: A derivatives venue: holds positions, not coins; orders sized in base (no cost orders).
@@ -137,6 +143,16 @@ class VenueAdapter:
     # --- keys -----------------------------------------------------------------------------------------------
     #: What the user is told when the venue rejects a key.
     invalid_key_message: str = "The exchange rejected this key. Check it and send it again."
+
+    @property
+    def market_venue(self) -> str:
+        """The venue whose public market data (markets, tickers, candles) this venue trades on."""
+        return self.price_source or self.id
+
+    @property
+    def label(self) -> str:
+        """The base of this venue's account labels."""
+        return self.label_base or self.id
 
     # --- overridable rules ----------------------------------------------------------------------------------
 
