@@ -87,9 +87,9 @@ def render_png(chart: ValueChart) -> bytes:
     axes.set_ylabel(chart.quote)
     axes.grid(True, alpha=0.25)
     axes.legend(loc="best", fontsize=8, frameon=False)
-    axes.set_title(chart.title, fontsize=11, loc="left")
+    axes.set_title(_drawable(chart.title), fontsize=11, loc="left")
     if chart.subtitle:
-        axes.set_title(chart.subtitle, fontsize=8, loc="right", color="#57606a")
+        axes.set_title(_drawable(chart.subtitle), fontsize=8, loc="right", color="#57606a")
     figure.autofmt_xdate()
     figure.tight_layout()
     out = io.BytesIO()
@@ -100,3 +100,13 @@ def render_png(chart: ValueChart) -> bytes:
 async def render_png_async(chart: ValueChart) -> bytes:
     """`render_png` in a worker thread, so the event loop keeps serving every other user meanwhile."""
     return await asyncio.to_thread(render_png, chart)
+
+
+def _drawable(text: str) -> str:
+    """`text` without the characters the chart's font has no glyph for (emoji in a strategy's name, the Paper
+    mark): matplotlib would draw an empty box and warn on every chart."""
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    font = get_font(findfont(FontProperties()))  # the default font, which titles are drawn in
+    kept = "".join(ch for ch in text if ch.isspace() or font.get_char_index(ord(ch)))
+    return " ".join(kept.split())

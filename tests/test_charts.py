@@ -28,3 +28,13 @@ def test_series_of_different_lengths_are_refused() -> None:
         ValueChart("x", "USDT", [now], [Decimal(1)], [])
     with pytest.raises(ValueError):
         ValueChart("x", "USDT", [], [], [])
+
+
+async def test_characters_the_font_cannot_draw_are_left_out_not_boxed() -> None:
+    """A strategy named with an emoji, the Paper mark: matplotlib would warn (an error under pytest) and draw
+    a box; the chart draws the rest of the text."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    chart = ValueChart("#1 DCA BTC/USDT “🚀 moon”", "USDT", [start, start + timedelta(hours=1)],
+                       [Decimal(100), Decimal(101)], [Decimal(100), Decimal(99)],
+                       subtitle="📝 Paper (Binance Spot prices), 1m candles")
+    assert (await render_png_async(chart)).startswith(b"\x89PNG")

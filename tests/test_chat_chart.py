@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from bot.exchanges.venues.paper import MARK as PAPER
 from tests.chat_helpers import OTHER, USER, connect_account, connect_with_key
 from tests.test_chat_futures_pnl import figure
 from tests.test_chat_strategies import allocate_one_line
@@ -256,3 +257,14 @@ async def test_a_futures_position_and_a_rebalance_basket_are_charted_at_the_wort
     taker = spot.markets["BTC/USDT"].taker_fee
     hold = 150 * (1 - taker) / 50000 * 50000 + 150 * (1 - taker) / 2000 * 2100 - 300
     assert signed(caption, r"Buy & hold: ([+-]?[\d,.]+) USDT") == cents(hold), caption
+
+
+async def test_a_paper_strategy_is_charted_and_says_paper(strata, fake_exchanges):
+    flat_minutes(fake_exchanges.books["binance"], "BTC/USDT", "50000")
+    await strata.send(USER, "/connect paper binance 5000")
+    await strata.next_reply(USER, contains="opened")
+    await allocate_one_line(strata, "/allocate paper dca 100 BTC/USDT every=1d amount=20 name=🚀moon")
+    await strata.next_reply(USER, contains="Bought", timeout=15)
+    await strata.send(USER, "/chart")
+    photo = await next_photo(strata)
+    assert photo.photo.startswith(PNG) and PAPER in photo.plain_text and "“🚀moon”" in photo.plain_text
