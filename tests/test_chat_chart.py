@@ -69,7 +69,7 @@ async def test_chart_after_fills_is_a_photo_whose_figures_equal_the_venues(strat
     assert signed(caption, r"net of fees: [^(]*\(([+-]?[\d.]+)%\)") == cents(value - 100), caption  # of 100
     assert signed(caption, r"fees ([\d,.]+) USDT") == cents(fees), caption
     assert signed(caption, r"Buy & hold: ([+-]?[\d,.]+) USDT") == cents(hold), caption
-    assert signed(caption, r"the strategy ([+-]?[\d,.]+) USDT against it") == cents(value - 100 - hold), caption
+    assert signed(caption, r"the strategy did ([\d,.]+) USDT worse") == cents(hold - (value - 100)), caption
     assert "1 fill (1 buy, 0 sells)" in caption, caption
 
     # The same worth /status shows: budget plus its realised and unrealised P&L.

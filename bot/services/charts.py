@@ -317,14 +317,22 @@ def caption_text(strategy: Strategy, figures: Figures, hold_now: Decimal, start:
         "last price)",
         f"P&amp;L net of fees: {money(net, q, signed=True)} ({percent(_pct(net, budget))}), fees "
         f"{money(figures.fees, q)}",
-        f"Buy &amp; hold: {money(hold_net, q, signed=True)} ({percent(_pct(hold_net, budget))}); the strategy "
-        f"{money(net - hold_net, q, signed=True)} against it",
+        f"Buy &amp; hold: {money(hold_net, q, signed=True)} ({percent(_pct(hold_net, budget))}): "
+        f"{_against(net - hold_net, q)}",
         f"{len(fills)} fill{'' if len(fills) == 1 else 's'} ({buys} buy{'' if buys == 1 else 's'}, "
         f"{len(fills) - buys} sell{'' if len(fills) - buys == 1 else 's'}) · {escape(venue)} {timeframe} candles",
     ]
     if not fills:
         lines[-1] = f"No fills yet: the value stays at the budget · {escape(venue)} {timeframe} candles"
     return "\n".join(lines)
+
+
+def _against(difference: Decimal, quote: str) -> str:
+    """"the strategy did 5.92 USDT better" (or worse, or the same) than buy & hold."""
+    shown = money(abs(difference), quote)
+    if shown == money(ZERO, quote):
+        return "the strategy did the same"
+    return f"the strategy did {shown} {'better' if difference > 0 else 'worse'}"
 
 
 def _markets(strategy: Strategy, venue: str) -> dict[str, str]:
