@@ -423,6 +423,39 @@ class OrderDesk:
         await self._await_trades(order.id, account, final)
         return NOT_CONFIRMED if final.is_open else _ended(final)
 
+    async def cancel_together(self, orders: Sequence[Order], account: Account) -> dict[int, str]:
+        """Cancel several confirmed orders of one account, then read their final states in ONE closed-orders
+        listing, where the venue counts reads per key (`closed_orders_in_one_call`: Kraken). Confirming each
+        order with its own lookups cost two reads per order, and a /panic on one grid waited a minute for the
+        counter. Returns how each order it could confirm ended; the others are left to `cancel` (an unconfirmed
+        or in-flight order, one missing from the listing, or all of them when the venue fails)."""
+        batch = [o for o in orders if o.status not in UNCONFIRMED and not self.in_flight(o)]
+        if len(batch) < 2 or not adapter(account.venue).closed_orders_in_one_call:
+            return {}
+        creds = await self.ctx.credentials(account)
+        for order in batch:
+            try:
+                await self.ctx.gateway.cancel_order(
+                    account.venue, creds, order.symbol, client_order_id=order.client_order_id
+                )
+            except ExchangeFailure as failure:
+                if failure.action is not Action.NOT_FOUND:  # filled meanwhile is fine; anything else: one by one
+                    raise
+        closed = {
+            o.client_order_id: o
+            for o in await self.ctx.gateway.fetch_closed_orders(account.venue, creds)
+            if o.client_order_id
+        }
+        outcomes: dict[int, str] = {}
+        for order in batch:
+            final = closed.get(order.client_order_id)
+            if final is None or final.is_open:
+                continue
+            await self.apply(order.id, account, final)
+            await self._await_trades(order.id, account, final)
+            outcomes[order.id] = _ended(final)
+        return outcomes
+
     async def _await_trades(self, order_id: int, account: Account, final: VenueOrder) -> None:
         """Give the trades of an order that just ended a moment to become visible, so what cancelled it (/stop,
         /panic) sees every fill it made; if they still lag, the poller records them when they show."""

@@ -472,9 +472,15 @@ class Engine:
             return Cancellation()
         await self.desk.wait_sends(strategy_id, SEND_WAIT_SECONDS)
         result = Cancellation()
-        for order in await self.store.orders.in_states(LIVE, strategy_id=strategy_id):
+        live = await self.store.orders.in_states(LIVE, strategy_id=strategy_id)
+        try:
+            ended = await self.desk.cancel_together(live, account)
+        except (ExchangeFailure, CredentialsMissing, CredentialUnreadable) as failure:
+            logger.info("strategy %s: cancelling together failed (%s); one by one", strategy_id, type(failure).__name__)
+            ended = {}
+        for order in live:
             try:
-                outcome = await self.desk.cancel(order, account)
+                outcome = ended.get(order.id) or await self.desk.cancel(order, account)
             except CredentialUnreadable:
                 outcome = NOT_CONFIRMED
                 result += Cancellation(
