@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -97,9 +98,18 @@ def render_png(chart: ValueChart) -> bytes:
     return out.getvalue()
 
 
+#: Charts drawn at once. Drawing is CPU work that mostly holds the GIL: a burst of charts (many users pressing
+#: 📈, the daily summaries) queues here rather than crowding the event loop's thread out.
+MAX_RENDERS = 2
+#: One semaphore per event loop (a semaphore serves the loop it first waited in; tests run many loops).
+_renders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
 async def render_png_async(chart: ValueChart) -> bytes:
     """`render_png` in a worker thread, so the event loop keeps serving every other user meanwhile."""
-    return await asyncio.to_thread(render_png, chart)
+    renders = _renders.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(MAX_RENDERS))
+    async with renders:
+        return await asyncio.to_thread(render_png, chart)
 
 
 def _drawable(text: str) -> str:
