@@ -15,6 +15,7 @@ from bot.exchanges.gateway import ExchangeGateway
 from bot.master_key import load_master_key
 from bot.notifier import Notifier
 from bot.services.accounts import AccountService
+from bot.services.backtests import BacktestService
 from bot.services.charts import ChartService
 from bot.services.drafts import Drafts
 from bot.services.intake import IntakeBook
@@ -79,6 +80,7 @@ class Runtime:
         self.notifier = None
         self.settings_service = None
         self.summary = None
+        self.backtests = None
 
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
@@ -105,6 +107,9 @@ class Runtime:
         self.reports = ReportService(self.store, self.accounts, self.gateway, lambda: self.engine.ctx.clock())
         self.charts = ChartService(self.store, self.strategies, self.gateway, lambda: self.engine.ctx.clock())
         self.settings_service = SettingsService(self.store)
+        self.backtests = BacktestService(
+            self.gateway, self.settings.data_dir, lambda: self.engine.ctx.clock(), self.strategies.resolve_market
+        )
         await self.engine.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).
         self.engine.scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)

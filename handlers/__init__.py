@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, cancel, charts, connect, fallback, guard, settings, start, strategies, views
+from handlers import accounts, backtest, cancel, charts, connect, fallback, guard, settings, start, strategies, views
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -17,6 +17,7 @@ def register_handlers(application: Application, runtime) -> None:
         *cancel.handlers(),
         *strategies.handlers(runtime.drafts),
         *settings.handlers(),
+        *backtest.handlers(),
         *views.handlers(),
         *charts.handlers(),
         *fallback.handlers(application, runtime),  # last: answers what no feature handler took

@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("disconnect", "Remove an account: stops its strategies, shreds its key"),
     ("allocate", "Give a strategy a budget"),
     ("strategies", "The strategies and their parameters"),
+    ("backtest", "Replay a strategy over past candles: chart and P&L, no account needed"),
     ("status", "How your strategies are doing; /status 2 shows one in detail"),
     ("balance", "Each account's assets and what strategies hold"),
     ("trades", "Recent fills: all, or one strategy's (/trades 3)"),

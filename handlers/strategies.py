@@ -84,7 +84,8 @@ async def _reply_error(update: Update, exc: UserError) -> None:
 
 async def strategies(update: Update, context: Context) -> None:
     try:
-        await reply(update, catalogue_text(_services(context).strategies_catalogue()))
+        await reply(update, catalogue_text(_services(context).strategies_catalogue()),
+                    keyboard([[("Backtest a strategy", "bt:menu")]]))
     except UserError as exc:
         await _reply_error(update, exc)
 

@@ -1,7 +1,8 @@
 """Exchange accounts and their sealed credentials (ciphertext only; data keys live in the key store).
 
-An account is `active`, `key_rejected` (the exchange refused its key; retried slowly, replaceable) or
-`key_unreadable` (its stored credential failed the integrity check; replaceable). Only active accounts trade.
+An account is `active`, `key_rejected` (the exchange refused its key; retried slowly, replaceable),
+`key_unreadable` (its stored credential failed the integrity check; replaceable) or `key_unsafe` (its key was
+allowed to withdraw after it was connected; checked again slowly, replaceable). Only active accounts trade.
 `key_ref` and `owner_ref` are keyed fingerprints (never the values) of its API key and of the exchange account.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from storage.db import Database, Transaction
 from storage.models import Account, SealedCredential, from_iso, to_iso, utcnow
 
-ACTIVE, KEY_REJECTED, KEY_UNREADABLE = "active", "key_rejected", "key_unreadable"
+ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KEY_UNSAFE = "active", "key_rejected", "key_unreadable", "key_unsafe"
 
 
 class KeyAlreadyConnected(Exception):
@@ -128,7 +129,8 @@ class AccountRepository:
         return row["n"]
 
     async def suspend(self, tx: Transaction, account_id: int, status: str) -> bool:
-        """Take an active account out of trading (`key_rejected`, `key_unreadable`); True if this call did."""
+        """Take an active account out of trading (`key_rejected`, `key_unreadable`, `key_unsafe`); True if this call
+        did."""
         return bool(await tx.rowcount(
             "UPDATE accounts SET status = ? WHERE id = ? AND status = 'active'", (status, account_id)
         ))
@@ -220,3 +222,8 @@ def _account(row) -> Account:
         created_at=from_iso(row["created_at"]),
         owner_ref=row["owner_ref"],
     )
+
+
+def account_from_row(row) -> Account:
+    """An `Account` from a row of `accounts` (for the repositories that select accounts joined with their own)."""
+    return _account(row)

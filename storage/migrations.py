@@ -215,6 +215,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (account_id, id)
     );
     """,
+    # key health: when each connected key was last checked and is due again, and which warnings about the expiry
+    # of its trading permission were sent (persisted, so a restart never repeats them).
+    """
+    CREATE TABLE key_health (
+        account_id  INTEGER PRIMARY KEY REFERENCES accounts(id) ON DELETE CASCADE,
+        checked_ms  INTEGER,                    -- the last check the venue answered (epoch ms)
+        due_ms      INTEGER NOT NULL,           -- when the next periodic check is due (epoch ms)
+        expires_ms  INTEGER,                    -- the trading permission's expiration the warnings are about
+        warned      TEXT NOT NULL DEFAULT ''    -- warnings sent for that expiration: '', 'week', 'week,day'
+    );
+    CREATE INDEX key_health_due ON key_health (due_ms);
+    """,
     # A photo sent with an alert (the daily summary's chart, PNG bytes; the alert's text is its caption),
     #    cleared once Telegram accepted it so the outbox keeps no pictures.
     """

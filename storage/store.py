@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.balances import BalanceRepository
 from storage.db import Database, connect
+from storage.key_health import KeyHealthRepository
 from storage.migrations import migrate
 from storage.order_watches import OrderWatchRepository
 from storage.orders import OrderRepository
@@ -28,6 +29,7 @@ class Store:
     order_watches: OrderWatchRepository
     balances: BalanceRepository
     paper: PaperRepository
+    key_health: KeyHealthRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -38,7 +40,7 @@ class Store:
         return cls(
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
-            balances=BalanceRepository(db), paper=PaperRepository(db),
+            balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
         )
 
     async def migrate(self) -> int:

@@ -24,6 +24,7 @@ KEYS = {
     "alerts": {"bench", "msgs_per_s", "lost", "duplicated", "unhandled_429"},
     "latency": {"bench", "poll_s", "p50_s", "p95_s", "max_s"},
     "restart": {"bench", "strategies", "intents", "seconds", "duplicates"},
+    "backtest": {"bench", "candles", "seconds_per_strategy", "chart_seconds"},
 }
 
 
@@ -56,6 +57,8 @@ def test_quick_benchmark_ends_with_its_json_line_holding_the_issue_keys(name: st
         assert result["kb_per_account_rss"] > 0 and result["kb_per_account_traced"] > 0
     elif name == "alerts":
         assert (result["lost"], result["duplicated"], result["unhandled_429"]) == (0, 0, 0)
+    elif name == "backtest":
+        assert result["candles"] == 720 and result["fills"]["dca"] > 0 and result["fills"]["grid"] > 0
     elif name == "latency":
         assert result["missing_alerts"] == 0
         assert 0 < result["p50_s"] <= result["p95_s"] <= result["max_s"]

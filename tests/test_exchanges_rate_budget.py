@@ -95,6 +95,18 @@ async def test_sapi_calls_are_not_charged_to_the_ip_weight():
     assert budgets.budgets() == {}
 
 
+async def test_sapi_calls_are_charged_to_a_side_budget_of_their_own_shared_by_spot_and_usdm():
+    # apiRestrictions: ccxt cost 0.1 = Binance weight 1, on each IP-limited sapi endpoint's 12,000 per minute.
+    budgets = RateBudgets()
+    await budgets.acquire("binance", "sapi", "https://api.binance.com/sapi/v1", 0.1)
+    await budgets.acquire("binanceusdm", "sapi", "https://api.binance.com/sapi/v1", 0.1)
+    [side] = budgets.side_budgets().values()
+    assert (side.requests, side.used_per_minute(), side.limit_per_minute) == (2, 2, 12_000)
+    budgets.observe("binance", "https://api.binance.com/sapi/v1/account/apiRestrictions", 200,
+                    {"X-SAPI-USED-IP-WEIGHT-1M": "7"})
+    assert side.used_per_minute() == 7 and budgets.budgets() == {}
+
+
 async def test_kraken_key_counter_waits_when_the_key_is_over_its_points():
     clock = StepClock()
     counter = KeyCallCounter(max_points=3, decay_per_second=0.5, clock=clock, sleep=clock.sleep)

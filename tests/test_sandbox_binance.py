@@ -210,6 +210,27 @@ async def test_api_restrictions_report_the_key_flags(spot, exchange_client):
     assert set(safe) == expected
 
 
+async def test_a_key_edited_after_creation_reports_its_new_restrictions_and_sapi_counts_apart(
+    spot, exchange_client
+):
+    spot.add_key("e-key", "e-secret")
+    client = exchange_client("binance", "e-key", "e-secret")
+    with pytest.raises(ValueError, match="restricted to trusted IPs"):
+        spot.edit_key("e-key", can_withdraw=True)  # Binance: withdrawals need an IP restriction
+    spot.edit_key("e-key", ip_restrict=True)
+    spot.edit_key("e-key", can_withdraw=True, trading_authority_expiration_ms=int(time.time() * 1000) - 1)
+    flags = await client.sapi_get_account_apirestrictions()
+    assert (flags["enableWithdrawals"], flags["ipRestrict"], flags["enableSpotAndMarginTrading"]) == (True, True, True)
+    spot.edit_key("e-key", ip_restrict=False, can_withdraw=False)  # unrestricted and past its time: trading gone
+    flags = await client.sapi_get_account_apirestrictions()
+    assert (flags["enableWithdrawals"], flags["enableSpotAndMarginTrading"]) == (False, False)
+    assert client.last_response_headers["X-SAPI-USED-IP-WEIGHT-1M"] == "2"  # its own count
+    assert "X-MBX-USED-WEIGHT-1M" not in client.last_response_headers
+    spot.edit_key("e-key", can_trade=False, trading_authority_expiration_ms=None)
+    flags = await client.sapi_get_account_apirestrictions()
+    assert flags["enableSpotAndMarginTrading"] is False and "tradingAuthorityExpirationTime" not in flags
+
+
 async def test_an_expired_unrestricted_key_can_read_but_trading_gets_2015_which_ccxt_calls_ddos(spot, exchange_client):
     spot.add_key("old", "s", trading_authority_expiration_ms=int(time.time() * 1000) - 1000)
     client = exchange_client("binance", "old", "s")

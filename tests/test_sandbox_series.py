@@ -22,7 +22,8 @@ HOUR = 3_600_000
 
 
 async def test_every_market_offered_on_a_button_has_a_price_on_its_venue(fake_exchanges, exchange_client):
-    suggested = {venue.id: venue for venue in adapters() if venue.default_markets}  # the guided /allocate's buttons
+    # The guided /allocate's buttons, by the venue whose prices they trade on (a Paper venue's are its source's).
+    suggested = {venue.market_venue: venue for venue in adapters() if venue.default_markets}
     assert set(suggested) <= set(fake_exchanges.books), "every venue with buttons runs in the fake"
     for venue, table in suggested.items():
         client = exchange_client(venue)

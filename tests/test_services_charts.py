@@ -11,6 +11,7 @@ from decimal import Decimal
 import pytest
 
 from bot.charts import ValueChart, render_png
+from bot.engine.core import holdings_of, value_of
 from bot.engine.pnl import compute, running
 from bot.exchanges.market_data import Candle
 from bot.services.charts import (
@@ -132,6 +133,14 @@ def test_the_value_is_cash_plus_coins_at_each_point_and_fills_are_marked():
     assert [points[f.at] for f in through.fills] == [f.value for f in series.fills]
     assert dict(zip(through.times, through.hold, strict=True))[fills[1].fill.at] == D("0.02") * 40000
     assert [points[t] for t in at] == cash_and_coins
+
+    # The engine's own worth of a spot strategy (`core.value_of`: unspent budget plus holdings) agrees.
+    for when, value in zip(at, series.values, strict=True):
+        done = [f for f in fills if f.fill.at <= when]
+        net_spent = sum((f.fill.cost + f.fee_quote if f.fill.side == "buy" else -(f.fill.cost - f.fee_quote)
+                         for f in done), D(0))
+        price = dict(path).get(when, D(50000))
+        assert value == value_of(budget, net_spent, holdings_of((f.symbol, f.fill) for f in done), {"BTC": price})
 
 
 def test_a_basket_is_valued_with_each_assets_last_price():

@@ -127,3 +127,46 @@ async def test_a_registered_adapter_is_offered_by_connect_checked_by_allocate_an
         # Its requests were charged to its own budget (per venue and host), not Binance Spot's.
         budgets = s.runtime.gateway.pool.budgets.budgets()
         assert any(venue == "testex" for venue, _ in budgets)
+
+
+# --- key health (issue 21 item 3): the venue's answer read by its adapter ---------------------------------
+
+
+async def test_binance_health_reads_withdrawals_trading_and_its_expiry_and_refuses_an_answer_that_proves_nothing():
+    from datetime import UTC, datetime, timedelta
+
+    from bot.exchanges.failures import UnknownFailure
+    from bot.exchanges.venues import adapter
+
+    now = datetime(2026, 12, 4, tzinfo=UTC)
+    soon = int((now + timedelta(days=3)).timestamp() * 1000)
+    past = int((now - timedelta(seconds=1)).timestamp() * 1000)
+
+    def once_answering(answer):
+        async def once(op):
+            return answer
+
+        return once
+
+    spot, usdm = adapter("binance"), adapter("binanceusdm")
+    base = {"enableWithdrawals": False, "enableSpotAndMarginTrading": True, "enableFutures": False}
+    health = await spot.check_health(once_answering({**base, "tradingAuthorityExpirationTime": soon}),
+                                     testnet=False, now=now)
+    assert (health.can_withdraw, health.can_trade) == (False, True)
+    assert health.trading_expires_at == now + timedelta(days=3)
+    expired = await spot.check_health(once_answering({**base, "tradingAuthorityExpirationTime": past}),
+                                      testnet=False, now=now)
+    assert expired.can_trade is False  # the time has passed: trading is gone
+    restricted = await spot.check_health(
+        once_answering({**base, "ipRestrict": True, "tradingAuthorityExpirationTime": past}), testnet=False, now=now
+    )
+    assert (restricted.can_trade, restricted.trading_expires_at) == (True, None)  # an IP restriction lifts it
+    futures = await usdm.check_health(once_answering({**base, "tradingAuthorityExpirationTime": soon}),
+                                      testnet=False, now=now)
+    assert (futures.can_trade, futures.trading_expires_at) == (False, None)  # futures: enableFutures; no expiry
+    assert (await spot.check_health(once_answering({**base, "enableWithdrawals": True}), testnet=False, now=now)
+            ).can_withdraw is True
+    with pytest.raises(UnknownFailure):
+        await spot.check_health(once_answering({"msg": "?"}), testnet=False, now=now)
+    assert await spot.check_health(once_answering(base), testnet=True, now=now) is None  # no sapi on the testnet
+    assert await adapter("paper:binance").check_health(once_answering(base), testnet=False, now=now) is None

@@ -8,6 +8,11 @@
   check (`key_unreadable`).
 - `key_works_again`: a rejected key passed the checks again (slow retry); the account is active again, its
   strategies stay paused until the user resumes them, and the user is told once.
+- `key_can_withdraw`: the key health check found withdrawals turned on for a connected key; the account is
+  marked `key_unsafe` and handled as a rejected key (strategies paused, ONE alert), until a check finds them off
+  again (`key_works_again`) or the key is replaced.
+- `warn_trading_expiry`: the key's trading permission expires soon; the warning and its record commit together,
+  so it is sent once per expiration time and level, restarts included.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from bot.engine.alerts import key_rejected_text, key_unreadable_text, key_works_again_text, pause_text
+from bot.engine.alerts import (
+    key_rejected_text,
+    key_unreadable_text,
+    key_withdraw_text,
+    key_works_again_text,
+    pause_text,
+)
 from bot.engine.context import EngineContext
 from bot.venues import venue_name
-from storage.accounts import KEY_REJECTED, KEY_UNREADABLE
+from storage.accounts import KEY_REJECTED, KEY_UNREADABLE, KEY_UNSAFE
 from storage.models import Account, Strategy
 from storage.strategies import ACTIVE, ENGINE, PAUSED
 
@@ -73,19 +84,48 @@ async def mark_unreadable(ctx: EngineContext, account_id: int) -> bool:
     )
 
 
-async def key_works_again(ctx: EngineContext, account_id: int) -> bool:
-    """A rejected key passed the checks again: the account is active, its strategies stay paused; alert once."""
+async def key_can_withdraw(ctx: EngineContext, account_id: int) -> bool:
+    """Withdrawals were turned on for a connected key: take the account out of trading, alert once."""
+    return await _suspend(
+        ctx, account_id, KEY_UNSAFE, "the API key can now withdraw funds",
+        lambda account, paused: key_withdraw_text(account.label, venue_name(account.venue), paused),
+    )
+
+
+async def warn_trading_expiry(
+    ctx: EngineContext, account_id: int, expires_ms: int, levels: tuple[str, ...], text: str
+) -> bool:
+    """Queue a warning about the expiry of the key's trading permission unless `levels` were all sent for this
+    expiration time; the record and the alert commit together. True if this call queued it."""
     store = ctx.store
     async with store.db.transaction() as tx:
         account = await store.accounts.get_in(tx, account_id)
-        if account is None or not await store.accounts.reactivate(tx, account_id, KEY_REJECTED):
+        if account is None or not await store.key_health.mark_warned(tx, account_id, expires_ms, levels):
+            return False
+        chat_id = await store.users.chat_of(account.user_id, tx)
+        if chat_id is not None:
+            await store.outbox.enqueue(tx, user_id=account.user_id, chat_id=chat_id, kind="info", text=text)
+    logger.info("account %s: warned that trading expires (%s)", account_id, ",".join(levels))
+    ctx.wake_notifier()
+    return True
+
+
+async def key_works_again(ctx: EngineContext, account_id: int, from_status: str = KEY_REJECTED) -> bool:
+    """A rejected (or unsafe) key passed the checks again: the account is active, its strategies stay paused;
+    alert once."""
+    store = ctx.store
+    async with store.db.transaction() as tx:
+        account = await store.accounts.get_in(tx, account_id)
+        if account is None or not await store.accounts.reactivate(tx, account_id, from_status):
             return False
         paused = await store.strategies.list_for_account(account_id, (PAUSED,), tx)
         chat_id = await store.users.chat_of(account.user_id, tx)
         if chat_id is not None:
             await store.outbox.enqueue(
                 tx, user_id=account.user_id, chat_id=chat_id, kind="info",
-                text=key_works_again_text(account.label, venue_name(account.venue), paused),
+                text=key_works_again_text(
+                    account.label, venue_name(account.venue), paused, safe_again=from_status == KEY_UNSAFE
+                ),
             )
     ctx.forget_account(account_id)
     logger.info("account %s: key works again", account_id)

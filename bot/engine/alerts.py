@@ -141,10 +141,35 @@ def key_unreadable_text(label: str, venue_name: str, paused: list[Strategy]) -> 
     )
 
 
-def key_works_again_text(label: str, venue_name: str, paused: list[Strategy]) -> str:
-    resume = " ".join(f"/resume {s.id}" for s in paused)
+def key_withdraw_text(label: str, venue_name: str, paused: list[Strategy]) -> str:
+    """Withdrawals were turned on for a connected key: what it means and the two ways out."""
+    names = ", ".join(escape(strategy_name(s)) for s in paused) or "none"
     return (
-        f"✅ <b>The API key of {escape(label)} ({escape(venue_name)}) works again</b>: the account is active.\n"
+        f"🚨 <b>The API key of {escape(label)} ({escape(venue_name)}) can now withdraw funds.</b>\n"
+        "Withdrawals were turned on for it after you connected it: whoever holds this key could move your funds "
+        f"out. Strata stopped trading on this account.\nPaused strategies: {names}.\n"
+        "Revoke the key on the exchange, or turn its withdrawals off: I check it again every few minutes and tell "
+        f"you when it is safe, then /resume. Or send a new key (withdrawals off) with /connect replace "
+        f"{escape(label)} (its strategies are kept). Orders already open on the exchange stay there."
+    )
+
+
+def trading_expiry_text(label: str, venue_name: str, expires: str, within: str) -> str:
+    """The key's trading permission expires soon (Binance, a key without IP restriction): when, and the fix."""
+    return (
+        f"⏳ <b>Trading on the API key of {escape(label)} ({escape(venue_name)}) ends {escape(within)}</b>, on "
+        f"{escape(expires)}: {escape(venue_name)} turns trading off for keys that are not restricted to an IP "
+        "address. Then its strategies pause.\nTo keep trading, restrict the key to this server's IP address in "
+        f"API Management (a restricted key does not expire), or create a new key and send it with /connect "
+        f"replace {escape(label)} (its strategies are kept)."
+    )
+
+
+def key_works_again_text(label: str, venue_name: str, paused: list[Strategy], *, safe_again: bool = False) -> str:
+    resume = " ".join(f"/resume {s.id}" for s in paused)
+    state = "can no longer withdraw" if safe_again else "works again"
+    return (
+        f"✅ <b>The API key of {escape(label)} ({escape(venue_name)}) {state}</b>: the account is active.\n"
         + (f"Its strategies stay paused until you resume them: {resume}" if paused else "It has no paused strategies.")
     )
 

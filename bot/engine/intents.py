@@ -31,12 +31,12 @@ from typing import Any
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.alerts import fill_text
 from bot.engine.context import EngineContext, utc_now
+from bot.engine.core import book_event, ended
 from bot.engine.crash_hook import crash_point
 from bot.engine.figures import Precision, figures_of
 from bot.engine.fills import (
     Recorded,
     keyed_by_trade,
-    ledger_fee,
     new_fill,
     order_status,
     trade_fill,
@@ -49,7 +49,7 @@ from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.models import Trade
 from bot.exchanges.venues import adapter
 from bot.strategies import STRATEGIES
-from bot.strategies.base import NOT_SENT, REJECTED_BY_VENUE, Fill
+from bot.strategies.base import NOT_SENT, REJECTED_BY_VENUE
 from storage.models import Account, Order, Strategy
 from storage.orders import (
     CANCELED,
@@ -678,30 +678,22 @@ class OrderDesk:
             alerts: list[dict[str, Any]] = []
             later = sum(len(event) for event in events)
             for number, event in enumerate(events, start=1):
-                amount = sum((f.amount for f in event), ZERO)
-                cost = sum((f.cost for f in event), ZERO)
-                fee = sum((f.fee for f in event), ZERO)
-                fee_quote = sum((f.fee_quote for f in event), ZERO)
-                charged = sum((ledger_fee(f, base=base) for f in event), ZERO)
-                currency = event[0].fee_currency
-                price = cost / amount if amount else ZERO
                 last = number == len(events)
+                booked = book_event(order.tag, order.symbol, order.side, event, closed=ending and last, base=base)
+                amount, cost, price = booked.fill.amount, booked.cost, booked.fill.price
+                fee, currency = booked.fill.fee, booked.fill.fee_currency
                 amount_before = order.filled + sum((f.amount for e in events[: number - 1] for f in e), ZERO)
-                await store.orders.add_progress(tx, order.id, amount=amount, cost=cost, fee_quote=charged)
-                if order.side == "buy":
-                    spent, received = cost + charged, ZERO
-                else:
-                    spent, received = ZERO, cost - charged
+                await store.orders.add_progress(tx, order.id, amount=amount, cost=cost, fee_quote=booked.charged)
+                spent, received = booked.spent, booked.received
                 later -= len(event)
                 effect = effect_of_last(history[: len(history) - later], quote, count=len(event))
                 if contract:
                     # A futures fill puts up or releases margin and realises P&L: booked as the venue does.
                     spent, received = effect.spent, effect.received
-                await store.strategies.add_to_ledger(tx, strategy.id, spent=spent, received=received, fees=fee_quote)
-                update = kind.on_fill(state, Fill(
-                    tag=order.tag, symbol=order.symbol, side=order.side, amount=amount, price=price,
-                    closed=ending and last, fee=fee, fee_currency=currency, fee_quote=fee_quote,
-                ), params)
+                await store.strategies.add_to_ledger(
+                    tx, strategy.id, spent=spent, received=received, fees=booked.fee_quote
+                )
+                update = kind.on_fill(state, booked.fill, params)
                 state = update.state
                 if update.profit is not None:
                     await store.orders.set_fill_profit(tx, order.id, event[-1].trade_key, update.profit)
@@ -715,10 +707,9 @@ class OrderDesk:
                     ))
             if not inserted and ending:
                 rejected = status == REJECTED and order.filled == 0
-                state = kind.on_fill(state, Fill(
-                    tag=order.tag, symbol=order.symbol, side=order.side, amount=ZERO, price=order.price or ZERO,
-                    closed=True, refused=REJECTED_BY_VENUE if rejected else NOT_SENT if unsent else None,
-                ), params).state
+                refused = REJECTED_BY_VENUE if rejected else NOT_SENT if unsent else None
+                end = ended(order.tag, order.symbol, order.side, order.price, refused)
+                state = kind.on_fill(state, end, params).state
             if status != order.status or exchange_order_id != order.exchange_order_id or error:
                 await store.orders.set_status(tx, order.id, status, exchange_order_id=exchange_order_id, error=error)
             if inserted or ending:

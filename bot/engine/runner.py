@@ -21,13 +21,14 @@ from typing import Any
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.context import EngineContext
+from bot.engine.core import Gated, budget_of, fold_refusals, gate_decision, holdings_of
 from bot.engine.crash_hook import crash_point
 from bot.engine.intents import OrderDesk, client_order_id
-from bot.engine.risk import Approved, Ledger, MarketRules, Refused, check_order
+from bot.engine.risk import Ledger, MarketRules, Refused
 from bot.exchanges.errors import Action, ExchangeFailure
 from bot.exchanges.venues import adapter
 from bot.strategies import STRATEGIES
-from bot.strategies.base import Budget, Candle, DesiredOrder, Fill, MarketInfo, MarketSnapshot
+from bot.strategies.base import Candle, DesiredOrder, MarketInfo, MarketSnapshot
 from bot.venues import FUTURES_LEVERAGE
 from storage.models import Account, Order, Strategy, dumps
 from storage.orders import ZERO, outstanding
@@ -98,48 +99,27 @@ class StrategyRunner:
         live = await self.ctx.live_orders(strategy.id)
         reserved = sum((outstanding(o) for o in live), ZERO)
         net_spent = strategy.spent - strategy.received
-        fee_rate = max((r.fee_rate for r in rules.values()), default=ZERO)
-        budget = Budget(total=strategy.budget, spent=net_spent, reserved=reserved, fee_rate=fee_rate)
+        budget = budget_of(strategy.budget, net_spent, reserved, rules.values())
         decision = kind.decide(snapshot, state, budget, params)
 
-        approved: list[tuple[DesiredOrder, Approved]] = []
-        skipped: list[tuple[DesiredOrder, str]] = []  # with why the gate refused it
+        gated = Gated()
         if decision.orders:
             creds = await self.ctx.credentials(account)
             balance = await self.ctx.gateway.fetch_balance(account.venue, creds)
             free = {asset: line.free for asset, line in balance.items()}
+            # Already written by an earlier run: never twice.
+            placed = {d.tag for d in decision.orders if await store.orders.tag_exists(strategy.id, d.tag)}
             ledger = Ledger(budget=strategy.budget, spent=net_spent, reserved=reserved)
-            for desired in decision.orders:
-                if await store.orders.tag_exists(strategy.id, desired.tag):
-                    continue  # already written by an earlier run: never twice
-                market = rules.get(desired.symbol)
-                price = snapshot.price_of(desired.symbol)
-                if market is None or price is None:
-                    skipped.append((desired, "unpriced"))
-                    continue
-                verdict = check_order(
-                    desired, market, last_price=price, ledger=ledger,
-                    free_quote=free.get(market.quote, ZERO), free_base=free.get(market.base, ZERO),
-                )
-                if isinstance(verdict, Refused):
-                    if verdict.kind in ("funds", "invalid"):
-                        # Nothing of this decision is stored: on resume the strategy owes the same orders.
-                        await pause_strategy(self.ctx, strategy.id, _refusal_message(desired, verdict))
-                        return RunResult(None)
-                    logger.info("strategy %s: %s skipped (%s)", strategy.id, desired.tag, verdict.reason)
-                    skipped.append((desired, verdict.kind))
-                    continue
-                approved.append((desired, verdict))
-                ledger = Ledger(ledger.budget, ledger.spent, ledger.reserved + verdict.reserve)
-                free[market.quote] = free.get(market.quote, ZERO) - verdict.reserve
+            gated = gate_decision(decision.orders, rules, snapshot.price_of, ledger, free, placed=placed.__contains__)
+            if gated.halted is not None:
+                # Nothing of this decision is stored: on resume the strategy owes the same orders.
+                await pause_strategy(self.ctx, strategy.id, _refusal_message(*gated.halted))
+                return RunResult(None)
+            for desired, why in gated.skipped:
+                logger.info("strategy %s: %s skipped (%s)", strategy.id, desired.tag, why)
+        approved = gated.approved
 
-        new_state, note = decision.state, decision.status
-        for desired, why in skipped:
-            update = kind.on_fill(new_state, Fill(
-                tag=desired.tag, symbol=desired.symbol, side=desired.side, amount=ZERO,
-                price=desired.price or ZERO, closed=True, refused=why,
-            ), params)
-            new_state, note = update.state, update.note or note
+        new_state, note = fold_refusals(kind, decision.state, decision.status, gated.skipped, params)
         now = self.ctx.clock()
         next_run = kind.next_run(new_state, params, now)
         finished = decision.finished and not approved and not live
@@ -290,13 +270,7 @@ async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
     cached = ctx.holdings_cache.get(strategy_id)
     if cached is not None:
         return dict(cached)
-    result: dict[str, Decimal] = {}
-    for item in await ctx.fills_reader.get(strategy_id) or ():
-        fill = item.fill
-        base = item.symbol.split("/")[0]
-        fee = fill.fee if fill.fee_currency == base else ZERO
-        change = fill.amount if fill.side == "buy" else -fill.amount
-        result[base] = result.get(base, ZERO) + change - fee
+    result = holdings_of((item.symbol, item.fill) for item in await ctx.fills_reader.get(strategy_id) or ())
     ctx.holdings_cache[strategy_id] = result
     return dict(result)
 

@@ -37,6 +37,8 @@ from bot.engine.actions import key_works_again, mark_unreadable, pause_strategy
 from bot.engine.alerts import resolved_text
 from bot.engine.context import CredentialsMissing, EngineContext, utc_now
 from bot.engine.intents import CANCELLED, FILLED, NOT_CONFIRMED, OrderDesk, client_order_id
+from bot.engine.key_health import JOB_ID as KEY_HEALTH_JOB
+from bot.engine.key_health import KeyHealthMonitor
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, check_order
 from bot.engine.runner import RunResult, StrategyRunner
@@ -45,7 +47,7 @@ from bot.exchanges.key_check import KeyChecker, KeyRejected
 from bot.exchanges.venues import adapter
 from bot.strategies.base import DesiredOrder
 from bot.vault import CredentialUnreadable
-from storage.accounts import KEY_REJECTED
+from storage.accounts import KEY_REJECTED, KEY_UNSAFE
 from storage.models import Order
 from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
 from storage.strategies import ACTIVE, ENGINE, HOLDING, STOPPED
@@ -113,6 +115,8 @@ class Engine:
         self.desk = OrderDesk(self.ctx, on_activity=self._on_activity)
         self.desk.is_running = lambda strategy_id: strategy_id in self._running
         self.runner = StrategyRunner(self.ctx, self.desk)
+        #: Checks connected keys every few hours; `key_health.check_now(account_id)` checks one at once.
+        self.key_health = KeyHealthMonitor(self.ctx)
         self.poll_interval = float(poll_interval or getattr(settings, "fill_poll_seconds", 10.0))
         self.effective_poll_interval = self.poll_interval
         self.jitter_seconds = jitter_seconds
@@ -152,6 +156,10 @@ class Engine:
         self.scheduler.add_job(
             self.retry_rejected_keys, "interval", seconds=KEY_RETRY_INTERVAL.total_seconds(), id=KEY_RETRY_JOB,
             replace_existing=True, **JOB_DEFAULTS,
+        )
+        self.scheduler.add_job(
+            self.key_health.tick, "interval", seconds=self.key_health.tick_interval.total_seconds(),
+            id=KEY_HEALTH_JOB, replace_existing=True, **JOB_DEFAULTS,
         )
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
         self.started = True
@@ -326,7 +334,9 @@ class Engine:
         """Try every rejected key again with the checks of /connect; return how many work again.
 
         A key still refused costs one signed call of the smallest weight (`KeyChecker.authenticates`), so
-        retrying many dead keys never eats the per-IP budget the live accounts trade with.
+        retrying many dead keys never eats the per-IP budget the live accounts trade with. A key found able to
+        withdraw (`key_unsafe`) is retried the same way, its first call being the key health check: the full
+        checks run only once it cannot withdraw any more.
 
         A key that authenticates, still cannot withdraw and may trade again makes its account active (its
         strategies stay paused until the user resumes them; `key_works_again` tells the user). Any doubt — the
@@ -334,10 +344,11 @@ class Engine:
         """
         checker = KeyChecker(self.gateway)
         revived = 0
-        for account in await self.store.accounts.with_status(KEY_REJECTED):
+        accounts = self.store.accounts
+        for account in [*await accounts.with_status(KEY_REJECTED), *await accounts.with_status(KEY_UNSAFE)]:
             try:
                 creds = await self.ctx.credentials(account)
-                if not await checker.authenticates(account.venue, creds):
+                if not await self._may_work_again(checker, account, creds):
                     self.ctx.forget_credentials(account.id)
                     continue
                 await checker.check_key(account.venue, creds)
@@ -353,9 +364,17 @@ class Engine:
                 logger.exception("account %s: key retry failed", account.id)
                 self.ctx.forget_credentials(account.id)
                 continue
-            if await key_works_again(self.ctx, account.id):
+            if await key_works_again(self.ctx, account.id, account.status):
                 revived += 1
         return revived
+
+    async def _may_work_again(self, checker: KeyChecker, account: Any, creds: Any) -> bool:
+        """The cheap first call of a suspended key's retry: an unsafe key must no longer withdraw, a rejected one
+        authenticate (False, or `ExchangeFailure`, leaves the account as it is)."""
+        if account.status == KEY_UNSAFE:
+            health = await checker.health(account.venue, creds, now=self.ctx.clock())
+            return health is not None and not health.can_withdraw
+        return await checker.authenticates(account.venue, creds)
 
     async def _reads_its_orders(self, account: Any, creds: Any) -> None:
         """Raise `ExchangeFailure` unless the key can list the account's open orders, as the fill poller will.

@@ -251,6 +251,15 @@ class ExchangeGateway:
         """Closed candles and the open one, through the cache (valid until the open candle closes)."""
         return await self.market_data.ohlcv(self._source(venue), symbol, timeframe, limit)
 
+    async def fetch_ohlcv_page(
+        self, venue: str, symbol: str, timeframe: str, since_ms: int, limit: int
+    ) -> list[list[Any]]:
+        """One page of candles from `since_ms` on, uncached (backtests page through a range and keep it on disk).
+
+        A public call through the shared keyless client, so the venue's request budget counts it like any other.
+        """
+        return await self._public(venue, lambda ex: ex.fetch_ohlcv(symbol, timeframe, since_ms, limit))
+
     # --- account --------------------------------------------------------------------------------------------
 
     async def fetch_balance(self, venue: str, creds: Credentials) -> dict[str, BalanceLine]:

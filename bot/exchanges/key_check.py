@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ from bot.exchanges.keys import (
     MSG_WITHDRAW,
     REASONS,
     KeyCheck,
+    KeyHealth,
     KeyRejected,
 )
 from bot.exchanges.models import balances_from_ccxt
@@ -134,6 +136,12 @@ class KeyChecker:
         """
         known = self._pool.check_venue(venue)
         return await known.authenticates(self._bound_once(venue, creds), testnet=self._pool.is_testnet(venue))
+
+    async def health(self, venue: str, creds: Credentials, *, now: datetime) -> KeyHealth | None:
+        """What a connected key may do now (`VenueAdapter.check_health`, one cheap signed call, never retried);
+        None when the venue has nothing cheap to check. Raises `ExchangeFailure` as any signed call does."""
+        known = self._pool.check_venue(venue)
+        return await known.check_health(self._bound_once(venue, creds), testnet=self._pool.is_testnet(venue), now=now)
 
     def _bound_once(self, venue: str, creds: Credentials) -> Callable[[Callable[[Any], Awaitable[T]]], Awaitable[T]]:
         async def once(op: Callable[[Any], Awaitable[T]]) -> T:

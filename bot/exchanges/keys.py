@@ -6,6 +6,7 @@ A leaf module: the venue adapters (`bot.exchanges.venues`) raise and build these
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 REASONS = frozenset(
@@ -63,3 +64,17 @@ class KeyCheck:
     #: The exchange account the key belongs to (Binance uid), when it could be read.
     owner_id: str | None = None
 
+
+
+@dataclass(frozen=True)
+class KeyHealth:
+    """What a connected key may do now, as the venue reports it (the periodic key-health check).
+
+    A key that can withdraw is dangerous (Strata never stores one, and a key whose withdrawals were turned on
+    after /connect is taken out of trading); one that lost this venue's trading permission cannot run its
+    strategies; `trading_expires_at` is when the venue will take trading away (Binance, unrestricted keys).
+    """
+
+    can_withdraw: bool
+    can_trade: bool = True
+    trading_expires_at: datetime | None = None

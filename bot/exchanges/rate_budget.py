@@ -12,7 +12,10 @@ Kraken (documented simplification): private calls use a per-key call counter wit
 calls one small per-host token bucket (about 1 call/s with a burst). Kraken's separate per-pair trading
 rate counter is not modelled: the engine places few orders per pair.
 
-Binance `sapi` endpoints (key permissions) have their own, much larger, limits and are not charged.
+Binance `sapi` endpoints (key permissions, weight 1) are not charged to that budget: each IP-limited `sapi`
+endpoint has its own 12,000 per minute (`X-SAPI-USED-IP-WEIGHT-1M`), kept here as one side budget per origin
+host (`side_budget`: shared by spot and USD-M, which both call api.binance.com; one budget for all our `sapi`
+endpoints is stricter than Binance's one per endpoint, and Strata calls only `apiRestrictions`).
 
 Fair shares (one user must not make everyone's orders wait for the next minute):
 - **Trading first.** Orders and cancels (`trading_call()`, set by the gateway) may use the whole safe limit;
@@ -29,6 +32,7 @@ Fair shares (one user must not make everyone's orders wait for the next minute):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -324,6 +328,7 @@ class RateBudgets:
         self._clock = clock
         self._sleep = sleep
         self._weights: dict[tuple[str, str], WeightBudget] = {}
+        self._side: dict[str, WeightBudget] = {}
         self._public_buckets: dict[tuple[str, str], TokenBucket] = {}
         self._kraken_public_rate = kraken_public_rate
         self._kraken_public_burst = kraken_public_burst
@@ -350,6 +355,19 @@ class RateBudgets:
             )
             self._weights[(venue, host)] = budget
         return budget
+
+    def side_budget(self, host: str, limit_per_minute: int) -> WeightBudget:
+        """The side budget (Binance `sapi`) of one origin host; created on first use."""
+        budget = self._side.get(host)
+        if budget is None:
+            budget = self._side[host] = WeightBudget(
+                limit_per_minute, margin=self._margin, clock=self._clock, sleep=self._sleep
+            )
+        return budget
+
+    def side_budgets(self) -> dict[str, WeightBudget]:
+        """Every side budget in use (Binance `sapi`), keyed by origin host."""
+        return dict(self._side)
 
     def budgets(self) -> dict[tuple[str, str], WeightBudget]:
         """Every weight budget in use, keyed by (venue, host)."""
@@ -392,6 +410,11 @@ class RateBudgets:
         if known.weight is not None:
             weight = known.weight.weight(api_name, path, cost)
             if weight is None:
+                side = known.weight.side_weight(api_name, cost)
+                if side is not None and known.weight.side_limit_per_minute is not None:
+                    await self.side_budget(parts.netloc, known.weight.side_limit_per_minute).acquire(
+                        side, owner=_owner.get(), release_to_wait=release_to_wait
+                    )
                 return
             await self.weight_budget(venue, parts.netloc).acquire(
                 weight, trading=_trading.get(), owner=_owner.get(), release_to_wait=release_to_wait
@@ -433,6 +456,10 @@ class RateBudgets:
             if value is not None:
                 budget = self.weight_budget(venue, host)
                 budget.observe_used(value)
+        side = lowered.get(rule.side_used_weight_header) if rule.side_used_weight_header else None
+        if side is not None and rule.side_limit_per_minute is not None:
+            with contextlib.suppress(ValueError):
+                self.side_budget(host, rule.side_limit_per_minute).observe_used(int(str(side).split(",")[0].strip()))
         if status in (418, 429):
             retry_after = lowered.get("retry-after")
             try:

@@ -4,7 +4,8 @@ They answer the endpoints ccxt 4.5.90 calls for markets, balances, tickers, cand
 permissions and futures settings, in Binance's own JSON shapes (started from recorded responses, see
 `data/README.md`), and they are strict where Binance is strict: HMAC-SHA256 signatures over the exact query
 string or form body, `X-MBX-APIKEY`, `timestamp`/`recvWindow`, request weight per origin IP per minute
-reported in `X-MBX-USED-WEIGHT-1M` (429 past the limit), and Binance's error codes and messages. Faults
+reported in `X-MBX-USED-WEIGHT-1M` (429 past the limit; `sapi` apart, in `X-SAPI-USED-IP-WEIGHT-1M`), and
+Binance's error codes and messages. Faults
 injected on the book (5xx, hangs, 429, -1021, revoked key, 418 ban) are consumed one per request.
 
 A ccxt client points here by replacing the origin of every URL in `exchange.urls['api']` (paths unchanged):
@@ -43,6 +44,8 @@ from bot.sandbox.series import feed_book
 
 SPOT_WEIGHT_LIMIT = 6000
 USDM_WEIGHT_LIMIT = 2400
+#: Per IP and per IP-limited sapi endpoint (`X-SAPI-USED-IP-WEIGHT-1M`), counted apart from the weight above.
+SAPI_WEIGHT_LIMIT = 12_000
 SPOT_MAKER_FEE = Decimal("0.001")
 SPOT_TAKER_FEE = Decimal("0.001")
 # The recorded GET /fapi/v1/commissionRate of BTCUSDT (nautilus http_futures_wallet_commission_rate_btcusdt)
@@ -221,6 +224,7 @@ class BinanceVenue:
         self.book = book
         self.futures = book.futures
         self.weights = WeightCounter(weight_limit or (USDM_WEIGHT_LIMIT if self.futures else SPOT_WEIGHT_LIMIT))
+        self.sapi_weights = WeightCounter(SAPI_WEIGHT_LIMIT)
         info = exchange_info(futures=self.futures)
         served = {m.venue_symbol for m in book.markets.values()}
         self._info = {**info, "symbols": [s for s in info["symbols"] if s["symbol"] in served]}
@@ -287,13 +291,18 @@ class BinanceVenue:
         raw_body = await request.text() if request.method == "POST" else ""
         params = dict(request.rel_url.query)
         params.update(dict(parse_qsl(raw_body, keep_blank_values=True)))
-        used = self.weights.add(ip, minute, route.weight(params) if route else 1)
-        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        sapi = path.startswith("/sapi/")
+        # Each IP-limited sapi endpoint counts on its own (12,000 per minute), apart from the api/fapi weight.
+        counter = self.sapi_weights if sapi else self.weights
+        used = counter.add(f"{ip} {path}" if sapi else ip, minute, route.weight(params) if route else 1)
+        headers = {"X-SAPI-USED-IP-WEIGHT-1M" if sapi else "X-MBX-USED-WEIGHT-1M": str(used)}
         api_key = request.headers.get("X-MBX-APIKEY")
         checked: dict[str, bool | None] = {"signature_valid": None}
         hold: float | None = None
         try:
-            if used > self.weights.limit:
+            if sapi and used > self.sapi_weights.limit:  # always a 429 on sapi: no ban escalation
+                raise BinanceError(429, -1003, f"Too many requests; current limit of IP({ip}) is exceeded.")
+            if not sapi and used > self.weights.limit:
                 raise BinanceError(
                     429,
                     -1003,
@@ -627,6 +636,9 @@ class BinanceVenue:
     # ---------------------------------------------------------------- key permissions
     async def api_restrictions(self, call: Call) -> Json:
         a = call.key
+        expires = a.trading_authority_expiration_ms
+        # Binance takes spot trading away from an unrestricted key once its expiration time has passed.
+        expired = expires is not None and not a.ip_restrict and self.book.now_ms() >= expires
         body: dict[str, Any] = {
             "ipRestrict": a.ip_restrict,
             "createTime": a.created_ms,
@@ -639,11 +651,11 @@ class BinanceVenue:
             "enableVanillaOptions": False,
             "enableFixApiTrade": False,
             "enableFixReadOnly": False,
-            "enableSpotAndMarginTrading": a.can_trade,
+            "enableSpotAndMarginTrading": a.can_trade and not expired,
             "enablePortfolioMarginTrading": False,
         }
-        if a.trading_authority_expiration_ms is not None:
-            body["tradingAuthorityExpirationTime"] = a.trading_authority_expiration_ms
+        if expires is not None:
+            body["tradingAuthorityExpirationTime"] = expires
         return body
 
     # ---------------------------------------------------------------- spot account

@@ -236,6 +236,7 @@ def _banner(keys: dict[str, DemoKey], venue_ids: list[str], folder: Path, tempor
         "  /accounts          your accounts and balances",
         "  /help              everything the bot can do, e.g. (then #1 to press Confirm)",
         "                     /allocate binance dca 100 BTC/USDT every=1m amount=20",
+        "  /backtest dca 1000 BTC/USDT every=1d amount=50 days=90   a replay over past candles (no account needed)",
         "  :prices            the replayed market; :price BTC/USDT 27000 moves it (limit orders fill)",
         "Type #N to press button [#N] (a bare number is text); :help lists the demo's commands; :quit ends it.",
         f"Data folder: {where}",

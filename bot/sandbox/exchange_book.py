@@ -331,6 +331,13 @@ class _Feed:
     live_low: Decimal
 
 
+class _Unset:
+    """The default of an optional argument whose None means something (no expiration time)."""
+
+
+_UNSET = _Unset()
+
+
 class ExchangeBook:
     """The whole state of one fake venue (spot or futures), driven by venue apps and by tests."""
 
@@ -429,6 +436,35 @@ class ExchangeBook:
             dual_side=dual_side,
         )
         self.keys[api_key] = account
+        return account
+
+    def edit_key(
+        self,
+        api_key: str,
+        *,
+        can_withdraw: bool | None = None,
+        can_trade: bool | None = None,
+        futures: bool | None = None,
+        ip_restrict: bool | None = None,
+        trading_authority_expiration_ms: int | _Unset | None = _UNSET,
+    ) -> KeyAccount:
+        """Change a key's restrictions after it was connected, as its owner does on the venue's API page.
+
+        Binance refuses withdrawals on a key without an IP restriction (so turning them on needs one), and an
+        unrestricted key's trading permission comes with an expiration time (None removes it).
+        """
+        account = self.keys[api_key]
+        restrict = account.ip_restrict if ip_restrict is None else ip_restrict
+        withdraws = account.can_withdraw if can_withdraw is None else can_withdraw
+        if withdraws and not restrict and self.venue.startswith("binance"):
+            raise ValueError("Binance allows withdrawals only on a key restricted to trusted IPs")
+        for name, value in (
+            ("can_withdraw", can_withdraw), ("can_trade", can_trade), ("futures", futures), ("ip_restrict", ip_restrict)
+        ):
+            if value is not None:
+                setattr(account, name, value)
+        if not isinstance(trading_authority_expiration_ms, _Unset):
+            account.trading_authority_expiration_ms = trading_authority_expiration_ms
         return account
 
     def revoke_key(self, api_key: str) -> None:

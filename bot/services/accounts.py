@@ -34,7 +34,14 @@ from bot.services.errors import UserError
 from bot.services.positions import PositionView, stored_position_view
 from bot.vault import CredentialUnreadable, Vault
 from bot.venues import next_label, reserved_labels, venue_name
-from storage.accounts import ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KeyAlreadyConnected, OwnerAlreadyConnected
+from storage.accounts import (
+    ACTIVE,
+    KEY_REJECTED,
+    KEY_UNREADABLE,
+    KEY_UNSAFE,
+    KeyAlreadyConnected,
+    OwnerAlreadyConnected,
+)
 from storage.models import Account, BalanceSnapshot, Order, StoredAsset, StoredPosition, utcnow
 from storage.orders import LIVE, UNCONFIRMED
 from storage.store import Store
@@ -628,6 +635,8 @@ def _fix_note(label: str, status: str) -> str | None:
         return f"key rejected by the exchange (I retry it every few minutes); {fix}"
     if status == KEY_UNREADABLE:
         return f"stored key unreadable (failed its integrity check); {fix}"
+    if status == KEY_UNSAFE:
+        return f"key can withdraw (turned on after /connect): revoke it or turn withdrawals off (I re-check it); {fix}"
     return None
 
 

@@ -37,6 +37,7 @@ from bot.strategies.grid import level_prices
 from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import FUTURES_LEVERAGE, venue_name
+from storage.accounts import KEY_UNSAFE
 from storage.models import Account, Strategy
 from storage.orders import LIVE
 from storage.strategies import ACTIVE, FINISHED, HOLDING, PANIC, PAUSED, STOPPED, USER
@@ -815,6 +816,11 @@ class StrategyService:
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
             raise UserError("This strategy's account is no longer connected.")
+        if account.status == KEY_UNSAFE:
+            raise UserError(
+                f"The API key of {account.label} can withdraw funds: turn its withdrawals off on the exchange (I "
+                f"check it every few minutes and tell you), or give it a new key with /connect replace {account.label}."
+            )
         if account.status != "active":
             raise UserError(
                 f"The API key of {account.label} does not work (see /accounts): give it a new key with "

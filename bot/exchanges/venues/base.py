@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from bot.exchanges.failures import Action, ExchangeFailure, OrderNotFoundFailure
-from bot.exchanges.keys import MSG_UNVERIFIABLE, KeyCheck, KeyRejected
+from bot.exchanges.keys import MSG_UNVERIFIABLE, KeyCheck, KeyHealth, KeyRejected
 
 #: Runs one signed call with the key being checked on a pooled client, exactly once, and raises our
 #: `ExchangeFailure` (never ccxt's) when it fails: `await once(lambda ex: ex.fetch_balance())`.
@@ -40,12 +41,25 @@ class WeightRule:
     uncharged_api_prefixes: tuple[str, ...] = ()
     #: The response header carrying the server's own count for the current minute (lower-case).
     used_weight_header: str | None = None
+    #: The per-IP limit of the uncharged groups themselves (Binance `sapi`: 12,000 per minute per endpoint),
+    #: charged to a budget of their own; None leaves them uncounted.
+    side_limit_per_minute: int | None = None
+    #: Venue weight per unit of ccxt's cost in those groups (ccxt's `sapi` costs are a tenth of the weight).
+    side_weight_per_cost: float = 1.0
+    #: The response header carrying the server's count of those groups (lower-case).
+    side_used_weight_header: str | None = None
 
     def weight(self, api_name: str, path: str, cost: float) -> int | None:
         """The weight of one request (at least 1), or None for an uncharged api group."""
         if self.uncharged_api_prefixes and api_name.startswith(self.uncharged_api_prefixes):
             return None
         return self.overrides.get((api_name, path)) or max(1, math.ceil(cost * self.weight_per_cost - 1e-9))
+
+    def side_weight(self, api_name: str, cost: float) -> int | None:
+        """The weight of one request of an uncharged group on its own budget, or None when it has none."""
+        if self.side_limit_per_minute is None or not api_name.startswith(self.uncharged_api_prefixes):
+            return None
+        return max(1, math.ceil(cost * self.side_weight_per_cost - 1e-9))
 
 
 @dataclass(frozen=True)
@@ -226,3 +240,9 @@ class VenueAdapter:
 
         True without a call where there is no cheap one (the caller then runs the full key check)."""
         return True
+
+    async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
+        """What a connected key may do now, by the venue's cheapest signed call; None when the venue offers no
+        such call (nothing is checked). A rejected key or an unreachable venue raises `ExchangeFailure`, which
+        the caller handles as it would on any signed call."""
+        return None

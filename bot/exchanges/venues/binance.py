@@ -14,12 +14,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from bot.exchanges.failures import Action, ExchangeFailure
+from bot.exchanges.failures import Action, ExchangeFailure, UnknownFailure
 from bot.exchanges.keys import (
     MSG_UNAVAILABLE,
     MSG_UNVERIFIABLE,
     MSG_WITHDRAW,
     KeyCheck,
+    KeyHealth,
     KeyRejected,
 )
 from bot.exchanges.venues.base import OnceCall, VenueAdapter, WeightRule
@@ -106,17 +107,25 @@ MSG_TESTNET = (
 )
 
 
+#: Binance's per-IP weight limit of each IP-limited `sapi` endpoint, per minute.
+SAPI_IP_LIMIT = 12_000
+
+
 def weight_rule(
     limit_per_minute: int, weight_per_cost: float, overrides: Mapping[tuple[str, str], int] | None = None
 ) -> WeightRule:
-    """Binance's weight per IP: `sapi` (key permissions) has its own, much larger, limits and is not charged;
-    the server's own count comes in `X-MBX-USED-WEIGHT-1M`."""
+    """Binance's weight per IP, the server's own count in `X-MBX-USED-WEIGHT-1M`. `sapi` (key permissions) is
+    not charged there: each IP-limited `sapi` endpoint has its own 12,000 per minute (counted in
+    `X-SAPI-USED-IP-WEIGHT-1M`), a side budget here (ccxt's `sapi` costs are a tenth of the weight)."""
     return WeightRule(
         limit_per_minute=limit_per_minute,
         weight_per_cost=weight_per_cost,
         overrides=dict(overrides or {}),
         uncharged_api_prefixes=("sapi",),
         used_weight_header="x-mbx-used-weight-1m",
+        side_limit_per_minute=SAPI_IP_LIMIT,
+        side_weight_per_cost=10.0,
+        side_used_weight_header="x-sapi-used-ip-weight-1m",
     )
 
 
@@ -146,6 +155,9 @@ class BinanceFamily(VenueAdapter):
     #: The `apiRestrictions` flag the key needs to trade here, and the refusal when it is off.
     trading_permission: str
     trading_refusal: tuple[str, str]
+    #: The `apiRestrictions` field saying when Binance takes this venue's trading away from an unrestricted
+    #: key (spot and margin only), or None.
+    trading_expiry_field: str | None = None
 
     def is_valid_client_order_id(self, value: str) -> bool:
         return bool(_CLIENT_ORDER_ID.match(value))
@@ -243,6 +255,29 @@ class BinanceFamily(VenueAdapter):
             return False
         return True
 
+    async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
+        """`GET /sapi/v1/account/apiRestrictions` (weight 1 on the sapi budget): withdrawals, this venue's trading
+        permission, and when Binance takes trading away from a key without IP restriction (a passed time counts as
+        gone). The testnet has no sapi: nothing to check there. An answer without `enableWithdrawals` proves
+        nothing: it is treated as a failed call (`UnknownFailure`), never as a healthy key."""
+        if testnet:
+            return None
+        restrictions = await once(lambda ex: ex.sapi_get_account_apirestrictions())
+        if not isinstance(restrictions, dict) or not isinstance(restrictions.get("enableWithdrawals"), bool):
+            raise UnknownFailure(self.id, "apiRestrictions answered without enableWithdrawals")
+        expires = None
+        # Only unrestricted keys lose trading at that time: an IP restriction (the fix we advise) lifts it.
+        raw = restrictions.get(self.trading_expiry_field) if self.trading_expiry_field else None
+        if raw and restrictions.get("ipRestrict") is not True:
+            try:
+                expires = datetime.fromtimestamp(int(raw) / 1000, tz=UTC)
+            except (TypeError, ValueError, OverflowError, OSError):
+                expires = None
+        can_trade = restrictions.get(self.trading_permission) is True and (expires is None or expires > now)
+        return KeyHealth(
+            can_withdraw=restrictions["enableWithdrawals"], can_trade=can_trade, trading_expires_at=expires
+        )
+
 
 #: ccxt's binance cost table is scaled so 1,200 cost/min fills the limit it assumes: spot endpoints cost
 #: 0.2 per unit of weight (6,000/min on the venue).
@@ -269,6 +304,7 @@ ADAPTER = BinanceFamily(
     # GET /api/v3/openOrders: one symbol, all symbols.
     open_orders_weights=(6, 80),
     trading_permission="enableSpotAndMarginTrading",
+    trading_expiry_field="tradingAuthorityExpirationTime",
     trading_refusal=(
         "trading_disabled",
         "This key cannot trade. Edit it on Binance, tick 'Enable Spot & Margin Trading', then send it again.",

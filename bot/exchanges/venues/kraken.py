@@ -11,11 +11,12 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from bot.exchanges.failures import Action, ExchangeFailure
-from bot.exchanges.keys import MSG_UNVERIFIABLE, MSG_WITHDRAW, KeyCheck, KeyRejected
+from bot.exchanges.keys import MSG_UNVERIFIABLE, MSG_WITHDRAW, KeyCheck, KeyHealth, KeyRejected
 from bot.exchanges.venues.base import KeyCounterRule, OnceCall, PrivateCall, VenueAdapter
 
 #: Kraken error strings: exact first, then by prefix (`EGeneral:Invalid arguments:volume`).
@@ -140,6 +141,19 @@ class Kraken(VenueAdapter):
                 )
             raise KeyRejected("unverifiable", MSG_UNVERIFIABLE) from None
         raise KeyRejected("withdraw_enabled", MSG_WITHDRAW)
+
+    async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
+        """The /connect proof again (`WithdrawMethods`, one point on the key's own call counter, which decays
+        in about 3 s): `EGeneral:Permission denied` → it still cannot withdraw; an answer → it can now. Kraken
+        lists no trading permission (a key that lost it is rejected by its next order). Any other refusal is
+        raised as it came (an invalid key: rejected; a busy venue: try later)."""
+        try:
+            await once(lambda ex: ex.private_post_withdrawmethods())
+        except ExchangeFailure as failure:
+            if failure.code == "EGeneral:Permission denied":
+                return KeyHealth(can_withdraw=False)
+            raise
+        return KeyHealth(can_withdraw=True)
 
 
 ADAPTER = Kraken(
