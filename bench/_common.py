@@ -397,10 +397,11 @@ async def prices(world: World, venue: str, symbols: Iterable[str]) -> dict[str, 
 
 
 def grid_params(price: Decimal) -> dict[str, str]:
-    """A 3-level grid whose only armed level rests 10 % under the price: one resting buy per grid."""
+    """A one-grid ladder (2 levels) whose buy rests 10 % under the price: one resting buy per grid, and no start
+    purchase (a grid buys at start only the coins its levels above the price sell)."""
     low = (price * Decimal("0.9")).quantize(Decimal("0.01"))
     high = (price * Decimal("1.5")).quantize(Decimal("0.01"))
-    return {"low": str(low), "high": str(high), "levels": "3"}
+    return {"low": str(low), "high": str(high), "levels": "2"}
 
 
 async def order_round_trips(world: World) -> dict[str, int]:

@@ -182,10 +182,48 @@ def preview_text(preview) -> str:
             f"Parameters: <code>{esc(params) or 'defaults'}</code>",
             *([f"Leverage: {preview.leverage}x (no leverage): a position's margin is its full size, within the "
                "budget"] if getattr(preview, "leverage", None) else []),
+            *(grid_summary_lines(preview.grid) if getattr(preview, "grid", None) else []),
             "",
             "Nothing trades until you press Confirm.",
         ]
     )
+
+
+def grid_summary_lines(g) -> list[str]:
+    """How a grid starts (a `GridSummary`): its orders below and above the price, the order size per level, the
+    coins bought at start for the sells and about what they cost, and the profit of one grid net of fees."""
+    plan, q, tick = g.plan, esc(g.quote), g.price_tick
+
+    def span(prices) -> str:
+        ends = [fmt_price(prices[0], q, tick), fmt_price(prices[-1], q, tick)]
+        return ends[0] if ends[0] == ends[1] else f"{ends[0]}–{ends[1]}"
+
+    lines = [""]
+    if not g.in_range:
+        lines.append(f"The price ({fmt_price(g.price, q, tick)}) is outside the range: the grid starts when it "
+                     f"enters it. Planned at {fmt_price(plan.price, q, tick)}:")
+    buys = (f"{len(plan.buys)} buy limit{'s' * (len(plan.buys) > 1)} below the price ({span(g.buys_at)})"
+            if plan.buys else "no buy limit")
+    sells = (f"{len(plan.sells)} sell limit{'s' * (len(plan.sells) > 1)} above it ({span(g.sells_at)})"
+             if plan.sells else "no sell limit above it")
+    lines.append(f"Grid: {buys} and {sells}.")
+    lines.append(f"Order size: {money(plan.per_level, q)} per level (each buy, and the coins it sells one level up).")
+    if plan.sells:
+        lines.append(
+            f"Bought at start: {fmt_amount(plan.start_amount, esc(g.base), g.amount_step)} (about "
+            f"{money(plan.start_cost, q)} at {fmt_price(plan.price, q, tick)}, by one market order) for the sells "
+            "above the price."
+        )
+    low, high, low_pct, high_pct = plan.profit_per_grid(g.fee_rate)
+    amounts = (money(low, q, signed=True) if money(low, q) == money(high, q)
+               else f"{money(low, q, signed=True)} to {money(high, q, signed=True)}")
+    pcts = percent(low_pct) if percent(low_pct) == percent(high_pct) else f"{percent(low_pct)} to {percent(high_pct)}"
+    lines.append(f"Profit per grid (a buy and its sell, fees of {percent(g.fee_rate * 100, signed=False)} a side "
+                 f"deducted): {amounts} ({pcts}).")
+    if high <= 0:
+        lines.append("⚠️ The levels are closer than the fees of a round trip: each one loses money. Use fewer levels "
+                     "or a wider range.")
+    return lines
 
 
 def edit_preview_text(preview) -> str:

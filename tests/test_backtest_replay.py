@@ -68,7 +68,7 @@ def test_dca_buys_at_market_at_the_close_as_a_taker_amount_stepped_down():
 
 def test_trend_buys_on_the_way_up_and_sells_all_it_holds_on_the_way_down():
     trend = STRATEGIES["trend"]
-    params = trend.parse_params({"timeframe": "1h", "fast": "1", "slow": "2"})
+    params = trend.parse_params({"timeframe": "1h", "fast": "1", "slow": "2", "entry": "now"})
     # Its two first candles are the warm-up (start=2): decisions begin at the third close.
     series = candles(*[(p, p, p, p) for p in ("100", "101", "102", "103", "99", "98", "97")])
     result = replay(trend, params, D(500), "BTC/USDT", TERMS, series, HOUR, start=2)

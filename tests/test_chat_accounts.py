@@ -148,7 +148,7 @@ async def test_disconnect_names_the_strategies_it_stops_and_sends_each_ones_stop
     book.set_price("BTC/USDT", "50000")
     _, api_key = await connect_with_key(strata, fake_exchanges, "binance")
     await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1d amount=20")
-    await allocate_one_line(strata, "/allocate binance grid 300 BTC/USDT low=45000 high=55000 levels=5 name=ladder")
+    await allocate_one_line(strata, "/allocate binance grid 300 BTC/USDT low=40000 high=50000 levels=3 name=ladder")
     dca, grid = await strata.runtime.store.strategies.list_for_user(USER)
     deadline = time.monotonic() + 15
     while not (book.trades(api_key, "BTC/USDT") and book.open_orders(api_key)):

@@ -95,7 +95,8 @@ async def test_a_grid_whose_budget_per_level_is_below_the_minimum_is_refused_wit
     strata, fake_exchanges
 ):
     # BTC/USDT's minimum order on the fake Binance is 10 USDT (NOTIONAL). At 50,000 a 9-level grid from 40,000
-    # to 60,000 arms the 4 levels below the price: 30 USDT is 7.49 per level.
+    # to 60,000 buys at the 4 levels below the price and sells above it the coins bought at start for the other 4:
+    # 30 USDT is about 3.8 per grid.
     book = fake_exchanges.books["binance"]
     book.set_price("BTC/USDT", "50000")
     _, api_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
@@ -106,28 +107,32 @@ async def test_a_grid_whose_budget_per_level_is_below_the_minimum_is_refused_wit
 
     assert "Allocation summary" not in refusal.text
     assert "minimum" in refusal.text
-    found = re.search(r"at least ([0-9.]+) USDT", refusal.text)
+    found = re.search(r"minimum budget is ([0-9.]+) USDT", refusal.text)
     assert found, refusal.text
     smallest = Decimal(found.group(1))
-    fewer = re.search(r"levels=(\d+)", refusal.text)
+    fewer = re.search(r"use levels=(\d+)", refusal.text)
     assert fewer, refusal.text
     assert await strategies(strata) == []
 
     # One cent less is refused too: it is the smallest budget.
     await strata.send(USER, f"/allocate binance grid {smallest - Decimal('0.01')} {grid}")
-    assert "at least" in (await strata.next_reply(USER)).text
+    assert f"minimum budget is {smallest} USDT" in (await strata.next_reply(USER)).text
     # The suggested levels work with the original budget.
     await strata.send(USER, f"/allocate binance grid 30 BTC/USDT low=40000 high=60000 levels={fewer.group(1)}")
     await strata.next_reply(USER, contains="Allocation summary")
-    # And the smallest budget, once confirmed, arms every level below the price on the venue.
+    # And the smallest budget, once confirmed, arms every level of the range on the venue: buys below the price,
+    # sells above it (50,000 itself, the price, has no order: its level sells at 52,500).
     await strata.send(USER, f"/allocate binance grid {smallest} {grid}")
     summary = await strata.next_reply(USER, contains="Allocation summary")
     await strata.press(USER, summary, "Confirm allocation")
     await strata.next_reply(USER, contains="is running")
     orders = await wait_for_open_orders(fake_exchanges, "binance", api_key)
     for _ in range(100):
-        if len(orders) == 4:
+        if len(orders) == 8:
             break
         await asyncio.sleep(0.05)
         orders = fake_exchanges.books["binance"].open_orders(api_key)
-    assert sorted(o.price for o in orders) == [Decimal(40000), Decimal(42500), Decimal(45000), Decimal(47500)]
+    assert sorted((o.price, o.side) for o in orders) == [
+        *((Decimal(p), "buy") for p in (40000, 42500, 45000, 47500)),
+        *((Decimal(p), "sell") for p in (52500, 55000, 57500, 60000)),
+    ]

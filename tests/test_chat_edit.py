@@ -114,22 +114,32 @@ async def test_a_grids_new_budget_is_split_over_its_ladder_at_the_next_decision_
     _, api_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
     await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
     before = await wait_for_open_orders(fake_exchanges, "kraken", api_key)
+    for _ in range(200):  # buys at 60,000 and 62,500; sells at 67,500 and 70,000 once the start purchase filled
+        if len(before) == 4:
+            break
+        await asyncio.sleep(0.05)
+        before = open_orders(fake_exchanges, "kraken", api_key)
+    assert sorted((o.side, o.price) for o in before) == [
+        ("buy", 60000), ("buy", 62500), ("sell", 67500), ("sell", 70000)]
     [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
     sid = strategy.id
     reserved = await strata.runtime.store.orders.reserved_for(sid)
+    used = strategy.spent - strategy.received  # the coins bought at start for the sells above 65,000
+    assert used > 0
 
-    # Its open buys reserve part of the budget: the budget cannot go below that.
+    # What it used and what its open buys reserve: the budget cannot go below that.
     await strata.send(USER, f"/edit {sid} budget=100")
     refused = await strata.next_reply(USER, contains="no less than")
-    assert money((reserved / CENT).to_integral_value(rounding="ROUND_CEILING") * CENT, "USD") in refused.text
+    minimum = ((used + reserved) / CENT).to_integral_value(rounding="ROUND_CEILING") * CENT
+    assert money(minimum, "USD") in refused.text
 
     await strata.send(USER, f"/pause {sid}")
     await strata.next_reply(USER, contains="is paused")
     assert open_orders(fake_exchanges, "kraken", api_key) == []
-    # Paused with nothing reserved: a budget whose per-level buy is below Kraken's minimum is refused.
+    # Paused, nothing is reserved, but the coins it holds were bought with its budget.
     await strata.send(USER, f"/edit {sid} budget=0.5")
-    refused = await strata.next_reply(USER, contains="per level")
-    assert "at least" in refused.text and "minimum" in refused.text
+    refused = await strata.next_reply(USER, contains="no less than")
+    assert money((used / CENT).to_integral_value(rounding="ROUND_CEILING") * CENT, "USD") in refused.text
 
     await strata.send(USER, f"/edit {sid} budget=1000")
     summary = await strata.next_reply(USER, contains="Change")
@@ -139,15 +149,23 @@ async def test_a_grids_new_budget_is_split_over_its_ladder_at_the_next_decision_
     await strata.send(USER, f"/resume {sid}")
     await strata.next_reply(USER, contains="running again")
     after = await wait_for_open_orders(fake_exchanges, "kraken", api_key)
-    await asyncio.sleep(0.5)
-    after = open_orders(fake_exchanges, "kraken", api_key)
-    assert sorted(o.price for o in after) == sorted(o.price for o in before)
-    # The same levels, each buying for twice as much: the new budget split over the same ladder.
+    for _ in range(200):
+        if len(after) == 4:
+            break
+        await asyncio.sleep(0.05)
+        after = open_orders(fake_exchanges, "kraken", api_key)
+    assert sorted((o.side, o.price) for o in after) == sorted((o.side, o.price) for o in before)
+    # The same levels: each buy for twice as much (the new budget split as the old one was), each sell of the
+    # coins it already holds.
     for old, new in zip(sorted(before, key=lambda o: o.price), sorted(after, key=lambda o: o.price), strict=True):
+        if old.side == "sell":
+            assert new.amount == old.amount
+            continue
         ratio = (new.amount * new.price) / (old.amount * old.price)
         assert Decimal("1.99") < ratio < Decimal("2.01"), (old, new)
-    total = sum((o.amount * o.price for o in after), Decimal(0))
-    assert total <= Decimal(1000)
+    strategy = await strata.runtime.store.strategies.get(sid)
+    total = sum((o.amount * o.price for o in after if o.side == "buy"), Decimal(0))
+    assert strategy.spent - strategy.received + total <= Decimal(1000)
 
 
 async def test_edit_is_in_help_the_command_menu_and_the_suggestions(strata):

@@ -76,7 +76,7 @@ async def test_alert_status_and_stop_show_one_set_of_figures_equal_to_the_venues
     book = fake_exchanges.books["kraken"]
     book.set_price(SYMBOL, "65000")
     _, api_key = await connect_with_key(strata, fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
-    await allocate_one_line(strata, f"/allocate kraken grid {BUDGET} {SYMBOL} low=60000 high=70000 levels=5")
+    await allocate_one_line(strata, f"/allocate kraken grid {BUDGET} {SYMBOL} low=60000 high=65000 levels=3")
     [strategy] = await strata.runtime.store.strategies.list_for_user(USER)
     assert len(await wait_for_open_orders(fake_exchanges, "kraken", api_key)) == 2  # buys at 60,000 and 62,500
 

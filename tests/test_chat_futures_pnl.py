@@ -71,7 +71,7 @@ async def test_a_futures_trend_long_short_flat_reports_the_wallets_realised_pnl_
     def position():
         return next(p for p in book.positions(api_key) if p.symbol == SYMBOL)
 
-    await allocate_one_line(strata, "/allocate binanceusdm trend 200 BTC/USDT timeframe=1d fast=3 slow=5")
+    await allocate_one_line(strata, "/allocate binanceusdm trend 200 BTC/USDT timeframe=1d fast=3 slow=5 entry=now")
     [opened] = await wait_for_fill_alerts(strata, 1)
     assert position().amount > 0
     assert total_realised(opened) == cents(realised_by_venue()), opened  # only the opening fee so far

@@ -42,7 +42,7 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
     _, api_key = await connect_with_key(strata, fake_exchanges, "binanceusdm", balances={"USDT": Decimal(1000)})
     venue = exchange_client("binanceusdm", api_key, book.keys[api_key].secret)
 
-    await strata.send(USER, "/allocate binanceusdm trend 200 BTC/USDT timeframe=1d fast=3 slow=5")
+    await strata.send(USER, "/allocate binanceusdm trend 200 BTC/USDT timeframe=1d fast=3 slow=5 entry=now")
     summary = await strata.next_reply(USER, contains="Allocation summary")
     assert summary.plain_text.count("1x") == 1 and "Leverage: 1x (no leverage)" in summary.plain_text
     await strata.press(USER, summary, "Confirm allocation")

@@ -30,7 +30,7 @@ async def test_resume_all_resumes_exactly_what_the_panic_paused_and_a_second_pre
     await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(5000)})
     broken, broken_key = await connect_with_key(strata, fake_exchanges, "binance", balances={"USDT": Decimal(5000)})
 
-    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
+    await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=65000 levels=3")
     await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1w amount=10 name=mine")
     await allocate_one_line(strata, "/allocate binance dca 100 BTC/USDT every=1w amount=10 name=done")
     await allocate_one_line(strata, f"/allocate {broken.label} dca 100 BTC/USDT every=1w amount=10 name=broken")

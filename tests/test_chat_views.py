@@ -190,7 +190,7 @@ async def test_futures_profit_trades_and_balance_show_the_position_as_the_venue_
     book.set_price(FUTURES, "55000")
     _, api_key = await connect_with_key(strata, fake_exchanges, "binanceusdm", balances={"USDT": Decimal(1000)})
     wallet_at_start = book.keys[api_key].total("USDT")
-    await allocate_one_line(strata, "/allocate binanceusdm trend 200 BTC/USDT timeframe=1d fast=3 slow=5")
+    await allocate_one_line(strata, "/allocate binanceusdm trend 200 BTC/USDT timeframe=1d fast=3 slow=5 entry=now")
     await wait_for_fill_alerts(strata, 1)
     # The averages cross down: one order closes the long at a loss, the next opens a short.
     script_candles(book, 60000, -500, 45000)

@@ -70,6 +70,31 @@ async def test_a_futures_grid_sells_what_it_bought_reduce_only_and_its_pnl_is_th
         await world.close()
 
 
+async def test_a_futures_grid_opens_its_start_long_at_market_and_sells_it_reduce_only_above_the_price(
+    fake_exchanges, tmp_path
+):
+    """At 49,000 a 45,000–55,000 grid buys at 45,000 and holds the 50,000 level's coins, bought at start: on
+    futures that start purchase opens a long (not reduce-only) and its sell at 55,000 is reduce-only."""
+    book, world = await _futures_world(fake_exchanges, tmp_path, "start-usdm")
+    try:
+        book.set_price(SYMBOL, "49000")
+        await world.allocate(USER, "binanceusdm", "grid", "300", "BTC/USDT", low="45000", high="55000", levels="3")
+        await world.engine.settle()
+
+        async def both_resting() -> bool:
+            return len(book.open_orders("start-usdm")) == 2
+
+        await wait_for(both_resting)
+        [start] = [o for o in book.all_orders("start-usdm") if o.type == "market"]
+        assert (start.side, start.reduce_only, start.status) == ("buy", False, "closed")
+        resting = sorted((o.side, o.price, o.reduce_only) for o in book.open_orders("start-usdm"))
+        assert resting == [("buy", Decimal("45000"), False), ("sell", Decimal("55000"), True)]
+        [sell] = [o for o in book.open_orders("start-usdm") if o.side == "sell"]
+        assert sell.amount == _position(book, "start-usdm").amount == start.amount
+    finally:
+        await world.close()
+
+
 async def test_stop_closes_a_futures_position_worth_less_than_the_minimum_notional(fake_exchanges, tmp_path):
     """Binance USD-M: "Order's notional must be no smaller than 10 (unless you choose reduce only)"."""
     book, world = await _futures_world(fake_exchanges, tmp_path, "dust-usdm")

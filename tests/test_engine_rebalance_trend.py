@@ -88,7 +88,7 @@ async def test_trend_on_futures_sets_leverage_1_opens_long_then_flips_short_on_a
         rising_then_falling(book, symbol)
         book.set_price(symbol, "55000")
         strategy_id = await world.allocate(
-            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5", entry="now"
         )
         await world.engine.settle()
         account = book.keys["trend-key"]
@@ -139,7 +139,8 @@ async def test_a_failed_leverage_call_leaves_the_intent_to_be_sent_later_after_l
         rising_then_falling(book, symbol)
         book.set_price(symbol, "55000")
         book.inject("server_error", count=50, path="/fapi/v1/leverage")
-        await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5")
+        await world.allocate(USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5",
+                             entry="now")
         await world.engine.settle()
         assert book.all_orders("lev-key") == []  # never sent without leverage 1
         [intent] = await world.store.orders.in_states(("intent",))
@@ -173,7 +174,7 @@ async def test_trend_on_futures_closes_a_short_that_holds_its_whole_budget_and_b
         script_daily(book, symbol, 60000, -500, 45000)  # falling: open a short
         book.set_price(symbol, "45000")
         strategy_id = await world.allocate(
-            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5", entry="now"
         )
         await world.engine.settle()
         [short] = [p for p in book.positions("short-key") if p.symbol == symbol]
@@ -211,7 +212,7 @@ async def test_a_futures_ledger_booked_the_old_way_is_rebooked_from_the_fills_at
         script_daily(book, symbol, 60000, -500, 45000)  # falling: open a short
         book.set_price(symbol, "45000")
         strategy_id = await world.allocate(
-            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5"
+            USER, "binanceusdm", "trend", "200", "BTC/USDT", timeframe="1d", fast="3", slow="5", entry="now"
         )
         await world.engine.settle()
         [sale] = book.trades("old-key", symbol)

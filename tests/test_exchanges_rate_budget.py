@@ -304,8 +304,8 @@ async def test_one_users_accounts_flood_leaves_orders_panic_and_other_users_read
         await asyncio.sleep(0.3)  # A's share is spent: the rest of the flood waits for the next minute
 
         started = time.perf_counter()
-        grid = await world.allocate(BOB, "binance", "grid", "300", "BTC/USDT", low="45000", high="55000",
-                                    levels="5")
+        grid = await world.allocate(BOB, "binance", "grid", "300", "BTC/USDT", low="45000", high="52500",
+                                    levels="4")
         await asyncio.wait_for(world.engine.settle(), 10)
         placed = time.perf_counter() - started
         assert len(book.open_orders(bob_key)) == 3  # the buys below the price rest on the book

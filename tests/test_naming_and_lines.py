@@ -12,6 +12,7 @@ import pytest
 from bot.engine.alerts import finished_text, strategy_name
 from bot.services.strategies import StrategyService
 from bot.strategies.grid import Grid
+from bot.strategies.grid import _status as grid_status
 from bot.strategies.naming import MAX_NAME, clean_name, list_label, strategy_label
 from handlers.render import catalogue_text
 from storage.models import Strategy
@@ -51,9 +52,12 @@ def test_one_round_trip_is_singular():
     grid = Grid()
     params = grid.parse_params({"low": "100", "high": "200", "levels": "5"})
     state = grid.initial_state(params, datetime(2026, 12, 4, tzinfo=UTC))
-    assert "1 round trip done" in Grid._summary(replace(state, round_trips=1))
-    assert "2 round trips done" in Grid._summary(replace(state, round_trips=2))
-    assert "0 buys and 0 sells armed" in Grid._summary(state)
+    def status(round_trips: int) -> str:
+        return grid_status(replace(state, round_trips=round_trips), Decimal(150), params["low"], params["high"],
+                           "A/B", None)
+
+    assert "1 round trip," in status(1) and "2 round trips," in status(2)
+    assert "0 buys below, 0 sells above" in status(0)
 
 
 def test_required_parameters_say_required_not_a_default():

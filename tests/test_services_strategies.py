@@ -160,38 +160,78 @@ async def test_stopping_an_accounts_strategies_cancels_their_open_orders(world):
     )
     strategy_id = (await world.service.confirm(preview)).strategy_id
     await world.engine.settle()
-    assert len(world.book.open_orders("alice")) == 2
+    # At 50,000: buys at 40,000 and 45,000, and sells at 55,000 and 60,000 of the coins bought at start.
+    assert sorted((o.side, o.price) for o in world.book.open_orders("alice")) == [
+        ("buy", 40000), ("buy", 45000), ("sell", 55000), ("sell", 60000)]
     account = await world.store.accounts.by_label(ALICE, "binance")
     assert len(await world.service.stop_account_strategies(account.id)) == 1
     assert world.book.open_orders("alice") == []
     assert (await world.store.strategies.get(strategy_id)).status == "stopped"
 
 
-async def test_a_grid_budget_is_checked_per_level_against_the_levels_armed_at_the_current_price(world):
-    # At 50,000 a grid from 40,000 to 60,000 in 5 levels arms 40,000 and 45,000: 15 USDT is 7.49 per level.
-    # The minimum is 10 USDT on a 0.00001 BTC step: at 45,000 the smallest buy is 0.00023 BTC = 10.35 USDT, so
-    # two levels need 20.70 plus the 0.1 % fee reserve = 20.7207 → 20.73.
+async def test_a_grid_budget_is_checked_against_every_order_of_the_grid_and_the_refusal_says_the_minimum(world):
+    # At 50,000 a grid from 40,000 to 60,000 in 5 levels buys at 40,000 and 45,000, and buys at start the coins its
+    # 50,000 and 55,000 levels sell one level up. Every level buys at its price sooner or later: at 55,000 the
+    # smallest buy on the 0.00001 BTC step is 0.00019 BTC = 10.45 USDT (10 USDT minimum). The budget splits into
+    # 2 + (50000/50000 + 50000/55000) × 1.02 (the gate's reserve on a market buy) = 3.94727… per-level shares,
+    # plus the 0.1 % fee reserve: 10.45 × 3.94727… × 1.001 = 41.2902… → 41.30.
     with pytest.raises(UserError) as refused:
         await world.service.allocate(ALICE, "binance", "grid", "15", "BTC/USDT",
                                      {"low": "40000", "high": "60000", "levels": "5"})
     message = refused.value.message
-    assert "2 grid level(s)" in message and "at least 20.73 USDT" in message and "levels=3" in message
+    assert message == ("15.00 USDT over levels=5 (4 grids) is 3.79 USDT per grid, below BTC/USDT's minimum order at "
+                       "those prices. The minimum budget is 41.3 USDT; or use levels=2.")
     with pytest.raises(UserError):
-        await world.service.allocate(ALICE, "binance", "grid", "20.72", "BTC/USDT",
+        await world.service.allocate(ALICE, "binance", "grid", "41.29", "BTC/USDT",
                                      {"low": "40000", "high": "60000", "levels": "5"})
-    await world.service.allocate(ALICE, "binance", "grid", "20.73", "BTC/USDT",
-                                 {"low": "40000", "high": "60000", "levels": "5"})
-    # From 45,000 to 65,000 only the bottom level is below 50,000: the whole budget goes to it.
-    await world.service.allocate(ALICE, "binance", "grid", "15", "BTC/USDT",
-                                 {"low": "45000", "high": "65000", "levels": "5"})
+    preview = await world.service.allocate(ALICE, "binance", "grid", "41.30", "BTC/USDT",
+                                           {"low": "40000", "high": "60000", "levels": "5"})
+    plan = preview.grid.plan
+    assert (plan.buys, plan.sells) == ((0, 1), (2, 3))
+    # 0.00020 BTC for the 50,000 level and 0.00019 BTC for the 55,000 one, bought at start.
+    assert plan.start_amount == Decimal("0.00039") and plan.start_cost == Decimal("19.5")
+    # From 45,000 to 65,000 at 50,000, one level buys and three sell: 15 USDT is far too little.
+    with pytest.raises(UserError):
+        await world.service.allocate(ALICE, "binance", "grid", "15", "BTC/USDT",
+                                     {"low": "45000", "high": "65000", "levels": "5"})
 
 
-async def test_a_grid_outside_its_range_is_checked_for_the_worst_case_of_every_level_but_the_top(world):
-    # Above the range the grid waits; once the price falls into it, up to 4 of its 5 levels arm at once.
+async def test_a_grid_outside_its_range_is_checked_where_it_will_start(world):
+    # Above the range the grid waits; once the price falls to 40,000 all four levels buy. The dearest smallest
+    # buy is at 30,000: 0.00034 BTC = 10.20 USDT; 4 × 10.20 × 1.001 = 40.8408 → 40.85.
     with pytest.raises(UserError) as refused:
         await world.service.allocate(ALICE, "binance", "grid", "35", "BTC/USDT",
                                      {"low": "30000", "high": "40000", "levels": "5"})
-    assert "4 grid level(s)" in refused.value.message and "levels=4" in refused.value.message
+    assert "minimum budget is 40.85 USDT; or use levels=4 or fewer" in refused.value.message
+    preview = await world.service.allocate(ALICE, "binance", "grid", "40.85", "BTC/USDT",
+                                           {"low": "30000", "high": "40000", "levels": "5"})
+    assert not preview.grid.in_range and preview.grid.plan.price == 40000 and preview.grid.plan.sells == ()
+
+
+async def test_a_geometric_grids_summary_names_the_prices_its_orders_then_rest_at(world):
+    """Geometric levels fall between ticks (41,000 × (61/41)^(1/4) = 45,281.9…): the summary names each order's
+    price as the venue gets it — a buy's rounded down to the 0.01 tick, a sell's up — and those are the prices
+    resting on the fake Binance once confirmed."""
+    from bot.formatting import price
+    from handlers.render import preview_text
+
+    preview = await world.service.allocate(ALICE, "binance", "grid", "300", "BTC/USDT",
+                                           {"low": "41000", "high": "61000", "levels": "5", "spacing": "geo"})
+    grid = preview.grid
+    assert len(grid.buys_at) == 2 and len(grid.sells_at) == 2
+    assert all(p == p.quantize(Decimal("0.01")) for p in grid.buys_at + grid.sells_at)
+    text = preview_text(preview)
+    at = [price(p, "USDT", Decimal("0.01")) for p in grid.buys_at + grid.sells_at]
+    assert f"below the price ({at[0]}–{at[1]}) and 2 sell limits above it ({at[2]}–{at[3]})" in text, text
+    assert at[1] == "45,281.45 USDT" and at[2] == "55,232.33 USDT"  # 45,281.452… down, 55,232.326… up
+    await world.service.confirm(preview)
+    await world.engine.settle()
+
+    async def all_resting() -> bool:
+        return len(world.book.open_orders("alice")) == 4
+
+    await wait_for(all_resting)
+    assert sorted(o.price for o in world.book.open_orders("alice")) == sorted(grid.buys_at + grid.sells_at)
 
 
 async def test_a_dca_amount_that_rounding_pushes_below_the_minimum_is_refused_with_the_smallest_that_works(world):

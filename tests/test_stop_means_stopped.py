@@ -18,7 +18,7 @@ from tests.chat_helpers import USER, connect_with_key
 from tests.engine_world import open_world
 from tests.test_engine_dca import wait_for
 
-GRID = "/allocate binance grid 500 BTC/USDT low=40000 high=60000 levels=5"  # two buy limits below 50000
+GRID = "/allocate binance grid 500 BTC/USDT low=40000 high=50000 levels=3"  # two buy limits below 50000, no sell
 
 
 async def allocate_grid(s, text: str = GRID) -> int:
@@ -40,7 +40,7 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
 #: Per venue: the market at its price, the grid (two buy limits below the price), and the order request's path.
 VENUES = {
     "binance": ("BTC/USDT", "50000", GRID, "/api/v3/order"),
-    "kraken": ("BTC/USD", "65000", "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5", "AddOrder"),
+    "kraken": ("BTC/USD", "65000", "/allocate kraken grid 500 BTC/USD low=60000 high=65000 levels=3", "AddOrder"),
 }
 
 
@@ -207,7 +207,7 @@ async def test_panic_says_when_an_order_cannot_be_confirmed_yet_then_cancels_it_
     try:
         await world.connect(21, "binance", "late", "secret")
         book.inject("timeout", path="/api/v3/order", method="POST")
-        await world.allocate(21, "binance", "grid", "500", "BTC/USDT", low="40000", high="60000", levels="5")
+        await world.allocate(21, "binance", "grid", "500", "BTC/USDT", low="40000", high="50000", levels="3")
         await world.engine.settle()
         assert sorted(r["status"] for r in await world.orders()) == ["open", "unknown"]
         assert len(book.open_orders("late")) == 1  # the second buy; the first is still on its way
@@ -358,8 +358,8 @@ async def test_resume_after_panic_places_the_grids_ladder_again(fake_exchanges, 
     world = await open_world(tmp_path, fake_exchanges.exchange_urls)
     try:
         await world.connect(26, "binance", "rearm", "secret")
-        strategy_id = await world.allocate(26, "binance", "grid", "500", "BTC/USDT", low="40000", high="60000",
-                                           levels="5")
+        strategy_id = await world.allocate(26, "binance", "grid", "500", "BTC/USDT", low="40000", high="50000",
+                                           levels="3")
         await world.engine.settle()
         ladder = sorted((o.price, o.amount) for o in book.open_orders("rearm"))
         assert len(ladder) == 2

@@ -104,11 +104,14 @@ def test_unknown_strategy_names_the_choices():
     [
         ("dca", {}, {"every": timedelta(days=1), "amount": None}),
         ("dca", {"every": "4h", "amount": "10"}, {"every": timedelta(hours=4), "amount": Decimal(10)}),
-        ("grid", {"low": "60000", "high": "70000"}, {"low": 60000, "high": 70000, "levels": 5}),
+        ("grid", {"low": "60000", "high": "70000"}, {"low": 60000, "high": 70000, "levels": 5, "spacing": "arith"}),
+        ("grid", {"low": "1", "high": "2", "levels": "3", "spacing": "GEO"},
+         {"low": 1, "high": 2, "levels": 3, "spacing": "geo"}),
         ("rebalance", {"weights": "BTC:50,ETH:50"},
          {"weights": {"BTC": 50, "ETH": 50}, "band": 5, "every": timedelta(hours=1)}),
-        ("trend", {}, {"timeframe": "1h", "fast": 9, "slow": 21}),
-        ("trend", {"timeframe": "15m", "fast": "5", "slow": "50"}, {"timeframe": "15m", "fast": 5, "slow": 50}),
+        ("trend", {}, {"timeframe": "1h", "fast": 9, "slow": 21, "entry": "cross"}),
+        ("trend", {"timeframe": "15m", "fast": "5", "slow": "50", "entry": "now"},
+         {"timeframe": "15m", "fast": 5, "slow": 50, "entry": "now"}),
     ],
 )
 def test_parameters_parse_with_defaults_filled_in(strategy, raw, expected):
@@ -132,6 +135,8 @@ def test_parameters_parse_with_defaults_filled_in(strategy, raw, expected):
         ("grid", {"low": "1", "high": "2", "levels": "1"}, "levels must be at least 2"),
         ("grid", {"low": "1", "high": "2", "levels": "2.5"}, "not a whole number"),
         ("grid", {"low": "1", "high": "2", "levels": "1000"}, "levels must be at most 100"),
+        ("grid", {"low": "1", "high": "2", "spacing": "log"}, "spacing: 'log' is not an option; choose arith or geo"),
+        ("grid", {"low": "1", "high": "2", "spacing": ""}, "a value is needed after 'spacing='"),
         ("rebalance", {}, "rebalance needs weights="),
         ("rebalance", {"weights": "BTC:50,ETH:40"}, "must sum to 100"),
         ("rebalance", {"weights": "BTC:50,ETH:50", "band": "0"}, "band must be greater than 0"),

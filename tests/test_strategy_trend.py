@@ -11,11 +11,13 @@ from fractions import Fraction
 import pytest
 
 from bot.strategies.base import Budget, Candle, Decision, DesiredOrder, Fill, MarketInfo, MarketSnapshot
+from bot.strategies.params import ParamError
 from bot.strategies.trend import TREND
 from tests.test_strategy_candles import kraken_1m
 
 SYMBOL = "BTC/USDT:USDT"
-PARAMS = TREND.parse_params({"timeframe": "1m", "fast": "9", "slow": "21"})
+# entry=now: these tests follow the averages from the first candle; `entry=cross` (the default) has its own.
+PARAMS = TREND.parse_params({"timeframe": "1m", "fast": "9", "slow": "21", "entry": "now"})
 MARKET = MarketInfo(SYMBOL, "BTC", "USDT", amount_min=Decimal("0.001"), cost_min=Decimal(5))
 
 
@@ -168,3 +170,47 @@ def test_state_survives_a_json_round_trip():
         account.step(index)
     state = account.state
     assert TREND.load_state(json.loads(json.dumps(TREND.dump_state(state)))) == state
+
+
+def test_by_default_it_waits_for_the_next_crossing_and_then_follows_the_averages():
+    """entry=cross (the default): the signal found at start is not traded; the first order comes at the first
+    candle whose averages are on the other side, and from then on it holds the averages' side as entry=now does."""
+    candles = kraken_1m()
+    params = TREND.parse_params({"timeframe": "1m", "fast": "9", "slow": "21"})
+    assert params["entry"] == "cross"
+    at_start = reference_is_long(candles[:21])
+    cross = next(i for i in range(22, len(candles)) if reference_is_long(candles[:i]) != at_start)
+    state = TREND.initial_state(params, candles[0].ts)
+    for index in range(21, cross):
+        decision = TREND.decide(snapshot(index, futures=True), state, Budget(Decimal(1000)), params)
+        state = decision.state
+        assert decision.orders == () and decision.status.startswith("waiting for the next crossing")
+    [order] = TREND.decide(snapshot(cross, futures=True), state, Budget(Decimal(1000)), params).orders
+    assert order.side == ("buy" if not at_start else "sell") and "open" in order.tag
+    assert TREND.load_state(json.loads(json.dumps(TREND.dump_state(state)))) == state
+
+
+@pytest.mark.parametrize("futures", [True, False])
+def test_entry_now_acts_on_the_signal_found_at_start(futures):
+    candles = kraken_1m()
+    index = next(i for i in range(21, len(candles)) if reference_is_long(candles[:i]))
+    params = TREND.parse_params({"timeframe": "1m", "entry": "now"})
+    decision = TREND.decide(snapshot(index, futures=futures), TREND.initial_state(params, candles[0].ts),
+                            Budget(Decimal(1000)), params)
+    [order] = decision.orders
+    assert (order.side, order.tag) == ("buy", "trend:0:open-long")
+
+
+def test_a_trend_stored_before_entry_existed_keeps_trading_on_its_signal():
+    state = TREND.load_state({"position": "0", "pending": None, "seq": 0})
+    assert state.entered and state.start_signal is None
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("later", "entry: 'later' is not an option; choose cross or now"),
+    ("", "entry: a value is needed after 'entry='"),
+])
+def test_a_wrong_entry_gets_a_friendly_message(text, message):
+    with pytest.raises(ParamError) as raised:
+        TREND.parse_params({"entry": text})
+    assert raised.value.message == message

@@ -6,15 +6,16 @@ Alerts are sent with HTML parse mode by the notifier, so every value is escaped.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from html import escape
 
 from bot.engine.figures import UNKNOWN_PRECISION, Figures, Precision, budget_text, fee_text, holding_text
 from bot.engine.pnl import AssetPnl, FillEffect, is_contract, position_action
 from bot.exchanges.errors import AUTH_REJECTED
 from bot.formatting import amount as fmt_amount
-from bot.formatting import money
+from bot.formatting import money, percent
 from bot.formatting import price as fmt_price
+from bot.strategies.base import RoundTrip
 from bot.strategies.naming import title
 from bot.venues import FUTURES_LEVERAGE
 from storage.models import Order, Strategy
@@ -47,10 +48,12 @@ def fill_text(
     partial: bool,
     realised: Decimal | None = None,
     futures: FillEffect | None = None,
+    round_trip: RoundTrip | None = None,
 ) -> str:
     """A fill's alert: what filled, then the strategy's figures after it (`bot.engine.figures`, as /status shows
     them). A spot sale says the P&L it realised; a futures fill what it did to the position ("Opened long"…), the
-    position it left and the P&L it realised, as the venue books it."""
+    position it left and the P&L it realised, as the venue books it. A grid sell that closes a round trip says
+    that round trip's profit net of both legs' fees (`round_trip`)."""
     precision = figures.precision_of(base)
     verb = "Bought" if side == "buy" else "Sold"
     lines = [
@@ -72,7 +75,25 @@ def fill_text(
         lines.append(
             f"Realised P&amp;L net of fees: {on_fill}{money(figures.realised, escape(quote), signed=True)} in total"
         )
+    if round_trip is not None:
+        lines.append(round_trip_text(round_trip, quote, precision))
     return "\n".join(lines)
+
+
+def round_trip_text(trip: RoundTrip, quote: str, precision: Precision = UNKNOWN_PRECISION) -> str:
+    """A grid round trip's profit net of fees: "Grid profit on this round trip (buy 105,000.00 USD, sell
+    107,500.00 USD): +11.49 USD (+2.30%), fees of both legs deducted"."""
+    q, tick = escape(quote), precision.price_tick
+    pct = "" if trip.percent is None else f" ({percent(trip.percent)})"
+    # The levels as the orders were placed: the risk gate rounds a buy's price down to the tick, a sell's up.
+    buy, sell = _on_tick(trip.buy_price, tick, ROUND_FLOOR), _on_tick(trip.sell_price, tick, ROUND_CEILING)
+    what = ("this sell of coins bought at start" if trip.from_start
+            else f"this round trip (buy {fmt_price(buy, q, tick)}, sell {fmt_price(sell, q, tick)})")
+    return f"Grid profit on {what}: {money(trip.profit, q, signed=True)}{pct}, fees of both legs deducted"
+
+
+def _on_tick(price: Decimal, tick: Decimal | None, rounding: str) -> Decimal:
+    return price if tick is None or tick <= 0 else (price / tick).to_integral_value(rounding=rounding) * tick
 
 
 def futures_fill_lines(

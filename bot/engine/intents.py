@@ -703,7 +703,7 @@ class OrderDesk:
                         fee_currency=currency,
                         partial=not last or not (status == CLOSED or _all_filled(order, amount_before + amount)),
                         realised=effect.realised if not contract and order.side == "sell" else None,
-                        futures=effect if contract else None,
+                        futures=effect if contract else None, round_trip=update.round_trip,
                     ))
             if not inserted and ending:
                 rejected = status == REJECTED and order.filled == 0

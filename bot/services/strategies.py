@@ -32,8 +32,8 @@ from bot.formatting import price as price_text
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, mark_price, position_of
 from bot.strategies import STRATEGIES, get_strategy
-from bot.strategies.base import QUOTE_STEP, Budget, DesiredOrder, amount_for_cost, floor_to
-from bot.strategies.grid import level_prices
+from bot.strategies.base import Budget, DesiredOrder, MarketInfo, amount_for_cost, floor_to
+from bot.strategies.grid import GridPlan, per_level_for, plan_grid, prices_of
 from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import FUTURES_LEVERAGE, venue_name
@@ -95,6 +95,23 @@ class AllocationPreview:
     available: Decimal  # free quote minus the account's other unspent budgets
     name: str | None = None  # the user's optional name (name=…), already cleaned
     leverage: int | None = None  # futures: the leverage its positions run at (1x); None on spot
+    grid: GridSummary | None = None  # a grid: how it starts (orders, start purchase, profit per grid)
+
+
+@dataclass(frozen=True)
+class GridSummary:
+    """How a grid would start now, for the allocation summary: its plan at today's price and the market's steps."""
+
+    plan: GridPlan
+    base: str
+    quote: str
+    price: Decimal  # the price now (the plan starts at the range's nearest edge when it is outside)
+    in_range: bool
+    fee_rate: Decimal  # per leg, as the risk gate reserves it
+    price_tick: Decimal | None
+    amount_step: Decimal | None
+    buys_at: tuple[Decimal, ...] = ()  # each buy's limit price as the risk gate places it (down to the tick)
+    sells_at: tuple[Decimal, ...] = ()  # each start sell's limit price (up to the tick)
 
 
 @dataclass(frozen=True)
@@ -290,8 +307,9 @@ class StrategyService:
                 raise UserError(exc.message) from None
             if strategy.name == "dca":
                 await self._check_dca_amount(account, market_symbol, amount, parsed)
+            grid = None
             if strategy.name == "grid":
-                await self._check_grid_levels(account, market_symbol, amount, parsed)
+                grid = await self._check_grid_levels(account, market_symbol, amount, parsed)
         with _fixed_at("symbol"):
             await self._check_market_free(account, market_symbol)
 
@@ -313,7 +331,7 @@ class StrategyService:
             venue=account.venue, venue_name=venue_name(account.venue), kind=strategy.name, title=strategy.title,
             symbol=market_symbol, quote=quote, budget=amount, params=strategy.dump_params(parsed),
             free_quote=free, available=available, name=name,
-            leverage=FUTURES_LEVERAGE if adapter(account.venue).futures else None,
+            leverage=FUTURES_LEVERAGE if adapter(account.venue).futures else None, grid=grid,
         )
 
     async def resolve_market(self, venue: str, text: str) -> str:
@@ -544,12 +562,16 @@ class StrategyService:
                 f"amount that works now is {_q(smallest)} {info.quote}: use amount= at least that."
             )
 
-    async def _check_grid_levels(self, account: Account, symbol: str, budget: Decimal, params: Any) -> None:
-        """Refuse a grid whose budget per level buys less than the market minimum, naming what would work.
+    async def _check_grid_levels(
+        self, account: Account, symbol: str, budget: Decimal, params: Any
+    ) -> GridSummary | None:
+        """Refuse a grid whose orders would fall below the market minimum, naming the smallest budget that works;
+        else return how it starts, for the summary.
 
-        The grid splits its budget over the levels below the price when it starts (over all levels but the top
-        one when the price is outside the range: the worst case once it enters it); each level's buy must pass
-        the risk gate's minimums after rounding, or it is never placed.
+        The grid splits its budget over its buys below the price and the start purchase of the coins its sells
+        above the price need (`plan_grid`); a price outside the range is planned at the range's nearest edge,
+        where it starts. Every level's buy and every start sell must pass the risk gate's minimums after
+        rounding, or it would never be placed.
         """
         info = await self._market(account, symbol)
         try:
@@ -557,24 +579,29 @@ class StrategyService:
         except ExchangeFailure as failure:
             raise UserError(f"Could not read the price of {symbol}: {failure.user_message}") from None
         if ticker.last is None or ticker.last <= 0:
-            return  # no price to check against; the grid waits and says so
+            return None  # no price to check against; the grid waits and says so
         rules = MarketRules.from_info(info)
-        check = _GridCheck(rules, symbol, ticker.last, params["low"], params["high"])
-        per_level = check.per_level_if_short(budget, params["levels"])
-        if per_level is None:
-            return
+        check = _GridCheck(rules, info, symbol, ticker.last, params)
         levels = params["levels"]
-        smallest = check.smallest_budget(budget, levels)
-        fewer = next((n for n in range(levels - 1, 1, -1) if check.per_level_if_short(budget, n) is None), None)
-        armed = check.armed(levels)
-        shown = floor_to(per_level, Decimal("0.01")) if per_level >= 1 else per_level
-        raise UserError(
-            f"{money(budget, info.quote)} over the {len(armed)} grid level(s) below the price is "
-            f"{money(shown, info.quote)} per level, below {symbol.split(':')[0]}'s minimum order at those prices. "
-            "Use a budget of "
-            f"at least {_q(smallest)} {info.quote}"
-            + (f", or levels={fewer} (or fewer)" if fewer is not None else "")
-            + "."
+        per_level = check.per_level_if_short(budget, levels)
+        if per_level is not None:
+            smallest = check.smallest_budget(budget, levels)
+            fewer = next((n for n in range(levels - 1, 1, -1) if check.per_level_if_short(budget, n) is None), None)
+            shown = floor_to(per_level, Decimal("0.01")) if per_level >= 1 else per_level
+            raise UserError(
+                f"{money(budget, info.quote)} over levels={levels} ({levels - 1} grids) is {money(shown, info.quote)} "
+                f"per grid, below {symbol.split(':')[0]}'s minimum order at those prices. The minimum budget is "
+                f"{_q(smallest)} {info.quote}"
+                + (f"; or use levels={fewer}" + (" or fewer" if fewer > 2 else "") if fewer is not None else "")
+                + "."
+            )
+        plan = check.plan(budget, levels)
+        return GridSummary(
+            plan=plan, base=info.base, quote=info.quote, price=ticker.last,
+            in_range=params["low"] <= ticker.last <= params["high"], fee_rate=rules.fee_rate,
+            price_tick=info.price_tick, amount_step=info.amount_step,
+            buys_at=tuple(rules.price_round(plan.prices[i], "buy") for i in plan.buys),
+            sells_at=tuple(rules.price_round(plan.prices[i + 1], "sell") for i in plan.sells),
         )
 
     # --- edit ---------------------------------------------------------------------------------------------
@@ -690,23 +717,24 @@ class StrategyService:
         if kind.name != "grid":
             return None
         state = kind.load_state(strategy.state)
-        if not state.started:  # the ladder is split when the price enters the range: checked as at /allocate
+        if not state.started:  # the budget is split when the price enters the range: checked as at /allocate
             await self._check_grid_levels(account, strategy.symbol, budget, parsed)
             return None
         info = await self._market(account, strategy.symbol)
-        prices = level_prices(parsed["low"], parsed["high"], parsed["levels"])
-        ladder = tuple(prices[level.index] for level in state.levels if level.phase != "idle")
         rules = MarketRules.from_info(info)
-        check = _GridCheck(rules, strategy.symbol, max(ladder), parsed["low"], parsed["high"], ladder=ladder)
-        short = check.per_level_if_short(budget, len(ladder))
-        if short is not None:
+        check = _GridCheck(rules, info, strategy.symbol, parsed["high"], parsed)
+        def per_level_of(total: Decimal) -> Decimal:
+            return per_level_for(state, Budget(total=total, fee_rate=rules.fee_rate).spendable)
+
+        per_level = per_level_of(budget)
+        if not check.buys_pass(per_level):
+            smallest = check.smallest(lambda total: check.buys_pass(per_level_of(total)), budget)
             raise UserError(
-                f"{money(budget, info.quote)} over the grid's {len(ladder)} level(s) is "
-                f"{money(_round_down_for_display(short), info.quote)} per level, below "
-                f"{strategy.symbol.split(':')[0]}'s minimum order at those prices. Use a budget of at least "
-                f"{money(check.smallest_budget(budget, len(ladder)), info.quote)}."
+                f"{money(budget, info.quote)} is {money(_round_down_for_display(per_level), info.quote)} per level "
+                f"for this grid, below {strategy.symbol.split(':')[0]}'s minimum order at its prices. The minimum "
+                f"budget is {money(smallest, info.quote)}."
             )
-        return floor_to(Budget(total=budget, fee_rate=rules.fee_rate).spendable / len(ladder), QUOTE_STEP)
+        return per_level
 
     # --- status ---------------------------------------------------------------------------------------
 
@@ -1006,52 +1034,68 @@ class StrategyService:
 
 
 class _GridCheck:
-    """A grid's first buys put through the risk gate before Confirm, as the engine will when it starts."""
+    """A grid's start put through the risk gate before Confirm, as the engine will when it starts."""
 
-    def __init__(
-        self, rules: MarketRules, symbol: str, price: Decimal, low: Decimal, high: Decimal,
-        ladder: tuple[Decimal, ...] | None = None,
-    ) -> None:
-        self.rules, self.symbol, self.price, self.low, self.high = rules, symbol, price, low, high
-        self.ladder = ladder  # a started grid's levels (its per-level is split over these, whatever the price)
+    def __init__(self, rules: MarketRules, info: Any, symbol: str, price: Decimal, params: Any) -> None:
+        self.rules, self.symbol, self.price, self.params = rules, symbol, price, params
+        self.market = MarketInfo(info.symbol, info.base, info.quote, info.min_amount, info.min_cost,
+                                 amount_step=info.amount_step)
 
-    def armed(self, levels: int) -> tuple[Decimal, ...]:
-        """The level prices that get a buy when the grid starts (see `Grid._arm_ladder`)."""
-        if self.ladder is not None:
-            return self.ladder
-        ladder = level_prices(self.low, self.high, levels)[:-1]
-        below = tuple(p for p in ladder if p < self.price)
-        in_range = self.low <= self.price <= self.high
-        return below if in_range and below else ladder
+    def plan(self, budget: Decimal, levels: int) -> GridPlan:
+        """How the grid starts with `budget` and `levels` at today's price (`Grid.decide` plans the same way)."""
+        prices = prices_of({**self.params, "levels": levels})
+        return plan_grid(prices, self.price, Budget(total=budget, fee_rate=self.rules.fee_rate).spendable,
+                         self.market)
 
     def per_level_if_short(self, budget: Decimal, levels: int) -> Decimal | None:
-        """The budget per level when some level's buy falls below the market minimum, else None."""
-        armed = self.armed(levels)
-        spendable = Budget(total=budget, fee_rate=self.rules.fee_rate).spendable
-        per_level = floor_to(spendable / len(armed), QUOTE_STEP)
-        for price in armed:
-            amount = amount_for_cost(per_level, price)
-            if amount <= 0:
-                return per_level
-            order = DesiredOrder(self.symbol, "buy", "limit", "allocation-check", amount=amount, price=price)
-            verdict = check_order(order, self.rules, last_price=self.price, ledger=Ledger(budget), free_quote=None)
-            if isinstance(verdict, Refused) and verdict.kind == "minimum":
-                return per_level
+        """The budget per level when some order of the grid falls below the market minimum, else None."""
+        plan = self.plan(budget, levels)
+        if plan.shortfall(self.market) is not None or not self._passes(plan.per_level, plan.prices):
+            return plan.per_level
+        for i, amount in plan.sell_amounts.items():
+            order = DesiredOrder(self.symbol, "sell", "limit", "allocation-check", amount=amount,
+                                 price=plan.prices[i + 1])
+            if not self._approved(order):
+                return plan.per_level
         return None
 
+    def buys_pass(self, per_level: Decimal) -> bool:
+        """Whether a buy for `per_level` passes the minimums at every level's price (a started grid's budget)."""
+        return per_level > 0 and self._passes(per_level, prices_of(self.params))
+
+    def _passes(self, per_level: Decimal, prices: tuple[Decimal, ...]) -> bool:
+        for price in prices[:-1]:  # every level buys at its price sooner or later
+            amount = amount_for_cost(per_level, price)
+            if amount <= 0:
+                return False
+            if not self._approved(DesiredOrder(self.symbol, "buy", "limit", "allocation-check", amount=amount,
+                                               price=price)):
+                return False
+        return True
+
+    def _approved(self, order: DesiredOrder) -> bool:
+        verdict = check_order(order, self.rules, last_price=self.price, ledger=Ledger(order.value(self.price) * 2),
+                              free_quote=None)
+        return not (isinstance(verdict, Refused) and verdict.kind == "minimum")
+
     def smallest_budget(self, budget: Decimal, levels: int) -> Decimal:
-        """The smallest budget (in cents, or 1e-8 below one unit) whose every first buy passes the minimums."""
-        unit = Decimal("0.01") if budget >= 1 else QUOTE_STEP
+        """The smallest budget (in cents, or 1e-8 below one unit) whose every order of the grid passes the minimums."""
+        return self.smallest(lambda b: self.per_level_if_short(b, levels) is None, budget)
+
+    @staticmethod
+    def smallest(passes: Any, budget: Decimal) -> Decimal:
+        """The smallest budget (in cents, or 1e-8 below one unit) from `budget` up for which `passes(budget)`."""
+        unit = Decimal("0.01") if budget >= 1 else Decimal("1e-8")
         low, high = budget, budget * 2
         for _ in range(200):  # the per-level value grows with the budget: double until it passes
-            if self.per_level_if_short(high, levels) is None:
+            if passes(high):
                 break
             low, high = high, high * 2
         while high - low > unit:
             middle = floor_to((low + high) / 2, unit)
             if middle <= low:
                 break
-            if self.per_level_if_short(middle, levels) is None:
+            if passes(middle):
                 high = middle
             else:
                 low = middle

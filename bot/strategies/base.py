@@ -248,12 +248,28 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class RoundTrip:
+    """A grid level's buy and the sell that closed it, for the sell's alert: profit net of both legs' fees."""
+
+    profit: Decimal  # sell proceeds less fees, less what the sold base cost with its fees
+    cost: Decimal  # what the sold base cost, fees included: the profit's percentage is of this
+    buy_price: Decimal  # the level's buy price …
+    sell_price: Decimal  # … and its sell price, one level up
+    from_start: bool = False  # the base was bought by the grid's start purchase, not at `buy_price`
+
+    @property
+    def percent(self) -> Decimal | None:
+        return self.profit / self.cost * 100 if self.cost > 0 else None
+
+
+@dataclass(frozen=True)
 class FillUpdate:
     """What `on_fill` returns: the new state, and for the alert the profit of a completed round trip."""
 
     state: Any
     profit: Decimal | None = None
     note: str | None = None
+    round_trip: RoundTrip | None = None
 
 
 class Strategy(ABC):
@@ -361,6 +377,7 @@ __all__ = [
     "OrderType",
     "ParamError",
     "Params",
+    "RoundTrip",
     "Side",
     "Strategy",
     "amount_for_cost",

@@ -15,7 +15,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
-Kind = Literal["decimal", "int", "duration", "timeframe", "weights"]
+Kind = Literal["decimal", "int", "duration", "timeframe", "weights", "choice"]
 
 TIMEFRAMES: Mapping[str, timedelta] = {
     "1m": timedelta(minutes=1),
@@ -72,6 +72,8 @@ class ParamSpec:
     maximum: object = None
     # True: the value must be strictly greater than `minimum` (e.g. an amount must be > 0).
     strict_minimum: bool = False
+    # A "choice" parameter: the words it accepts (e.g. grid spacing `arith` or `geo`).
+    choices: tuple[str, ...] = ()
 
     def describe_default(self) -> str:
         """Return the default as the user would type it, or say that the parameter is required."""
@@ -88,6 +90,8 @@ class ParamSpec:
         text = text.strip()
         if not text:
             raise ParamError(f"{self.name}: a value is needed after '{self.name}='")
+        if self.kind == "choice":
+            return parse_choice(text, self.choices, self.name)
         value = _PARSERS[self.kind](text, self.name)
         self._check_range(value)
         return value
@@ -165,6 +169,14 @@ def parse_timeframe(text: str, name: str = "timeframe") -> str:
     if text not in TIMEFRAMES:
         raise ParamError(f"{name}: '{shown(text)}' is not supported; choose one of {', '.join(TIMEFRAMES)}")
     return text
+
+
+def parse_choice(text: str, choices: Sequence[str], name: str = "value") -> str:
+    """Accept one of a parameter's words, in any case (`GEO` → `geo`)."""
+    word = text.strip().lower()
+    if word not in choices:
+        raise ParamError(f"{name}: '{shown(text.strip())}' is not an option; choose {' or '.join(choices)}")
+    return word
 
 
 def parse_weights(text: str, name: str = "weights") -> dict[str, Decimal]:

@@ -7,6 +7,11 @@ otherwise flat on spot, short on futures. One order at a time: a flip first clos
 On spot a long opens as a market buy by cost; on futures amounts are cost / price (ccxt's buy-by-cost is
 spot-only), rounded by the engine with `amount_to_precision`. The budget is the position's notional.
 Evaluated at start and at each candle close (`next_run`). Tags: `trend:<seq>:<open-long|open-short|close>`.
+
+Entry (`entry=`): `cross` (the default) takes no position on the signal it finds at start: it notes that signal
+and waits for the averages to cross, so a trend started late in a move does not buy its top. `now` acts on the
+current signal at once (long at start when fast > slow). A strategy stored before `entry` existed loads as
+already entered, so upgrading never makes a running trend wait.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class TrendState:
     position: Decimal = ZERO  # signed base amount: > 0 long, < 0 short
     pending: str | None = None  # tag of the order still open
     seq: int = 0
+    entered: bool = True  # False: entry=cross, still waiting for the first crossing after start
+    start_signal: str | None = None  # entry=cross: the signal seen at start, which it must not act on
 
 
 def sma(values: Sequence[Decimal], length: int) -> Decimal:
@@ -73,6 +80,8 @@ class Trend(Strategy):
         ParamSpec("timeframe", "timeframe", f"candle size: {', '.join(TIMEFRAMES)}", default="1h"),
         ParamSpec("fast", "int", "candles in the fast average", default=9, minimum=1, maximum=199),
         ParamSpec("slow", "int", "candles in the slow average", default=21, minimum=2, maximum=200),
+        ParamSpec("entry", "choice", "cross: wait for the next crossing of the averages; now: act on the current "
+                  "signal at start", default="cross", choices=("cross", "now")),
     )
 
     def check(self, params: Params) -> None:
@@ -83,7 +92,7 @@ class Trend(Strategy):
         return params["timeframe"]
 
     def initial_state(self, params: Params, now: datetime) -> TrendState:
-        return TrendState()
+        return TrendState(entered=params.get("entry", "cross") == "now")
 
     def decide(self, snapshot: MarketSnapshot, state: TrendState, budget: Budget, params: Params) -> Decision:
         if state.pending is not None:
@@ -100,6 +109,11 @@ class Trend(Strategy):
         current = self._side(state.position, snapshot.price, minimum)
         quote = snapshot.symbol.split("/")[1].split(":")[0]
         averages = f"fast {price(fast, quote)} {'>' if fast > slow else '≤'} slow {price(slow, quote)}"
+        if not state.entered:
+            if state.start_signal is None or state.start_signal == target:
+                waiting = replace(state, start_signal=target)
+                return Decision((), waiting, f"waiting for the next crossing of the averages: {averages}")
+            state = replace(state, entered=True, start_signal=None)  # crossed since start: trade from here on
         if current == target:
             return Decision((), state, f"{target}: {averages}")
         symbol, seq = snapshot.symbol, state.seq
@@ -143,10 +157,12 @@ class Trend(Strategy):
         return next_candle_close(now, TIMEFRAMES[params["timeframe"]])
 
     def dump_state(self, state: TrendState) -> dict[str, Any]:
-        return {"position": str(state.position), "pending": state.pending, "seq": state.seq}
+        return {"position": str(state.position), "pending": state.pending, "seq": state.seq,
+                "entered": state.entered, "start_signal": state.start_signal}
 
     def load_state(self, data: Mapping[str, Any]) -> TrendState:
-        return TrendState(position=Decimal(data["position"]), pending=data["pending"], seq=int(data["seq"]))
+        return TrendState(position=Decimal(data["position"]), pending=data["pending"], seq=int(data["seq"]),
+                          entered=bool(data.get("entered", True)), start_signal=data.get("start_signal"))
 
 
 TREND = Trend()
