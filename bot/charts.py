@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import weakref
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 #: Telegram shows photos up to 1280 px wide; 1200×675 (16:9) stays sharp on phones and small in bytes.
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 4.5, 150
+#: The shortest time axis drawn: a chart of a few seconds would otherwise be labelled in microseconds.
+MIN_SPAN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def render_png(chart: ValueChart) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.dates import AutoDateFormatter, AutoDateLocator
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.figure import Figure
 
     # A Figure without pyplot: no global state, safe from worker threads running side by side.
@@ -79,13 +82,15 @@ def render_png(chart: ValueChart) -> bytes:
             axes.scatter(xs, ys, color=color, marker=marker, s=22, zorder=3, label=f"{side.capitalize()}s")
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(AutoDateFormatter(locator))
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # "Mar", "12:00", not "2026-03-02 12:00:00"
+    if chart.times[-1] - chart.times[0] < MIN_SPAN:  # a strategy started seconds ago: minutes, not microseconds
+        axes.set_xlim(chart.times[0], chart.times[0] + MIN_SPAN)
     axes.set_ylabel(chart.quote)
     axes.grid(True, alpha=0.25)
     axes.legend(loc="best", fontsize=8, frameon=False)
-    axes.set_title(chart.title, fontsize=11, loc="left")
+    axes.set_title(_drawable(chart.title), fontsize=11, loc="left")
     if chart.subtitle:
-        axes.set_title(chart.subtitle, fontsize=8, loc="right", color="#57606a")
+        axes.set_title(_drawable(chart.subtitle), fontsize=8, loc="right", color="#57606a")
     figure.autofmt_xdate()
     figure.tight_layout()
     out = io.BytesIO()
@@ -93,6 +98,25 @@ def render_png(chart: ValueChart) -> bytes:
     return out.getvalue()
 
 
+#: Charts drawn at once. Drawing is CPU work that mostly holds the GIL: a burst of charts (many users pressing
+#: 📈, the daily summaries) queues here rather than crowding the event loop's thread out.
+MAX_RENDERS = 2
+#: One semaphore per event loop (a semaphore serves the loop it first waited in; tests run many loops).
+_renders: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
 async def render_png_async(chart: ValueChart) -> bytes:
     """`render_png` in a worker thread, so the event loop keeps serving every other user meanwhile."""
-    return await asyncio.to_thread(render_png, chart)
+    renders = _renders.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(MAX_RENDERS))
+    async with renders:
+        return await asyncio.to_thread(render_png, chart)
+
+
+def _drawable(text: str) -> str:
+    """`text` without the characters the chart's font has no glyph for (emoji in a strategy's name, the Paper
+    mark): matplotlib would draw an empty box and warn on every chart."""
+    from matplotlib.font_manager import FontProperties, findfont, get_font
+
+    font = get_font(findfont(FontProperties()))  # the default font, which titles are drawn in
+    kept = "".join(ch for ch in text if ch.isspace() or font.get_char_index(ord(ch)))
+    return " ".join(kept.split())

@@ -282,12 +282,21 @@ class Notifier:
             self._nudge.set()
 
     async def _post(self, alert: Alert) -> None:
-        """One sendMessage; its global slot is released the moment Telegram answers, before any DB write."""
+        """One sendMessage (sendPhoto for an alert with a photo, its text the caption); its global slot is
+        released the moment Telegram answers, before any DB write."""
         plain = self._parse_mode is None or alert.id in self._as_plain
+        text = _plain_text(alert.text) if plain and self._parse_mode else alert.text
         try:
+            photo = await self._store.outbox.photo(alert.id) if alert.has_photo else None
+            if photo is not None:
+                await self._bot.send_photo(
+                    chat_id=alert.chat_id, photo=photo, caption=text, parse_mode=None if plain else self._parse_mode,
+                    disable_notification=alert.silent,
+                )
+                return
             await self._bot.send_message(
                 chat_id=alert.chat_id,
-                text=_plain_text(alert.text) if plain and self._parse_mode else alert.text,
+                text=text,
                 parse_mode=None if plain else self._parse_mode,
                 disable_notification=alert.silent,
             )

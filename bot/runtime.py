@@ -16,6 +16,7 @@ from bot.master_key import load_master_key
 from bot.notifier import Notifier
 from bot.services.accounts import AccountService
 from bot.services.backtests import BacktestService
+from bot.services.charts import ChartService
 from bot.services.drafts import Drafts
 from bot.services.intake import IntakeBook
 from bot.services.reports import ReportService
@@ -74,6 +75,7 @@ class Runtime:
         self.accounts = None
         self.strategies = None
         self.reports = None
+        self.charts = None
         self.engine = None
         self.notifier = None
         self.settings_service = None
@@ -103,6 +105,7 @@ class Runtime:
         await self.accounts.backfill_fingerprints()
         # `lambda`: tests (and the demo) replace the engine's clock; the views follow it.
         self.reports = ReportService(self.store, self.accounts, self.gateway, lambda: self.engine.ctx.clock())
+        self.charts = ChartService(self.store, self.strategies, self.gateway, lambda: self.engine.ctx.clock())
         self.settings_service = SettingsService(self.store)
         self.backtests = BacktestService(
             self.gateway, self.settings.data_dir, lambda: self.engine.ctx.clock(), self.strategies.resolve_market
@@ -110,10 +113,13 @@ class Runtime:
         await self.engine.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).
         self.engine.scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
-        self.summary = DailySummary(self.store, self.reports, self.notifier, lambda: self.engine.ctx.clock())
+        self.summary = DailySummary(self.store, self.reports, self.notifier, lambda: self.engine.ctx.clock(),
+                                    charts=self.charts)
         self.summary.schedule(self.engine.scheduler)
 
     async def close(self) -> None:
+        if self.summary is not None:
+            await self.summary.close()
         if self.engine is not None:
             await self.engine.shutdown()
         if self.notifier is not None:

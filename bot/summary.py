@@ -12,10 +12,16 @@ at the first local time past it, and a fall-back day whose hour happens twice se
 the engine's scheduler (one job, `daily-summary`, every quarter hour, for zones half an hour off UTC). A
 user's summary is claimed (`last_summary` = that local date) and queued in one transaction, so a restart or an
 overlapping run never sends it twice; after downtime, a summary whose hour has passed today still goes out once.
+
+A user who asked for it (`/settings chart on`) also gets the chart of their largest running strategy (`/chart`'s,
+`bot.services.charts`) as a photo right after the summary. Charts are drawn in the background once every due
+summary is queued, one user after another, so no summary waits for anyone's chart; a chart that cannot be drawn
+(a venue unreachable) is skipped with a log line, the summary having gone out anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.engine.pnl import is_contract
 from bot.formatting import amount, money, percent, price
+from bot.services.errors import UserError
 from bot.services.reports import ProfitReport, ProfitTotal, StrategyProfit
 from bot.services.settings import DEFAULT_SUMMARY_HOUR
 from bot.strategies.naming import list_title
@@ -183,12 +190,17 @@ def _sent_at(text: object) -> datetime | None:
         return None
 
 
+CHART_TIMEOUT_S = 60.0  # one user's chart (candles, figures, PNG); past it the next user's chart goes on
+
+
 class DailySummary:
-    def __init__(self, store, reports, notifier, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store, reports, notifier, clock: Callable[[], datetime], charts=None) -> None:
         self._store = store
         self._reports = reports
         self._notifier = notifier
         self._clock = clock
+        self._charts = charts  # ChartService, for the users who want a chart with their summary
+        self._chart_tasks: set[asyncio.Task] = set()
 
     def schedule(self, scheduler) -> None:
         scheduler.add_job(
@@ -200,6 +212,7 @@ class DailySummary:
         """Queue the summary of every user whose local hour has come today; return how many were queued."""
         now = self._clock()
         queued = 0
+        with_chart = []
         for user in await self._store.users.with_daily_summary():
             try:
                 settings = user.settings
@@ -230,10 +243,44 @@ class DailySummary:
                 logger.exception("daily summary for user %s failed", user.id)
                 continue
             queued += 1
+            if user.settings.get("summary_chart"):
+                with_chart.append(user)
         if queued:
             self._notifier.wake()
             logger.info("queued %d daily summaries", queued)
+        if with_chart and self._charts is not None:
+            task = asyncio.create_task(self._queue_charts(with_chart), name="daily-summary-charts")
+            self._chart_tasks.add(task)
+            task.add_done_callback(self._chart_tasks.discard)
         return queued
+
+    async def _queue_charts(self, users) -> None:
+        """Each user's chart as a photo alert, queued after their summary (the notifier keeps a chat's order)."""
+        for user in users:
+            try:
+                chart = await asyncio.wait_for(self._charts.summary_chart(user.id), CHART_TIMEOUT_S)
+                if chart is None:  # no running strategy: the summary says so
+                    continue
+                async with self._store.db.transaction() as tx:
+                    await self._store.outbox.enqueue(tx, user_id=user.id, chat_id=user.chat_id, kind="summary",
+                                                     text=chart.caption, silent=True, photo=chart.png)
+                self._notifier.wake()
+            except (UserError, TimeoutError) as exc:
+                logger.warning("no chart with the daily summary of user %s: %s", user.id,
+                               getattr(exc, "message", "timed out"))
+            except Exception:  # one user's chart must not cost the others theirs
+                logger.exception("the daily summary chart of user %s failed", user.id)
+
+    async def wait_charts(self) -> None:
+        """Until the charts being drawn are queued (tests; shutdown cancels them instead)."""
+        while self._chart_tasks:
+            await asyncio.gather(*self._chart_tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop drawing charts: a summary's chart is a nicety, not worth delaying shutdown for."""
+        for task in list(self._chart_tasks):
+            task.cancel()
+        await asyncio.gather(*self._chart_tasks, return_exceptions=True)
 
     async def _unfilled(self, user_id: int, totals: ProfitReport) -> tuple[StrategyProfit, ...]:
         """The running or paused strategies /profit leaves out (no fill yet), as rows of zeros to list them."""

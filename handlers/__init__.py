@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, backtest, cancel, connect, fallback, guard, settings, start, strategies, views
+from handlers import accounts, backtest, cancel, charts, connect, fallback, guard, settings, start, strategies, views
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -19,6 +19,7 @@ def register_handlers(application: Application, runtime) -> None:
         *settings.handlers(),
         *backtest.handlers(),
         *views.handlers(),
+        *charts.handlers(),
         *fallback.handlers(application, runtime),  # last: answers what no feature handler took
     ]
     for group, handler in pairs:

@@ -1,7 +1,7 @@
 """/settings: fill alerts per strategy (on, silent, off) and the daily summary (hour, time zone), by buttons.
 
 One-line forms for what buttons cannot offer: `/settings tz <IANA name>` (any zone, not only the listed
-ones), `/settings hour <0-23>`, `/settings summary on|off`.
+ones), `/settings hour <0-23>`, `/settings summary on|off`, `/settings chart on|off` (the summary's chart).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ ZONES_PER_ROW = 3
 ZONE_INDEXES = frozenset(str(index) for index in range(len(COMMON_ZONES)))
 USAGE = (
     "Usage: /settings alone for the menu; /settings tz &lt;time zone&gt; (an IANA name such as Europe/Paris), "
-    "/settings hour &lt;0-23&gt; (your local hour), /settings summary on|off."
+    "/settings hour &lt;0-23&gt; (your local hour), /settings summary on|off, /settings chart on|off (a chart "
+    "with the summary)."
 )
 
 
@@ -46,10 +47,14 @@ def settings_view(settings, page: int = 1):
     when = f"{settings.summary_hour:02d}:00 {esc(settings.timezone)}"
     state = f"on at {when}" if settings.summary else f"off (would be at {when})"
     lines.append(f"Daily summary (the last day per strategy and totals, P&amp;L net of fees): {state}")
+    chart = "on" if settings.summary_chart else "off"
+    lines.append(f"Chart with the summary (your largest running strategy, as /chart draws it): {chart}")
     lines.append("Another time zone: /settings tz Europe/Paris (any IANA name).")
     toggle = ("Daily summary: turn off", f"set:summary:off:{page}") if settings.summary else (
         "Daily summary: turn on", f"set:summary:on:{page}")
     rows.append([toggle])
+    rows.append([("Summary chart: turn off", f"set:chart:off:{page}") if settings.summary_chart
+                 else ("Summary chart: turn on", f"set:chart:on:{page}")])
     rows.append([("Summary −1 h", f"set:hour:{(settings.summary_hour - 1) % 24}:{page}"),
                  ("Summary +1 h", f"set:hour:{(settings.summary_hour + 1) % 24}:{page}")])
     rows.append([(f"Time zone: {settings.timezone}", f"set:zones:{page}")])
@@ -90,6 +95,8 @@ async def settings_command(update: Update, context: Context) -> None:
             settings = await service.set_summary(user_id, hour=int(args[1]))
         elif args[0].lower() == "summary" and len(args) == 2 and args[1].lower() in ("on", "off"):
             settings = await service.set_summary(user_id, enabled=args[1].lower() == "on")
+        elif args[0].lower() == "chart" and len(args) == 2 and args[1].lower() in ("on", "off"):
+            settings = await service.set_summary(user_id, chart=args[1].lower() == "on")
         else:
             await reply(update, USAGE)
             return
@@ -114,6 +121,8 @@ async def settings_button(update: Update, context: Context) -> None:
             page = _page_of_strategy(settings, strategy_id)
         elif parts[1] == "summary" and len(parts) in (3, 4) and parts[2] in ("on", "off"):
             settings = await service.set_summary(user_id, enabled=parts[2] == "on")
+        elif parts[1] == "chart" and len(parts) == 4 and parts[2] in ("on", "off"):
+            settings = await service.set_summary(user_id, chart=parts[2] == "on")
         elif parts[1] == "hour" and len(parts) in (3, 4) and parts[2] in HOURS:
             settings = await service.set_summary(user_id, hour=int(parts[2]))
         elif parts[1] == "page" and len(parts) == 3 and (page := parse_id(parts[2])) is not None:

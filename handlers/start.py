@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("balance", "Each account's assets and what strategies hold"),
     ("trades", "Recent fills: all, or one strategy's (/trades 3)"),
     ("profit", "Profit net of fees and ROI: /profit [day|week|month]"),
+    ("chart", "A strategy's value against buy & hold, as a picture: /chart 3"),
     ("pause", "Pause a strategy"),
     ("resume", "Resume a paused strategy; /resume all after /panic"),
     ("edit", "Change a strategy's budget or name: /edit 3 budget=150"),

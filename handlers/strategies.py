@@ -35,6 +35,7 @@ from bot.services.errors import UserError
 from bot.services.strategies import AllocationPreview, EditPreview
 from bot.strategies.params import ParamError, format_value, split_assignments
 from bot.venues import is_paper
+from handlers.charts import chart_buttons
 from handlers.common import (
     Context,
     answer_and_edit,
@@ -371,7 +372,7 @@ async def status(update: Update, context: Context) -> None:
             if strategy_id is None:
                 raise UserError("Usage: /status <strategy number>, e.g. /status 2, or /status alone for all of them.")
             detail = await _services(context).strategy_status(update.effective_user.id, strategy_id)
-            await reply(update, status_detail_text(detail))
+            await reply(update, status_detail_text(detail), keyboard(chart_buttons([detail.id])))
             return
         page = await _services(context).status_page(update.effective_user.id)
         await reply(update, status_text(page), _status_pager(page))
@@ -392,8 +393,11 @@ async def status_button(update: Update, context: Context) -> None:
 
 
 def _status_pager(page):
-    row = pager_row("st:page", page.page, page.pages)
-    return keyboard([row]) if row else None
+    """📈 per strategy shown (/chart), then ◀ ▶ to the other pages."""
+    rows = chart_buttons([s.id for s in page.statuses]) if page.statuses else []
+    if row := pager_row("st:page", page.page, page.pages):
+        rows.append(row)
+    return keyboard(rows) if rows else None
 
 
 async def _control_command(update: Update, context: Context, verb: str) -> None:

@@ -227,6 +227,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX key_health_due ON key_health (due_ms);
     """,
+    # A photo sent with an alert (the daily summary's chart, PNG bytes; the alert's text is its caption),
+    #    cleared once Telegram accepted it so the outbox keeps no pictures.
+    """
+    ALTER TABLE outbox ADD COLUMN photo BLOB;
+    """,
 ]
 
 

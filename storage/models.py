@@ -140,6 +140,7 @@ class Alert:
     created_at: datetime | None = None
     sent_at: datetime | None = None
     error: str | None = None  # the last failure, kept on undeliverable alerts
+    has_photo: bool = False  # sent as a photo with `text` as its caption (`OutboxRepository.photo` reads it)
 
 
 def dumps(value: dict[str, Any]) -> str:

@@ -31,18 +31,27 @@ class OutboxRepository:
         self._db = db
 
     async def enqueue(
-        self, tx: Transaction, *, user_id: int, chat_id: int, kind: str, text: str, silent: bool = False
+        self, tx: Transaction, *, user_id: int, chat_id: int, kind: str, text: str, silent: bool = False,
+        photo: bytes | None = None,
     ) -> int:
-        """Queue an alert inside the caller's transaction: it commits (or not) with the event it reports."""
+        """Queue an alert inside the caller's transaction: it commits (or not) with the event it reports.
+
+        `photo`: PNG bytes sent with the alert, `text` being its caption (at most 1,024 characters).
+        """
         if kind not in KINDS:
             raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
         if not text:
             raise ValueError("an alert needs a text")
         return await tx.execute(
-            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?)",
-            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow())),
+            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
+            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo),
         )
+
+    async def photo(self, alert_id: int) -> bytes | None:
+        """The photo of a pending alert, read only when it is sent (the notifier holds thousands of alerts)."""
+        row = await self._db.fetchone("SELECT photo FROM outbox WHERE id = ?", (alert_id,))
+        return None if row is None or row["photo"] is None else bytes(row["photo"])
 
     async def pending_after(self, after_id: int, limit: int = 1000) -> list[PendingAlert]:
         """Pending alerts with an id above `after_id`, oldest first.
@@ -51,7 +60,9 @@ class OutboxRepository:
         which lets the notifier read only what is new with a cursor instead of rescanning the table.
         """
         rows = await self._db.fetchall(
-            "SELECT o.*, u.active AS user_active FROM outbox o "
+            # Every column but the photo's bytes (whether there is one instead): alerts load by the thousand.
+            "SELECT o.id, o.user_id, o.chat_id, o.kind, o.text, o.silent, o.status, o.attempts, o.created_at, "
+            "o.sent_at, o.error, o.photo IS NOT NULL AS has_photo, u.active AS user_active FROM outbox o "
             "LEFT JOIN users u ON u.id = o.user_id "
             "WHERE o.status = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?",
             (after_id, limit),
@@ -62,7 +73,7 @@ class OutboxRepository:
         """Record that Telegram accepted the alert; False if it was not pending any more."""
         async with self._db.transaction() as tx:
             changed = await tx.rowcount(
-                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, error = NULL "
+                "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1, error = NULL, photo = NULL "
                 "WHERE id = ? AND status = 'pending'",
                 (to_iso(utcnow()), alert_id),
             )
@@ -129,4 +140,5 @@ def _alert(row) -> Alert:
         created_at=from_iso(row["created_at"]),
         sent_at=from_iso(row["sent_at"]),
         error=row["error"],
+        has_photo=bool(row["has_photo"]) if "has_photo" in row.keys() else row["photo"] is not None,
     )

@@ -91,6 +91,13 @@ class Figures:
         return None if self.unrealised is None else self.realised + self.unrealised
 
     @property
+    def value(self) -> Decimal | None:
+        """What the strategy is worth now: its unspent budget (budget − used) plus what it holds at the last
+        price (futures: its margin plus the unrealised P&L at the mark), net of every fee — that is, budget + net.
+        /chart's last point and caption read it; None when a price is missing."""
+        return None if self.net is None else self.budget + self.net
+
+    @property
     def margin(self) -> Decimal:
         """Futures: the margin of the open position at 1x (used plus the realised P&L it was lowered by)."""
         return self.used + self.realised

@@ -24,7 +24,7 @@ the realised P&L of closing, less its fees. Either way `invested − returned` =
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -257,3 +257,21 @@ def _average_cost(book: _Book) -> Decimal | None:
     if book.contract:
         return book.cost / abs(book.held) if book.held != 0 else None
     return book.cost / book.held if book.held > 0 else None
+
+
+def running(fills: Iterable[StrategyFill], quote: str) -> Iterator[Pnl]:
+    """The strategy's `Pnl` right after each fill (oldest first), in one replay: what `compute` would give on
+    each prefix of `fills`, without replaying the prefix again (/chart values a strategy at every candle)."""
+    books: dict[str, _Book] = {}
+    invested = returned = fees = ZERO
+    for item in fills:
+        spent, received, _ = _replay(books, item, quote)
+        fees += item.fee_quote
+        invested += spent
+        returned += received
+        assets = {
+            asset: AssetPnl(asset, book.held, _average_cost(book),
+                            book.bought_value / book.bought if book.bought else None, book.realised, book.contract)
+            for asset, book in books.items()
+        }
+        yield Pnl(assets, invested, returned, fees, sum((b.realised for b in books.values()), ZERO))

@@ -14,8 +14,10 @@ import codecs
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 from bot.sandbox.telegram_records import BotMessage
@@ -105,6 +107,16 @@ class ChatView:
         self._answers_seen = 0
         self._task: asyncio.Task[None] | None = None
 
+    def _saved(self, record: BotMessage) -> str:
+        """Write a photo the bot sent to a file the person can open (a terminal shows no pictures): ": <path>"."""
+        if not record.photo:
+            return ""
+        folder = Path(tempfile.gettempdir()) / "strata-demo-pictures"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"chat{record.chat_id}-message{record.message_id}.png"
+        path.write_bytes(record.photo)
+        return f": {path}"
+
     def activity(self) -> int:
         """A counter that grows with everything the bot does (send, edit, delete, answer a button)."""
         return len(self.tg.outbox) + len(self.tg.deleted) + len(self.tg.answered_callbacks)
@@ -164,7 +176,7 @@ class ChatView:
             head = f"bot #{record.message_id}" + (" (edited)" if edited else "")
             body = record.plain_text or live.get("text") or live.get("caption") or ""
             if method == "sendphoto":
-                body = "[picture] " + body
+                body = f"[picture{self._saved(record)}] " + body
         lines = body.split("\n") if body else []
         text = f"{head}: {lines[0]}" if lines else head + ":"
         text += "".join("\n" + f"{_INDENT}{line}".rstrip() for line in lines[1:])

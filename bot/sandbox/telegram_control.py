@@ -35,7 +35,9 @@ def add_control_routes(app: web.Application, world: TelegramWorld) -> None:
 
     async def outbox(request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
-        records = [dataclasses.asdict(record) for record in world.outbox[after:]]
+        # A photo's bytes are not JSON: its size in bytes stands for it.
+        records = [{**dataclasses.asdict(record), "photo": None if record.photo is None else len(record.photo)}
+                   for record in world.outbox[after:]]
         return web.json_response({"messages": records, "cursor": world.cursor()})
 
     async def users(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ class BotMessage:
     parse_mode: str | None = None
     caption: str | None = None
     plain_text: str | None = None
+    photo: bytes | None = None  # sendPhoto: the bytes uploaded (None for a file id or URL, or another method)
 
     @property
     def buttons(self) -> list[dict[str, Any]]:

@@ -466,6 +466,7 @@ class TelegramWorld:
             parse_mode=source.get("parse_mode"),
             caption=source.get("caption"),
             plain_text=message.get("text", message.get("caption")),
+            photo=getattr(params.get("photo"), "data", None),
         )
         self.outbox.append(record)
         into.append(record)

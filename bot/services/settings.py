@@ -34,6 +34,7 @@ class UserSettings:
     summary: bool
     summary_hour: int  # local, in `timezone`
     timezone: str  # IANA name
+    summary_chart: bool = False  # the summary comes with the chart of the largest running strategy (/chart)
 
 
 class SettingsService:
@@ -52,6 +53,7 @@ class SettingsService:
             summary=bool(settings.get("summary", False)),
             summary_hour=int(settings.get("summary_hour", DEFAULT_SUMMARY_HOUR)),
             timezone=settings.get("tz") or DEFAULT_ZONE,
+            summary_chart=bool(settings.get("summary_chart", False)),
         )
 
     async def set_alerts(self, user_id: int, strategy_id: int, mode: str) -> UserSettings:
@@ -63,7 +65,10 @@ class SettingsService:
             raise UserError("No such strategy. See /status for yours.")
         return await self.get(user_id)
 
-    async def set_summary(self, user_id: int, *, enabled: bool | None = None, hour: int | None = None) -> UserSettings:
+    async def set_summary(
+        self, user_id: int, *, enabled: bool | None = None, hour: int | None = None, chart: bool | None = None
+    ) -> UserSettings:
+        """Turn the daily summary on or off, set its local hour, and whether a chart comes with it."""
         user = await self._store.users.get(user_id)
         if user is None:
             raise UserError("Send /start first.")
@@ -77,6 +82,8 @@ class SettingsService:
             if not isinstance(hour, int) or not 0 <= hour <= 23:
                 raise UserError("The summary hour is 0–23 (your local time).")
             changes["summary_hour"] = hour
+        if chart is not None:
+            changes["summary_chart"] = 1 if chart else 0
         await self._store.users.merge_settings(user_id, changes)
         return await self.get(user_id)
 
