@@ -550,10 +550,28 @@ class OrderDesk:
             remote = await self._with_trades_fee(account, order.symbol, remote)
             if remote.fee_cost is None:
                 return [], False
+        elif remote.fee_cost is None and (remote.trades or order_status(remote) in FINAL):
+            remote = await self._with_streamed_fee(order, account, remote)
         fee_currencies = [remote.fee_currency] if (remote.fee_cost or ZERO) > 0 else []
         valuation = await self._valuation(order, account, fee_currencies)
         fill = new_fill(remote, await self._recorded(order), side=order.side, **valuation)
         return ([fill] if fill is not None else []), True
+
+    async def _with_streamed_fee(self, order: Order, account: Account, remote: VenueOrder) -> VenueOrder:
+        """A streamed update of an order recorded by cumulative totals (Kraken's `executions`) carries its own
+        trade's fee, not the order's: the order's fee is what is recorded plus that trade's when the trade is all
+        that is new; otherwise (a gap, a final status without its trade) the order as the venue lists it."""
+        fresh = [t for t in remote.trades if (t.fee_cost or ZERO) > 0]
+        currencies = {t.fee_currency for t in fresh}
+        if remote.trades and order.filled + trades_amount(remote.trades) == (remote.filled or ZERO) \
+                and len(currencies) <= 1:
+            fee = await self.ctx.store.orders.fee_native(order.id) + sum((t.fee_cost for t in fresh), ZERO)
+            return dataclasses.replace(remote, fee_cost=fee, fee_currency=next(iter(currencies), None))
+        creds = await self.ctx.credentials(account)
+        listed = await self.ctx.gateway.fetch_order_by_client_id(
+            account.venue, creds, order.symbol, order.client_order_id
+        )
+        return listed if listed is not None and (listed.filled or ZERO) >= (remote.filled or ZERO) else remote
 
     async def _with_trades_fee(self, account: Account, symbol: str, remote: VenueOrder) -> VenueOrder:
         """A Binance order recorded by cumulative totals (by a version before fills were keyed by trade) with

@@ -28,9 +28,10 @@ from typing import Any
 from bot.engine.actions import mark_unreadable
 from bot.engine.context import CredentialsMissing, EngineContext
 from bot.engine.intents import OrderDesk
-from bot.exchanges.errors import ExchangeFailure
+from bot.exchanges.errors import AuthFailure, ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.streams import UserStreamHub, protocol
+from bot.exchanges.streams.base import StreamCredentials
 from bot.exchanges.venues import adapter, find
 from bot.secret import Credentials
 from bot.vault import CredentialUnreadable
@@ -172,10 +173,16 @@ class FillStreams:
         if account is None:
             raise CredentialsMissing(f"account {account_id} is gone")
         try:
-            return await self.ctx.credentials(account)
+            creds = await self.ctx.credentials(account)
         except CredentialUnreadable:
             await mark_unreadable(self.ctx, account_id)
             raise
+        try:  # a venue whose subscription takes a short-lived token (Kraken) gets a fresh one for each
+            token = await self.ctx.gateway.stream_token(account.venue, creds)
+        except AuthFailure:
+            self._on_down({account_id})  # a key refused here is checked as a refused subscription would be
+            raise
+        return creds if token is None else StreamCredentials(creds, token)
 
     async def _on_order(self, account_id: int, remote: VenueOrder) -> None:
         """Record a streamed order update through the fill path polling uses (idempotent by trade id)."""

@@ -96,6 +96,11 @@ class FakeExchanges:
         """The fake Binance Spot's WebSocket API user-data streams (`bot.sandbox.binance_ws.UserDataStreams`)."""
         return self.apps["binance"][VENUE_KEY].streams
 
+    @property
+    def kraken_streams(self) -> Any:
+        """The fake Kraken's WebSocket v2 `executions` channel (`bot.sandbox.kraken_ws.ExecutionStreams`)."""
+        return _kraken_module().kraken_streams(self.apps["kraken"])
+
     async def run_price_feed(self, interval_seconds: float) -> None:
         """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
 

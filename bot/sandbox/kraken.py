@@ -2,7 +2,8 @@
 
 It serves the endpoints ccxt's `kraken` calls — public Assets, AssetPairs, Ticker, OHLC, Time; private
 Balance, BalanceEx, AddOrder, QueryOrders, OpenOrders, ClosedOrders, CancelOrder, TradesHistory and
-WithdrawMethods (the withdraw-permission probe) — in the shapes of real recorded Kraken bodies, verifies
+WithdrawMethods (the withdraw-permission probe), GetWebSocketsToken (for `kraken_ws`'s `/v2` executions
+channel) — in the shapes of real recorded Kraken bodies, verifies
 `API-Sign` (HMAC-SHA512 over the path and SHA-256 of nonce + body) and the per-key increasing nonce, and
 answers errors as Kraken does: HTTP 200 with `{"error": ["EAPI:Invalid key"]}`. Trading rules, balances,
 faults and the request log live in the book; this module only translates.
@@ -36,6 +37,7 @@ from bot.sandbox.exchange_book import (
     Order,
     Trade,
 )
+from bot.sandbox.kraken_ws import WS_V2_PATH, ExecutionStreams
 from bot.sandbox.series import feed_book
 
 _DATA = resources.files("bot.sandbox") / "data"
@@ -216,6 +218,7 @@ class _Venue:
 
     def __init__(self, book: ExchangeBook) -> None:
         self.book = book
+        self.streams = ExecutionStreams(book, kraken_txid)
         self.assets = _assets()
         # balances are keyed by ccxt's unified codes (BTC); Kraken's altnames (XBT) and ids (XXBT) work too
         self._asset_by_code = {aid: aid for aid in self.assets}
@@ -697,6 +700,12 @@ def _priv_withdraw_methods(venue: _Venue, account: KeyAccount, params: dict[str,
     return methods
 
 
+def _priv_get_websockets_token(venue: _Venue, account: KeyAccount, params: dict[str, str]) -> dict[str, Any]:
+    """A token for the authenticated WebSocket (`bot.sandbox.kraken_ws`), to be used within 15 minutes."""
+    _need_read(account)
+    return venue.streams.issue_token(account)
+
+
 _PRIVATE: dict[str, Callable[[_Venue, KeyAccount, dict[str, str]], Any]] = {
     "Balance": _priv_balance,
     "BalanceEx": _priv_balance_ex,
@@ -707,6 +716,7 @@ _PRIVATE: dict[str, Callable[[_Venue, KeyAccount, dict[str, str]], Any]] = {
     "CancelOrder": _priv_cancel_order,
     "TradesHistory": _priv_trades_history,
     "WithdrawMethods": _priv_withdraw_methods,
+    "GetWebSocketsToken": _priv_get_websockets_token,
 }
 
 
@@ -718,7 +728,15 @@ def make_kraken_app(book: ExchangeBook) -> web.Application:
     """
     app = web.Application()
     app[_BOOK_KEY] = book
-    app[_VENUE_KEY] = _Venue(book)
+    venue = _Venue(book)
+    app[_VENUE_KEY] = venue
     app.router.add_route("*", "/0/public/{method}", _public)
     app.router.add_post("/0/private/{method}", _private)
+    app.router.add_get(WS_V2_PATH, venue.streams.handle)
+    app.on_shutdown.append(lambda _app: venue.streams.drop())
     return app
+
+
+def kraken_streams(app: web.Application) -> ExecutionStreams:
+    """The fake's WebSocket v2 `executions` channel (faults, counts) of an app `make_kraken_app` built."""
+    return app[_VENUE_KEY].streams

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from bot.exchanges.streams.base import AttemptWindow, Backoff, StreamProtocol, UserStreamHub
 from bot.exchanges.streams.binance import BinanceSpotStream
+from bot.exchanges.streams.kraken import KrakenExecutionsStream
 
 #: Protocol name (an adapter's `user_stream`) → its class.
 PROTOCOLS: dict[str, type] = {"binance-ws-api": BinanceSpotStream}
+PROTOCOLS["kraken-ws-v2"] = KrakenExecutionsStream
 
 
 def protocol(name: str) -> StreamProtocol:

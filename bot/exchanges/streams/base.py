@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from bot.exchanges.models import Order
-from bot.secret import Credentials
+from bot.secret import Credentials, Secret
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,17 @@ class Update:
     ended: bool = False
 
 
+class StreamCredentials(Credentials):
+    """A key with the short-lived token its venue's stream subscription needs (Kraken: `GetWebSocketsToken`),
+    fetched through the gateway's private path just before subscribing (`VenueAdapter.stream_token`)."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, creds: Credentials, token: str) -> None:
+        super().__init__(creds.api_key, creds.secret)
+        self.token = Secret(token)
+
+
 class StreamProtocol(Protocol):
     """A venue's user-data stream messages (see `binance.BinanceSpotStream`)."""
 
@@ -88,8 +99,8 @@ class StreamProtocol(Protocol):
 
     def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]: ...
 
-    def read(self, message: Any) -> Reply | Update | None:
-        """What one received message means (None: nothing for us)."""
+    def read(self, message: Any) -> Reply | Update | list[Update] | None:
+        """What one received message means (None: nothing for us; a list: one message, several events)."""
         ...
 
 
@@ -366,25 +377,30 @@ class UserStreamHub:
             except (ValueError, KeyError, TypeError, ArithmeticError):
                 logger.warning("%s stream: unreadable message skipped", self.venue)
                 continue
-            if isinstance(meaning, Reply):
-                account_id = conn.subscribing.pop(meaning.request_id, None)
-                if account_id is not None and meaning.error is None:
-                    # Mapped before the next message is read: an event right behind the answer is not lost.
-                    conn.handles[meaning.handle] = account_id
-                    conn.accounts[account_id] = meaning.handle
-                future = conn.pending.pop(meaning.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(meaning)
-            elif isinstance(meaning, Update):
-                account_id = conn.handles.get(meaning.handle)
-                if account_id is None:
-                    continue
-                if meaning.ended:
-                    conn.handles.pop(meaning.handle, None)
-                    conn.accounts.pop(account_id, None)
-                    self.notify_down({account_id})
-                elif meaning.order is not None:
-                    self._dispatch(account_id, self.on_order(account_id, meaning.order))
+            for one in meaning if isinstance(meaning, list) else (meaning,):
+                self._handle(conn, one)
+
+    def _handle(self, conn: _Connection, meaning: Reply | Update | None) -> None:
+        """Act on one reply or event, in arrival order (so an event right behind its answer finds its account)."""
+        if isinstance(meaning, Reply):
+            account_id = conn.subscribing.pop(meaning.request_id, None)
+            if account_id is not None and meaning.error is None:
+                # Mapped before the next message is read: an event right behind the answer is not lost.
+                conn.handles[meaning.handle] = account_id
+                conn.accounts[account_id] = meaning.handle
+            future = conn.pending.pop(meaning.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(meaning)
+        elif isinstance(meaning, Update):
+            account_id = conn.handles.get(meaning.handle)
+            if account_id is None:
+                return
+            if meaning.ended:
+                conn.handles.pop(meaning.handle, None)
+                conn.accounts.pop(account_id, None)
+                self.notify_down({account_id})
+            elif meaning.order is not None:
+                self._dispatch(account_id, self.on_order(account_id, meaning.order))
 
     def _dispatch(self, account_id: int, work: Awaitable[None]) -> None:
         """Run an account's work in its own task, one at a time per account and in arrival order."""

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from bot.exchanges.failures import Action, ExchangeFailure
+from bot.exchanges.failures import Action, ExchangeFailure, UnknownFailure
 from bot.exchanges.keys import MSG_UNVERIFIABLE, MSG_WITHDRAW, KeyCheck, KeyHealth, KeyRejected
 from bot.exchanges.venues.base import KeyCounterRule, OnceCall, PrivateCall, VenueAdapter
 
@@ -142,6 +142,15 @@ class Kraken(VenueAdapter):
             raise KeyRejected("unverifiable", MSG_UNVERIFIABLE) from None
         raise KeyRejected("withdraw_enabled", MSG_WITHDRAW)
 
+    async def stream_token(self, private: PrivateCall) -> str | None:
+        """`GetWebSocketsToken` (one call on the key's counter): the `executions` subscription's token, to be
+        used within 15 minutes; it then lasts as long as the subscription."""
+        answer = await private(lambda ex: ex.private_post_getwebsocketstoken())
+        token = ((answer or {}).get("result") or {}).get("token")
+        if not token:
+            raise UnknownFailure("kraken", "GetWebSocketsToken answered no token")
+        return str(token)
+
     async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
         """The /connect proof again (`WithdrawMethods`, one point on the key's own call counter, which decays
         in about 3 s): `EGeneral:Permission denied` → it still cannot withdraw; an answer → it can now. Kraken
@@ -185,6 +194,8 @@ ADAPTER = Kraken(
     fills_by_trade=False,
     cost_buy_needs_amount=True,
     client_id_param="clientOrderId",
+    user_stream="kraken-ws-v2",
+    stream_url="wss://ws-auth.kraken.com/v2",
     rebalance_quotes=("USD",),
     default_markets=("BTC/USD", "ETH/USD"),
     valuation_quote="USD",
