@@ -224,7 +224,10 @@ class ExecutionStreams:
                 {"channel": "executions", "type": "snapshot", "data": snapshot, "sequence": session.sequence}
             )
 
-    def _snapshot(self, account: KeyAccount, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _snapshot(self, account: KeyAccount, params: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The subscription's snapshot, or None when neither open orders nor trades were asked for."""
+        if not params.get("snap_orders", True) and not params.get("snap_trades", False):
+            return None
         data: list[dict[str, Any]] = []
         if params.get("snap_orders", True):
             data += [self.order_event(o, None) for o in self.book.open_orders(account)]
