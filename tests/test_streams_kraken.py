@@ -254,3 +254,39 @@ async def test_a_refused_token_leaves_the_account_polled_and_its_key_checked(fak
         assert token_requests(book) == 1  # refused once: not asked again before `refused_retry`
     finally:
         await world.close()
+
+
+async def test_a_fill_whose_earlier_trade_never_arrived_is_recorded_whole_with_the_order_fee(fake_exchanges, tmp_path):
+    book, key, world, strategy_id, order, _ = await streamed_grid(fake_exchanges, tmp_path)
+    streams = fake_exchanges.kraken_streams
+    try:
+        streams.lose(1)
+        book.fill_partially(order.id, "0.0005")  # its event is lost: the stream says nothing
+        await asyncio.sleep(0.2)
+        assert await fill_rows(world, strategy_id) == []
+        book.set_price("BTC/USD", "49900")  # the next event carries only its own trade's fee
+        [row] = await wait_for(lambda: fill_rows(world, strategy_id), timeout=2)
+        trades = book.trades(key)
+        assert row.fill.amount == sum((t.amount for t in trades), Decimal(0)) == order.amount
+        assert row.fill.fee == sum((t.fee for t in trades), Decimal(0))  # the order's fee, looked up once
+        strategy = await world.store.strategies.get(strategy_id)
+        assert strategy.spent == sum((t.cost + t.fee for t in trades), Decimal(0))
+    finally:
+        await world.close()
+
+
+async def test_a_stalled_kraken_connection_is_replaced_and_its_gap_backfilled(fake_exchanges, tmp_path):
+    book, key, world, strategy_id, _order, _account_id = await streamed_grid(fake_exchanges, tmp_path)
+    streams = fake_exchanges.kraken_streams
+    try:
+        attempts, tokens = len(streams.attempts), token_requests(book)
+        streams.stall(30)  # the connection stays open but goes silent, pings unanswered
+        book.set_price("BTC/USD", "49900")  # filled during the stall
+        await wait_for(lambda: _true(len(streams.attempts) > attempts), timeout=5)  # the heartbeat noticed
+        [row] = await wait_for(lambda: fill_rows(world, strategy_id), timeout=5)
+        [trade] = book.trades(key)
+        assert (row.fill.amount, row.fill.fee) == (trade.amount, trade.fee)
+        assert len(await world.alerts("fill")) == 1
+        await wait_for(lambda: _true(token_requests(book) > tokens), timeout=5)  # the new connection's own token
+    finally:
+        await world.close()

@@ -20,7 +20,8 @@ Synthesized (not from a recording): the refusal text of a bad or expired token (
 v1 text; v2's `error` field carries a text like it); `fee_usd_equiv` equals the fee when the quote is USD, else
 0; `exec_id`/`order_id` are the REST txids of the same trade/order; `sequence` counts per connection;
 `maxratecount`, `warnings` and the per-second heartbeat are omitted; a refused connection is an HTTP 503 before
-the upgrade. Faults on demand: `drop()`, `stall(seconds)`, `refuse(n)` and `expire_tokens()`.
+the upgrade. Faults on demand: `drop()`, `stall(seconds)`, `refuse(n)`, `lose(n)` (events that never arrive) and
+`expire_tokens()`.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ class ExecutionStreams:
         self.tokens_issued = 0
         self.events_sent = 0
         self._refuse = 0
+        self._lose = 0
         self.book.order_listeners.append(self._on_order)
 
     # ---------------------------------------------------------------- tokens
@@ -110,6 +112,10 @@ class ExecutionStreams:
         """Close every connection now, as a venue restart or a network cut does."""
         for session in list(self.sessions):
             await session.ws.close(code=1001, message=b"dropped")
+
+    def lose(self, events: int) -> None:
+        """The next `events` fills or cancels reach no subscriber (lost on the way; the connection stays)."""
+        self._lose = events
 
     def stall(self, seconds: float) -> None:
         """Every open connection stops reading, sending and answering pings for `seconds`."""
@@ -241,6 +247,9 @@ class ExecutionStreams:
     def _on_order(self, order: Order, trade: Trade | None) -> None:
         account = self.book.keys.get(order.api_key)
         if account is None:
+            return
+        if self._lose > 0:
+            self._lose -= 1
             return
         events: list[dict[str, Any]] | None = None
         for session in self.sessions:
