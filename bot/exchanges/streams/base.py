@@ -34,7 +34,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -100,7 +100,7 @@ class StreamProtocol(Protocol):
     def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]: ...
 
     def read(self, message: Any) -> Reply | Update | list[Update] | None:
-        """What one received message means (None: nothing for us; a list: one message, several events)."""
+        """What one received message means (None: nothing for us; a list: several events in one message)."""
         ...
 
 
@@ -368,7 +368,8 @@ class UserStreamHub:
                 if not future.done():
                     future.cancel()
 
-    async def _read_messages(self, conn: _Connection) -> None:
+    async def _meanings(self, conn: _Connection) -> AsyncIterator[Reply | Update | None]:
+        """What each received message means, one reply or event at a time (a message may carry several)."""
         async for message in conn.ws:
             if message.type != aiohttp.WSMsgType.TEXT:
                 continue
@@ -378,29 +379,29 @@ class UserStreamHub:
                 logger.warning("%s stream: unreadable message skipped", self.venue)
                 continue
             for one in meaning if isinstance(meaning, list) else (meaning,):
-                self._handle(conn, one)
+                yield one
 
-    def _handle(self, conn: _Connection, meaning: Reply | Update | None) -> None:
-        """Act on one reply or event, in arrival order (so an event right behind its answer finds its account)."""
-        if isinstance(meaning, Reply):
-            account_id = conn.subscribing.pop(meaning.request_id, None)
-            if account_id is not None and meaning.error is None:
-                # Mapped before the next message is read: an event right behind the answer is not lost.
-                conn.handles[meaning.handle] = account_id
-                conn.accounts[account_id] = meaning.handle
-            future = conn.pending.pop(meaning.request_id, None)
-            if future is not None and not future.done():
-                future.set_result(meaning)
-        elif isinstance(meaning, Update):
-            account_id = conn.handles.get(meaning.handle)
-            if account_id is None:
-                return
-            if meaning.ended:
-                conn.handles.pop(meaning.handle, None)
-                conn.accounts.pop(account_id, None)
-                self.notify_down({account_id})
-            elif meaning.order is not None:
-                self._dispatch(account_id, self.on_order(account_id, meaning.order))
+    async def _read_messages(self, conn: _Connection) -> None:
+        async for meaning in self._meanings(conn):  # in arrival order: an answer before the events behind it
+            if isinstance(meaning, Reply):
+                account_id = conn.subscribing.pop(meaning.request_id, None)
+                if account_id is not None and meaning.error is None:
+                    # Mapped before the next message is read: an event right behind the answer is not lost.
+                    conn.handles[meaning.handle] = account_id
+                    conn.accounts[account_id] = meaning.handle
+                future = conn.pending.pop(meaning.request_id, None)
+                if future is not None and not future.done():
+                    future.set_result(meaning)
+            elif isinstance(meaning, Update):
+                account_id = conn.handles.get(meaning.handle)
+                if account_id is None:
+                    continue
+                if meaning.ended:
+                    conn.handles.pop(meaning.handle, None)
+                    conn.accounts.pop(account_id, None)
+                    self.notify_down({account_id})
+                elif meaning.order is not None:
+                    self._dispatch(account_id, self.on_order(account_id, meaning.order))
 
     def _dispatch(self, account_id: int, work: Awaitable[None]) -> None:
         """Run an account's work in its own task, one at a time per account and in arrival order."""
