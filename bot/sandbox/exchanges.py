@@ -86,6 +86,11 @@ class FakeExchanges:
         """The `STRATA_EXCHANGE_URLS` value: `binance=http://127.0.0.1:p,…`."""
         return ",".join(f"{venue}={origin}" for venue, origin in self.origins.items())
 
+    @property
+    def kraken_streams(self) -> Any:
+        """The fake Kraken's WebSocket v2 `executions` channel (`bot.sandbox.kraken_ws.ExecutionStreams`)."""
+        return _kraken_module().kraken_streams(self.apps["kraken"])
+
     def add_key(self, api_key: str, secret: str, *, venues: tuple[str, ...] | None = None, **flags: object) -> None:
         """Register one key on several venues at once (a Binance key works for spot and futures alike)."""
         for venue in venues or tuple(self.books):
@@ -95,11 +100,6 @@ class FakeExchanges:
     def binance_streams(self) -> Any:
         """The fake Binance Spot's WebSocket API user-data streams (`bot.sandbox.binance_ws.UserDataStreams`)."""
         return self.apps["binance"][VENUE_KEY].streams
-
-    @property
-    def kraken_streams(self) -> Any:
-        """The fake Kraken's WebSocket v2 `executions` channel (`bot.sandbox.kraken_ws.ExecutionStreams`)."""
-        return _kraken_module().kraken_streams(self.apps["kraken"])
 
     async def run_price_feed(self, interval_seconds: float) -> None:
         """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
