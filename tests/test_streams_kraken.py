@@ -242,6 +242,7 @@ async def test_a_refused_token_leaves_the_account_polled_and_its_key_checked(fak
         strategy_id = await world.allocate(
             USER, "kraken", "grid", "100.5", "BTC/USD", low="50000", high="60000", levels="2"
         )
+        await world.engine.settle()
         await wait_for(lambda: _true(token_requests(book) == 1))
         await wait_for(lambda: _true(checks() == before + 1), timeout=5)  # its key checked at once (still good)
         assert not world.engine.streams.streamed(account_id)
