@@ -145,6 +145,18 @@ async def test_a_restart_never_repeats_an_alert_and_alerts_what_a_stop_left_pend
         assert len(await s.runtime.store.foreign_trades.for_account(account.id)) == 2
 
 
+async def test_an_idle_account_is_followed_only_while_these_alerts_are_on(strata, fake_exchanges):
+    ws = fake_exchanges.binance_streams
+    account, api_key = await connect_with_key(strata, fake_exchanges, "binance")
+    await streamed(strata, account.id)
+    assert ws.subscribed(api_key)
+    await strata.send(USER, "/settings foreign off")
+    await strata.next_reply(USER, contains="not alerted")
+    await wait_until(lambda: not ws.subscribed(api_key))
+    await strata.send(USER, "/settings foreign on")
+    await wait_until(lambda: ws.subscribed(api_key))
+
+
 def test_an_alert_lists_ten_trades_and_counts_the_rest():
     line = TradeLine("BTC/USDT", "buy", "0.00100 BTC", "50,000.00 USDT", "50.00 USDT", "2026-12-04 10:00:00 UTC")
     text = foreign_trades_text("binance", "Binance Spot", [line] * 10, 2)
