@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 
 from bot.engine.alerts import TradeLine, foreign_trades_text
 from bot.engine.context import EngineContext
-from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.models import MarketInfo
 from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.venues import find
@@ -147,24 +146,30 @@ class ForeignTrades:
         return True
 
     async def _symbol(self, venue: str, remote: VenueOrder) -> str:
-        """The market's unified symbol; a stream may name it only by the venue's id (`BTCUSDT`)."""
-        if remote.symbol or not remote.market_id:
-            return remote.symbol or "?"
+        """The market's unified symbol; a stream may name it only by the venue's id (`BTCUSDT`). Never raises: a
+        trade is recorded under the venue's name when the markets cannot be read now."""
+        name = remote.symbol or remote.market_id
+        if not name:
+            return "?"
         try:
+            if name in await self.ctx.gateway.symbols(venue):
+                return name
             aliases = await self.ctx.gateway.market_aliases(venue)
-        except ExchangeFailure:
-            return remote.market_id
-        matches = [symbol for alias, symbol in aliases if alias == remote.market_id.upper()]
-        futures = bool(find(venue) and find(venue).futures)
+        except Exception as failure:
+            logger.warning("%s: markets not read to name %s (%s)", venue, name, type(failure).__name__)
+            return name
+        matches = [symbol for alias, symbol in aliases if alias == name.upper()]
+        known = find(venue)
+        futures = bool(known and known.futures)
         matches.sort(key=lambda symbol: (":" in symbol) != futures)  # a spot and a futures market may share an id
-        return matches[0] if matches else remote.market_id
+        return matches[0] if matches else name
 
     async def _precisions(self, venue: str, account_id: int) -> dict[str, MarketInfo]:
         """Steps and ticks of the markets the pending trades are on (none when the venue cannot say now)."""
         markets = {t.market for t in await self.ctx.store.foreign_trades.pending(account_id)}
         found: dict[str, MarketInfo] = {}
         for market in markets:
-            with contextlib.suppress(ExchangeFailure):
+            with contextlib.suppress(Exception):  # the alert goes out anyway, its figures unrounded
                 found[market] = await self.ctx.gateway.market(venue, market)
         return found
 
