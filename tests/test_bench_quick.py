@@ -61,7 +61,7 @@ def test_quick_benchmark_ends_with_its_json_line_holding_the_issue_keys(name: st
         assert result["candles"] == 720 and result["fills"]["dca"] > 0 and result["fills"]["grid"] > 0
     elif name == "latency":
         assert result["missing_alerts"] == 0
-        assert 0 < result["p50_s"] <= result["p95_s"] <= result["max_s"]
+        assert 0 <= result["p50_s"] <= result["p95_s"] <= result["max_s"]  # streamed Kraken fills: ~0.01 s
     elif name == "restart":
         assert result["intents"] == 20 and result["strategies"] == 100
         assert (result["duplicates"], result["missing"], result["unresolved"]) == (0, 0, 0)
