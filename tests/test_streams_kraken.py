@@ -291,3 +291,24 @@ async def test_a_stalled_kraken_connection_is_replaced_and_its_gap_backfilled(fa
         await wait_for(lambda: _true(token_requests(book) > tokens), timeout=5)  # the new connection's own token
     finally:
         await world.close()
+
+
+async def test_one_connection_per_account_never_takes_the_rest_calls_connection_slots(fake_exchanges, tmp_path):
+    """Kraken streams one account per connection: with 100 accounts the stream connections must not fill the
+    REST session's connection pool (100), or every poll, backfill and key check waits forever (found by
+    `bench/latency.py --venue kraken --accounts 100`: 0 alerts for 1,000 fills)."""
+    book = fake_exchanges.books["kraken"]
+    key, secret = keypair()
+    book.add_key(key, secret, balances={"USD": "1000"})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    url = fake_exchanges.origins["kraken"].replace("http://", "ws://") + "/v2"
+    session = world.gateway.pool.stream_session()
+    sockets = []
+    try:
+        sockets = [await session.ws_connect(url) for _ in range(100)]
+        balance = await asyncio.wait_for(world.gateway.fetch_balance("kraken", Credentials(key, secret)), 5)
+        assert balance["USD"].total == Decimal("1000")
+    finally:
+        for ws in sockets:
+            await ws.close()
+        await world.close()

@@ -181,6 +181,7 @@ class ClientPool:
         self.nonces = nonces if nonces is not None else KeyNonces()
         self._venues: dict[str, _Venue] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._stream_session: aiohttp.ClientSession | None = None
         self._ssl_context: ssl.SSLContext | None = None
         self._key_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -248,12 +249,18 @@ class ClientPool:
         return known.stream_testnet_url if self._sandbox else known.stream_url
 
     def stream_session(self) -> aiohttp.ClientSession:
-        """The pool's HTTP session (its TLS context and connection limits), for the stream connections."""
+        """A session of its own for the stream connections (the pool's TLS context): each one holds its TCP
+        connection for hours, so sharing the REST session's pool (100) would leave no room for REST calls once
+        100 are open (Kraken: one connection per account). Their number is bounded by the hubs instead (accounts
+        per connection, the venue's connection-attempt window)."""
         if self._closed:
             raise ExchangeSetupError("the exchange client pool is closed")
         self._ensure_session()
-        assert self._session is not None  # noqa: S101 - set just above
-        return self._session
+        if self._stream_session is None:
+            self._stream_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl_context, limit=0, enable_cleanup_closed=True)
+            )
+        return self._stream_session
 
     def _ensure_session(self) -> None:
         if self._session is None:
@@ -365,6 +372,9 @@ class ClientPool:
         instances = [exchange for venue in list(self._venues) for exchange in self.instances(venue)]
         self._venues.clear()
         await asyncio.gather(*(exchange.close() for exchange in instances), return_exceptions=True)
+        if self._stream_session is not None:
+            stream_session, self._stream_session = self._stream_session, None
+            await stream_session.close()
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
