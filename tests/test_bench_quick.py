@@ -55,6 +55,7 @@ def test_quick_benchmark_ends_with_its_json_line_holding_the_issue_keys(name: st
         assert result["binance_weight_per_min"] < 6000
     elif name == "memory":
         assert result["kb_per_account_rss"] > 0 and result["kb_per_account_traced"] > 0
+        assert result["streams"] is True and result["streamed_accounts"] == result["accounts"]
     elif name == "alerts":
         assert (result["lost"], result["duplicated"], result["unhandled_429"]) == (0, 0, 0)
     elif name == "backtest":
