@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import statistics
@@ -51,6 +52,7 @@ from bench._common import (
     RecordingBudgets,
     World,
     connect_accounts,
+    cpu_seconds,
     create_strategies,
     fresh_weight_window,
     grid_params,
@@ -201,6 +203,7 @@ async def measure(data_dir: Path, fakes: Fakes, args: argparse.Namespace) -> dic
             f"(mode {args.mode}, STRATA_FILL_POLL_SECONDS={args.poll:g}"
             + (f", stream connections dropped at {args.drop_at:g}s)" if stream and args.drop_at >= 0 else ")"))
         marks: dict[str, Any] = {"start": await tracking.snapshot()}
+        fill_start, cpu_start, fakes_cpu_start = time.time(), cpu_seconds(), cpu_seconds(fakes.process.pid)
 
         async def fill_all() -> None:
             begin = time.time()
@@ -264,6 +267,15 @@ async def measure(data_dir: Path, fakes: Fakes, args: argparse.Namespace) -> dic
             if match:
                 alert_count[int(match.group(1))] += 1
         end = await tracking.snapshot()
+        span = time.time() - fill_start
+        cpu = (cpu_seconds() - cpu_start) / span, (cpu_seconds(fakes.process.pid) - fakes_cpu_start) / span
+        by_path: Counter[str] = Counter()
+        for charge in budgets.between(fill_start, time.time()):
+            if charge.venue == venue:
+                by_path[charge.path] += charge.weight or 1
+        say(f"from the first fill on ({span:.0f}s): bot process {cpu[0]:.0%} of a core, fakes {cpu[1]:.0%}; load "
+            f"average {os.getloadavg()[0]:.2f} (machine shared); the bot's {venue} requests by endpoint (Binance "
+            f"weight, else count): {dict(by_path.most_common(5))}")
         latencies = sorted(alerts[s] - filled_at[s] for s in filled_at if s in alerts)
         missing = len(filled_at) - len(latencies)
         duplicated = sum(n - 1 for n in alert_count.values() if n > 1)
@@ -291,7 +303,8 @@ async def measure(data_dir: Path, fakes: Fakes, args: argparse.Namespace) -> dic
             attempts = counted["attempts"]
             reconnects = sum(1 for at in attempts if at >= marks.get("fake_clock_at_drop", float("inf")))
             worst = most_in_window(attempts, ATTEMPT_WINDOW)
-            say(f"stream connection attempts: {len(attempts)} in the run, {reconnects} after the drop; most in any "
+            after = f"{reconnects} after the drop" if "fake_clock_at_drop" in marks else "no drop"
+            say(f"stream connection attempts: {len(attempts)} in the run ({after}); most in any "
                 f"{ATTEMPT_WINDOW:.0f}s: {worst} (limit {ATTEMPT_LIMIT})")
             figures |= {"connection_attempts": len(attempts), "attempts_per_5min_max": worst,
                         "stream_updates": engine.streams.updates}
@@ -299,7 +312,10 @@ async def measure(data_dir: Path, fakes: Fakes, args: argparse.Namespace) -> dic
         await world.close()
     if not latencies:
         raise AssertionError("no fill alert was enqueued")
-    p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
+    def percentile(share: float) -> float:
+        return latencies[min(len(latencies) - 1, round(share * (len(latencies) - 1)))]
+
+    p95 = percentile(0.95)
     return {
         "poll_s": args.poll,
         "p50_s": round(statistics.median(latencies), 2),
@@ -313,6 +329,9 @@ async def measure(data_dir: Path, fakes: Fakes, args: argparse.Namespace) -> dic
         "duplicated_alerts": duplicated,
         "effective_poll_s": round(longest_interval, 1),
         "min_s": round(latencies[0], 2),
+        "p90_s": round(percentile(0.90), 2),
+        "p99_s": round(percentile(0.99), 2),
+        "over_1s": sum(1 for x in latencies if x > 1.0),
         "binance_weight": weight,
         **figures,
         "measured_to": "alert enqueued in the outbox",
