@@ -392,14 +392,17 @@ class UserStreamHub:
 
         async def run() -> None:
             async with lock:
-                try:
-                    await work
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("%s stream: handling an update of account %s failed", self.venue, account_id)
+                await self._logged(account_id, work)
 
         self._spawn(run())
+
+    async def _logged(self, account_id: int, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s stream: handling an update of account %s failed", self.venue, account_id)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -440,7 +443,10 @@ class UserStreamHub:
                 self.notify_down({account_id})
             return
         logger.debug("%s stream: account %s subscribed", self.venue, account_id)
-        self._dispatch(account_id, self.on_live(account_id))
+        # The backfill runs beside the account's updates, not ahead of them: it waits for the shared request
+        # budget (after a drop, every account backfills at once), and the stream's fills must not queue behind
+        # it. Both record through the same idempotent path, so a fill seen by both is recorded once.
+        self._spawn(self._logged(account_id, self.on_live(account_id)))
 
     async def _unsubscribe(self, conn: _Connection, account_id: int) -> None:
         handle = conn.accounts.pop(account_id, None)
