@@ -96,6 +96,11 @@ class FakeExchanges:
         """The fake Binance Spot's WebSocket API user-data streams (`bot.sandbox.binance_ws.UserDataStreams`)."""
         return self.apps["binance"][VENUE_KEY].streams
 
+    @property
+    def binanceusdm_streams(self) -> Any:
+        """The fake Binance USD-M's listenKeys and `/private` stream (`bot.sandbox.binance_usdm_ws`)."""
+        return self.apps["binanceusdm"][VENUE_KEY].streams
+
     async def run_price_feed(self, interval_seconds: float) -> None:
         """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
 
