@@ -21,7 +21,7 @@ import ccxt.pro
 from bot.exchanges.clients import ClientPool
 from bot.exchanges.errors import RetryPolicy
 from bot.exchanges.gateway import ExchangeGateway
-from bot.exchanges.streams import Backoff, SubscribeRefused
+from bot.exchanges.streams import Backoff, SubscribeRefused, UserStreamHub
 from bot.exchanges.streams.base import Update
 from bot.exchanges.streams.binanceusdm import BinanceUsdmStream, trade_update_order
 from bot.secret import Credentials
@@ -149,6 +149,17 @@ async def test_listen_keys_by_rest_several_on_one_connection_and_their_fills_and
         await gateway.close()
 
 
+async def test_the_fake_closes_a_connection_that_sends_more_than_ten_messages_a_second(fake_exchanges):
+    url = fake_exchanges.origins["binanceusdm"].replace("http://", "ws://") + "/private/stream"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        for request_id in range(11):
+            await ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": request_id}))
+        answers = []
+        while (message := await asyncio.wait_for(ws.receive(), 5)).type == aiohttp.WSMsgType.TEXT:
+            answers.append(json.loads(message.data))
+        assert len(answers) <= 10 and message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
 def test_a_cancel_and_a_new_order_update():
     event = {
         "e": "ORDER_TRADE_UPDATE", "E": 1, "T": 1,
@@ -263,3 +274,59 @@ async def test_the_listen_key_is_renewed_by_put_without_a_new_subscription(fake_
         assert world.engine.streams.backfills == backfills and world.engine.streams.streamed(account_id)
     finally:
         await world.close()
+
+
+# --- the hub: many listenKeys on few connections, within the venue's message rate --------------------------
+
+
+async def test_many_listen_keys_share_one_connection_within_its_message_rate(fake_exchanges):
+    book = fake_exchanges.books["binanceusdm"]
+    streams = fake_exchanges.binanceusdm_streams
+    keys = {account_id: f"usdm-hub-{account_id}" for account_id in range(1, 13)}
+    for key in keys.values():
+        book.add_key(key, SECRET, balances={"USDT": "1000"})
+    book.set_price(FUT, "50500")
+    live: list[int] = []
+    orders: list[tuple[int, str]] = []
+
+    async def credentials(account_id):
+        return Credentials(keys[account_id], SECRET)
+
+    async def on_order(account_id, order):
+        orders.append((account_id, order.client_order_id))
+
+    async def on_live(account_id):
+        live.append(account_id)
+
+    gateway = ExchangeGateway(ClientPool(fake_exchanges.origins, timeout_ms=5_000),
+                              retry=RetryPolicy(attempts=2, base_delay=0))
+    protocol = BinanceUsdmStream(rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op))
+    url = fake_exchanges.origins["binanceusdm"].replace("http://", "ws://") + "/private/stream"
+    try:
+        async with aiohttp.ClientSession() as session:
+            hub = UserStreamHub(
+                "binanceusdm", url, protocol, session, credentials=credentials, on_order=on_order, on_live=on_live,
+                heartbeat=0.5, backoff=Backoff(base=0.05, cap=0.2),
+            )
+            try:
+                started = time.monotonic()
+                hub.follow(set(keys))
+                await wait_for(lambda: _true(hub.live_accounts == set(keys)))
+                # 12 subscribes on one connection: paced under Binance's 10 messages per second (the fake closes
+                # a connection past it), so it takes over a second and a single connection attempt.
+                assert time.monotonic() - started >= 11 / protocol.messages_per_second
+                assert len(streams.attempts) == 1 and hub.connections == 1 and streams.subscriptions == 12
+                book.place_order(keys[7], FUT, "buy", "limit", "0.002", "50000", client_order_id="hub-7")
+                book.set_price(FUT, "49900")
+                await wait_for(lambda: _true(orders == [(7, "hub-7")]))  # routed to its account only
+
+                await streams.drop()
+                await wait_for(lambda: _true(hub.live_accounts == set(keys) and len(live) == 24))
+                assert len(streams.attempts) == 2  # one reconnect for the connection, not one per account
+                assert sorted(live) == sorted([*keys, *keys])  # each account's gap backfilled after each subscribe
+                # the same listenKeys again: a POST while one is valid returns it
+                assert len(streams.listen_keys) == 12 and streams.subscriptions == 12
+            finally:
+                await hub.close()
+    finally:
+        await gateway.close()
