@@ -330,3 +330,24 @@ async def test_many_listen_keys_share_one_connection_within_its_message_rate(fak
                 await hub.close()
     finally:
         await gateway.close()
+
+
+async def test_a_revoked_key_loses_its_stream_gets_checked_and_is_polled(fake_exchanges, tmp_path):
+    book, world, _strategy_id, _order, account_id = await streamed_futures_grid(
+        fake_exchanges, tmp_path, "usdm-revoked-later"
+    )
+    streams = fake_exchanges.binanceusdm_streams
+
+    def checks() -> int:
+        return requests_to(book, "GET", "/apiRestrictions", "usdm-revoked-later")
+
+    try:
+        before, posts = checks(), requests_to(book, "POST", "/fapi/v1/listenKey", "usdm-revoked-later")
+        book.revoke_key("usdm-revoked-later")
+        streams.expire("usdm-revoked-later")  # its listenKey cannot be replaced: POST answers -2015
+        await wait_for(lambda: _true(requests_to(book, "POST", "/fapi/v1/listenKey", "usdm-revoked-later") > posts))
+        await wait_for(lambda: _true(checks() > before), timeout=5)  # the key is checked at once
+        assert not world.engine.streams.streamed(account_id)
+        assert world.engine.streams.hubs["binanceusdm"].refused_until.get(account_id, 0) > time.monotonic() + 60
+    finally:
+        await world.close()
