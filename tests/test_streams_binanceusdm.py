@@ -351,3 +351,20 @@ async def test_a_revoked_key_loses_its_stream_gets_checked_and_is_polled(fake_ex
         assert world.engine.streams.hubs["binanceusdm"].refused_until.get(account_id, 0) > time.monotonic() + 60
     finally:
         await world.close()
+
+
+async def test_a_stalled_futures_stream_is_replaced_and_its_gap_backfilled(fake_exchanges, tmp_path):
+    book, world, strategy_id, _order, _account_id = await streamed_futures_grid(fake_exchanges, tmp_path, "usdm-stall")
+    streams = fake_exchanges.binanceusdm_streams
+    try:
+        attempts = len(streams.attempts)
+        streams.stall(30)  # the connection stays open but goes silent, pings unanswered
+        book.set_price(FUT, "49900")  # filled during the stall
+        await wait_for(lambda: _true(len(streams.attempts) > attempts), timeout=5)  # the heartbeat noticed
+        [row] = await wait_for(lambda: fill_rows(world, strategy_id), timeout=5)
+        [trade] = book.trades("usdm-stall")
+        assert row.fill.trade_key == f"t:{trade.id}"
+        await world.engine.streams.settle()
+        assert len(await world.alerts("fill")) == 1
+    finally:
+        await world.close()
