@@ -326,6 +326,10 @@ async def test_many_listen_keys_share_one_connection_within_its_message_rate(fak
                 assert sorted(live) == sorted([*keys, *keys])  # each account's gap backfilled after each subscribe
                 # the same listenKeys again: a POST while one is valid returns it
                 assert len(streams.listen_keys) == 12 and streams.subscriptions == 12
+
+                hub.follow({1})  # eleven unsubscribes: paced too, the connection stays
+                await wait_for(lambda: _true(streams.subscriptions == 1))
+                assert len(streams.attempts) == 2 and hub.live_accounts == {1}
             finally:
                 await hub.close()
     finally:

@@ -88,7 +88,7 @@ class StreamProtocol(Protocol):
         first needs something from REST (a listenKey) returns an awaitable, raising `SubscribeRefused`."""
         ...
 
-    def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]: ...
+    def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any] | Awaitable[dict[str, Any]]: ...
 
     def read(self, message: Any) -> Reply | Update | None:
         """What one received message means (None: nothing for us)."""
@@ -486,5 +486,8 @@ class UserStreamHub:
         handle = conn.accounts.pop(account_id, None)
         conn.handles.pop(handle, None)
         request_id = str(next(self._ids))
-        await self._request(conn, request_id, self.protocol.unsubscribe(request_id, handle))
+        message = self.protocol.unsubscribe(request_id, handle)
+        if inspect.isawaitable(message):  # paced by the protocol (a venue's per-connection message rate)
+            message = await message
+        await self._request(conn, request_id, message)
         logger.debug("%s stream: account %s unsubscribed", self.venue, account_id)

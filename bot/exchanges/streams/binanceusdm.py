@@ -116,9 +116,11 @@ class BinanceUsdmStream:
         if slot > now:
             await asyncio.sleep(slot - now)
 
-    def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]:
-        """Stop receiving the listenKey's events; it is no longer renewed (it expires within the hour)."""
+    async def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]:
+        """Stop receiving the listenKey's events; it is no longer renewed (it expires within the hour). Paced
+        like subscribes: dropping many accounts at once must not get the connection closed."""
         self._keys.pop(handle, None)
+        await self._pace()
         return {"method": "UNSUBSCRIBE", "params": [handle], "id": int(request_id)}
 
     async def keepalive(self, handles: set[Any]) -> set[Any]:
