@@ -148,11 +148,9 @@ class UsdmUserDataStreams(UserDataStreams):
         return entry.key if entry is not None else None
 
     def subscribed(self, api_key: str) -> bool:
-        self.expire_due()
-        account = self.book.key(api_key)
-        home = account.home if account is not None else api_key
-        return any(self.listen_keys.get(k, _ListenKey("", "", 0)).home == home
-                   for s in self.sessions for k in s.subscriptions)
+        """Whether a connection is subscribed to the account's valid listenKey (tests)."""
+        key = self.listen_key(api_key)
+        return key is not None and any(key in session.subscriptions for session in self.sessions)
 
     # ---------------------------------------------------------------- the connection
     async def _request(self, session: _Session, text: str) -> None:
