@@ -257,17 +257,14 @@ async def test_an_expired_listen_key_is_replaced_and_the_fill_in_its_gap_recorde
 
 async def test_the_listen_key_is_renewed_by_put_without_a_new_subscription(fake_exchanges, tmp_path):
     book, world, _strategy_id, _order, account_id = await streamed_futures_grid(
-        fake_exchanges, tmp_path, "usdm-renew"
+        fake_exchanges, tmp_path, "usdm-renew", resync_seconds=0.1
     )
     streams = fake_exchanges.binanceusdm_streams
     try:
         hub = world.engine.streams.hubs["binanceusdm"]
-        hub.resync_seconds = 0.1
         key = streams.listen_key("usdm-renew")
         posts, backfills = requests_to(book, "POST", "/fapi/v1/listenKey"), world.engine.streams.backfills
         hub.protocol.renew_seconds = 0.2  # Binance: every 30 minutes of its 60
-        for slot in hub._slots:  # wake it from its current 5-second wait
-            slot.changed.set()
         await wait_for(lambda: _true(requests_to(book, "PUT", "/fapi/v1/listenKey", "usdm-renew") >= 2), timeout=5)
         assert streams.listen_key("usdm-renew") == key and streams.subscribed("usdm-renew")
         assert requests_to(book, "POST", "/fapi/v1/listenKey") == posts  # renewed, not recreated

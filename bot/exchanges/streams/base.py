@@ -280,6 +280,7 @@ class UserStreamHub:
         backoff: Backoff | None = None,
         refused_retry: float = 300.0,
         attempts: AttemptWindow | None = None,
+        resync_seconds: float = 5.0,
     ) -> None:
         self.venue, self.url, self.protocol, self.session = venue, url, protocol, session
         self.credentials, self.on_order, self.on_live, self.on_down = credentials, on_order, on_live, on_down
@@ -290,7 +291,7 @@ class UserStreamHub:
         self.refused_retry = refused_retry
         self.attempts = attempts or AttemptWindow(protocol.attempt_limit, protocol.attempt_window)
         #: How often a connection re-checks its subscriptions even when nothing asked it to.
-        self.resync_seconds = 5.0
+        self.resync_seconds = resync_seconds
         self.refused_until: dict[int, float] = {}
         self.closing = False
         self._slots: list[_Slot] = []
