@@ -24,6 +24,7 @@ the realised P&L of closing, less its fees. Either way `invested − returned` =
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -105,6 +106,14 @@ class _Book:
 
 
 def compute(fills: Iterable[StrategyFill], quote: str) -> Pnl:
+    last = deque(_replayed(fills, quote), maxlen=1)  # the books after the last fill
+    return _snapshot(*last[0]) if last else _snapshot({}, ZERO, ZERO, ZERO)
+
+
+def _replayed(
+    fills: Iterable[StrategyFill], quote: str
+) -> Iterator[tuple[dict[str, _Book], Decimal, Decimal, Decimal]]:
+    """The books and the running invested, returned and fees after each fill (one replay, books shared)."""
     books: dict[str, _Book] = {}
     invested = returned = fees = ZERO
     for item in fills:
@@ -112,6 +121,11 @@ def compute(fills: Iterable[StrategyFill], quote: str) -> Pnl:
         fees += item.fee_quote
         invested += spent
         returned += received
+        yield books, invested, returned, fees
+
+
+def _snapshot(books: dict[str, _Book], invested: Decimal, returned: Decimal, fees: Decimal) -> Pnl:
+    """The `Pnl` of the books as they stand."""
     assets = {
         asset: AssetPnl(
             asset=asset,
@@ -262,16 +276,5 @@ def _average_cost(book: _Book) -> Decimal | None:
 def running(fills: Iterable[StrategyFill], quote: str) -> Iterator[Pnl]:
     """The strategy's `Pnl` right after each fill (oldest first), in one replay: what `compute` would give on
     each prefix of `fills`, without replaying the prefix again (/chart values a strategy at every candle)."""
-    books: dict[str, _Book] = {}
-    invested = returned = fees = ZERO
-    for item in fills:
-        spent, received, _ = _replay(books, item, quote)
-        fees += item.fee_quote
-        invested += spent
-        returned += received
-        assets = {
-            asset: AssetPnl(asset, book.held, _average_cost(book),
-                            book.bought_value / book.bought if book.bought else None, book.realised, book.contract)
-            for asset, book in books.items()
-        }
-        yield Pnl(assets, invested, returned, fees, sum((b.realised for b in books.values()), ZERO))
+    for state in _replayed(fills, quote):
+        yield _snapshot(*state)
