@@ -1,7 +1,9 @@
-"""/settings: fill alerts per strategy (on, silent, off) and the daily summary (hour, time zone), by buttons.
+"""/settings: fill alerts per strategy (on, silent, off), the daily summary (hour, time zone) and alerts on trades
+Strata did not make, by buttons.
 
 One-line forms for what buttons cannot offer: `/settings tz <IANA name>` (any zone, not only the listed
-ones), `/settings hour <0-23>`, `/settings summary on|off`, `/settings chart on|off` (the summary's chart).
+ones), `/settings hour <0-23>`, `/settings summary on|off`, `/settings chart on|off` (the summary's chart),
+`/settings foreign on|off` (trades Strata did not make).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ ZONE_INDEXES = frozenset(str(index) for index in range(len(COMMON_ZONES)))
 USAGE = (
     "Usage: /settings alone for the menu; /settings tz &lt;time zone&gt; (an IANA name such as Europe/Paris), "
     "/settings hour &lt;0-23&gt; (your local hour), /settings summary on|off, /settings chart on|off (a chart "
-    "with the summary)."
+    "with the summary), /settings foreign on|off (alerts on trades Strata did not make)."
 )
 
 
@@ -50,6 +52,10 @@ def settings_view(settings, page: int = 1):
     chart = "on" if settings.summary_chart else "off"
     lines.append(f"Chart with the summary (your largest running strategy, as /chart draws it): {chart}")
     lines.append("Another time zone: /settings tz Europe/Paris (any IANA name).")
+    lines.append(
+        "Trades Strata did not make on your accounts (someone else using your key, or you by hand on the "
+        f"exchange): {'alerted' if settings.foreign_alerts else 'not alerted'}"
+    )
     toggle = ("Daily summary: turn off", f"set:summary:off:{page}") if settings.summary else (
         "Daily summary: turn on", f"set:summary:on:{page}")
     rows.append([toggle])
@@ -58,6 +64,8 @@ def settings_view(settings, page: int = 1):
     rows.append([("Summary −1 h", f"set:hour:{(settings.summary_hour - 1) % 24}:{page}"),
                  ("Summary +1 h", f"set:hour:{(settings.summary_hour + 1) % 24}:{page}")])
     rows.append([(f"Time zone: {settings.timezone}", f"set:zones:{page}")])
+    rows.append([("Trades not by Strata: turn off", f"set:foreign:off:{page}") if settings.foreign_alerts
+                 else ("Trades not by Strata: turn on", f"set:foreign:on:{page}")])
     return "\n".join(lines), keyboard(rows)
 
 
@@ -97,6 +105,8 @@ async def settings_command(update: Update, context: Context) -> None:
             settings = await service.set_summary(user_id, enabled=args[1].lower() == "on")
         elif args[0].lower() == "chart" and len(args) == 2 and args[1].lower() in ("on", "off"):
             settings = await service.set_summary(user_id, chart=args[1].lower() == "on")
+        elif args[0].lower() == "foreign" and len(args) == 2 and args[1].lower() in ("on", "off"):
+            settings = await service.set_foreign_alerts(user_id, args[1].lower() == "on")
         else:
             await reply(update, USAGE)
             return
@@ -123,6 +133,8 @@ async def settings_button(update: Update, context: Context) -> None:
             settings = await service.set_summary(user_id, enabled=parts[2] == "on")
         elif parts[1] == "chart" and len(parts) == 4 and parts[2] in ("on", "off"):
             settings = await service.set_summary(user_id, chart=parts[2] == "on")
+        elif parts[1] == "foreign" and len(parts) == 4 and parts[2] in ("on", "off"):
+            settings = await service.set_foreign_alerts(user_id, parts[2] == "on")
         elif parts[1] == "hour" and len(parts) in (3, 4) and parts[2] in HOURS:
             settings = await service.set_summary(user_id, hour=int(parts[2]))
         elif parts[1] == "page" and len(parts) == 3 and (page := parse_id(parts[2])) is not None:

@@ -232,6 +232,23 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE outbox ADD COLUMN photo BLOB;
     """,
+    # Trades on a connected account that Strata did not make (no client order id of ours), one row per venue
+    #    trade, so each is alerted once, restarts and re-deliveries included (storage/foreign_trades.py).
+    """
+    CREATE TABLE foreign_trades (
+        account_id INTEGER NOT NULL REFERENCES accounts(id) ON DELETE CASCADE,
+        market     TEXT NOT NULL,               -- the unified symbol (the venue's own id if it was not known)
+        trade_id   TEXT NOT NULL,               -- the venue's trade id (unique per market on Binance)
+        side       TEXT NOT NULL,
+        amount     TEXT NOT NULL,               -- decimal strings
+        price      TEXT NOT NULL,
+        cost       TEXT NOT NULL,
+        at_ms      INTEGER NOT NULL,            -- when it traded (epoch ms)
+        alerted    INTEGER NOT NULL DEFAULT 0,  -- 1 once its alert was queued (or the user had them off)
+        PRIMARY KEY (account_id, market, trade_id)
+    );
+    CREATE INDEX foreign_trades_pending ON foreign_trades (alerted, account_id);
+    """,
 ]
 
 

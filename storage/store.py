@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.balances import BalanceRepository
 from storage.db import Database, connect
+from storage.foreign_trades import ForeignTradeRepository
 from storage.key_health import KeyHealthRepository
 from storage.migrations import migrate
 from storage.order_watches import OrderWatchRepository
@@ -30,6 +31,7 @@ class Store:
     balances: BalanceRepository
     paper: PaperRepository
     key_health: KeyHealthRepository
+    foreign_trades: ForeignTradeRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -41,6 +43,7 @@ class Store:
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
             balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
+            foreign_trades=ForeignTradeRepository(db),
         )
 
     async def migrate(self) -> int:

@@ -32,6 +32,12 @@ class UserRepository:
         row = await (tx.fetchone(sql, params) if tx is not None else self._db.fetchone(sql, params))
         return row["chat_id"] if row else None
 
+    async def settings_of(self, user_id: int, tx: Transaction | None = None) -> dict | None:
+        """A user's settings (None: no such user), inside the caller's transaction when given."""
+        sql, params = "SELECT settings FROM users WHERE id = ?", (user_id,)
+        row = await (tx.fetchone(sql, params) if tx is not None else self._db.fetchone(sql, params))
+        return json.loads(row["settings"]) if row else None
+
     async def set_active(self, user_id: int, active: bool, tx: Transaction | None = None) -> None:
         sql, params = "UPDATE users SET active = ? WHERE id = ?", (int(active), user_id)
         if tx is not None:

@@ -290,6 +290,8 @@ async def test_an_account_is_unsubscribed_when_its_strategy_stops(fake_exchanges
     try:
         assert streams.subscribed("stop-key")
         checks = sum(1 for r in book.requests if r.path.endswith("/apiRestrictions"))
+        # With alerts on trades Strata did not make (the default) an idle account stays followed for them.
+        await world.store.users.merge_settings(USER, {"foreign_alerts": 0})
         await world.service.stop(USER, strategy_id, sell=False)
         await wait_for(lambda: _true(not streams.subscribed("stop-key")), timeout=5)
         assert not world.engine.streams.streamed(account_id)

@@ -6,6 +6,7 @@ Alerts are sent with HTML parse mode by the notifier, so every value is escaped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from html import escape
 
@@ -242,4 +243,42 @@ def resolved_text(strategy: Strategy, order: Order, reason: str, held_before: De
             f"/resume {strategy.id} carries on from there." if strategy.status == "paused"
             else "The strategy is stopped: Strata leaves this as it is in your account."
         )
+    return "\n".join(lines)
+
+
+
+@dataclass(frozen=True)
+class TradeLine:
+    """One trade as an alert lists it, every figure already formatted by `bot.formatting` (plain text)."""
+
+    market: str
+    side: str
+    amount: str
+    price: str
+    value: str
+    at: str
+
+
+def foreign_trades_text(label: str, venue_name: str, trades: list[TradeLine], more: int) -> str:
+    """Trades on a connected account that Strata did not make (at most a few listed, and how many `more`), then
+    what to do about them."""
+    count = len(trades) + more
+    lines = [
+        f"🚨 <b>{'A trade' if count == 1 else f'{count} trades'} on {escape(label)} ({escape(venue_name)}) that "
+        "Strata did not make</b>"
+    ]
+    for t in trades:
+        verb = "Bought" if t.side == "buy" else "Sold"
+        lines.append(
+            f"• {escape(t.market)}: {verb} {escape(t.amount)} at {escape(t.price)} (value {escape(t.value)}), "
+            f"{escape(t.at)}"
+        )
+    if more:
+        lines.append(f"…and {more} more (the account's trade history on {escape(venue_name)} lists them all).")
+    lines.append(
+        f"Check the account on {escape(venue_name)}. If you did not make {'it' if count == 1 else 'them'}, someone "
+        f"else has this API key: revoke it on {escape(venue_name)} now, then /disconnect {escape(label)} or send a "
+        f"new key with /connect replace {escape(label)}."
+    )
+    lines.append("Trades you make yourself on this account are reported too: /settings turns these alerts off.")
     return "\n".join(lines)

@@ -4,6 +4,10 @@
 active account (key accepted, not Paper) that has an active strategy or a live order; an account whose
 strategies all ended, or that was disconnected or whose key was rejected, is unsubscribed at the next sync.
 
+An execution of an order Strata did not make (no client order id of ours) goes to `ForeignTrades`
+(`bot.engine.foreign`): one alert per burst; accounts are then followed even with no strategy, unless their
+owner turned those alerts off.
+
 An order update from a stream goes to `OrderDesk.apply` — exactly what a poll does with the same order — so a
 fill is keyed by its trade id and recorded once whether the stream, a poll, a cancel or all of them report it.
 A fill during a gap (a drop, a stall, a refused reconnect, the 24-hour rollover) is not in the stream: every time
@@ -28,6 +32,7 @@ from typing import Any
 
 from bot.engine.actions import mark_unreadable
 from bot.engine.context import CredentialsMissing, EngineContext
+from bot.engine.foreign import ForeignTrades
 from bot.engine.intents import OrderDesk
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
@@ -72,6 +77,8 @@ class FillStreams:
         self._task: asyncio.Task | None = None
         self.updates = 0  # order updates received (benchmarks, tests)
         self.backfills = 0  # subscriptions confirmed, each followed by a backfill
+        #: Trades on a followed account that Strata did not make (issue 21, item 2).
+        self.foreign = ForeignTrades(ctx)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -91,8 +98,13 @@ class FillStreams:
         for hub in self.hubs.values():
             await hub.close()
         self.hubs.clear()
+        await self.foreign.close()
 
     async def _sync_loop(self) -> None:
+        try:
+            await self.foreign.recover()  # trades recorded but not alerted when the engine last stopped
+        except Exception:
+            logger.exception("fill streams: recovering foreign-trade alerts failed")
         while True:
             try:
                 await self.sync()
@@ -109,6 +121,7 @@ class FillStreams:
         store = self.ctx.store
         wanted_ids = await store.strategies.account_ids_with_status(ACTIVE)
         wanted_ids.update(await store.orders.accounts_with_live_orders())
+        wanted_ids.update(await store.foreign_trades.watched_accounts())  # trades Strata did not make
         active = {account.id: account for account in await store.accounts.list_active()}
         by_venue: dict[str, set[int]] = {venue: set() for venue in self.hubs}
         for account_id in wanted_ids:
@@ -183,11 +196,12 @@ class FillStreams:
     async def _on_order(self, account_id: int, remote: VenueOrder) -> None:
         """Record a streamed order update through the fill path polling uses (idempotent by trade id)."""
         self.updates += 1
-        if not remote.client_order_id:
+        order = await self.ctx.store.orders.by_client_id(remote.client_order_id) if remote.client_order_id else None
+        if order is None:  # every order of ours is stored before it is sent: someone else made this one
+            await self.foreign.seen(account_id, remote)
             return
-        order = await self.ctx.store.orders.by_client_id(remote.client_order_id)
-        if order is None or order.account_id != account_id:
-            return  # not an order of ours (trades Strata did not make: issue 21, item 2)
+        if order.account_id != account_id:
+            return  # ours, from another account of the same exchange account: recorded by that one
         if order.status in UNCONFIRMED:
             return  # its send or the resolver records it (the poller keeps polling accounts with such orders)
         if order.status not in LIVE and (remote.filled or 0) <= order.filled:

@@ -64,6 +64,8 @@ class Order:
     timestamp_ms: int | None
     #: The order's trades when the answer lists them (Binance spot's FULL order response: its `fills`).
     trades: tuple[Trade, ...] = ()
+    #: The venue's own name of the market when only that is known (a stream's `BTCUSDT`; `symbol` is then "").
+    market_id: str | None = None
 
     @property
     def is_open(self) -> bool:

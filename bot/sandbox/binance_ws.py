@@ -14,7 +14,10 @@ What it serves, as Binance documents it (and ccxt's `pro/binance.py` parses it):
 
 Synthesized (not from a recording): the event's `E`/`T` come from the book's clock; the `rateLimits` array
 is omitted; `I`, `W`, `V` carry plausible constants; a refused connection is an HTTP 503 before the upgrade.
-Faults on demand: `drop()` closes every connection, `stall(seconds)` stops every connection reading, sending and
+Trades Strata did not make: `place_by_hand(api_key, …)` places an order as Binance's website does (its client order
+id `web_…`, the apps' `and_…`/`ios_…`), on the key's exchange account; its fills are reported like any other.
+Faults on demand: `redeliver(order_id)` sends an order's fills again (a venue may deliver an event twice),
+`drop()` closes every connection, `stall(seconds)` stops every connection reading, sending and
 answering pings, `refuse(n)` refuses the next n connection attempts, `lifetime` closes a connection that long
 after it opened (Binance: 24 h). `attempts` logs every connection attempt (for the 300 per 5 minutes rule).
 """
@@ -70,7 +73,24 @@ class UserDataStreams:
         self.events_sent = 0
         self.book.order_listeners.append(self._on_order)
 
-    # ---------------------------------------------------------------- faults and counts
+    # ---------------------------------------------------------------- orders by hand, faults and counts
+    def place_by_hand(
+        self, api_key: str, symbol: str, side: str, type: str = "market", amount: str | None = None,
+        price: str | None = None, *, app: str = "web",
+    ) -> Order:
+        """An order placed on Binance's website (`app="web"`) or app (`"and"`, `"ios"`) on the exchange account of
+        `api_key`: Binance names it `<app>_` and 18 random characters, never an id Strata sends."""
+        client_id = f"{app}_" + secrets.token_hex(9)
+        return self.book.place_order(api_key, symbol, side, type, amount, price, client_order_id=client_id)
+
+    def redeliver(self, order_id: int) -> int:
+        """Send the fills of an order again to every subscription of its account; return how many."""
+        order = self.book.find_order(order_id)
+        trades = [t for t in self.book.trades(order.api_key) if t.order_id == order_id]
+        for trade in trades:
+            self._on_order(order, trade)
+        return len(trades)
+
     def refuse(self, attempts: int) -> None:
         """Refuse the next `attempts` connection attempts (HTTP 503 before the upgrade)."""
         self._refuse = attempts

@@ -1,6 +1,9 @@
-"""/settings use-cases: fill-alert mode per strategy and the daily summary, without Telegram.
+"""/settings use-cases: fill-alert mode per strategy, the daily summary, and alerts on trades Strata did not make,
+without Telegram.
 
-Pauses, errors and key problems are not configurable: they always go out, with sound. The summary hour is the
+Pauses, errors and key problems are not configurable: they always go out, with sound. Alerts on trades Strata did
+not make (`bot.engine.foreign`: someone else using the key, or the user trading by hand) are on by default; a user
+who trades by hand on the same account may turn them off. The summary hour is the
 user's local hour in their time zone (`tz`, an IANA name); a user without one — everyone who chose an hour
 before zones existed, when hours were UTC — is in UTC, so their summary keeps its time.
 """
@@ -14,6 +17,7 @@ from bot.services.errors import UserError
 from bot.strategies.naming import title
 from bot.timezones import DEFAULT_ZONE, UnknownZone, canonical
 from bot.timezones import zone as zone_of
+from storage.foreign_trades import SETTING as FOREIGN_SETTING
 from storage.models import from_iso
 
 ALERT_MODES = ("on", "silent", "off")
@@ -35,6 +39,7 @@ class UserSettings:
     summary_hour: int  # local, in `timezone`
     timezone: str  # IANA name
     summary_chart: bool = False  # the summary comes with the chart of the largest running strategy (/chart)
+    foreign_alerts: bool = True  # an alert for each burst of trades on a connected account Strata did not make
 
 
 class SettingsService:
@@ -54,6 +59,7 @@ class SettingsService:
             summary_hour=int(settings.get("summary_hour", DEFAULT_SUMMARY_HOUR)),
             timezone=settings.get("tz") or DEFAULT_ZONE,
             summary_chart=bool(settings.get("summary_chart", False)),
+            foreign_alerts=bool(settings.get(FOREIGN_SETTING, True)),
         )
 
     async def set_alerts(self, user_id: int, strategy_id: int, mode: str) -> UserSettings:
@@ -85,6 +91,13 @@ class SettingsService:
         if chart is not None:
             changes["summary_chart"] = 1 if chart else 0
         await self._store.users.merge_settings(user_id, changes)
+        return await self.get(user_id)
+
+    async def set_foreign_alerts(self, user_id: int, enabled: bool) -> UserSettings:
+        """Turn alerts on trades Strata did not make on or off (accounts are watched for them only while on)."""
+        if await self._store.users.get(user_id) is None:
+            raise UserError("Send /start first.")
+        await self._store.users.merge_settings(user_id, {FOREIGN_SETTING: 1 if enabled else 0})
         return await self.get(user_id)
 
     async def set_timezone(self, user_id: int, name: str) -> UserSettings:

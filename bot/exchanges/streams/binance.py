@@ -115,4 +115,5 @@ def execution_order(event: dict[str, Any]) -> Order | None:
         price=_decimal(event.get("p")) or None, average=cost / filled if cost and filled else None, cost=cost,
         fee_cost=None, fee_currency=None,
         timestamp_ms=int(event["T"]) if event.get("T") is not None else None, trades=trades,
+        market_id=str(event["s"]) if event.get("s") else None,
     )
