@@ -369,3 +369,24 @@ async def test_a_stalled_futures_stream_is_replaced_and_its_gap_backfilled(fake_
         assert len(await world.alerts("fill")) == 1
     finally:
         await world.close()
+
+
+async def test_a_futures_trade_made_on_binance_by_hand_is_alerted_once_naming_its_market(fake_exchanges, tmp_path):
+    book, world, _strategy_id, _order, account_id = await streamed_futures_grid(fake_exchanges, tmp_path, "usdm-hand")
+    streams = fake_exchanges.binanceusdm_streams
+    try:
+        world.engine.streams.foreign.window = 0.1
+        placed = streams.place_by_hand("usdm-hand", FUT, "sell", "market", "0.001")  # on Binance's website
+        assert placed.client_order_id.startswith("web_")
+        await wait_for(lambda: world.alerts("error"), timeout=5)
+        await world.engine.streams.settle()
+        [alert] = await world.alerts("error")
+        [recorded] = await world.store.foreign_trades.for_account(account_id)
+        [trade] = [t for t in book.trades("usdm-hand") if t.order_id == placed.id]
+        assert recorded.market == FUT and "BTC/USDT:USDT" in alert["text"]
+        assert streams.redeliver(placed.id) == 1  # the venue sends it again: still one trade, one alert
+        await asyncio.sleep(0.3)
+        assert len(await world.store.foreign_trades.for_account(account_id)) == 1
+        assert len(await world.alerts("error")) == 1 and trade.amount == Decimal("0.001")
+    finally:
+        await world.close()

@@ -213,4 +213,5 @@ def trade_update_order(event: dict[str, Any]) -> Order | None:
         remaining=amount_total - filled if amount_total is not None and filled is not None else None,
         price=_decimal(o.get("p")) or None, average=average, cost=cost, fee_cost=None, fee_currency=None,
         timestamp_ms=int(o["T"]) if o.get("T") is not None else None, trades=trades,
+        market_id=str(o["s"]) if o.get("s") else None,
     )
