@@ -10,7 +10,7 @@ injected on the book (5xx, hangs, 429, -1021, revoked key, 418 ban) are consumed
 
 A ccxt client points here by replacing the origin of every URL in `exchange.urls['api']` (paths unchanged):
 the spot app serves `/api/v3/…` (and the WebSocket API's user-data stream at `/ws-api/v3`: `binance_ws`) and
-the usdm app `/fapi/v1|v2|v3/…`; both serve
+the usdm app `/fapi/v1|v2|v3/…` (and its listenKeys' `/private/stream`: `binance_usdm_ws`); both serve
 `/sapi/v1/account/apiRestrictions`.
 """
 
@@ -244,6 +244,10 @@ class BinanceVenue:
             self.streams = UserDataStreams(self)
             self.app.router.add_get(WS_API_PATH, self.streams.handle)
             self.app.on_shutdown.append(lambda _app: self.streams.drop())
+        else:
+            from bot.sandbox.binance_usdm_ws import serve  # listenKeys and the `/private` stream
+
+            self.streams = serve(self)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     # ---------------------------------------------------------------- routing

@@ -108,6 +108,11 @@ class FakeExchanges:
         served = app.get(VENUE_KEY) if app is not None else None
         return getattr(served, "streams", None)
 
+    @property
+    def binanceusdm_streams(self) -> Any:
+        """The fake Binance USD-M's listenKeys and `/private` stream (`bot.sandbox.binance_usdm_ws`)."""
+        return self.apps["binanceusdm"][VENUE_KEY].streams
+
     async def run_price_feed(self, interval_seconds: float) -> None:
         """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
 
