@@ -119,6 +119,17 @@ class Fakes:
     async def open_orders(self, venue: str) -> list[dict[str, Any]]:
         return await self.call("GET", f"/books/{venue}/open_orders")
 
+    async def stream_stats(self, venue: str) -> dict[str, Any] | None:
+        """The fake's user-data stream counters (connection attempts, …), or None when it has no stream."""
+        try:
+            return await self.call("GET", f"/streams/{venue}/stats")
+        except (RuntimeError, aiohttp.ContentTypeError):
+            return None
+
+    async def drop_streams(self, venue: str) -> int:
+        """Close every user-data stream connection of the fake `venue`; return how many there were."""
+        return (await self.call("POST", f"/streams/{venue}/drop"))["dropped"]
+
     async def close_session(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -280,17 +291,20 @@ async def open_world(
     poll_seconds: float = 10.0,
     jitter_seconds: float = 0.0,
     engine_class: type[Engine] = Engine,
+    streams: bool | None = None,
 ) -> World:
-    """Open the databases in `data_dir` and build the gateway and the engine exactly as the bot does."""
-    settings = load_settings(
-        {
-            "STRATA_DATA_DIR": str(data_dir),
-            "STRATA_EXCHANGE_URLS": exchange_urls,
-            "STRATA_FILL_POLL_SECONDS": str(poll_seconds),
-            "STRATA_MASTER_KEY": MASTER_KEY_B64,
-        },
-        dotenv=False,
-    )
+    """Open the databases in `data_dir` and build the gateway and the engine exactly as the bot does.
+
+    `streams` sets STRATA_STREAMS (None: the bot's default, on)."""
+    env = {
+        "STRATA_DATA_DIR": str(data_dir),
+        "STRATA_EXCHANGE_URLS": exchange_urls,
+        "STRATA_FILL_POLL_SECONDS": str(poll_seconds),
+        "STRATA_MASTER_KEY": MASTER_KEY_B64,
+    }
+    if streams is not None:
+        env["STRATA_STREAMS"] = "on" if streams else "off"
+    settings = load_settings(env, dotenv=False)
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     store = await Store.open(settings.database_path)
     vault = await Vault.open(settings.keystore_path, MASTER_KEY)

@@ -466,8 +466,26 @@ async def test_the_launcher_runs_the_venues_in_another_process_with_sandbox_keys
                 await client.close()
             async with http.get(f"{control}/books/binance/stats") as r:
                 stats = await r.json()
+            # The benchmarks drop the user-data stream connections and count the reconnects from here.
+            ws_url = origins["binance"].replace("http://", "ws://") + "/ws-api/v3"
+            async with http.ws_connect(ws_url) as ws:
+                async with http.get(f"{control}/streams/binance/stats") as r:
+                    before = await r.json()
+                async with http.post(f"{control}/streams/binance/drop") as r:
+                    assert (await r.json()) == {"dropped": 1}
+                closing = await asyncio.wait_for(ws.receive(), timeout=5)
+                assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            async with http.get(f"{control}/streams/binance/stats") as r:
+                after = await r.json()
+            async with http.get(f"{control}/streams/nowhere/stats") as r:
+                assert r.status == 404  # a venue without a stream fake: the benchmarks skip it with a line
         assert stats["requests"]["GET /api/v3/account"] == 1
         assert sum(stats["weight_by_ip"].values()) == 20 + 20 + 2  # exchangeInfo + account + ticker
+        assert stats["weight_by_path"] == {"GET /api/v3/exchangeInfo": 20, "GET /api/v3/account": 20,
+                                           "GET /api/v3/ticker/24hr": 2}
+        assert (len(before["attempts"]), before["connections"]) == (1, 1)
+        assert (len(after["attempts"]), after["connections"]) == (1, 0)
+        assert before["attempts"][0] <= after["now"]
     finally:
         proc.terminate()
         await proc.wait()

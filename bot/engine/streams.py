@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -143,8 +144,10 @@ class FillStreams:
         url = pool.stream_url(venue) if pool is not None else None
         if url is None or known.user_stream is None:
             return None
+        # The signed REST calls a stream needs (USD-M's listenKeys) go on the gateway's private path and budget.
+        rest = functools.partial(self.ctx.gateway.private_call, venue)
         hub = UserStreamHub(
-            venue, url, protocol(known.user_stream), pool.stream_session(),
+            venue, url, protocol(known.user_stream, rest=rest), pool.stream_session(),
             credentials=self._credentials, on_order=self._on_order, on_live=self._backfill, on_down=self._on_down,
             **self.hub_options,
         )

@@ -151,6 +151,11 @@ class ExchangeGateway:
             sleep=self._sleep,
         )
 
+    async def private_call(self, venue: str, creds: Credentials, op: Callable[[Any], Awaitable[T]]) -> T:
+        """One signed call of a venue-specific endpoint (a user-data stream's listenKey) on the private path:
+        the same pooled client, weight budget, retries and error translation as every other private call."""
+        return await self._private(venue, creds, op)
+
     def _resync_for(
         self, venue: str, creds: Credentials | None
     ) -> Callable[[ExchangeFailure], Awaitable[None]]:

@@ -10,7 +10,7 @@ injected on the book (5xx, hangs, 429, -1021, revoked key, 418 ban) are consumed
 
 A ccxt client points here by replacing the origin of every URL in `exchange.urls['api']` (paths unchanged):
 the spot app serves `/api/v3/…` (and the WebSocket API's user-data stream at `/ws-api/v3`: `binance_ws`) and
-the usdm app `/fapi/v1|v2|v3/…`; both serve
+the usdm app `/fapi/v1|v2|v3/…` (and its listenKeys' `/private/stream`: `binance_usdm_ws`); both serve
 `/sapi/v1/account/apiRestrictions`.
 """
 
@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -226,6 +227,9 @@ class BinanceVenue:
         self.futures = book.futures
         self.weights = WeightCounter(weight_limit or (USDM_WEIGHT_LIMIT if self.futures else SPOT_WEIGHT_LIMIT))
         self.sapi_weights = WeightCounter(SAPI_WEIGHT_LIMIT)
+        #: Weight charged per (method, path) since start, every minute and IP together (benchmarks: how much
+        #: of the budget fill tracking spends).
+        self.weight_by_path: Counter[tuple[str, str]] = Counter()
         info = exchange_info(futures=self.futures)
         served = {m.venue_symbol for m in book.markets.values()}
         self._info = {**info, "symbols": [s for s in info["symbols"] if s["symbol"] in served]}
@@ -240,6 +244,10 @@ class BinanceVenue:
             self.streams = UserDataStreams(self)
             self.app.router.add_get(WS_API_PATH, self.streams.handle)
             self.app.on_shutdown.append(lambda _app: self.streams.drop())
+        else:
+            from bot.sandbox.binance_usdm_ws import serve  # listenKeys and the `/private` stream
+
+            self.streams = serve(self)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
 
     # ---------------------------------------------------------------- routing
@@ -302,7 +310,9 @@ class BinanceVenue:
         sapi = path.startswith("/sapi/")
         # Each IP-limited sapi endpoint counts on its own (12,000 per minute), apart from the api/fapi weight.
         counter = self.sapi_weights if sapi else self.weights
-        used = counter.add(f"{ip} {path}" if sapi else ip, minute, route.weight(params) if route else 1)
+        weight = route.weight(params) if route else 1
+        used = counter.add(f"{ip} {path}" if sapi else ip, minute, weight)
+        self.weight_by_path[(request.method, path)] += weight
         headers = {"X-SAPI-USED-IP-WEIGHT-1M" if sapi else "X-MBX-USED-WEIGHT-1M": str(used)}
         api_key = request.headers.get("X-MBX-APIKEY")
         checked: dict[str, bool | None] = {"signature_valid": None}

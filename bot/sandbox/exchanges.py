@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -101,6 +102,22 @@ class FakeExchanges:
         """The fake Binance Spot's WebSocket API user-data streams (`bot.sandbox.binance_ws.UserDataStreams`)."""
         return self.apps["binance"][VENUE_KEY].streams
 
+    def user_streams(self, venue: str) -> Any:
+        """The fake user-data stream server of `venue`, or None when the fake has none.
+
+        What the control app (benchmarks) uses of it: `drop()` (async, closes every connection), `attempts`
+        (monotonic time of every connection attempt), `sessions` (open connections), `subscriptions` (count)
+        and `events_sent`. A venue's fake stream is found as its app's served object's `streams` attribute.
+        """
+        app = self.apps.get(venue)
+        served = app.get(VENUE_KEY) if app is not None else None
+        return getattr(served, "streams", None)
+
+    @property
+    def binanceusdm_streams(self) -> Any:
+        """The fake Binance USD-M's listenKeys and `/private` stream (`bot.sandbox.binance_usdm_ws`)."""
+        return self.apps["binanceusdm"][VENUE_KEY].streams
+
     async def run_price_feed(self, interval_seconds: float) -> None:
         """Advance every book's candles each `interval_seconds` (resting orders fill as prices cross).
 
@@ -173,7 +190,11 @@ def make_control_app(running: FakeExchanges) -> web.Application:
     POST /books/{venue}/faults    {"kind", "count"?, "path"?}
     POST /books/{venue}/fill      {"order_id", "amount", "price"?}
     GET  /books/{venue}/open_orders                              → [{id, api_key, symbol, side, price, …}]
-    GET  /books/{venue}/stats     → {"requests": {"GET /path": n}, "weight_by_ip": {ip: used this minute}}
+    GET  /books/{venue}/stats     → {"requests": {"GET /path": n}, "weight_by_ip": {ip: used this minute},
+                                     "weight_by_path": {"GET /path": weight since start} (Binance)}
+    POST /streams/{venue}/drop    → {"dropped": connections closed}
+    GET  /streams/{venue}/stats   → {"attempts": [monotonic s], "now": monotonic s, "connections",
+                                     "subscriptions", "events_sent"}
     """
     routes = web.RouteTableDef()
 
@@ -252,7 +273,32 @@ def make_control_app(running: FakeExchanges) -> web.Application:
             minute = book.now_ms() // 60_000
             weights = {ip: used for (ip, m), used in venue.weights.used.items() if m == minute}
         counts = {f"{method} {path}": n for (method, path), n in book.request_counts.items()}
-        return web.json_response({"requests": counts, "weight_by_ip": weights})
+        by_path = {f"{method} {path}": w for (method, path), w in getattr(venue, "weight_by_path", {}).items()}
+        return web.json_response({"requests": counts, "weight_by_ip": weights, "weight_by_path": by_path})
+
+    def streams_of(request: web.Request) -> Any:
+        streams = running.user_streams(request.match_info["venue"])
+        if streams is None:
+            raise web.HTTPNotFound(text=f"no user-data stream fake for {request.match_info['venue']}")
+        return streams
+
+    @routes.post("/streams/{venue}/drop")
+    async def drop_streams(request: web.Request) -> web.Response:
+        streams = streams_of(request)
+        dropped = len(streams.sessions)
+        await streams.drop()
+        return web.json_response({"dropped": dropped})
+
+    @routes.get("/streams/{venue}/stats")
+    async def stream_stats(request: web.Request) -> web.Response:
+        streams = streams_of(request)
+        return web.json_response({
+            "attempts": list(streams.attempts),
+            "now": time.monotonic(),
+            "connections": len(streams.sessions),
+            "subscriptions": streams.subscriptions,
+            "events_sent": streams.events_sent,
+        })
 
     @web.middleware
     async def book_errors(request: web.Request, handler: Any) -> web.StreamResponse:

@@ -2,23 +2,35 @@
 
 `base.UserStreamHub` is venue-neutral (connections multiplexing accounts, heartbeat, rollover, reconnects with
 backoff within the venue's connection limit); one module per venue holds its messages (`binance`: Binance Spot's
-WebSocket API). A venue's adapter names its protocol in `user_stream` and its URL in `stream_url`; `protocol`
-builds it. The engine side (which accounts, what a fill does) is `bot.engine.streams`.
+WebSocket API; `binanceusdm`: USD-M's listenKeys on its `/private` stream; `kraken`: v2 `executions`, one account
+per connection). A venue's adapter names its protocol
+in `user_stream` and its URL in `stream_url`; `protocol` builds it. The engine side (which accounts, what a fill
+does) is `bot.engine.streams`.
 """
 
 from __future__ import annotations
 
-from bot.exchanges.streams.base import AttemptWindow, Backoff, StreamProtocol, UserStreamHub
+from typing import Any
+
+from bot.exchanges.streams.base import AttemptWindow, Backoff, StreamProtocol, SubscribeRefused, UserStreamHub
 from bot.exchanges.streams.binance import BinanceSpotStream
+from bot.exchanges.streams.binanceusdm import BinanceUsdmStream
 from bot.exchanges.streams.kraken import KrakenExecutionsStream
 
 #: Protocol name (an adapter's `user_stream`) → its class.
-PROTOCOLS: dict[str, type] = {"binance-ws-api": BinanceSpotStream}
-PROTOCOLS["kraken-ws-v2"] = KrakenExecutionsStream
+PROTOCOLS: dict[str, type] = {
+    "binance-ws-api": BinanceSpotStream, "binanceusdm-listenkey": BinanceUsdmStream,
+    "kraken-ws-v2": KrakenExecutionsStream,
+}
 
 
-def protocol(name: str) -> StreamProtocol:
-    return PROTOCOLS[name]()
+def protocol(name: str, *, rest: Any = None) -> StreamProtocol:
+    """The protocol `name`; `rest(creds, op)` runs one signed REST call on the gateway's private path, for the
+    protocols that need one (`uses_rest`: USD-M's listenKeys)."""
+    cls = PROTOCOLS[name]
+    return cls(rest=rest) if getattr(cls, "uses_rest", False) else cls()
 
 
-__all__ = ["PROTOCOLS", "AttemptWindow", "Backoff", "StreamProtocol", "UserStreamHub", "protocol"]
+__all__ = [
+    "PROTOCOLS", "AttemptWindow", "Backoff", "StreamProtocol", "SubscribeRefused", "UserStreamHub", "protocol",
+]

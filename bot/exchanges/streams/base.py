@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import logging
@@ -93,15 +94,27 @@ class StreamProtocol(Protocol):
     attempt_limit: int
     attempt_window: float
 
-    def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any]:
-        """The signed subscribe request of one account (never logged: it carries the API key)."""
+    def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """The signed subscribe request of one account (never logged: it carries the API key). A protocol that
+        first needs something from REST (a listenKey) returns an awaitable, raising `SubscribeRefused`."""
         ...
 
-    def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]: ...
+    def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any] | Awaitable[dict[str, Any]]: ...
 
     def read(self, message: Any) -> Reply | Update | list[Update] | None:
         """What one received message means (None: nothing for us; a list: several events in one message)."""
         ...
+
+    # Optional: `async def keepalive(self, handles: set) -> set`, called on every resync of a connection with
+    # its subscriptions' handles; renews what is due and returns the handles it could not keep alive.
+
+
+class SubscribeRefused(Exception):
+    """A protocol's REST step before subscribing failed (`key_rejected`: the venue refused the key)."""
+
+    def __init__(self, error: str, *, key_rejected: bool = False) -> None:
+        super().__init__(error)
+        self.error, self.key_rejected = error, key_rejected
 
 
 class AttemptWindow:
@@ -149,6 +162,8 @@ class _Connection:
     pending: dict[str, asyncio.Future] = field(default_factory=dict)
     subscribing: dict[str, int] = field(default_factory=dict)  # subscribe request id → account id
     reader: asyncio.Task | None = None
+    #: Set when a subscription ended, so its slot re-subscribes at once rather than at the next resync.
+    wake: asyncio.Event | None = None
 
 
 class _Slot:
@@ -182,6 +197,7 @@ class _Slot:
                 )
                 await asyncio.sleep(delay)
                 continue
+            conn.wake = self.changed
             await self._sync(conn)  # a rollover subscribes the new connection before the old one goes: no gap
             old, self.conn = self.conn, conn
             if old is not None:
@@ -216,6 +232,7 @@ class _Slot:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if not conn.ws.closed:
+                await self.hub._keepalive(conn)
                 await self._sync(conn)
 
     async def _sync(self, conn: _Connection) -> None:
@@ -274,6 +291,7 @@ class UserStreamHub:
         backoff: Backoff | None = None,
         refused_retry: float = 300.0,
         attempts: AttemptWindow | None = None,
+        resync_seconds: float = 5.0,
     ) -> None:
         self.venue, self.url, self.protocol, self.session = venue, url, protocol, session
         self.credentials, self.on_order, self.on_live, self.on_down = credentials, on_order, on_live, on_down
@@ -284,7 +302,7 @@ class UserStreamHub:
         self.refused_retry = refused_retry
         self.attempts = attempts or AttemptWindow(protocol.attempt_limit, protocol.attempt_window)
         #: How often a connection re-checks its subscriptions even when nothing asked it to.
-        self.resync_seconds = 5.0
+        self.resync_seconds = resync_seconds
         self.refused_until: dict[int, float] = {}
         self.closing = False
         self._slots: list[_Slot] = []
@@ -400,6 +418,8 @@ class UserStreamHub:
                     conn.handles.pop(meaning.handle, None)
                     conn.accounts.pop(account_id, None)
                     self.notify_down({account_id})
+                    if conn.wake is not None:
+                        conn.wake.set()
                 elif meaning.order is not None:
                     self._dispatch(account_id, self.on_order(account_id, meaning.order))
 
@@ -409,14 +429,17 @@ class UserStreamHub:
 
         async def run() -> None:
             async with lock:
-                try:
-                    await work
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    logger.exception("%s stream: handling an update of account %s failed", self.venue, account_id)
+                await self._logged(account_id, work)
 
         self._spawn(run())
+
+    async def _logged(self, account_id: int, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("%s stream: handling an update of account %s failed", self.venue, account_id)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -445,23 +468,50 @@ class UserStreamHub:
             self.refused_until[account_id] = time.monotonic() + self.refused_retry
             return
         request_id = str(next(self._ids))
+        try:
+            message = self.protocol.subscribe(request_id, creds)
+            if inspect.isawaitable(message):
+                message = await message
+        except SubscribeRefused as refused:
+            self._refused(account_id, refused.error, key_rejected=refused.key_rejected)
+            return
         conn.subscribing[request_id] = account_id
-        reply = await self._request(conn, request_id, self.protocol.subscribe(request_id, creds))
+        reply = await self._request(conn, request_id, message)
         conn.subscribing.pop(request_id, None)
         if reply is None:
             return  # no answer: the connection is in trouble; the next sync or connection retries
         if reply.error is not None:
-            logger.warning("%s stream: subscription of account %s refused: %s", self.venue, account_id, reply.error)
-            self.refused_until[account_id] = time.monotonic() + (self.refused_retry if reply.key_rejected else 5.0)
-            if reply.key_rejected:
-                self.notify_down({account_id})
+            self._refused(account_id, reply.error, key_rejected=reply.key_rejected)
             return
         logger.debug("%s stream: account %s subscribed", self.venue, account_id)
-        self._dispatch(account_id, self.on_live(account_id))
+        # The backfill runs beside the account's updates, not ahead of them: it waits for the shared request
+        # budget (after a drop, every account backfills at once), and the stream's fills must not queue behind
+        # it. Both record through the same idempotent path, so a fill seen by both is recorded once.
+        self._spawn(self._logged(account_id, self.on_live(account_id)))
+
+    def _refused(self, account_id: int, error: str, *, key_rejected: bool) -> None:
+        logger.warning("%s stream: subscription of account %s refused: %s", self.venue, account_id, error)
+        self.refused_until[account_id] = time.monotonic() + (self.refused_retry if key_rejected else 5.0)
+        if key_rejected:
+            self.notify_down({account_id})
+
+    async def _keepalive(self, conn: _Connection) -> None:
+        """Let the protocol renew what its subscriptions need (USD-M: each listenKey every 30 min); those it
+        could not renew are dropped here and subscribed again by the sync that follows."""
+        keepalive = getattr(self.protocol, "keepalive", None)
+        if keepalive is None or not conn.handles:
+            return
+        for handle in await keepalive(set(conn.handles)):
+            account_id = conn.handles.pop(handle, None)
+            if account_id is not None:
+                conn.accounts.pop(account_id, None)
 
     async def _unsubscribe(self, conn: _Connection, account_id: int) -> None:
         handle = conn.accounts.pop(account_id, None)
         conn.handles.pop(handle, None)
         request_id = str(next(self._ids))
-        await self._request(conn, request_id, self.protocol.unsubscribe(request_id, handle))
+        message = self.protocol.unsubscribe(request_id, handle)
+        if inspect.isawaitable(message):  # paced by the protocol (a venue's per-connection message rate)
+            message = await message
+        await self._request(conn, request_id, message)
         logger.debug("%s stream: account %s unsubscribed", self.venue, account_id)

@@ -77,6 +77,10 @@ ADAPTER = BinanceFutures(
     ),
     # GET /fapi/v1/openOrders: one symbol, all symbols.
     open_orders_weights=(1, 40),
+    # listenKeys (`POST/PUT /fapi/v1/listenKey`) on the `/private` stream, several per connection.
+    user_stream="binanceusdm-listenkey",
+    stream_url="wss://fstream.binance.com/private/stream",
+    stream_testnet_url="wss://fstream.binancefuture.com/private/stream",
     trading_permission="enableFutures",
     trading_refusal=("futures_disabled", MSG_FUTURES_DISABLED),
 )
