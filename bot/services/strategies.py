@@ -27,6 +27,7 @@ from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
+from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.formatting import money
 from bot.formatting import price as price_text
 from bot.services.errors import UserError
@@ -499,7 +500,7 @@ class StrategyService:
             committed = free - available
             most = floor_to(available, CENT) if available >= 1 else available  # typed back: never above it
             raise UserError(
-                f"The budget {money(amount, quote)} is more than you can allocate on {account.label}: "
+                f"The budget {money(amount, quote)} is more than you can allocate on {_account_name(account)}: "
                 f"free {money(free, quote)}"
                 + (f", of which {money(committed, quote)} is promised to your other strategies" if committed else "")
                 + f". You can allocate at most {_q(most)} {quote}."
@@ -677,8 +678,9 @@ class StrategyService:
                 maximum = await self._most_budget(account, strategy, used + reserved)
                 if new_budget > maximum:
                     raise UserError(
-                        f"The budget {money(new_budget, strategy.quote)} is more than {account.label} allows: with "
-                        f"its free {strategy.quote} and your other strategies' budgets, {_title(strategy)} can have "
+                        f"The budget {money(new_budget, strategy.quote)} is more than {_account_name(account)} "
+                        f"allows: with its free {strategy.quote} and your other strategies' budgets, {_title(strategy)} "
+                        "can have "
                         f"at most {money(_round_down_for_display(maximum), strategy.quote)}."
                     )
             per_level = await self._check_new_budget(account, strategy, new_budget)
@@ -1222,6 +1224,11 @@ def _round_up_for_display(value: Decimal) -> Decimal:
 def _round_down_for_display(value: Decimal) -> Decimal:
     """A ceiling shown to the user, rounded DOWN (so typing it back is accepted) to cents when it is at least 1."""
     return floor_to(value, Decimal("0.01") if value >= 1 else Decimal("1e-8"))
+
+
+def _account_name(account: Account) -> str:
+    """An account as refusals name it: its label, marked when it is a Paper account."""
+    return f"{account.label} ({PAPER_MARK})" if is_paper(account.venue) else account.label
 
 
 def _q(value: Decimal) -> str:
