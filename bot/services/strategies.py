@@ -679,9 +679,9 @@ class StrategyService:
                 if new_budget > maximum:
                     raise UserError(
                         f"The budget {money(new_budget, strategy.quote)} is more than {_account_name(account)} "
-                        f"allows: with its free {strategy.quote} and your other strategies' budgets, {_title(strategy)} "
-                        "can have "
-                        f"at most {money(_round_down_for_display(maximum), strategy.quote)}."
+                        f"allows: with its free {strategy.quote} and your other strategies' budgets, "
+                        f"{_title(strategy)} can have at most "
+                        f"{money(_round_down_for_display(maximum), strategy.quote)}."
                     )
             per_level = await self._check_new_budget(account, strategy, new_budget)
         return EditPreview(
