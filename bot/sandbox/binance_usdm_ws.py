@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.sandbox.binance import INVALID_KEY, BinanceError, BinanceVenue, Call, Route, _plain, _status, _w
-from bot.sandbox.binance_ws import UserDataStreams, _Session
+from bot.sandbox.binance_ws import UserDataStreams
 from bot.sandbox.exchange_book import BookError, Order, Trade
+from bot.sandbox.stream_server import StreamSession
 
 PRIVATE_STREAM_PATH = "/private/stream"
 LISTEN_KEY_PATH = "/fapi/v1/listenKey"
@@ -62,7 +63,7 @@ class UsdmUserDataStreams(UserDataStreams):
         self.validity_ms = VALIDITY_MS
         self.listen_keys: dict[str, _ListenKey] = {}  # listenKey → its account
         self._by_home: dict[str, str] = {}  # account (`KeyAccount.home`) → its listenKey
-        self._sent: dict[_Session, deque[float]] = {}
+        self._sent: dict[StreamSession, deque[float]] = {}
         self.expired_events = 0
 
     # ---------------------------------------------------------------- REST: /fapi/v1/listenKey
@@ -153,7 +154,7 @@ class UsdmUserDataStreams(UserDataStreams):
         return key is not None and any(key in session.subscriptions for session in self.sessions)
 
     # ---------------------------------------------------------------- the connection
-    async def _request(self, session: _Session, text: str) -> None:
+    async def _request(self, session: StreamSession, text: str) -> None:
         if self._over_rate(session):
             await session.ws.close(code=1008, message=b"Too many requests")  # Binance disconnects
             return
@@ -186,7 +187,7 @@ class UsdmUserDataStreams(UserDataStreams):
             session.queue.put_nowait({"code": 2, "msg": f"Invalid request: unknown method {method!r}",
                                       "id": request_id})
 
-    def _over_rate(self, session: _Session) -> bool:
+    def _over_rate(self, session: StreamSession) -> bool:
         now = time.monotonic()
         sent = self._sent.setdefault(session, deque())
         while sent and sent[0] <= now - 1.0:

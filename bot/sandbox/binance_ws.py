@@ -24,54 +24,28 @@ after it opened (Binance: 24 h). `attempts` logs every connection attempt (for t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import secrets
-import time
-from dataclasses import dataclass, field
 from typing import Any
-
-from aiohttp import WSMsgType, web
 
 from bot.sandbox.binance import INVALID_KEY, BinanceError, BinanceVenue, _fmt, _status
 from bot.sandbox.exchange_book import Order, Trade
+from bot.sandbox.stream_server import StreamServer, StreamSession
 
 WS_API_PATH = "/ws-api/v3"
 MAX_SUBSCRIPTIONS = 1000
 
 
-@dataclass(eq=False)
-class _Session:
-    ws: web.WebSocketResponse
-    opened: float
-    #: subscriptionId → the subscribed exchange account (`KeyAccount.home`).
-    subscriptions: dict[int, str] = field(default_factory=dict)
-    stalled_until: float = 0.0
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-
-    @property
-    def stalled(self) -> bool:
-        return time.monotonic() < self.stalled_until
-
-
-class UserDataStreams:
+class UserDataStreams(StreamServer):
     """The WebSocket API user-data subscriptions of one fake Binance Spot venue."""
 
     def __init__(self, venue: BinanceVenue) -> None:
+        super().__init__(venue.book)
         self.venue = venue
-        self.book = venue.book
-        self.sessions: set[_Session] = set()
-        self.attempts: list[float] = []  # monotonic time of every connection attempt
         self.max_subscriptions = MAX_SUBSCRIPTIONS
-        #: Seconds a connection lives before the venue closes it (Binance: 24 h); None: forever.
-        self.lifetime: float | None = None
-        self._refuse = 0
         self._next_subscription = 0
-        self.events_sent = 0
-        self.book.order_listeners.append(self._on_order)
 
     # ---------------------------------------------------------------- orders by hand, faults and counts
     def place_by_hand(
@@ -91,85 +65,7 @@ class UserDataStreams:
             self._on_order(order, trade)
         return len(trades)
 
-    def refuse(self, attempts: int) -> None:
-        """Refuse the next `attempts` connection attempts (HTTP 503 before the upgrade)."""
-        self._refuse = attempts
-
-    async def drop(self) -> None:
-        """Close every connection now, as a venue restart or a network cut does."""
-        for session in list(self.sessions):
-            await session.ws.close(code=1001, message=b"dropped")
-
-    def stall(self, seconds: float) -> None:
-        """Every open connection stops reading, sending and answering pings for `seconds`."""
-        until = time.monotonic() + seconds
-        for session in self.sessions:
-            session.stalled_until = until
-
-    @property
-    def subscriptions(self) -> int:
-        return sum(len(s.subscriptions) for s in self.sessions)
-
-    def subscribed(self, api_key: str) -> bool:
-        account = self.book.key(api_key)
-        home = account.home if account is not None else api_key
-        return any(home in s.subscriptions.values() for s in self.sessions)
-
-    # ---------------------------------------------------------------- the connection
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.attempts.append(time.monotonic())
-        if self._refuse > 0:
-            self._refuse -= 1
-            return web.Response(status=503, text="Service Unavailable.")
-        ws = web.WebSocketResponse(autoping=False)
-        await ws.prepare(request)
-        session = _Session(ws, time.monotonic())
-        self.sessions.add(session)
-        sender = asyncio.get_running_loop().create_task(self._send_loop(session))
-        try:
-            await self._read_loop(session)
-        finally:
-            self.sessions.discard(session)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-            await ws.close()
-        return ws
-
-    async def _read_loop(self, session: _Session) -> None:
-        ws = session.ws
-        while not ws.closed:
-            if session.stalled:
-                await asyncio.sleep(session.stalled_until - time.monotonic())
-                continue
-            timeout = None
-            if self.lifetime is not None:
-                timeout = session.opened + self.lifetime - time.monotonic()
-                if timeout <= 0:
-                    return  # the venue ends the connection at its lifetime
-            try:
-                msg = await asyncio.wait_for(ws.receive(), timeout=min(timeout or 0.2, 0.2))
-            except TimeoutError:
-                continue
-            if msg.type == WSMsgType.PING:
-                if not session.stalled:
-                    await ws.pong(msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                if not session.stalled:
-                    await self._request(session, msg.data)
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                return
-
-    async def _send_loop(self, session: _Session) -> None:
-        while True:
-            message = await session.queue.get()
-            if session.stalled:  # what the stall held back goes out once it ends (if the peer is still there)
-                await asyncio.sleep(session.stalled_until - time.monotonic())
-            if session.ws.closed:
-                return
-            await session.ws.send_str(json.dumps(message))
-
-    async def _request(self, session: _Session, text: str) -> None:
+    async def _request(self, session: StreamSession, text: str) -> None:
         try:
             request = json.loads(text)
             request_id, method, params = request.get("id"), request.get("method"), request.get("params") or {}
@@ -191,7 +87,7 @@ class UserDataStreams:
             return
         session.queue.put_nowait({"id": request_id, "status": 200, "result": result})
 
-    def _subscribe(self, session: _Session, params: dict[str, Any]) -> dict[str, Any]:
+    def _subscribe(self, session: StreamSession, params: dict[str, Any]) -> dict[str, Any]:
         params = {k: str(v) for k, v in params.items()}
         api_key, signature = params.get("apiKey"), params.get("signature")
         if not api_key:
@@ -215,7 +111,7 @@ class UserDataStreams:
         session.subscriptions[subscription] = account.home
         return {"subscriptionId": subscription}
 
-    def _unsubscribe(self, session: _Session, params: dict[str, Any]) -> dict[str, Any]:
+    def _unsubscribe(self, session: StreamSession, params: dict[str, Any]) -> dict[str, Any]:
         wanted = params.get("subscriptionId")
         ids = list(session.subscriptions) if wanted is None else [int(wanted)]
         for subscription in ids:

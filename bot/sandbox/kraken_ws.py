@@ -26,20 +26,16 @@ the upgrade. Faults on demand: `drop()`, `stall(seconds)`, `refuse(n)`, `lose(n)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from aiohttp import WSMsgType, web
-
 from bot.sandbox.exchange_book import ExchangeBook, KeyAccount, Order, Trade
+from bot.sandbox.stream_server import StreamServer, StreamSession
 
 WS_V2_PATH = "/v2"
 #: Seconds a token may wait before it is used to subscribe (Kraken: 15 minutes).
@@ -59,37 +55,17 @@ def _number(value: Decimal | None) -> float:
     return float(value) if value is not None else 0.0
 
 
-@dataclass(eq=False)
-class _Session:
-    ws: web.WebSocketResponse
-    opened: float
-    #: The account (`KeyAccount.home`) subscribed on this connection, by its token (one per connection).
-    subscriptions: dict[str, str] = field(default_factory=dict)
-    stalled_until: float = 0.0
-    sequence: int = 0
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-
-    @property
-    def stalled(self) -> bool:
-        return time.monotonic() < self.stalled_until
-
-
-class ExecutionStreams:
+class ExecutionStreams(StreamServer):
     """The `executions` subscriptions of one fake Kraken, and the tokens `GetWebSocketsToken` hands out."""
 
     def __init__(self, book: ExchangeBook, txid: Callable[..., str]) -> None:
-        self.book = book
+        super().__init__(book)
         self.txid = txid  # `bot.sandbox.kraken.kraken_txid`: the REST ids of the same orders and trades
-        self.sessions: set[_Session] = set()
-        self.attempts: list[float] = []
         #: token → (its key's account, monotonic time issued).
         self.tokens: dict[str, tuple[KeyAccount, float]] = {}
         self.token_ttl = TOKEN_TTL
         self.tokens_issued = 0
-        self.events_sent = 0
-        self._refuse = 0
         self._lose = 0
-        self.book.order_listeners.append(self._on_order)
 
     # ---------------------------------------------------------------- tokens
     def issue_token(self, account: KeyAccount) -> dict[str, Any]:
@@ -104,87 +80,17 @@ class ExecutionStreams:
         self.tokens.clear()
 
     # ---------------------------------------------------------------- faults and counts
-    def refuse(self, attempts: int) -> None:
-        """Refuse the next `attempts` connection attempts (HTTP 503 before the upgrade)."""
-        self._refuse = attempts
-
-    async def drop(self) -> None:
-        """Close every connection now, as a venue restart or a network cut does."""
-        for session in list(self.sessions):
-            await session.ws.close(code=1001, message=b"dropped")
-
     def lose(self, events: int) -> None:
         """The next `events` fills or cancels reach no subscriber (lost on the way; the connection stays)."""
         self._lose = events
 
-    def stall(self, seconds: float) -> None:
-        """Every open connection stops reading, sending and answering pings for `seconds`."""
-        until = time.monotonic() + seconds
-        for session in self.sessions:
-            session.stalled_until = until
-
-    @property
-    def subscriptions(self) -> int:
-        return sum(len(s.subscriptions) for s in self.sessions)
-
-    def subscribed(self, api_key: str) -> bool:
-        account = self.book.key(api_key)
-        home = account.home if account is not None else api_key
-        return any(home in s.subscriptions.values() for s in self.sessions)
-
     # ---------------------------------------------------------------- the connection
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.attempts.append(time.monotonic())
-        if self._refuse > 0:
-            self._refuse -= 1
-            return web.Response(status=503, text="Service Unavailable.")
-        ws = web.WebSocketResponse(autoping=False)
-        await ws.prepare(request)
-        session = _Session(ws, time.monotonic())
-        self.sessions.add(session)
-        session.queue.put_nowait({"channel": "status", "type": "update", "data": [{
+    def greeting(self) -> dict[str, Any]:
+        return {"channel": "status", "type": "update", "data": [{
             "version": "2.0.0", "system": "online", "api_version": "v2", "connection_id": secrets.randbits(63),
-        }]})
-        sender = asyncio.get_running_loop().create_task(self._send_loop(session))
-        try:
-            await self._read_loop(session)
-        finally:
-            self.sessions.discard(session)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
-            await ws.close()
-        return ws
+        }]}
 
-    async def _read_loop(self, session: _Session) -> None:
-        ws = session.ws
-        while not ws.closed:
-            if session.stalled:
-                await asyncio.sleep(session.stalled_until - time.monotonic())
-                continue
-            try:
-                msg = await asyncio.wait_for(ws.receive(), timeout=0.2)
-            except TimeoutError:
-                continue
-            if msg.type == WSMsgType.PING:
-                if not session.stalled:
-                    await ws.pong(msg.data)
-            elif msg.type == WSMsgType.TEXT:
-                if not session.stalled:
-                    self._request(session, msg.data)
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                return
-
-    async def _send_loop(self, session: _Session) -> None:
-        while True:
-            message = await session.queue.get()
-            if session.stalled:
-                await asyncio.sleep(session.stalled_until - time.monotonic())
-            if session.ws.closed:
-                return
-            await session.ws.send_str(json.dumps(message))
-
-    def _request(self, session: _Session, text: str) -> None:
+    async def _request(self, session: StreamSession, text: str) -> None:
         time_in = _rfc3339(self.book.now_ms())
         try:
             request = json.loads(text)
