@@ -19,18 +19,10 @@ import ccxt.pro
 from bot.exchanges.streams import AttemptWindow, Backoff, UserStreamHub
 from bot.exchanges.streams.binance import BinanceSpotStream, execution_order
 from bot.secret import Credentials
-from tests.engine_world import open_world
+from tests.stream_helpers import _true, streamed_grid_world, wait_for
 
 USER = 31
 SECRET = "stream-secret"
-
-
-async def wait_for(predicate, timeout: float = 10.0, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while not (result := await predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(step)
-    return result
 
 
 def trade_requests(book) -> int:
@@ -45,32 +37,18 @@ async def streamed_grid(
     fake_exchanges, tmp_path, key: str, *, poll_seconds: float = 3600.0, world_options=None, **stream_options
 ):
     """A Binance grid resting one buy of 0.002 BTC at 50000, its account subscribed on the fake's stream."""
-    book = fake_exchanges.books["binance"]
-    book.add_key(key, SECRET, balances={"USDT": "1000"})
-    book.set_price("BTC/USDT", "50500")
-    options = {"heartbeat": 0.5, "backoff": Backoff(base=0.05, cap=0.5), **stream_options}
-    world = await open_world(
-        tmp_path, fake_exchanges.exchange_urls, poll_seconds=poll_seconds, streams=True, stream_options=options,
-        **(world_options or {}),
+    return await streamed_grid_world(
+        fake_exchanges, tmp_path, user=USER, venue="binance", key=key, secret=SECRET, symbol="BTC/USDT",
+        budget="100.1", balances={"USDT": "1000"}, poll_seconds=poll_seconds, world_options=world_options,
+        **stream_options,
     )
-    await world.connect(USER, "binance", key, SECRET)
-    strategy_id = await world.allocate(
-        USER, "binance", "grid", "100.1", "BTC/USDT", low="50000", high="60000", levels="2"
-    )
-    await world.engine.settle()
-    [order] = book.open_orders(key)
-    account_id = (await world.store.accounts.list_for_user(USER))[0].id
-    await wait_for(lambda: _true(world.engine.streams.streamed(account_id) and world.engine.streams.backfills))
-    await world.engine.streams.settle()  # its first backfill is done: what follows is the stream's
-    return book, world, strategy_id, order, account_id
 
 
 async def receive(ws) -> dict:
     return json.loads((await asyncio.wait_for(ws.receive(), 5)).data)
 
 
-async def _true(value):
-    return value
+
 
 
 async def fill_rows(world, strategy_id):

@@ -25,23 +25,14 @@ from bot.exchanges.streams import Backoff, SubscribeRefused, UserStreamHub
 from bot.exchanges.streams.base import Update
 from bot.exchanges.streams.binanceusdm import BinanceUsdmStream, trade_update_order
 from bot.secret import Credentials
-from tests.engine_world import open_world
+from tests.stream_helpers import _true, streamed_grid_world, wait_for
 
 USER = 37
 SECRET = "usdm-stream-secret"
 FUT = "BTC/USDT:USDT"
 
 
-async def wait_for(predicate, timeout: float = 10.0, step: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while not (result := await predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(step)
-    return result
 
-
-async def _true(value):
-    return value
 
 
 def requests_to(book, method: str, suffix: str, api_key: str | None = None) -> int:
@@ -57,23 +48,10 @@ async def receive(ws) -> dict:
 
 async def streamed_futures_grid(fake_exchanges, tmp_path, key: str, *, poll_seconds: float = 3600.0, **options):
     """A USD-M grid resting one buy of 0.002 BTC at 50000, its account's listenKey subscribed on the fake."""
-    book = fake_exchanges.books["binanceusdm"]
-    book.add_key(key, SECRET, balances={"USDT": "1000"})
-    book.set_price(FUT, "50500")
-    stream_options = {"heartbeat": 0.5, "backoff": Backoff(base=0.05, cap=0.5), **options}
-    world = await open_world(
-        tmp_path, fake_exchanges.exchange_urls, poll_seconds=poll_seconds, streams=True, stream_options=stream_options,
+    return await streamed_grid_world(
+        fake_exchanges, tmp_path, user=USER, venue="binanceusdm", key=key, secret=SECRET, symbol=FUT,
+        budget="100.1", balances={"USDT": "1000"}, poll_seconds=poll_seconds, **options,
     )
-    await world.connect(USER, "binanceusdm", key, SECRET)
-    strategy_id = await world.allocate(
-        USER, "binanceusdm", "grid", "100.1", "BTC/USDT", low="50000", high="60000", levels="2"
-    )
-    await world.engine.settle()
-    [order] = book.open_orders(key)
-    account_id = (await world.store.accounts.list_for_user(USER))[0].id
-    await wait_for(lambda: _true(world.engine.streams.streamed(account_id) and world.engine.streams.backfills))
-    await world.engine.streams.settle()  # its first backfill is done: what follows is the stream's
-    return book, world, strategy_id, order, account_id
 
 
 async def fill_rows(world, strategy_id):

@@ -25,7 +25,8 @@ from bot.exchanges.streams.kraken import KrakenExecutionsStream, execution_order
 from bot.sandbox.kraken import kraken_signature
 from bot.secret import Credentials
 from tests.engine_world import open_world
-from tests.test_streams_binance import _more, _true, fill_rows, wait_for
+from tests.stream_helpers import _true, streamed_grid_world, wait_for
+from tests.test_streams_binance import _more, fill_rows
 
 USER = 41
 
@@ -40,23 +41,11 @@ def token_requests(book) -> int:
 
 async def streamed_grid(fake_exchanges, tmp_path, *, poll_seconds: float = 3600.0, **stream_options):
     """A Kraken grid resting one buy of about 0.002 BTC at 50000, its account subscribed on the fake's channel."""
-    book = fake_exchanges.books["kraken"]
     key, secret = keypair()
-    book.add_key(key, secret, balances={"USD": "1000"})
-    book.set_price("BTC/USD", "50500")
-    options = {"heartbeat": 0.5, "backoff": Backoff(base=0.05, cap=0.5), **stream_options}
-    world = await open_world(
-        tmp_path, fake_exchanges.exchange_urls, poll_seconds=poll_seconds, streams=True, stream_options=options,
+    book, world, strategy_id, order, account_id = await streamed_grid_world(
+        fake_exchanges, tmp_path, user=USER, venue="kraken", key=key, secret=secret, symbol="BTC/USD",
+        budget="100.5", balances={"USD": "1000"}, poll_seconds=poll_seconds, **stream_options,
     )
-    await world.connect(USER, "kraken", key, secret)
-    strategy_id = await world.allocate(
-        USER, "kraken", "grid", "100.5", "BTC/USD", low="50000", high="60000", levels="2"
-    )
-    await world.engine.settle()
-    [order] = book.open_orders(key)
-    account_id = (await world.store.accounts.list_for_user(USER))[0].id
-    await wait_for(lambda: _true(world.engine.streams.streamed(account_id) and world.engine.streams.backfills))
-    await world.engine.streams.settle()
     return book, key, world, strategy_id, order, account_id
 
 
