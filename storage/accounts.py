@@ -59,7 +59,7 @@ class AccountRepository:
             if row is not None:
                 raise OwnerAlreadyConnected(_account(row))
         try:
-            return await tx.execute(
+            return await tx.insert(
                 "INSERT INTO accounts (user_id, venue, label, status, testnet, permissions, created_at, key_ref, "
                 "owner_ref) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
                 (user_id, venue, label, int(testnet), ",".join(permissions), to_iso(utcnow()), key_ref, owner_ref),

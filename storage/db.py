@@ -29,7 +29,7 @@ class Database:
         self.path = path
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one write statement in its own transaction; return the last row id."""
+        """Run one write statement in its own transaction; return how many rows it changed."""
         async with self.transaction() as tx:
             return await tx.execute(sql, params)
 
@@ -66,13 +66,20 @@ class Transaction:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._conn.execute(sql, params) as cur:
-            return cur.lastrowid if cur.lastrowid is not None else cur.rowcount
-
-    async def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement and return how many rows it changed."""
         async with self._conn.execute(sql, params) as cur:
             return cur.rowcount
+
+    rowcount = execute
+
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one INSERT into a table with an `id` column and return the new row's id.
+
+        `RETURNING id` rather than the driver's last row id: PostgreSQL has no such thing, and both backends
+        understand RETURNING.
+        """
+        row = await _fetchone(self._conn, f"{sql} RETURNING id", params)
+        return row[0]
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, rows)

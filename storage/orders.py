@@ -73,7 +73,7 @@ class OrderRepository:
         reduce_only: bool = False,
     ) -> int:
         now = to_iso(utcnow())
-        return await tx.execute(
+        return await tx.insert(
             "INSERT INTO orders (strategy_id, account_id, client_order_id, tag, symbol, side, type, amount, price, "
             "cost, reserved, reduce_only, status, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'intent', ?, ?)",

@@ -42,7 +42,7 @@ class OutboxRepository:
             raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
         if not text:
             raise ValueError("an alert needs a text")
-        return await tx.execute(
+        return await tx.insert(
             "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo) "
             "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
             (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo),

@@ -43,7 +43,7 @@ class StrategyRepository:
         name: str | None = None,
     ) -> int:
         now = to_iso(utcnow())
-        return await tx.execute(
+        return await tx.insert(
             "INSERT INTO strategies (user_id, account_id, kind, symbol, quote, budget, params, state, status, "
             "next_run, created_at, updated_at, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?)",
             (user_id, account_id, kind, symbol, quote, str(budget), dumps(params), dumps(state),
