@@ -249,6 +249,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX foreign_trades_pending ON foreign_trades (alerted, account_id);
     """,
+    # The audit log (storage/audit.py): append-only, no foreign keys, so its rows outlive accounts and strategies.
+    """
+    CREATE TABLE audit_log (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        TEXT NOT NULL,                -- ISO UTC
+        actor_id  INTEGER,                      -- the Telegram user who acted; NULL: the operator or the bot
+        user_id   INTEGER,                      -- whose data it concerned (for /history)
+        action    TEXT NOT NULL,
+        target    TEXT NOT NULL DEFAULT '',
+        outcome   TEXT NOT NULL DEFAULT 'ok',
+        detail    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_log_by_user ON audit_log (user_id, id);
+    CREATE INDEX audit_log_by_actor ON audit_log (actor_id, id);
+    """,
 ]
 
 
