@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from bot.redaction import redact
 from bot.services.errors import UserError
+from bot.timezones import DEFAULT_ZONE
 from storage.audit import AuditEntry
 from storage.db import Transaction
 
@@ -64,6 +65,8 @@ class HistoryPage:
     subject: int | None
     has_older: bool
     has_newer: bool
+    #: The viewer's time zone (IANA name): entries are shown in it.
+    timezone: str = DEFAULT_ZONE
 
 
 class AuditLog:
@@ -140,4 +143,6 @@ class AuditLog:
         if entries:
             has_older = bool(await self.page(user_id=whose, before_id=entries[-1].id, limit=1))
             has_newer = bool(await self.page(user_id=whose, after_id=entries[0].id, limit=1))
-        return HistoryPage(tuple(entries), whose, has_older, has_newer)
+        viewer = await self._store.users.get(viewer_id)
+        timezone = (viewer.settings.get("tz") if viewer else None) or DEFAULT_ZONE
+        return HistoryPage(tuple(entries), whose, has_older, has_newer, timezone)
