@@ -154,6 +154,18 @@ async def test_a_pause_that_cancels_orders_and_a_refused_pause_are_recorded_as_t
     assert theirs == (OTHER, OTHER, "resume", f"strategy #{strategy.id}", "refused", "no such strategy")
 
 
+async def test_a_paper_account_opened_and_removed_is_recorded_as_such(strata):
+    await _say(strata, USER, "/connect paper kraken 500", "Paper")
+    question = await _say(strata, USER, "/disconnect paper", "Disconnect")
+    await strata.press(USER, question, "Confirm disconnect")
+    await strata.next_reply(USER, contains="removed", timeout=15)
+    paper = "account paper (📝 Paper (Kraken prices))"
+    assert [r[2:] for r in _rows(strata)] == [
+        ("connect", paper, "ok", "simulated 500.00 USD"),
+        ("disconnect", paper, "ok", "0 strategies stopped; simulated balances deleted"),
+    ]
+
+
 async def test_history_is_the_users_own_and_admins_see_anyones(make_strata):
     async with make_strata(STRATA_ADMINS=str(ADMIN), STRATA_ACCESS="open") as s:
         for user in (USER, OTHER, ADMIN):

@@ -592,7 +592,8 @@ class AccountService:
             await self._vault.shred(sealed.dek_id)
         async with self._store.db.transaction() as tx:
             await self._store.accounts.delete(tx, account.id)
-            await attempt.done(detail=f"{_stopped_words(len(stopped))}; key destroyed", tx=tx)
+            gone = "simulated balances deleted" if adapter(account.venue).simulated else "key destroyed"
+            await attempt.done(detail=f"{_stopped_words(len(stopped))}; {gone}", tx=tx)
         logger.info("user %s disconnected account %s", user_id, account.id)
         return Disconnected(account=account, left_open=(), stopped=tuple(stopped))
 
