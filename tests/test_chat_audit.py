@@ -4,7 +4,6 @@ the outcome), never a secret; /history shows it newest first in pages, to its ow
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from zoneinfo import ZoneInfo
 
 from bot.services.audit import AuditLog
@@ -18,12 +17,10 @@ ADMIN = 9009
 PLANTED = "Zq8PlantedSecret" + secrets.token_hex(24)
 
 
-def _rows(s) -> list[tuple]:
-    """Every audit row, oldest first, read from the database file itself."""
-    with sqlite3.connect(s.settings.database_path) as db:
-        return db.execute(
-            "SELECT actor_id, user_id, action, target, outcome, detail FROM audit_log ORDER BY id"
-        ).fetchall()
+async def _rows(s) -> list[tuple]:
+    """Every audit row, oldest first."""
+    entries = await s.runtime.store.audit.page(limit=1000)
+    return [(e.actor_id, e.user_id, e.action, e.target, e.outcome, e.detail) for e in reversed(entries)]
 
 
 async def _say(s, user: int, text: str, contains: str):
@@ -75,7 +72,7 @@ async def test_each_action_leaves_one_entry_with_who_whose_what_and_outcome_and_
     await strata.press(USER, question, "Confirm disconnect")
     await strata.next_reply(USER, contains="disconnected", timeout=15)
 
-    rows = _rows(strata)
+    rows = await _rows(strata)
     assert [(r[2], r[4]) for r in rows] == [
         ("connect", "refused"), ("connect", "refused"), ("connect", "ok"), ("replace-key", "ok"),
         ("allocate", "ok"), ("confirm", "ok"), ("edit", "ok"), ("pause", "ok"), ("resume", "ok"), ("panic", "ok"),
@@ -146,7 +143,7 @@ async def test_a_pause_that_cancels_orders_and_a_refused_pause_are_recorded_as_t
     await _say(strata, USER, f"/pause {strategy.id}", "not running")
     await _say(strata, OTHER, f"/resume {strategy.id}", "No such strategy")  # not theirs: refused, as if missing
 
-    rows = _rows(strata)
+    rows = await _rows(strata)
     paused, refused = [r for r in rows if r[2] == "pause"]
     assert paused[4] == "ok" and "order(s) cancelled" in paused[5] and not paused[5].startswith("0 ")
     assert (refused[4], refused[5]) == ("refused", "it was paused")
@@ -160,7 +157,7 @@ async def test_a_paper_account_opened_and_removed_is_recorded_as_such(strata):
     await strata.press(USER, question, "Confirm disconnect")
     await strata.next_reply(USER, contains="removed", timeout=15)
     paper = "account paper (📝 Paper (Kraken prices))"
-    assert [r[2:] for r in _rows(strata)] == [
+    assert [r[2:] for r in await _rows(strata)] == [
         ("connect", paper, "ok", "simulated 500.00 USD"),
         ("disconnect", paper, "ok", "0 strategies stopped; simulated balances deleted"),
     ]

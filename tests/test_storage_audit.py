@@ -9,8 +9,8 @@ from storage.store import Store
 PLANTED = "Zq8PlantedSecretValue0123456789abcdefABCDEFxyz"
 
 
-async def test_entries_page_newest_first_per_user_and_survive_the_account(tmp_path):
-    store = await Store.open(tmp_path / "main.db")
+async def test_entries_page_newest_first_per_user_and_survive_the_account(any_database):
+    store = await Store.open(any_database)
     try:
         audit = AuditLog(store)
         for n in range(5):
@@ -61,10 +61,10 @@ async def test_unknown_actions_are_a_programming_error(tmp_path):
         await store.close()
 
 
-async def test_history_pages_both_ways_and_only_admins_see_other_users(tmp_path):
+async def test_history_pages_both_ways_and_only_admins_see_other_users(any_database):
     from bot.services.errors import UserError
 
-    store = await Store.open(tmp_path / "main.db")
+    store = await Store.open(any_database)
     try:
         audit = AuditLog(store)
         for n in range(23):
@@ -97,10 +97,10 @@ async def test_history_pages_both_ways_and_only_admins_see_other_users(tmp_path)
         await store.close()
 
 
-async def test_an_attempt_is_recorded_once_as_it_ended_and_never_with_the_errors_text(tmp_path):
+async def test_an_attempt_is_recorded_once_as_it_ended_and_never_with_the_errors_text(any_database):
     from bot.services.errors import UserError
 
-    store = await Store.open(tmp_path / "main.db")
+    store = await Store.open(any_database)
     try:
         audit = AuditLog(store)
         async with audit.attempt("pause", actor_id=1, user_id=1, target="strategy #1"):
