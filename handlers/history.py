@@ -4,6 +4,7 @@
 (STRATA_ADMINS) may add a Telegram user id (`/history 2002`) or `all`. Page buttons carry `hist:<whose>:<o|n>:<id>`
 (whose: `me`, `all` or a user id; o/n: older than / newer than entry id); every press is checked again on the
 server: a button of someone else's history, forwarded to a user who may not see it, shows that user their own.
+Private chats only (handlers/guard.py answers the command in a group; a page button there shows nothing).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from telegram.ext import CallbackQueryHandler, CommandHandler
 from bot.services.audit import FAILED, OK, REFUSED, AuditLog, HistoryPage
 from bot.services.errors import UserError
 from bot.timezones import zone
-from handlers.common import Context, answer_and_edit, esc, keyboard, parse_id, reply, runtime
+from handlers.common import Context, answer_and_edit, esc, is_private, keyboard, parse_id, reply, runtime
 from storage.audit import AuditEntry
 
 #: Each action in the words /history shows.
@@ -41,6 +42,7 @@ OUTCOME_MARKS = {OK: "✅", REFUSED: "⛔ refused", FAILED: "⚠️ failed"}
 TARGET_CHARS = 90
 DETAIL_CHARS = 140
 USAGE = "Usage: /history (your own). Admins: /history <Telegram user id> or /history all."
+PRIVATE_ONLY = "Send /history in a private chat with me: it lists what was done on your accounts."  # buttons
 
 
 def _admins(context: Context) -> frozenset[int]:
@@ -76,6 +78,8 @@ async def history_button(update: Update, context: Context) -> None:
     parts = query.data.split(":")
     cursor = parse_id(parts[3]) if len(parts) == 4 else None
     try:
+        if not is_private(update):
+            raise UserError(PRIVATE_ONLY)
         if cursor is None or parts[2] not in ("o", "n"):
             raise UserError("This menu has expired. Send /history again.")
         whose = parts[1]

@@ -199,6 +199,12 @@ async def test_history_is_the_users_own_and_admins_see_anyones(make_strata):
         assert shown.plain_text == mine.plain_text  # their own, nothing of anyone else's
         s.tg.press_callback_data(USER, refused[1], "hist:me:o:999999999999999999999")  # forged: malformed
         assert "expired" in (await s.next_reply(USER, contains="history")).plain_text
+        s.tg.add_group(-100777)  # in a group, nobody's history: not even an admin's own
+        await s.send(ADMIN, "/history all", chat_id=-100777, chat_type="group")
+        in_group = await s.next_reply(-100777)
+        assert "use this command in a private chat" in in_group.plain_text
+        s.tg.press_callback_data(ADMIN, in_group, older, chat_id=-100777)  # a page button pressed in the group
+        assert "lists what was done" in (await s.next_reply(-100777)).plain_text
         s.tg.press_callback_data(ADMIN, everyone, older)
         second = await s.next_reply(ADMIN, contains="Everyone's history")
         assert f"user {USER}" in second.plain_text and "Connected an account" in second.plain_text
