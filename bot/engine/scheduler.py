@@ -62,6 +62,8 @@ from storage.strategies import ACTIVE, ENGINE, HOLDING, STOPPED
 logger = logging.getLogger(__name__)
 
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+#: How many runs of one due second start per event-loop iteration.
+SLOT_BATCH = 500
 #: Retry a run that failed on a transient exchange problem after this long.
 RETRY_DELAY = timedelta(seconds=30)
 #: Share of a venue's per-minute request budget the fill poller may plan to use (the rest is for trading).
@@ -322,11 +324,20 @@ class Engine:
         The job ends at once (a run that reschedules into a new second never waits for this one), and the
         second is emptied before any run starts, so a run rescheduled into the same second gets a new job.
         """
-        for strategy_id in sorted(self._slots.pop(second, ())):
-            due = self._due.get(strategy_id)
-            if due is not None and due[1] == second:
-                del self._due[strategy_id]
-                self._spawn(strategy_id)
+        due_now = [
+            strategy_id for strategy_id in sorted(self._slots.pop(second, ()))
+            if (due := self._due.get(strategy_id)) is not None and due[1] == second
+        ]
+        for strategy_id in due_now:
+            del self._due[strategy_id]
+        # Started in batches, one per loop iteration: each batch's rows come in one query and its first runs
+        # reach the venue (the round's ticker) at once, instead of 10,000 runs all waiting on the same reads.
+        for start in range(0, len(due_now), SLOT_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            for strategy_id in due_now[start : start + SLOT_BATCH]:
+                if strategy_id not in self._due:  # rescheduled meanwhile (resumed, retried): that run goes
+                    self._spawn(strategy_id)
 
     async def run_strategy(self, strategy_id: int) -> RunResult:
         """Run one strategy now, then schedule its next run (also after activity that arrived meanwhile)."""
