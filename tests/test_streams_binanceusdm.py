@@ -76,17 +76,24 @@ async def test_listen_keys_by_rest_several_on_one_connection_and_their_fills_and
     book.set_price(FUT, "50500")
     gateway = ExchangeGateway(ClientPool(fake_exchanges.origins, timeout_ms=5_000),
                               retry=RetryPolicy(attempts=2, base_delay=0))
-    protocol = BinanceUsdmStream(rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op))
+    protocol = BinanceUsdmStream()
+
+    async def rest(creds, op):
+        return await gateway.private_call("binanceusdm", creds, op)
+
+    async def subscribe(request_id, creds):  # what the hub does: the listenKey by REST, then the subscribe
+        return await protocol.subscribe(request_id, creds, await protocol.rest_credential.fetch(rest, creds))
+
     url = fake_exchanges.origins["binanceusdm"].replace("http://", "ws://") + "/private/stream"
     try:
         async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
             try:
-                await protocol.subscribe("1", Credentials("usdm-revoked", SECRET))
+                await subscribe("1", Credentials("usdm-revoked", SECRET))
                 raise AssertionError("a revoked key got a listenKey")
             except SubscribeRefused as refused:
                 assert refused.key_rejected and "-2015" in refused.error
             for request_id, key in (("2", "usdm-a"), ("3", "usdm-b")):  # two accounts on one connection
-                await ws.send_str(json.dumps(await protocol.subscribe(request_id, Credentials(key, SECRET))))
+                await ws.send_str(json.dumps(await subscribe(request_id, Credentials(key, SECRET))))
             first, second = [protocol.read(await receive(ws)) for _ in range(2)]
             assert (first.request_id, second.request_id) == ("2", "3")
             assert (first.handle, second.handle) == (streams.listen_key("usdm-a"), streams.listen_key("usdm-b"))
@@ -112,14 +119,14 @@ async def test_listen_keys_by_rest_several_on_one_connection_and_their_fills_and
             assert Decimal(str(parsed["filled"])) == order.filled
             assert Decimal(str(parsed["fee"]["cost"])) == trade.fee
 
-            assert await protocol.keepalive({first.handle, second.handle}) == set()  # nothing due yet
+            assert await protocol.keepalive(rest, {first.handle, second.handle}) == set()  # nothing due yet
             protocol.renew_seconds = 0.0
-            assert await protocol.keepalive({first.handle, second.handle}) == set()
+            assert await protocol.keepalive(rest, {first.handle, second.handle}) == set()
             assert requests_to(book, "PUT", "/fapi/v1/listenKey") == 2  # both renewed, still valid
 
             assert streams.expire("usdm-a")
             # A renewal after the expiry gets -1125 "This listenKey does not exist.": a new subscription is due.
-            assert await protocol.keepalive({first.handle, second.handle}) == {first.handle}
+            assert await protocol.keepalive(rest, {first.handle, second.handle}) == {first.handle}
             ended = protocol.read(await receive(ws))  # and the stream says so too
             assert isinstance(ended, Update) and ended.ended and ended.handle == first.handle
             assert not streams.subscribed("usdm-a") and streams.subscribed("usdm-b")
@@ -275,12 +282,13 @@ async def test_many_listen_keys_share_one_connection_within_its_message_rate(fak
 
     gateway = ExchangeGateway(ClientPool(fake_exchanges.origins, timeout_ms=5_000),
                               retry=RetryPolicy(attempts=2, base_delay=0))
-    protocol = BinanceUsdmStream(rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op))
+    protocol = BinanceUsdmStream()
     url = fake_exchanges.origins["binanceusdm"].replace("http://", "ws://") + "/private/stream"
     try:
         async with aiohttp.ClientSession() as session:
             hub = UserStreamHub(
                 "binanceusdm", url, protocol, session, credentials=credentials, on_order=on_order, on_live=on_live,
+                rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op),
                 heartbeat=0.5, backoff=Backoff(base=0.05, cap=0.2),
             )
             try:

@@ -34,10 +34,9 @@ from bot.engine.actions import mark_unreadable
 from bot.engine.context import CredentialsMissing, EngineContext
 from bot.engine.foreign import ForeignTrades
 from bot.engine.intents import OrderDesk
-from bot.exchanges.errors import AuthFailure, ExchangeFailure
+from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
 from bot.exchanges.streams import UserStreamHub, protocol
-from bot.exchanges.streams.base import StreamCredentials
 from bot.exchanges.venues import adapter, find
 from bot.secret import Credentials
 from bot.vault import CredentialUnreadable
@@ -144,12 +143,12 @@ class FillStreams:
         url = pool.stream_url(venue) if pool is not None else None
         if url is None or known.user_stream is None:
             return None
-        # The signed REST calls a stream needs (USD-M's listenKeys) go on the gateway's private path and budget.
+        # The signed REST calls a stream needs (USD-M's listenKeys, Kraken's tokens) go on the gateway's private
+        # path and budget.
         rest = functools.partial(self.ctx.gateway.private_call, venue)
         hub = UserStreamHub(
-            venue, url, protocol(known.user_stream, rest=rest), pool.stream_session(),
-            credentials=self._credentials, on_order=self._on_order, on_live=self._backfill, on_down=self._on_down,
-            **self.hub_options,
+            venue, url, protocol(known.user_stream), pool.stream_session(), credentials=self._credentials, rest=rest,
+            on_order=self._on_order, on_live=self._backfill, on_down=self._on_down, **self.hub_options,
         )
         self.hubs[venue] = hub
         return hub
@@ -189,16 +188,10 @@ class FillStreams:
         if account is None:
             raise CredentialsMissing(f"account {account_id} is gone")
         try:
-            creds = await self.ctx.credentials(account)
+            return await self.ctx.credentials(account)
         except CredentialUnreadable:
             await mark_unreadable(self.ctx, account_id)
             raise
-        try:  # a venue whose subscription takes a short-lived token (Kraken) gets a fresh one for each
-            token = await self.ctx.gateway.stream_token(account.venue, creds)
-        except AuthFailure:
-            self._on_down({account_id})  # a key refused here is checked as a refused subscription would be
-            raise
-        return creds if token is None else StreamCredentials(creds, token)
 
     async def _on_order(self, account_id: int, remote: VenueOrder) -> None:
         """Record a streamed order update through the fill path polling uses (idempotent by trade id)."""

@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from bot.exchanges.failures import Action, ExchangeFailure
 from bot.exchanges.models import Order, Trade
-from bot.exchanges.streams.base import Reply, SubscribeRefused, Update
-from bot.secret import Credentials
-
-#: One signed REST call on the gateway's private path: `await rest(creds, lambda ex: ex.fapiPrivatePostListenKey())`.
-RestCall = Callable[[Credentials, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+from bot.exchanges.streams.base import Reply, RestCall, RestCredential, SubscribeRefused, Update
+from bot.secret import Credentials, Secret
 
 #: Binance futures order status → ccxt's (what `bot.engine.fills.order_status` reads).
 _STATUS = {
@@ -68,7 +65,11 @@ class BinanceUsdmStream:
     """listenKeys by REST, their events on the `/private` stream."""
 
     venue = "binanceusdm"
-    uses_rest = True
+    #: `POST /fapi/v1/listenKey` (API-key header, weight 1): the account's listenKey, fetched by the hub.
+    rest_credential = RestCredential(
+        "listenKey", lambda ex: ex.fapiPrivatePostListenKey(),
+        lambda answer: answer.get("listenKey") if isinstance(answer, dict) else None,
+    )
     max_subscriptions = 1000  # Binance: 1,024 streams per connection
     lifetime = 24 * 3600.0
     attempt_limit = 300
@@ -82,10 +83,7 @@ class BinanceUsdmStream:
     #: Renewals in flight at once.
     renew_concurrency = 10
 
-    def __init__(self, rest: RestCall | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if rest is None:
-            raise ValueError("the USD-M stream needs the gateway's private REST path for its listenKeys")
-        self._rest = rest
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._keys: dict[str, _ListenKey] = {}  # listenKey → its key and last renewal
         self._requests: dict[str, str] = {}  # subscribe request id → listenKey
@@ -93,15 +91,11 @@ class BinanceUsdmStream:
 
     # --- subscriptions ---------------------------------------------------------------------------------------
 
-    async def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any]:
-        """Get the account's listenKey (`POST /fapi/v1/listenKey`), then subscribe it on the connection."""
-        try:
-            answer = await self._rest(creds, lambda ex: ex.fapiPrivatePostListenKey())
-        except ExchangeFailure as failure:
-            raise SubscribeRefused(str(failure)[:200], key_rejected=failure.action is Action.AUTH) from None
-        listen_key = answer.get("listenKey") if isinstance(answer, dict) else None
-        if not listen_key:
-            raise SubscribeRefused("the venue answered without a listenKey")
+    async def subscribe(self, request_id: str, creds: Credentials, credential: Secret | None) -> dict[str, Any]:
+        """Subscribe the account's listenKey (`credential`, just fetched by the hub) on the connection."""
+        if credential is None:
+            raise SubscribeRefused("a USD-M subscription needs the account's listenKey")
+        listen_key = credential.reveal()
         self._keys[listen_key] = _ListenKey(creds, renewed=self._clock())
         self._requests[request_id] = listen_key
         await self._pace()
@@ -123,7 +117,7 @@ class BinanceUsdmStream:
         await self._pace()
         return {"method": "UNSUBSCRIBE", "params": [handle], "id": int(request_id)}
 
-    async def keepalive(self, handles: set[Any]) -> set[Any]:
+    async def keepalive(self, rest: RestCall, handles: set[Any]) -> set[Any]:
         """Renew (`PUT /fapi/v1/listenKey`) the listenKeys of `handles` last renewed `renew_seconds` ago; return
         those the venue no longer knows (expired) or whose key it refused: they need a new subscription."""
         now = self._clock()
@@ -142,7 +136,7 @@ class BinanceUsdmStream:
             entry = self._keys[listen_key]
             async with gate:
                 try:
-                    await self._rest(entry.creds, lambda ex: ex.fapiPrivatePutListenKey())
+                    await rest(entry.creds, lambda ex: ex.fapiPrivatePutListenKey())
                 except ExchangeFailure as failure:
                     if failure.code == _LISTEN_KEY_GONE or failure.action is Action.AUTH:
                         self._keys.pop(listen_key, None)
