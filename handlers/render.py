@@ -323,7 +323,7 @@ def status_detail_text(s) -> str:
     if s.params:
         params = " ".join(f"{k}={v}" for k, v in s.params.items())
         lines.insert(1, f"  parameters: <code>{esc(clip(params, 300))}</code>")
-    lines.append(f"Fills are checked every {s.fill_poll_seconds:g} s. /status lists all your strategies.")
+    lines.append(f"{fills_footer([s], s.fill_poll_seconds)} /status lists all your strategies.")
     return "\n".join(lines)
 
 
@@ -339,8 +339,22 @@ def status_text(page) -> str:
         lines.append("")
         lines.extend(status_lines(s))
     lines.append("")
-    lines.append(f"Fills are checked every {page.fill_poll_seconds:g} s.")
+    lines.append(fills_footer(page.statuses, page.fill_poll_seconds))
     return "\n".join(lines)
+
+
+def fills_footer(statuses, poll_seconds: float) -> str:
+    """How the listed strategies' fills reach the bot, as their "fills:" lines say: pushed by the exchange's stream
+    (polled only by a safety sweep), or polled every `poll_seconds` (also while a stream is down)."""
+    modes = {getattr(s, "fills", None) for s in statuses}
+    sweep = next((s.fill_sweep_seconds for s in statuses if getattr(s, "fill_sweep_seconds", None)), None)
+    safety = f" (with a safety check every {sweep / 60:g} min)" if sweep else ""
+    if "streamed" in modes and "polled" not in modes:
+        return f"Fills are streamed by the exchange as they happen{safety}."
+    if "streamed" in modes:
+        return (f"Fills are streamed as they happen where marked “streamed”{safety} and checked every "
+                f"{poll_seconds:g} s where “polled”.")
+    return f"Fills are checked every {poll_seconds:g} s."
 
 
 def stop_text(summary) -> str:

@@ -157,6 +157,7 @@ class StrategyStatus:
     figures: Figures | None = None  # every figure above, as `bot.engine.figures` words them
     position: PositionView | None = None  # futures: the open position, valued at the venue's mark price
     fills: str | None = None  # running: how its fills reach the bot, "streamed" or "polled" (Paper: None)
+    fill_sweep_seconds: float | None = None  # a streamed account's safety poll: every this many seconds
 
 
 @dataclass(frozen=True)
@@ -793,6 +794,7 @@ class StrategyService:
             label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
             fills=self._engine.fill_mode(account) if strategy.status == ACTIVE else None,
+            fill_sweep_seconds=self._engine.sweep_seconds,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
