@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -166,12 +166,13 @@ class Engine:
         for strategy in strategies:
             self.schedule(strategy.id, strategy.next_run, spread=True)
         self.scheduler.add_job(
-            self.retry_rejected_keys, "interval", seconds=KEY_RETRY_INTERVAL.total_seconds(), id=KEY_RETRY_JOB,
-            replace_existing=True, **JOB_DEFAULTS,
+            self._owned, "interval", args=[self.retry_rejected_keys], seconds=KEY_RETRY_INTERVAL.total_seconds(),
+            id=KEY_RETRY_JOB, replace_existing=True, **JOB_DEFAULTS,
         )
         self.scheduler.add_job(
-            self.key_health.tick, "interval", seconds=self.key_health.tick_interval.total_seconds(),
-            id=KEY_HEALTH_JOB, replace_existing=True, **JOB_DEFAULTS,
+            self._owned, "interval", args=[self.key_health.tick],
+            seconds=self.key_health.tick_interval.total_seconds(), id=KEY_HEALTH_JOB, replace_existing=True,
+            **JOB_DEFAULTS,
         )
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
         if self.streams is not None:
@@ -202,6 +203,8 @@ class Engine:
     async def shutdown(self) -> None:
         """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
         self.started = False
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()  # no job starts from now on
         if self.streams is not None:
             await self.streams.close()
         for task in (self._poller, self._watcher):
@@ -211,6 +214,10 @@ class Engine:
                     await task
         self._poller = self._watcher = None
         if self.scheduler is not None and self.scheduler.running:
+            # APScheduler's shutdown cancels the jobs it has started and logs each as a crash: let those handed
+            # out just before the pause take their first step (a strategy's job only hands its run to `_tasks`;
+            # a periodic one stops quietly, `_owned`).
+            await asyncio.sleep(0)
             self.scheduler.shutdown(wait=False)
         for task in list(self._tasks):
             task.cancel()
@@ -274,6 +281,19 @@ class Engine:
     def _on_activity(self, strategy_id: int) -> None:
         if self.started:
             self.run_soon(strategy_id)
+
+    async def _owned(self, work: Callable[[], Awaitable[Any]]) -> None:
+        """A periodic job (key retries, key health) that stops quietly with the engine: APScheduler's shutdown
+        cancels the jobs it is running and logs each as a crash, traceback and all; here that cancel ends the work
+        and, the engine stopping, the job returns. Its failures still reach APScheduler's log."""
+        task = asyncio.ensure_future(work())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if self.started:
+                raise
 
     async def _job(self, strategy_id: int) -> None:
         # The run is its own task, so this job instance ends at once: a run that reschedules its own job
