@@ -296,7 +296,7 @@ class AccountService:
         then the rows go. An account whose key works again takes the normal /disconnect instead.
         """
         account = await self.owned(user_id, account_id)
-        if account.status == ACTIVE:
+        if account.status in (ACTIVE, KEY_UNSAFE):
             raise UserError(
                 f"The key of {account.label} works again: send /disconnect {account.label} again to stop its "
                 "strategies and cancel their orders first."
@@ -504,7 +504,8 @@ class AccountService:
         Returns each stopped strategy's summary, taken before its rows go with the account.
         """
         account = await self.owned(user_id, account_id)
-        if account.status != ACTIVE:  # its key cannot cancel: the confirmation must list what stays open
+        # A key that can withdraw still cancels (its strategies are paused, its orders left open until now).
+        if account.status not in (ACTIVE, KEY_UNSAFE):  # its key cannot cancel: the confirmation lists what stays
             raise UserError(
                 f"The key of {account.label} no longer works, so its orders cannot be cancelled from here: send "
                 f"/disconnect {account.label} again to see which ones to cancel on the exchange."
