@@ -400,3 +400,28 @@ async def test_a_streamed_fill_is_recorded_while_its_strategy_waits_on_a_slow_ba
         assert sorted(o.price for o in sells) == [Decimal(54500), Decimal(60000)]  # each bought level sells
     finally:
         await world.close()
+
+
+async def test_a_streamed_fill_is_recorded_while_a_budget_edit_waits_on_a_slow_balance_read(fake_exchanges, tmp_path):
+    """/edit's Confirm checks a raised budget against the free balance, under the strategy's lock (so no decision
+    runs on the old budget meanwhile); that read is made before the lock, so a fill streamed meanwhile is not held
+    up behind it."""
+    book, world, strategy_id, _order, _ = await streamed_grid(fake_exchanges, tmp_path, "edit-key")
+    try:
+        preview = await world.service.edit(USER, strategy_id, {"budget": "150"})
+        balance_reads = sum(1 for r in book.requests if r.path.endswith("/account"))
+        book.inject("hold", path="/api/v3/account", seconds=3)
+        confirming = asyncio.create_task(world.service.confirm_edit(preview))
+        await wait_for(lambda: _true(sum(1 for r in book.requests if r.path.endswith("/account")) > balance_reads))
+        started = time.monotonic()
+        book.set_price("BTC/USDT", "49900")  # the grid's buy fills while the balance answer is late
+        await wait_for(lambda: world.alerts("fill"), timeout=5)
+        waited = time.monotonic() - started
+        print(f"fill -> alert queued while /edit reads the balance: {waited * 1000:.0f} ms")
+        assert waited < 1.0
+        await confirming
+        assert (await world.store.strategies.get(strategy_id)).budget == Decimal(150)
+        [trade] = book.trades("edit-key")
+        assert [f.fill.trade_key for f in await fill_rows(world, strategy_id)] == [f"t:{trade.id}"]
+    finally:
+        await world.close()

@@ -638,11 +638,15 @@ class StrategyService:
         if preview.token in self._confirmed:
             raise UserError("This change was already made: see /status.")
         strategy = await self._owned(preview.user_id, preview.strategy_id)
+        # The free balance (a REST call) is read before the lock: the strategy's fills are recorded under it.
+        free = await self._free_for_raise(strategy, preview.new_budget)
         async with self._engine.ctx.lock(strategy.id):
             strategy = await self._owned(preview.user_id, preview.strategy_id)
             if strategy.status not in HOLDING:
                 raise UserError(f"{_title(strategy)} is {strategy.status} now: nothing was changed.")
-            checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
+            checked = await self._checked_edit(
+                strategy, preview.new_budget, preview.new_name, token=preview.token, free=free
+            )
             self._confirmed.add(preview.token)
             async with self._store.db.transaction() as tx:
                 if checked.new_budget is not None:
@@ -659,8 +663,10 @@ class StrategyService:
         return Edited(strategy.id, checked)
 
     async def _checked_edit(
-        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str
+        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str,
+        free: Decimal | None = None,
     ) -> EditPreview:
+        """The change checked (`free`: the account's free quote if already read; else it is read when needed)."""
         used = strategy.spent - strategy.received
         reserved = await self._store.orders.reserved_for(strategy.id)
         minimum = max(ZERO, used + reserved)
@@ -676,7 +682,7 @@ class StrategyService:
             if account is None or account.status != "active":
                 raise UserError("This strategy's account key does not work (see /accounts): fix it first.")
             if new_budget > strategy.budget:
-                maximum = await self._most_budget(account, strategy, used + reserved)
+                maximum = await self._most_budget(account, strategy, used + reserved, free)
                 if new_budget > maximum:
                     raise UserError(
                         f"The budget {money(new_budget, strategy.quote)} is more than {_account_name(account)} "
@@ -693,21 +699,39 @@ class StrategyService:
             maximum=_round_down_for_display(maximum) if maximum is not None else None, per_level=per_level,
         )
 
-    async def _most_budget(self, account: Account, strategy: Strategy, claimed: Decimal) -> Decimal:
+    async def _most_budget(
+        self, account: Account, strategy: Strategy, claimed: Decimal, free: Decimal | None = None
+    ) -> Decimal:
         """The largest budget `strategy` may have: what it used and reserved plus what the account's free quote
-        leaves after the other strategies' unspent budgets (the /allocate ceiling, without this one)."""
-        creds = await self._engine.ctx.credentials(account)
-        try:
-            balance = await self._gateway.fetch_balance(account.venue, creds)
-        except ExchangeFailure as failure:
-            raise UserError(f"Could not read your balance: {failure.user_message}") from None
-        free = balance[strategy.quote].free if strategy.quote in balance else ZERO
+        (`free`, read now if not given) leaves after the other strategies' unspent budgets (the /allocate
+        ceiling, without this one)."""
+        if free is None:
+            free = await self._free_quote(account, strategy.quote)
         others = []
         for other in await self._store.strategies.list_for_account(account.id, HOLDING):
             if other.quote == strategy.quote and other.id != strategy.id:
                 reserved = await self._store.orders.reserved_for(other.id)
                 others.append(Ledger(other.budget, other.spent - other.received, reserved))
         return max(ZERO, claimed) + allocation_headroom(free, others)
+
+    async def _free_quote(self, account: Account, quote: str) -> Decimal:
+        """The account's free `quote` on the exchange (a UserError when it cannot be read)."""
+        creds = await self._engine.ctx.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read your balance: {failure.user_message}") from None
+        return balance[quote].free if quote in balance else ZERO
+
+    async def _free_for_raise(self, strategy: Strategy, new_budget: Decimal | None) -> Decimal | None:
+        """The free quote a raised budget is checked against (None when the budget is not raised, or the account
+        is not active: the check under the lock then says why)."""
+        if new_budget is None or new_budget <= strategy.budget:
+            return None
+        account = await self._store.accounts.get(strategy.account_id)
+        if account is None or account.status != "active":
+            return None
+        return await self._free_quote(account, strategy.quote)
 
     async def _check_new_budget(self, account: Account, strategy: Strategy, budget: Decimal) -> Decimal | None:
         """The strategy's own checks of a budget, as at /allocate; a started grid's new quote per level."""
