@@ -24,7 +24,7 @@ from bot.exchanges.gateway import ExchangeGateway
 from bot.exchanges.streams import Backoff, SubscribeRefused, UserStreamHub
 from bot.exchanges.streams.base import Update
 from bot.exchanges.streams.binanceusdm import BinanceUsdmStream, trade_update_order
-from bot.secret import Credentials
+from bot.secret import Credentials, Secret
 from tests.stream_helpers import _true, streamed_grid_world, wait_for
 
 USER = 37
@@ -376,3 +376,21 @@ async def test_a_futures_trade_made_on_binance_by_hand_is_alerted_once_naming_it
         assert len(await world.alerts("error")) == 1 and trade.amount == Decimal("0.001")
     finally:
         await world.close()
+
+
+async def test_subscribes_stay_under_ten_a_second_even_after_the_event_loop_stalls():
+    """Binance closes a connection that receives more than 10 messages in a second (every subscription on it is
+    lost). A busy event loop must not make paced subscribes bunch up: the pace counts the sends actually made."""
+    protocol = BinanceUsdmStream()
+    sent: list[float] = []
+
+    async def one(n: int) -> None:
+        await protocol.subscribe(str(n), Credentials("k", SECRET), Secret(f"listen-key-{n}"))
+        sent.append(time.monotonic())
+
+    tasks = [asyncio.create_task(one(n)) for n in range(24)]
+    await asyncio.sleep(0.3)
+    time.sleep(1.0)  # the point: the event loop is busy for a second (a CPU-bound burst)
+    await asyncio.gather(*tasks)
+    most = max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent)
+    assert most <= protocol.messages_per_second + 1 < 10  # under Binance's 10, with room for pings and pongs
