@@ -294,6 +294,10 @@ async def test_many_listen_keys_share_one_connection_within_its_message_rate(fak
             try:
                 started = time.monotonic()
                 hub.follow(set(keys))
+                # An account is streamed (left to the stream by the poller) as soon as its subscription is
+                # confirmed, not only once the connection's whole first round of subscribes is done.
+                await wait_for(lambda: _true(hub.live_accounts))
+                assert 0 < len(hub.live_accounts) < len(keys)
                 await wait_for(lambda: _true(hub.live_accounts == set(keys)))
                 # 12 subscribes on one connection: paced under Binance's 10 messages per second (the fake closes
                 # a connection past it), so it takes over a second and a single connection attempt.

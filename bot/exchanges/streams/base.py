@@ -202,12 +202,20 @@ class _Slot:
         self.number = number
         self.accounts: set[int] = set()
         self.conn: _Connection | None = None
+        #: A connection being opened (start, reconnect, rollover): subscribing its accounts, already delivering.
+        self.opening: _Connection | None = None
         self.changed = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"stream:{hub.venue}:{number}")
 
     @property
     def live(self) -> set[int]:
-        return set(self.conn.accounts) if self.conn is not None and not self.conn.ws.closed else set()
+        """Accounts confirmed on an open connection of the slot, including the one being opened: each is live as
+        soon as its subscription is confirmed (1,000 subscribes on one connection take minutes)."""
+        live: set[int] = set()
+        for conn in (self.conn, self.opening):
+            if conn is not None and not conn.ws.closed:
+                live.update(conn.accounts)
+        return live
 
     async def _run(self) -> None:
         failures = 0
@@ -226,7 +234,14 @@ class _Slot:
                 await asyncio.sleep(delay)
                 continue
             conn.wake = self.changed
-            await self._sync(conn)  # a rollover subscribes the new connection before the old one goes: no gap
+            self.opening = conn
+            try:
+                await self._sync(conn)  # a rollover subscribes the new connection before the old one goes: no gap
+            except BaseException:
+                await self._close(conn)  # stopped while opening it: it goes too
+                raise
+            finally:
+                self.opening = None
             old, self.conn = self.conn, conn
             if old is not None:
                 await self._close(old)
