@@ -16,7 +16,9 @@ How Binance documents it (2026; ccxt's `pro/binance.py` `authenticate`, `keep_al
   per 5 minutes per IP.
 - `ORDER_TRADE_UPDATE` with `o.x=TRADE` is a fill: `c` client order id, `i` order id, `l`/`L` last quantity
   and price, `n`/`N` commission, `t` trade id, `z` cumulative quantity, `ap` average price, `X` status, `rp`
-  the trade's realised profit (not kept: Strata computes futures P&L from its own fills). A cancel keeps our
+  the trade's realised profit (not read: a fill is recorded alike whichever path sees it first, the stream, a
+  backfill or a poll, and REST trades reach us without it through ccxt's unified fields; Strata books futures
+  P&L from its own fills as Binance does, which the tests check against the venue's wallet). A cancel keeps our
   client id in `c`. `listenKeyExpired` ends that account's subscription: the hub subscribes it again (a new
   listenKey) and the engine backfills the gap from REST.
 
