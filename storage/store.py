@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.accounts import AccountRepository
+from storage.audit import AuditRepository
 from storage.balances import BalanceRepository
 from storage.db import Database, connect
 from storage.foreign_trades import ForeignTradeRepository
@@ -32,6 +33,7 @@ class Store:
     paper: PaperRepository
     key_health: KeyHealthRepository
     foreign_trades: ForeignTradeRepository
+    audit: AuditRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -43,7 +45,7 @@ class Store:
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
             balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
-            foreign_trades=ForeignTradeRepository(db),
+            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db),
         )
 
     async def migrate(self) -> int:
