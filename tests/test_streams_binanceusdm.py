@@ -398,3 +398,23 @@ async def test_subscribes_stay_under_ten_a_second_even_after_the_event_loop_stal
     await asyncio.gather(*tasks)
     most = max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent)
     assert most <= protocol.messages_per_second + 1 < 10  # under Binance's 10, with room for pings and pongs
+
+
+async def test_a_listen_key_goes_ahead_of_reads_when_the_ip_budget_is_spent(fake_exchanges, tmp_path):
+    """USD-M's budget is 2,400 weight a minute for the whole IP: reads (strategies' balance and position-mode
+    checks, polls) can spend it for minutes. Re-subscribing after a drop needs each account's listenKey (weight
+    1): it goes with the trading calls, ahead of the reads, or every fill of the account waits for polling."""
+    book, world, _strategy_id, _order, account_id = await streamed_futures_grid(fake_exchanges, tmp_path, "usdm-busy")
+    streams = fake_exchanges.binanceusdm_streams
+    try:
+        while time.time() % 60 > 45:  # this minute's budget stays spent for the whole test
+            await asyncio.sleep(0.5)
+        [budget] = [b for (venue, _), b in world.gateway.pool.budgets.budgets().items() if venue == "binanceusdm"]
+        budget.observe_used(budget.read_limit)  # every read now waits for the next minute
+        posts = requests_to(book, "POST", "/fapi/v1/listenKey")
+        await streams.drop()
+        await wait_for(lambda: _true(not world.engine.streams.streamed(account_id)))
+        await wait_for(lambda: _true(world.engine.streams.streamed(account_id)), timeout=5)
+        assert requests_to(book, "POST", "/fapi/v1/listenKey") == posts + 1
+    finally:
+        await world.close()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +35,7 @@ from bot.engine.foreign import ForeignTrades
 from bot.engine.intents import OrderDesk
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
+from bot.exchanges.rate_budget import trading_call
 from bot.exchanges.streams import UserStreamHub, protocol
 from bot.exchanges.venues import adapter, find
 from bot.secret import Credentials
@@ -143,9 +143,15 @@ class FillStreams:
         url = pool.stream_url(venue) if pool is not None else None
         if url is None or known.user_stream is None:
             return None
-        # The signed REST calls a stream needs (USD-M's listenKeys, Kraken's tokens) go on the gateway's private
-        # path and budget.
-        rest = functools.partial(self.ctx.gateway.private_call, venue)
+        gateway = self.ctx.gateway
+
+        async def rest(creds: Credentials, op: Callable[[Any], Awaitable[Any]]) -> Any:
+            """The signed REST calls a stream needs (USD-M's listenKeys, Kraken's tokens), on the gateway's private
+            path and budget, ahead of reads like orders: one such call (weight 1) keeps every fill of its account
+            off polling (≥ 24 weight each), and reads can spend the IP's budget for minutes."""
+            with trading_call():
+                return await gateway.private_call(venue, creds, op)
+
         hub = UserStreamHub(
             venue, url, protocol(known.user_stream), pool.stream_session(), credentials=self._credentials, rest=rest,
             on_order=self._on_order, on_live=self._backfill, on_down=self._on_down, **self.hub_options,

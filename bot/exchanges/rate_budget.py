@@ -18,7 +18,8 @@ host (`side_budget`: shared by spot and USD-M, which both call api.binance.com; 
 endpoints is stricter than Binance's one per endpoint, and Strata calls only `apiRestrictions`).
 
 Fair shares (one user must not make everyone's orders wait for the next minute):
-- **Trading first.** Orders and cancels (`trading_call()`, set by the gateway) may use the whole safe limit;
+- **Trading first.** Orders and cancels (`trading_call()`, set by the gateway), and the user-data streams'
+  upkeep (USD-M listenKeys: `bot.engine.streams`), may use the whole safe limit;
   reads stop `trade_reserve` (20 %) short of it, so a flood of reads always leaves room for trading. While a
   trading call waits (the server said the IP is busy), reads wait behind it.
 - **Per-user reads.** Reads made for a user (`charged_to("user:<id>")`, set by the services around e.g.
