@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import itertools
 import json
@@ -467,9 +468,9 @@ class UserStreamHub:
                     if conn.wake is not None:
                         conn.wake.set()
                 elif meaning.order is not None:
-                    self._dispatch(account_id, self.on_order(account_id, meaning.order))
+                    self._dispatch(account_id, functools.partial(self.on_order, account_id, meaning.order))
 
-    def _dispatch(self, account_id: int, work: Awaitable[None]) -> None:
+    def _dispatch(self, account_id: int, work: Callable[[], Awaitable[None]]) -> None:
         """Run an account's work in its own task, one at a time per account and in arrival order."""
         lock = self._account_locks.setdefault(account_id, asyncio.Lock())
 
@@ -479,9 +480,10 @@ class UserStreamHub:
 
         self._spawn(run())
 
-    async def _logged(self, account_id: int, work: Awaitable[None]) -> None:
+    async def _logged(self, account_id: int, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` (made only now: a task cancelled before it starts, at close, leaves no coroutine unawaited)."""
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -534,7 +536,7 @@ class UserStreamHub:
         # The backfill runs beside the account's updates, not ahead of them: it waits for the shared request
         # budget (after a drop, every account backfills at once), and the stream's fills must not queue behind
         # it. Both record through the same idempotent path, so a fill seen by both is recorded once.
-        self._spawn(self._logged(account_id, self.on_live(account_id)))
+        self._spawn(self._logged(account_id, functools.partial(self.on_live, account_id)))
 
     async def _rest_credential(self, creds: Credentials) -> Secret | None:
         """A fresh `rest_credential` for one subscribe, where the protocol needs one."""
