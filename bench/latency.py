@@ -204,11 +204,14 @@ async def measure(data_dir: Path, fakes: Fakes, args: argparse.Namespace) -> dic
         await engine.start()
         if stream:
             streamed_s = await wait_streamed(world, account_ids, limit_s=args.startup_wait, partial=True)
-            await quiet(tracking, since=started, at_least=engine.effective_poll_interval)
+            live = sum(1 for a in account_ids if engine.streams.streamed(a))
+            if live == len(account_ids):
+                await quiet(tracking, since=started, at_least=engine.effective_poll_interval)
+            else:  # the accounts not streamed are polled all along: no quiet moment to wait for
+                await asyncio.sleep(max(0.0, started + engine.effective_poll_interval - time.monotonic()))
             seconds = time.monotonic() - started
             start_spent = Tracking.spent(before_start, await tracking.snapshot())
             hub = engine.streams.hubs[venue]
-            live = sum(1 for a in account_ids if engine.streams.streamed(a))
             say(f"start-up: {live}/{len(account_ids)} accounts streamed on {hub.connections} connection(s) and "
                 f"backfilled in {streamed_s:.1f}s, the poller's first round over after {seconds:.1f}s; fill-tracking "
                 f"weight {start_spent['weight']} ({start_spent['requests']} requests: that round + the backfills)")
