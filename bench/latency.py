@@ -170,11 +170,14 @@ async def wait_streamed(world: World, account_ids: set[int], limit_s: float, *, 
     return time.monotonic() - started
 
 
-async def quiet(tracking: Tracking, *, since: float, at_least: float, still: float = 3.0) -> None:
+async def quiet(
+    tracking: Tracking, *, since: float, at_least: float, still: float = 3.0, at_most: float = 180.0
+) -> None:
     """Wait until the poller's first round is over: `at_least` seconds after `since` (it spreads its accounts
-    over 0.8 × its interval) and no fill-tracking request for `still` seconds (its budget waits)."""
+    over 0.8 × its interval) and no fill-tracking request for `still` seconds (its budget waits); no longer than
+    `at_most` (accounts streamed one by one, as Kraken's are, have their safety sweeps spread out: never quiet)."""
     previous, calm_since = None, time.monotonic()
-    while True:
+    while time.monotonic() - since < at_least + at_most:
         counts = (await tracking.snapshot())[0]
         requests = sum(counts[k] for k in FILL_TRACKING)
         now = time.monotonic()
