@@ -215,6 +215,16 @@ class Vault:
             await self.shred(dek_id)
         return len(orphans)
 
+    async def empty(self) -> int:
+        """Destroy every data key and the fingerprint key (the service is closing: `wind-down`); returns how many
+        data keys went. Every sealed credential, in any copy of the main database, is unreadable for good."""
+        async with self._db.transaction() as tx:
+            count = await tx.execute("DELETE FROM deks")
+            await tx.execute("DELETE FROM fingerprint_key")
+        self._fingerprint_key = None
+        await self._flush()
+        return count
+
     async def rotate(self, new_master_key: bytes) -> int:
         """Re-wrap every data key and the check value under a new master key, in one key-store transaction."""
         new_id = kek_id_of(new_master_key)

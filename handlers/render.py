@@ -348,19 +348,14 @@ def stop_text(summary) -> str:
     lines = [f"⏹ <b>{esc(summary.title)}</b> stopped; its budget is released."]
     if summary.canceled:
         lines.append(f"Cancelled {summary.canceled} open order(s).")
-    for asset, amount in summary.sold.items():
-        step = f.precision_of(asset).amount_step
-        if summary.futures:
-            lines.append(f"Closed the {_position(amount, asset, step)} position at market.")
-        else:
-            verb = "Sold" if amount > 0 else "Bought back"
-            lines.append(f"{verb} {fmt_amount(abs(amount), esc(asset), step, held=True)} at market.")
+    lines += sale_lines(summary)
     for asset, amount in summary.kept.items():  # also what a sale left (below the exchange's step)
         step = f.precision_of(asset).amount_step
+        dust = " (dust: below the market's minimum, too little to sell)" if asset in summary.dust else ""
         if summary.futures:
-            lines.append(f"Kept the {_position(amount, asset, step)} position open.")
+            lines.append(f"Kept the {_position(amount, asset, step)} position open{dust}.")
         else:
-            lines.append(f"Kept {fmt_amount(amount, esc(asset), step, held=True)}.")
+            lines.append(f"Kept {fmt_amount(amount, esc(asset), step, held=True)}{dust}.")
     q = esc(f.quote)
     fees = money(f.fees, q)
     if summary.futures:  # buy cost and sale proceeds mean nothing for a short: the venue's P&L says it all
@@ -372,7 +367,65 @@ def stop_text(summary) -> str:
     return "\n".join(lines)
 
 
+def sale_lines(summary) -> list[str]:
+    """What a stop's sale did, one line per asset: "Sold 0.0015 BTC at market (average 50,000.00 USDT)."."""
+    f = summary.figures
+    lines = []
+    for asset, amount in summary.sold.items():
+        precision = f.precision_of(asset)
+        at = summary.sold_at.get(asset)
+        average = f" (average {fmt_price(at, esc(summary.quote), precision.price_tick)})" if at is not None else ""
+        if summary.futures:
+            lines.append(f"Closed the {_position(amount, asset, precision.amount_step)} position at market{average}.")
+        else:
+            verb = "Sold" if amount > 0 else "Bought back"
+            lines.append(
+                f"{verb} {fmt_amount(abs(amount), esc(asset), precision.amount_step, held=True)} at market{average}."
+            )
+    return lines
+
+
+PANIC_TEXT_LIMIT = 3800  # characters of per-strategy lines: the answer stays one Telegram message (4,096)
+
+
+def panic_sell_text(result) -> str:
+    """The answer to "Pause, cancel and sell": per strategy what was sold, at what, the dust left, the errors."""
+    lines = [
+        f"🛑 Cancelled {result.canceled} open order(s) and stopped {len(result.sales)} "
+        f"strateg{'y' if len(result.sales) == 1 else 'ies'}, selling what they bought (futures: closing their "
+        "positions) at market. Their budgets are released; /status shows them.",
+    ]
+    lines += _settling_lines(result)
+    used = sum(len(line) for line in lines)
+    for index, summary in enumerate(result.sales):
+        block = [f"<b>{esc(clip(summary.title, 80))}</b>"] + [f"  {line}" for line in _sale_outcome(summary)]
+        size = sum(len(line) + 1 for line in block)
+        if used + size > PANIC_TEXT_LIMIT:
+            lines.append(f"… and {len(result.sales) - index} more strategies (see /status).")
+            break
+        lines += block
+        used += size
+    if not result.sales:
+        lines.append("None of your strategies held anything to sell.")
+    return "\n".join(lines)
+
+
+def _sale_outcome(summary) -> list[str]:
+    lines = sale_lines(summary) or ["Nothing to sell."]
+    f = summary.figures
+    for asset, amount in summary.dust.items():
+        step = f.precision_of(asset).amount_step
+        held = _position(amount, asset, step) if summary.futures else fmt_amount(amount, esc(asset), step, held=True)
+        lines.append(f"Dust left: {held} (below the market's minimum, too little to sell).")
+    lines += [f"⚠️ {esc(clip(e, 200))}" for e in summary.errors]
+    if summary.unconfirmed:
+        lines.append(f"⚠️ {summary.unconfirmed} order(s) not confirmed yet; I keep checking.")
+    return lines
+
+
 def panic_text(result) -> str:
+    if result.sell:
+        return panic_sell_text(result)
     lines = [
         f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
         f"{result.canceled} open order(s)."

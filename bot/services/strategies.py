@@ -23,13 +23,14 @@ from bot.engine.alerts import finished_reason
 from bot.engine.figures import Figures, Precision, figures_of
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
-from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
+from bot.engine.scheduler import UNCONFIRMED_ORDER, BelowMinimum, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
 from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.formatting import money
 from bot.formatting import price as price_text
+from bot.services.audit import AuditLog
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, mark_price, position_of
 from bot.strategies import STRATEGIES, get_strategy
@@ -189,6 +190,8 @@ class PanicResult:
     filled: int = 0
     unconfirmed: int = 0
     paper: int = 0  # of the strategies paused, those trading on a Paper account (simulated money)
+    sell: bool = False  # "Pause, cancel and sell": every strategy was then stopped, what it bought sold
+    sales: tuple[StopSummary, ...] = ()  # with `sell`: each strategy's stop summary (sold, at what, dust)
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,19 @@ class StopSummary:
     futures: bool = False  # `sold` is then the position closed: negative for a short bought back
     unconfirmed: int = 0  # orders whose fate is not known yet: resolved in the background, alerted once
     figures: Figures | None = None  # the strategy's figures once stopped (`bot.engine.figures`)
+    sold_at: Mapping[str, Decimal] = field(default_factory=dict)  # asset → average price of the sale's fills
+    dust: Mapping[str, Decimal] = field(default_factory=dict)  # asset → left held, below the market's minimum
+
+
+@dataclass
+class _Sale:
+    """What selling a stopped strategy's holdings did (`_sell_holdings`)."""
+
+    sold: dict[str, Decimal] = field(default_factory=dict)
+    sold_at: dict[str, Decimal] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # sold by an order placed but not filled (or confirmed) yet
+    dust: dict[str, Decimal] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 class StrategyService:
@@ -897,8 +913,26 @@ class StrategyService:
         logger.info("user %s resumed %d strategies paused by /panic", user_id, len(resumed))
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
-    async def panic(self, user_id: int) -> PanicResult:
-        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards)."""
+    async def panic(self, user_id: int, *, sell: bool = False) -> PanicResult:
+        """/panic: `halt_all`, recorded in the audit log with the option the user chose."""
+        result = await self.halt_all(user_id, sell=sell)
+        errors = len(result.errors) + sum(len(s.errors) for s in result.sales)
+        detail = (f"{'pause, cancel and sell' if sell else 'pause and cancel'}: paused {result.paused}, cancelled "
+                  f"{result.canceled} order(s)" + (f", stopped and sold {len(result.sales)}" if sell else ""))
+        await AuditLog(self._store).record(
+            "panic", actor_id=user_id, user_id=user_id, target="all strategies",
+            outcome="ok" if not errors and not result.unconfirmed else "partial", detail=detail,
+        )
+        return result
+
+    async def halt_all(self, user_id: int, *, sell: bool = False) -> PanicResult:
+        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
+
+        `sell` ("Pause, cancel and sell what the strategies bought"): then stop each strategy that holds
+        something as /stop's "Stop and sell" does (spot: sell what its fills bought, up to the free balance;
+        futures: close its position reduce-only), waiting for the outcome; what is below the market's minimum
+        stays as dust. A stopped strategy cannot be resumed, so the answer offers no Resume all.
+        """
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
@@ -910,9 +944,19 @@ class StrategyService:
         done = Cancellation()
         for strategy in strategies:
             done += await self._engine.cancel_orders(strategy.id, "paused by /panic")
+        sales = []
+        if sell:
+            for strategy in await self._store.strategies.list_for_user(user_id, (*HOLDING, FINISHED)):
+                async with self._engine.account_control(strategy.account_id):
+                    fresh = await self._store.strategies.get(strategy.id)
+                    if fresh is None or fresh.status == STOPPED:  # stopped meanwhile (/stop, /disconnect)
+                        continue
+                    stopped, sale = await self._stop_and_settle(fresh, sell=True, reason="stopped by /panic")
+                sales.append(await self._stop_summary(fresh, stopped, sale))
+        logger.info("user %s: /panic paused %d strategies%s", user_id, paused, f", sold {len(sales)}" if sell else "")
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
-            unconfirmed=done.unconfirmed, paper=paper,
+            unconfirmed=done.unconfirmed, paper=paper, sell=sell, sales=tuple(sales),
         )
 
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
@@ -922,27 +966,29 @@ class StrategyService:
             strategy = await self._owned(user_id, strategy_id)
             if strategy.status == STOPPED:
                 raise UserError(f"{_title(strategy)} is already stopped.")
-            await self._engine.stop(strategy.id, "stopped by you")
-            done = await self._engine.cancel_orders(strategy.id, "stopped by you")
-            errors = list(done.errors)
-            sold: dict[str, Decimal] = {}
-            pending: set[str] = set()  # sold by an order placed but not filled (or not confirmed) yet
-            if sell:
-                errors += await self._sell_holdings(strategy, sold, pending)
-        return await self._stop_summary(strategy, done, sold=sold, pending=pending, errors=errors)
+            done, sale = await self._stop_and_settle(strategy, sell=sell, reason="stopped by you")
+        return await self._stop_summary(strategy, done, sale)
 
-    async def _stop_summary(
-        self, strategy: Strategy, done: Any, *, sold: Mapping[str, Decimal], pending: set[str], errors: list[str]
-    ) -> StopSummary:
-        """What a stop did and left, from the strategy's figures (/stop and /disconnect send it alike)."""
+    async def _stop_and_settle(self, strategy: Strategy, *, sell: bool, reason: str) -> tuple[Cancellation, _Sale]:
+        """Stop one strategy, cancel its orders and, with `sell`, sell what it holds (the caller holds the
+        account's control lock, so a /disconnect waits for the sale)."""
+        await self._engine.stop(strategy.id, reason)
+        done = await self._engine.cancel_orders(strategy.id, reason)
+        sale = await self._sell_holdings(strategy) if sell else _Sale()
+        return done, sale
+
+    async def _stop_summary(self, strategy: Strategy, done: Any, sale: _Sale | None = None) -> StopSummary:
+        """What a stop did and left, from the strategy's figures (/stop, /panic's sell and /disconnect alike)."""
+        sale = sale or _Sale()
         stopped = await self._store.strategies.get(strategy.id) or strategy  # its ledger, with a stop's sale booked
         figures = await self.figures(stopped, await self._store.accounts.get(stopped.account_id), prices=False)
         return StopSummary(
-            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
-            kept={a: held.held for a, held in figures.held.items() if a not in pending},
+            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled,
+            sold=sale.sold, kept={a: held.held for a, held in figures.held.items() if a not in sale.pending},
             invested=figures.invested, returned=figures.returned, fees=figures.fees, realised_pnl=figures.realised,
-            errors=tuple(errors), futures=figures.futures,
-            unconfirmed=done.unconfirmed, figures=figures,
+            errors=(*done.errors, *sale.errors), futures=figures.futures,
+            unconfirmed=done.unconfirmed, figures=figures, sold_at=sale.sold_at,
+            dust={a: held.held for a, held in figures.held.items() if a in sale.dust and held.held},
         )
 
     async def account_strategies_to_stop(self, account_id: int) -> list[str]:
@@ -978,20 +1024,24 @@ class StrategyService:
             summaries = []
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
-                    done = cancelled.get(strategy.id, Cancellation())
-                    summaries.append(
-                        await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
-                    )
+                    summaries.append(await self._stop_summary(strategy, cancelled.get(strategy.id, Cancellation())))
         self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
         return tuple(summaries)
 
-    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
+    async def _sell_holdings(self, strategy: Strategy) -> _Sale:
+        """Sell (futures: close reduce-only) what a stopped strategy's fills hold, at market, within each market's
+        minimums and step; spot sells no more than the account's free balance. Waits for the fills: what is
+        reported sold is what the exchange filled, at the fills' average price; what is below the minimum (or
+        the step leaves) is dust."""
+        sale = _Sale()
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
-            return ["the account is gone"]
-        errors = []
+            sale.errors.append("the account is gone")
+            return sale
         placed = []
-        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        fills = await self._store.orders.fills_for_strategy(strategy.id)
+        seen = {item.fill.id for item in fills}
+        pnl = compute(fills, strategy.quote)
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
             if asset.held == 0:
                 continue
@@ -1006,23 +1056,33 @@ class StrategyService:
                                    reduce_only=adapter(account.venue).futures)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                placed.append(asset)
+                placed.append((asset, symbol))
             elif problem == UNCONFIRMED_ORDER:
-                pending.add(asset.asset)
-                errors.append(f"{asset.asset}: the {side} at market {problem}")
+                sale.pending.add(asset.asset)
+                sale.errors.append(f"{asset.asset}: the {side} at market {problem}")
+            elif isinstance(problem, BelowMinimum):
+                sale.dust[asset.asset] = asset.held
             else:
-                errors.append(f"{asset.asset} kept: {problem}")
+                sale.errors.append(f"{asset.asset} kept: {problem}")
         if placed:
             # What the exchange sold (its step may leave dust), from the fills: not what was asked.
-            after = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote).assets
-            for asset in placed:
+            fills = await self._store.orders.fills_for_strategy(strategy.id)
+            after = compute(fills, strategy.quote).assets
+            for asset, symbol in placed:
                 moved = asset.held - after[asset.asset].held  # < 0: a short bought back
                 if moved:
-                    sold[asset.asset] = moved
+                    sale.sold[asset.asset] = moved
+                    new = [item.fill for item in fills if item.fill.id not in seen and item.symbol == symbol]
+                    if traded := sum((f.amount for f in new), ZERO):
+                        sale.sold_at[asset.asset] = sum((f.price * f.amount for f in new), ZERO) / traded
+                    if after[asset.asset].held:
+                        sale.dust[asset.asset] = after[asset.asset].held
                 else:
-                    pending.add(asset.asset)
-                    errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
-        return errors
+                    sale.pending.add(asset.asset)
+                    sale.errors.append(
+                        f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)"
+                    )
+        return sale
 
     async def _free(self, account: Account, asset: str) -> Decimal:
         creds = await self._engine.ctx.credentials(account)
