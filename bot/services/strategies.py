@@ -925,25 +925,26 @@ class StrategyService:
         )
         return result
 
-    async def halt_all(self, user_id: int, *, sell: bool = False) -> PanicResult:
+    async def halt_all(self, user_id: int, *, sell: bool = False, by: str = "/panic") -> PanicResult:
         """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
 
         `sell` ("Pause, cancel and sell what the strategies bought"): then stop each strategy that holds
         something as /stop's "Stop and sell" does (spot: sell what its fills bought, up to the free balance;
         futures: close its position reduce-only), waiting for the outcome; what is below the market's minimum
-        stays as dust. A stopped strategy cannot be resumed, so the answer offers no Resume all.
+        stays as dust. A stopped strategy cannot be resumed, so the answer offers no Resume all. `by`: what the
+        strategies' status says paused or stopped them.
         """
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
             if strategy.status == ACTIVE and await self._engine.pause(
-                strategy.id, "paused by /panic", alert=False, by=PANIC
+                strategy.id, f"paused by {by}", alert=False, by=PANIC
             ):
                 paused += 1
                 paper += is_paper(strategy.venue)
         done = Cancellation()
         for strategy in strategies:
-            done += await self._engine.cancel_orders(strategy.id, "paused by /panic")
+            done += await self._engine.cancel_orders(strategy.id, f"paused by {by}")
         sales = []
         if sell:
             for strategy in await self._store.strategies.list_for_user(user_id, (*HOLDING, FINISHED)):
@@ -951,9 +952,9 @@ class StrategyService:
                     fresh = await self._store.strategies.get(strategy.id)
                     if fresh is None or fresh.status == STOPPED:  # stopped meanwhile (/stop, /disconnect)
                         continue
-                    stopped, sale = await self._stop_and_settle(fresh, sell=True, reason="stopped by /panic")
+                    stopped, sale = await self._stop_and_settle(fresh, sell=True, reason=f"stopped by {by}")
                 sales.append(await self._stop_summary(fresh, stopped, sale))
-        logger.info("user %s: /panic paused %d strategies%s", user_id, paused, f", sold {len(sales)}" if sell else "")
+        logger.info("user %s: %d strategies paused by %s, %d sold", user_id, paused, by, len(sales))
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
             unconfirmed=done.unconfirmed, paper=paper, sell=sell, sales=tuple(sales),
@@ -997,7 +998,9 @@ class StrategyService:
             _list_title(s) for s in await self._store.strategies.list_for_account(account_id) if s.status in HOLDING
         ]
 
-    async def stop_account_strategies(self, account_id: int, *, cancel: bool = True) -> tuple[StopSummary, ...]:
+    async def stop_account_strategies(
+        self, account_id: int, *, cancel: bool = True, reason: str = STOPPED_BY_DISCONNECT
+    ) -> tuple[StopSummary, ...]:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
         No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
@@ -1006,13 +1009,14 @@ class StrategyService:
         the database; the caller refuses to shred the key while any is (calling again retries). Returns the stop
         summary of each strategy a /disconnect stopped (also by an earlier attempt that could not finish), as
         /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
-        cannot cancel anything): the strategies only stop, the caller abandons their orders.
+        cannot cancel anything): the strategies only stop, the caller abandons their orders. `reason`: what the
+        strategies' status says stopped them (the wind-down's own).
         """
         cancelled: dict[int, Cancellation] = {}
         async with self._engine.account_control(account_id):
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status in HOLDING:
-                    await self._engine.stop(strategy.id, STOPPED_BY_DISCONNECT)
+                    await self._engine.stop(strategy.id, reason)
             for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
                 if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
                     done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
@@ -1023,7 +1027,7 @@ class StrategyService:
                 await self._engine.settle_account_orders(account_id)
             summaries = []
             for strategy in await self._store.strategies.list_for_account(account_id):
-                if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
+                if strategy.status == STOPPED and strategy.pause_reason == reason:
                     summaries.append(await self._stop_summary(strategy, cancelled.get(strategy.id, Cancellation())))
         self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
         return tuple(summaries)
