@@ -88,3 +88,25 @@ async def test_panic_sell_as_one_line_asks_once_and_panic_alone_still_only_pause
     assert book.key(api_key).total("BTC") == 0
     actions = [(e.action, e.detail.split(":")[0]) for e in await strata.runtime.store.audit.page(user_id=USER)]
     assert ("panic", "pause, cancel and sell") in actions and ("panic", "pause and cancel") in actions
+
+
+async def test_panic_sell_closes_a_futures_position_reduce_only(strata, fake_exchanges):
+    book = fake_exchanges.books["binanceusdm"]
+    eth = "ETH/USDT:USDT"
+    book.set_price(eth, "2400")
+    _, api_key = await connect_with_key(strata, fake_exchanges, "binanceusdm", balances={"USDT": Decimal(1000)})
+    await allocate_one_line(strata, "/allocate binanceusdm dca 100 ETH/USDT every=1d amount=30")
+    await strata.next_reply(USER, contains="Opened long 0.012 ETH", timeout=15)
+    book.set_price(eth, "2500")
+
+    await strata.send(USER, "/panic sell")
+    question = await strata.next_reply(USER, contains="sell what it bought")
+    await strata.press(USER, question, "Pause, cancel and sell what the strategies bought")
+    answer = await strata.next_reply(USER, contains="stopped 1 strategy", timeout=30)
+
+    opened, closed = book.trades(api_key, eth)
+    assert (opened.side, closed.side) == ("buy", "sell") and closed.amount == opened.amount
+    [order] = [o for o in book.all_orders(api_key) if o.id == closed.order_id]
+    assert order.reduce_only
+    assert not [p for p in book.key(api_key).positions.values() if p.amount]
+    assert f"Closed the long 0.012 ETH position at market (average {closed.price:,.2f} USDT)" in answer.plain_text
