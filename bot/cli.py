@@ -117,7 +117,7 @@ async def _wind_down(*, sell: bool, message: str | None) -> int:
     settings = load_settings()
     register_secret(settings.require_token())
     configure_logging(settings.log_level)
-    if not settings.database_path.exists():
+    if settings.database_path is not None and not settings.database_path.exists():
         raise ConfigError(f"There is no Strata database at {settings.database_path}: nothing to wind down "
                           "(check STRATA_DATA_DIR).")
     with ProcessLocks(settings.data_dir, settings.keystore_path):  # a running bot would keep trading

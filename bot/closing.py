@@ -40,7 +40,7 @@ DELIVERY_SECONDS_PER_MESSAGE = 1 / 25
 
 async def wind_down(settings: Settings, *, sell: bool, message: str | None) -> int:
     started = time.monotonic()
-    store = await Store.open(settings.database_path, migrate_schema=False)
+    store = await Store.open(settings.database, migrate_schema=False)
     vault = bot = notifier = engine = gateway = None
     try:
         vault = await open_vault(settings, store)

@@ -183,11 +183,10 @@ class Vault:
     async def empty(self) -> int:
         """Destroy every data key and the fingerprint key (the service is closing: `wind-down`); returns how many
         data keys went. Every sealed credential, in any copy of the main database, is unreadable for good."""
-        async with self._db.transaction() as tx:
-            count = await tx.execute("DELETE FROM deks")
-            await tx.execute("DELETE FROM fingerprint_key")
+        async with self._rows.transaction() as tx:
+            count = await self._rows.delete_every_key(tx)
         self._fingerprint_key = None
-        await self._flush()
+        await self._rows.flush()
         return count
 
     async def rotate(self, new_master_key: bytes) -> int:
