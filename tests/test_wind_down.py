@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import sqlite3
 import sys
 import time
 from decimal import Decimal
@@ -108,7 +109,7 @@ async def test_wind_down_sell_closes_three_users_on_two_venues(make_strata, fake
         assert HOST_MESSAGE in notice.text
         report = await fake_telegram.wait_for_message(user, timeout=10, predicate=lambda r: "closed" in (r.text or ""))
         assert "Your API keys were deleted" in report.text
-        assert f"user {user}:" in out
+        assert f"user {user}: stopped {2 if user == ALICE else 1} strateg" in out
     bob = await fake_telegram.wait_for_message(BOB, after=0, predicate=lambda r: "service is closed" in (r.text or ""))
     sells = [t for t in fake_exchanges.books["kraken"].trades(keys[BOB]["kraken"], "BTC/USD") if t.side == "sell"]
     assert f"Sold {sum(t.amount for t in sells):.8f}".rstrip("0") in bob.plain_text
@@ -183,3 +184,31 @@ async def test_wind_down_keeps_a_key_whose_orders_it_could_not_cancel_and_a_seco
     assert dek_ids == set() and {a.status for a in accounts} == {"key_removed"}
     assert f"user {CAROL}: already closed" in out
     assert len([r for r in fake_telegram.outbox if r.chat_id == CAROL]) == told  # not told twice
+
+
+async def test_wind_down_with_an_unreadable_key_reports_its_orders_and_still_destroys_every_key(
+    make_strata, fake_telegram, fake_exchanges, tmp_path
+):
+    keys = await three_users_on_two_venues(make_strata, fake_exchanges)
+    data_dir = tmp_path / "data"
+    resting = open_orders(fake_exchanges, "binance", keys[CAROL]["binance"])
+    with sqlite3.connect(data_dir / "strata.db") as db:  # while no bot runs: one flipped byte in Carol's key
+        [(account_id, ciphertext)] = db.execute(
+            "SELECT c.account_id, c.ciphertext FROM credentials c JOIN accounts a ON a.id = c.account_id "
+            "WHERE a.user_id = ?", (CAROL,)
+        ).fetchall()
+        db.execute("UPDATE credentials SET ciphertext = ? WHERE account_id = ?",
+                   (bytes([ciphertext[0] ^ 1]) + ciphertext[1:], account_id))
+
+    code, out, err, _ = await wind_down(fake_telegram, fake_exchanges, data_dir, "--sell")
+
+    assert code == 1, err + out
+    assert "Traceback" not in err
+    assert f"user {CAROL}:" in out and "NOT CANCELLED (3)" in out
+    assert len(open_orders(fake_exchanges, "binance", keys[CAROL]["binance"])) == len(resting) == 3
+    carol = await fake_telegram.wait_for_message(CAROL, after=0, predicate=lambda r: "could not be" in (r.text or ""))
+    assert "cancel them on the exchange" in carol.text
+    dek_ids, accounts = await key_store_and_accounts(data_dir)
+    assert dek_ids == set() and {a.status for a in accounts} == {"key_removed"}  # a key that cannot act: destroyed
+    assert open_orders(fake_exchanges, "kraken", keys[ALICE]["kraken"]) == []  # everyone else is closed
+    assert fake_exchanges.books["kraken"].key(keys[BOB]["kraken"]).total("BTC") == 0

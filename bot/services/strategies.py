@@ -20,6 +20,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from bot.engine.alerts import finished_reason
+from bot.engine.context import CredentialsMissing
 from bot.engine.figures import Figures, Precision, figures_of
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
@@ -38,6 +39,7 @@ from bot.strategies.base import Budget, DesiredOrder, MarketInfo, amount_for_cos
 from bot.strategies.grid import GridPlan, per_level_for, plan_grid, prices_of
 from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
+from bot.vault import CredentialUnreadable
 from bot.venues import FUTURES_LEVERAGE, is_paper, venue_name
 from storage.accounts import KEY_UNSAFE
 from storage.models import Account, Strategy
@@ -1041,6 +1043,14 @@ class StrategyService:
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
             sale.errors.append("the account is gone")
+            return sale
+        if account.status != "active":  # its key can neither read the balance nor sell
+            sale.errors.append(f"nothing sold: the API key of {account.label} does not work (see /accounts)")
+            return sale
+        try:
+            await self._engine.ctx.credentials(account)
+        except (CredentialUnreadable, CredentialsMissing):
+            sale.errors.append(f"nothing sold: the stored API key of {account.label} cannot be read (see /accounts)")
             return sale
         placed = []
         fills = await self._store.orders.fills_for_strategy(strategy.id)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from bot.services.audit import AuditLog
 from bot.services.strategies import StopSummary
+from bot.vault import CredentialUnreadable
 from storage.accounts import ACTIVE, KEY_REMOVED
 from storage.models import Order
 from storage.orders import LIVE
@@ -85,10 +86,14 @@ class WindDown:
         for account in await self._store.accounts.list_for_user(user_id):
             if account.status == KEY_REMOVED:
                 continue
-            works = account.status == ACTIVE
-            stopped += await self._strategies.stop_account_strategies(
+            works = await self._key_works(account)
+            summaries = await self._strategies.stop_account_strategies(
                 account.id, cancel=works, reason=STOPPED_BY_WIND_DOWN
             )
+            sold = {s.strategy_id for s in stopped}  # stopped by the sale above: summed up there already
+            stopped += [s for s in summaries if s.strategy_id not in sold]
+            fresh = await self._store.accounts.get(account.id)
+            works = works and fresh is not None and fresh.status == ACTIVE  # the exchange may have refused it since
             live = await self._store.orders.in_states(LIVE, account_id=account.id)
             left_open += [_order_words(account.label, order) for order in live]
             if live and works:  # the key may still cancel them: keep it for the next run
@@ -110,6 +115,16 @@ class WindDown:
         logger.info("wind-down: user %s done (%d keys removed, %d orders left open)", user_id, len(removed),
                     len(left_open))
         return outcome
+
+    async def _key_works(self, account) -> bool:
+        """Whether the account's key may still cancel: active, and its stored credential opens."""
+        if account.status != ACTIVE:
+            return False
+        try:
+            await self._accounts.credentials(account)
+        except CredentialUnreadable:
+            return False
+        return True
 
     async def keys_left(self) -> int:
         """Accounts that still hold a key (their orders could not all be cancelled)."""
