@@ -64,6 +64,7 @@ async def three_users_on_two_venues(make_strata, fake_exchanges) -> dict[int, di
                                                           balances={"USD": Decimal(5000)})
         await allocate_one_line(s, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5", user=ALICE)
         await wait_for_open_orders(fake_exchanges, "kraken", keys[ALICE]["kraken"])
+        await s.runtime.engine.settle()  # the whole ladder placed
         _, keys[BOB]["kraken"] = await connect_with_key(s, fake_exchanges, "kraken", user=BOB,
                                                         balances={"USD": Decimal(1000)})
         await allocate_one_line(s, "/allocate kraken dca 100 BTC/USD every=1d amount=20", user=BOB)
@@ -72,6 +73,7 @@ async def three_users_on_two_venues(make_strata, fake_exchanges) -> dict[int, di
                                                            balances={"USDT": Decimal(1000)})
         await allocate_one_line(s, "/allocate binance grid 300 ETH/USDT low=2000 high=3000 levels=4", user=CAROL)
         await wait_for_open_orders(fake_exchanges, "binance", keys[CAROL]["binance"])
+        await s.runtime.engine.settle()
     return keys
 
 
@@ -204,8 +206,8 @@ async def test_wind_down_with_an_unreadable_key_reports_its_orders_and_still_des
 
     assert code == 1, err + out
     assert "Traceback" not in err
-    assert f"user {CAROL}:" in out and "NOT CANCELLED (3)" in out
-    assert len(open_orders(fake_exchanges, "binance", keys[CAROL]["binance"])) == len(resting) == 3
+    assert f"user {CAROL}:" in out and f"NOT CANCELLED ({len(resting)})" in out, out
+    assert open_orders(fake_exchanges, "binance", keys[CAROL]["binance"]) == resting
     carol = await fake_telegram.wait_for_message(CAROL, after=0, predicate=lambda r: "could not be" in (r.text or ""))
     assert "cancel them on the exchange" in carol.text
     dek_ids, accounts = await key_store_and_accounts(data_dir)
