@@ -61,7 +61,8 @@ async def test_panic_sell_leaves_the_holdings_in_quote_and_reports_sales_and_dus
     assert "Resume all" not in str(answer.reply_markup)  # stopped strategies cannot be resumed
 
     [entry] = [e for e in await strata.runtime.store.audit.page(user_id=USER) if e.action == "panic"]
-    assert entry.actor_id == USER and "sell" in entry.detail
+    assert entry.actor_id == USER and entry.outcome == "ok"
+    assert entry.detail == "3 paused; 3 order(s) cancelled; 3 stopped and sold (pause, cancel and sell)"
 
 
 async def test_panic_sell_as_one_line_asks_once_and_panic_alone_still_only_pauses(strata, fake_exchanges):
@@ -86,8 +87,9 @@ async def test_panic_sell_as_one_line_asks_once_and_panic_alone_still_only_pause
     answer = await strata.next_reply(USER, contains="Sold 0.00040 BTC", timeout=30)
     assert "stopped 1 strategy" in answer.text
     assert book.key(api_key).total("BTC") == 0
-    actions = [(e.action, e.detail.split(":")[0]) for e in await strata.runtime.store.audit.page(user_id=USER)]
-    assert ("panic", "pause, cancel and sell") in actions and ("panic", "pause and cancel") in actions
+    panics = [e.detail for e in await strata.runtime.store.audit.page(user_id=USER) if e.action == "panic"]
+    assert panics == ["0 paused; 0 order(s) cancelled; 1 stopped and sold (pause, cancel and sell)",
+                      "1 paused; 0 order(s) cancelled"]  # newest first: the option each panic chose
 
 
 async def test_panic_sell_closes_a_futures_position_reduce_only(strata, fake_exchanges):
