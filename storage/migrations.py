@@ -264,6 +264,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_by_user ON audit_log (user_id, id);
     CREATE INDEX audit_log_by_actor ON audit_log (actor_id, id);
     """,
+    # Access modes (STRATA_ACCESS=approval): each user's access state and the name their request showed; users
+    #    who were here before are approved. An alert may carry inline buttons (an access request's Approve /
+    #    Block), as JSON rows of [label, callback data].
+    """
+    ALTER TABLE users ADD COLUMN access TEXT NOT NULL DEFAULT 'approved';
+    ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN buttons TEXT;
+    """,
 ]
 
 

@@ -8,6 +8,8 @@ chat gone, message refused as malformed). Nothing is deleted here, so an undeliv
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.db import Database, Transaction
@@ -32,20 +34,22 @@ class OutboxRepository:
 
     async def enqueue(
         self, tx: Transaction, *, user_id: int, chat_id: int, kind: str, text: str, silent: bool = False,
-        photo: bytes | None = None,
+        photo: bytes | None = None, buttons: Sequence[Sequence[tuple[str, str]]] = (),
     ) -> int:
         """Queue an alert inside the caller's transaction: it commits (or not) with the event it reports.
 
         `photo`: PNG bytes sent with the alert, `text` being its caption (at most 1,024 characters).
+        `buttons`: inline keyboard rows of (label, callback data) sent with it (an access request's Approve/Block).
         """
         if kind not in KINDS:
             raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
         if not text:
             raise ValueError("an alert needs a text")
         return await tx.insert(
-            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo),
+            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo, buttons) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo,
+             json.dumps([[list(b) for b in row] for row in buttons]) if buttons else None),
         )
 
     async def photo(self, alert_id: int) -> bytes | None:
@@ -62,7 +66,7 @@ class OutboxRepository:
         rows = await self._db.fetchall(
             # Every column but the photo's bytes (whether there is one instead): alerts load by the thousand.
             "SELECT o.id, o.user_id, o.chat_id, o.kind, o.text, o.silent, o.status, o.attempts, o.created_at, "
-            "o.sent_at, o.error, o.photo IS NOT NULL AS has_photo, u.active AS user_active FROM outbox o "
+            "o.sent_at, o.error, o.buttons, o.photo IS NOT NULL AS has_photo, u.active AS user_active FROM outbox o "
             "LEFT JOIN users u ON u.id = o.user_id "
             "WHERE o.status = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?",
             (after_id, limit),
@@ -141,4 +145,5 @@ def _alert(row) -> Alert:
         sent_at=from_iso(row["sent_at"]),
         error=row["error"],
         has_photo=bool(row["has_photo"]) if "has_photo" in row.keys() else row["photo"] is not None,
+        buttons=tuple(tuple((label, data) for label, data in r) for r in json.loads(row["buttons"] or "[]")),
     )
