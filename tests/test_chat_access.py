@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+from handlers.common import MAX_TEXT, text_units
 from handlers.start import COMMANDS
+from handlers.users import users_view
+from storage.users import UserAccess
 from tests.chat_helpers import OTHER, USER, connect_with_key
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 
@@ -167,3 +170,26 @@ async def _wait(condition, timeout: float = 10.0) -> None:
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+def test_the_users_list_comes_in_pages_within_telegrams_limits():
+    users = [
+        UserAccess(id=10_000 + i, chat_id=10_000 + i, name="N" * 64 if i % 2 else "<b>&", access=state,
+                   accounts=i % 3, strategies=i % 5)
+        for i, state in enumerate(["pending", "approved", "blocked"] * 9)
+    ]
+    seen = set()
+    for page in range(1, 5):
+        text, markup = users_view(users, frozenset({10_001}), page)
+        assert text_units(text) <= MAX_TEXT and "<b>&" not in text
+        rows = markup.inline_keyboard
+        labels = [b.text for row in rows for b in row]
+        assert sum(len(row) for row in rows) <= 100 and all(len(b.callback_data) <= 64 for row in rows for b in row)
+        seen.update(u for u in range(10_000, 10_027) if f"<code>{u}</code>" in text)
+        assert f"page {page} of 4" in text
+        assert (f"page {page + 1} ▶" in labels) == (page < 4) and (f"◀ page {page - 1}" in labels) == (page > 1)
+    assert seen == set(range(10_000, 10_027))  # every user on some page
+    first, markup = users_view(users, frozenset({10_001}), 1)
+    assert "👑 admin" in first
+    # an admin gets no button
+    assert not any(str(10_001) in b.callback_data for row in markup.inline_keyboard for b in row)
