@@ -49,11 +49,11 @@ async def access_gate(update: Update, context: Context) -> None:
             return
         raise ApplicationHandlerStop  # channel posts and the like: no one to let in
     state = await access.check(user.id)
-    if state == APPROVED:
-        return
     private = chat is not None and chat.type == "private"
     if state == UNKNOWN and private and update.message is not None and _is_start(update.message.text):
         state = await access.request(user.id, chat.id, _name(user))
+    if state == APPROVED:
+        return
     text = REFUSALS[state]
     if update.callback_query is not None:
         await update.callback_query.answer(text, show_alert=True)

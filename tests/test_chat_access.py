@@ -16,6 +16,7 @@ from tests.chat_helpers import OTHER, USER, connect_with_key
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 
 ADMIN = 9001
+ADMIN2 = 9002
 NEWBIE = 3003
 WAITING = "waiting for an admin"
 SORRY = "something went wrong"
@@ -44,9 +45,12 @@ async def request_access(s, user_id: int = NEWBIE):
 
 
 async def test_a_pending_user_is_refused_everything_until_an_admin_approves(make_strata):
-    async with make_strata(STRATA_ADMINS=str(ADMIN)) as s:
+    async with make_strata(STRATA_ADMINS=f"{ADMIN},{ADMIN2}") as s:
         assert s.settings.access == "approval"
+        await s.send(ADMIN2, "/start")
+        await s.next_reply(ADMIN2, contains="Strata")
         request = await request_access(s)
+        copy = await s.next_reply(ADMIN2, contains="Access request")  # each admin gets their own
         assert "Nina (@nina)" in request.text and str(NEWBIE) in request.text
         assert request.button_texts == ["✅ Approve", "⛔ Block"]
 
@@ -70,7 +74,7 @@ async def test_a_pending_user_is_refused_everything_until_an_admin_approves(make
         await _wait(lambda: len(s.tg.answered_callbacks) == answered + 7)
         assert all(WAITING in a.text and a.show_alert for a in s.tg.answered_callbacks[answered:])
         await asyncio.sleep(1.5)  # the notifier's next pass: no second request went out
-        assert len(sent_to(s, ADMIN, "Access request")) == 1
+        assert len(sent_to(s, ADMIN, "Access request")) == 1 and len(sent_to(s, ADMIN2, "Access request")) == 1
         assert await s.runtime.store.users.access_of(NEWBIE) == "pending"
         assert not sent_to(s, NEWBIE, SORRY)
 
@@ -82,8 +86,8 @@ async def test_a_pending_user_is_refused_everything_until_an_admin_approves(make
         assert "Which exchange" in (await s.next_reply(NEWBIE)).text
         assert await audit_actions(s, NEWBIE) == ["request-access", "approve"]
 
-        # The admin's button pressed again (or another admin's copy): nothing changes twice.
-        s.tg.press_callback_data(ADMIN, request, f"usr:approve:{NEWBIE}")
+        # The other admin's copy pressed afterwards: nothing changes twice.
+        await s.press(ADMIN2, copy, "✅ Approve")
         await _wait(lambda: any("already approved" in (a.text or "") for a in s.tg.answered_callbacks))
         assert await audit_actions(s, NEWBIE) == ["request-access", "approve"]
 
