@@ -306,8 +306,8 @@ async def open_world(
         env["STRATA_STREAMS"] = "on" if streams else "off"
     settings = load_settings(env, dotenv=False)
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
-    store = await Store.open(settings.database_path)
-    vault = await Vault.open(settings.keystore_path, MASTER_KEY)
+    store = await Store.open(settings.database)
+    vault = await Vault.open(settings.keystore, MASTER_KEY)
     budgets = budgets if budgets is not None else RecordingBudgets()
     gateway = ExchangeGateway.from_settings(
         settings, budgets=budgets, retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5)

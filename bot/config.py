@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from bot.exchanges.venues import adapters
 from bot.secret import Secret
+from storage.db import is_postgres, sqlite_path
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
 #: Who may use the bot: everyone, only STRATA_ALLOWED_USERS, or whoever an admin approved.
@@ -50,10 +51,37 @@ class Settings:
     log_level: str = "INFO"
     max_accounts_per_user: int = 10
     max_strategies_per_user: int = 50
+    #: `STRATA_DATABASE_URL` / `STRATA_KEYSTORE_URL` as given (None: the SQLite files of the data folder).
+    #: Not in repr(): a URL may carry the database's password (registered with the log redactor at start-up).
+    database_url: str | None = field(default=None, repr=False)
+    keystore_url: str | None = field(default=None, repr=False)
+
+    def database_passwords(self) -> list[str]:
+        """The passwords inside the database URLs, for `bot.redaction.register_secret`."""
+        return [p for url in (self.database_url, self.keystore_url) if url and (p := urlsplit(url).password)]
 
     @property
-    def database_path(self) -> Path:
-        return self.data_dir / "strata.db"
+    def database_path(self) -> Path | None:
+        """The main database's SQLite file (None when it is on PostgreSQL)."""
+        if self.database_url is None:
+            return self.data_dir / "strata.db"
+        return None if is_postgres(self.database_url) else sqlite_path(self.database_url)
+
+    @property
+    def database(self) -> Path | str:
+        """What `storage.db.connect` opens for the main database: a SQLite file or a PostgreSQL URL."""
+        return self.database_path or self.database_url
+
+    @property
+    def keystore(self) -> Path | str:
+        """What `Vault.open` opens: the key store's SQLite file or its PostgreSQL URL."""
+        if self.keystore_url is not None and is_postgres(self.keystore_url):
+            return self.keystore_url
+        return self.keystore_path
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.database_path is None
 
     @property
     def default_master_key_path(self) -> Path:
@@ -80,6 +108,13 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     token = env.get("TELEGRAM_BOT_TOKEN", "").strip()
     data_dir = Path(env.get("STRATA_DATA_DIR", "").strip() or "./data")
     keystore = env.get("STRATA_KEYSTORE_PATH", "").strip()
+    keystore_url = _parse_database_url(env.get("STRATA_KEYSTORE_URL", ""), "STRATA_KEYSTORE_URL")
+    if keystore and keystore_url:
+        raise ConfigError(
+            "STRATA_KEYSTORE_PATH and STRATA_KEYSTORE_URL are both set: keep exactly one of them."
+        )
+    if keystore_url and not is_postgres(keystore_url):
+        keystore = str(sqlite_path(keystore_url))
     master_key = env.get("STRATA_MASTER_KEY", "").strip()
     master_key_file = env.get("STRATA_MASTER_KEY_FILE", "").strip()
     if master_key and master_key_file:
@@ -96,6 +131,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         telegram_api_url=_parse_api_url(env.get("TELEGRAM_API_URL", "").strip()),
         data_dir=data_dir,
         keystore_path=Path(keystore) if keystore else data_dir / "keystore.db",
+        keystore_url=keystore_url,
+        database_url=_parse_database_url(env.get("STRATA_DATABASE_URL", ""), "STRATA_DATABASE_URL"),
         master_key=Secret(master_key) if master_key else None,
         master_key_file=Path(master_key_file) if master_key_file else None,
         exchange_urls=parse_exchange_urls(env.get("STRATA_EXCHANGE_URLS", "")),
@@ -115,6 +152,31 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             env.get("STRATA_MAX_STRATEGIES_PER_USER", ""), "STRATA_MAX_STRATEGIES_PER_USER", 50
         ),
     )
+
+
+def _parse_database_url(text: str, name: str) -> str | None:
+    """`sqlite:///relative/path`, `sqlite:////absolute/path` or `postgresql://user:pass@host:port/db`."""
+    text = text.strip()
+    if not text:
+        return None
+    if is_postgres(text):
+        parts = urlsplit(text)
+        if not parts.hostname and "host=" not in parts.query:
+            raise ConfigError(f"{name}: a postgresql:// URL needs a host, e.g. postgresql://strata:pw@db:5432/strata.")
+        try:
+            parts.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ConfigError(f"{name}: the port of the postgresql:// URL is not a number.") from None
+        return text
+    if text.startswith("sqlite:"):
+        try:
+            path = sqlite_path(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}.") from None
+        if not str(path) or str(path) == ".":
+            raise ConfigError(f"{name}: the sqlite URL names no file (sqlite:///path/to/strata.db).")
+        return text
+    raise ConfigError(f"{name} must start with sqlite:/// or postgresql:// (got {text.split(':', 1)[0]!r}).")
 
 
 def decode_master_key(text: str, source: str) -> bytes:

@@ -8,7 +8,9 @@ import os
 from pathlib import Path
 
 from bot.config import ConfigError, Settings, decode_master_key
+from bot.vault import where
 from storage.files import ensure_private_dir
+from storage.keystore import keystore_exists
 
 logger = logging.getLogger(__name__)
 
@@ -24,12 +26,12 @@ def load_master_key(settings: Settings, *, create: bool = True) -> bytes:
         return read_key_file(path, f"the generated master key file {path}")
     if not create:
         raise ConfigError(f"No master key: set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE ({path} does not exist).")
-    keystore = settings.keystore_path
-    if keystore.exists() and keystore.stat().st_size > 0:
+    keystore = settings.keystore
+    if keystore_exists(keystore):  # (a key store on PostgreSQL: the vault's own check refuses a new key)
         # A new key could never open an existing key store: stop with the real cause and create nothing.
         raise ConfigError(
             "No master key: set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE to the key of the existing key "
-            f"store {keystore} ({path} does not exist; nothing was changed)."
+            f"store {where(keystore)} ({path} does not exist; nothing was changed)."
         )
     ensure_private_dir(path.parent)
     key = os.urandom(32)

@@ -25,6 +25,7 @@ from bot.services.settings import SettingsService
 from bot.services.strategies import StrategyService
 from bot.summary import DailySummary
 from bot.vault import Vault
+from bot.vault import where as _where
 from storage.files import ensure_private_dir
 from storage.store import Store
 
@@ -35,7 +36,7 @@ async def open_vault(settings: Settings, store: Store) -> Vault:
     """Open the key store with the configured master key, refusing a missing store when credentials exist."""
     master_key = load_master_key(settings)
     dek_ids = await store.accounts.all_dek_ids()
-    vault = await Vault.open(settings.keystore_path, master_key, expect_existing=bool(dek_ids))
+    vault = await Vault.open(settings.keystore, master_key, expect_existing=bool(dek_ids))
     # Data keys with no credential are never deleted automatically: a main database restored from an old
     # backup, or a mistyped STRATA_DATA_DIR, would otherwise make start-up destroy every key. They are
     # harmless (an interrupted /connect leaves one); say so, and leave cleaning to the operator.
@@ -43,7 +44,8 @@ async def open_vault(settings: Settings, store: Store) -> Vault:
     if orphans and not dek_ids:
         logger.warning(
             "The key store %s holds %d data key(s) but the main database %s has no credentials: "
-            "is STRATA_DATA_DIR the right folder?", settings.keystore_path, len(orphans), settings.database_path,
+            "is STRATA_DATA_DIR (or STRATA_DATABASE_URL) the right one?", _where(settings.keystore), len(orphans),
+            _where(settings.database),
         )
     elif orphans:
         logger.info("%d data key(s) in the key store belong to no credential (an interrupted /connect)", len(orphans))
@@ -53,7 +55,7 @@ async def open_vault(settings: Settings, store: Store) -> Vault:
 async def check_startup(settings: Settings) -> None:
     """Open and close the databases and the vault once, so start-up errors surface before polling starts."""
     ensure_private_dir(settings.data_dir)
-    store = await Store.open(settings.database_path, migrate_schema=False)
+    store = await Store.open(settings.database, migrate_schema=False)
     try:
         vault = await open_vault(settings, store)
         await vault.close()
@@ -88,7 +90,7 @@ class Runtime:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
         self.bot = bot
         ensure_private_dir(self.settings.data_dir)
-        self.store = await Store.open(self.settings.database_path, migrate_schema=False)
+        self.store = await Store.open(self.settings.database, migrate_schema=False)
         self.vault = await open_vault(self.settings, self.store)
         await self.store.migrate()
         self.gateway = ExchangeGateway.from_settings(self.settings)

@@ -25,34 +25,13 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bot.secret import Credentials
-from storage.db import Database, connect
+from storage.keystore import KeyStoreRows, keystore_exists
 from storage.models import SealedCredential, to_iso, utcnow
 
 logger = logging.getLogger(__name__)
 
 _CHECK_PLAINTEXT = b"strata key store check v1"
 _CHECK_AAD = b"strata:kek-check"
-_KEYSTORE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kek_check (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    kek_id  TEXT NOT NULL,
-    nonce   BLOB NOT NULL,
-    sealed  BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deks (
-    id          TEXT PRIMARY KEY,
-    kek_id      TEXT NOT NULL,
-    nonce       BLOB NOT NULL,
-    wrapped     BLOB NOT NULL,
-    created_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fingerprint_key (
-    id       INTEGER PRIMARY KEY CHECK (id = 1),
-    kek_id   TEXT NOT NULL,
-    nonce    BLOB NOT NULL,
-    wrapped  BLOB NOT NULL
-)
-"""
 _FINGERPRINT_AAD = b"strata:fingerprint-key:v1"
 
 
@@ -91,47 +70,41 @@ class _Key:
 class Vault:
     """Seal, open, shred and re-wrap credentials; the only holder of the master key in the process."""
 
-    def __init__(self, keystore: Database, master_key: bytes) -> None:
-        self._db = keystore
+    def __init__(self, keystore: KeyStoreRows, master_key: bytes) -> None:
+        self._rows = keystore
         self._kek = _Key(master_key, kek_id_of(master_key))
         self._fingerprint_key: bytes | None = None
 
     @classmethod
-    async def open(cls, keystore_path: Path, master_key: bytes, *, expect_existing: bool = False) -> Vault:
-        """Open the key store and prove the master key opens it; a new key store gets a check value.
+    async def open(cls, keystore: Path | str, master_key: bytes, *, expect_existing: bool = False) -> Vault:
+        """Open the key store (a SQLite path or a database URL) and prove the master key opens it; a new key
+        store gets a check value.
 
         `expect_existing` is true when the main database already holds credentials: an empty or missing key
-        store then means a wrong STRATA_KEYSTORE_PATH, and we refuse rather than start with keys we cannot read.
+        store then means a wrong STRATA_KEYSTORE_PATH/URL, and we refuse rather than start with keys we cannot
+        read.
         """
-        keystore_path = Path(keystore_path)
-        existed = keystore_path.exists() and keystore_path.stat().st_size > 0
-        if expect_existing and not existed:  # refuse before creating a file at a wrong path
-            raise _no_keys(keystore_path)
-        db = await connect(keystore_path)
+        existed = keystore_exists(keystore)
+        if expect_existing and existed is False:  # refuse before creating a file at a wrong path
+            raise _no_keys(keystore)
+        rows = await KeyStoreRows.open(keystore)
         try:
-            # Zero deleted rows' pages, so a shredded or re-wrapped data key leaves no copy in the file.
-            await db.fetchone("PRAGMA secure_delete = ON")
-            async with db.transaction() as tx:
-                for statement in _KEYSTORE_SCHEMA.split(";"):
-                    await tx.execute(statement)
-                row = await tx.fetchone("SELECT kek_id, nonce, sealed FROM kek_check WHERE id = 1")
+            async with rows.transaction() as tx:
+                row = await rows.check(tx)
                 if row is None:
                     if expect_existing:
-                        raise _no_keys(keystore_path)
+                        raise _no_keys(keystore)
                     nonce = os.urandom(12)
                     sealed = AESGCM(master_key).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD)
-                    await tx.execute(
-                        "INSERT INTO kek_check (id, kek_id, nonce, sealed) VALUES (1, ?, ?, ?)",
-                        (kek_id_of(master_key), nonce, sealed),
-                    )
+                    await rows.insert_check(tx, kek_id_of(master_key), nonce, sealed)
                     if not existed:
-                        logger.info("Created a new key store at %s", keystore_path)
+                        logger.info("Created a new key store at %s", where(keystore))
                 else:
-                    _verify_check(master_key, row["kek_id"], row["nonce"], row["sealed"], keystore_path)
+                    _verify_check(master_key, row["kek_id"], row["nonce"], row["sealed"], keystore)
         except BaseException:
-            await db.close()
+            await rows.close()
             raise
-        return cls(db, master_key)
+        return cls(rows, master_key)
 
     @property
     def kek_id(self) -> str:
@@ -147,10 +120,7 @@ class Vault:
         del payload
         wrap_nonce = os.urandom(12)
         wrapped = AESGCM(self._kek.material).encrypt(wrap_nonce, dek, _dek_aad(dek_id))
-        await self._db.execute(
-            "INSERT INTO deks (id, kek_id, nonce, wrapped, created_at) VALUES (?, ?, ?, ?, ?)",
-            (dek_id, self._kek.id, wrap_nonce, wrapped, to_iso(utcnow())),
-        )
+        await self._rows.insert_dek(dek_id, self._kek.id, wrap_nonce, wrapped, to_iso(utcnow()))
         return SealedCredential(account_id=account_id, dek_id=dek_id, nonce=nonce, ciphertext=ciphertext)
 
     async def unseal(self, sealed: SealedCredential, *, user_id: int, venue: str) -> Credentials:
@@ -178,18 +148,14 @@ class Vault:
 
     async def _load_fingerprint_key(self) -> bytes:
         if self._fingerprint_key is None:
-            async with self._db.transaction() as tx:
-                row = await tx.fetchone("SELECT nonce, wrapped FROM fingerprint_key WHERE id = 1")
+            async with self._rows.transaction() as tx:
+                row = await self._rows.fingerprint_key(tx)
                 if row is None:
-                    key = os.urandom(32)
                     nonce = os.urandom(12)
-                    wrapped = AESGCM(self._kek.material).encrypt(nonce, key, _FINGERPRINT_AAD)
-                    await tx.execute(
-                        "INSERT INTO fingerprint_key (id, kek_id, nonce, wrapped) VALUES (1, ?, ?, ?)",
-                        (self._kek.id, nonce, wrapped),
-                    )
-                else:
-                    key = self._unwrap_fingerprint_key(row["nonce"], row["wrapped"])
+                    wrapped = AESGCM(self._kek.material).encrypt(nonce, os.urandom(32), _FINGERPRINT_AAD)
+                    await self._rows.insert_fingerprint_key(tx, self._kek.id, nonce, wrapped)
+                    row = await self._rows.fingerprint_key(tx)  # ours, or another process's that won the race
+                key = self._unwrap_fingerprint_key(row["nonce"], row["wrapped"])
             self._fingerprint_key = key
         return self._fingerprint_key
 
@@ -201,12 +167,11 @@ class Vault:
 
     async def shred(self, dek_id: str) -> None:
         """Delete a data key: its ciphertext can never be opened again, in any copy of the main database."""
-        await self._db.execute("DELETE FROM deks WHERE id = ?", (dek_id,))
-        await self._flush()
+        await self._rows.delete_dek(dek_id)
+        await self._rows.flush()
 
     async def dek_ids(self) -> set[str]:
-        rows = await self._db.fetchall("SELECT id FROM deks")
-        return {r["id"] for r in rows}
+        return await self._rows.dek_ids()
 
     async def prune(self, keep: set[str]) -> int:
         """Delete data keys no credential refers to (left by a crash between the two databases' commits)."""
@@ -218,42 +183,32 @@ class Vault:
     async def rotate(self, new_master_key: bytes) -> int:
         """Re-wrap every data key and the check value under a new master key, in one key-store transaction."""
         new_id = kek_id_of(new_master_key)
-        async with self._db.transaction() as tx:
-            rows = await tx.fetchall("SELECT id, nonce, wrapped FROM deks")
+        async with self._rows.transaction() as tx:
+            rows = await self._rows.all_deks(tx)
             for row in rows:
                 dek = self._unwrap_row(row["id"], row["nonce"], row["wrapped"])
                 nonce = os.urandom(12)
                 wrapped = AESGCM(new_master_key).encrypt(nonce, dek, _dek_aad(row["id"]))
-                await tx.execute(
-                    "UPDATE deks SET kek_id = ?, nonce = ?, wrapped = ? WHERE id = ?",
-                    (new_id, nonce, wrapped, row["id"]),
-                )
-            row = await tx.fetchone("SELECT nonce, wrapped FROM fingerprint_key WHERE id = 1")
+                await self._rows.update_dek(tx, row["id"], new_id, nonce, wrapped)
+            row = await self._rows.fingerprint_key(tx)
             if row is not None:
                 key = self._unwrap_fingerprint_key(row["nonce"], row["wrapped"])
                 nonce = os.urandom(12)
-                await tx.execute(
-                    "UPDATE fingerprint_key SET kek_id = ?, nonce = ?, wrapped = ? WHERE id = 1",
-                    (new_id, nonce, AESGCM(new_master_key).encrypt(nonce, key, _FINGERPRINT_AAD)),
+                await self._rows.update_fingerprint_key(
+                    tx, new_id, nonce, AESGCM(new_master_key).encrypt(nonce, key, _FINGERPRINT_AAD)
                 )
             nonce = os.urandom(12)
             sealed = AESGCM(new_master_key).encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD)
-            await tx.execute(
-                "UPDATE kek_check SET kek_id = ?, nonce = ?, sealed = ? WHERE id = 1", (new_id, nonce, sealed)
-            )
+            await self._rows.update_check(tx, new_id, nonce, sealed)
         self._kek = _Key(new_master_key, new_id)
-        await self._flush()
+        await self._rows.flush()
         return len(rows)
 
     async def close(self) -> None:
-        await self._db.close()
-
-    async def _flush(self) -> None:
-        """Checkpoint and empty the WAL: until then the main file (and old WAL frames) keep the old rows."""
-        await self._db.fetchone("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._rows.close()
 
     async def _unwrap(self, dek_id: str) -> bytes:
-        row = await self._db.fetchone("SELECT nonce, wrapped FROM deks WHERE id = ?", (dek_id,))
+        row = await self._rows.dek(dek_id)
         if row is None:
             raise CredentialUnreadable("The data key of this credential is gone (the account was disconnected).")
         return self._unwrap_row(dek_id, row["nonce"], row["wrapped"])
@@ -268,10 +223,18 @@ class Vault:
         return f"Vault(kek_id={self._kek.id})"
 
 
-def _no_keys(path: Path) -> MasterKeyMismatch:
+def where(keystore: Path | str) -> str:
+    """The key store named for an operator, without the password a database URL may carry."""
+    if isinstance(keystore, str) and "://" in keystore:
+        scheme, rest = keystore.split("://", 1)
+        return f"{scheme}://{rest.rsplit('@', 1)[-1]}"
+    return str(keystore)
+
+
+def _no_keys(keystore: Path | str) -> MasterKeyMismatch:
     return MasterKeyMismatch(
-        f"The key store {path} holds no keys, but the main database has stored credentials: "
-        "check STRATA_KEYSTORE_PATH (nothing was changed)."
+        f"The key store {where(keystore)} holds no keys, but the main database has stored credentials: "
+        "check STRATA_KEYSTORE_PATH / STRATA_KEYSTORE_URL (nothing was changed)."
     )
 
 
@@ -279,14 +242,14 @@ def _dek_aad(dek_id: str) -> bytes:
     return f"strata:dek:v1:{dek_id}".encode()
 
 
-def _verify_check(master_key: bytes, kek_id: str, nonce: bytes, sealed: bytes, path: Path) -> None:
+def _verify_check(master_key: bytes, kek_id: str, nonce: bytes, sealed: bytes, keystore: Path | str) -> None:
     try:
         plain = AESGCM(master_key).decrypt(nonce, sealed, _CHECK_AAD)
     except (InvalidTag, ValueError, TypeError):
         plain = b""
     if plain != _CHECK_PLAINTEXT:
         raise MasterKeyMismatch(
-            f"The master key (id {kek_id_of(master_key)}) does not open the key store {path} "
+            f"The master key (id {kek_id_of(master_key)}) does not open the key store {where(keystore)} "
             f"(it was sealed with key id {kek_id}). Set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE to the "
             "right key; nothing was changed."
         )

@@ -8,10 +8,9 @@ allowed to withdraw after it was connected; checked again slowly, replaceable). 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
-from storage.db import Database, Transaction
+from storage.db import Database, IntegrityError, Transaction
 from storage.models import Account, SealedCredential, from_iso, to_iso, utcnow
 
 ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KEY_UNSAFE = "active", "key_rejected", "key_unreadable", "key_unsafe"
@@ -64,7 +63,7 @@ class AccountRepository:
                 "owner_ref) VALUES (?, ?, ?, 'active', ?, ?, ?, ?, ?)",
                 (user_id, venue, label, int(testnet), ",".join(permissions), to_iso(utcnow()), key_ref, owner_ref),
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             if key_ref is not None and "key_ref" in str(exc):
                 raise KeyAlreadyConnected from None
             raise
@@ -84,7 +83,7 @@ class AccountRepository:
                 "permissions = ? WHERE id = ?",
                 (key_ref, owner_ref, ",".join(permissions), sealed.account_id),
             )
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             if "key_ref" in str(exc):
                 raise KeyAlreadyConnected from None
             raise
@@ -105,7 +104,7 @@ class AccountRepository:
                 return bool(await tx.rowcount(
                     "UPDATE accounts SET key_ref = ? WHERE id = ? AND key_ref IS NULL", (key_ref, account_id)
                 ))
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             return False
 
     async def without_owner_ref(self, venues: Sequence[str]) -> list[Account]:
@@ -201,10 +200,7 @@ class AccountRepository:
 
     async def all_dek_ids(self) -> set[str]:
         """Every data key id a credential refers to (empty before the first migration)."""
-        exists = await self._db.fetchone(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'credentials'"
-        )
-        if exists is None:
+        if not await self._db.has_table("credentials"):
             return set()
         rows = await self._db.fetchall("SELECT dek_id FROM credentials")
         return {r["dek_id"] for r in rows}

@@ -1,17 +1,24 @@
-"""One aiosqlite connection per database file, with WAL, a busy timeout and serialised transactions.
+"""The database behind the repositories: SQLite (embedded, the default) or PostgreSQL, one small API.
 
-The bot shares one connection between many coroutines. SQLite transactions belong to the connection, so two
-coroutines interleaving statements would mix their transactions: every statement therefore runs under one
-asyncio lock, and `transaction()` holds it from BEGIN to COMMIT.
+Repositories write one dialect: SQLite's `?` placeholders and the subset of SQL both engines share
+(`ON CONFLICT … DO NOTHING/UPDATE`, `RETURNING id`, INTEGER/TEXT/BLOB columns). `storage/postgres.py` translates
+placeholders and column types; everything else is written once. `connect(target)` picks the backend from a
+`sqlite:///…` / `postgresql://…` URL, or a plain path (SQLite).
+
+SQLite: the bot shares one connection between many coroutines. SQLite transactions belong to the connection,
+so two coroutines interleaving statements would mix their transactions: every statement therefore runs under
+one asyncio lock, and `transaction()` holds it from BEGIN to COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiosqlite
 
@@ -20,18 +27,101 @@ from storage.files import ensure_private_file
 BUSY_TIMEOUT_MS = 5000
 
 
-class Database:
-    """A serialised aiosqlite connection; use `open_database()` to create one."""
+class IntegrityError(Exception):
+    """A constraint refused a write (unique, foreign key, not null), whatever the backend.
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
-        self._conn = conn
-        self._lock = asyncio.Lock()
-        self.path = path
+    The message names the constraint or its columns (SQLite: "UNIQUE constraint failed: accounts.key_ref";
+    PostgreSQL: the index name, which our migrations make name its columns), so a repository can tell which.
+    """
+
+
+class Database:
+    """What repositories use. `backend` is "sqlite" or "postgresql"; `path` is the SQLite file (else None)."""
+
+    backend: str
+    path: Path | None = None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one write statement in its own transaction; return how many rows it changed."""
         async with self.transaction() as tx:
             return await tx.execute(sql, params)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
+        raise NotImplementedError
+
+    async def has_table(self, name: str) -> bool:
+        """Whether a table exists (a database never migrated has none)."""
+        if self.backend == "sqlite":
+            row = await self.fetchone("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        else:
+            row = await self.fetchone(
+                "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?", (name,)
+            )
+        return row is not None
+
+    def transaction(self):  # -> AsyncContextManager[Transaction]
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class Transaction:
+    """Statements inside one open transaction (only valid inside `Database.transaction()`)."""
+
+    backend: str
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run a statement and return how many rows it changed."""
+        raise NotImplementedError
+
+    async def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self.execute(sql, params)
+
+    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one INSERT into a table with an `id` column and return the new row's id.
+
+        `RETURNING id` rather than the driver's last row id: PostgreSQL has no such thing, and both backends
+        understand RETURNING.
+        """
+        row = await self.fetchone(f"{sql} RETURNING id", params)
+        return row[0]
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
+        raise NotImplementedError
+
+    async def fetchone_for_update(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
+        """A read whose rows this transaction will write back: locked on PostgreSQL (`FOR UPDATE`) so a
+        concurrent writer waits; SQLite transactions are already exclusive (BEGIN IMMEDIATE)."""
+        return await self.fetchone(sql + self.lock_suffix(), params)
+
+    def lock_suffix(self, *, skip_locked: bool = False) -> str:
+        """What ends a SELECT whose rows this transaction claims: row locks on PostgreSQL (`SKIP LOCKED`: rows
+        another transaction holds are passed over, not waited for); nothing on SQLite, whose write
+        transactions already exclude each other."""
+        if self.backend == "sqlite":
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+
+class SqliteDatabase(Database):
+    """A serialised aiosqlite connection; use `connect()` to create one."""
+
+    backend = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.path = path
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         async with self._lock:
@@ -47,7 +137,7 @@ class Database:
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield Transaction(self._conn)
+                yield SqliteTransaction(self._conn)
             except BaseException:
                 await self._conn.rollback()
                 raise
@@ -59,36 +149,33 @@ class Database:
             await self._conn.close()
 
 
-class Transaction:
-    """Statements inside one open transaction (only valid inside `Database.transaction()`)."""
+class SqliteTransaction(Transaction):
+    backend = "sqlite"
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run a statement and return how many rows it changed."""
-        async with self._conn.execute(sql, params) as cur:
-            return cur.rowcount
-
-    rowcount = execute
-
-    async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Run one INSERT into a table with an `id` column and return the new row's id.
-
-        `RETURNING id` rather than the driver's last row id: PostgreSQL has no such thing, and both backends
-        understand RETURNING.
-        """
-        row = await _fetchone(self._conn, f"{sql} RETURNING id", params)
-        return row[0]
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                return cur.rowcount
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from None
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, rows)
+        try:
+            await self._conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(str(exc)) from None
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[aiosqlite.Row]:
         return await _fetchall(self._conn, sql, params)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> aiosqlite.Row | None:
-        return await _fetchone(self._conn, sql, params)
+        try:
+            return await _fetchone(self._conn, sql, params)
+        except sqlite3.IntegrityError as exc:  # INSERT … RETURNING
+            raise IntegrityError(str(exc)) from None
 
 
 # Reads go to aiosqlite's thread ONCE (execute + fetch + close in one call): a cursor opened, fetched and
@@ -103,9 +190,33 @@ async def _fetchone(conn: aiosqlite.Connection, sql: str, params: Sequence[Any])
     return next(iter(rows), None)
 
 
-async def connect(path: Path) -> Database:
-    """Open (creating 0600 first) a database file in WAL mode with a busy timeout, without migrating."""
-    path = Path(path)
+def is_postgres(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(target: str | Path) -> Path:
+    """The file of a SQLite target: a path, or a `sqlite:///relative` / `sqlite:////absolute` URL."""
+    if isinstance(target, Path):
+        return target
+    if target.startswith("sqlite:"):
+        parts = urlsplit(target)
+        if parts.netloc:
+            raise ValueError("a sqlite URL has no host: sqlite:///relative/path or sqlite:////absolute/path")
+        path = unquote(parts.path)
+        return Path(path[1:] if path.startswith("/") else path)
+    return Path(target)
+
+
+async def connect(target: str | Path) -> Database:
+    """Open a database without migrating: PostgreSQL for a `postgresql://` URL, else a SQLite file.
+
+    SQLite files are created 0600 first and opened in WAL mode with a busy timeout and foreign keys on.
+    """
+    if is_postgres(target):
+        from storage.postgres import connect_postgres  # asyncpg is imported only when PostgreSQL is used
+
+        return await connect_postgres(str(target))
+    path = sqlite_path(target)
     ensure_private_file(path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
@@ -113,4 +224,4 @@ async def connect(path: Path) -> Database:
     await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
-    return Database(conn, path)
+    return SqliteDatabase(conn, path)

@@ -9,6 +9,7 @@ restart) or alerted, never both and never twice. Alerted rows are pruned once ol
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -79,11 +80,9 @@ class ForeignTradeRepository:
         """Active accounts whose owner has these alerts on (the default): their streams are followed even with no
         strategy running, as an idle key is what a thief trades with."""
         rows = await self._db.fetchall(
-            "SELECT a.id FROM accounts a JOIN users u ON u.id = a.user_id "
-            "WHERE a.status = ? AND coalesce(json_extract(u.settings, ?), 1) != 0",
-            (ACTIVE, f"$.{SETTING}"),
+            "SELECT a.id, u.settings FROM accounts a JOIN users u ON u.id = a.user_id WHERE a.status = ?", (ACTIVE,)
         )
-        return {row["id"] for row in rows}
+        return {row["id"] for row in rows if json.loads(row["settings"]).get(SETTING, 1) not in (0, False)}
 
     async def for_account(self, account_id: int) -> list[ForeignTrade]:
         """Every recorded trade of the account, oldest first (tests, diagnostics)."""

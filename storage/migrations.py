@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from storage.db import Database
 
+#: The advisory lock id serialising migrations on PostgreSQL (any constant no other lock uses).
+MIGRATION_LOCK = 0x5354524154_00
+
 MIGRATIONS: list[str] = [
     # 1: users, accounts, credentials (ciphertext only), strategies, order intents, fills, alert outbox.
     """
@@ -264,6 +267,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_by_user ON audit_log (user_id, id);
     CREATE INDEX audit_log_by_actor ON audit_log (actor_id, id);
     """,
+    # The notifier claims pending alerts (storage/outbox.py) instead of reading past an id cursor.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    CREATE INDEX outbox_unclaimed ON outbox (status, claimed_by, id);
+    """,
     # Access modes (STRATA_ACCESS=approval): each user's access state and the name their request showed; users
     #    who were here before are approved. An alert may carry inline buttons (an access request's Approve /
     #    Block), as JSON rows of [label, callback data].
@@ -276,24 +284,42 @@ MIGRATIONS: list[str] = [
 
 
 async def migrate(db: Database) -> int:
-    """Apply every migration not yet applied; return the resulting schema version."""
+    """Apply every migration not yet applied; return the resulting schema version.
+
+    Several processes may start at once on one PostgreSQL database (a front and its workers): each migration's
+    transaction first takes a transaction-scoped advisory lock and re-reads the version under it, so exactly one
+    process applies each migration and the others see it done.
+    """
     async with db.transaction() as tx:
+        await _serialise(tx)
         await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = await tx.fetchone("SELECT version FROM schema_version")
-        if row is None:
+        if await tx.fetchone("SELECT version FROM schema_version") is None:
             await tx.execute("INSERT INTO schema_version (version) VALUES (0)")
-            version = 0
-        else:
-            version = row["version"]
+    version = 0
     for number, script in enumerate(MIGRATIONS, start=1):
-        if number <= version:
-            continue
         async with db.transaction() as tx:
+            await _serialise(tx)
+            version = (await tx.fetchone("SELECT version FROM schema_version"))["version"]
+            if number <= version:
+                continue
             for statement in _statements(script):
                 await tx.execute(statement)
             await tx.execute("UPDATE schema_version SET version = ?", (number,))
-        version = number
+            version = number
     return version
+
+
+async def schema_version(db: Database) -> int | None:
+    """The applied version (None: never migrated), for `python -m bot migrate` and start-up checks."""
+    if not await db.has_table("schema_version"):
+        return None
+    row = await db.fetchone("SELECT version FROM schema_version")
+    return row["version"] if row else None
+
+
+async def _serialise(tx) -> None:
+    if tx.backend == "postgresql":  # SQLite's BEGIN IMMEDIATE already excludes every other writer
+        await tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
 
 
 def _statements(script: str) -> list[str]:

@@ -19,7 +19,7 @@ class OrderWatchRepository:
     async def add(self, order_id: int, reason: str) -> None:
         """Watch an order (a second watch of the same order keeps the first reason)."""
         await self._db.execute(
-            "INSERT OR IGNORE INTO order_watches (order_id, reason, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO order_watches (order_id, reason, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             (order_id, reason, to_iso(utcnow())),
         )
 

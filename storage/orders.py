@@ -194,8 +194,8 @@ class OrderRepository:
     async def add_fill(self, tx: Transaction, order: Order, fill: NewFill) -> bool:
         """Record a fill once; False when this (order, trade key) was recorded before."""
         inserted = await tx.rowcount(
-            "INSERT OR IGNORE INTO fills (order_id, strategy_id, trade_key, side, amount, price, cost, fee, "
-            "fee_currency, fee_quote, profit, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO fills (order_id, strategy_id, trade_key, side, amount, price, cost, fee, "
+            "fee_currency, fee_quote, profit, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (order.id, order.strategy_id, fill.trade_key, fill.side, str(fill.amount), str(fill.price),
              str(fill.cost), str(fill.fee), fill.fee_currency, str(fill.fee_quote), _text(fill.profit),
              to_iso(fill.at)),

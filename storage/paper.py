@@ -61,7 +61,7 @@ class PaperRepository:
         if order_id is not None:
             where.append("id = ?")
             params.append(order_id)
-        sql = f"SELECT * FROM paper_orders WHERE {' AND '.join(where)} ORDER BY created_ms DESC, rowid DESC"  # noqa: S608 - only placeholders
+        sql = f"SELECT * FROM paper_orders WHERE {' AND '.join(where)} ORDER BY created_ms DESC, id DESC"  # noqa: S608 - only placeholders
         if newest is not None:
             sql += f" LIMIT {int(newest)}"
         rows = await self._db.fetchall(sql, tuple(params))
@@ -70,7 +70,7 @@ class PaperRepository:
     async def trades(self, account_id: int, *, since_ms: int | None = None) -> list[PaperTrade]:
         """The account's fills, oldest first."""
         rows = await self._db.fetchall(
-            "SELECT * FROM paper_trades WHERE account_id = ? AND at_ms >= ? ORDER BY at_ms, rowid",
+            "SELECT * FROM paper_trades WHERE account_id = ? AND at_ms >= ? ORDER BY at_ms, id",
             (account_id, since_ms or 0),
         )
         return [_trade(r) for r in rows]

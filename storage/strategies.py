@@ -119,7 +119,7 @@ class StrategyRepository:
         """Store a run's new state (with the intents of its orders, in the same transaction)."""
         await tx.execute(
             "UPDATE strategies SET state = ?, next_run = ?, note = ?, last_slot = COALESCE(?, last_slot), "
-            "status = CASE WHEN ? AND status = 'active' THEN 'finished' ELSE status END, updated_at = ? "
+            "status = CASE WHEN ? = 1 AND status = 'active' THEN 'finished' ELSE status END, updated_at = ? "
             "WHERE id = ?",
             (dumps(state), to_iso(next_run), note, to_iso(ran_at), int(finished), to_iso(utcnow()), strategy_id),
         )

@@ -67,9 +67,16 @@ class UserRepository:
         Unlike a read-modify-write of the whole object, this cannot undo a daily summary claimed meanwhile
         (which would send it twice).
         """
-        await self._db.execute(
-            "UPDATE users SET settings = json_patch(settings, ?) WHERE id = ?", (dumps(changes), user_id)
-        )
+        async with self._db.transaction() as tx:
+            settings = await self._settings_for_update(tx, user_id)
+            if settings is None:
+                return
+            for key, value in changes.items():
+                if value is None:
+                    settings.pop(key, None)
+                else:
+                    settings[key] = value
+            await tx.execute("UPDATE users SET settings = ? WHERE id = ?", (dumps(settings), user_id))
 
     async def access_of(self, user_id: int) -> str | None:
         """PENDING, APPROVED or BLOCKED; None for a user who never wrote /start."""
@@ -103,22 +110,27 @@ class UserRepository:
 
     async def with_daily_summary(self) -> list[User]:
         """Active users who asked for a daily summary."""
-        rows = await self._db.fetchall(
-            "SELECT * FROM users WHERE active = 1 AND json_extract(settings, '$.summary') = 1"
-        )
-        return [_user(r) for r in rows]
+        users = [_user(r) for r in await self._db.fetchall("SELECT * FROM users WHERE active = 1 ORDER BY id")]
+        return [u for u in users if u.settings.get("summary") == 1]
 
     async def claim_daily_summary(self, tx: Transaction, user_id: int, day: str, at: datetime) -> bool:
         """Mark the summary of `day` (the user's local date) as taken at `at`, once: False when already claimed.
 
         `at` is where the next summary's "since the last summary" starts.
         """
-        changed = await tx.rowcount(
-            "UPDATE users SET settings = json_set(settings, '$.last_summary', ?, '$.last_summary_at', ?) "
-            "WHERE id = ? AND coalesce(json_extract(settings, '$.last_summary'), '') != ?",
-            (day, to_iso(at), user_id, day),
-        )
-        return changed == 1
+        settings = await self._settings_for_update(tx, user_id)
+        if settings is None or settings.get("last_summary") == day:
+            return False
+        settings.update(last_summary=day, last_summary_at=to_iso(at))
+        await tx.execute("UPDATE users SET settings = ? WHERE id = ?", (dumps(settings), user_id))
+        return True
+
+    @staticmethod
+    async def _settings_for_update(tx: Transaction, user_id: int) -> dict | None:
+        """A user's settings, locked until the transaction ends: settings are read, changed and written back
+        whole, so a concurrent change (a claimed summary, a /settings tap) must wait rather than be undone."""
+        row = await tx.fetchone_for_update("SELECT settings FROM users WHERE id = ?", (user_id,))
+        return json.loads(row["settings"]) if row else None
 
 
 _ACCESS_SELECT = (

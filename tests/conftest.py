@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.plugins.telegram",
     "tests.plugins.exchanges",
     "tests.plugins.strata",
+    "tests.plugins.postgres",
 ]

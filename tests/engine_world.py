@@ -22,6 +22,7 @@ from bot.secret import Credentials
 from bot.services.strategies import StrategyService
 from bot.vault import Vault
 from storage.store import Store
+from tests.databases import database_for
 
 MASTER_KEY = bytes(range(32))
 MASTER_KEY_B64 = base64.b64encode(MASTER_KEY).decode()
@@ -102,12 +103,13 @@ async def open_world(
             "STRATA_FILL_POLL_SECONDS": str(poll_seconds),
             "STRATA_STREAMS": "on" if streams else "off",
             "STRATA_MASTER_KEY": MASTER_KEY_B64,
+            **({"STRATA_DATABASE_URL": url} if (url := await database_for(data_dir)) else {}),
         },
         dotenv=False,
     )
     data_dir.mkdir(parents=True, exist_ok=True)
-    store = await Store.open(settings.database_path)
-    vault = await Vault.open(settings.keystore_path, MASTER_KEY)
+    store = await Store.open(settings.database)
+    vault = await Vault.open(settings.keystore, MASTER_KEY)
     if budgets is None:  # the real budgets at the venues' limits: tests never come near a minute's weight
         budgets = RateBudgets()
         budgets.kraken_keys.max_points = 1000  # Kraken's per-key counter would make tests wait: budgets have own tests

@@ -22,6 +22,7 @@ request of its own. The book lives in the main database (`storage/paper.py`), so
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -345,8 +346,12 @@ def _s(value: Decimal) -> str:
     return format(value, "f")
 
 
+_order_numbers = itertools.count()
+
+
 def _new_id(now_ms: int) -> str:
-    return f"P{now_ms}{secrets.token_hex(4)}"
+    """Ids sort in the order they were made (the book orders by time, then id), and never collide."""
+    return f"P{now_ms}{next(_order_numbers) % 1_000_000:06d}{secrets.token_hex(2)}"
 
 
 def _no_funds(venue: str, asset: str, needed: Decimal, free: Decimal) -> FundsFailure:

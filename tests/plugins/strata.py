@@ -22,6 +22,7 @@ from bot.config import Settings, load_settings
 from bot.redaction import configure_logging
 from bot.runtime import Runtime
 from bot.sandbox.lifecycle import lifecycle
+from tests.databases import database_for
 from tests.plugins.telegram import POLL_TIMEOUT_SECONDS
 
 MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -80,6 +81,8 @@ def strata_env(tg, exchanges, data_dir: Path, **extra: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def run_strata(tg, exchanges, data_dir: Path, **extra: str) -> AsyncIterator[Strata]:
+    if (url := await database_for(data_dir)) and "STRATA_DATABASE_URL" not in extra:
+        extra["STRATA_DATABASE_URL"] = url
     settings = load_settings(strata_env(tg, exchanges, data_dir, **extra), dotenv=False)
     log = io.StringIO()
     root = logging.getLogger()
