@@ -85,6 +85,9 @@ async def test_a_pending_user_is_refused_everything_until_an_admin_approves(make
         await s.send(NEWBIE, "/connect")
         assert "Which exchange" in (await s.next_reply(NEWBIE)).text
         assert await audit_actions(s, NEWBIE) == ["request-access", "approve"]
+        request_row, approve_row = reversed(await s.runtime.store.audit.page(user_id=NEWBIE))
+        assert (request_row.actor_id, approve_row.actor_id) == (NEWBIE, ADMIN)
+        assert f"user {NEWBIE} (Nina (@nina))" == approve_row.target
 
         # The other admin's copy pressed afterwards: nothing changes twice.
         await s.press(ADMIN2, copy, "✅ Approve")

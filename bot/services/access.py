@@ -155,9 +155,8 @@ class AccessService:
             paused, canceled, errors = result.paused, result.canceled, result.errors
         finally:
             async with self._store.db.transaction() as tx:
-                await self._store.outbox.enqueue(
-                    tx, user_id=user_id, chat_id=user.chat_id, kind="info", text=_blocked_text(paused, canceled, errors)
-                )
+                text = _blocked_text(paused, canceled, errors, has_data=bool(user.accounts or user.strategies))
+                await self._store.outbox.enqueue(tx, user_id=user_id, chat_id=user.chat_id, kind="info", text=text)
                 await self._audit.record(
                     "block", actor_id=admin_id, user_id=user_id, target=_target(user),
                     outcome="ok" if not errors else "partial",
@@ -190,7 +189,7 @@ def _target(user: UserAccess) -> str:
     return f"user {user.id} ({user.name})" if user.name else f"user {user.id}"
 
 
-def _blocked_text(paused: int, canceled: int, errors: tuple[str, ...]) -> str:
+def _blocked_text(paused: int, canceled: int, errors: tuple[str, ...], *, has_data: bool) -> str:
     text = "⛔ An admin blocked your access to this bot."
     if paused or canceled:
         text += (
@@ -199,4 +198,4 @@ def _blocked_text(paused: int, canceled: int, errors: tuple[str, ...]) -> str:
         )
     if errors:
         text += " Some orders may still be open: check them on the exchange."
-    return text + " Your accounts, strategies and history are kept."
+    return text + (" Your accounts, strategies and history are kept." if has_data else "")
