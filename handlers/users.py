@@ -25,9 +25,7 @@ from handlers.fallback import closest_command, registered_commands, suggestion_t
 USERS_PER_PAGE = 8  # a line and a button row each: far under 4,096 characters and Telegram's 100 buttons
 STATE_LABELS = {PENDING: "⏳ waiting", APPROVED: "✅ approved", BLOCKED: "⛔ blocked"}
 NAME_IN_BUTTON = 24
-ACTIONS = {
-    APPROVE: lambda access: access.approve, BLOCK: lambda access: access.block, UNBLOCK: lambda access: access.unblock,
-}
+ACTIONS = (APPROVE, BLOCK, UNBLOCK)
 
 
 def users_view(users, admins: frozenset[int], page: int = 1):
@@ -97,7 +95,13 @@ async def users_button(update: Update, context: Context) -> None:
     if action == BLOCK:  # cancelling orders can outlast the press's answer window: answer first
         await query.answer("Blocking…")
     try:
-        change = await ACTIONS[action](access)(admin_id, user_id)
+        if action == BLOCK:  # after what the user sent before the block is handled (update_order.settled)
+            settle = getattr(context.application.update_processor, "settled", None)
+            change = await access.block(admin_id, user_id, settle=settle)
+        elif action == APPROVE:
+            change = await access.approve(admin_id, user_id)
+        else:
+            change = await access.unblock(admin_id, user_id)
     except UserError as exc:
         if action == BLOCK:
             await update.effective_chat.send_message(esc(exc.message))

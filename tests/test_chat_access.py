@@ -162,6 +162,28 @@ async def test_blocking_pauses_strategies_cancels_open_orders_and_tells_the_user
         assert not sent_to(s, USER, SORRY) and not sent_to(s, ADMIN, SORRY)
 
 
+async def test_a_block_during_a_confirmation_also_catches_the_strategy_it_starts(make_strata, fake_exchanges):
+    binance = fake_exchanges.books["binance"]
+    binance.set_price("BTC/USDT", "50000")
+    async with make_strata(STRATA_ADMINS=str(ADMIN), STRATA_ALLOWED_USERS=str(USER)) as s:
+        await admin_starts(s)
+        _, key = await connect_with_key(s, fake_exchanges, "binance", balances={"USDT": Decimal(5000)})
+        await s.send(USER, "/allocate binance grid 500 BTC/USDT low=45000 high=50000 levels=3")
+        summary = await s.next_reply(USER, contains="Allocation summary")
+        binance.inject("hold", path="/api/v3/account", method="GET", seconds=2)  # Confirm re-reads the balance
+        await s.press(USER, summary, "Confirm allocation")
+        await asyncio.sleep(0.5)  # the confirmation is under way, waiting for the exchange
+        await s.send(ADMIN, "/users")
+        listing = await s.next_reply(ADMIN, contains="Users")
+        await s.press(ADMIN, listing, next(b for b in listing.button_texts if b.startswith("⛔ Block")))
+        await s.next_reply(ADMIN, contains="Blocked", timeout=20)
+
+        assert "is running" in (await s.next_reply(USER, contains="is running")).text  # it was confirmed…
+        await asyncio.sleep(1.5)  # …and nothing of it is left trading afterwards
+        assert {x.status for x in await s.runtime.store.strategies.list_for_user(USER)} == {"paused"}
+        assert open_orders(fake_exchanges, "binance", key) == []
+
+
 async def test_open_mode_with_admins_lets_everyone_in_but_honours_a_block(make_strata):
     async with make_strata(STRATA_ADMINS=str(ADMIN), STRATA_ACCESS="open") as s:
         await s.send(OTHER, "/start")

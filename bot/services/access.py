@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from bot.services.audit import AuditLog
@@ -136,10 +137,14 @@ class AccessService:
             await self._audit.record("unblock", actor_id=admin_id, user_id=user_id, target=_target(user), tx=tx)
         return AccessChange(user_id, user.name, APPROVED)
 
-    async def block(self, admin_id: int, user_id: int) -> AccessChange:
+    async def block(
+        self, admin_id: int, user_id: int, *, settle: Callable[[int], Awaitable[object]] | None = None
+    ) -> AccessChange:
         """Shut a user out, then pause their strategies and cancel their open orders as /panic does.
 
-        Blocked first, so nothing they send meanwhile gets through; their accounts, strategies and history stay.
+        Blocked first, so nothing they send afterwards gets through; `settle(user_id)` then waits for what they
+        sent before (an allocation being confirmed), so the panic also catches what that started. Their
+        accounts, strategies and history stay.
         """
         self._require_admin(admin_id)
         if user_id in self.admins:
@@ -148,6 +153,8 @@ class AccessService:
         async with self._store.db.transaction() as tx:
             if not await self._store.users.set_access(tx, user_id, BLOCKED, only_from=(PENDING, APPROVED)):
                 raise UserError(self._unchanged(user, BLOCKED))
+        if settle is not None:
+            await settle(user_id)
         paused = canceled = 0
         errors: tuple[str, ...] = ("the pause did not finish: see the log",)
         try:
