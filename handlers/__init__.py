@@ -12,6 +12,7 @@ from handlers import (
     connect,
     fallback,
     guard,
+    history,
     settings,
     start,
     strategies,
@@ -33,6 +34,7 @@ def register_handlers(application: Application, runtime) -> None:
         *backtest.handlers(),
         *views.handlers(),
         *charts.handlers(),
+        *history.handlers(),
         *users.handlers(),
         *fallback.handlers(application, runtime),  # last: answers what no feature handler took
     ]

@@ -158,7 +158,10 @@ async def test_blocking_pauses_strategies_cancels_open_orders_and_tells_the_user
         assert "paused" in (await s.next_reply(USER, contains="paused")).text.lower()
         assert {x.status for x in await s.runtime.store.strategies.list_for_user(USER)} == {"paused"}
         assert open_orders(fake_exchanges, "kraken", key) == []
-        assert await audit_actions(s, USER) == ["block", "unblock"]
+        entries = list(reversed(await s.runtime.store.audit.page(user_id=USER, limit=50)))
+        tail = [(e.action, e.actor_id) for e in entries][-3:]
+        assert tail == [("panic", ADMIN), ("block", ADMIN), ("unblock", ADMIN)]
+        assert "paused 2 strategies" in entries[-2].detail
         assert not sent_to(s, USER, SORRY) and not sent_to(s, ADMIN, SORRY)
 
 

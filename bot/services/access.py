@@ -158,7 +158,7 @@ class AccessService:
         paused = canceled = 0
         errors: tuple[str, ...] = ("the pause did not finish: see the log",)
         try:
-            result = await self._strategies.panic(user_id)
+            result = await self._strategies.panic(user_id, actor_id=admin_id)
             paused, canceled, errors = result.paused, result.canceled, result.errors
         finally:
             async with self._store.db.transaction() as tx:
