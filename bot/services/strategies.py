@@ -986,10 +986,11 @@ class StrategyService:
         )
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
-    async def panic(self, user_id: int, *, sell: bool = False) -> PanicResult:
+    async def panic(self, user_id: int, *, sell: bool = False, actor_id: int | None = None) -> PanicResult:
         """/panic: `halt_all`, audited (panic) with how many were paused and cancelled and, with `sell`, stopped
-        and sold (the option the user chose)."""
-        async with self._audit.attempt("panic", actor_id=user_id, user_id=user_id, target="every strategy") as attempt:
+        and sold (the option the user chose); `actor_id`: who did it when not the user (an admin's block)."""
+        actor = user_id if actor_id is None else actor_id
+        async with self._audit.attempt("panic", actor_id=actor, user_id=user_id, target="every strategy") as attempt:
             result = await self.halt_all(user_id, sell=sell)
             sold = f"; {len(result.sales)} stopped and sold (pause, cancel and sell)" if sell else ""
             await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}{sold}")
