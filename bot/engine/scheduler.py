@@ -69,6 +69,12 @@ SEND_WAIT_SECONDS = 30.0
 WATCH_SECONDS = 1.0
 #: `place_now`'s answer for an order whose fate is not known yet.
 UNCONFIRMED_ORDER = "could not be confirmed yet; I keep checking and will tell you how it ends"
+
+
+class BelowMinimum(str):
+    """`place_now`'s refusal of an amount below the market's minimum (or its step): dust, not an error."""
+
+
 #: How long past the receive window /disconnect waits for its unconfirmed orders to be resolved.
 SETTLE_MARGIN_SECONDS = 5.0
 
@@ -686,7 +692,7 @@ class Engine:
             ledger=Ledger(budget=Decimal("Infinity")), free_quote=None,
         )
         if isinstance(verdict, Refused):
-            return verdict.reason
+            return BelowMinimum(verdict.reason) if verdict.kind == "minimum" else verdict.reason
         self.ctx.orders_changed(strategy_id)
         async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
             order_id = await store.orders.insert_intent(
