@@ -128,8 +128,8 @@ class PartitionLeases:
 
     @classmethod
     async def start(cls, db: Any, **options: Any) -> PartitionLeases:
-        """Lease partitions on `db` (a `PostgresDatabase`): connect, take a first share, keep ticking."""
-        leases = cls(db.url, **options)
+        """Lease partitions on `db` (a `PostgresDatabase`, or its URL): connect, take a first share, keep ticking."""
+        leases = cls(db if isinstance(db, str) else db.url, **options)
         await leases.tick()
         leases._task = asyncio.get_running_loop().create_task(leases._loop(), name="strata-partition-leases")
         return leases

@@ -81,8 +81,8 @@ class StrategyRunner:
                 return RunResult(None)
             strategy, self._notes[strategy_id] = found
             account = await self.ctx.account(strategy.account_id)
-            if account is None or account.status != "active":
-                return RunResult(None)
+            if account is None or account.status != "active" or not self.ctx.owns(account.id):
+                return RunResult(None)  # (an account another worker runs now: it schedules the strategy)
             try:
                 return await self._decide_locked(strategy, account)
             except ExchangeFailure as failure:

@@ -1,0 +1,184 @@
+"""Two engine workers on one PostgreSQL database split the accounts by partition (storage/partitions.py).
+
+Two real engines (tests/engine_world.py) in this process, each with its own partition leases (own lock
+connection) on one database and one key store, against the fake Binance: each runs only the strategies of the
+accounts it owns, never both; when one dies (its lock connection terminated by the server, its engine stopped
+mid-send as a SIGKILL would), the other takes its partitions and adopts its accounts as crash recovery does:
+the order that was in flight is found by client order id, not sent twice — one order, one alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import asyncpg
+import pytest
+
+from storage.partitions import PARTITIONS, PartitionLeases
+from tests.databases import fresh_postgres_database
+from tests.engine_world import World, open_world
+
+LEASES = {"tick_seconds": 0.2, "alive_seconds": 2.0, "handover_seconds": 1.0}
+_numbers = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+async def pg_url(postgres_server) -> str:
+    return await fresh_postgres_database(postgres_server, f"eparts{os.getpid()}_{next(_numbers)}")
+
+
+async def until(check, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not true within {timeout}s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def two_workers(tmp_path, urls: str, pg_url: str, **world_options) -> list[tuple[World, PartitionLeases]]:
+    workers = []
+    for _ in range(2):
+        leases = await PartitionLeases.start(pg_url, **LEASES)
+        world = await open_world(tmp_path, urls, ownership=leases, database=pg_url, **world_options)
+        workers.append((world, leases))
+
+    async def split() -> bool:
+        return all(len(leases.held) == PARTITIONS // 2 for _, leases in workers)
+
+    await until(split)
+    return workers
+
+
+async def close_all(workers) -> None:
+    for world, leases in workers:
+        await leases.close()
+        await world.close()
+
+
+def runs_of(world: World) -> list[int]:
+    """Record which strategies this engine decided for (the step that writes intents)."""
+    seen: list[int] = []
+    decide = world.engine.runner._decide_locked
+
+    async def recording(strategy, account):
+        seen.append(strategy.id)
+        return await decide(strategy, account)
+
+    world.engine.runner._decide_locked = recording
+    return seen
+
+
+def owner_of(workers, account_id: int) -> World:
+    [world] = [w for w, leases in workers if leases.owns(account_id)]
+    return world
+
+
+async def test_two_workers_split_the_accounts_and_each_strategy_runs_on_one_worker_only(
+    fake_exchanges, tmp_path, pg_url
+):
+    book = fake_exchanges.books["binance"]
+    workers = await two_workers(tmp_path, fake_exchanges.exchange_urls, pg_url)
+    runs = [runs_of(world) for world, _ in workers]
+    try:
+        first = workers[0][0]
+        strategies: dict[int, int] = {}  # strategy -> account
+        per_worker = {id(world): 0 for world, _ in workers}
+        keys = []
+        for n in range(PARTITIONS):  # accounts until each worker owns four (account ids fall in any partition)
+            book.add_key(f"key-{n}", "secret", balances={"USDT": "1000"})
+            account_id = await first.connect(100 + n, "binance", f"key-{n}", "secret")
+            owner = owner_of(workers, account_id)
+            if per_worker[id(owner)] == 4:
+                continue
+            per_worker[id(owner)] += 1
+            keys.append(f"key-{n}")
+            # /allocate reaches the worker that owns the account (the roles' commands do so in production)
+            strategy_id = await owner.allocate(100 + n, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+            strategies[strategy_id] = account_id
+            if len(strategies) == 8:
+                break
+
+        async def all_filled() -> bool:
+            return len(await first.alerts("fill")) == len(strategies)
+
+        await until(all_filled)
+        for world, _ in workers:  # asked to run everything again: each runs only its own, and owes nothing now
+            for strategy_id in strategies:
+                await world.engine.run_strategy(strategy_id)
+            await world.engine.poll_once()
+        for world, _ in workers:
+            await world.engine.settle()
+        assert set(runs[0]).isdisjoint(runs[1])
+        assert set(runs[0]) | set(runs[1]) == set(strategies)
+        for index, (_, leases) in enumerate(workers):
+            assert all(leases.owns(strategies[s]) for s in runs[index])
+        for key in keys:
+            assert len(book.all_orders(key)) == 1  # one slot, one buy
+        assert len(await first.alerts("fill")) == len(strategies)
+        assert [o["status"] for o in await first.orders()] == ["closed"] * len(strategies)
+    finally:
+        await close_all(workers)
+
+
+@pytest.mark.parametrize("in_flight", ["answer_lost", "timed_out"])
+async def test_a_dead_workers_accounts_are_adopted_and_its_order_in_flight_is_reconciled_not_doubled(
+    fake_exchanges, tmp_path, pg_url, in_flight
+):
+    """`answer_lost`: the venue took the order, its answer is late (the row is still an intent, being sent);
+    `timed_out`: the client gave up (the row is `unknown`). Then the worker dies."""
+    book = fake_exchanges.books["binance"]
+    book.hang_seconds = 0.8
+    workers = await two_workers(tmp_path, fake_exchanges.exchange_urls, pg_url, timeout_ms=400)
+    try:
+        book.add_key("victim", "secret", balances={"USDT": "1000"})
+        first = workers[0][0]
+        account_id = await first.connect(200, "binance", "victim", "secret")
+        dead, dead_leases = next((w, leases) for w, leases in workers if leases.owns(account_id))
+        survivor, survivor_leases = next((w, leases) for w, leases in workers if not leases.owns(account_id))
+        preview = await dead.service.allocate(200, "binance", "dca", "100", "BTC/USDT", {"every": "1d", "amount": "20"})
+        if in_flight == "answer_lost":
+            book.inject("hold", path="/api/v3/order", method="POST", seconds=5.0)
+        else:
+            book.inject("timeout", path="/api/v3/order", method="POST")
+        strategy_id = (await dead.service.confirm(preview)).strategy_id
+
+        async def order_in_flight() -> bool:
+            rows = await dead.orders()
+            if in_flight == "answer_lost":
+                return bool(rows) and rows[0]["status"] == "intent" and len(book.all_orders("victim")) == 1
+            return bool(rows) and rows[0]["status"] == "unknown"
+
+        await until(order_in_flight)
+        # The worker dies: its lock connection goes (the server terminates it), and nothing of it runs any more.
+        dead_leases._task.cancel()
+        admin = await asyncpg.connect(pg_url)
+        try:
+            died = time.monotonic()
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", dead_leases.backend_pid)
+        finally:
+            await admin.close()
+        await dead.engine.shutdown()  # cancels the send under way, as a SIGKILL would
+
+        async def taken_over() -> bool:
+            return survivor_leases.owns(account_id) and len(survivor_leases.held) == PARTITIONS
+
+        await until(taken_over)
+        assert time.monotonic() - died < 10.0
+
+        async def one_fill_alert() -> bool:
+            return [r["status"] for r in await survivor.orders()] == ["closed"] and bool(await survivor.alerts("fill"))
+
+        await until(one_fill_alert, timeout=10.0)
+        await asyncio.sleep(1.0)  # nothing more comes
+        await survivor.engine.poll_once()
+        await survivor.engine.run_strategy(strategy_id)
+        await survivor.engine.settle()
+        assert len(book.all_orders("victim")) == 1
+        assert len(await survivor.alerts("fill")) == 1
+        assert len(await survivor.store.orders.fills_for_strategy(strategy_id)) == 1
+        assert survivor.engine.next_run_time(strategy_id) is not None  # adopted: its next slot is scheduled
+    finally:
+        await close_all(workers)
