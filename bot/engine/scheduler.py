@@ -243,8 +243,8 @@ class Engine:
         before acting); their jobs are removed and their streams dropped here. Gained ones are adopted as at
         start-up: unconfirmed orders reconciled with the venue, strategies scheduled."""
         self.ctx.forget_cached_orders()  # another worker may have written their orders meanwhile
-        if not self.started:
-            return  # `start` takes whatever is owned by then
+        if self.scheduler is None or not self.scheduler.running:
+            return  # not started: `start` takes whatever is owned by then (a change during `start` waits for it)
         if lost:
             self._background(self._release(lost), "strata-release-partitions")
         if gained:
