@@ -292,10 +292,13 @@ async def open_world(
     jitter_seconds: float = 0.0,
     engine_class: type[Engine] = Engine,
     streams: bool | None = None,
+    database: str | None = None,
+    ownership: Any = None,
 ) -> World:
     """Open the databases in `data_dir` and build the gateway and the engine exactly as the bot does.
 
-    `streams` sets STRATA_STREAMS (None: the bot's default, on)."""
+    `streams` sets STRATA_STREAMS (None: the bot's default, on); `database` a main database URL instead of the
+    folder's SQLite file; `ownership` the engine's partitions (engine workers: `storage.partitions`)."""
     env = {
         "STRATA_DATA_DIR": str(data_dir),
         "STRATA_EXCHANGE_URLS": exchange_urls,
@@ -304,6 +307,8 @@ async def open_world(
     }
     if streams is not None:
         env["STRATA_STREAMS"] = "on" if streams else "off"
+    if database is not None:
+        env["STRATA_DATABASE_URL"] = database
     settings = load_settings(env, dotenv=False)
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     store = await Store.open(settings.database)
@@ -312,7 +317,10 @@ async def open_world(
     gateway = ExchangeGateway.from_settings(
         settings, budgets=budgets, retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5)
     )
-    engine = engine_class(store, vault, gateway, NullNotifier(), settings, jitter_seconds=jitter_seconds)
+    engine = engine_class(
+        store, vault, gateway, NullNotifier(), settings, jitter_seconds=jitter_seconds,
+        **({"ownership": ownership} if ownership is not None else {}),
+    )
     return World(settings, store, vault, gateway, engine, budgets)
 
 

@@ -34,10 +34,10 @@ class IpBudgetRepository:
             row = await tx.fetchone(
                 "INSERT INTO ip_budgets (egress, budget, minute, used) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (egress, budget, minute) DO UPDATE "
-                "SET used = CASE WHEN ip_budgets.used > ? THEN ip_budgets.used ELSE ? END + excluded.used "
-                "WHERE CASE WHEN ip_budgets.used > ? THEN ip_budgets.used ELSE ? END + excluded.used <= ? "
+                "SET used = CASE WHEN ip_budgets.used > ? THEN ip_budgets.used ELSE ? END + ? "
+                "WHERE CASE WHEN ip_budgets.used > ? THEN ip_budgets.used ELSE ? END + ? <= ? "
                 "RETURNING used",
-                (egress, budget, minute, floor + need, floor, floor, floor, floor, limit),
+                (egress, budget, minute, floor + need, floor, floor, need, floor, floor, need, limit),
             )
             if row is not None:
                 return True, int(row[0])

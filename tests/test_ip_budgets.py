@@ -110,3 +110,19 @@ async def test_two_budgets_leasing_from_one_count_spend_one_limit_between_them(a
         assert sum(await asyncio.gather(*(spend_until_full(b) for b in alone))) == 2 * 900 // 3 * 3
     finally:
         await store.close()
+
+
+async def test_a_lease_counts_the_venues_own_figure_once_and_refuses_past_the_limit(any_database):
+    store = await Store.open(any_database)
+    try:
+        lease = store.ip_budgets.lease
+        assert await lease("e", "binance h", 7, 60, 0, 1000) == (True, 60)
+        # The venue said 500 were used (our 60 among them): the count becomes 500, then this lease's 60.
+        assert await lease("e", "binance h", 7, 60, 500, 1000) == (True, 560)
+        assert await lease("e", "binance h", 7, 60, 100, 1000) == (True, 620)  # a lower figure changes nothing
+        assert await lease("e", "binance h", 7, 400, 0, 1000) == (False, 620)  # 1,020 > 1,000: refused
+        assert await lease("other", "binance h", 7, 60, 0, 1000) == (True, 60)  # another address: its own
+        assert await lease("e", "binance h", 8, 60, 0, 1000) == (True, 60)  # a new minute
+        assert await store.ip_budgets.forget_before(8) == 2
+    finally:
+        await store.close()
