@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", metavar="URL", help="engine workers on PostgreSQL (bench/workers.py): a "
                         "postgresql:// server URL whose user may create a database, or `auto`")
     parser.add_argument("--workers", default="1,2", help="with --database: worker counts to measure (1,2)")
+    parser.add_argument("--real-weight", action="store_true",
+                        help="with --database: Binance's real per-IP weight limit (default lifted: bench/workers.py)")
     args = parser.parse_args(argv)
     args.accounts = args.accounts or (50 if args.quick else 1000)
     args.per_account = args.per_account or (2 if args.quick else 10)

@@ -7,6 +7,11 @@ budget shared through the database) wait until the 64 partitions are split fairl
 every strategy they own once. `evals_per_s` = all their first runs ÷ seconds from the first run's start (any
 worker) to the last run's end (any worker). Target (DESIGN.md section 6): 2 workers ≥ 1.6 × 1 worker.
 
+Binance's weight limit is lifted here (as the fakes' is) unless `--real-weight`: every worker of this bench goes
+out through 127.0.0.1, so they share ONE per-IP budget, and with Binance's real 6,000/min the round is bound by
+that budget (the owing DCAs' balance reads and the fill polls of 1,000 accounts), not by the workers: more
+workers behind one address cannot make more requests. What this measures is the engine's own throughput.
+
 Run: `python bench/engine.py --database postgresql://USER@HOST:PORT/DB --workers 1,2` (a database named
 `strata_bench_<pid>` is created on that server and dropped after: the URL's user needs CREATEDB), or
 `--database auto` for a throwaway server from this machine's PostgreSQL binaries (tests/postgres_server.py).
@@ -29,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
+    LIFTED,
     RecordingBudgets,
     accounts_with_orders,
     connect_accounts,
@@ -104,11 +110,12 @@ async def _line(process: asyncio.subprocess.Process, prefix: str, seconds: float
             return line.removeprefix(prefix).strip()
 
 
-async def measure(database: str, data_dir: Path, urls: str, workers: int) -> dict[str, Any]:
+async def measure(database: str, data_dir: Path, urls: str, workers: int, real_weight: bool) -> dict[str, Any]:
     """Start `workers` worker processes, wait for the fair split, let them run every due strategy once."""
     processes = [
         await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--child", database, str(data_dir), urls, str(workers),
+            "real" if real_weight else "lifted",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         for _ in range(workers)
@@ -134,7 +141,8 @@ async def measure(database: str, data_dir: Path, urls: str, workers: int) -> dic
     seconds = max(d["last_end"] for d in done) - min(d["first_start"] for d in done)
     evals = runs / seconds
     say(f"{workers} worker(s): {runs} evaluations in {seconds:.2f}s = {evals:.0f}/s "
-        f"(per worker: {[d['runs'] for d in done]}, {[round(d['seconds'], 2) for d in done]}s)")
+        f"(per worker: {[d['runs'] for d in done]}, {[round(d['seconds'], 2) for d in done]}s; "
+        f"budget waits {[d['budget_waits'] for d in done]}, leases {[d['leases'] for d in done]})")
     return {"workers": workers, "evals_per_s": round(evals, 1), "runs": runs, "round_seconds": round(seconds, 2),
             "per_worker_runs": [d["runs"] for d in done]}
 
@@ -185,12 +193,13 @@ async def run_workers_bench(args: Any, fakes: Any) -> dict[str, Any]:
                 owing = await make_due(database, data_dir, fakes.exchange_urls, args.due_share)
                 await fresh_weight_window(fakes, allowed=3000)
                 say(f"measured round with {workers} worker(s): {strategies} strategies due now, {owing} DCA owing")
-                figures.append(await measure(database, data_dir, fakes.exchange_urls, workers))
+                figures.append(await measure(database, data_dir, fakes.exchange_urls, workers, args.real_weight))
             await fakes.close_session()
     finally:
         await cleanup()
     result: dict[str, Any] = {"bench": "engine-workers", "backend": "postgresql", "strategies": strategies,
-                              "accounts": args.accounts, "by_workers": figures}
+                              "accounts": args.accounts, "binance_weight": "real" if args.real_weight else "lifted",
+                              "by_workers": figures}
     by = {f["workers"]: f["evals_per_s"] for f in figures}
     if 1 in by and 2 in by:
         result["speedup_2_vs_1"] = round(by[2] / by[1], 2)
@@ -210,7 +219,7 @@ def main(args: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- worker side
-async def child(database: str, data_dir: Path, urls: str, workers: int) -> None:
+async def child(database: str, data_dir: Path, urls: str, workers: int, real_weight: bool) -> None:
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
@@ -220,7 +229,7 @@ async def child(database: str, data_dir: Path, urls: str, workers: int) -> None:
     while stable < 3:  # the split settled: everyone's share, for a few ticks
         await asyncio.sleep(LEASES["tick_seconds"])
         stable = stable + 1 if leases.alive == workers and len(leases.held) in fair else 0
-    budgets = RecordingBudgets()
+    budgets = RecordingBudgets() if real_weight else RecordingBudgets(limits=LIFTED)
     world = await open_world(data_dir, urls, budgets=budgets, database=database, ownership=leases)
     budgets.shared = SharedIpBudget(world.store.ip_budgets)
     engine = world.engine
@@ -248,8 +257,10 @@ async def child(database: str, data_dir: Path, urls: str, workers: int) -> None:
         await all_ran.wait()
     starts = [s for s, _ in first.values()] or [time.time()]
     ends = [e for _, e in first.values()] or [time.time()]
+    weight = list(budgets.budgets().values())
     print("DONE " + json.dumps({"runs": len(first), "first_start": min(starts), "last_end": max(ends),
-                                "seconds": max(ends) - min(starts)}), flush=True)
+                                "seconds": max(ends) - min(starts), "budget_waits": sum(b.waits for b in weight),
+                                "leases": sum(b.leases for b in weight)}), flush=True)
     await stdin.readline()  # STOP: hold the partitions until every worker is done
     with contextlib.suppress(Exception):
         await world.close()
@@ -258,5 +269,5 @@ async def child(database: str, data_dir: Path, urls: str, workers: int) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        database, data_dir, urls, workers = sys.argv[2:6]
-        asyncio.run(child(database, Path(data_dir), urls, int(workers)))
+        database, data_dir, urls, workers, weight = sys.argv[2:7]
+        asyncio.run(child(database, Path(data_dir), urls, int(workers), weight == "real"))

@@ -234,11 +234,11 @@ class PartitionLeases:
 
     async def _release(self, conn: Any, count: int, wait: float) -> None:
         # Partitions not yet handed over (not run yet) go first, then the most recently locked.
-        order = sorted(self._locked, key=lambda p: (p in self.held, -self._locked[p]))
-        for partition in order[:count]:
+        going = sorted(self._locked, key=lambda p: (p in self.held, -self._locked[p]))[:count]
+        for partition in going:
             self._locked.pop(partition)
-            if partition in self.held:  # stop running it BEFORE another worker may lock it
-                self._set_held(self.held - {partition})
+        self._set_held(self.held - set(going))  # stop running them BEFORE another worker may lock them
+        for partition in going:
             await conn.fetchval("SELECT pg_advisory_unlock($1, $2)", PARTITION_LOCK, partition, timeout=wait)
 
     async def _drop_connection(self) -> None:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from datetime import timedelta
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
 
-from storage.partitions import PARTITIONS, PartitionLeases
+from bot.engine.context import utc_now
+from bot.exchanges.rate_budget import RateBudgets, SharedIpBudget
+from storage.partitions import PARTITIONS, AllPartitions, PartitionLeases
 from tests.databases import fresh_postgres_database
 from tests.engine_world import World, open_world
 
@@ -182,3 +186,69 @@ async def test_a_dead_workers_accounts_are_adopted_and_its_order_in_flight_is_re
         assert survivor.engine.next_run_time(strategy_id) is not None  # adopted: its next slot is scheduled
     finally:
         await close_all(workers)
+
+
+async def test_a_worker_that_loses_its_lock_connection_stops_running_those_accounts_at_once(
+    fake_exchanges, tmp_path, pg_url
+):
+    """The worker is alive but its lock connection is gone: from that moment it runs, sends and polls nothing of
+    the accounts (another worker may hold them now); its jobs for them are removed."""
+    book = fake_exchanges.books["binance"]
+    book.add_key("cut", "secret", balances={"USDT": "1000"})
+    leases = await PartitionLeases.start(pg_url, **LEASES)
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls, ownership=leases, database=pg_url)
+    try:
+        async def holds_all() -> bool:
+            return len(leases.held) == PARTITIONS
+
+        await until(holds_all)
+        await world.connect(300, "binance", "cut", "secret")
+        strategy_id = await world.allocate(300, "binance", "dca", "100", "BTC/USDT", every="1m", amount="20")
+
+        async def bought() -> bool:
+            return len(book.all_orders("cut")) == 1 and world.engine.next_run_time(strategy_id) is not None
+
+        await until(bought)
+        await world.engine.settle()
+        leases._task.cancel()  # no reconnection during the test
+        admin = await asyncpg.connect(pg_url)
+        try:
+            await admin.fetchval("SELECT pg_terminate_backend($1)", leases.backend_pid)
+        finally:
+            await admin.close()
+
+        async def released() -> bool:
+            return not leases.held and world.engine.next_run_time(strategy_id) is None
+
+        await until(released, timeout=3.0)
+        world.engine.ctx.clock = lambda: utc_now() + timedelta(minutes=5)  # its next buy is owed now
+        runs = runs_of(world)
+        result = await world.engine.run_strategy(strategy_id)
+        assert result.next_run is None and runs == []
+        assert await world.engine.poll_once() == 0
+        assert len(book.all_orders("cut")) == 1
+    finally:
+        await leases.close()
+        await world.close()
+
+
+async def test_workers_sharing_an_address_each_plan_their_polls_on_their_part_of_the_budget(fake_exchanges, tmp_path):
+    """Two workers behind one address, each polling its own accounts on the whole polling share, would together
+    spend twice what polling may: with the budget shared, each plans on its half (the interval doubles)."""
+
+    class TwoWorkersAlive(AllPartitions):
+        alive = 2
+
+    budgets = RateBudgets(limits={"binance": 100})
+    world = await open_world(
+        tmp_path, fake_exchanges.exchange_urls, budgets=budgets, ownership=TwoWorkersAlive(), start=False
+    )
+    try:
+        account_id = await world.connect(400, "binance", "k", "s")
+        polled = {account_id: [SimpleNamespace(symbol="BTC/USDT"), SimpleNamespace(symbol="ETH/USDT")]}
+        alone = await world.engine._stretched_interval(polled)  # 2 symbols × weight 6, on 60 % of 100 a minute
+        budgets.shared = SharedIpBudget(world.store.ip_budgets)
+        shared = await world.engine._stretched_interval(polled)
+        assert (alone, shared) == (12.0, 24.0)
+    finally:
+        await world.close()

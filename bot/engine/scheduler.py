@@ -555,8 +555,11 @@ class Engine:
             per_symbol, all_symbols = weights
             symbols = len({o.symbol for o in orders})
             weight[account.venue] = weight.get(account.venue, 0) + min(all_symbols, per_symbol * symbols)
+        # Engine workers sharing one address's budget (`RateBudgets.shared`) each poll only their own accounts:
+        # each plans on its part of the polling share.
+        sharers = max(1, getattr(self.ownership, "alive", 1)) if getattr(budgets, "shared", None) else 1
         stretched = (
-            used * 60.0 / (budgets.limit(venue) * POLL_BUDGET_SHARE) for venue, used in weight.items()
+            used * 60.0 * sharers / (budgets.limit(venue) * POLL_BUDGET_SHARE) for venue, used in weight.items()
         )
         return max([self.poll_interval, *stretched])
 
