@@ -297,8 +297,8 @@ async def open_world(
 ) -> World:
     """Open the databases in `data_dir` and build the gateway and the engine exactly as the bot does.
 
-    `streams` sets STRATA_STREAMS (None: the bot's default, on); `database` a main database URL instead of the
-    folder's SQLite file; `ownership` the engine's partitions (engine workers: `storage.partitions`)."""
+    `streams` sets STRATA_STREAMS (None: the bot's default, on); `database` is STRATA_DATABASE_URL (None: the
+    SQLite file in `data_dir`); `ownership` the engine's partitions (engine workers: `storage.partitions`)."""
     env = {
         "STRATA_DATA_DIR": str(data_dir),
         "STRATA_EXCHANGE_URLS": exchange_urls,
@@ -307,7 +307,7 @@ async def open_world(
     }
     if streams is not None:
         env["STRATA_STREAMS"] = "on" if streams else "off"
-    if database is not None:
+    if database:
         env["STRATA_DATABASE_URL"] = database
     settings = load_settings(env, dotenv=False)
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
@@ -322,6 +322,24 @@ async def open_world(
         **({"ownership": ownership} if ownership is not None else {}),
     )
     return World(settings, store, vault, gateway, engine, budgets)
+
+
+async def fresh_database(url: str | None) -> str | None:
+    """For `--database postgresql://…` (an admin URL of a server the bench may create databases on): a new,
+    empty database on that server for this run, so runs never mix; None stays None (SQLite)."""
+    if not url:
+        return None
+    import secrets
+
+    import asyncpg
+
+    name = f"strata_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.rsplit("/", 1)[0] + "/" + name
 
 
 def user_of(index: int) -> int:

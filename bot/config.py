@@ -42,6 +42,8 @@ class Settings:
     #: Fills pushed by the venues' user-data streams (polling then only sweeps streamed accounts every 5 min).
     streams: bool = True
     allowed_users: frozenset[int] = frozenset()
+    #: STRATA_ADMINS: who approves and blocks users (/users); always let in, never blocked.
+    admins: frozenset[int] = frozenset()
     log_level: str = "INFO"
     max_accounts_per_user: int = 10
     max_strategies_per_user: int = 50
@@ -117,6 +119,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         )
     if master_key:
         decode_master_key(master_key, "STRATA_MASTER_KEY")
+    allowed_users = _parse_allowed_users(env.get("STRATA_ALLOWED_USERS", ""))
+    admins = _parse_admins(env.get("STRATA_ADMINS", ""))
 
     return Settings(
         telegram_token=Secret(token) if token else None,
@@ -133,7 +137,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             env.get("STRATA_FILL_POLL_SECONDS", ""), "STRATA_FILL_POLL_SECONDS", 10.0
         ),
         streams=_parse_switch(env.get("STRATA_STREAMS", ""), "STRATA_STREAMS", default=True),
-        allowed_users=_parse_allowed_users(env.get("STRATA_ALLOWED_USERS", "")),
+        allowed_users=allowed_users,
+        admins=admins,
         log_level=_parse_log_level(env.get("LOG_LEVEL", "")),
         max_accounts_per_user=_parse_limit(
             env.get("STRATA_MAX_ACCOUNTS_PER_USER", ""), "STRATA_MAX_ACCOUNTS_PER_USER", 10
@@ -287,6 +292,17 @@ def _parse_allowed_users(text: str) -> frozenset[int]:
             raise ConfigError(
                 f"STRATA_ALLOWED_USERS must be comma-separated Telegram user ids, got {part!r}."
             ) from None
+    return frozenset(ids)
+
+
+def _parse_admins(text: str) -> frozenset[int]:
+    ids = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not part.isascii() or not part.isdigit() or int(part) < 1 or len(part) > 19:
+            raise ConfigError(
+                f"STRATA_ADMINS must be comma-separated Telegram user ids (positive whole numbers), got {part!r}."
+            )
+        ids.add(int(part))
     return frozenset(ids)
 
 

@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("stop", "Stop a strategy: keep or sell its holdings"),
     ("panic", "Pause everything and cancel all open orders"),
     ("settings", "Alerts, daily summary, time zone (/settings tz Europe/Paris)"),
+    ("history", "What was done on your accounts and strategies, newest first"),
     ("cancel", "End the current guided step"),
 ]
 

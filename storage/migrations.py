@@ -267,6 +267,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_by_user ON audit_log (user_id, id);
     CREATE INDEX audit_log_by_actor ON audit_log (actor_id, id);
     """,
+    # The notifier claims pending alerts (storage/outbox.py) instead of reading past an id cursor.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    CREATE INDEX outbox_unclaimed ON outbox (status, claimed_by, id);
+    """,
     # Engine workers on PostgreSQL (storage/partitions.py): each worker's heartbeat, so every worker knows how
     # many are alive and takes its fair share of the account partitions; and the per-IP request weight the
     # workers of one egress address lease in chunks (storage/ip_budgets.py). Unused on SQLite (one process).
