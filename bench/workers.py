@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from bench._common import (
     RecordingBudgets,
     accounts_with_orders,
     connect_accounts,
+    cpu_seconds,
     create_strategies,
     fresh_weight_window,
     lifted_budgets,
@@ -110,7 +112,21 @@ async def _line(process: asyncio.subprocess.Process, prefix: str, seconds: float
             return line.removeprefix(prefix).strip()
 
 
-async def measure(database: str, data_dir: Path, urls: str, workers: int, real_weight: bool) -> dict[str, Any]:
+def postgres_cpu_seconds() -> float:
+    """CPU used so far by every PostgreSQL server process on this machine (its backends included)."""
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (proc / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(proc.name))
+    return total
+
+
+async def measure(
+    database: str, data_dir: Path, fakes: Any, workers: int, real_weight: bool
+) -> dict[str, Any]:
+    urls = fakes.exchange_urls
     """Start `workers` worker processes, wait for the fair split, let them run every due strategy once."""
     processes = [
         await asyncio.create_subprocess_exec(
@@ -123,10 +139,12 @@ async def measure(database: str, data_dir: Path, urls: str, workers: int, real_w
     try:
         held = [int(await _line(p, "READY", 120)) for p in processes]
         say(f"{workers} worker(s) ready, partitions held: {held}")
+        cpu_db, cpu_fakes = postgres_cpu_seconds(), cpu_seconds(fakes.process.pid)
         for p in processes:
             p.stdin.write(b"GO\n")  # type: ignore[union-attr]
             await p.stdin.drain()  # type: ignore[union-attr]
         done = [json.loads(await _line(p, "DONE", 900)) for p in processes]
+        cpu_db, cpu_fakes = postgres_cpu_seconds() - cpu_db, cpu_seconds(fakes.process.pid) - cpu_fakes
         for p in processes:
             p.stdin.write(b"STOP\n")  # type: ignore[union-attr]
             await p.stdin.drain()  # type: ignore[union-attr]
@@ -143,15 +161,17 @@ async def measure(database: str, data_dir: Path, urls: str, workers: int, real_w
     say(f"{workers} worker(s): {runs} evaluations in {seconds:.2f}s = {evals:.0f}/s "
         f"(per worker: {[d['runs'] for d in done]}, {[round(d['seconds'], 2) for d in done]}s; "
         f"budget waits {[d['budget_waits'] for d in done]}, leases {[d['leases'] for d in done]})")
+    cpu_workers = [round(d["cpu"], 1) for d in done]
+    say(f"  CPU from GO to the last DONE: workers {cpu_workers}s, PostgreSQL {cpu_db:.1f}s, fakes {cpu_fakes:.1f}s "
+        f"(the machine's {os.cpu_count()} cores offer {seconds * (os.cpu_count() or 1):.1f}s)")
     return {"workers": workers, "evals_per_s": round(evals, 1), "runs": runs, "round_seconds": round(seconds, 2),
-            "per_worker_runs": [d["runs"] for d in done]}
+            "per_worker_runs": [d["runs"] for d in done], "cpu_workers_s": cpu_workers,
+            "cpu_postgres_s": round(cpu_db, 1), "cpu_fakes_s": round(cpu_fakes, 1)}
 
 
 async def _fresh_database(url: str) -> tuple[str, Any]:
     """Create `strata_bench_<pid>` on the server of `url` (or a throwaway server for "auto"); return its URL
     and what to call to clean up."""
-    import os
-
     import asyncpg
 
     server = folder = None
@@ -193,7 +213,7 @@ async def run_workers_bench(args: Any, fakes: Any) -> dict[str, Any]:
                 owing = await make_due(database, data_dir, fakes.exchange_urls, args.due_share)
                 await fresh_weight_window(fakes, allowed=3000)
                 say(f"measured round with {workers} worker(s): {strategies} strategies due now, {owing} DCA owing")
-                figures.append(await measure(database, data_dir, fakes.exchange_urls, workers, args.real_weight))
+                figures.append(await measure(database, data_dir, fakes, workers, args.real_weight))
             await fakes.close_session()
     finally:
         await cleanup()
@@ -237,6 +257,7 @@ async def child(database: str, data_dir: Path, urls: str, workers: int, real_wei
     expected = len(owned)
     print(f"READY {len(leases.held)}", flush=True)
     await stdin.readline()  # GO
+    cpu = cpu_seconds()
     first: dict[int, tuple[float, float]] = {}
     all_ran = asyncio.Event()
     run = engine.runner.run
@@ -260,7 +281,7 @@ async def child(database: str, data_dir: Path, urls: str, workers: int, real_wei
     weight = list(budgets.budgets().values())
     print("DONE " + json.dumps({"runs": len(first), "first_start": min(starts), "last_end": max(ends),
                                 "seconds": max(ends) - min(starts), "budget_waits": sum(b.waits for b in weight),
-                                "leases": sum(b.leases for b in weight)}), flush=True)
+                                "leases": sum(b.leases for b in weight), "cpu": cpu_seconds() - cpu}), flush=True)
     await stdin.readline()  # STOP: hold the partitions until every worker is done
     with contextlib.suppress(Exception):
         await world.close()
