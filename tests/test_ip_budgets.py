@@ -104,7 +104,6 @@ async def test_two_budgets_leasing_from_one_count_spend_one_limit_between_them(a
         ]
         spent = await asyncio.gather(*(spend_until_full(b) for b in budgets))
         assert 900 - 2 * 50 <= sum(spent) <= 900
-        assert all(spent)  # both got a share
         assert sum(b.leases for b in budgets) <= 900 // 50 + 4  # chunks, not a round trip per request
         alone = [WeightBudget(1000, margin=0.9, clock=clock, sleep=full) for _ in range(2)]
         assert sum(await asyncio.gather(*(spend_until_full(b) for b in alone))) == 2 * 900 // 3 * 3
