@@ -21,6 +21,10 @@ partitions through PostgreSQL itself (`PartitionLeases`), with no coordination s
 
 `subscribe(callback)`: `callback(gained, lost)` (sets of partition numbers), called synchronously on the event
 loop whenever `held` changes; a callback must not block (the engine starts tasks from it).
+
+A worker wires it as: `leases = await PartitionLeases.start(store.db)`, `Engine(…, ownership=leases)`, and the
+per-IP budget `RateBudgets(shared=SharedIpBudget(store.ip_budgets))`; at exit `engine.shutdown()` first, then
+`leases.close()` (never a moment where the partitions are free while this engine still runs them).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ PARTITIONS = 64
 PARTITION_LOCK = 0x5354_5250  # "STRP"
 TICK_SECONDS = 1.0
 ALIVE_SECONDS = 5.0
-HANDOVER_SECONDS = 2.0
+#: Long enough for a request of the previous holder already on the wire to reach the venue, so the new holder's
+#: reconcile finds it by client order id; short enough for a takeover well within 10 s (tick + this + reconcile).
+HANDOVER_SECONDS = 3.0
 #: Heartbeat rows older than this are deleted (workers that stopped long ago).
 FORGET_SECONDS = 3600.0
 
