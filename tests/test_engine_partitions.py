@@ -10,9 +10,13 @@ the order that was in flight is found by client order id, not sent twice — one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import asyncpg
@@ -21,9 +25,11 @@ import pytest
 from bot.engine.context import utc_now
 from bot.exchanges.rate_budget import RateBudgets, SharedIpBudget
 from storage.partitions import PARTITIONS, AllPartitions, PartitionLeases
+from storage.store import Store
 from tests.databases import fresh_postgres_database
 from tests.engine_world import World, open_world
 
+ROOT = Path(__file__).resolve().parent.parent
 LEASES = {"tick_seconds": 0.2, "alive_seconds": 2.0, "handover_seconds": 1.0}
 _numbers = iter(range(1, 1_000_000))
 
@@ -252,3 +258,99 @@ async def test_workers_sharing_an_address_each_plan_their_polls_on_their_part_of
         assert (alone, shared) == (12.0, 24.0)
     finally:
         await world.close()
+
+
+class WorkerProcess:
+    """tests/worker_child.py as a real process: its stdout lines are queued as they come."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+        self.held = 0
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, url: str, data_dir, urls: str) -> WorkerProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.worker_child", url, str(data_dir), urls, cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while raw := await self.process.stdout.readline():
+            line = raw.decode().strip()
+            if line.startswith("HELD "):
+                self.held = int(line.split()[1])
+            else:
+                await self.lines.put(line)
+
+    async def ask(self, command: str) -> list[str]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{command}\n".encode())
+        await self.process.stdin.drain()
+        return (await asyncio.wait_for(self.lines.get(), 20)).split()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ConnectionError):
+                self.process.stdin.write(b"STOP\n")  # type: ignore[union-attr]
+            try:
+                await asyncio.wait_for(self.process.wait(), 20)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        self._reader.cancel()
+
+
+async def test_a_worker_process_killed_with_an_order_in_flight_is_taken_over_one_order_one_alert(
+    fake_exchanges, tmp_path, pg_url
+):
+    """Two worker processes on one PostgreSQL database; the one running the account is SIGKILLed while its order
+    is on the venue but the answer has not come back. The other takes the partitions within 10 s, finds the order
+    by client order id and records it: exactly one order on the exchange, one fill, one alert."""
+    book = fake_exchanges.books["binance"]
+    book.add_key("inflight", "secret", balances={"USDT": "1000"})
+    urls = fake_exchanges.exchange_urls
+    workers = [await WorkerProcess.start(pg_url, tmp_path, urls) for _ in range(2)]
+    try:
+        async def split() -> bool:
+            return [w.held for w in workers] == [PARTITIONS // 2] * 2
+
+        await until(split, timeout=20)
+        _, account_id, owned = await workers[0].ask("CONNECT 600 inflight secret")
+        owner, survivor = (workers[0], workers[1]) if owned == "1" else (workers[1], workers[0])
+        book.inject("hold", path="/api/v3/order", method="POST", seconds=8.0)  # the answer never comes in time
+        await owner.ask("ALLOCATE 600")
+
+        async def on_the_venue() -> bool:
+            return len(book.all_orders("inflight")) == 1
+
+        await until(on_the_venue)
+        owner.process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        await owner.process.wait()
+        store = await Store.open(pg_url)
+        try:
+            async def fill_alerts() -> list:
+                return [a for a in await store.outbox.list_for_chat(600) if a.kind == "fill"]
+
+            async def recorded() -> bool:
+                closed = await store.orders.in_states(("closed",))
+                return len(closed) == 1 and bool(await fill_alerts()) and survivor.held == PARTITIONS
+
+            await until(recorded, timeout=15)
+            assert time.monotonic() - killed < 10.0
+            await asyncio.sleep(1.5)  # nothing more comes
+            assert len(book.all_orders("inflight")) == 1
+            rows = await store.orders.in_states(("intent", "sent", "open", "closed", "canceled", "rejected", "unknown"))
+            assert [o.status for o in rows] == ["closed"] and rows[0].account_id == int(account_id)
+            fills = await store.orders.fills_for_strategy(rows[0].strategy_id)
+            assert len(fills) == 1
+            assert len(await fill_alerts()) == 1
+        finally:
+            await store.close()
+    finally:
+        for worker in workers:
+            await worker.stop()
