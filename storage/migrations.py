@@ -272,6 +272,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
     CREATE INDEX outbox_unclaimed ON outbox (status, claimed_by, id);
     """,
+    # Access modes (STRATA_ACCESS=approval): each user's access state and the name their request showed; users
+    #    who were here before are approved. An alert may carry inline buttons (an access request's Approve /
+    #    Block), as JSON rows of [label, callback data].
+    """
+    ALTER TABLE users ADD COLUMN access TEXT NOT NULL DEFAULT 'approved';
+    ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN buttons TEXT;
+    """,
     # Engine workers on PostgreSQL (storage/partitions.py): each worker's heartbeat, so every worker knows how
     # many are alive and takes its fair share of the account partitions; and the per-IP request weight the
     # workers of one egress address lease in chunks (storage/ip_budgets.py). Unused on SQLite (one process).

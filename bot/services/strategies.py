@@ -969,12 +969,14 @@ class StrategyService:
         )
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
-    async def panic(self, user_id: int) -> PanicResult:
+    async def panic(self, user_id: int, *, actor_id: int | None = None) -> PanicResult:
         """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
 
-        Audited (panic), with how many were paused and cancelled.
+        Audited (panic), with how many were paused and cancelled; `actor_id`: who did it when not the user (an
+        admin's block).
         """
-        async with self._audit.attempt("panic", actor_id=user_id, user_id=user_id, target="every strategy") as attempt:
+        actor = user_id if actor_id is None else actor_id
+        async with self._audit.attempt("panic", actor_id=actor, user_id=user_id, target="every strategy") as attempt:
             result = await self._panic(user_id)
             await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}")
         return result
