@@ -148,8 +148,8 @@ class StrategyRunner:
         if keep_note:
             self._notes[strategy_id] = found[1]
         account = await self.ctx.account(strategy.account_id)
-        if account is None or account.status != "active":
-            return RunResult(None)
+        if account is None or account.status != "active" or not self.ctx.owns(account.id):
+            return RunResult(None)  # (an account another worker runs now: it schedules the strategy)
         return strategy, account
 
     def _needs(self, strategy: Strategy) -> tuple[tuple[str, ...], str | None]:

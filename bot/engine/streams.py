@@ -126,8 +126,8 @@ class FillStreams:
         by_venue: dict[str, set[int]] = {venue: set() for venue in self.hubs}
         for account_id in wanted_ids:
             account = active.get(account_id)
-            if account is None:
-                continue  # gone, or its key rejected or unreadable
+            if account is None or not self.ctx.owns(account_id):
+                continue  # gone, its key rejected or unreadable, or run by another worker
             known = find(account.venue)
             if known is None or known.simulated or known.user_stream is None:
                 continue  # Paper accounts are never subscribed
@@ -202,6 +202,8 @@ class FillStreams:
     async def _on_order(self, account_id: int, remote: VenueOrder) -> None:
         """Record a streamed order update through the fill path polling uses (idempotent by trade id)."""
         self.updates += 1
+        if not self.ctx.owns(account_id):
+            return  # moved to another worker since it was followed: that worker backfills it
         order = await self.ctx.store.orders.by_client_id(remote.client_order_id) if remote.client_order_id else None
         if order is None:  # every order of ours is stored before it is sent: someone else made this one
             await self.foreign.seen(account_id, remote)
@@ -221,7 +223,7 @@ class FillStreams:
         """The account's subscription is (again) live: record what happened while it was not, from REST."""
         self.backfills += 1
         account = await self.ctx.store.accounts.get(account_id)
-        if account is None or account.status != "active":
+        if account is None or account.status != "active" or not self.ctx.owns(account_id):
             return
         orders = await self.ctx.store.orders.in_states((OPEN, UNKNOWN, INTENT), account_id=account_id)
         if not orders:
