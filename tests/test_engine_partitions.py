@@ -73,9 +73,9 @@ def runs_of(world: World) -> list[int]:
     seen: list[int] = []
     decide = world.engine.runner._decide_locked
 
-    async def recording(strategy, account):
+    async def recording(strategy, account, *rest):
         seen.append(strategy.id)
-        return await decide(strategy, account)
+        return await decide(strategy, account, *rest)
 
     world.engine.runner._decide_locked = recording
     return seen
