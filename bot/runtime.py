@@ -14,6 +14,7 @@ from bot.engine.scheduler import Engine
 from bot.exchanges.gateway import ExchangeGateway
 from bot.master_key import load_master_key
 from bot.notifier import Notifier
+from bot.services.access import AccessService
 from bot.services.accounts import AccountService
 from bot.services.backtests import BacktestService
 from bot.services.charts import ChartService
@@ -83,6 +84,7 @@ class Runtime:
         self.settings_service = None
         self.summary = None
         self.backtests = None
+        self.access = None
 
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
@@ -99,6 +101,7 @@ class Runtime:
         self.strategies = StrategyService(
             self.store, self.engine, max_strategies=self.settings.max_strategies_per_user
         )
+        self.access = AccessService(self.store, self.settings, self.strategies)
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
             strategies_to_stop=self.strategies.account_strategies_to_stop,

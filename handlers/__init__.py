@@ -16,6 +16,7 @@ from handlers import (
     settings,
     start,
     strategies,
+    users,
     views,
 )
 
@@ -34,6 +35,7 @@ def register_handlers(application: Application, runtime) -> None:
         *views.handlers(),
         *charts.handlers(),
         *history.handlers(),
+        *users.handlers(),
         *fallback.handlers(application, runtime),  # last: answers what no feature handler took
     ]
     for group, handler in pairs:

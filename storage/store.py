@@ -10,6 +10,7 @@ from storage.audit import AuditRepository
 from storage.balances import BalanceRepository
 from storage.db import Database, connect
 from storage.foreign_trades import ForeignTradeRepository
+from storage.ip_budgets import IpBudgetRepository
 from storage.key_health import KeyHealthRepository
 from storage.migrations import migrate
 from storage.order_watches import OrderWatchRepository
@@ -34,6 +35,7 @@ class Store:
     key_health: KeyHealthRepository
     foreign_trades: ForeignTradeRepository
     audit: AuditRepository
+    ip_budgets: IpBudgetRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -45,7 +47,7 @@ class Store:
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
             balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
-            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db),
+            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db), ip_budgets=IpBudgetRepository(db),
         )
 
     async def migrate(self) -> int:

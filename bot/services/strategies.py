@@ -20,10 +20,11 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from bot.engine.alerts import finished_reason
+from bot.engine.context import CredentialsMissing
 from bot.engine.figures import Figures, Precision, figures_of
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
-from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
+from bot.engine.scheduler import UNCONFIRMED_ORDER, BelowMinimum, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
@@ -38,6 +39,7 @@ from bot.strategies.base import Budget, DesiredOrder, MarketInfo, amount_for_cos
 from bot.strategies.grid import GridPlan, per_level_for, plan_grid, prices_of
 from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
+from bot.vault import CredentialUnreadable
 from bot.venues import FUTURES_LEVERAGE, is_paper, venue_name
 from storage.accounts import KEY_UNSAFE
 from storage.models import Account, Strategy
@@ -158,6 +160,7 @@ class StrategyStatus:
     figures: Figures | None = None  # every figure above, as `bot.engine.figures` words them
     position: PositionView | None = None  # futures: the open position, valued at the venue's mark price
     fills: str | None = None  # running: how its fills reach the bot, "streamed" or "polled" (Paper: None)
+    fill_sweep_seconds: float | None = None  # a streamed account's safety poll: every this many seconds
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,8 @@ class PanicResult:
     filled: int = 0
     unconfirmed: int = 0
     paper: int = 0  # of the strategies paused, those trading on a Paper account (simulated money)
+    sell: bool = False  # "Pause, cancel and sell": every strategy was then stopped, what it bought sold
+    sales: tuple[StopSummary, ...] = ()  # with `sell`: each strategy's stop summary (sold, at what, dust)
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,19 @@ class StopSummary:
     futures: bool = False  # `sold` is then the position closed: negative for a short bought back
     unconfirmed: int = 0  # orders whose fate is not known yet: resolved in the background, alerted once
     figures: Figures | None = None  # the strategy's figures once stopped (`bot.engine.figures`)
+    sold_at: Mapping[str, Decimal] = field(default_factory=dict)  # asset → average price of the sale's fills
+    dust: Mapping[str, Decimal] = field(default_factory=dict)  # asset → left held, below the market's minimum
+
+
+@dataclass
+class _Sale:
+    """What selling a stopped strategy's holdings did (`_sell_holdings`)."""
+
+    sold: dict[str, Decimal] = field(default_factory=dict)
+    sold_at: dict[str, Decimal] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # sold by an order placed but not filled (or confirmed) yet
+    dust: dict[str, Decimal] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 class StrategyService:
@@ -678,6 +696,8 @@ class StrategyService:
             raise UserError("This change was already made: see /status.", reason="already made")
         strategy = await self._owned(preview.user_id, preview.strategy_id)
         attempt.target = _target(strategy)
+        # The free balance (a REST call) is read before the lock: the strategy's fills are recorded under it.
+        free = await self._free_for_raise(strategy, preview.new_budget)
         async with self._engine.ctx.lock(strategy.id):
             strategy = await self._owned(preview.user_id, preview.strategy_id)
             if strategy.status not in HOLDING:
@@ -685,7 +705,9 @@ class StrategyService:
                     f"{_title(strategy)} is {strategy.status} now: nothing was changed.",
                     reason=f"it was {strategy.status}",
                 )
-            checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
+            checked = await self._checked_edit(
+                strategy, preview.new_budget, preview.new_name, token=preview.token, free=free
+            )
             self._confirmed.add(preview.token)
             async with self._store.db.transaction() as tx:
                 if checked.new_budget is not None:
@@ -703,8 +725,10 @@ class StrategyService:
         return Edited(strategy.id, checked)
 
     async def _checked_edit(
-        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str
+        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str,
+        free: Decimal | None = None,
     ) -> EditPreview:
+        """The change checked (`free`: the account's free quote if already read; else it is read when needed)."""
         used = strategy.spent - strategy.received
         reserved = await self._store.orders.reserved_for(strategy.id)
         minimum = max(ZERO, used + reserved)
@@ -720,7 +744,7 @@ class StrategyService:
             if account is None or account.status != "active":
                 raise UserError("This strategy's account key does not work (see /accounts): fix it first.")
             if new_budget > strategy.budget:
-                maximum = await self._most_budget(account, strategy, used + reserved)
+                maximum = await self._most_budget(account, strategy, used + reserved, free)
                 if new_budget > maximum:
                     raise UserError(
                         f"The budget {money(new_budget, strategy.quote)} is more than {_account_name(account)} "
@@ -737,21 +761,39 @@ class StrategyService:
             maximum=_round_down_for_display(maximum) if maximum is not None else None, per_level=per_level,
         )
 
-    async def _most_budget(self, account: Account, strategy: Strategy, claimed: Decimal) -> Decimal:
+    async def _most_budget(
+        self, account: Account, strategy: Strategy, claimed: Decimal, free: Decimal | None = None
+    ) -> Decimal:
         """The largest budget `strategy` may have: what it used and reserved plus what the account's free quote
-        leaves after the other strategies' unspent budgets (the /allocate ceiling, without this one)."""
-        creds = await self._engine.ctx.credentials(account)
-        try:
-            balance = await self._gateway.fetch_balance(account.venue, creds)
-        except ExchangeFailure as failure:
-            raise UserError(f"Could not read your balance: {failure.user_message}") from None
-        free = balance[strategy.quote].free if strategy.quote in balance else ZERO
+        (`free`, read now if not given) leaves after the other strategies' unspent budgets (the /allocate
+        ceiling, without this one)."""
+        if free is None:
+            free = await self._free_quote(account, strategy.quote)
         others = []
         for other in await self._store.strategies.list_for_account(account.id, HOLDING):
             if other.quote == strategy.quote and other.id != strategy.id:
                 reserved = await self._store.orders.reserved_for(other.id)
                 others.append(Ledger(other.budget, other.spent - other.received, reserved))
         return max(ZERO, claimed) + allocation_headroom(free, others)
+
+    async def _free_quote(self, account: Account, quote: str) -> Decimal:
+        """The account's free `quote` on the exchange (a UserError when it cannot be read)."""
+        creds = await self._engine.ctx.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read your balance: {failure.user_message}") from None
+        return balance[quote].free if quote in balance else ZERO
+
+    async def _free_for_raise(self, strategy: Strategy, new_budget: Decimal | None) -> Decimal | None:
+        """The free quote a raised budget is checked against (None when the budget is not raised, or the account
+        is not active: the check under the lock then says why)."""
+        if new_budget is None or new_budget <= strategy.budget:
+            return None
+        account = await self._store.accounts.get(strategy.account_id)
+        if account is None or account.status != "active":
+            return None
+        return await self._free_quote(account, strategy.quote)
 
     async def _check_new_budget(self, account: Account, strategy: Strategy, budget: Decimal) -> Decimal | None:
         """The strategy's own checks of a budget, as at /allocate; a started grid's new quote per level."""
@@ -838,6 +880,7 @@ class StrategyService:
             label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
             fills=self._engine.fill_mode(account) if strategy.status == ACTIVE else None,
+            fill_sweep_seconds=self._engine.sweep_seconds,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
@@ -969,31 +1012,49 @@ class StrategyService:
         )
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
-    async def panic(self, user_id: int) -> PanicResult:
-        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
-
-        Audited (panic), with how many were paused and cancelled.
-        """
-        async with self._audit.attempt("panic", actor_id=user_id, user_id=user_id, target="every strategy") as attempt:
-            result = await self._panic(user_id)
-            await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}")
+    async def panic(self, user_id: int, *, sell: bool = False, actor_id: int | None = None) -> PanicResult:
+        """/panic: `halt_all`, audited (panic) with how many were paused and cancelled and, with `sell`, stopped
+        and sold (the option the user chose); `actor_id`: who did it when not the user (an admin's block)."""
+        actor = user_id if actor_id is None else actor_id
+        async with self._audit.attempt("panic", actor_id=actor, user_id=user_id, target="every strategy") as attempt:
+            result = await self.halt_all(user_id, sell=sell)
+            sold = f"; {len(result.sales)} stopped and sold (pause, cancel and sell)" if sell else ""
+            await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}{sold}")
         return result
 
-    async def _panic(self, user_id: int) -> PanicResult:
+    async def halt_all(self, user_id: int, *, sell: bool = False, by: str = "/panic") -> PanicResult:
+        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
+
+        `sell` ("Pause, cancel and sell what the strategies bought"): then stop each strategy that holds
+        something as /stop's "Stop and sell" does (spot: sell what its fills bought, up to the free balance;
+        futures: close its position reduce-only), waiting for the outcome; what is below the market's minimum
+        stays as dust. A stopped strategy cannot be resumed, so the answer offers no Resume all. `by`: what the
+        strategies' status says paused or stopped them. Not audited: its callers record it (/panic, wind-down).
+        """
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
             if strategy.status == ACTIVE and await self._engine.pause(
-                strategy.id, "paused by /panic", alert=False, by=PANIC
+                strategy.id, f"paused by {by}", alert=False, by=PANIC
             ):
                 paused += 1
                 paper += is_paper(strategy.venue)
         done = Cancellation()
         for strategy in strategies:
-            done += await self._engine.cancel_orders(strategy.id, "paused by /panic")
+            done += await self._engine.cancel_orders(strategy.id, f"paused by {by}")
+        sales = []
+        if sell:
+            for strategy in await self._store.strategies.list_for_user(user_id, (*HOLDING, FINISHED)):
+                async with self._engine.account_control(strategy.account_id):
+                    fresh = await self._store.strategies.get(strategy.id)
+                    if fresh is None or fresh.status == STOPPED:  # stopped meanwhile (/stop, /disconnect)
+                        continue
+                    stopped, sale = await self._stop_and_settle(fresh, sell=True, reason=f"stopped by {by}")
+                sales.append(await self._stop_summary(fresh, stopped, sale))
+        logger.info("user %s: %d strategies paused by %s, %d sold", user_id, paused, by, len(sales))
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
-            unconfirmed=done.unconfirmed, paper=paper,
+            unconfirmed=done.unconfirmed, paper=paper, sell=sell, sales=tuple(sales),
         )
 
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
@@ -1012,27 +1073,29 @@ class StrategyService:
             strategy = await self._owned(user_id, strategy_id)
             if strategy.status == STOPPED:
                 raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
-            await self._engine.stop(strategy.id, "stopped by you")
-            done = await self._engine.cancel_orders(strategy.id, "stopped by you")
-            errors = list(done.errors)
-            sold: dict[str, Decimal] = {}
-            pending: set[str] = set()  # sold by an order placed but not filled (or not confirmed) yet
-            if sell:
-                errors += await self._sell_holdings(strategy, sold, pending)
-        return await self._stop_summary(strategy, done, sold=sold, pending=pending, errors=errors)
+            done, sale = await self._stop_and_settle(strategy, sell=sell, reason="stopped by you")
+        return await self._stop_summary(strategy, done, sale)
 
-    async def _stop_summary(
-        self, strategy: Strategy, done: Any, *, sold: Mapping[str, Decimal], pending: set[str], errors: list[str]
-    ) -> StopSummary:
-        """What a stop did and left, from the strategy's figures (/stop and /disconnect send it alike)."""
+    async def _stop_and_settle(self, strategy: Strategy, *, sell: bool, reason: str) -> tuple[Cancellation, _Sale]:
+        """Stop one strategy, cancel its orders and, with `sell`, sell what it holds (the caller holds the
+        account's control lock, so a /disconnect waits for the sale)."""
+        await self._engine.stop(strategy.id, reason)
+        done = await self._engine.cancel_orders(strategy.id, reason)
+        sale = await self._sell_holdings(strategy) if sell else _Sale()
+        return done, sale
+
+    async def _stop_summary(self, strategy: Strategy, done: Any, sale: _Sale | None = None) -> StopSummary:
+        """What a stop did and left, from the strategy's figures (/stop, /panic's sell and /disconnect alike)."""
+        sale = sale or _Sale()
         stopped = await self._store.strategies.get(strategy.id) or strategy  # its ledger, with a stop's sale booked
         figures = await self.figures(stopped, await self._store.accounts.get(stopped.account_id), prices=False)
         return StopSummary(
-            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
-            kept={a: held.held for a, held in figures.held.items() if a not in pending},
+            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled,
+            sold=sale.sold, kept={a: held.held for a, held in figures.held.items() if a not in sale.pending},
             invested=figures.invested, returned=figures.returned, fees=figures.fees, realised_pnl=figures.realised,
-            errors=tuple(errors), futures=figures.futures,
-            unconfirmed=done.unconfirmed, figures=figures,
+            errors=(*done.errors, *sale.errors), futures=figures.futures,
+            unconfirmed=done.unconfirmed, figures=figures, sold_at=sale.sold_at,
+            dust={a: held.held for a, held in figures.held.items() if a in sale.dust and held.held},
         )
 
     async def account_strategies_to_stop(self, account_id: int) -> list[str]:
@@ -1041,7 +1104,9 @@ class StrategyService:
             _list_title(s) for s in await self._store.strategies.list_for_account(account_id) if s.status in HOLDING
         ]
 
-    async def stop_account_strategies(self, account_id: int, *, cancel: bool = True) -> tuple[StopSummary, ...]:
+    async def stop_account_strategies(
+        self, account_id: int, *, cancel: bool = True, reason: str = STOPPED_BY_DISCONNECT
+    ) -> tuple[StopSummary, ...]:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
         No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
@@ -1050,13 +1115,14 @@ class StrategyService:
         the database; the caller refuses to shred the key while any is (calling again retries). Returns the stop
         summary of each strategy a /disconnect stopped (also by an earlier attempt that could not finish), as
         /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
-        cannot cancel anything): the strategies only stop, the caller abandons their orders.
+        cannot cancel anything): the strategies only stop, the caller abandons their orders. `reason`: what the
+        strategies' status says stopped them (the wind-down's own).
         """
         cancelled: dict[int, Cancellation] = {}
         async with self._engine.account_control(account_id):
             for strategy in await self._store.strategies.list_for_account(account_id):
                 if strategy.status in HOLDING:
-                    await self._engine.stop(strategy.id, STOPPED_BY_DISCONNECT)
+                    await self._engine.stop(strategy.id, reason)
             for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
                 if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
                     done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
@@ -1067,21 +1133,33 @@ class StrategyService:
                 await self._engine.settle_account_orders(account_id)
             summaries = []
             for strategy in await self._store.strategies.list_for_account(account_id):
-                if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
-                    done = cancelled.get(strategy.id, Cancellation())
-                    summaries.append(
-                        await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
-                    )
+                if strategy.status == STOPPED and strategy.pause_reason == reason:
+                    summaries.append(await self._stop_summary(strategy, cancelled.get(strategy.id, Cancellation())))
         self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
         return tuple(summaries)
 
-    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
+    async def _sell_holdings(self, strategy: Strategy) -> _Sale:
+        """Sell (futures: close reduce-only) what a stopped strategy's fills hold, at market, within each market's
+        minimums and step; spot sells no more than the account's free balance. Waits for the fills: what is
+        reported sold is what the exchange filled, at the fills' average price; what is below the minimum (or
+        the step leaves) is dust."""
+        sale = _Sale()
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
-            return ["the account is gone"]
-        errors = []
+            sale.errors.append("the account is gone")
+            return sale
+        if account.status != "active":  # its key can neither read the balance nor sell
+            sale.errors.append(f"nothing sold: the API key of {account.label} does not work (see /accounts)")
+            return sale
+        try:
+            await self._engine.ctx.credentials(account)
+        except (CredentialUnreadable, CredentialsMissing):
+            sale.errors.append(f"nothing sold: the stored API key of {account.label} cannot be read (see /accounts)")
+            return sale
         placed = []
-        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        fills = await self._store.orders.fills_for_strategy(strategy.id)
+        seen = {item.fill.id for item in fills}
+        pnl = compute(fills, strategy.quote)
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
             if asset.held == 0:
                 continue
@@ -1096,23 +1174,33 @@ class StrategyService:
                                    reduce_only=adapter(account.venue).futures)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                placed.append(asset)
+                placed.append((asset, symbol))
             elif problem == UNCONFIRMED_ORDER:
-                pending.add(asset.asset)
-                errors.append(f"{asset.asset}: the {side} at market {problem}")
+                sale.pending.add(asset.asset)
+                sale.errors.append(f"{asset.asset}: the {side} at market {problem}")
+            elif isinstance(problem, BelowMinimum):
+                sale.dust[asset.asset] = asset.held
             else:
-                errors.append(f"{asset.asset} kept: {problem}")
+                sale.errors.append(f"{asset.asset} kept: {problem}")
         if placed:
             # What the exchange sold (its step may leave dust), from the fills: not what was asked.
-            after = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote).assets
-            for asset in placed:
+            fills = await self._store.orders.fills_for_strategy(strategy.id)
+            after = compute(fills, strategy.quote).assets
+            for asset, symbol in placed:
                 moved = asset.held - after[asset.asset].held  # < 0: a short bought back
                 if moved:
-                    sold[asset.asset] = moved
+                    sale.sold[asset.asset] = moved
+                    new = [item.fill for item in fills if item.fill.id not in seen and item.symbol == symbol]
+                    if traded := sum((f.amount for f in new), ZERO):
+                        sale.sold_at[asset.asset] = sum((f.price * f.amount for f in new), ZERO) / traded
+                    if after[asset.asset].held:
+                        sale.dust[asset.asset] = after[asset.asset].held
                 else:
-                    pending.add(asset.asset)
-                    errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
-        return errors
+                    sale.pending.add(asset.asset)
+                    sale.errors.append(
+                        f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)"
+                    )
+        return sale
 
     async def _free(self, account: Account, asset: str) -> Decimal:
         creds = await self._engine.ctx.credentials(account)
