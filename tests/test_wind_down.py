@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import sqlite3
 import sys
 import time
 from decimal import Decimal
@@ -17,6 +16,7 @@ from pathlib import Path
 from bot.vault import Vault
 from storage.store import Store
 from tests.chat_helpers import connect_with_key
+from tests.databases import database_for, rows
 from tests.plugins.strata import MASTER_KEY, strata_env
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 from tests.test_run_process import start_bot, stop_bot
@@ -26,10 +26,16 @@ ALICE, BOB, CAROL = 1001, 2002, 3003
 HOST_MESSAGE = "Strata Club closes on Friday: thank you all!"
 
 
+async def same_database(data_dir: Path) -> dict[str, str]:
+    """The main database the in-process bot used for `data_dir` (PostgreSQL when the suite runs on it)."""
+    url = await database_for(data_dir)
+    return {"STRATA_DATABASE_URL": url} if url else {}
+
+
 async def wind_down(fake_telegram, fake_exchanges, data_dir: Path, *args: str) -> tuple[int, str, str, float]:
     """Run the command in its own process (the fakes answer from this test's loop meanwhile)."""
     env = {"PATH": os.environ["PATH"], "HOME": str(data_dir.parent), "PYTHONPATH": str(REPO),
-           **strata_env(fake_telegram, fake_exchanges, data_dir)}
+           **strata_env(fake_telegram, fake_exchanges, data_dir), **await same_database(data_dir)}
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "wind-down", *args, cwd=data_dir.parent, env=env,
@@ -79,7 +85,7 @@ async def three_users_on_two_venues(make_strata, fake_exchanges) -> dict[int, di
 
 async def key_store_and_accounts(data_dir: Path) -> tuple[set[str], list]:
     vault = await Vault.open(data_dir / "keystore.db", base64.b64decode(MASTER_KEY), expect_existing=True)
-    store = await Store.open(data_dir / "strata.db", migrate_schema=False)
+    store = await Store.open(await database_for(data_dir) or data_dir / "strata.db", migrate_schema=False)
     try:
         accounts = [a for user in (ALICE, BOB, CAROL) for a in await store.accounts.list_for_user(user)]
         return await vault.dek_ids(), accounts
@@ -116,7 +122,7 @@ async def test_wind_down_sell_closes_three_users_on_two_venues(make_strata, fake
     sells = [t for t in fake_exchanges.books["kraken"].trades(keys[BOB]["kraken"], "BTC/USD") if t.side == "sell"]
     assert f"Sold {sum(t.amount for t in sells):.8f}".rstrip("0") in bob.plain_text
     assert "Key store emptied" in out and "still queued" not in out
-    store = await Store.open(data_dir / "strata.db", migrate_schema=False)
+    store = await Store.open(await database_for(data_dir) or data_dir / "strata.db", migrate_schema=False)
     try:
         for user in keys:
             [entry] = [e for e in await store.audit.page(user_id=user) if e.action == "wind-down"]
@@ -132,7 +138,7 @@ async def test_wind_down_refuses_while_the_bot_runs_and_changes_nothing(
     keys = await three_users_on_two_venues(make_strata, fake_exchanges)
     data_dir = tmp_path / "data"
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
-           **strata_env(fake_telegram, fake_exchanges, data_dir)}
+           **strata_env(fake_telegram, fake_exchanges, data_dir), **await same_database(data_dir)}
     bot = await start_bot(fake_telegram, env, tmp_path, user_id=4004)  # a newcomer: the others have unread alerts
     try:
         before = (data_dir / "keystore.db").read_bytes()
@@ -194,13 +200,14 @@ async def test_wind_down_with_an_unreadable_key_reports_its_orders_and_still_des
     keys = await three_users_on_two_venues(make_strata, fake_exchanges)
     data_dir = tmp_path / "data"
     resting = open_orders(fake_exchanges, "binance", keys[CAROL]["binance"])
-    with sqlite3.connect(data_dir / "strata.db") as db:  # while no bot runs: one flipped byte in Carol's key
-        [(account_id, ciphertext)] = db.execute(
-            "SELECT c.account_id, c.ciphertext FROM credentials c JOIN accounts a ON a.id = c.account_id "
-            "WHERE a.user_id = ?", (CAROL,)
-        ).fetchall()
-        db.execute("UPDATE credentials SET ciphertext = ? WHERE account_id = ?",
-                   (bytes([ciphertext[0] ^ 1]) + ciphertext[1:], account_id))
+    database = await database_for(data_dir) or data_dir / "strata.db"
+    [(account_id, ciphertext)] = await rows(  # while no bot runs: one flipped byte in Carol's key
+        database,
+        "SELECT c.account_id, c.ciphertext FROM credentials c JOIN accounts a ON a.id = c.account_id "
+        "WHERE a.user_id = ?", (CAROL,),
+    )
+    await rows(database, "UPDATE credentials SET ciphertext = ? WHERE account_id = ?",
+               (bytes([ciphertext[0] ^ 1]) + ciphertext[1:], account_id))
 
     code, out, err, _ = await wind_down(fake_telegram, fake_exchanges, data_dir, "--sell")
 
