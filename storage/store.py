@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.audit import AuditRepository
 from storage.balances import BalanceRepository
+from storage.commands import CommandRepository
 from storage.db import Database, connect
 from storage.foreign_trades import ForeignTradeRepository
 from storage.key_health import KeyHealthRepository
@@ -34,6 +35,7 @@ class Store:
     key_health: KeyHealthRepository
     foreign_trades: ForeignTradeRepository
     audit: AuditRepository
+    commands: CommandRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -45,7 +47,7 @@ class Store:
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
             balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
-            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db),
+            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db), commands=CommandRepository(db),
         )
 
     async def migrate(self) -> int:

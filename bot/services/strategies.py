@@ -19,11 +19,12 @@ from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from bot.control import EngineControl
 from bot.engine.alerts import finished_reason
 from bot.engine.figures import Figures, Precision, figures_of
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
-from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
+from bot.engine.scheduler import Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
@@ -40,7 +41,6 @@ from bot.strategies.params import ParamError, format_value, parse_budget, shown
 from bot.venues import FUTURES_LEVERAGE, is_paper, venue_name
 from storage.accounts import KEY_UNSAFE
 from storage.models import Account, Strategy
-from storage.orders import LIVE
 from storage.strategies import ACTIVE, FINISHED, HOLDING, PANIC, PAUSED, STOPPED, USER
 
 logger = logging.getLogger(__name__)
@@ -246,15 +246,15 @@ class StopSummary:
 class StrategyService:
     """The strategy use-cases over the store and the engine."""
 
-    def __init__(self, store: Any, engine: Any, *, max_strategies: int = 50) -> None:
+    def __init__(self, store: Any, control: EngineControl, *, max_strategies: int = 50) -> None:
         self._store = store
-        self._engine = engine
+        self._control = control
         self._confirmed: set[str] = set()
         self.max_strategies = max_strategies
 
     @property
     def _gateway(self) -> Any:
-        return self._engine.gateway
+        return self._control.gateway
 
     # --- catalogue ------------------------------------------------------------------------------------
 
@@ -318,7 +318,7 @@ class StrategyService:
 
         with _fixed_at("budget"):
             free, available = await self._check_headroom(account, quote, amount)
-        creds = await self._engine.ctx.credentials(account)
+        creds = await self._control.credentials(account)
         if adapter(account.venue).futures:
             try:
                 hedged = await self._gateway.fetch_position_mode(account.venue, creds)
@@ -438,7 +438,7 @@ class StrategyService:
             self._confirmed.clear()
         strategy = STRATEGIES[preview.kind]
         params = strategy.parse_params(dict(preview.params))
-        now = self._engine.ctx.clock()
+        now = self._control.clock()
         state = strategy.dump_state(strategy.initial_state(params, now))
         self._confirmed.add(preview.token)
         async with self._store.db.transaction() as tx:
@@ -448,7 +448,7 @@ class StrategyService:
                 name=preview.name,
             )
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
-        self._engine.run_soon(strategy_id)
+        await self._control.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
 
     async def _check_strategy_limit(self, user_id: int) -> None:
@@ -483,7 +483,7 @@ class StrategyService:
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
-        creds = await self._engine.ctx.credentials(account)
+        creds = await self._control.credentials(account)
         try:
             balance = await self._gateway.fetch_balance(account.venue, creds)
         except ExchangeFailure as failure:
@@ -637,7 +637,7 @@ class StrategyService:
         if preview.token in self._confirmed:
             raise UserError("This change was already made: see /status.")
         strategy = await self._owned(preview.user_id, preview.strategy_id)
-        async with self._engine.ctx.lock(strategy.id):
+        async with self._control.strategy_lock(strategy.id):
             strategy = await self._owned(preview.user_id, preview.strategy_id)
             if strategy.status not in HOLDING:
                 raise UserError(f"{_title(strategy)} is {strategy.status} now: nothing was changed.")
@@ -654,7 +654,7 @@ class StrategyService:
                     await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
         logger.info("user %s edited strategy %s", preview.user_id, strategy.id)
         if strategy.status == ACTIVE:
-            self._engine.run_soon(strategy.id)  # a raised budget may fund an order now
+            await self._control.run_soon(strategy.id)  # a raised budget may fund an order now
         return Edited(strategy.id, checked)
 
     async def _checked_edit(
@@ -695,7 +695,7 @@ class StrategyService:
     async def _most_budget(self, account: Account, strategy: Strategy, claimed: Decimal) -> Decimal:
         """The largest budget `strategy` may have: what it used and reserved plus what the account's free quote
         leaves after the other strategies' unspent budgets (the /allocate ceiling, without this one)."""
-        creds = await self._engine.ctx.credentials(account)
+        creds = await self._control.credentials(account)
         try:
             balance = await self._gateway.fetch_balance(account.venue, creds)
         except ExchangeFailure as failure:
@@ -760,7 +760,7 @@ class StrategyService:
             statuses = tuple([await self._status(s, accounts.get(s.account_id)) for s in on_page])
         return StatusPage(
             statuses=statuses,
-            page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._engine.effective_poll_interval,
+            page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._control.effective_poll_interval,
         )
 
     async def strategy_status(self, user_id: int, strategy_id: int) -> StrategyStatus:
@@ -787,12 +787,12 @@ class StrategyService:
             entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(figures.realised),
             unrealised_pnl=_q8(figures.unrealised),
             fees=figures.fees,
-            next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
-            fill_poll_seconds=self._engine.effective_poll_interval,
+            next_run=self._control.next_run_time(strategy) if strategy.status == ACTIVE else None,
+            fill_poll_seconds=self._control.effective_poll_interval,
             dust=_dust(strategy), name=strategy.name,
             label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
-            fills=self._engine.fill_mode(account) if strategy.status == ACTIVE else None,
+            fills=self._control.fill_mode(account) if strategy.status == ACTIVE else None,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
@@ -835,8 +835,8 @@ class StrategyService:
         strategy = await self._owned(user_id, strategy_id)
         if strategy.status != ACTIVE:
             raise UserError(f"{_title(strategy)} is {strategy.status}, not running.")
-        await self._engine.pause(strategy.id, "paused by you", alert=False, by=USER)
-        done = await self._engine.cancel_orders(strategy.id, "paused by you")
+        await self._control.pause(strategy.id, "paused by you", by=USER)
+        done = await self._control.cancel_orders(strategy.id, "paused by you")
         return ControlResult(
             strategy.id, _title(strategy), PAUSED, canceled=done.canceled, filled=done.filled,
             unconfirmed=done.unconfirmed, errors=done.errors,
@@ -863,7 +863,7 @@ class StrategyService:
             resumed = await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
         if not resumed:  # resumed (or stopped) by another press meanwhile
             raise UserError(f"{_title(strategy)} is no longer paused: see /status.")
-        await self._engine.resume(strategy.id)
+        await self._control.resume(strategy.id)
         return ControlResult(strategy.id, _title(strategy), ACTIVE)
 
     async def resume_all(self, user_id: int) -> ResumeAllResult:
@@ -892,7 +892,7 @@ class StrategyService:
                     tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,), only_paused_by=PANIC
                 )
             if changed:
-                await self._engine.resume(strategy.id)
+                await self._control.resume(strategy.id)
                 resumed.append(label)
         logger.info("user %s resumed %d strategies paused by /panic", user_id, len(resumed))
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
@@ -902,14 +902,12 @@ class StrategyService:
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
-            if strategy.status == ACTIVE and await self._engine.pause(
-                strategy.id, "paused by /panic", alert=False, by=PANIC
-            ):
+            if strategy.status == ACTIVE and await self._control.pause(strategy.id, "paused by /panic", by=PANIC):
                 paused += 1
                 paper += is_paper(strategy.venue)
         done = Cancellation()
         for strategy in strategies:
-            done += await self._engine.cancel_orders(strategy.id, "paused by /panic")
+            done += await self._control.cancel_orders(strategy.id, "paused by /panic")
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
             unconfirmed=done.unconfirmed, paper=paper,
@@ -918,18 +916,15 @@ class StrategyService:
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
         """Stop a strategy for good: cancel its orders, keep or sell what it bought, release its budget."""
         strategy = await self._owned(user_id, strategy_id)
-        async with self._engine.account_control(strategy.account_id):  # a /disconnect waits for the sale
-            strategy = await self._owned(user_id, strategy_id)
-            if strategy.status == STOPPED:
-                raise UserError(f"{_title(strategy)} is already stopped.")
-            await self._engine.stop(strategy.id, "stopped by you")
-            done = await self._engine.cancel_orders(strategy.id, "stopped by you")
-            errors = list(done.errors)
-            sold: dict[str, Decimal] = {}
-            pending: set[str] = set()  # sold by an order placed but not filled (or not confirmed) yet
-            if sell:
-                errors += await self._sell_holdings(strategy, sold, pending)
-        return await self._stop_summary(strategy, done, sold=sold, pending=pending, errors=errors)
+        if strategy.status == STOPPED:
+            raise UserError(f"{_title(strategy)} is already stopped.")
+        # The engine re-reads it under the account's control lock (a /disconnect waits for the sale).
+        stopped = await self._control.stop(strategy.id, "stopped by you", sell=sell)
+        if stopped is None:
+            raise UserError(f"{_title(strategy)} is already stopped.")
+        return await self._stop_summary(
+            strategy, stopped.cancellation, sold=stopped.sold, pending=set(stopped.pending), errors=list(stopped.errors)
+        )
 
     async def _stop_summary(
         self, strategy: Strategy, done: Any, *, sold: Mapping[str, Decimal], pending: set[str], errors: list[str]
@@ -962,75 +957,15 @@ class StrategyService:
         /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
         cannot cancel anything): the strategies only stop, the caller abandons their orders.
         """
-        cancelled: dict[int, Cancellation] = {}
-        async with self._engine.account_control(account_id):
-            for strategy in await self._store.strategies.list_for_account(account_id):
-                if strategy.status in HOLDING:
-                    await self._engine.stop(strategy.id, STOPPED_BY_DISCONNECT)
-            for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
-                if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
-                    done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
-                    cancelled[strategy.id] = done
-                    for error in done.errors:
-                        logger.warning("account %s: order not cancelled: %s", account_id, error)
-            if cancel:
-                await self._engine.settle_account_orders(account_id)
-            summaries = []
-            for strategy in await self._store.strategies.list_for_account(account_id):
-                if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
-                    done = cancelled.get(strategy.id, Cancellation())
-                    summaries.append(
-                        await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
-                    )
-        self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
+        cancelled = await self._control.stop_account(account_id, STOPPED_BY_DISCONNECT, cancel=cancel)
+        summaries = []
+        for strategy in await self._store.strategies.list_for_account(account_id):
+            if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
+                done = cancelled.get(strategy.id, Cancellation())
+                summaries.append(
+                    await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
+                )
         return tuple(summaries)
-
-    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
-        account = await self._store.accounts.get(strategy.account_id)
-        if account is None:
-            return ["the account is gone"]
-        errors = []
-        placed = []
-        pnl = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote)
-        for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
-            if asset.held == 0:
-                continue
-            symbol = _venue_symbol(account.venue, f"{asset.asset}/{strategy.quote}")
-            side = "sell" if asset.held > 0 else "buy"
-            amount = abs(asset.held)
-            if side == "sell" and not adapter(account.venue).futures:
-                amount = min(amount, await self._free(account, asset.asset))
-            if amount <= 0:
-                continue
-            desired = DesiredOrder(symbol, side, "market", f"stop:{asset.asset}:close", amount=amount,
-                                   reduce_only=adapter(account.venue).futures)
-            problem = await self._engine.place_now(strategy.id, desired)
-            if problem is None:
-                placed.append(asset)
-            elif problem == UNCONFIRMED_ORDER:
-                pending.add(asset.asset)
-                errors.append(f"{asset.asset}: the {side} at market {problem}")
-            else:
-                errors.append(f"{asset.asset} kept: {problem}")
-        if placed:
-            # What the exchange sold (its step may leave dust), from the fills: not what was asked.
-            after = compute(await self._store.orders.fills_for_strategy(strategy.id), strategy.quote).assets
-            for asset in placed:
-                moved = asset.held - after[asset.asset].held  # < 0: a short bought back
-                if moved:
-                    sold[asset.asset] = moved
-                else:
-                    pending.add(asset.asset)
-                    errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
-        return errors
-
-    async def _free(self, account: Account, asset: str) -> Decimal:
-        creds = await self._engine.ctx.credentials(account)
-        try:
-            balance = await self._gateway.fetch_balance(account.venue, creds)
-        except ExchangeFailure:
-            return ZERO
-        return balance[asset].free if asset in balance else ZERO
 
     async def _owned(self, user_id: int, strategy_id: int) -> Strategy:
         strategy = await self._store.strategies.get_owned(user_id, int(strategy_id))
