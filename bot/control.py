@@ -244,13 +244,17 @@ class LocalControl:
 class RemoteControl:
     """The engine in some worker process, reached through command rows. Keeps no engine cache."""
 
-    def __init__(self, store: Any, vault: Any, gateway: Any, settings: Any, *, wait_seconds: float = WAIT_SECONDS):
+    def __init__(
+        self, store: Any, vault: Any, gateway: Any, settings: Any, *, wait_seconds: float = WAIT_SECONDS,
+        disconnect_wait_seconds: float = DISCONNECT_WAIT_SECONDS,
+    ) -> None:
         self._store = store
         self._vault = vault
         self._gateway = gateway
         self._poll_interval = float(getattr(settings, "fill_poll_seconds", 10.0))
         self._streams = bool(getattr(settings, "streams", False))
         self.wait_seconds = wait_seconds
+        self.disconnect_wait_seconds = disconnect_wait_seconds
         self._finished = asyncio.Event()
         self._listening: contextlib.AsyncExitStack | None = None
 
@@ -317,7 +321,7 @@ class RemoteControl:
 
     async def stop_account(self, account_id: int, reason: str, *, cancel: bool) -> dict[int, Cancellation]:
         result = await self._submit(
-            "stop_account", account_id, {"reason": reason, "cancel": cancel}, wait_seconds=DISCONNECT_WAIT_SECONDS
+            "stop_account", account_id, {"reason": reason, "cancel": cancel}, wait_seconds=self.disconnect_wait_seconds
         )
         return {int(k): _cancellation(v) for k, v in result["cancelled"].items()}
 
