@@ -238,3 +238,20 @@ async def _wait_until_async(predicate, timeout: float = 30.0) -> None:
     while not await predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.1)
+
+
+def test_compose_and_dockerfile_start_only_real_roles_from_the_packaged_code():
+    """Docker is not testable on every machine (README): at least the files name what exists."""
+    import re
+
+    from bot.cli import build_parser
+
+    repo = Path(__file__).resolve().parents[1]
+    roles = set(build_parser()._subparsers._group_actions[0].choices)
+    compose = (repo / "compose.yaml").read_text()
+    commands = re.findall(r'command: \["([a-z-]+)"\]', compose)
+    assert sorted(commands) == ["front", "migrate", "worker", "worker"] and set(commands) <= roles
+    dockerfile = (repo / "Dockerfile").read_text()
+    for package in ("bot", "handlers", "storage"):
+        assert f"COPY {package} ./{package}" in dockerfile
+    assert ".env" in (repo / ".dockerignore").read_text().split()
