@@ -29,6 +29,12 @@ Alert texts are Telegram HTML (`parse_mode`, "HTML" by default): their writers e
 Telegram still refuse the markup ("can't parse entities"), the alert is sent once more as plain text, tags
 stripped, rather than lost. New alerts are picked up on `wake()` and by polling the table every
 `poll_interval` seconds, so alerts queued by another process or before a restart go out too.
+
+**One notifier per database.** Alerts are claimed (storage/outbox.py), not read past an id cursor. On PostgreSQL
+several fronts may run by mistake (or on purpose, as standbys): only the holder of the notifier's leader lock
+sends (storage/leader.py); the others wait, and the first to take the lock after the holder dies releases its
+claims and carries on, so every alert is still sent once, in order per chat. Engine workers in other processes
+wake the leader through LISTEN/NOTIFY.
 """
 
 from __future__ import annotations
@@ -38,8 +44,11 @@ import contextlib
 import html
 import logging
 import math
+import os
 import random
 import re
+import secrets
+import socket
 import time
 import warnings
 from collections import deque
@@ -51,6 +60,7 @@ import telegram
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
+from storage.leader import NOTIFIER_LOCK, OUTBOX_CHANNEL, LeaderLock
 from storage.models import Alert
 from storage.store import Store
 
@@ -65,6 +75,7 @@ GLOBAL_FLOOD_WINDOW_S = 1.0  # 429s on two chats this close together mean the ov
 DRAIN_TIMEOUT_S = 15.0
 LOAD_BATCH = 1000
 MAX_LOADED = 20_000  # alerts held in memory at once; the rest stay in the table until these drain
+LEADER_CHECK_S = 2.0  # how often a standby tries the leader lock, and the leader checks it still holds it
 
 
 @dataclass
@@ -112,7 +123,10 @@ class Notifier:
 
         self._queues: dict[int, deque[Alert]] = {}
         self._loaded = 0
-        self._cursor = 0
+        #: Who claims alerts: unique per notifier instance, readable in the table when debugging.
+        self.claimer = f"{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._leader = LeaderLock(store.db, NOTIFIER_LOCK)
+        self._leader_checked = -math.inf
         self._ready_at: dict[int, float] = {}  # chat -> earliest next send (pacing, 429, backoff)
         self._failures: dict[int, int] = {}  # chat -> consecutive transient failures
         self._busy: set[int] = set()  # chats with a send in flight
@@ -143,6 +157,7 @@ class Notifier:
             log.warning("notifier starting while Telegram is unreachable: %s", self._describe(exc))
         self._stopping = False
         self._load_requested = True
+        self._leader_checked = -math.inf
         self._runner = asyncio.create_task(self._run(), name="notifier")
 
     async def stop(self) -> None:
@@ -161,6 +176,10 @@ class Notifier:
         self._in_flight = 0  # a send cancelled before it began never released its slot
         self._busy.clear()
         await self._flush_unmarked()
+        if self._leader.held:
+            await self._store.outbox.release_claims(of=self.claimer)  # the next notifier sends what is left
+        await self._leader.release()
+        self._drop_loaded()
 
     def wake(self) -> None:
         """Tell the notifier new alerts are waiting (cheap and synchronous: call it after the commit)."""
@@ -172,10 +191,41 @@ class Notifier:
         """Alerts loaded and not yet settled (for tests and progress reports)."""
         return self._loaded
 
+    @property
+    def is_leader(self) -> bool:
+        """Whether this notifier is the one sending (always, on SQLite)."""
+        return self._leader.held
+
+    async def _lead(self) -> bool:
+        """Take or keep the leader lock (checked every LEADER_CHECK_S); True while this notifier may send."""
+        now = self._clock()
+        if now - self._leader_checked < LEADER_CHECK_S:
+            return self._leader.held
+        self._leader_checked = now
+        if self._leader.held:
+            if not await self._leader.still_held():
+                log.warning("notifier %s lost the leader lock; standing by", self.claimer)
+                self._drop_loaded()
+            return self._leader.held
+        if await self._leader.try_acquire():
+            released = await self._store.outbox.release_claims(except_of=self.claimer)
+            await self._leader.listen(OUTBOX_CHANNEL, self.wake)
+            log.info("notifier %s is sending (took over %d claimed alert(s))", self.claimer, released)
+            self._load_requested = True
+        return self._leader.held
+
+    def _drop_loaded(self) -> None:
+        """Forget what was loaded (claims stay in the table: whoever leads next releases and sends them)."""
+        self._queues.clear()
+        self._loaded = 0
+
     async def _run(self) -> None:
         next_poll = self._clock()
         while not self._stopping:
             try:
+                if not await self._lead():
+                    await self._wait(LEADER_CHECK_S)
+                    continue
                 if self._load_requested or self._clock() >= next_poll:
                     self._load_requested = False
                     next_poll = self._clock() + self._poll_interval
@@ -198,10 +248,9 @@ class Notifier:
         """Read alerts queued since the last read into per-chat queues; settle those of unreachable users."""
         unreachable: dict[int, str] = {}
         while self._loaded < MAX_LOADED:
-            batch = await self._store.outbox.pending_after(self._cursor, LOAD_BATCH)
+            batch = await self._store.outbox.claim_pending(self.claimer, min(LOAD_BATCH, MAX_LOADED - self._loaded))
             for item in batch:
                 alert = item.alert
-                self._cursor = max(self._cursor, alert.id)
                 blocked = item.user_active is False or (
                     item.user_active is None and alert.user_id in self._blocked_users
                 )

@@ -102,7 +102,15 @@ class Transaction:
     async def fetchone_for_update(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
         """A read whose rows this transaction will write back: locked on PostgreSQL (`FOR UPDATE`) so a
         concurrent writer waits; SQLite transactions are already exclusive (BEGIN IMMEDIATE)."""
-        return await self.fetchone(sql, params)
+        return await self.fetchone(sql + self.lock_suffix(), params)
+
+    def lock_suffix(self, *, skip_locked: bool = False) -> str:
+        """What ends a SELECT whose rows this transaction claims: row locks on PostgreSQL (`SKIP LOCKED`: rows
+        another transaction holds are passed over, not waited for); nothing on SQLite, whose write
+        transactions already exclude each other."""
+        if self.backend == "sqlite":
+            return ""
+        return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
 
 class SqliteDatabase(Database):

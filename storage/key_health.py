@@ -66,7 +66,8 @@ class KeyHealthRepository:
         await self._db.execute(
             "INSERT INTO key_health (account_id, checked_ms, due_ms, expires_ms, warned) VALUES (?, ?, ?, ?, '') "
             "ON CONFLICT (account_id) DO UPDATE SET checked_ms = excluded.checked_ms, due_ms = excluded.due_ms, "
-            "warned = CASE WHEN key_health.expires_ms IS excluded.expires_ms THEN key_health.warned ELSE '' END, "
+            "warned = CASE WHEN key_health.expires_ms IS NOT DISTINCT FROM excluded.expires_ms "
+            "THEN key_health.warned ELSE '' END, "
             "expires_ms = excluded.expires_ms",
             (account_id, at_ms, due_ms, expires_ms),
         )

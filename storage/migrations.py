@@ -267,6 +267,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_log_by_user ON audit_log (user_id, id);
     CREATE INDEX audit_log_by_actor ON audit_log (actor_id, id);
     """,
+    # The notifier claims pending alerts (storage/outbox.py) instead of reading past an id cursor.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    CREATE INDEX outbox_unclaimed ON outbox (status, claimed_by, id);
+    """,
     # Control commands from the Telegram front to the worker owning the account (storage/commands.py).
     """
     CREATE TABLE commands (

@@ -4,6 +4,12 @@ An alert exists iff its event exists (the engine calls `enqueue` inside the tran
 or the pause). The notifier is the only writer of `status` afterwards: `pending` → `sent` once Telegram
 accepted the message, or `pending` → `undeliverable` when Telegram will never take it (user blocked the bot,
 chat gone, message refused as malformed). Nothing is deleted here, so an undeliverable alert stays visible.
+
+The notifier takes pending alerts by **claiming** them (`claimed_by` = its own id), never by reading past an id
+cursor: on PostgreSQL, concurrent writers commit ids out of order, so a cursor would skip an alert whose
+transaction committed after a higher id was read. A claim is `FOR UPDATE SKIP LOCKED` on PostgreSQL, so two
+notifiers running by mistake never claim the same alert; one notifier is active per database anyway (the
+notifier's leader lock), and when it takes over it releases the claims of the one before (`release_claims`).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.db import Database, Transaction
+from storage.leader import OUTBOX_CHANNEL, notify
 from storage.models import Alert, from_iso, to_iso, utcnow
 
 KINDS = frozenset({"fill", "pause", "error", "summary", "info"})
@@ -42,32 +49,48 @@ class OutboxRepository:
             raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
         if not text:
             raise ValueError("an alert needs a text")
-        return await tx.insert(
+        alert_id = await tx.insert(
             "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo) "
             "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
             (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo),
         )
+        await notify(tx, OUTBOX_CHANNEL)  # a notifier in another process sends it at once, not at its next poll
+        return alert_id
 
     async def photo(self, alert_id: int) -> bytes | None:
         """The photo of a pending alert, read only when it is sent (the notifier holds thousands of alerts)."""
         row = await self._db.fetchone("SELECT photo FROM outbox WHERE id = ?", (alert_id,))
         return None if row is None or row["photo"] is None else bytes(row["photo"])
 
-    async def pending_after(self, after_id: int, limit: int = 1000) -> list[PendingAlert]:
-        """Pending alerts with an id above `after_id`, oldest first.
-
-        Ids grow in commit order (every write transaction is BEGIN IMMEDIATE, so writers are serialised),
-        which lets the notifier read only what is new with a cursor instead of rescanning the table.
-        """
-        rows = await self._db.fetchall(
+    async def claim_pending(self, claimer: str, limit: int = 1000) -> list[PendingAlert]:
+        """Claim up to `limit` unclaimed pending alerts for `claimer`, oldest first, and return them."""
+        async with self._db.transaction() as tx:
+            unclaimed = "SELECT id FROM outbox WHERE status = 'pending' AND claimed_by IS NULL ORDER BY id LIMIT ?"
+            rows = await tx.fetchall(unclaimed + tx.lock_suffix(skip_locked=True), (limit,))
+            ids = [row["id"] for row in rows]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            await tx.execute(f"UPDATE outbox SET claimed_by = ? WHERE id IN ({marks})", (claimer, *ids))  # noqa: S608
             # Every column but the photo's bytes (whether there is one instead): alerts load by the thousand.
-            "SELECT o.id, o.user_id, o.chat_id, o.kind, o.text, o.silent, o.status, o.attempts, o.created_at, "
-            "o.sent_at, o.error, o.photo IS NOT NULL AS has_photo, u.active AS user_active FROM outbox o "
-            "LEFT JOIN users u ON u.id = o.user_id "
-            "WHERE o.status = 'pending' AND o.id > ? ORDER BY o.id LIMIT ?",
-            (after_id, limit),
-        )
+            rows = await tx.fetchall(
+                "SELECT o.id, o.user_id, o.chat_id, o.kind, o.text, o.silent, o.status, o.attempts, o.created_at, "  # noqa: S608
+                "o.sent_at, o.error, o.photo IS NOT NULL AS has_photo, u.active AS user_active FROM outbox o "
+                f"LEFT JOIN users u ON u.id = o.user_id WHERE o.id IN ({marks}) ORDER BY o.id",
+                tuple(ids),
+            )
         return [PendingAlert(alert=_alert(row), user_active=_flag(row["user_active"])) for row in rows]
+
+    async def release_claims(self, *, of: str | None = None, except_of: str | None = None) -> int:
+        """Return claimed, still pending alerts to the pool: those of `of` (a notifier stopping), or every
+        claim but `except_of`'s (a notifier taking over from one that died); return how many."""
+        sql = "UPDATE outbox SET claimed_by = NULL WHERE status = 'pending' AND claimed_by IS NOT NULL"
+        params: tuple = ()
+        if of is not None:
+            sql, params = sql + " AND claimed_by = ?", (of,)
+        elif except_of is not None:
+            sql, params = sql + " AND claimed_by != ?", (except_of,)
+        return await self._db.execute(sql, params)
 
     async def mark_sent(self, alert_id: int) -> bool:
         """Record that Telegram accepted the alert; False if it was not pending any more."""

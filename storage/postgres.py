@@ -83,6 +83,10 @@ class PostgresDatabase(Database):
         async with self._pool.acquire() as conn:
             yield conn
 
+    async def dedicated_connection(self) -> asyncpg.Connection:
+        """A connection outside the pool, for a session-long advisory lock and LISTEN (the caller closes it)."""
+        return await asyncpg.connect(self.url)
+
     async def close(self) -> None:
         await self._pool.close()
 
@@ -114,9 +118,6 @@ class PostgresTransaction(Transaction):
             return await self._conn.fetchrow(translate(sql), *params)
         except asyncpg.IntegrityConstraintViolationError as exc:  # INSERT … RETURNING
             raise _integrity(exc) from None
-
-    async def fetchone_for_update(self, sql: str, params: Sequence[Any] = ()) -> asyncpg.Record | None:
-        return await self.fetchone(f"{sql} FOR UPDATE", params)
 
 
 def _rows_changed(status: str) -> int:

@@ -64,3 +64,21 @@ async def database_for(data_dir: Path) -> str | None:
         raise RuntimeError(f"STRATA_TEST_BACKEND=postgresql needs a server: {SERVER_VARIABLE} is not set")
     name = "t_" + hashlib.sha1(str(Path(data_dir).resolve()).encode(), usedforsecurity=False).hexdigest()[:20]
     return await fresh_postgres_database(admin, name)
+
+
+async def rows(database, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on a test's main database (a SQLite path or a PostgreSQL URL), as the bot's own storage
+    layer would (same placeholder translation); return the rows as tuples (empty for writes).
+
+    For tests that look at, or tamper with, what the bot stored — while it runs or while it is down.
+    """
+    from storage.db import connect
+
+    db = await connect(database)
+    try:
+        if sql.lstrip()[:6].upper() in ("SELECT", "PRAGMA"):
+            return [tuple(row) for row in await db.fetchall(sql, params)]
+        await db.execute(sql, params)
+        return []
+    finally:
+        await db.close()

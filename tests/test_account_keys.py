@@ -10,7 +10,6 @@ own account. One API key is connected once; accounts and strategies per user are
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from decimal import Decimal
 
 from storage.orders import LIVE
@@ -24,6 +23,7 @@ from tests.chat_helpers import (
     send_key_pair,
     start_connect,
 )
+from tests.databases import rows
 from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids, keystore_deks, stored_accounts
 
@@ -77,7 +77,7 @@ async def test_a_revoked_key_is_disconnected_after_a_confirmation_naming_the_ord
     assert "did not answer" not in done.text
     for order in resting:  # named, so the user can cancel them on the exchange
         assert f"order id {order.id}" in done.text and order.client_order_id in done.text
-    assert keystore_deks(strata) == 0  # the key store row is gone: the key is shredded
+    assert await keystore_deks(strata) == 0  # the key store row is gone: the key is shredded
     assert await store.accounts.get(account.id) is None
     assert await _live_orders(strata, account.id) == []
     assert await store.orders.reserved_for(strategy.id) == 0
@@ -136,7 +136,7 @@ async def test_a_rejected_binance_key_is_replaced_by_a_key_of_the_same_account_a
     assert len(await _live_orders(strata, account.id)) == len(resting)  # its orders are still followed
     new_dek = (await store.accounts.credential(account.id)).dek_id
     assert new_dek != old_dek and await vault.dek_ids() == {new_dek}  # the old data key is shredded
-    assert keystore_deks(strata) == 1
+    assert await keystore_deks(strata) == 1
     assert_no_leak(strata, old_key, old_secret, new_key, new_secret)
 
     await strata.send(USER, f"/resume {strategy.id}")
@@ -204,17 +204,18 @@ async def test_a_tampered_credential_with_an_unconfirmed_order_pauses_that_accou
         await s.next_reply(USER, contains="Bought", timeout=15)
         await connect_with_key(s, fake_exchanges, "binance", user=OTHER)
         strategy = (await s.runtime.store.strategies.list_for_user(USER))[0]
-        database = s.settings.database_path
-    with sqlite3.connect(database) as db:  # while the bot is down: one flipped byte, one order in doubt
-        (ciphertext,) = db.execute("SELECT ciphertext FROM credentials WHERE account_id = ?", (victim.id,)).fetchone()
-        tampered = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
-        db.execute("UPDATE credentials SET ciphertext = ? WHERE account_id = ?", (tampered, victim.id))
-        db.execute(
-            "INSERT INTO orders (strategy_id, account_id, client_order_id, tag, symbol, side, type, amount, "
-            "reserved, status, created_at, updated_at) VALUES (?, ?, 'x-doubt-1', 'doubt', 'BTC/USDT', 'buy', "
-            "'market', '0.0004', '20', 'unknown', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
-            (strategy.id, victim.id),
-        )
+        database = s.settings.database
+    # While the bot is down: one flipped byte, one order in doubt.
+    ((ciphertext,),) = await rows(database, "SELECT ciphertext FROM credentials WHERE account_id = ?", (victim.id,))
+    tampered = bytes([ciphertext[0] ^ 1]) + ciphertext[1:]
+    await rows(database, "UPDATE credentials SET ciphertext = ? WHERE account_id = ?", (tampered, victim.id))
+    await rows(
+        database,
+        "INSERT INTO orders (strategy_id, account_id, client_order_id, tag, symbol, side, type, amount, "
+        "reserved, status, created_at, updated_at) VALUES (?, ?, 'x-doubt-1', 'doubt', 'BTC/USDT', 'buy', "
+        "'market', '0.0004', '20', 'unknown', '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:00+00:00')",
+        (strategy.id, victim.id),
+    )
 
     async with make_strata() as s:  # before the fix, start-up died here on CredentialUnreadable
         alert = await s.next_reply(USER, contains="cannot be read", timeout=15)
@@ -251,12 +252,11 @@ async def test_the_same_api_key_is_connected_once_whoever_sends_it(strata, fake_
     refused = await strata.next_reply(OTHER, contains="nothing was stored", timeout=15)
     assert "already connected" not in refused.text
 
-    assert stored_accounts(strata) == [("binance", "binance", USER)]
-    assert keystore_deks(strata) == 1
+    assert await stored_accounts(strata) == [("binance", "binance", USER)]
+    assert await keystore_deks(strata) == 1
     fingerprint = await strata.runtime.vault.fingerprint("api-key:binance", api_key)
     assert api_key.encode() not in strata.files_bytes()
-    with sqlite3.connect(strata.settings.database_path) as db:
-        assert db.execute("SELECT key_ref FROM accounts").fetchall() == [(fingerprint,)]
+    assert await rows(strata.settings.database, "SELECT key_ref FROM accounts") == [(fingerprint,)]
 
 
 async def test_accounts_and_strategies_per_user_are_capped(make_strata, fake_exchanges):

@@ -6,7 +6,7 @@ Through the real bot, the fake Telegram and the fake exchanges (real PTB, real c
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import inspect
 from datetime import timedelta
 from decimal import Decimal
 
@@ -21,6 +21,7 @@ from tests.chat_helpers import (
     send_key_pair,
     start_connect,
 )
+from tests.databases import rows
 from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 from tests.test_connect import assert_no_leak, deleted_ids, keystore_deks, stored_accounts
 
@@ -195,8 +196,8 @@ async def test_a_second_key_of_a_connected_binance_account_is_refused_whoever_se
     theirs = await strata.next_reply(OTHER, contains="already connected", timeout=15)
     assert "main-spot" not in theirs.text and "replace" not in theirs.text  # nothing about the other user
 
-    assert stored_accounts(strata) == [("binance", "main-spot", USER)]
-    assert keystore_deks(strata) == 1
+    assert await stored_accounts(strata) == [("binance", "main-spot", USER)]
+    assert await keystore_deks(strata) == 1
     assert_no_leak(strata, second_key, second_secret, third_key, third_secret)
 
 
@@ -218,20 +219,19 @@ async def test_a_binance_uid_is_connected_once_per_venue_spot_and_futures_are_se
     await send_key_pair(strata, second_key, second_secret)
     refused = await strata.next_reply(USER, contains="already connected", timeout=15)
     assert "/connect replace binanceusdm" in refused.text
-    assert stored_accounts(strata) == [("binance", "binance", USER), ("binanceusdm", "binanceusdm", USER)]
+    assert await stored_accounts(strata) == [("binance", "binance", USER), ("binanceusdm", "binanceusdm", USER)]
 
 
 # --- accounts without a recorded exchange account (owner_ref) ---------------------------------------------
 
 
-def _owner_refs(database) -> dict[int, str | None]:
-    with sqlite3.connect(database) as db:
-        return dict(db.execute("SELECT id, owner_ref FROM accounts").fetchall())
+async def _owner_refs(database) -> dict[int, str | None]:
+    return dict(await rows(database, "SELECT id, owner_ref FROM accounts"))
 
 
 async def _wait_for(condition, timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
+    while not (await result if inspect.isawaitable(result := condition()) else result):
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
 
@@ -242,11 +242,10 @@ async def test_a_binance_account_without_its_owner_recorded_gets_it_at_start_up_
     book = fake_exchanges.books["binance"]
     async with make_strata() as s:
         account, api_key = await connect_with_key(s, fake_exchanges, "binance")
-        database = s.settings.database_path
-    recorded = _owner_refs(database)[account.id]
+        database = s.settings.database
+    recorded = (await _owner_refs(database))[account.id]
     assert recorded is not None
-    with sqlite3.connect(database) as db:  # connected before owners were recorded
-        db.execute("UPDATE accounts SET owner_ref = NULL")
+    await rows(database, "UPDATE accounts SET owner_ref = NULL")  # connected before owners were recorded
 
     def uid_reads() -> int:
         return sum(r.path == "/api/v3/account" and r.api_key == api_key for r in book.requests)
@@ -256,12 +255,15 @@ async def test_a_binance_account_without_its_owner_recorded_gets_it_at_start_up_
     async with make_strata() as s:  # the read fails: the bot starts anyway, the next start tries again
         await _wait_for(lambda: uid_reads() > before)
         await asyncio.sleep(0.3)
-        assert _owner_refs(database)[account.id] is None
+        assert (await _owner_refs(database))[account.id] is None
         await list_accounts(s)
     before = uid_reads()
     async with make_strata():
-        await _wait_for(lambda: _owner_refs(database)[account.id] is not None)
-        assert _owner_refs(database)[account.id] == recorded
+        async def recorded_again() -> bool:
+            return (await _owner_refs(database))[account.id] is not None
+
+        await _wait_for(recorded_again)
+        assert (await _owner_refs(database))[account.id] == recorded
         assert uid_reads() == before + 1  # one weight-20 call for the account
 
 
@@ -270,11 +272,10 @@ async def test_a_binance_account_without_its_owner_recorded_is_not_given_any_key
     book = fake_exchanges.books["binance"]
     async with make_strata() as s:
         account, old_key = await connect_with_key(s, fake_exchanges, "binance")
-        database = s.settings.database_path
+        database = s.settings.database
     book.revoke_key(old_key)
-    with sqlite3.connect(database) as db:
-        db.execute("UPDATE accounts SET owner_ref = NULL, status = 'key_rejected'")
-        (before,) = db.execute("SELECT ciphertext FROM credentials").fetchone()
+    await rows(database, "UPDATE accounts SET owner_ref = NULL, status = 'key_rejected'")
+    ((before,),) = await rows(database, "SELECT ciphertext FROM credentials")
 
     async with make_strata() as s:
         stranger_key, stranger_secret = register(fake_exchanges, "binance")  # another Binance account
@@ -284,8 +285,7 @@ async def test_a_binance_account_without_its_owner_recorded_is_not_given_any_key
         refusal = await s.next_reply(USER, contains="Nothing was changed", timeout=15)
         assert "/disconnect binance" in refusal.text and "/connect" in refusal.text
         assert (await s.runtime.store.accounts.get(account.id)).status == "key_rejected"
-    with sqlite3.connect(database) as db:
-        assert db.execute("SELECT ciphertext FROM credentials").fetchone() == (before,)
+    assert await rows(database, "SELECT ciphertext FROM credentials") == [(before,)]
 
 
 async def test_a_rejected_key_alert_points_to_the_replacement_once(strata, fake_exchanges):

@@ -6,11 +6,11 @@ import asyncio
 import base64
 import os
 import secrets
-import sqlite3
 
 import pytest
 
 from tests.chat_helpers import OTHER, USER, connect_account, list_accounts, register, send_key_pair, start_connect
+from tests.databases import rows
 
 
 def deleted_ids(s, chat_id: int) -> set[int]:
@@ -26,14 +26,12 @@ def assert_no_leak(s, *secrets_: str) -> None:
             assert form.decode() not in log, "a secret reached the logs"
 
 
-def stored_accounts(s) -> list[tuple]:
-    with sqlite3.connect(s.settings.database_path) as db:
-        return db.execute("SELECT venue, label, user_id FROM accounts").fetchall()
+async def stored_accounts(s) -> list[tuple]:
+    return await rows(s.settings.database, "SELECT venue, label, user_id FROM accounts ORDER BY id")
 
 
-def keystore_deks(s) -> int:
-    with sqlite3.connect(s.settings.keystore_path) as db:
-        return db.execute("SELECT count(*) FROM deks").fetchone()[0]
+async def keystore_deks(s) -> int:
+    return (await rows(s.settings.keystore, "SELECT count(*) FROM deks"))[0][0]
 
 
 @pytest.mark.parametrize(
@@ -52,8 +50,8 @@ async def test_full_connect_deletes_both_messages_stores_sealed_key_and_leaks_no
     assert signed and all(r.signature_valid for r in signed)
     _, listing = await list_accounts(strata)
     assert venue in listing.text and "active" in listing.text
-    assert stored_accounts(strata) == [(venue, venue, USER)]
-    assert keystore_deks(strata) == 1
+    assert await stored_accounts(strata) == [(venue, venue, USER)]
+    assert await keystore_deks(strata) == 1
     assert_no_leak(strata, api_key, secret)
 
 
@@ -64,7 +62,7 @@ async def test_second_account_on_a_venue_gets_its_own_label(strata, fake_exchang
         await send_key_pair(strata, api_key, secret)
         done = await strata.next_reply(USER, contains="Connected")
         assert expected in done.text
-    assert [row[1] for row in stored_accounts(strata)] == ["binance", "binance-2"]
+    assert [row[1] for row in await stored_accounts(strata)] == ["binance", "binance-2"]
 
 
 async def test_withdraw_enabled_key_is_refused_and_nothing_is_stored(strata, fake_exchanges):
@@ -74,7 +72,7 @@ async def test_withdraw_enabled_key_is_refused_and_nothing_is_stored(strata, fak
     refusal = await strata.next_reply(USER, contains="withdraw")
     assert "nothing was stored" in refusal.text.lower()
     assert {key_msg["message_id"], secret_msg["message_id"]} <= deleted_ids(strata, USER)
-    assert stored_accounts(strata) == [] and keystore_deks(strata) == 0
+    assert await stored_accounts(strata) == [] and await keystore_deks(strata) == 0
     assert_no_leak(strata, api_key, secret)
 
 
@@ -84,7 +82,7 @@ async def test_kraken_key_that_can_withdraw_is_refused(strata, fake_exchanges):
     await send_key_pair(strata, api_key, secret)
     refusal = await strata.next_reply(USER, contains="withdraw")
     assert "nothing was stored" in refusal.text.lower()
-    assert stored_accounts(strata) == []
+    assert await stored_accounts(strata) == []
 
 
 async def test_wrong_secret_is_refused_with_a_plain_answer(strata, fake_exchanges):
@@ -93,7 +91,7 @@ async def test_wrong_secret_is_refused_with_a_plain_answer(strata, fake_exchange
     await send_key_pair(strata, api_key, secrets.token_hex(32))
     refusal = await strata.next_reply(USER, contains="nothing was stored")
     assert "key" in refusal.text.lower()
-    assert stored_accounts(strata) == []
+    assert await stored_accounts(strata) == []
 
 
 async def test_malformed_key_is_rejected_before_any_network_call(strata, fake_exchanges):
@@ -124,7 +122,7 @@ async def test_exchange_timeout_gives_a_clear_message_and_stores_nothing(strata,
     await send_key_pair(strata, api_key, secret)
     answer = await strata.next_reply(USER, contains="nothing was stored", timeout=60)
     assert "try again" in answer.text.lower()
-    assert stored_accounts(strata) == []
+    assert await stored_accounts(strata) == []
 
 
 async def test_cancel_mid_intake_keeps_deleting_and_stores_nothing(strata, fake_exchanges):
@@ -140,7 +138,7 @@ async def test_cancel_mid_intake_keeps_deleting_and_stores_nothing(strata, fake_
     stray = await strata.send(USER, base64.b64encode(os.urandom(64)).decode())
     await strata.next_reply(USER, contains="revoke")
     assert stray["message_id"] in deleted_ids(strata, USER)
-    assert stored_accounts(strata) == []
+    assert await stored_accounts(strata) == []
 
 
 async def test_intake_times_out_and_forgets_the_key(strata, fake_exchanges):
@@ -177,14 +175,14 @@ async def test_connect_in_a_group_is_refused_and_key_messages_there_are_deleted(
 
 async def test_disconnect_shreds_the_key_and_removes_the_account(strata, fake_exchanges):
     account = await connect_account(strata, fake_exchanges)
-    assert keystore_deks(strata) == 1
+    assert await keystore_deks(strata) == 1
     await strata.send(USER, "/disconnect")
     menu = await strata.next_reply(USER, contains="Which account")
     await strata.press(USER, menu, 0)
     confirm = await strata.next_reply(USER, contains="Disconnect")
     await strata.press(USER, confirm, "Confirm disconnect")
     await strata.next_reply(USER, contains="destroyed")
-    assert keystore_deks(strata) == 0
+    assert await keystore_deks(strata) == 0
     assert await strata.runtime.store.accounts.get(account.id) is None
     await strata.send(USER, "/accounts")
     assert "no connected accounts" in (await strata.next_reply(USER, contains="account")).text
@@ -200,7 +198,7 @@ async def test_forged_callback_for_another_users_account_changes_nothing(strata,
     answer = await strata.next_reply(USER, contains="not")
     assert "no longer" in answer.text or "not" in answer.text
     assert await strata.runtime.store.accounts.get(victim.id) is not None
-    assert keystore_deks(strata) == 2
+    assert await keystore_deks(strata) == 2
 
 
 async def test_allowlisted_deployment_refuses_others_politely(make_strata, fake_exchanges):
@@ -242,7 +240,7 @@ async def test_accounts_can_be_renamed_but_never_to_another_venues_id(strata, fa
     assert "another exchange" in (await strata.next_reply(USER)).text
     await strata.send(USER, "/accounts rename binance main")
     assert "Renamed" in (await strata.next_reply(USER)).text
-    assert [row[1] for row in stored_accounts(strata)] == ["main"]
+    assert [row[1] for row in await stored_accounts(strata)] == ["main"]
 
 
 async def test_key_and_secret_sent_back_to_back_are_taken_in_order(strata, fake_exchanges):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from storage.store import Store
 from tests.crash_child import SECRET
+from tests.databases import database_for
 
 ROOT = Path(__file__).resolve().parent.parent
 POINTS = ("after_intent", "after_send", "after_fill")
@@ -47,7 +48,7 @@ async def crash_and_restart(fake_exchanges, data_dir: Path, crash_at: str) -> di
     killed = await run_child(data_dir, urls, "start", api_key, crash_at)
     at_crash = len(book.all_orders(api_key))
     resumed = await run_child(data_dir, urls, "resume", api_key, None)
-    store = await Store.open(data_dir / "strata.db")
+    store = await Store.open(await database_for(data_dir) or data_dir / "strata.db")
     try:
         alerts = await store.db.fetchall("SELECT * FROM outbox WHERE kind = 'fill'")
         fills = await store.db.fetchall("SELECT * FROM fills")

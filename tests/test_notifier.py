@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import telegram
@@ -23,8 +22,8 @@ def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "main.db")
+async def store(main_database) -> AsyncIterator[Store]:
+    opened = await Store.open(main_database)
     yield opened
     await opened.close()
 
@@ -158,12 +157,12 @@ async def test_alerts_are_sent_as_html_and_refused_markup_falls_back_to_plain_te
 
 
 async def test_alerts_queued_by_another_connection_go_out_without_a_wake(
-    store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot, tmp_path: Path
+    store: Store, fake_telegram: FakeTelegram, bot: telegram.Bot, main_database
 ):
     await register(store, fake_telegram, 31)
     notifier = Notifier(store, bot, **FAST)
     await notifier.start()
-    other_process = await Store.open(tmp_path / "main.db")
+    other_process = await Store.open(main_database)
     try:
         await enqueue(other_process, 31, "filled elsewhere")
         await fake_telegram.wait_for_message(31, timeout=3)
@@ -368,9 +367,9 @@ async def test_a_message_telegram_refuses_is_undeliverable_and_the_chat_carries_
 
 
 async def test_a_restart_midway_resends_nothing_and_drops_nothing(
-    fake_telegram: FakeTelegram, bot: telegram.Bot, tmp_path: Path
+    fake_telegram: FakeTelegram, bot: telegram.Bot, main_database
 ):
-    path = tmp_path / "main.db"
+    path = main_database
     first = await Store.open(path)
     users = (91, 92)
     await register(first, fake_telegram, *users)

@@ -18,8 +18,8 @@ async def _account(store: Store, label: str) -> int:
         return await store.accounts.create(tx, user_id=1001, venue="binanceusdm", label=label)
 
 
-async def test_a_snapshot_keeps_exact_decimals_and_is_replaced_by_the_next_fetch(tmp_path):
-    store = await Store.open(tmp_path / "main.db")
+async def test_a_snapshot_keeps_exact_decimals_and_is_replaced_by_the_next_fetch(main_database):
+    store = await Store.open(main_database)
     try:
         account = await _account(store, "binanceusdm")
         other = await _account(store, "binanceusdm-2")
@@ -43,8 +43,8 @@ async def test_a_snapshot_keeps_exact_decimals_and_is_replaced_by_the_next_fetch
         await store.close()
 
 
-async def test_a_snapshot_goes_with_its_account_and_is_not_written_for_one_deleted_meanwhile(tmp_path):
-    store = await Store.open(tmp_path / "main.db")
+async def test_a_snapshot_goes_with_its_account_and_is_not_written_for_one_deleted_meanwhile(main_database):
+    store = await Store.open(main_database)
     try:
         account = await _account(store, "binanceusdm")
         await store.balances.save(account, [StoredAsset("USDT", Decimal(1), Decimal(1))], None, AT)

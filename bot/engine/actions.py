@@ -51,10 +51,10 @@ async def pause_strategy(
             tx, strategy_id, PAUSED, reason=reason, only_from=(ACTIVE,), paused_by=by
         )
         if changed and alert:
-            chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
-            if chat is not None:
+            chat_id = await store.users.chat_of(strategy.user_id, tx)
+            if chat_id is not None:
                 await store.outbox.enqueue(
-                    tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="pause",
+                    tx, user_id=strategy.user_id, chat_id=chat_id, kind="pause",
                     text=pause_text(strategy, reason),
                 )
     if changed:

@@ -764,9 +764,9 @@ class OrderDesk:
     ) -> None:
         """Queue a report's fill alerts, each with the strategy's figures once the report is booked."""
         store = self.ctx.store
-        chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
+        chat_id = await store.users.chat_of(strategy.user_id, tx)
         booked = await store.strategies.get(strategy.id, tx)
-        if chat is None or booked is None:
+        if chat_id is None or booked is None:
             return
         figures = figures_of(
             budget=booked.budget, quote=booked.quote, spent=booked.spent, received=booked.received,
@@ -775,13 +775,13 @@ class OrderDesk:
         )
         for alert in alerts:
             await store.outbox.enqueue(
-                tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="fill",
+                tx, user_id=strategy.user_id, chat_id=chat_id, kind="fill",
                 text=fill_text(booked, figures=figures, **alert), silent=strategy.alerts == "silent",
             )
 
     async def _strategy_of(self, order_id: int) -> int:
-        row = await self.ctx.store.db.fetchone("SELECT strategy_id FROM orders WHERE id = ?", (order_id,))
-        return row["strategy_id"] if row else 0
+        order = await self.ctx.store.orders.get(order_id)
+        return order.strategy_id if order else 0
 
 
 def _ended(remote: VenueOrder) -> str:

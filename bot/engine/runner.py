@@ -255,10 +255,10 @@ class StrategyRunner:
         from bot.engine.alerts import finished_text
 
         fresh = await self.ctx.store.strategies.get(strategy.id, tx)
-        chat = await tx.fetchone("SELECT chat_id FROM users WHERE id = ?", (strategy.user_id,))
-        if fresh is not None and chat is not None:
+        chat_id = await self.ctx.store.users.chat_of(strategy.user_id, tx)
+        if fresh is not None and chat_id is not None:
             await self.ctx.store.outbox.enqueue(
-                tx, user_id=strategy.user_id, chat_id=chat["chat_id"], kind="info", text=finished_text(fresh, note)
+                tx, user_id=strategy.user_id, chat_id=chat_id, kind="info", text=finished_text(fresh, note)
             )
 
 
