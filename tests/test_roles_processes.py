@@ -223,7 +223,7 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
 
 async def _fill_alert_queued(store: Store, text: str) -> bool:
     """The alert is in the outbox, not sent yet (no front is running)."""
-    return any(text in item.alert.text for item in await store.outbox.pending_after(0, 1000))
+    return any(a.status == "pending" and text in a.text for a in await store.outbox.list_for_chat(USER))
 
 
 async def _wait_until(predicate, timeout: float = 30.0) -> None:
