@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -79,7 +79,8 @@ class EngineControl(Protocol):
 
     async def forget_credentials(self, account_id: int) -> None: ...
 
-    def strategy_lock(self, strategy_id: int) -> contextlib.AbstractAsyncContextManager: ...
+    async def edit(self, preview: Any, apply: Callable[[Any], Awaitable[Any]]) -> Any:
+        """`apply(preview)` under the strategy's lock, where its engine runs (/edit's Confirm)."""
 
     async def run_soon(self, strategy_id: int) -> None: ...
 
@@ -124,8 +125,9 @@ class LocalControl:
     async def forget_credentials(self, account_id: int) -> None:
         self._engine.ctx.forget_credentials(account_id)
 
-    def strategy_lock(self, strategy_id: int) -> contextlib.AbstractAsyncContextManager:
-        return self._engine.ctx.lock(strategy_id)
+    async def edit(self, preview: Any, apply: Callable[[Any], Awaitable[Any]]) -> Any:
+        async with self._engine.ctx.lock(preview.strategy_id):
+            return await apply(preview)
 
     async def run_soon(self, strategy_id: int) -> None:
         self._engine.run_soon(strategy_id)
@@ -296,11 +298,12 @@ class RemoteControl:
     async def forget_credentials(self, account_id: int) -> None:
         await self._submit("forget_credentials", account_id, {}, wait=False)
 
-    @contextlib.asynccontextmanager
-    async def strategy_lock(self, strategy_id: int) -> AsyncIterator[None]:
-        # The worker's in-memory lock cannot be held from here. An edit made meanwhile is still safe: the
-        # worker's risk gate checks every order against the budget stored at that moment.
-        yield
+    async def edit(self, preview: Any, apply: Callable[[Any], Awaitable[Any]]) -> Any:
+        """The worker makes the change under its lock (`apply` is this process's, not run here)."""
+        from bot.services.strategies import Edited, EditPreview
+
+        result = await self._submit_for(preview.strategy_id, "edit", {"preview": preview.to_json()})
+        return Edited(preview.strategy_id, EditPreview.from_json(result["checked"]))
 
     async def run_soon(self, strategy_id: int) -> None:
         await self._submit_for(strategy_id, "run_soon", {}, wait=False)
@@ -384,9 +387,10 @@ class RemoteControl:
 class CommandExecutor:
     """Runs the commands of the accounts this worker owns (`ownership.owns`), one task per command."""
 
-    def __init__(self, store: Any, control: LocalControl, ownership: Any) -> None:
+    def __init__(self, store: Any, control: LocalControl, ownership: Any, *, strategies: Any = None) -> None:
         self._store = store
         self._control = control
+        self._strategies = strategies  # the worker's StrategyService over `control` (for /edit's change)
         self._ownership = ownership
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -456,6 +460,11 @@ class CommandExecutor:
         if kind == "stop":
             stopped = await control.stop(payload["strategy_id"], payload["reason"], sell=bool(payload["sell"]))
             return {"stopped": None} if stopped is None else {"stopped": _stopped_json(stopped)}
+        if kind == "edit":
+            from bot.services.strategies import EditPreview
+
+            edited = await self._strategies.confirm_edit(EditPreview.from_json(payload["preview"]))
+            return {"checked": edited.preview.to_json()}
         if kind == "stop_account":
             cancelled = await control.stop_account(command.account_id, payload["reason"],
                                                    cancel=bool(payload["cancel"]))

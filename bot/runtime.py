@@ -190,7 +190,8 @@ class WorkerRuntime:
         self.gateway.attach_paper(self.store.paper)
         self.engine = Engine(self.store, self.vault, self.gateway, None, self.settings)
         self.control = LocalControl(self.engine)
-        self.commands = CommandExecutor(self.store, self.control, self.ownership)
+        strategies = StrategyService(self.store, self.control, max_strategies=self.settings.max_strategies_per_user)
+        self.commands = CommandExecutor(self.store, self.control, self.ownership, strategies=strategies)
         await self.engine.start()
         self.commands.start()
 

@@ -174,6 +174,12 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         await chat.send(f"/resume {dca.id}")
         await chat.reply("running again")
         assert (await store.strategies.get(dca.id)).status == "active"
+        # /edit: the worker makes the change under the strategy's lock; the answer shows what it made.
+        await chat.send(f"/edit {dca.id} budget=150 name=core")
+        await chat.press(await chat.reply("Change"), "Confirm change")
+        await chat.reply("changed")
+        edited = await store.strategies.get(dca.id)
+        assert (edited.budget, edited.name) == (Decimal(150), "core")
 
         # The front goes away; the worker goes on and queues a fill alert meanwhile (a Kraken grid's buy fills).
         kraken = fake_exchanges.books["kraken"]

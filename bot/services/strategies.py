@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -209,6 +209,17 @@ class EditPreview:
     minimum: Decimal  # the smallest budget it may have: used plus reserved (never below zero), up to the cent
     maximum: Decimal | None  # the largest the account allows now, down to the cent (None: the budget is not raised)
     per_level: Decimal | None = None  # a started grid: its ladder's new quote per level
+
+    def to_json(self) -> dict[str, Any]:
+        """For a command to the worker that makes the change (amounts as exact strings)."""
+        return {k: str(v) if isinstance(v, Decimal) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EditPreview:
+        return cls(**{k: Decimal(v) if k in _EDIT_AMOUNTS and v is not None else v for k, v in data.items()})
+
+
+_EDIT_AMOUNTS = frozenset({"budget", "new_budget", "used", "reserved", "minimum", "maximum", "per_level"})
 
 
 @dataclass(frozen=True)
@@ -633,25 +644,31 @@ class StrategyService:
 
     async def confirm_edit(self, preview: EditPreview) -> Edited:
         """Make a previewed change, checked again under the strategy's lock (its engine decisions wait), so the
-        next decision uses the new budget and no fill or order in between can make it too small."""
+        next decision uses the new budget and no fill or order in between can make it too small. The lock is the
+        engine's: in a front, the worker running the strategy makes the change (`apply_edit` there)."""
         if preview.token in self._confirmed:
             raise UserError("This change was already made: see /status.")
+        await self._owned(preview.user_id, preview.strategy_id)
+        edited = await self._control.edit(preview, self.apply_edit)
+        self._confirmed.add(preview.token)
+        return edited
+
+    async def apply_edit(self, preview: EditPreview) -> Edited:
+        """The change itself, called under the strategy's lock by the process that runs its engine."""
         strategy = await self._owned(preview.user_id, preview.strategy_id)
-        async with self._control.strategy_lock(strategy.id):
-            strategy = await self._owned(preview.user_id, preview.strategy_id)
-            if strategy.status not in HOLDING:
-                raise UserError(f"{_title(strategy)} is {strategy.status} now: nothing was changed.")
-            checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
-            self._confirmed.add(preview.token)
-            async with self._store.db.transaction() as tx:
-                if checked.new_budget is not None:
-                    await self._store.strategies.set_budget(tx, strategy.id, checked.new_budget)
-                    if checked.per_level is not None:
-                        kind = STRATEGIES[strategy.kind]
-                        state = replace(kind.load_state(strategy.state), quote_per_level=checked.per_level)
-                        await self._store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
-                if checked.new_name is not None:
-                    await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
+        if strategy.status not in HOLDING:
+            raise UserError(f"{_title(strategy)} is {strategy.status} now: nothing was changed.")
+        checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
+        self._confirmed.add(preview.token)
+        async with self._store.db.transaction() as tx:
+            if checked.new_budget is not None:
+                await self._store.strategies.set_budget(tx, strategy.id, checked.new_budget)
+                if checked.per_level is not None:
+                    kind = STRATEGIES[strategy.kind]
+                    state = replace(kind.load_state(strategy.state), quote_per_level=checked.per_level)
+                    await self._store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
+            if checked.new_name is not None:
+                await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
         logger.info("user %s edited strategy %s", preview.user_id, strategy.id)
         if strategy.status == ACTIVE:
             await self._control.run_soon(strategy.id)  # a raised budget may fund an order now
