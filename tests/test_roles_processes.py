@@ -211,6 +211,14 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         assert binance.open_orders(api_key) == []
         sells = [t for t in binance.trades(api_key, "BTC/USDT") if t.side == "sell"]
         assert len(sells) == 1
+
+        # /disconnect: the worker stops the grid and cancels its resting orders before the front shreds the key.
+        assert kraken.open_orders(k_key)
+        await chat.send("/disconnect kraken")
+        await chat.press(await chat.reply("Disconnect"), "Confirm disconnect")
+        await chat.reply("destroyed", timeout=60)
+        assert kraken.open_orders(k_key) == []
+        assert [a.label for a in await store.accounts.list_for_user(USER)] == ["binance"]
         await asyncio.sleep(2)  # time for a doubled alert to show
     finally:
         await store.close()
