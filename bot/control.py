@@ -424,7 +424,8 @@ class CommandExecutor:
         """Claim and start every pending command of an owned account; how many were started."""
         await self._store.commands.requeue_stale(None, older_than=STALE_AFTER)
         started = 0
-        for command in await self._store.commands.pending():
+        held = getattr(self._ownership, "held", None)
+        for command in await self._store.commands.pending(partitions=held):
             if not self._ownership.owns(command.account_id) or not await self._store.commands.claim(command.id):
                 continue
             task = asyncio.get_running_loop().create_task(self._execute(command), name=f"command:{command.id}")

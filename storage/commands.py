@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from storage.db import Database
 from storage.models import from_iso, to_iso, utcnow
+from storage.partitions import PARTITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,18 @@ class CommandRepository:
         row = await self._db.fetchone("SELECT * FROM commands WHERE id = ?", (command_id,))
         return _command(row) if row is not None else None
 
-    async def pending(self, limit: int = 100) -> list[Command]:
-        """The oldest commands nobody has claimed yet."""
+    async def pending(self, limit: int = 100, *, partitions: Collection[int] | None = None) -> list[Command]:
+        """The oldest commands nobody has claimed yet; `partitions`: only those of accounts in these partitions
+        (`storage.partitions.partition_of`), so a worker never waits behind other workers' commands."""
+        where, params = "status = ?", [PENDING]
+        if partitions is not None:
+            if not partitions:
+                return []
+            where += f" AND (account_id % ?) IN ({', '.join('?' * len(partitions))})"
+            params += [PARTITIONS, *sorted(partitions)]
         rows = await self._db.fetchall(
-            "SELECT * FROM commands WHERE status = ? ORDER BY id LIMIT ?", (PENDING, limit)
+            f"SELECT * FROM commands WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608 - only placeholders
+            (*params, limit),
         )
         return [_command(row) for row in rows]
 

@@ -12,6 +12,7 @@ import pytest
 from bot.control import POLL_SECONDS, CommandExecutor, RemoteControl, StillRunning
 from bot.services.errors import UserError
 from storage.commands import DONE, PENDING
+from storage.partitions import PARTITIONS, partition_of
 from storage.store import Store
 
 
@@ -21,10 +22,11 @@ class Settings:
 
 
 class Owner:
-    """Owns the accounts whose id is in `ids`."""
+    """Owns the partitions of the accounts whose id is in `ids` (and says it owns only those accounts)."""
 
     def __init__(self, *ids: int) -> None:
         self.ids = set(ids)
+        self.held = frozenset(partition_of(i) for i in ids)
 
     def owns(self, account_id: int) -> bool:
         return account_id in self.ids
@@ -77,6 +79,19 @@ async def test_a_worker_runs_only_the_commands_of_the_accounts_it_owns(store):
     assert engine.forgotten == [2]
     assert (await store.commands.get(mine)).status == DONE
     assert (await store.commands.get(other)).status == PENDING  # left for the worker that owns account 3
+
+
+async def test_a_worker_finds_its_commands_behind_a_crowd_of_other_workers(store):
+    for _ in range(120):  # more than one read's worth, all for an account of another partition
+        await store.commands.submit(account_id=3, user_id=7, kind="forget_credentials", payload={})
+    mine = await store.commands.submit(account_id=2 + PARTITIONS, user_id=7, kind="forget_credentials", payload={})
+    engine = EngineSide()
+    executor = CommandExecutor(store, engine, Owner(2 + PARTITIONS))
+
+    assert await executor.run_pending() == 1
+    await executor.close()
+
+    assert engine.forgotten == [2 + PARTITIONS] and (await store.commands.get(mine)).status == DONE
 
 
 async def test_the_front_gets_the_workers_refusal_as_the_users_message(store):
