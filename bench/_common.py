@@ -292,10 +292,12 @@ async def open_world(
     jitter_seconds: float = 0.0,
     engine_class: type[Engine] = Engine,
     streams: bool | None = None,
+    database: str | None = None,
 ) -> World:
     """Open the databases in `data_dir` and build the gateway and the engine exactly as the bot does.
 
-    `streams` sets STRATA_STREAMS (None: the bot's default, on)."""
+    `streams` sets STRATA_STREAMS (None: the bot's default, on); `database` is STRATA_DATABASE_URL (None: the
+    SQLite file in `data_dir`)."""
     env = {
         "STRATA_DATA_DIR": str(data_dir),
         "STRATA_EXCHANGE_URLS": exchange_urls,
@@ -304,6 +306,8 @@ async def open_world(
     }
     if streams is not None:
         env["STRATA_STREAMS"] = "on" if streams else "off"
+    if database:
+        env["STRATA_DATABASE_URL"] = database
     settings = load_settings(env, dotenv=False)
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     store = await Store.open(settings.database)
@@ -314,6 +318,24 @@ async def open_world(
     )
     engine = engine_class(store, vault, gateway, NullNotifier(), settings, jitter_seconds=jitter_seconds)
     return World(settings, store, vault, gateway, engine, budgets)
+
+
+async def fresh_database(url: str | None) -> str | None:
+    """For `--database postgresql://…` (an admin URL of a server the bench may create databases on): a new,
+    empty database on that server for this run, so runs never mix; None stays None (SQLite)."""
+    if not url:
+        return None
+    import secrets
+
+    import asyncpg
+
+    name = f"strata_bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.rsplit("/", 1)[0] + "/" + name
 
 
 def user_of(index: int) -> int:

@@ -41,6 +41,7 @@ from bench._common import (
     connect_accounts,
     cpu_seconds,
     create_strategies,
+    fresh_database,
     fresh_weight_window,
     grid_params,
     lifted_budgets,
@@ -120,9 +121,9 @@ async def populate(world: World, accounts: int, per_account: int, intents: int) 
     return len(ids), cids
 
 
-async def measure(data_dir: Path, fakes: Fakes, cids: list[str]) -> dict[str, object]:
+async def measure(data_dir: Path, fakes: Fakes, cids: list[str], database: str | None) -> dict[str, object]:
     budgets = RecordingBudgets()
-    world = await open_world(data_dir, fakes.exchange_urls, budgets=budgets)
+    world = await open_world(data_dir, fakes.exchange_urls, budgets=budgets, database=database)
     try:
         active = await world.store.db.fetchone("SELECT COUNT(*) AS n FROM strategies WHERE status = 'active'")
         reconcile = world.engine.reconcile
@@ -181,16 +182,17 @@ async def measure(data_dir: Path, fakes: Fakes, cids: list[str]) -> dict[str, ob
 async def run(args: argparse.Namespace, fakes: Fakes) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="strata-bench-restart-") as tmp:
         data_dir = Path(tmp)
-        world = await open_world(data_dir, fakes.exchange_urls, budgets=lifted_budgets())
+        args.database = await fresh_database(args.database)
+        world = await open_world(data_dir, fakes.exchange_urls, budgets=lifted_budgets(), database=args.database)
         try:
             strategies, cids = await populate(world, args.accounts, args.per_account, args.intents)
         finally:
             await world.close()
         await fresh_weight_window(fakes, allowed=2500)
-        figures = await measure(data_dir, fakes, cids)
+        figures = await measure(data_dir, fakes, cids, args.database)
         await fakes.close_session()
     return {"bench": "restart", "strategies": strategies, "intents": len(cids), **figures,
-            "accounts": args.accounts, **machine()}
+            "accounts": args.accounts, "database": "postgresql" if args.database else "sqlite", **machine()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, help="connected accounts (default 1000, quick 50)")
     parser.add_argument("--per-account", type=int, help="strategies per account (default 10, quick 2)")
     parser.add_argument("--intents", type=int, help="orders left sent/unknown (default 500, quick 20)")
+    parser.add_argument("--database", help="postgresql://… admin URL: run on a new database there (default SQLite)")
     args = parser.parse_args(argv)
     args.accounts = args.accounts or (50 if args.quick else 1000)
     args.per_account = args.per_account or (2 if args.quick else 10)

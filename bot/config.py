@@ -19,6 +19,8 @@ from bot.secret import Secret
 from storage.db import is_postgres, sqlite_path
 
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org/bot"
+#: Who may use the bot: everyone, only STRATA_ALLOWED_USERS, or whoever an admin approved.
+ACCESS_MODES = ("open", "allowlist", "approval")
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
@@ -42,6 +44,10 @@ class Settings:
     #: Fills pushed by the venues' user-data streams (polling then only sweeps streamed accounts every 5 min).
     streams: bool = True
     allowed_users: frozenset[int] = frozenset()
+    #: STRATA_ADMINS: who approves and blocks users (/users); always let in, never blocked.
+    admins: frozenset[int] = frozenset()
+    #: STRATA_ACCESS: one of ACCESS_MODES.
+    access: str = "open"
     log_level: str = "INFO"
     max_accounts_per_user: int = 10
     max_strategies_per_user: int = 50
@@ -117,6 +123,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         )
     if master_key:
         decode_master_key(master_key, "STRATA_MASTER_KEY")
+    allowed_users = _parse_allowed_users(env.get("STRATA_ALLOWED_USERS", ""))
+    admins = _parse_admins(env.get("STRATA_ADMINS", ""))
 
     return Settings(
         telegram_token=Secret(token) if token else None,
@@ -133,7 +141,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
             env.get("STRATA_FILL_POLL_SECONDS", ""), "STRATA_FILL_POLL_SECONDS", 10.0
         ),
         streams=_parse_switch(env.get("STRATA_STREAMS", ""), "STRATA_STREAMS", default=True),
-        allowed_users=_parse_allowed_users(env.get("STRATA_ALLOWED_USERS", "")),
+        allowed_users=allowed_users,
+        admins=admins,
+        access=_parse_access(env.get("STRATA_ACCESS", ""), admins=admins, allowed_users=allowed_users),
         log_level=_parse_log_level(env.get("LOG_LEVEL", "")),
         max_accounts_per_user=_parse_limit(
             env.get("STRATA_MAX_ACCOUNTS_PER_USER", ""), "STRATA_MAX_ACCOUNTS_PER_USER", 10
@@ -288,6 +298,35 @@ def _parse_allowed_users(text: str) -> frozenset[int]:
                 f"STRATA_ALLOWED_USERS must be comma-separated Telegram user ids, got {part!r}."
             ) from None
     return frozenset(ids)
+
+
+def _parse_admins(text: str) -> frozenset[int]:
+    ids = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not part.isascii() or not part.isdigit() or int(part) < 1 or len(part) > 19:
+            raise ConfigError(
+                f"STRATA_ADMINS must be comma-separated Telegram user ids (positive whole numbers), got {part!r}."
+            )
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def _parse_access(text: str, *, admins: frozenset[int], allowed_users: frozenset[int]) -> str:
+    """STRATA_ACCESS, defaulting as DESIGN.md says; a mode its companion variable leaves meaningless is refused."""
+    mode = text.strip().lower()
+    if not mode:
+        return "approval" if admins else "allowlist" if allowed_users else "open"
+    if mode not in ACCESS_MODES:
+        raise ConfigError(f"STRATA_ACCESS must be one of {', '.join(ACCESS_MODES)}, got {text!r}.")
+    if mode == "approval" and not admins:
+        raise ConfigError("STRATA_ACCESS=approval needs STRATA_ADMINS: the Telegram user ids who approve new users.")
+    if mode == "allowlist" and not allowed_users:
+        raise ConfigError("STRATA_ACCESS=allowlist needs STRATA_ALLOWED_USERS: the Telegram user ids let in.")
+    if mode == "open" and allowed_users:
+        raise ConfigError(
+            "STRATA_ACCESS=open lets everyone in, yet STRATA_ALLOWED_USERS is set: remove one of them."
+        )
+    return mode
 
 
 def _parse_log_level(text: str) -> str:

@@ -362,7 +362,7 @@ class RemoteControl:
         result = command.result or {}
         if command.status != "done":
             if result.get("user_error"):
-                raise UserError(result["user_error"])
+                raise UserError(result["user_error"], reason=result.get("reason"), step=result.get("step"))
             raise RuntimeError(f"command {command_id} ({kind}) failed on the worker")
         return result
 
@@ -438,7 +438,9 @@ class CommandExecutor:
         try:
             result = await self._dispatch(command)
         except UserError as exc:
-            await self._store.commands.finish(command.id, ok=False, result={"user_error": str(exc)})
+            await self._store.commands.finish(
+                command.id, ok=False, result={"user_error": exc.message, "reason": exc.reason, "step": exc.step}
+            )
         except Exception:
             logger.exception("command %s (%s) failed", command.id, command.kind)
             await self._store.commands.finish(command.id, ok=False, result={"error": "internal"})
@@ -464,7 +466,8 @@ class CommandExecutor:
         if kind == "edit":
             from bot.services.strategies import EditPreview
 
-            edited = await self._strategies.confirm_edit(EditPreview.from_json(payload["preview"]))
+            # Under this worker's lock, without an audit entry of its own: the front records the outcome once.
+            edited = await control.edit(EditPreview.from_json(payload["preview"]), self._strategies.apply_edit)
             return {"checked": edited.preview.to_json()}
         if kind == "stop_account":
             cancelled = await control.stop_account(command.account_id, payload["reason"],

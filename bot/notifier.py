@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import telegram
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, ChatMigrated, Forbidden, RetryAfter, TelegramError
 from telegram.warnings import PTBDeprecationWarning
 
@@ -348,6 +349,7 @@ class Notifier:
                 text=text,
                 parse_mode=None if plain else self._parse_mode,
                 disable_notification=alert.silent,
+                reply_markup=_keyboard(alert.buttons),
             )
         finally:
             self._in_flight -= 1
@@ -461,6 +463,14 @@ class Notifier:
         text = f"{type(exc).__name__}: {exc.message}"
         token = getattr(self._bot, "token", "")
         return text.replace(token, "[REDACTED]") if token else text
+
+
+def _keyboard(rows: tuple[tuple[tuple[str, str], ...], ...]) -> InlineKeyboardMarkup | None:
+    if not rows:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(label, callback_data=data) for label, data in row] for row in rows]
+    )
 
 
 def _plain_text(text: str) -> str:

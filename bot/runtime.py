@@ -18,6 +18,7 @@ from bot.engine.scheduler import Engine
 from bot.exchanges.gateway import ExchangeGateway
 from bot.master_key import load_master_key
 from bot.notifier import Notifier
+from bot.services.access import AccessService
 from bot.services.accounts import AccountService
 from bot.services.backtests import BacktestService
 from bot.services.charts import ChartService
@@ -97,6 +98,7 @@ class Runtime:
         self.settings_service = None
         self.summary = None
         self.backtests = None
+        self.access = None
         self._scheduler: AsyncIOScheduler | None = None  # the front's own (in `run` the engine's)
 
     async def start(self, bot) -> None:
@@ -118,6 +120,7 @@ class Runtime:
             await self.control.start()
         control = self.control
         self.strategies = StrategyService(self.store, control, max_strategies=self.settings.max_strategies_per_user)
+        self.access = AccessService(self.store, self.settings, self.strategies)
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
             strategies_to_stop=self.strategies.account_strategies_to_stop,

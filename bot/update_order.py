@@ -42,6 +42,21 @@ class PerUserUpdateProcessor(BaseUpdateProcessor):
                 del self._waiting[key]
                 self._locks.pop(key, None)
 
+    async def settled(self, user_id: int, timeout: float = 30.0) -> bool:  # noqa: ASYNC109 - a plain bound reads best
+        """Wait until the update of `user_id` being handled now, if any, is done (False: it outlasted `timeout`).
+
+        An admin's block waits for it: an order the user was confirming at that moment is then cancelled with
+        the rest, and every later update of theirs meets the block in the guard.
+        """
+        lock = self._locks.get(user_id)
+        if lock is None or not lock.locked():
+            return True
+        try:
+            async with asyncio.timeout(timeout), lock:
+                return True
+        except TimeoutError:
+            return False
+
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         await coroutine
 

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from telegram.ext import Application
 
-from handlers import accounts, backtest, cancel, charts, connect, fallback, guard, settings, start, strategies, views
+from handlers import (
+    accounts,
+    backtest,
+    cancel,
+    charts,
+    connect,
+    fallback,
+    guard,
+    history,
+    settings,
+    start,
+    strategies,
+    users,
+    views,
+)
 
 
 def register_handlers(application: Application, runtime) -> None:
@@ -20,6 +34,8 @@ def register_handlers(application: Application, runtime) -> None:
         *backtest.handlers(),
         *views.handlers(),
         *charts.handlers(),
+        *history.handlers(),
+        *users.handlers(),
         *fallback.handlers(application, runtime),  # last: answers what no feature handler took
     ]
     for group, handler in pairs:

@@ -1,4 +1,4 @@
-"""Checks that run before every other handler: stray keys posted in chats, then the user allowlist.
+"""Checks that run before every other handler: stray keys posted in chats, then who may use the bot.
 
 Stray keys come first: a key pasted (or edited in) by anyone, allowlisted or not, is deleted.
 """
@@ -12,6 +12,7 @@ from telegram.error import TelegramError
 from telegram.ext import ApplicationHandlerStop, MessageHandler, TypeHandler, filters
 
 from bot.redaction import register_possible_secret
+from bot.services.access import APPROVED, BLOCKED, NOT_LISTED, PENDING, UNKNOWN
 from bot.services.intake import looks_like_key
 from handlers.common import Context, runtime
 
@@ -28,20 +29,47 @@ STRAY_KEY_NOT_DELETED = (
 )
 
 
-async def allowlist_gate(update: Update, context: Context) -> None:
-    """Refuse every update from users outside STRATA_ALLOWED_USERS, button presses included."""
-    allowed = runtime(context).settings.allowed_users
-    if not allowed:
+#: What someone who is not let in gets, by their state (bot.services.access.AccessService.check).
+REFUSALS = {
+    NOT_LISTED: PRIVATE_BOT,
+    UNKNOWN: "This bot lets people in once an admin approves them: send /start to ask for access.",
+    PENDING: "⏳ Your request to use this bot is waiting for an admin's approval. I'll tell you here as soon as it "
+             "is decided.",
+    BLOCKED: "⛔ An admin has blocked your access to this bot.",
+}
+
+
+async def access_gate(update: Update, context: Context) -> None:
+    """Let in only who STRATA_ACCESS allows: every update of anyone else stops here, buttons and free text
+    included. In approval mode, a newcomer's /start in a private chat files their request with the admins."""
+    access = runtime(context).access
+    user, chat, message = update.effective_user, update.effective_chat, update.effective_message
+    if user is None:
+        if access.mode == "open" and not access.admins:
+            return
+        raise ApplicationHandlerStop  # channel posts and the like: no one to let in
+    state = await access.check(user.id)
+    private = chat is not None and chat.type == "private"
+    if state == UNKNOWN and private and update.message is not None and _is_start(update.message.text):
+        state = await access.request(user.id, chat.id, _name(user))
+    if state == APPROVED:
         return
-    user = update.effective_user
-    if user is not None and user.id in allowed:
-        return
+    text = REFUSALS[state]
     if update.callback_query is not None:
-        await update.callback_query.answer(PRIVATE_BOT, show_alert=True)
-    elif update.effective_message is not None and update.effective_chat is not None:
-        if update.effective_chat.type == "private":
-            await update.effective_message.reply_text(PRIVATE_BOT)
+        await update.callback_query.answer(text, show_alert=True)
+    elif message is not None and private:
+        await message.reply_text(text)
     raise ApplicationHandlerStop
+
+
+def _is_start(text: str | None) -> bool:
+    words = (text or "").split(maxsplit=1)
+    return bool(words) and words[0].split("@", 1)[0].lower() == "/start"
+
+
+def _name(user) -> str:
+    """How the admins see the requester: their name and @username (both theirs to choose, escaped when shown)."""
+    return f"{user.full_name} (@{user.username})" if user.username else user.full_name
 
 
 class _StrayKey(filters.MessageFilter):
@@ -100,6 +128,6 @@ def handlers(intakes) -> list[tuple[int, object]]:
     """(group, handler) pairs; negative groups run before the feature handlers."""
     return [
         (-4, MessageHandler(_StrayKey(intakes), delete_stray_key)),
-        (-3, TypeHandler(Update, allowlist_gate)),
+        (-3, TypeHandler(Update, access_gate)),
         (-2, MessageHandler(_PrivateOnlyCommand(name="PrivateOnlyCommand"), private_only)),
     ]

@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("stop", "Stop a strategy: keep or sell its holdings"),
     ("panic", "Pause everything and cancel all open orders"),
     ("settings", "Alerts, daily summary, time zone (/settings tz Europe/Paris)"),
+    ("history", "What was done on your accounts and strategies, newest first"),
     ("cancel", "End the current guided step"),
 ]
 
@@ -46,8 +47,13 @@ WELCOME = (
 )
 
 
-def help_text() -> str:
-    lines = ["<b>Commands</b>"] + [f"/{name} — {text}" for name, text in COMMANDS]
+ADMIN_COMMANDS: list[tuple[str, str]] = [
+    ("users", "(admins) Who uses the bot: approve, block, unblock"),
+]
+
+
+def help_text(*, admin: bool = False) -> str:
+    lines = ["<b>Commands</b>"] + [f"/{name} — {text}" for name, text in COMMANDS + (ADMIN_COMMANDS if admin else [])]
     lines += [
         "",
         "One-line forms: <code>/allocate &lt;account&gt; &lt;strategy&gt; &lt;budget&gt; &lt;symbol&gt; "
@@ -73,7 +79,8 @@ async def start(update: Update, context: Context) -> None:
 
 
 async def help_command(update: Update, context: Context) -> None:
-    await reply(update, help_text())
+    user = update.effective_user
+    await reply(update, help_text(admin=user is not None and runtime(context).access.is_admin(user.id)))
 
 
 async def set_commands(bot) -> None:

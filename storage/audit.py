@@ -46,9 +46,11 @@ class AuditRepository:
             return await own.insert(sql, params)
 
     async def page(
-        self, *, user_id: int | None = None, before_id: int | None = None, limit: int = 10
+        self, *, user_id: int | None = None, before_id: int | None = None, after_id: int | None = None,
+        limit: int = 10,
     ) -> list[AuditEntry]:
-        """Newest first: every row (user_id None) or one user's, older than `before_id` when paging back."""
+        """Newest first: every row (user_id None) or one user's (theirs, or done by them), older than `before_id`
+        when paging back, or the `limit` rows just newer than `after_id` when paging forward."""
         where, params = [], []
         if user_id is not None:
             where.append("(user_id = ? OR actor_id = ?)")
@@ -56,12 +58,17 @@ class AuditRepository:
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
         clause = f"WHERE {' AND '.join(where)} " if where else ""
+        order = "ASC" if after_id is not None else "DESC"  # the rows next to the cursor, then newest first
         rows = await self._db.fetchall(
-            f"SELECT * FROM audit_log {clause}ORDER BY id DESC LIMIT ?",  # noqa: S608 - only placeholders
+            f"SELECT * FROM audit_log {clause}ORDER BY id {order} LIMIT ?",  # noqa: S608 - only placeholders
             (*params, limit),
         )
-        return [_entry(row) for row in rows]
+        entries = [_entry(row) for row in rows]
+        return entries[::-1] if after_id is not None else entries
 
 
 def _entry(row) -> AuditEntry:

@@ -272,6 +272,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
     CREATE INDEX outbox_unclaimed ON outbox (status, claimed_by, id);
     """,
+    # Access modes (STRATA_ACCESS=approval): each user's access state and the name their request showed; users
+    #    who were here before are approved. An alert may carry inline buttons (an access request's Approve /
+    #    Block), as JSON rows of [label, callback data].
+    """
+    ALTER TABLE users ADD COLUMN access TEXT NOT NULL DEFAULT 'approved';
+    ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN buttons TEXT;
+    """,
     # Control commands from the Telegram front to the worker owning the account (storage/commands.py).
     """
     CREATE TABLE commands (

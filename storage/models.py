@@ -141,6 +141,7 @@ class Alert:
     sent_at: datetime | None = None
     error: str | None = None  # the last failure, kept on undeliverable alerts
     has_photo: bool = False  # sent as a photo with `text` as its caption (`OutboxRepository.photo` reads it)
+    buttons: tuple[tuple[tuple[str, str], ...], ...] = ()  # inline keyboard rows of (label, callback data)
 
 
 def dumps(value: dict[str, Any]) -> str:

@@ -14,6 +14,8 @@ notifier's leader lock), and when it takes over it releases the claims of the on
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.db import Database, Transaction
@@ -39,20 +41,22 @@ class OutboxRepository:
 
     async def enqueue(
         self, tx: Transaction, *, user_id: int, chat_id: int, kind: str, text: str, silent: bool = False,
-        photo: bytes | None = None,
+        photo: bytes | None = None, buttons: Sequence[Sequence[tuple[str, str]]] = (),
     ) -> int:
         """Queue an alert inside the caller's transaction: it commits (or not) with the event it reports.
 
         `photo`: PNG bytes sent with the alert, `text` being its caption (at most 1,024 characters).
+        `buttons`: inline keyboard rows of (label, callback data) sent with it (an access request's Approve/Block).
         """
         if kind not in KINDS:
             raise ValueError(f"unknown alert kind {kind!r}; expected one of {sorted(KINDS)}")
         if not text:
             raise ValueError("an alert needs a text")
         alert_id = await tx.insert(
-            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)",
-            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo),
+            "INSERT INTO outbox (user_id, chat_id, kind, text, silent, status, attempts, created_at, photo, buttons) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+            (user_id, chat_id, kind, text, int(silent), to_iso(utcnow()), photo,
+             json.dumps([[list(b) for b in row] for row in buttons]) if buttons else None),
         )
         await notify(tx, OUTBOX_CHANNEL)  # a notifier in another process sends it at once, not at its next poll
         return alert_id
@@ -75,8 +79,8 @@ class OutboxRepository:
             # Every column but the photo's bytes (whether there is one instead): alerts load by the thousand.
             rows = await tx.fetchall(
                 "SELECT o.id, o.user_id, o.chat_id, o.kind, o.text, o.silent, o.status, o.attempts, o.created_at, "  # noqa: S608
-                "o.sent_at, o.error, o.photo IS NOT NULL AS has_photo, u.active AS user_active FROM outbox o "
-                f"LEFT JOIN users u ON u.id = o.user_id WHERE o.id IN ({marks}) ORDER BY o.id",
+                "o.sent_at, o.error, o.buttons, o.photo IS NOT NULL AS has_photo, u.active AS user_active "
+                f"FROM outbox o LEFT JOIN users u ON u.id = o.user_id WHERE o.id IN ({marks}) ORDER BY o.id",
                 tuple(ids),
             )
         return [PendingAlert(alert=_alert(row), user_active=_flag(row["user_active"])) for row in rows]
@@ -164,4 +168,5 @@ def _alert(row) -> Alert:
         sent_at=from_iso(row["sent_at"]),
         error=row["error"],
         has_photo=bool(row["has_photo"]) if "has_photo" in row.keys() else row["photo"] is not None,
+        buttons=tuple(tuple((label, data) for label, data in r) for r in json.loads(row["buttons"] or "[]")),
     )

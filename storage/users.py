@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 from storage.db import Database, Transaction
 from storage.models import User, dumps, to_iso, utcnow
+
+#: A user's access (STRATA_ACCESS=approval): waiting for an admin, let in, or shut out by an admin.
+PENDING, APPROVED, BLOCKED = "pending", "approved", "blocked"
+
+
+@dataclass(frozen=True)
+class UserAccess:
+    """One line of /users: who, their access, and how much of theirs the bot runs."""
+
+    id: int
+    chat_id: int
+    name: str
+    access: str
+    accounts: int
+    strategies: int  # running or paused
 
 
 class UserRepository:
@@ -62,6 +78,36 @@ class UserRepository:
                     settings[key] = value
             await tx.execute("UPDATE users SET settings = ? WHERE id = ?", (dumps(settings), user_id))
 
+    async def access_of(self, user_id: int) -> str | None:
+        """PENDING, APPROVED or BLOCKED; None for a user who never wrote /start."""
+        row = await self._db.fetchone("SELECT access FROM users WHERE id = ?", (user_id,))
+        return row["access"] if row else None
+
+    async def request_access(self, tx: Transaction, user_id: int, chat_id: int, name: str) -> bool:
+        """Register a new user as pending; False (nothing changed) when they already have a state."""
+        return await tx.execute(
+            "INSERT INTO users (id, chat_id, active, created_at, access, name) VALUES (?, ?, 1, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (user_id, chat_id, to_iso(utcnow()), PENDING, name),
+        ) == 1
+
+    async def set_access(self, tx: Transaction, user_id: int, access: str, *, only_from: tuple[str, ...]) -> bool:
+        """Change a user's access if it is one of `only_from` now (two admins pressing at once: one wins)."""
+        marks = ", ".join("?" for _ in only_from)
+        return await tx.execute(
+            f"UPDATE users SET access = ? WHERE id = ? AND access IN ({marks})",  # noqa: S608 - only placeholders
+            (access, user_id, *only_from),
+        ) == 1
+
+    async def access_list(self) -> list[UserAccess]:
+        """Every user with their access and counts, oldest first."""
+        rows = await self._db.fetchall(f"{_ACCESS_SELECT} ORDER BY u.created_at, u.id")
+        return [_access(r) for r in rows]
+
+    async def access_one(self, user_id: int) -> UserAccess | None:
+        row = await self._db.fetchone(f"{_ACCESS_SELECT} WHERE u.id = ?", (user_id,))
+        return _access(row) if row else None
+
     async def with_daily_summary(self) -> list[User]:
         """Active users who asked for a daily summary."""
         users = [_user(r) for r in await self._db.fetchall("SELECT * FROM users WHERE active = 1 ORDER BY id")]
@@ -85,6 +131,19 @@ class UserRepository:
         whole, so a concurrent change (a claimed summary, a /settings tap) must wait rather than be undone."""
         row = await tx.fetchone_for_update("SELECT settings FROM users WHERE id = ?", (user_id,))
         return json.loads(row["settings"]) if row else None
+
+
+_ACCESS_SELECT = (
+    "SELECT u.id, u.chat_id, u.name, u.access, "
+    "(SELECT COUNT(*) FROM accounts a WHERE a.user_id = u.id) AS accounts, "
+    "(SELECT COUNT(*) FROM strategies s WHERE s.user_id = u.id AND s.status IN ('active', 'paused')) AS strategies "
+    "FROM users u"
+)
+
+
+def _access(row) -> UserAccess:
+    return UserAccess(id=row["id"], chat_id=row["chat_id"], name=row["name"], access=row["access"],
+                      accounts=row["accounts"], strategies=row["strategies"])
 
 
 def _user(row) -> User:

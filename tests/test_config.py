@@ -26,6 +26,8 @@ ALL_VARIABLES = (
     "STRATA_FILL_POLL_SECONDS",
     "STRATA_STREAMS",
     "STRATA_ALLOWED_USERS",
+    "STRATA_ADMINS",
+    "STRATA_ACCESS",
     "LOG_LEVEL",
     "STRATA_MAX_ACCOUNTS_PER_USER",
     "STRATA_MAX_STRATEGIES_PER_USER",
@@ -47,6 +49,8 @@ def test_every_variable_has_its_documented_default():
     assert settings.fill_poll_seconds == 10
     assert settings.streams is True
     assert settings.allowed_users == frozenset()
+    assert settings.admins == frozenset()
+    assert settings.access == "open"
     assert settings.log_level == "INFO"
     assert settings.max_accounts_per_user == 10
     assert settings.max_strategies_per_user == 50
@@ -140,6 +144,15 @@ def test_every_venue_id_is_accepted_in_exchange_urls():
         ("STRATA_FILL_POLL_SECONDS", "inf"),
         ("STRATA_ALLOWED_USERS", "abc"),
         ("STRATA_ALLOWED_USERS", "42,@bob"),
+        ("STRATA_ADMINS", "abc"),
+        ("STRATA_ADMINS", "42,@bob"),
+        ("STRATA_ADMINS", "0"),
+        ("STRATA_ADMINS", "-5"),
+        ("STRATA_ADMINS", "4.2"),
+        ("STRATA_ADMINS", "²"),
+        ("STRATA_ACCESS", "closed"),
+        ("STRATA_ACCESS", "approval"),  # without STRATA_ADMINS nobody could approve anyone
+        ("STRATA_ACCESS", "allowlist"),  # without STRATA_ALLOWED_USERS nobody would be let in
         ("LOG_LEVEL", "LOUD"),
         ("STRATA_MAX_ACCOUNTS_PER_USER", "0"),
         ("STRATA_MAX_ACCOUNTS_PER_USER", "1e3"),
@@ -246,3 +259,29 @@ def test_settings_repr_hides_the_token_and_master_key():
     text = f"{settings!r} {settings}"
     assert token not in text
     assert KEY_32 not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({}, "open"),
+        ({"STRATA_ALLOWED_USERS": "5"}, "allowlist"),
+        ({"STRATA_ADMINS": "7"}, "approval"),
+        ({"STRATA_ADMINS": "7", "STRATA_ALLOWED_USERS": "5"}, "approval"),
+        ({"STRATA_ADMINS": "7", "STRATA_ACCESS": "open"}, "open"),
+        ({"STRATA_ADMINS": "7", "STRATA_ALLOWED_USERS": "5", "STRATA_ACCESS": " AllowList "}, "allowlist"),
+        ({"STRATA_ADMINS": "7, 8", "STRATA_ACCESS": "approval"}, "approval"),
+    ],
+)
+def test_the_access_mode_defaults_from_admins_then_the_allowlist(env, mode):
+    settings = load_settings(env, dotenv=False)
+
+    assert settings.access == mode
+    assert settings.admins == frozenset(int(i) for i in env.get("STRATA_ADMINS", "").split(",") if i.strip())
+
+
+def test_an_open_bot_with_an_allowlist_is_refused_naming_both():
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"STRATA_ACCESS": "open", "STRATA_ALLOWED_USERS": "5"}, dotenv=False)
+
+    assert "STRATA_ACCESS" in str(caught.value) and "STRATA_ALLOWED_USERS" in str(caught.value)

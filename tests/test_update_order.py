@@ -36,3 +36,25 @@ async def test_a_flooding_user_does_not_hold_the_slots_other_users_need():
     release.set()
     await asyncio.gather(*flood)
     assert [n for user, n in order if user == 1] == [0, 1, 2, 3, 4]
+
+
+async def test_settled_waits_for_the_users_update_in_hand_and_no_longer_than_the_timeout():
+    processor = PerUserUpdateProcessor()
+    release = asyncio.Event()
+    done: list[int] = []
+
+    async def confirming() -> None:
+        await release.wait()
+        done.append(1)
+
+    assert await processor.settled(1)  # nothing in hand
+    running = asyncio.create_task(processor.process_update(update_from(1, 1), confirming()))
+    await asyncio.sleep(0.01)
+    assert not await processor.settled(1, timeout=0.05)
+    assert await processor.settled(2, timeout=0.05)  # another user's updates are not waited for
+    waiter = asyncio.create_task(processor.settled(1))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    release.set()
+    assert await asyncio.wait_for(waiter, 1) and done == [1]
+    await running

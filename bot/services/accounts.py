@@ -30,6 +30,7 @@ from bot.exchanges.venues.paper import DEFAULT_FUNDS, MAX_FUNDS
 from bot.formatting import money
 from bot.redaction import register_secret
 from bot.secret import Credentials
+from bot.services.audit import Attempt, AuditLog
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, stored_position_view
 from bot.vault import CredentialUnreadable, Vault
@@ -149,6 +150,7 @@ class AccountService:
         self._strategies_to_stop = strategies_to_stop
         self._forget_credentials = forget_credentials or _nothing_cached
         self.max_accounts = max_accounts
+        self._audit = AuditLog(store)
 
     @staticmethod
     def check_key_format(venue: str, api_key: str, secret: str | None = None) -> None:
@@ -163,13 +165,26 @@ class AccountService:
             else:
                 check_format(venue, api_key, secret)
         except KeyRejected as exc:
-            raise UserError(exc.user_message) from None
+            raise UserError(exc.user_message, reason=key_refusal(exc.reason)) from None
 
     async def connect(self, user_id: int, chat_id: int, venue: str, credentials: Credentials) -> Connected:
-        """Validate the key against the exchange and store it sealed; nothing is stored on any doubt."""
+        """Validate the key against the exchange and store it sealed; nothing is stored on any doubt.
+
+        Audited (connect, ok or refused with why), never with the key: the entry names the venue and the label.
+        """
+        async with self._audit.attempt(
+            "connect", actor_id=user_id, user_id=user_id, target=f"{venue_name(venue)} account"
+        ) as attempt:
+            return await self._connect(attempt, user_id, chat_id, venue, credentials)
+
+    async def _connect(
+        self, attempt: Attempt, user_id: int, chat_id: int, venue: str, credentials: Credentials
+    ) -> Connected:
         if venue not in connectable():
             *others, last = (venue_name(v) for v in connectable())
-            raise UserError(f"Pick one of the exchanges offered: {', '.join(others)} or {last}.")
+            raise UserError(
+                f"Pick one of the exchanges offered: {', '.join(others)} or {last}.", reason="not an exchange offered"
+            )
         await self.check_can_connect(user_id)
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
         check = await self._check(venue, credentials)
@@ -195,10 +210,12 @@ class AccountService:
                     user_id=user_id, account_id=account_id, venue=venue, credentials=credentials
                 )
                 await self._store.accounts.store_credential(tx, sealed)
+                attempt.target = _account_target(label, venue)
+                await attempt.done(detail=_permissions_words(check.permissions), tx=tx)
         except KeyAlreadyConnected:  # the same key connected meanwhile by a concurrent /connect
-            raise UserError(_ALREADY_CONNECTED) from None
+            raise UserError(_ALREADY_CONNECTED, reason=_KEY_CONNECTED) from None
         except OwnerAlreadyConnected as exc:  # checked only now: the key passed the exchange's checks
-            raise UserError(_owner_connected_message(user_id, venue, exc.holder)) from None
+            raise UserError(_owner_connected_message(user_id, venue, exc.holder), reason=_OWNER_CONNECTED) from None
         logger.info("user %s connected %s account %s (%s)", user_id, venue, account_id, label)
         account = await self._store.accounts.get(account_id)
         balances = await self._valued(venue, check.balances)
@@ -209,16 +226,26 @@ class AccountService:
         """Open a Paper account on `venue`'s prices (`paper:binance`…), funded with `funds` of its quote.
 
         No key, so nothing to check or encrypt: the account and its opening balance are written in one
-        transaction, and its orders are filled by `bot.exchanges.paper` from then on."""
+        transaction, and its orders are filled by `bot.exchanges.paper` from then on (audited as a connect)."""
+        async with self._audit.attempt("connect", actor_id=user_id, user_id=user_id, target="Paper account") as attempt:
+            return await self._connect_paper(attempt, user_id, chat_id, venue, funds)
+
+    async def _connect_paper(
+        self, attempt: Attempt, user_id: int, chat_id: int, venue: str, funds: Decimal | None
+    ) -> Connected:
         known = find(venue)
         if known is None or not known.simulated:
             *others, last = (v.market_venue for v in paper_venues())
-            raise UserError(f"Pick the prices a Paper account trades on: {', '.join(others)} or {last}.")
+            raise UserError(
+                f"Pick the prices a Paper account trades on: {', '.join(others)} or {last}.",
+                reason="not a Paper price source",
+            )
         await self.check_can_connect(user_id)
         funds = DEFAULT_FUNDS if funds is None else funds
         if not funds.is_finite() or not 0 < funds <= MAX_FUNDS:
             raise UserError(
-                f"A Paper account starts with more than 0 and at most {money(MAX_FUNDS, known.funding_asset)}."
+                f"A Paper account starts with more than 0 and at most {money(MAX_FUNDS, known.funding_asset)}.",
+                reason="funds out of range",
             )
         funds = funds.quantize(Decimal("0.01"))
         await self._store.users.upsert(user_id, chat_id)
@@ -228,6 +255,8 @@ class AccountService:
                 tx, user_id=user_id, venue=venue, label=label, permissions=("paper",)
             )
             await self._store.paper.fund(tx, account_id, known.funding_asset, funds)
+            attempt.target = _account_target(label, venue)
+            await attempt.done(detail=f"simulated {money(funds, known.funding_asset)}", tx=tx)
         logger.info("user %s opened paper account %s (%s) on %s", user_id, account_id, label, known.market_venue)
         account = await self._store.accounts.get(account_id)
         balances = await self._valued(venue, {known.funding_asset: funds})
@@ -239,7 +268,8 @@ class AccountService:
         if await self._store.accounts.count_for_user(user_id) >= self.max_accounts:
             raise UserError(
                 f"You already have {self.max_accounts} connected accounts, the most this bot allows. "
-                "/disconnect one first, or give an existing account a new key with /connect replace <label>."
+                "/disconnect one first, or give an existing account a new key with /connect replace <label>.",
+                reason="account limit reached",
             )
 
     async def replace_key(self, user_id: int, account_id: int, credentials: Credentials) -> Connected:
@@ -250,8 +280,18 @@ class AccountService:
         /connect); otherwise (Kraken, or an account connected before uids were recorded) it must see the
         account's own orders by their client ids, or the account has none. Then the key is sealed with a fresh
         data key, the old data key is shredded and the account is active again; its strategies stay paused.
+        Audited (replace-key, ok or refused with why), never with the key.
         """
+        async with self._audit.attempt(
+            "replace-key", actor_id=user_id, user_id=user_id, target=f"account #{account_id}"
+        ) as attempt:
+            return await self._replace_key(attempt, user_id, account_id, credentials)
+
+    async def _replace_key(
+        self, attempt: Attempt, user_id: int, account_id: int, credentials: Credentials
+    ) -> Connected:
         account = await self.owned(user_id, account_id)
+        attempt.target = _account_target(account.label, account.venue)
         venue = account.venue
         self.check_key_format(venue, credentials.api_key.reveal(), credentials.secret.reveal())
         check = await self._check(venue, credentials)
@@ -268,9 +308,10 @@ class AccountService:
                 await self._store.accounts.replace_credential(
                     tx, sealed, key_ref=key_ref, owner_ref=owner_ref, permissions=tuple(check.permissions)
                 )
+                await attempt.done(detail=_permissions_words(check.permissions), tx=tx)
         except KeyAlreadyConnected:
             await self._vault.shred(sealed.dek_id)
-            raise UserError(_ALREADY_CONNECTED) from None
+            raise UserError(_ALREADY_CONNECTED, reason=_KEY_CONNECTED) from None
         except BaseException:
             await self._vault.shred(sealed.dek_id)
             raise
@@ -297,13 +338,22 @@ class AccountService:
 
         Its key cannot cancel anything, so its live orders end here (`ABANDONED`), releasing their budget
         reservations, and are returned for the user to cancel on the exchange; the data key is shredded first,
-        then the rows go. An account whose key works again takes the normal /disconnect instead.
+        then the rows go. An account whose key works again takes the normal /disconnect instead. Audited
+        (disconnect); the entry outlives the account.
         """
+        async with self._audit.attempt(
+            "disconnect", actor_id=user_id, user_id=user_id, target=f"account #{account_id}"
+        ) as attempt:
+            return await self._disconnect_suspended(attempt, user_id, account_id)
+
+    async def _disconnect_suspended(self, attempt: Attempt, user_id: int, account_id: int) -> Disconnected:
         account = await self.owned(user_id, account_id)
+        attempt.target = _account_target(account.label, account.venue)
         if account.status == ACTIVE:
             raise UserError(
                 f"The key of {account.label} works again: send /disconnect {account.label} again to stop its "
-                "strategies and cancel their orders first."
+                "strategies and cancel their orders first.",
+                reason="the key works again",
             )
         stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id, cancel=False)
         left = tuple(_left(o) for o in await self._store.orders.in_states(LIVE, account_id=account.id))
@@ -315,6 +365,11 @@ class AccountService:
         async with self._store.db.transaction() as tx:
             await self._store.orders.abandon_live(tx, account.id, error)
             await self._store.accounts.delete(tx, account.id)
+            await attempt.done(
+                detail=f"the key did not work; {_stopped_words(len(stopped))}; key destroyed; "
+                f"{len(left)} order(s) left on the exchange",
+                tx=tx,
+            )
         logger.info(
             "user %s disconnected suspended account %s; %d order(s) left on the exchange", user_id, account.id,
             len(left),
@@ -367,7 +422,7 @@ class AccountService:
         try:
             check = await self._checker.check_key(venue, credentials)
         except KeyRejected as exc:
-            raise UserError(exc.user_message) from None
+            raise UserError(exc.user_message, reason=key_refusal(exc.reason)) from None
         register_secret(credentials.api_key)  # a real key from now on: never forgotten by the log scrubber
         register_secret(credentials.secret)
         return check
@@ -387,9 +442,10 @@ class AccountService:
         if holder.user_id == user_id:
             raise UserError(
                 f"This API key is already connected as {holder.label}. One key can be connected once: "
-                "use that account, or create a separate key on the exchange."
+                "use that account, or create a separate key on the exchange.",
+                reason=_KEY_CONNECTED,
             )
-        raise UserError(_ALREADY_CONNECTED)
+        raise UserError(_ALREADY_CONNECTED, reason=_KEY_CONNECTED)
 
     async def _prove_same_owner(self, account: Account, credentials: Credentials, owner_ref: str | None) -> None:
         """Refuse a key of another exchange account (by uid, else by the account's own orders)."""
@@ -398,12 +454,14 @@ class AccountService:
             if owner_ref is None:
                 raise UserError(
                     f"I could not read which {name} account this key belongs to. Nothing was changed; please "
-                    "try again in a minute."
+                    "try again in a minute.",
+                    reason=_OWNER_UNCHECKED,
                 )
             if owner_ref != account.owner_ref:
                 raise UserError(
                     f"This key belongs to a different {name} account than {account.label}'s, so it cannot "
-                    "replace its key (its strategies and orders live on the first one). Nothing was changed."
+                    "replace its key (its strategies and orders live on the first one). Nothing was changed.",
+                    reason=_OTHER_OWNER,
                 )
             return
         # Only orders the exchange acknowledged prove anything: one whose send never got an answer is
@@ -417,7 +475,8 @@ class AccountService:
                 f"I cannot check that this key belongs to the same {name} account as {account.label}: it was "
                 "connected before Strata recorded which exchange account a key belongs to, and it has no orders "
                 f"to compare. Nothing was changed. Send /disconnect {account.label}, then /connect the new key "
-                "(strategies of the old account end with it)."
+                "(strategies of the old account end with it).",
+                reason=_OWNER_UNCHECKED,
             )
         for order in proof:
             try:
@@ -427,12 +486,14 @@ class AccountService:
             except ExchangeFailure:
                 raise UserError(
                     f"I could not check that this key belongs to the same {name} account as {account.label}. "
-                    "Nothing was changed; please try again in a minute."
+                    "Nothing was changed; please try again in a minute.",
+                    reason=_OWNER_UNCHECKED,
                 ) from None
             if found is None:
                 raise UserError(
                     f"This key cannot see {account.label}'s orders on {name}: it belongs to another account, so "
-                    "it cannot replace its key. Nothing was changed."
+                    "it cannot replace its key. Nothing was changed.",
+                    reason=_OTHER_OWNER,
                 )
 
     async def list_accounts(self, user_id: int, *, with_balances: bool = True) -> list[AccountView]:
@@ -468,7 +529,7 @@ class AccountService:
         """The account if the caller owns it; the same answer for "not yours" and "does not exist"."""
         account = await self._store.accounts.get_owned(user_id, account_id)
         if account is None:
-            raise UserError("That account is not (or no longer) connected.")
+            raise UserError("That account is not (or no longer) connected.", reason="no such account")
         return account
 
     async def by_label(self, user_id: int, label: str) -> Account | None:
@@ -505,24 +566,38 @@ class AccountService:
     async def disconnect(self, user_id: int, account_id: int) -> Disconnected:
         """Stop the account's strategies (cancelling their orders), shred the data key, delete the rows.
 
-        Returns each stopped strategy's summary, taken before its rows go with the account.
+        Returns each stopped strategy's summary, taken before its rows go with the account. Audited
+        (disconnect, ok or refused); the entry outlives the account.
         """
+        async with self._audit.attempt(
+            "disconnect", actor_id=user_id, user_id=user_id, target=f"account #{account_id}"
+        ) as attempt:
+            return await self._disconnect(attempt, user_id, account_id)
+
+    async def _disconnect(self, attempt: Attempt, user_id: int, account_id: int) -> Disconnected:
         account = await self.owned(user_id, account_id)
+        attempt.target = _account_target(account.label, account.venue)
         if account.status != ACTIVE:  # its key cannot cancel: the confirmation must list what stays open
             raise UserError(
                 f"The key of {account.label} no longer works, so its orders cannot be cancelled from here: send "
-                f"/disconnect {account.label} again to see which ones to cancel on the exchange."
+                f"/disconnect {account.label} again to see which ones to cancel on the exchange.",
+                reason="the key does not work",
             )
         stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id)
         left = await self._store.orders.in_states(LIVE, account_id=account.id)
         if left:
             # Shredding the key now would leave these orders on the exchange, out of our reach for good.
-            raise UserError(_orders_left_text(account.label, left))
+            raise UserError(
+                _orders_left_text(account.label, left),
+                reason=f"{_stopped_words(len(stopped))}; {len(left)} order(s) not settled yet, key kept",
+            )
         sealed = await self._store.accounts.credential(account.id)
         if sealed is not None:
             await self._vault.shred(sealed.dek_id)
         async with self._store.db.transaction() as tx:
             await self._store.accounts.delete(tx, account.id)
+            gone = "simulated balances deleted" if adapter(account.venue).simulated else "key destroyed"
+            await attempt.done(detail=f"{_stopped_words(len(stopped))}; {gone}", tx=tx)
         logger.info("user %s disconnected account %s", user_id, account.id)
         return Disconnected(account=account, left_open=(), stopped=tuple(stopped))
 
@@ -610,6 +685,44 @@ class AccountService:
 def valuation_quote(venue: str) -> str:
     """The currency an account's assets are valued in: the venue's main stable quote."""
     return known.valuation_quote if (known := find(venue)) is not None else "USDT"
+
+
+#: Why a key was refused, for the audit log: our words for `KeyRejected.reason`, never the venue's text.
+KEY_REFUSALS = {
+    "malformed": "not a valid key",
+    "hmac_only": "not an HMAC key",
+    "invalid_key": "the exchange rejected the key",
+    "withdraw_enabled": "the key can withdraw",
+    "futures_disabled": "the key cannot trade futures",
+    "trading_disabled": "the key cannot trade",
+    "ip_not_whitelisted": "the key's IP restriction excludes this bot",
+    "nonce": "the exchange refused the request's timing",
+    "unverifiable": "the key's permissions could not be verified",
+    "unavailable": "the exchange could not be reached",
+    "unsupported": "not an exchange Strata connects to",
+}
+_KEY_CONNECTED = "the key is already connected"
+_OWNER_CONNECTED = "the exchange account is already connected"
+_OWNER_UNCHECKED = "could not check which exchange account the key belongs to"
+_OTHER_OWNER = "the key belongs to another exchange account"
+
+
+def key_refusal(reason: str) -> str:
+    return KEY_REFUSALS.get(reason, "the key was refused")
+
+
+def _account_target(label: str, venue: str) -> str:
+    """An account as the audit log names it: its label and venue (it may be gone when the entry is read)."""
+    return f"account {label} ({venue_name(venue)})"
+
+
+def _permissions_words(permissions) -> str:
+    """What the stored key may do, as the audit log shows it (withdrawals are never among them)."""
+    return f"key permissions: {', '.join(permissions)}" if permissions else ""
+
+
+def _stopped_words(count: int) -> str:
+    return f"{count} strateg{'y' if count == 1 else 'ies'} stopped"
 
 
 _ALREADY_CONNECTED = (

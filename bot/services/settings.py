@@ -5,7 +5,8 @@ Pauses, errors and key problems are not configurable: they always go out, with s
 not make (`bot.engine.foreign`: someone else using the key, or the user trading by hand) are on by default; a user
 who trades by hand on the same account may turn them off. The summary hour is the
 user's local hour in their time zone (`tz`, an IANA name); a user without one — everyone who chose an hour
-before zones existed, when hours were UTC — is in UTC, so their summary keeps its time.
+before zones existed, when hours were UTC — is in UTC, so their summary keeps its time. Every change is audited
+("settings", with the new value in our words).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from bot.services.audit import AuditLog
 from bot.services.errors import UserError
 from bot.strategies.naming import title
 from bot.timezones import DEFAULT_ZONE, UnknownZone, canonical
@@ -45,6 +47,7 @@ class UserSettings:
 class SettingsService:
     def __init__(self, store) -> None:
         self._store = store
+        self._audit = AuditLog(store)
 
     async def get(self, user_id: int) -> UserSettings:
         user = await self._store.users.get(user_id)
@@ -63,21 +66,35 @@ class SettingsService:
         )
 
     async def set_alerts(self, user_id: int, strategy_id: int, mode: str) -> UserSettings:
-        if mode not in ALERT_MODES:
-            raise UserError("Fill alerts are on, silent or off.")
-        if not 0 < strategy_id <= MAX_ID:  # SQLite refuses a larger integer with OverflowError
-            raise UserError("No such strategy. See /status for yours.")
-        if not await self._store.strategies.set_alerts(user_id, strategy_id, mode):
-            raise UserError("No such strategy. See /status for yours.")
+        target = f"fill alerts of strategy #{strategy_id}" if 0 < strategy_id <= MAX_ID else "fill alerts"
+        async with self._audit.attempt("settings", actor_id=user_id, user_id=user_id, target=target) as attempt:
+            if mode not in ALERT_MODES:
+                raise UserError("Fill alerts are on, silent or off.", reason="not a mode")
+            if not 0 < strategy_id <= MAX_ID:  # SQLite refuses a larger integer with OverflowError
+                raise UserError("No such strategy. See /status for yours.", reason="no such strategy")
+            if not await self._store.strategies.set_alerts(user_id, strategy_id, mode):
+                raise UserError("No such strategy. See /status for yours.", reason="no such strategy")
+            await attempt.done(detail=mode)
         return await self.get(user_id)
 
     async def set_summary(
         self, user_id: int, *, enabled: bool | None = None, hour: int | None = None, chart: bool | None = None
     ) -> UserSettings:
         """Turn the daily summary on or off, set its local hour, and whether a chart comes with it."""
+        async with self._audit.attempt(
+            "settings", actor_id=user_id, user_id=user_id, target="daily summary"
+        ) as attempt:
+            await self._set_summary(user_id, enabled, hour, chart)
+            words = [] if enabled is None else ["on" if enabled else "off"]
+            words += [] if hour is None else [f"at {hour}:00 local time"]
+            words += [] if chart is None else [f"chart {'on' if chart else 'off'}"]
+            await attempt.done(detail=", ".join(words))
+        return await self.get(user_id)
+
+    async def _set_summary(self, user_id: int, enabled: bool | None, hour: int | None, chart: bool | None) -> None:
         user = await self._store.users.get(user_id)
         if user is None:
-            raise UserError("Send /start first.")
+            raise UserError("Send /start first.", reason="not started")
         changes: dict = {}
         if enabled is not None:
             if enabled and not user.settings.get("summary"):
@@ -86,31 +103,41 @@ class SettingsService:
             changes["summary"] = 1 if enabled else 0
         if hour is not None:
             if not isinstance(hour, int) or not 0 <= hour <= 23:
-                raise UserError("The summary hour is 0–23 (your local time).")
+                raise UserError("The summary hour is 0–23 (your local time).", reason="not an hour")
             changes["summary_hour"] = hour
         if chart is not None:
             changes["summary_chart"] = 1 if chart else 0
         await self._store.users.merge_settings(user_id, changes)
-        return await self.get(user_id)
 
     async def set_foreign_alerts(self, user_id: int, enabled: bool) -> UserSettings:
         """Turn alerts on trades Strata did not make on or off (accounts are watched for them only while on)."""
-        if await self._store.users.get(user_id) is None:
-            raise UserError("Send /start first.")
-        await self._store.users.merge_settings(user_id, {FOREIGN_SETTING: 1 if enabled else 0})
+        async with self._audit.attempt(
+            "settings", actor_id=user_id, user_id=user_id, target="alerts on trades Strata did not make"
+        ) as attempt:
+            if await self._store.users.get(user_id) is None:
+                raise UserError("Send /start first.", reason="not started")
+            await self._store.users.merge_settings(user_id, {FOREIGN_SETTING: 1 if enabled else 0})
+            await attempt.done(detail="on" if enabled else "off")
         return await self.get(user_id)
 
     async def set_timezone(self, user_id: int, name: str) -> UserSettings:
         """Set the zone the summary hour is read in; `name` is an IANA name, in any letter case."""
+        async with self._audit.attempt("settings", actor_id=user_id, user_id=user_id, target="time zone") as attempt:
+            zone = await self._set_timezone(user_id, name)
+            await attempt.done(detail=zone)  # a canonical IANA name, never the text as typed
+        return await self.get(user_id)
+
+    async def _set_timezone(self, user_id: int, name: str) -> str:
         user = await self._store.users.get(user_id)
         if user is None:
-            raise UserError("Send /start first.")
+            raise UserError("Send /start first.", reason="not started")
         try:
             zone = canonical(name)
         except UnknownZone:
             raise UserError(
                 f"“{name.strip()[:64]}” is not a time zone I know. Use an IANA name such as Europe/Berlin, "
-                "America/New_York or Asia/Tokyo, e.g. /settings tz Europe/Paris."
+                "America/New_York or Asia/Tokyo, e.g. /settings tz Europe/Paris.",
+                reason="not a time zone",
             ) from None
         changes: dict = {"tz": zone}
         if sent := _instant(user.settings.get("last_summary_at")):
@@ -118,7 +145,7 @@ class SettingsService:
             # a second one the same evening.
             changes["last_summary"] = sent.astimezone(zone_of(zone)).date().isoformat()
         await self._store.users.merge_settings(user_id, changes)
-        return await self.get(user_id)
+        return zone
 
 
 def _instant(text: object) -> datetime | None:

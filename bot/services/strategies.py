@@ -31,6 +31,7 @@ from bot.exchanges.venues import adapter
 from bot.exchanges.venues.paper import MARK as PAPER_MARK
 from bot.formatting import money
 from bot.formatting import price as price_text
+from bot.services.audit import Attempt, AuditLog
 from bot.services.errors import UserError
 from bot.services.positions import PositionView, mark_price, position_of
 from bot.strategies import STRATEGIES, get_strategy
@@ -262,6 +263,7 @@ class StrategyService:
         self._control = control
         self._confirmed: set[str] = set()
         self.max_strategies = max_strategies
+        self._audit = AuditLog(store)
 
     @property
     def _gateway(self) -> Any:
@@ -295,11 +297,22 @@ class StrategyService:
         """Validate an allocation and return its preview; nothing is created until `confirm`.
 
         A refusal that one answer can fix names that step (`UserError.step`): the market, the budget or the
-        parameters.
+        parameters. Audited (allocate: the summary shown, or why it was refused; nothing is created yet).
         """
+        async with self._audit.attempt(
+            "allocate", actor_id=user_id, user_id=user_id, target="a new strategy"
+        ) as attempt:
+            return await self._allocate(attempt, user_id, account_label, kind, budget, symbol, params)
+
+    async def _allocate(
+        self, attempt: Attempt, user_id: int, account_label: str, kind: str, budget: Decimal | str, symbol: str,
+        params: Mapping[str, str] | None,
+    ) -> AllocationPreview:
         account = await self._usable_account(user_id, account_label)
+        attempt.target = f"a new strategy on account {account.label}"
         await self._check_strategy_limit(user_id)
         strategy = _strategy(kind)
+        attempt.target = f"a new {strategy.title} on account {account.label}"
         self.check_venue(strategy.name, account.venue)
         with _fixed_at("budget"):
             amount = _budget(budget)
@@ -312,6 +325,7 @@ class StrategyService:
                 raise UserError(exc.message) from None
         with _fixed_at("symbol"):
             market_symbol, quote = await self._resolve_market(account, strategy.name, symbol)
+        attempt.target = f"a new {strategy.title} {market_symbol} on account {account.label}"
         with _fixed_at("params"):
             if strategy.name == "rebalance":
                 await self._check_markets(account, strategy.name, market_symbol, parsed)
@@ -338,8 +352,10 @@ class StrategyService:
             if hedged:
                 raise UserError(
                     "Your Binance Futures account is in hedge (dual-side) position mode. Strata trades in "
-                    "one-way mode only: switch it in Binance Futures → Preferences → Position Mode, then try again."
+                    "one-way mode only: switch it in Binance Futures → Preferences → Position Mode, then try again.",
+                    reason="the futures account is in hedge mode",
                 )
+        await attempt.done(detail=f"budget {money(amount, quote)}; summary shown, awaiting Confirm")
         return AllocationPreview(
             token=secrets.token_hex(8), user_id=user_id, account_id=account.id, account_label=account.label,
             venue=account.venue, venue_name=venue_name(account.venue), kind=strategy.name, title=strategy.title,
@@ -412,11 +428,15 @@ class StrategyService:
         if account is None:
             labels = sorted(await self._store.accounts.labels_for_user(user_id))
             known = ", ".join(labels) if labels else "none yet: connect one with /connect"
-            raise UserError(f"You have no account labelled '{shown(account_label)}'. Your accounts: {known}.")
+            raise UserError(
+                f"You have no account labelled '{shown(account_label)}'. Your accounts: {known}.",
+                reason="no such account",
+            )
         if account.status != "active":
             raise UserError(
                 f"The API key of {account.label} cannot be used (see /accounts): give it a new key with "
-                f"/connect replace {account.label}."
+                f"/connect replace {account.label}.",
+                reason="the account's key does not work",
             )
         return account
 
@@ -432,12 +452,21 @@ class StrategyService:
         return _venue_symbol(account.venue, symbol), quote
 
     async def confirm(self, preview: AllocationPreview) -> Allocated:
-        """Create and schedule the allocation of a preview (once: a second confirm is refused)."""
+        """Create and schedule the allocation of a preview (once: a second confirm is refused). Audited (confirm)."""
+        async with self._audit.attempt(
+            "confirm", actor_id=preview.user_id, user_id=preview.user_id,
+            target=f"a new {preview.title} {preview.symbol} on account {preview.account_label}",
+        ) as attempt:
+            return await self._confirm(attempt, preview)
+
+    async def _confirm(self, attempt: Attempt, preview: AllocationPreview) -> Allocated:
         if preview.token in self._confirmed:
-            raise UserError("This allocation was already confirmed: see /status.")
+            raise UserError("This allocation was already confirmed: see /status.", reason="already confirmed")
         account = await self._store.accounts.get_owned(preview.user_id, preview.account_id)
         if account is None or account.status != "active":
-            raise UserError("That account is not (or no longer) usable: see /accounts.")
+            raise UserError(
+                "That account is not (or no longer) usable: see /accounts.", reason="the account is not usable"
+            )
         # Balances and other allocations may have changed since the preview (another Confirm, a deposit
         # spent…): the ceiling is checked again now, so two previews cannot promise the same money twice.
         await self._check_strategy_limit(preview.user_id)
@@ -458,6 +487,10 @@ class StrategyService:
                 quote=preview.quote, budget=preview.budget, params=dict(preview.params), state=state, next_run=now,
                 name=preview.name,
             )
+            attempt.target = f"strategy #{strategy_id} {preview.title} {preview.symbol}"
+            await attempt.done(
+                detail=f"budget {money(preview.budget, preview.quote)} on account {preview.account_label}", tx=tx
+            )
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
         await self._control.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
@@ -467,7 +500,8 @@ class StrategyService:
         if len(await self._store.strategies.list_for_user(user_id, HOLDING)) >= self.max_strategies:
             raise UserError(
                 f"You already have {self.max_strategies} strategies running or paused, the most this bot allows. "
-                "/stop one first."
+                "/stop one first.",
+                reason="strategy limit reached",
             )
 
     async def _check_market_free(self, account: Account, symbol: str) -> None:
@@ -645,19 +679,32 @@ class StrategyService:
     async def confirm_edit(self, preview: EditPreview) -> Edited:
         """Make a previewed change, checked again under the strategy's lock (its engine decisions wait), so the
         next decision uses the new budget and no fill or order in between can make it too small. The lock is the
-        engine's: in a front, the worker running the strategy makes the change (`apply_edit` there)."""
+        engine's: in a front, the worker running the strategy makes the change (`apply_edit` there). Audited (edit)."""
+        async with self._audit.attempt(
+            "edit", actor_id=preview.user_id, user_id=preview.user_id, target=f"strategy #{preview.strategy_id}"
+        ) as attempt:
+            return await self._confirm_edit(attempt, preview)
+
+    async def _confirm_edit(self, attempt: Attempt, preview: EditPreview) -> Edited:
         if preview.token in self._confirmed:
-            raise UserError("This change was already made: see /status.")
-        await self._owned(preview.user_id, preview.strategy_id)
-        edited = await self._control.edit(preview, self.apply_edit)
+            raise UserError("This change was already made: see /status.", reason="already made")
+        strategy = await self._owned(preview.user_id, preview.strategy_id)
+        attempt.target = _target(strategy)
+        edited = await self._control.edit(preview, lambda p: self.apply_edit(p, attempt=attempt))
         self._confirmed.add(preview.token)
+        if not attempt.recorded:  # made by a worker: recorded here, once its outcome is known
+            await attempt.done(detail=_edit_words(strategy, edited.preview))
         return edited
 
-    async def apply_edit(self, preview: EditPreview) -> Edited:
-        """The change itself, called under the strategy's lock by the process that runs its engine."""
+    async def apply_edit(self, preview: EditPreview, *, attempt: Attempt | None = None) -> Edited:
+        """The change itself, called under the strategy's lock by the process that runs its engine; recorded in
+        its transaction when the audit `attempt` is this process's (a worker's caller records it instead)."""
         strategy = await self._owned(preview.user_id, preview.strategy_id)
         if strategy.status not in HOLDING:
-            raise UserError(f"{_title(strategy)} is {strategy.status} now: nothing was changed.")
+            raise UserError(
+                f"{_title(strategy)} is {strategy.status} now: nothing was changed.",
+                reason=f"it was {strategy.status}",
+            )
         checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
         self._confirmed.add(preview.token)
         async with self._store.db.transaction() as tx:
@@ -669,6 +716,8 @@ class StrategyService:
                     await self._store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
             if checked.new_name is not None:
                 await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
+            if attempt is not None:
+                await attempt.done(detail=_edit_words(strategy, checked), tx=tx)
         logger.info("user %s edited strategy %s", preview.user_id, strategy.id)
         if strategy.status == ACTIVE:
             await self._control.run_soon(strategy.id)  # a raised budget may fund an order now
@@ -848,38 +897,61 @@ class StrategyService:
     # --- control --------------------------------------------------------------------------------------
 
     async def pause(self, user_id: int, strategy_id: int) -> ControlResult:
-        """Pause a strategy and cancel its resting orders; /resume places what it still needs again."""
+        """Pause a strategy and cancel its resting orders; /resume places what it still needs again. Audited."""
+        async with self._audit.attempt(
+            "pause", actor_id=user_id, user_id=user_id, target=f"strategy #{strategy_id}"
+        ) as attempt:
+            return await self._pause(attempt, user_id, strategy_id)
+
+    async def _pause(self, attempt: Attempt, user_id: int, strategy_id: int) -> ControlResult:
         strategy = await self._owned(user_id, strategy_id)
+        attempt.target = _target(strategy)
         if strategy.status != ACTIVE:
-            raise UserError(f"{_title(strategy)} is {strategy.status}, not running.")
+            raise UserError(
+                f"{_title(strategy)} is {strategy.status}, not running.", reason=f"it was {strategy.status}"
+            )
         await self._control.pause(strategy.id, "paused by you", by=USER)
         done = await self._control.cancel_orders(strategy.id, "paused by you")
+        await attempt.done(detail=_cancel_words(done))
         return ControlResult(
             strategy.id, _title(strategy), PAUSED, canceled=done.canceled, filled=done.filled,
             unconfirmed=done.unconfirmed, errors=done.errors,
         )
 
     async def resume(self, user_id: int, strategy_id: int) -> ControlResult:
+        """Resume a paused strategy (its key must work). Audited."""
+        async with self._audit.attempt(
+            "resume", actor_id=user_id, user_id=user_id, target=f"strategy #{strategy_id}"
+        ) as attempt:
+            return await self._resume(attempt, user_id, strategy_id)
+
+    async def _resume(self, attempt: Attempt, user_id: int, strategy_id: int) -> ControlResult:
         strategy = await self._owned(user_id, strategy_id)
+        attempt.target = _target(strategy)
         if strategy.status != PAUSED:
-            raise UserError(f"{_title(strategy)} is {strategy.status}, not paused.")
+            raise UserError(f"{_title(strategy)} is {strategy.status}, not paused.", reason=f"it was {strategy.status}")
         account = await self._store.accounts.get(strategy.account_id)
         if account is None:
-            raise UserError("This strategy's account is no longer connected.")
+            raise UserError("This strategy's account is no longer connected.", reason="no account")
         if account.status == KEY_UNSAFE:
             raise UserError(
                 f"The API key of {account.label} can withdraw funds: turn its withdrawals off on the exchange (I "
-                f"check it every few minutes and tell you), or give it a new key with /connect replace {account.label}."
+                f"check it every few minutes and tell you), or give it a new key with /connect replace "
+                f"{account.label}.",
+                reason="the key can withdraw",
             )
         if account.status != "active":
             raise UserError(
                 f"The API key of {account.label} does not work (see /accounts): give it a new key with "
-                f"/connect replace {account.label} first."
+                f"/connect replace {account.label} first.",
+                reason="the account's key does not work",
             )
         async with self._store.db.transaction() as tx:
             resumed = await self._store.strategies.set_status(tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,))
+            if resumed:
+                await attempt.done(tx=tx)
         if not resumed:  # resumed (or stopped) by another press meanwhile
-            raise UserError(f"{_title(strategy)} is no longer paused: see /status.")
+            raise UserError(f"{_title(strategy)} is no longer paused: see /status.", reason="no longer paused")
         await self._control.resume(strategy.id)
         return ControlResult(strategy.id, _title(strategy), ACTIVE)
 
@@ -912,10 +984,25 @@ class StrategyService:
                 await self._control.resume(strategy.id)
                 resumed.append(label)
         logger.info("user %s resumed %d strategies paused by /panic", user_id, len(resumed))
+        await self._audit.record(
+            "resume", actor_id=user_id, user_id=user_id, target="every strategy /panic paused",
+            detail=f"{len(resumed)} resumed, {len(skipped)} left paused",
+        )
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
-    async def panic(self, user_id: int) -> PanicResult:
-        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards)."""
+    async def panic(self, user_id: int, *, actor_id: int | None = None) -> PanicResult:
+        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
+
+        Audited (panic), with how many were paused and cancelled; `actor_id`: who did it when not the user (an
+        admin's block).
+        """
+        actor = user_id if actor_id is None else actor_id
+        async with self._audit.attempt("panic", actor_id=actor, user_id=user_id, target="every strategy") as attempt:
+            result = await self._panic(user_id)
+            await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}")
+        return result
+
+    async def _panic(self, user_id: int) -> PanicResult:
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
@@ -931,14 +1018,23 @@ class StrategyService:
         )
 
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
-        """Stop a strategy for good: cancel its orders, keep or sell what it bought, release its budget."""
+        """Stop a strategy for good: cancel its orders, keep or sell what it bought, release its budget. Audited."""
+        async with self._audit.attempt(
+            "stop", actor_id=user_id, user_id=user_id, target=f"strategy #{strategy_id}"
+        ) as attempt:
+            summary = await self._stop(attempt, user_id, strategy_id, sell)
+            await attempt.done(detail=_stop_words(summary, sell))
+        return summary
+
+    async def _stop(self, attempt: Attempt, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
         strategy = await self._owned(user_id, strategy_id)
+        attempt.target = _target(strategy)
         if strategy.status == STOPPED:
-            raise UserError(f"{_title(strategy)} is already stopped.")
+            raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
         # The engine re-reads it under the account's control lock (a /disconnect waits for the sale).
         stopped = await self._control.stop(strategy.id, "stopped by you", sell=sell)
         if stopped is None:
-            raise UserError(f"{_title(strategy)} is already stopped.")
+            raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
         return await self._stop_summary(
             strategy, stopped.cancellation, sold=stopped.sold, pending=set(stopped.pending), errors=list(stopped.errors)
         )
@@ -987,7 +1083,7 @@ class StrategyService:
     async def _owned(self, user_id: int, strategy_id: int) -> Strategy:
         strategy = await self._store.strategies.get_owned(user_id, int(strategy_id))
         if strategy is None:
-            raise UserError("No such strategy. See /status for yours.")
+            raise UserError("No such strategy. See /status for yours.", reason="no such strategy")
         return strategy
 
 
@@ -1125,6 +1221,39 @@ def _venue_symbol(venue: str, symbol: str) -> str:
 
 def _title(strategy: Strategy) -> str:
     return title(strategy)
+
+
+def _target(strategy: Strategy) -> str:
+    """A strategy as the audit log names it: number, kind and market (never its user-given name)."""
+    kind = STRATEGIES.get(strategy.kind)
+    return f"strategy #{strategy.id} {kind.title if kind else strategy.kind} {strategy.symbol}"
+
+
+def _cancel_words(done: Any) -> str:
+    """What cancelling did, for the audit log: counts only (the venue's error texts stay out)."""
+    words = [f"{done.canceled} order(s) cancelled"]
+    if getattr(done, "filled", 0):
+        words.append(f"{done.filled} had filled")
+    if getattr(done, "unconfirmed", 0):
+        words.append(f"{done.unconfirmed} not confirmed yet")
+    if done.errors:
+        words.append(f"{len(done.errors)} could not be cancelled")
+    return ", ".join(words)
+
+
+def _stop_words(summary: StopSummary, sell: bool) -> str:
+    held = "sold what it held at market" if sell else "kept what it held"
+    problems = f"; {len(summary.errors)} problem(s), see /status" if summary.errors else ""
+    return f"{held}; {_cancel_words(summary)}{problems}"
+
+
+def _edit_words(strategy: Strategy, checked: EditPreview) -> str:
+    words = []
+    if checked.new_budget is not None:
+        words.append(f"budget {money(strategy.budget, strategy.quote)} → {money(checked.new_budget, strategy.quote)}")
+    if checked.new_name is not None:
+        words.append("renamed")
+    return "; ".join(words)
 
 
 def _list_title(strategy: Strategy) -> str:
