@@ -180,6 +180,8 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         await chat.reply("changed")
         edited = await store.strategies.get(dca.id)
         assert (edited.budget, edited.name) == (Decimal(150), "core")
+        audited = [(e.action, e.outcome) for e in await store.audit.page(user_id=USER, limit=50)]
+        assert audited.count(("edit", "ok")) == 1 and audited.count(("pause", "ok")) == 1, audited
 
         # The front goes away; the worker goes on and queues a fill alert meanwhile (a Kraken grid's buy fills).
         kraken = fake_exchanges.books["kraken"]
