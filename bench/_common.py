@@ -293,11 +293,12 @@ async def open_world(
     engine_class: type[Engine] = Engine,
     streams: bool | None = None,
     database: str | None = None,
+    ownership: Any = None,
 ) -> World:
     """Open the databases in `data_dir` and build the gateway and the engine exactly as the bot does.
 
     `streams` sets STRATA_STREAMS (None: the bot's default, on); `database` is STRATA_DATABASE_URL (None: the
-    SQLite file in `data_dir`)."""
+    SQLite file in `data_dir`); `ownership` the engine's partitions (engine workers: `storage.partitions`)."""
     env = {
         "STRATA_DATA_DIR": str(data_dir),
         "STRATA_EXCHANGE_URLS": exchange_urls,
@@ -316,7 +317,10 @@ async def open_world(
     gateway = ExchangeGateway.from_settings(
         settings, budgets=budgets, retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.5)
     )
-    engine = engine_class(store, vault, gateway, NullNotifier(), settings, jitter_seconds=jitter_seconds)
+    engine = engine_class(
+        store, vault, gateway, NullNotifier(), settings, jitter_seconds=jitter_seconds,
+        **({"ownership": ownership} if ownership is not None else {}),
+    )
     return World(settings, store, vault, gateway, engine, budgets)
 
 

@@ -264,10 +264,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-account", type=int, help="strategies per account (default 10, quick 2)")
     parser.add_argument("--window", type=float, help="seconds of weight measurement (default 60, quick 5)")
     parser.add_argument("--profile", metavar="PATH", help="write a pyinstrument profile of the measured phase")
+    parser.add_argument("--database", metavar="URL", help="engine workers on PostgreSQL (bench/workers.py): a "
+                        "postgresql:// server URL whose user may create a database, or `auto`")
+    parser.add_argument("--workers", default="1,2", help="with --database: worker counts to measure (1,2)")
+    parser.add_argument("--real-weight", action="store_true",
+                        help="with --database: Binance's real per-IP weight limit (default lifted: bench/workers.py)")
     args = parser.parse_args(argv)
     args.accounts = args.accounts or (50 if args.quick else 1000)
     args.per_account = args.per_account or (2 if args.quick else 10)
     args.window = args.window or (5.0 if args.quick else 60.0)
+    if args.database:
+        from bench.workers import main as workers_main
+
+        workers_main(args)
+        return
     fakes = start_fakes(args.accounts)
     try:
         say(f"fakes in process {fakes.process.pid}; bench process {pin_to_two_cores()}")

@@ -1,12 +1,12 @@
-"""Command line: `python -m bot run | front | worker | migrate | demo | rotate-master-key`.
+"""Command line: `python -m bot run | front | worker | migrate | demo | rotate-master-key | wind-down`.
 
 Operator mistakes (missing token, bad variable, wrong master key, a second process on a data folder or key
 store in use) end with one actionable line on stderr and exit status 2, never a traceback.
 
-`run`, `demo` and `rotate-master-key` turn core dumps off first (`bot.hardening`), then lock the data folder
-and the key store (`storage.lock`) before they read a key, migrate or write anything. `front` and `worker` run
-several to a PostgreSQL database (DESIGN.md section 7), so they take no folder lock: they refuse anything but a
-PostgreSQL main database and key store instead.
+`run`, `demo`, `rotate-master-key` and `wind-down` turn core dumps off first (`bot.hardening`), then lock the data
+folder and the key store (`storage.lock`) before they read a key, migrate or write anything. `front` and `worker`
+run several to a PostgreSQL database (DESIGN.md section 7), so they take no folder lock: they refuse anything but
+a PostgreSQL main database and key store instead.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, default=None, help="keep the demo's data here (default: temporary)")
     rotate = sub.add_parser("rotate-master-key", help="re-wrap every data key under a new master key")
     rotate.add_argument("--new-key-file", type=Path, required=True, help="file holding the new base64 key")
+    wind = sub.add_parser(
+        "wind-down", help="close the service: tell every user, pause and cancel everything, then shred every key"
+    )
+    wind.add_argument("--sell", action="store_true",
+                      help="also sell what the strategies bought (futures: close their positions)")
+    wind.add_argument("--message", default=None, help="what to tell every user first (default: a short notice)")
     return parser
 
 
@@ -69,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(data_dir=args.data_dir)
         if args.command == "rotate-master-key":
             return asyncio.run(_rotate(args.new_key_file))
+        if args.command == "wind-down":
+            return asyncio.run(_wind_down(sell=args.sell, message=args.message))
     except (ConfigError, VaultError, FolderInUse) as exc:
         print(f"strata: {exc}", file=sys.stderr)
         return 2
@@ -207,6 +215,19 @@ async def _rotate(new_key_file: Path) -> int:
     configure_logging(settings.log_level)
     with ProcessLocks(settings.data_dir, settings.keystore_path):  # a running bot would keep the old key
         return await _rotate_locked(settings, new_key_file)
+
+
+async def _wind_down(*, sell: bool, message: str | None) -> int:
+    settings = load_settings()
+    register_secret(settings.require_token())
+    configure_logging(settings.log_level)
+    if settings.database_path is not None and not settings.database_path.exists():
+        raise ConfigError(f"There is no Strata database at {settings.database_path}: nothing to wind down "
+                          "(check STRATA_DATA_DIR).")
+    with ProcessLocks(settings.data_dir, settings.keystore_path):  # a running bot would keep trading
+        from bot.closing import wind_down
+
+        return await wind_down(settings, sell=sell, message=message)
 
 
 async def _rotate_locked(settings, new_key_file: Path) -> int:

@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+from bot.engine.context import CredentialsMissing
 from bot.engine.pnl import compute
-from bot.engine.scheduler import UNCONFIRMED_ORDER, Cancellation
+from bot.engine.scheduler import SWEEP_SECONDS, UNCONFIRMED_ORDER, BelowMinimum, Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.paper import PaperCredentials
 from bot.exchanges.venues import adapter
@@ -33,6 +34,7 @@ from bot.redaction import register_secret
 from bot.secret import Credentials
 from bot.services.errors import UserError
 from bot.strategies.base import DesiredOrder
+from bot.vault import CredentialUnreadable
 from storage.commands import FINISHED_CHANNEL, SUBMITTED_CHANNEL, Command
 from storage.models import Account, Strategy, utcnow
 from storage.orders import LIVE
@@ -52,11 +54,14 @@ STALE_AFTER = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class Stopped:
-    """What stopping a strategy did: its orders' cancellation and, with a sale, what was sold or is pending."""
+    """What stopping a strategy did: its orders' cancellation and, with a sale, what was sold (at what average
+    price), what is pending (placed but not filled or not confirmed yet), the dust left, and the sale's errors."""
 
     cancellation: Cancellation = field(default_factory=Cancellation)
     sold: dict[str, Decimal] = field(default_factory=dict)
-    pending: frozenset[str] = frozenset()  # sold by an order placed but not filled (or not confirmed) yet
+    sold_at: dict[str, Decimal] = field(default_factory=dict)
+    pending: frozenset[str] = frozenset()
+    dust: dict[str, Decimal] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
 
 
@@ -79,8 +84,12 @@ class EngineControl(Protocol):
 
     async def forget_credentials(self, account_id: int) -> None: ...
 
-    async def edit(self, preview: Any, apply: Callable[[Any], Awaitable[Any]]) -> Any:
-        """`apply(preview)` under the strategy's lock, where its engine runs (/edit's Confirm)."""
+    @property
+    def sweep_seconds(self) -> float: ...
+
+    async def edit(self, preview: Any, apply: Callable[[Any, Any], Awaitable[Any]], *, free: Any = None) -> Any:
+        """`apply(preview, free)` under the strategy's lock, where its engine runs (/edit's Confirm; `free`: the
+        account's free quote, read before the lock)."""
 
     async def run_soon(self, strategy_id: int) -> None: ...
 
@@ -125,9 +134,13 @@ class LocalControl:
     async def forget_credentials(self, account_id: int) -> None:
         self._engine.ctx.forget_credentials(account_id)
 
-    async def edit(self, preview: Any, apply: Callable[[Any], Awaitable[Any]]) -> Any:
+    @property
+    def sweep_seconds(self) -> float:
+        return self._engine.sweep_seconds
+
+    async def edit(self, preview: Any, apply: Callable[[Any, Any], Awaitable[Any]], *, free: Any = None) -> Any:
         async with self._engine.ctx.lock(preview.strategy_id):
-            return await apply(preview)
+            return await apply(preview, free)
 
     async def run_soon(self, strategy_id: int) -> None:
         self._engine.run_soon(strategy_id)
@@ -152,12 +165,9 @@ class LocalControl:
                 return None
             await engine.stop(strategy_id, reason)
             done = await engine.cancel_orders(strategy_id, reason)
-            sold: dict[str, Decimal] = {}
-            pending: set[str] = set()
-            errors = list(done.errors)
-            if sell:
-                errors += await self._sell_holdings(strategy, sold, pending)
-        return Stopped(done, sold, frozenset(pending), tuple(errors))
+            if not sell:
+                return Stopped(done)
+            return await self._sell_holdings(strategy, done)
 
     async def stop_account(self, account_id: int, reason: str, *, cancel: bool) -> dict[int, Cancellation]:
         """Stop every running or paused strategy of the account; with `cancel`, cancel their orders and wait
@@ -190,15 +200,37 @@ class LocalControl:
         strategy = await self._engine.store.strategies.get(strategy_id)
         return strategy.account_id if strategy is not None else -1
 
-    async def _sell_holdings(self, strategy: Strategy, sold: dict[str, Decimal], pending: set[str]) -> list[str]:
-        """/stop's closing sale of what the strategy holds, at market, through the engine's intents."""
+    async def _sell_holdings(self, strategy: Strategy, done: Cancellation) -> Stopped:
+        """Sell (futures: close reduce-only) what a stopped strategy's fills hold, at market, within each market's
+        minimums and step; spot sells no more than the account's free balance. Waits for the fills: what is
+        reported sold is what the exchange filled, at the fills' average price; what is below the minimum (or
+        the step leaves) is dust."""
         store = self._engine.store
+        sold: dict[str, Decimal] = {}
+        sold_at: dict[str, Decimal] = {}
+        pending: set[str] = set()
+        dust: dict[str, Decimal] = {}
+        errors: list[str] = []
+
+        def outcome() -> Stopped:
+            return Stopped(done, sold, sold_at, frozenset(pending), dust, tuple(errors))
+
         account = await store.accounts.get(strategy.account_id)
         if account is None:
-            return ["the account is gone"]
-        errors = []
+            errors.append("the account is gone")
+            return outcome()
+        if account.status != "active":  # its key can neither read the balance nor sell
+            errors.append(f"nothing sold: the API key of {account.label} does not work (see /accounts)")
+            return outcome()
+        try:
+            await self.credentials(account)
+        except (CredentialUnreadable, CredentialsMissing):
+            errors.append(f"nothing sold: the stored API key of {account.label} cannot be read (see /accounts)")
+            return outcome()
         placed = []
-        pnl = compute(await store.orders.fills_for_strategy(strategy.id), strategy.quote)
+        fills = await store.orders.fills_for_strategy(strategy.id)
+        seen = {item.fill.id for item in fills}
+        pnl = compute(fills, strategy.quote)
         futures = adapter(account.venue).futures
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
             if asset.held == 0:
@@ -214,23 +246,31 @@ class LocalControl:
                                    reduce_only=futures)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
-                placed.append(asset)
+                placed.append((asset, symbol))
             elif problem == UNCONFIRMED_ORDER:
                 pending.add(asset.asset)
                 errors.append(f"{asset.asset}: the {side} at market {problem}")
+            elif isinstance(problem, BelowMinimum):
+                dust[asset.asset] = asset.held
             else:
                 errors.append(f"{asset.asset} kept: {problem}")
         if placed:
             # What the exchange sold (its step may leave dust), from the fills: not what was asked.
-            after = compute(await store.orders.fills_for_strategy(strategy.id), strategy.quote).assets
-            for asset in placed:
+            fills = await store.orders.fills_for_strategy(strategy.id)
+            after = compute(fills, strategy.quote).assets
+            for asset, symbol in placed:
                 moved = asset.held - after[asset.asset].held  # < 0: a short bought back
                 if moved:
                     sold[asset.asset] = moved
+                    new = [item.fill for item in fills if item.fill.id not in seen and item.symbol == symbol]
+                    if traded := sum((f.amount for f in new), Decimal(0)):
+                        sold_at[asset.asset] = sum((f.price * f.amount for f in new), Decimal(0)) / traded
+                    if after[asset.asset].held:
+                        dust[asset.asset] = after[asset.asset].held
                 else:
                     pending.add(asset.asset)
                     errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
-        return errors
+        return outcome()
 
     async def _free(self, account: Account, asset: str) -> Decimal:
         try:
@@ -298,11 +338,16 @@ class RemoteControl:
     async def forget_credentials(self, account_id: int) -> None:
         await self._submit("forget_credentials", account_id, {}, wait=False)
 
-    async def edit(self, preview: Any, apply: Callable[[Any], Awaitable[Any]]) -> Any:
+    @property
+    def sweep_seconds(self) -> float:
+        return SWEEP_SECONDS
+
+    async def edit(self, preview: Any, apply: Callable[[Any, Any], Awaitable[Any]], *, free: Any = None) -> Any:
         """The worker makes the change under its lock (`apply` is this process's, not run here)."""
         from bot.services.strategies import Edited, EditPreview
 
-        result = await self._submit_for(preview.strategy_id, "edit", {"preview": preview.to_json()})
+        payload = {"preview": preview.to_json(), "free": None if free is None else str(free)}
+        result = await self._submit_for(preview.strategy_id, "edit", payload)
         return Edited(preview.strategy_id, EditPreview.from_json(result["checked"]))
 
     async def run_soon(self, strategy_id: int) -> None:
@@ -467,7 +512,11 @@ class CommandExecutor:
             from bot.services.strategies import EditPreview
 
             # Under this worker's lock, without an audit entry of its own: the front records the outcome once.
-            edited = await control.edit(EditPreview.from_json(payload["preview"]), self._strategies.apply_edit)
+            free = None if payload.get("free") is None else Decimal(payload["free"])
+            edited = await control.edit(
+                EditPreview.from_json(payload["preview"]), lambda p, f: self._strategies.apply_edit(p, free=f),
+                free=free,
+            )
             return {"checked": edited.preview.to_json()}
         if kind == "stop_account":
             cancelled = await control.stop_account(command.account_id, payload["reason"],
@@ -483,10 +532,15 @@ def _cancellation(data: dict) -> Cancellation:
     )
 
 
+def _amounts(data: dict[str, Any]) -> dict[str, Decimal]:
+    return {k: Decimal(v) for k, v in data.items()}
+
+
 def _stopped_json(stopped: Stopped) -> dict:
     return {
         "cancellation": asdict(stopped.cancellation), "sold": {k: str(v) for k, v in stopped.sold.items()},
-        "pending": sorted(stopped.pending), "errors": list(stopped.errors),
+        "sold_at": {k: str(v) for k, v in stopped.sold_at.items()}, "pending": sorted(stopped.pending),
+        "dust": {k: str(v) for k, v in stopped.dust.items()}, "errors": list(stopped.errors),
     }
 
 
@@ -495,6 +549,7 @@ def _stopped(result: dict) -> Stopped | None:
     if data is None:
         return None
     return Stopped(
-        cancellation=_cancellation(data["cancellation"]), sold={k: Decimal(v) for k, v in data["sold"].items()},
-        pending=frozenset(data["pending"]), errors=tuple(data["errors"]),
+        cancellation=_cancellation(data["cancellation"]), sold=_amounts(data["sold"]),
+        sold_at=_amounts(data["sold_at"]), pending=frozenset(data["pending"]), dust=_amounts(data["dust"]),
+        errors=tuple(data["errors"]),
     )

@@ -16,6 +16,7 @@ from bot.config import Settings
 from bot.control import CommandExecutor, EngineControl, LocalControl, RemoteControl
 from bot.engine.scheduler import Engine
 from bot.exchanges.gateway import ExchangeGateway
+from bot.exchanges.rate_budget import SharedIpBudget
 from bot.master_key import load_master_key
 from bot.notifier import Notifier
 from bot.services.access import AccessService
@@ -31,7 +32,7 @@ from bot.summary import DailySummary
 from bot.vault import Vault
 from bot.vault import where as _where
 from storage.files import ensure_private_dir
-from storage.partitions import AllPartitions
+from storage.partitions import AllPartitions, PartitionLeases
 from storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,9 @@ class WorkerRuntime:
 
     def __init__(self, settings: Settings, *, ownership=None) -> None:
         self.settings = settings
-        self.ownership = ownership if ownership is not None else AllPartitions()
+        #: Which accounts this worker runs: given, else leased partitions on PostgreSQL (every account on SQLite).
+        self.ownership = ownership
+        self._leases: PartitionLeases | None = None
         self.store: Store | None = None
         self.vault: Vault | None = None
         self.gateway = None
@@ -191,7 +194,13 @@ class WorkerRuntime:
         await self.store.migrate()
         self.gateway = ExchangeGateway.from_settings(self.settings)
         self.gateway.attach_paper(self.store.paper)
-        self.engine = Engine(self.store, self.vault, self.gateway, None, self.settings)
+        if self.ownership is None and self.store.db.backend == "postgresql":
+            self.ownership = self._leases = await PartitionLeases.start(self.store.db)
+            # The per-IP request weight is shared by the workers of this host, through the database.
+            self.gateway.pool.budgets.shared = SharedIpBudget(self.store.ip_budgets)
+        if self.ownership is None:
+            self.ownership = AllPartitions()
+        self.engine = Engine(self.store, self.vault, self.gateway, None, self.settings, ownership=self.ownership)
         self.control = LocalControl(self.engine)
         strategies = StrategyService(self.store, self.control, max_strategies=self.settings.max_strategies_per_user)
         self.commands = CommandExecutor(self.store, self.control, self.ownership, strategies=strategies)
@@ -203,6 +212,8 @@ class WorkerRuntime:
             await self.commands.close()
         if self.engine is not None:
             await self.engine.shutdown()
+        if self._leases is not None:
+            await self._leases.close()  # the partitions go to the other workers at once
         if self.gateway is not None:
             await self.gateway.close()
         if self.vault is not None:

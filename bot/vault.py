@@ -180,6 +180,15 @@ class Vault:
             await self.shred(dek_id)
         return len(orphans)
 
+    async def empty(self) -> int:
+        """Destroy every data key and the fingerprint key (the service is closing: `wind-down`); returns how many
+        data keys went. Every sealed credential, in any copy of the main database, is unreadable for good."""
+        async with self._rows.transaction() as tx:
+            count = await self._rows.delete_every_key(tx)
+        self._fingerprint_key = None
+        await self._rows.flush()
+        return count
+
     async def rotate(self, new_master_key: bytes) -> int:
         """Re-wrap every data key and the check value under a new master key, in one key-store transaction."""
         new_id = kek_id_of(new_master_key)

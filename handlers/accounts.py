@@ -208,6 +208,9 @@ def _confirm_keyboard(account_id: int, action: str = "yes"):
 async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
     """The confirmation for this account: the usual one, or for a suspended key the orders left open."""
     strategies = await rt.accounts.strategies_to_stop(user_id, account.id)
+    if account.status == "key_unsafe":  # the key works (it can even withdraw): its orders are cancelled with it
+        text = _confirm_text(account.label, strategies)
+        return text + "\nIts key can withdraw: delete it on the exchange too.", _confirm_keyboard(account.id)
     if account.status == "active":
         return _confirm_text(account.label, strategies, paper=is_paper(account.venue)), _confirm_keyboard(account.id)
     left = await rt.accounts.left_open(user_id, account.id)

@@ -36,7 +36,8 @@ def balances_lines(balances: tuple[AssetValue, ...] | None, quote: str) -> list[
     return lines
 
 
-ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_unreadable": "⛔ key unreadable"}
+ACCOUNT_STATES = {"active": "active", "key_rejected": "⛔ key rejected", "key_unreadable": "⛔ key unreadable",
+                  "key_removed": "🔒 key removed"}
 
 
 def _clock(at: datetime, now: datetime) -> str:
@@ -323,7 +324,7 @@ def status_detail_text(s) -> str:
     if s.params:
         params = " ".join(f"{k}={v}" for k, v in s.params.items())
         lines.insert(1, f"  parameters: <code>{esc(clip(params, 300))}</code>")
-    lines.append(f"Fills are checked every {s.fill_poll_seconds:g} s. /status lists all your strategies.")
+    lines.append(f"{fills_footer([s], s.fill_poll_seconds)} /status lists all your strategies.")
     return "\n".join(lines)
 
 
@@ -339,8 +340,22 @@ def status_text(page) -> str:
         lines.append("")
         lines.extend(status_lines(s))
     lines.append("")
-    lines.append(f"Fills are checked every {page.fill_poll_seconds:g} s.")
+    lines.append(fills_footer(page.statuses, page.fill_poll_seconds))
     return "\n".join(lines)
+
+
+def fills_footer(statuses, poll_seconds: float) -> str:
+    """How the listed strategies' fills reach the bot, as their "fills:" lines say: pushed by the exchange's stream
+    (polled only by a safety sweep), or polled every `poll_seconds` (also while a stream is down)."""
+    modes = {getattr(s, "fills", None) for s in statuses}
+    sweep = next((s.fill_sweep_seconds for s in statuses if getattr(s, "fill_sweep_seconds", None)), None)
+    safety = f" (with a safety check every {sweep / 60:g} min)" if sweep else ""
+    if "streamed" in modes and "polled" not in modes:
+        return f"Fills are streamed by the exchange as they happen{safety}."
+    if "streamed" in modes:
+        return (f"Fills are streamed as they happen where marked “streamed”{safety} and checked every "
+                f"{poll_seconds:g} s where “polled”.")
+    return f"Fills are checked every {poll_seconds:g} s."
 
 
 def stop_text(summary) -> str:
@@ -348,19 +363,8 @@ def stop_text(summary) -> str:
     lines = [f"⏹ <b>{esc(summary.title)}</b> stopped; its budget is released."]
     if summary.canceled:
         lines.append(f"Cancelled {summary.canceled} open order(s).")
-    for asset, amount in summary.sold.items():
-        step = f.precision_of(asset).amount_step
-        if summary.futures:
-            lines.append(f"Closed the {_position(amount, asset, step)} position at market.")
-        else:
-            verb = "Sold" if amount > 0 else "Bought back"
-            lines.append(f"{verb} {fmt_amount(abs(amount), esc(asset), step, held=True)} at market.")
-    for asset, amount in summary.kept.items():  # also what a sale left (below the exchange's step)
-        step = f.precision_of(asset).amount_step
-        if summary.futures:
-            lines.append(f"Kept the {_position(amount, asset, step)} position open.")
-        else:
-            lines.append(f"Kept {fmt_amount(amount, esc(asset), step, held=True)}.")
+    lines += sale_lines(summary)
+    lines += kept_lines(summary)
     q = esc(f.quote)
     fees = money(f.fees, q)
     if summary.futures:  # buy cost and sale proceeds mean nothing for a short: the venue's P&L says it all
@@ -372,7 +376,121 @@ def stop_text(summary) -> str:
     return "\n".join(lines)
 
 
+def sale_lines(summary) -> list[str]:
+    """What a stop's sale did, one line per asset: "Sold 0.0015 BTC at market (average 50,000.00 USDT)."."""
+    f = summary.figures
+    lines = []
+    for asset, amount in summary.sold.items():
+        precision = f.precision_of(asset)
+        at = summary.sold_at.get(asset)
+        average = f" (average {fmt_price(at, esc(summary.quote), precision.price_tick)})" if at is not None else ""
+        if summary.futures:
+            lines.append(f"Closed the {_position(amount, asset, precision.amount_step)} position at market{average}.")
+        else:
+            verb = "Sold" if amount > 0 else "Bought back"
+            lines.append(
+                f"{verb} {fmt_amount(abs(amount), esc(asset), precision.amount_step, held=True)} at market{average}."
+            )
+    return lines
+
+
+def kept_lines(summary) -> list[str]:
+    """What a stop left held, one line per asset (also what a sale left below the exchange's step: dust)."""
+    f = summary.figures
+    lines = []
+    for asset, amount in summary.kept.items():
+        step = f.precision_of(asset).amount_step
+        dust = " (dust: below the market's minimum, too little to sell)" if asset in summary.dust else ""
+        if summary.futures:
+            lines.append(f"Kept the {_position(amount, asset, step)} position open{dust}.")
+        else:
+            lines.append(f"Kept {fmt_amount(amount, esc(asset), step, held=True)}{dust}.")
+    return lines
+
+
+PANIC_TEXT_LIMIT = 3800  # characters of per-strategy lines: the answer stays one Telegram message (4,096)
+
+
+def panic_sell_text(result) -> str:
+    """The answer to "Pause, cancel and sell": per strategy what was sold, at what, the dust left, the errors."""
+    lines = [
+        f"🛑 Cancelled {result.canceled} open order(s) and stopped {len(result.sales)} "
+        f"strateg{'y' if len(result.sales) == 1 else 'ies'}, selling what they bought (futures: closing their "
+        "positions) at market. Their budgets are released; /status shows them.",
+    ]
+    lines += _settling_lines(result)
+    lines += _strategy_blocks(result.sales, _sale_outcome, PANIC_TEXT_LIMIT - sum(len(line) for line in lines))
+    if not result.sales:
+        lines.append("None of your strategies held anything to sell.")
+    return "\n".join(lines)
+
+
+def _strategy_blocks(summaries, outcome, room: int) -> list[str]:
+    """A bold title and the outcome lines per strategy, as many as fit in `room` characters, then "… and N more"."""
+    lines: list[str] = []
+    for index, summary in enumerate(summaries):
+        block = [f"<b>{esc(clip(summary.title, 80))}</b>"] + [f"  {line}" for line in outcome(summary)]
+        size = sum(len(line) + 1 for line in block)
+        if size > room:
+            lines.append(f"… and {len(summaries) - index} more strategies (see /status).")
+            break
+        lines += block
+        room -= size
+    return lines
+
+
+def _sale_outcome(summary) -> list[str]:
+    lines = sale_lines(summary) or ["Nothing to sell."]
+    f = summary.figures
+    for asset, amount in summary.dust.items():
+        step = f.precision_of(asset).amount_step
+        held = _position(amount, asset, step) if summary.futures else fmt_amount(amount, esc(asset), step, held=True)
+        lines.append(f"Dust left: {held} (below the market's minimum, too little to sell).")
+    lines += [f"⚠️ {esc(clip(e, 200))}" for e in summary.errors]
+    if summary.unconfirmed:
+        lines.append(f"⚠️ {summary.unconfirmed} order(s) not confirmed yet; I keep checking.")
+    return lines
+
+
+def wind_down_notice_text(message: str | None, sell: bool) -> str:
+    """The wind-down's first message to every user: the host's words (or ours), then what happens now."""
+    head = esc(clip(message, 1500)) if message else "The host of this Strata bot is closing the service."
+    what = "pausing your strategies and cancelling their open orders"
+    if sell:
+        what = ("stopping your strategies, cancelling their open orders and selling what they bought at market "
+                "(futures: closing their positions)")
+    return (f"📣 {head}\n\nI am now {what}, then deleting your API keys from this bot. You will get a summary "
+            "in a moment.")
+
+
+def wind_down_report_text(outcome) -> str:
+    """The wind-down's last message to a user: each strategy's outcome, the keys deleted, what is left open."""
+    lines = [f"🔒 <b>The service is closed.</b> Cancelled {outcome.canceled} open order(s) and stopped "
+             f"{len(outcome.stopped)} strateg{'y' if len(outcome.stopped) == 1 else 'ies'}"
+             + (", selling what they bought at market." if outcome.sell else "; what they bought is kept.")]
+    tail = []
+    if outcome.keys_removed:
+        tail.append("Your API keys were deleted from this bot ("
+                    + ", ".join(esc(clip(label, 40)) for label in outcome.keys_removed[:20])
+                    + "); you may delete them on the exchange too. Your history stays with the host.")
+    if outcome.left_open:
+        tail.append(f"⚠️ {len(outcome.left_open)} order(s) could not be cancelled; cancel them on the exchange:")
+        tail += [f"  {esc(clip(order, 120))}" for order in outcome.left_open[:10]]
+    if outcome.kept_keys:
+        tail.append("The keys of " + ", ".join(esc(clip(label, 40)) for label in outcome.kept_keys[:20])
+                    + " are kept until those orders are cancelled.")
+    room = PANIC_TEXT_LIMIT - sum(len(line) + 1 for line in lines + tail)
+    lines += _strategy_blocks(outcome.stopped, _sale_outcome if outcome.sell else _kept_outcome, room)
+    return "\n".join(lines + tail)
+
+
+def _kept_outcome(summary) -> list[str]:
+    return kept_lines(summary) or ["It held nothing."]
+
+
 def panic_text(result) -> str:
+    if result.sell:
+        return panic_sell_text(result)
     lines = [
         f"🛑 Paused {result.paused} strateg{'y' if result.paused == 1 else 'ies'} and cancelled "
         f"{result.canceled} open order(s)."

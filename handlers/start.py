@@ -31,7 +31,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("resume", "Resume a paused strategy; /resume all after /panic"),
     ("edit", "Change a strategy's budget or name: /edit 3 budget=150"),
     ("stop", "Stop a strategy: keep or sell its holdings"),
-    ("panic", "Pause everything and cancel all open orders"),
+    ("panic", "Pause everything, cancel all open orders (and sell, if you choose)"),
     ("settings", "Alerts, daily summary, time zone (/settings tz Europe/Paris)"),
     ("history", "What was done on your accounts and strategies, newest first"),
     ("cancel", "End the current guided step"),

@@ -507,18 +507,32 @@ async def stop(update: Update, context: Context) -> None:
     await _control_command(update, context, "stop")
 
 
+PANIC_CANCEL = ("Pause and cancel", "panic:yes")
+PANIC_SELL = ("Pause, cancel and sell what the strategies bought", "panic:sell")
+
+
 async def panic(update: Update, context: Context) -> None:
+    """/panic: confirm with "Pause and cancel" or "Pause, cancel and sell…"; `/panic sell` offers the sale only."""
+    if context.args and context.args[0].lower() == "sell":
+        await reply(
+            update,
+            "🛑 Pause <b>all</b> your strategies, cancel <b>every</b> open order, then stop each strategy and sell "
+            "what it bought at market (futures: close its position)? What is below a market's minimum stays as dust.",
+            keyboard([[PANIC_SELL], [("Cancel", "panic:no")]]),
+        )
+        return
     await reply(
         update,
-        "🛑 Pause <b>all</b> your strategies and cancel <b>every</b> open order they placed?",
-        keyboard([[("Confirm panic", "panic:yes"), ("Cancel", "panic:no")]]),
+        "🛑 Pause <b>all</b> your strategies and cancel <b>every</b> open order they placed? You may also sell what "
+        "the strategies bought (they are then stopped: their budgets are released).",
+        keyboard([[PANIC_CANCEL], [PANIC_SELL], [("Cancel", "panic:no")]]),
     )
 
 
 async def panic_button(update: Update, context: Context) -> None:
     query = update.callback_query
     await query.answer()
-    if query.data not in ("panic:yes", "panic:resume"):
+    if query.data not in ("panic:yes", "panic:sell", "panic:resume"):
         await answer_and_edit(update, "Nothing was changed.")
         return
     try:
@@ -526,9 +540,11 @@ async def panic_button(update: Update, context: Context) -> None:
             result = await _services(context).resume_all(update.effective_user.id)
             await answer_and_edit(update, resume_all_text(result))
             return
-        await answer_and_edit(update, "Pausing everything and cancelling orders…")
-        result = await _services(context).panic(update.effective_user.id)
-        await answer_and_edit(update, panic_text(result), keyboard([[("Resume all", "panic:resume")]]))
+        sell = query.data == "panic:sell"
+        await answer_and_edit(update, "Pausing everything, cancelling orders" + (" and selling…" if sell else "…"))
+        result = await _services(context).panic(update.effective_user.id, sell=sell)
+        resume = None if sell else keyboard([[("Resume all", "panic:resume")]])  # a stopped strategy stays stopped
+        await answer_and_edit(update, panic_text(result), resume)
     except UserError as exc:
         await _reply_error(update, exc)
 

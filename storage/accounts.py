@@ -2,7 +2,8 @@
 
 An account is `active`, `key_rejected` (the exchange refused its key; retried slowly, replaceable),
 `key_unreadable` (its stored credential failed the integrity check; replaceable) or `key_unsafe` (its key was
-allowed to withdraw after it was connected; checked again slowly, replaceable). Only active accounts trade.
+allowed to withdraw after it was connected; checked again slowly, replaceable) or `key_removed` (the host closed
+the service: its credential is gone, its history kept). Only active accounts trade.
 `key_ref` and `owner_ref` are keyed fingerprints (never the values) of its API key and of the exchange account.
 """
 
@@ -14,6 +15,8 @@ from storage.db import Database, IntegrityError, Transaction
 from storage.models import Account, SealedCredential, from_iso, to_iso, utcnow
 
 ACTIVE, KEY_REJECTED, KEY_UNREADABLE, KEY_UNSAFE = "active", "key_rejected", "key_unreadable", "key_unsafe"
+#: The host closed the service (`python -m bot wind-down`): the key is shredded for good, the history kept.
+KEY_REMOVED = "key_removed"
 
 
 class KeyAlreadyConnected(Exception):
@@ -197,6 +200,17 @@ class AccountRepository:
     async def delete(self, tx: Transaction, account_id: int) -> None:
         """Delete the account row; credentials, strategies and orders go with it (ON DELETE CASCADE)."""
         await tx.execute("DELETE FROM accounts WHERE id = ?", (account_id,))
+
+    async def remove_key(self, tx: Transaction, account_id: int) -> None:
+        """Delete the account's sealed credential and mark it `key_removed`, keeping the account and its history
+        (the service is closing; its data key is shredded first). Idempotent."""
+        await tx.execute("DELETE FROM credentials WHERE account_id = ?", (account_id,))
+        await tx.execute("UPDATE accounts SET status = ? WHERE id = ?", (KEY_REMOVED, account_id))
+
+    async def with_key(self) -> list[Account]:
+        """Every account whose key was not removed by a wind-down (whatever its state), oldest first."""
+        rows = await self._db.fetchall("SELECT * FROM accounts WHERE status <> ? ORDER BY id", (KEY_REMOVED,))
+        return [_account(r) for r in rows]
 
     async def all_dek_ids(self) -> set[str]:
         """Every data key id a credential refers to (empty before the first migration)."""

@@ -13,6 +13,7 @@ one asyncio lock, and `transaction()` holds it from BEGIN to COMMIT.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -133,16 +134,32 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
-        """Hold the connection for one BEGIN IMMEDIATE … COMMIT; roll back on any exception."""
+        """Hold the connection for one BEGIN IMMEDIATE … COMMIT; roll back on any exception (cancellation too)."""
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                await self._begin()
                 yield SqliteTransaction(self._conn)
             except BaseException:
-                await self._conn.rollback()
+                await self._conn.rollback()  # a no-op when BEGIN never ran
                 raise
             else:
                 await self._conn.commit()
+
+    async def _begin(self) -> None:
+        """BEGIN IMMEDIATE, first rolling back a transaction a cancelled task left open.
+
+        aiosqlite runs statements on its own thread, in order: a task cancelled while awaiting its BEGIN (or its
+        rollback) stops waiting, but the statement still runs after the lock is released, leaving the shared
+        connection inside a transaction that nobody will finish. It holds only that cancelled task's writes.
+        """
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "within a transaction" not in str(exc):
+                raise
+            logging.getLogger(__name__).warning("rolled back a transaction left open by a cancelled task")
+            await self._conn.rollback()
+            await self._conn.execute("BEGIN IMMEDIATE")
 
     async def close(self) -> None:
         async with self._lock:

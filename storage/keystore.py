@@ -106,6 +106,12 @@ class KeyStoreRows:
     async def dek_ids(self) -> set[str]:
         return {row["id"] for row in await self.db.fetchall("SELECT id FROM deks")}
 
+    async def delete_every_key(self, tx: Transaction) -> int:
+        """Delete every data key and the fingerprint key (the service is closing); how many data keys went."""
+        count = await tx.execute("DELETE FROM deks")
+        await tx.execute("DELETE FROM fingerprint_key")
+        return count
+
     async def fingerprint_key(self, tx: Transaction):
         return await tx.fetchone("SELECT nonce, wrapped FROM fingerprint_key WHERE id = 1")
 

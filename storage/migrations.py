@@ -280,6 +280,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE users ADD COLUMN name TEXT NOT NULL DEFAULT '';
     ALTER TABLE outbox ADD COLUMN buttons TEXT;
     """,
+    # Engine workers on PostgreSQL (storage/partitions.py): each worker's heartbeat, so every worker knows how
+    # many are alive and takes its fair share of the account partitions; and the per-IP request weight the
+    # workers of one egress address lease in chunks (storage/ip_budgets.py). Unused on SQLite (one process).
+    """
+    CREATE TABLE engine_workers (
+        worker_id  TEXT PRIMARY KEY,
+        backend    INTEGER NOT NULL,               -- the server pid of its lock connection (gone: worker dead)
+        seen_ms    INTEGER NOT NULL,
+        held       INTEGER NOT NULL DEFAULT 0      -- how many partitions it holds (for operators)
+    );
+    CREATE TABLE ip_budgets (
+        egress     TEXT NOT NULL,                  -- the outgoing address the workers share (a name)
+        budget     TEXT NOT NULL,                  -- "<venue> <origin host>"
+        minute     INTEGER NOT NULL,               -- epoch minute of the venue's window
+        used       INTEGER NOT NULL,
+        PRIMARY KEY (egress, budget, minute)
+    );
+    """,
     # Control commands from the Telegram front to the worker owning the account (storage/commands.py).
     """
     CREATE TABLE commands (

@@ -130,6 +130,19 @@ class OutboxRepository:
             (_clip(error), user_id),
         )
 
+    async def still_pending(self, alert_ids: list[int]) -> int:
+        """How many of these alerts are still waiting to be sent (a CLI waits for its own messages)."""
+        pending = 0
+        for start in range(0, len(alert_ids), 500):  # under every backend's parameter limit
+            chunk = alert_ids[start:start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            row = await self._db.fetchone(
+                f"SELECT COUNT(*) AS n FROM outbox WHERE status = 'pending' AND id IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            )
+            pending += row["n"]
+        return pending
+
     async def get(self, alert_id: int) -> Alert | None:
         row = await self._db.fetchone("SELECT * FROM outbox WHERE id = ?", (alert_id,))
         return _alert(row) if row else None

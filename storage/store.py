@@ -11,6 +11,7 @@ from storage.balances import BalanceRepository
 from storage.commands import CommandRepository
 from storage.db import Database, connect
 from storage.foreign_trades import ForeignTradeRepository
+from storage.ip_budgets import IpBudgetRepository
 from storage.key_health import KeyHealthRepository
 from storage.migrations import migrate
 from storage.order_watches import OrderWatchRepository
@@ -36,6 +37,7 @@ class Store:
     foreign_trades: ForeignTradeRepository
     audit: AuditRepository
     commands: CommandRepository
+    ip_budgets: IpBudgetRepository
 
     @classmethod
     async def open(cls, path: Path, *, migrate_schema: bool = True) -> Store:
@@ -48,6 +50,7 @@ class Store:
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
             balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
             foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db), commands=CommandRepository(db),
+            ip_budgets=IpBudgetRepository(db),
         )
 
     async def migrate(self) -> int:

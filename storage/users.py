@@ -38,6 +38,11 @@ class UserRepository:
         )
         return User(id=user_id, chat_id=chat_id, active=True, settings=(await self.get(user_id)).settings)
 
+    async def all_ids(self) -> list[int]:
+        """Every user ever registered, active or not (the wind-down tells and reports to each)."""
+        rows = await self._db.fetchall("SELECT id FROM users ORDER BY id")
+        return [row["id"] for row in rows]
+
     async def get(self, user_id: int) -> User | None:
         row = await self._db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
         return _user(row) if row else None

@@ -96,7 +96,11 @@ async def open_world(
     budgets: RateBudgets | None = None,
     streams: bool = False,
     stream_options: dict[str, Any] | None = None,
+    ownership: Any = None,
+    database: str | None = None,
 ) -> World:
+    """`ownership`: the engine's (`storage.partitions`; default: every account); `database`: a main database URL
+    to use instead of the data folder's own (two engine workers on one PostgreSQL database)."""
     settings = load_settings(
         {
             "STRATA_DATA_DIR": str(data_dir),
@@ -104,7 +108,7 @@ async def open_world(
             "STRATA_FILL_POLL_SECONDS": str(poll_seconds),
             "STRATA_STREAMS": "on" if streams else "off",
             "STRATA_MASTER_KEY": MASTER_KEY_B64,
-            **({"STRATA_DATABASE_URL": url} if (url := await database_for(data_dir)) else {}),
+            **({"STRATA_DATABASE_URL": url} if (url := database or await database_for(data_dir)) else {}),
         },
         dotenv=False,
     )
@@ -120,7 +124,9 @@ async def open_world(
     )
     gateway.attach_paper(store.paper)
     notifier = CountingNotifier()
-    kwargs: dict[str, Any] = {"jitter_seconds": jitter_seconds, "stream_options": stream_options}
+    kwargs: dict[str, Any] = {
+        "jitter_seconds": jitter_seconds, "stream_options": stream_options, "ownership": ownership,
+    }
     if clock is not None:
         kwargs["clock"] = clock
     engine = Engine(store, vault, gateway, notifier, settings, **kwargs)

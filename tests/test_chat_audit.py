@@ -62,7 +62,7 @@ async def test_each_action_leaves_one_entry_with_who_whose_what_and_outcome_and_
     await _say(strata, USER, f"/pause {sid}", "paused")
     await _say(strata, USER, f"/resume {sid}", "running again")
     question = await _say(strata, USER, "/panic", "Pause")
-    await strata.press(USER, question, "Confirm panic")
+    await strata.press(USER, question, "Pause and cancel")
     await strata.next_reply(USER, contains="Resume all", timeout=15)
     question = await _say(strata, USER, f"/stop {sid}", "Stop")
     await strata.press(USER, question, "Stop and keep")

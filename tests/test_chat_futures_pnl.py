@@ -111,7 +111,9 @@ async def test_a_futures_trend_long_short_flat_reports_the_wallets_realised_pnl_
     await strata.press(USER, question, "Stop and sell")
     summary = (await strata.next_reply(USER, contains="Realised", timeout=15)).plain_text
     assert position().amount == 0
-    assert "Closed the short 0.003 BTC position at market." in summary and "Invested" not in summary
+    [close] = [t for t in book.trades(api_key, SYMBOL) if t.side == "buy"][-1:]
+    assert f"Closed the short 0.003 BTC position at market (average {close.price:,.1f} USDT)." in summary
+    assert "Invested" not in summary
     realised = realised_by_venue()
     assert realised == sum(t.realized_pnl - t.fee for t in book.trades(api_key, SYMBOL))
     assert figure(summary, "Realised P&L net of fees:") == cents(realised), summary

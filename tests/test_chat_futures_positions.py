@@ -82,7 +82,7 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
     entry, mark, unrealised = (Decimal(risk[k]) for k in ("entryPrice", "markPrice", "unRealizedProfit"))
     assert mark == Decimal("40123.4") and unrealised > 0
     await strata.send(USER, f"/status {strategy.id}")
-    status = (await strata.next_reply(USER, contains="Fills are checked")).plain_text
+    status = (await strata.next_reply(USER, contains="Fills are ")).plain_text
     [line] = [row for row in status.splitlines() if "position:" in row]
     assert f"short {formatting.amount(-Decimal(risk['positionAmt']), 'BTC')} at 1x" in line, status
     assert figure(line, "entry") == entry.quantize(Decimal("0.01")) and figure(line, "mark") == mark, status
@@ -110,7 +110,7 @@ async def test_futures_alerts_name_the_side_and_status_shows_the_venues_position
     assert alert_line(book, last, "Closed short") in closing and "Position: flat" in closing, closing
     assert await venue.fetch_positions([SYMBOL]) == []
     await strata.send(USER, f"/status {strategy.id}")
-    assert "position: flat" in (await strata.next_reply(USER, contains="Fills are checked")).plain_text
+    assert "position: flat" in (await strata.next_reply(USER, contains="Fills are ")).plain_text
 
 
 async def test_a_futures_dca_adds_to_its_long_and_the_alert_shows_the_new_average_entry(strata, fake_exchanges):

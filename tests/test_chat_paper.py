@@ -194,7 +194,7 @@ async def test_every_message_about_a_paper_account_or_strategy_says_paper(strata
     await strata.press(USER, question, "Stop and sell")
     await strata.next_reply(USER, contains="Realised", timeout=15)
     panic = await ask(strata, "/panic", "Pause")
-    await strata.press(USER, panic, "Confirm panic")
+    await strata.press(USER, panic, "Pause and cancel")
     paused = await strata.next_reply(USER, contains="Paused", timeout=15)
     assert f"It trades on a {MARK} account" in paused.plain_text, paused.plain_text
     await strata.press(USER, paused, "Resume all")
@@ -274,7 +274,7 @@ async def test_a_paper_grid_rests_fills_at_its_price_as_maker_and_its_figures_eq
 
     # /panic cancels the Paper orders and gives back what they held.
     panic = await ask(strata, "/panic", "Pause")
-    await strata.press(USER, panic, "Confirm panic")
+    await strata.press(USER, panic, "Pause and cancel")
     paused = await strata.next_reply(USER, contains="Paused", timeout=15)
     assert "cancelled 2 open order(s)" in paused.plain_text and MARK in paused.plain_text, paused.plain_text
     assert await strata.runtime.store.paper.orders(account.id, statuses=("open",)) == []

@@ -41,7 +41,7 @@ async def test_resume_all_resumes_exactly_what_the_panic_paused_and_a_second_pre
     await strata.runtime.strategies.stop(USER, done, sell=False)
 
     await strata.send(USER, "/panic")
-    await strata.press(USER, await strata.next_reply(USER, contains="Pause"), "Confirm panic")
+    await strata.press(USER, await strata.next_reply(USER, contains="Pause"), "Pause and cancel")
     answer = await strata.next_reply(USER, contains="Paused 2 strategies", timeout=15)
     assert "Resume all" in answer.text
     assert open_orders(fake_exchanges, "kraken", kraken_key) == []

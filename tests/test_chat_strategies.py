@@ -117,7 +117,7 @@ async def test_panic_pauses_everything_and_leaves_no_open_order(strata, fake_exc
     await wait_for_open_orders(fake_exchanges, "kraken", api_key)
     await strata.send(USER, "/panic")
     confirm = await strata.next_reply(USER, contains="Pause")
-    await strata.press(USER, confirm, "Confirm panic")
+    await strata.press(USER, confirm, "Pause and cancel")
     done = await strata.next_reply(USER, contains="Paused", timeout=15)
     assert "cancelled" in done.text
     assert open_orders(fake_exchanges, "kraken", api_key) == []

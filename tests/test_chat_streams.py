@@ -37,7 +37,9 @@ async def test_streamed_fill_alert_within_a_second_and_status_says_streamed_or_p
         await allocate_one_line(s, "/allocate binance grid 100.1 BTC/USDT low=50000 high=60000 levels=2")
         await wait_until(lambda: s.runtime.engine.streams.streamed(account.id))
         assert streams.subscribed(api_key)
-        assert "fills: streamed" in await status_text(s)
+        text = await status_text(s)
+        assert "fills: streamed" in text  # and the footer says what is true (not "checked every 3600 s")
+        assert "Fills are streamed by the exchange as they happen (with a safety check every 5 min)." in text
 
         await asyncio.sleep(1.1)  # the chat's one message per second has passed: the alert goes out at once
         started = time.monotonic()
@@ -51,7 +53,8 @@ async def test_streamed_fill_alert_within_a_second_and_status_says_streamed_or_p
         streams.refuse(10_000)  # down until we let it reconnect
         await streams.drop()
         await wait_until(lambda: not s.runtime.engine.streams.streamed(account.id))
-        assert "fills: polled" in await status_text(s)
+        text = await status_text(s)
+        assert "fills: polled" in text and "Fills are checked every 3600 s." in text
         streams.refuse(0)
         await wait_until(lambda: s.runtime.engine.streams.streamed(account.id), timeout=10)
         assert "fills: streamed" in await status_text(s)
@@ -70,3 +73,21 @@ async def test_a_paper_account_is_never_subscribed(strata, fake_exchanges):
     await asyncio.sleep(0.5)
     assert fake_exchanges.binance_streams.subscriptions == 0 and not fake_exchanges.binance_streams.attempts
     assert "fills:" not in await status_text(strata)
+
+
+def test_the_status_footer_says_how_the_listed_strategies_fills_arrive():
+    from types import SimpleNamespace
+
+    from handlers.render import fills_footer
+
+    def listed(*modes):
+        return [SimpleNamespace(fills=mode, fill_sweep_seconds=300.0) for mode in modes]
+
+    assert fills_footer(listed("streamed", None), 2.0) == (
+        "Fills are streamed by the exchange as they happen (with a safety check every 5 min)."
+    )
+    assert fills_footer(listed("polled", "streamed"), 2.0) == (
+        "Fills are streamed as they happen where marked “streamed” (with a safety check every 5 min) and checked "
+        "every 2 s where “polled”."
+    )
+    assert fills_footer(listed("polled"), 2.0) == fills_footer(listed(None), 2.0) == "Fills are checked every 2 s."

@@ -172,7 +172,7 @@ async def test_every_reply_fits_one_message_with_thirty_long_named_strategies(ma
 
         # /panic's question and its answer.
         question = await one_reply(strata, "/panic", "Pause")
-        answer = await press_whole(strata, question, "Confirm panic", "Paused", timeout=60)
+        answer = await press_whole(strata, question, "Pause and cancel", "Paused", timeout=60)
         assert "Resume all" in answer.text
         resumed = await press_whole(strata, answer, "Resume all", "Resumed", timeout=60)
         assert "Resumed 24 strategies" in resumed.text and "Still paused (6)" in resumed.text

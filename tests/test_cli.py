@@ -83,7 +83,7 @@ def test_help_lists_the_subcommands(tmp_path, args):
     result = run_cli(*args, cwd=tmp_path)
 
     assert result.returncode == 0
-    for command in ("run", "demo", "rotate-master-key"):
+    for command in ("run", "demo", "rotate-master-key", "wind-down"):
         assert command in result.stdout
 
 

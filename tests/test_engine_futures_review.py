@@ -158,8 +158,9 @@ async def test_stop_reports_what_the_exchange_sold_and_the_dust_it_kept(fake_exc
         assert left > 0
         assert summary.sold == {"BTC": sale.amount} and summary.kept == {"BTC": left}
         text = stop_text(summary)
-        assert f"Sold {sale.amount.normalize():f} BTC at market." in text
-        assert f"Kept {left.normalize():f} BTC." in text
+        assert summary.dust == {"BTC": left} and summary.sold_at == {"BTC": sale.price}
+        assert f"Sold {sale.amount.normalize():f} BTC at market (average {sale.price:,.2f} USDT)." in text
+        assert f"Kept {left.normalize():f} BTC (dust: below the market's minimum, too little to sell)." in text
     finally:
         await world.close()
 

@@ -19,6 +19,7 @@ from storage.accounts import KEY_REJECTED, KEY_UNSAFE
 from tests.chat_helpers import USER, connect_with_key, list_accounts
 from tests.engine_world import open_world
 from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
+from tests.test_chat_streams import wait_until
 
 GRID = "/allocate binance grid 500 BTC/USDT low=60000 high=70000 levels=5"
 SAPI = "/sapi/v1/account/apiRestrictions"
@@ -247,3 +248,60 @@ async def test_check_now_asked_many_times_at_once_checks_once(tmp_path, fake_exc
         assert _sapi_calls(fake_exchanges, "burst") == 1
     finally:
         await world.close()
+
+
+async def test_a_key_check_in_flight_at_shutdown_stops_with_the_engine_quietly(tmp_path, fake_exchanges, caplog):
+    """The periodic check is a job of the engine's: shutdown ends it (it never outlives the engine's database and
+    clients) without an error or a traceback in the log."""
+    from bot.engine.key_health import JOB_ID
+
+    book = fake_exchanges.books["binance"]
+    book.add_key("slow-check", "s")
+    book.inject("hold", path=SAPI, seconds=5)  # the venue takes its time to answer
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    closed = False
+    try:
+        await world.connect(USER, "binance", "slow-check", "s")
+        world.engine.scheduler.get_job(JOB_ID).modify(next_run_time=datetime.now(UTC))
+        deadline = time.monotonic() + 5
+        while _sapi_calls(fake_exchanges, "slow-check") == 0:  # the tick's check is waiting for its answer
+            assert time.monotonic() < deadline, "the key health job did not run"
+            await asyncio.sleep(0.02)
+        await world.close()
+        closed = True
+        await asyncio.sleep(0.2)
+        ticking = [t for t in asyncio.all_tasks() if "tick" in repr(t.get_coro()) and not t.done()]
+        assert ticking == []
+        assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+        assert not any(r.exc_info for r in caplog.records)
+    finally:
+        if not closed:
+            await world.close()
+
+
+async def test_disconnect_of_an_account_whose_key_can_withdraw_cancels_its_orders_like_any_other(
+    make_strata, fake_exchanges
+):
+    """The key still works (it can even withdraw): /disconnect stops the strategies, cancels their orders with it
+    and destroys it, as for any account; the reply says so, not that the key was rejected or is unreadable."""
+    async with make_strata() as s:
+        account, strategy, api_key, resting = await _grid(s, fake_exchanges, ip_restrict=True)
+        book = fake_exchanges.books["binance"]
+        book.edit_key(api_key, can_withdraw=True)
+        assert await s.runtime.engine.key_health.check_now(account.id) == Verdict.CAN_WITHDRAW
+        await s.next_reply(USER, contains="can now withdraw", timeout=10)
+        assert len(book.open_orders(api_key)) == len(resting)  # paused, its orders left open
+        streams = fake_exchanges.binance_streams
+        await wait_until(lambda: not streams.subscribed(api_key))  # and no longer subscribed to its stream
+
+        await s.send(USER, f"/disconnect {account.label}")
+        confirm = await s.next_reply(USER, contains="Disconnect")
+        text = confirm.plain_text
+        assert "rejected" not in text and "cannot be read" not in text, text
+        assert "their open orders are cancelled" in text and "can withdraw" in text, text
+        await s.press(USER, confirm, "Confirm disconnect")
+        await s.next_reply(USER, contains="destroyed", timeout=20)
+        summary = await s.next_reply(USER, contains="stopped; its budget is released", timeout=10)
+        assert f"Cancelled {len(resting)} open order(s)" in summary.plain_text and f"#{strategy.id}" in summary.text
+        assert book.open_orders(api_key) == []
+        assert await s.runtime.store.accounts.list_for_user(USER) == []

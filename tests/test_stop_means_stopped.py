@@ -65,7 +65,7 @@ async def test_panic_while_an_order_answer_is_held_leaves_no_open_order(strata, 
     book, api_key, _ = await grid_with_a_held_answer(strata, fake_exchanges, venue)
     await strata.send(USER, "/panic")
     confirm = await strata.next_reply(USER, contains="Pause")
-    await strata.press(USER, confirm, "Confirm panic")
+    await strata.press(USER, confirm, "Pause and cancel")
     pressed = asyncio.get_running_loop().time()
     done = await strata.next_reply(USER, contains="Paused", timeout=20)
     await asyncio.sleep(max(0.0, pressed + 10 - asyncio.get_running_loop().time()))
@@ -179,7 +179,7 @@ async def test_panic_says_an_order_is_unconfirmed_then_alerts_once_how_it_ended(
     book, _, api_key = await dca_with_an_unknown_order(strata, fake_exchanges)
     await strata.send(USER, "/panic")
     confirm = await strata.next_reply(USER, contains="Pause")
-    await strata.press(USER, confirm, "Confirm panic")
+    await strata.press(USER, confirm, "Pause and cancel")
     done = await strata.next_reply(USER, contains="Paused", timeout=20)
     assert "cancelled 0 open order" in done.plain_text
     assert "1 order could not be confirmed yet" in done.plain_text and "will tell you" in done.plain_text

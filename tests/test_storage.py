@@ -263,3 +263,36 @@ async def test_strategies_paused_before_the_pauser_was_recorded_are_classified_f
         assert [(r["id"], r["paused_by"]) for r in rows] == [(1, "panic"), (2, "user"), (3, "engine"), (4, None)]
     finally:
         await db.close()
+
+
+async def test_a_transaction_left_open_by_a_cancelled_task_does_not_break_the_next_one(tmp_path):
+    """aiosqlite runs statements in its own thread: a task cancelled while awaiting BEGIN (or the body) stops
+    waiting, but the BEGIN still runs, leaving the shared connection inside a transaction. The next writer then
+    failed with "cannot start a transaction within a transaction" (seen in a full run at shutdown)."""
+    db = await connect(tmp_path / "main.db")
+    try:
+        await db.execute("CREATE TABLE t (x INTEGER)")
+        await db._conn.execute("BEGIN IMMEDIATE")  # what a cancelled BEGIN leaves behind
+        await db._conn.execute("INSERT INTO t (x) VALUES (1)")  # and half a body
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (x) VALUES (2)")
+        assert [tuple(r) for r in await db.fetchall("SELECT x FROM t ORDER BY x")] == [(2,)]
+
+        started = asyncio.Event()
+
+        async def writer() -> None:
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO t (x) VALUES (3)")
+                started.set()
+                await asyncio.sleep(10)
+
+        task = asyncio.create_task(writer())
+        await started.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO t (x) VALUES (4)")
+        assert [tuple(r) for r in await db.fetchall("SELECT x FROM t ORDER BY x")] == [(2,), (4,)]
+    finally:
+        await db.close()

@@ -19,6 +19,7 @@ import ccxt.pro
 from bot.exchanges.streams import AttemptWindow, Backoff, UserStreamHub
 from bot.exchanges.streams.binance import BinanceSpotStream, execution_order
 from bot.secret import Credentials
+from tests.engine_world import open_world
 from tests.stream_helpers import _true, streamed_grid_world, wait_for
 
 USER = 31
@@ -357,5 +358,70 @@ async def test_a_stream_that_ends_unexpectedly_gets_its_key_checked_at_once(fake
         before = checks()
         await fake_exchanges.binance_streams.drop()
         await wait_for(lambda: _true(checks() == before + 1), timeout=5)  # withdrawals on? trading gone?
+    finally:
+        await world.close()
+
+
+async def test_a_streamed_fill_is_recorded_while_its_strategy_waits_on_a_slow_balance_read(fake_exchanges, tmp_path):
+    """The grid's run reads the balance (weight 20, a REST call that can queue behind the IP's weight) when it
+    places an order; a fill of the same strategy streamed meanwhile is recorded and alerted at once, not after it."""
+    key = "slow-balance-key"
+    book = fake_exchanges.books["binance"]
+    book.add_key(key, SECRET, balances={"USDT": "1000"})
+    book.set_price("BTC/USDT", "55000")
+    world = await open_world(
+        tmp_path, fake_exchanges.exchange_urls, poll_seconds=3600.0, streams=True,
+        stream_options={"heartbeat": 0.5, "backoff": Backoff(base=0.05, cap=0.5)},
+    )
+    try:
+        await world.connect(USER, "binance", key, SECRET)
+        strategy_id = await world.allocate(USER, "binance", "grid", "250", "BTC/USDT", low="49000", high="60000",
+                                           levels="3")
+        await world.engine.settle()
+        assert sorted(o.price for o in book.open_orders(key)) == [Decimal(49000), Decimal(54500)]
+        account_id = (await world.store.accounts.list_for_user(USER))[0].id
+        await wait_for(lambda: _true(world.engine.streams.streamed(account_id) and world.engine.streams.backfills))
+        await world.engine.streams.settle()
+        balance_reads = sum(1 for r in book.requests if r.path.endswith("/account"))
+        book.inject("hold", path="/api/v3/account", seconds=3)
+        book.set_price("BTC/USDT", "54000")  # the buy at 54,500 fills: the grid now wants its sell at 60,000
+        await wait_for(lambda: _true(sum(1 for r in book.requests if r.path.endswith("/account")) > balance_reads))
+        started = time.monotonic()
+        book.set_price("BTC/USDT", "48000")  # the buy at 49,000 fills while that balance answer is late
+        await wait_for(lambda: _more(world.alerts("fill"), 1), timeout=5)
+        waited = time.monotonic() - started
+        print(f"fill -> alert queued while a balance read is in flight: {waited * 1000:.0f} ms")
+        assert waited < 1.0
+        await world.engine.settle()
+        fills = await fill_rows(world, strategy_id)
+        assert sorted(f.fill.trade_key for f in fills) == sorted(f"t:{t.id}" for t in book.trades(key))
+        assert len(fills) == 2 and len(await world.alerts("fill")) == 2
+        sells = [o for o in book.open_orders(key) if o.side == "sell"]
+        assert sorted(o.price for o in sells) == [Decimal(54500), Decimal(60000)]  # each bought level sells
+    finally:
+        await world.close()
+
+
+async def test_a_streamed_fill_is_recorded_while_a_budget_edit_waits_on_a_slow_balance_read(fake_exchanges, tmp_path):
+    """/edit's Confirm checks a raised budget against the free balance, under the strategy's lock (so no decision
+    runs on the old budget meanwhile); that read is made before the lock, so a fill streamed meanwhile is not held
+    up behind it."""
+    book, world, strategy_id, _order, _ = await streamed_grid(fake_exchanges, tmp_path, "edit-key")
+    try:
+        preview = await world.service.edit(USER, strategy_id, {"budget": "150"})
+        balance_reads = sum(1 for r in book.requests if r.path.endswith("/account"))
+        book.inject("hold", path="/api/v3/account", seconds=3)
+        confirming = asyncio.create_task(world.service.confirm_edit(preview))
+        await wait_for(lambda: _true(sum(1 for r in book.requests if r.path.endswith("/account")) > balance_reads))
+        started = time.monotonic()
+        book.set_price("BTC/USDT", "49900")  # the grid's buy fills while the balance answer is late
+        await wait_for(lambda: world.alerts("fill"), timeout=5)
+        waited = time.monotonic() - started
+        print(f"fill -> alert queued while /edit reads the balance: {waited * 1000:.0f} ms")
+        assert waited < 1.0
+        await confirming
+        assert (await world.store.strategies.get(strategy_id)).budget == Decimal(150)
+        [trade] = book.trades("edit-key")
+        assert [f.fill.trade_key for f in await fill_rows(world, strategy_id)] == [f"t:{trade.id}"]
     finally:
         await world.close()

@@ -24,7 +24,7 @@ from bot.exchanges.gateway import ExchangeGateway
 from bot.exchanges.streams import Backoff, SubscribeRefused, UserStreamHub
 from bot.exchanges.streams.base import Update
 from bot.exchanges.streams.binanceusdm import BinanceUsdmStream, trade_update_order
-from bot.secret import Credentials
+from bot.secret import Credentials, Secret
 from tests.stream_helpers import _true, streamed_grid_world, wait_for
 
 USER = 37
@@ -76,17 +76,24 @@ async def test_listen_keys_by_rest_several_on_one_connection_and_their_fills_and
     book.set_price(FUT, "50500")
     gateway = ExchangeGateway(ClientPool(fake_exchanges.origins, timeout_ms=5_000),
                               retry=RetryPolicy(attempts=2, base_delay=0))
-    protocol = BinanceUsdmStream(rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op))
+    protocol = BinanceUsdmStream()
+
+    async def rest(creds, op):
+        return await gateway.private_call("binanceusdm", creds, op)
+
+    async def subscribe(request_id, creds):  # what the hub does: the listenKey by REST, then the subscribe
+        return await protocol.subscribe(request_id, creds, await protocol.rest_credential.fetch(rest, creds))
+
     url = fake_exchanges.origins["binanceusdm"].replace("http://", "ws://") + "/private/stream"
     try:
         async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
             try:
-                await protocol.subscribe("1", Credentials("usdm-revoked", SECRET))
+                await subscribe("1", Credentials("usdm-revoked", SECRET))
                 raise AssertionError("a revoked key got a listenKey")
             except SubscribeRefused as refused:
                 assert refused.key_rejected and "-2015" in refused.error
             for request_id, key in (("2", "usdm-a"), ("3", "usdm-b")):  # two accounts on one connection
-                await ws.send_str(json.dumps(await protocol.subscribe(request_id, Credentials(key, SECRET))))
+                await ws.send_str(json.dumps(await subscribe(request_id, Credentials(key, SECRET))))
             first, second = [protocol.read(await receive(ws)) for _ in range(2)]
             assert (first.request_id, second.request_id) == ("2", "3")
             assert (first.handle, second.handle) == (streams.listen_key("usdm-a"), streams.listen_key("usdm-b"))
@@ -112,14 +119,14 @@ async def test_listen_keys_by_rest_several_on_one_connection_and_their_fills_and
             assert Decimal(str(parsed["filled"])) == order.filled
             assert Decimal(str(parsed["fee"]["cost"])) == trade.fee
 
-            assert await protocol.keepalive({first.handle, second.handle}) == set()  # nothing due yet
+            assert await protocol.keepalive(rest, {first.handle, second.handle}) == set()  # nothing due yet
             protocol.renew_seconds = 0.0
-            assert await protocol.keepalive({first.handle, second.handle}) == set()
+            assert await protocol.keepalive(rest, {first.handle, second.handle}) == set()
             assert requests_to(book, "PUT", "/fapi/v1/listenKey") == 2  # both renewed, still valid
 
             assert streams.expire("usdm-a")
             # A renewal after the expiry gets -1125 "This listenKey does not exist.": a new subscription is due.
-            assert await protocol.keepalive({first.handle, second.handle}) == {first.handle}
+            assert await protocol.keepalive(rest, {first.handle, second.handle}) == {first.handle}
             ended = protocol.read(await receive(ws))  # and the stream says so too
             assert isinstance(ended, Update) and ended.ended and ended.handle == first.handle
             assert not streams.subscribed("usdm-a") and streams.subscribed("usdm-b")
@@ -275,17 +282,22 @@ async def test_many_listen_keys_share_one_connection_within_its_message_rate(fak
 
     gateway = ExchangeGateway(ClientPool(fake_exchanges.origins, timeout_ms=5_000),
                               retry=RetryPolicy(attempts=2, base_delay=0))
-    protocol = BinanceUsdmStream(rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op))
+    protocol = BinanceUsdmStream()
     url = fake_exchanges.origins["binanceusdm"].replace("http://", "ws://") + "/private/stream"
     try:
         async with aiohttp.ClientSession() as session:
             hub = UserStreamHub(
                 "binanceusdm", url, protocol, session, credentials=credentials, on_order=on_order, on_live=on_live,
+                rest=lambda creds, op: gateway.private_call("binanceusdm", creds, op),
                 heartbeat=0.5, backoff=Backoff(base=0.05, cap=0.2),
             )
             try:
                 started = time.monotonic()
                 hub.follow(set(keys))
+                # An account is streamed (left to the stream by the poller) as soon as its subscription is
+                # confirmed, not only once the connection's whole first round of subscribes is done.
+                await wait_for(lambda: _true(hub.live_accounts))
+                assert 0 < len(hub.live_accounts) < len(keys)
                 await wait_for(lambda: _true(hub.live_accounts == set(keys)))
                 # 12 subscribes on one connection: paced under Binance's 10 messages per second (the fake closes
                 # a connection past it), so it takes over a second and a single connection attempt.
@@ -366,5 +378,43 @@ async def test_a_futures_trade_made_on_binance_by_hand_is_alerted_once_naming_it
         await asyncio.sleep(0.3)
         assert len(await world.store.foreign_trades.for_account(account_id)) == 1
         assert len(await world.alerts("error")) == 1 and trade.amount == Decimal("0.001")
+    finally:
+        await world.close()
+
+
+async def test_subscribes_stay_under_ten_a_second_even_after_the_event_loop_stalls():
+    """Binance closes a connection that receives more than 10 messages in a second (every subscription on it is
+    lost). A busy event loop must not make paced subscribes bunch up: the pace counts the sends actually made."""
+    protocol = BinanceUsdmStream()
+    sent: list[float] = []
+
+    async def one(n: int) -> None:
+        await protocol.subscribe(str(n), Credentials("k", SECRET), Secret(f"listen-key-{n}"))
+        sent.append(time.monotonic())
+
+    tasks = [asyncio.create_task(one(n)) for n in range(24)]
+    await asyncio.sleep(0.3)
+    time.sleep(1.0)  # the point: the event loop is busy for a second (a CPU-bound burst)
+    await asyncio.gather(*tasks)
+    most = max(sum(1 for t in sent if start <= t < start + 1.0) for start in sent)
+    assert most <= protocol.messages_per_second + 1 < 10  # under Binance's 10, with room for pings and pongs
+
+
+async def test_a_listen_key_goes_ahead_of_reads_when_the_ip_budget_is_spent(fake_exchanges, tmp_path):
+    """USD-M's budget is 2,400 weight a minute for the whole IP: reads (strategies' balance and position-mode
+    checks, polls) can spend it for minutes. Re-subscribing after a drop needs each account's listenKey (weight
+    1): it goes with the trading calls, ahead of the reads, or every fill of the account waits for polling."""
+    book, world, _strategy_id, _order, account_id = await streamed_futures_grid(fake_exchanges, tmp_path, "usdm-busy")
+    streams = fake_exchanges.binanceusdm_streams
+    try:
+        while time.time() % 60 > 45:  # this minute's budget stays spent for the whole test
+            await asyncio.sleep(0.5)
+        [budget] = [b for (venue, _), b in world.gateway.pool.budgets.budgets().items() if venue == "binanceusdm"]
+        budget.observe_used(budget.read_limit)  # every read now waits for the next minute
+        posts = requests_to(book, "POST", "/fapi/v1/listenKey")
+        await streams.drop()
+        await wait_for(lambda: _true(not world.engine.streams.streamed(account_id)))
+        await wait_for(lambda: _true(world.engine.streams.streamed(account_id)), timeout=5)
+        assert requests_to(book, "POST", "/fapi/v1/listenKey") == posts + 1
     finally:
         await world.close()

@@ -20,10 +20,9 @@ import aiohttp
 import ccxt.pro
 
 from bot.exchanges.streams import Backoff
-from bot.exchanges.streams.base import StreamCredentials
 from bot.exchanges.streams.kraken import KrakenExecutionsStream, execution_order
 from bot.sandbox.kraken import kraken_signature
-from bot.secret import Credentials
+from bot.secret import Credentials, Secret
 from tests.engine_world import open_world
 from tests.stream_helpers import _true, streamed_grid_world, wait_for
 from tests.test_streams_binance import _more, fill_rows
@@ -81,11 +80,11 @@ async def test_the_fake_channel_takes_a_signed_token_and_pushes_each_fill_with_t
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         assert (await receive(ws))["channel"] == "status"
         creds = Credentials(key, secret)
-        await ws.send_str(json.dumps(protocol.subscribe("1", StreamCredentials(creds, "not-a-token"))))
+        await ws.send_str(json.dumps(protocol.subscribe("1", creds, Secret("not-a-token"))))
         refused = protocol.read(await receive(ws))
         assert refused.request_id == "1" and refused.error and not refused.key_rejected  # the token, not the key
         token = await signed_token(origin, key, secret)
-        await ws.send_str(json.dumps(protocol.subscribe("2", StreamCredentials(creds, token))))
+        await ws.send_str(json.dumps(protocol.subscribe("2", creds, Secret(token))))
         answer = protocol.read(await receive(ws))
         assert (answer.request_id, answer.error, answer.handle) == ("2", None, "executions")
         placed = book.place_order(key, "BTC/USD", "buy", "limit", "0.002", "50000", client_order_id="mine-1")

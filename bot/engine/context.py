@@ -92,6 +92,8 @@ class EngineContext:
     gateway: Any
     notifier: Any | None = None
     clock: Callable[[], datetime] = utc_now
+    #: Whether this process runs the account now (`storage.partitions`: always, but for engine workers).
+    owns: Callable[[int], bool] = lambda account_id: True
     #: Per strategy: base assets held from its own fills (dropped when a fill is recorded).
     holdings_cache: dict[int, dict[str, Decimal]] = field(default_factory=dict, repr=False)
     #: Per strategy: its live orders, as last read. The engine is the only writer of orders and drops a
@@ -129,6 +131,12 @@ class EngineContext:
         self._live.update({strategy_id: [] for strategy_id in strategy_ids})
         for order in orders:
             self._live.setdefault(order.strategy_id, []).append(order)
+
+    def forget_cached_orders(self) -> None:
+        """Drop what was cached about orders and fills: partitions changed hands, and while another worker ran
+        an account it wrote orders this process never saw (its caches trust "the engine is the only writer")."""
+        self._live.clear()
+        self.holdings_cache.clear()
 
     def forget_account(self, account_id: int) -> None:
         self._accounts.pop(account_id, None)

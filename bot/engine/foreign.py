@@ -59,8 +59,8 @@ class ForeignTrades:
 
     async def seen(self, account_id: int, remote: VenueOrder) -> int:
         """Record the trades of an order that is not ours; return how many were new (0: a re-delivery, or none)."""
-        if not remote.trades:
-            return 0  # a cancel or an order accepted: no trade, nothing happened to the funds
+        if not remote.trades or not self.ctx.owns(account_id):
+            return 0  # a cancel or an order accepted (nothing happened to the funds), or another worker's
         account = await self.ctx.account(account_id)
         known = find(account.venue) if account is not None else None
         if account is None or known is None or known.simulated:
@@ -91,7 +91,8 @@ class ForeignTrades:
     async def recover(self) -> None:
         """Alert what was recorded but not alerted when the engine last stopped (within a window)."""
         for account_id in await self.ctx.store.foreign_trades.pending_accounts():
-            self._schedule(account_id, 0.0)
+            if self.ctx.owns(account_id):  # (another worker's accounts are its to alert)
+                self._schedule(account_id, 0.0)
 
     async def settle(self) -> None:
         """Wait for the alerts of the windows open now (tests)."""

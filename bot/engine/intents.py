@@ -135,6 +135,8 @@ class OrderDesk:
             current = await self.ctx.store.orders.get(order.id)
             if current is None or current.status != INTENT:
                 return  # ended meanwhile (a cancel ended it unsent): nothing to send
+            if not self.ctx.owns(order.account_id):
+                return  # its account moved to another worker: the intent is its to reconcile and send
             refusal = await self.send_refusal(order, closing=closing)
             if refusal is None:
                 self._in_flight.setdefault(order.strategy_id, set()).add(order.id)
@@ -244,7 +246,7 @@ class OrderDesk:
 
     async def resolve(self, order: Order, account: Account, *, at_startup: bool) -> None:
         """Find an unconfirmed order by client order id: adopt it, or send it if it never arrived."""
-        if not at_startup and not self._due_for_lookup(order):
+        if not self.ctx.owns(order.account_id) or (not at_startup and not self._due_for_lookup(order)):
             return
         try:
             found = await self.lookup(order, account)

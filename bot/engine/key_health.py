@@ -103,7 +103,8 @@ class KeyHealthMonitor:
         if not total:
             return 0
         quota = math.ceil(total * self.tick_interval / self.period)
-        due = await store.key_health.due(venues, _ms(self.ctx.clock()), quota)
+        # Every worker reads the same due list and checks the accounts it runs: together, the tick's quota.
+        due = [a for a in await store.key_health.due(venues, _ms(self.ctx.clock()), quota) if self.ctx.owns(a.id)]
         for account in due:
             try:
                 await self.check(account)
@@ -115,7 +116,7 @@ class KeyHealthMonitor:
         """Check one account's key at once (e.g. its stream ended unexpectedly), unless it was just checked."""
         async with self._at_once:  # read inside: a call that waited its turn sees what the others found
             account = await self.ctx.store.accounts.get(account_id)
-            if account is None or not self._checkable(account):
+            if account is None or not self._checkable(account) or not self.ctx.owns(account_id):
                 return Verdict.SKIPPED
             row = await self.ctx.store.key_health.get(account_id)
             since = _ms(self.ctx.clock()) - row.checked_ms if row is not None and row.checked_ms is not None else None

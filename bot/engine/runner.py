@@ -37,6 +37,10 @@ from storage.strategies import ACTIVE
 logger = logging.getLogger(__name__)
 
 CANDLE_LIMIT = 200
+#: Decisions tried per run when fills keep changing the strategy while its balance is read (then: retry later).
+DECIDE_ATTEMPTS = 4
+#: `_decide_locked`'s answer when its decision places orders and it has no balance to gate them with.
+NEED_BALANCE = object()
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,28 @@ class RunResult:
     next_run: datetime | None
     placed: int = 0
     retry_later: bool = False
+
+
+@dataclass(frozen=True)
+class _MarketData:
+    """One run's market reads (rules, prices, candles): taken before the strategy's lock, used under it."""
+
+    needs: tuple[tuple[str, ...], str | None]
+    rules: dict[str, MarketRules]
+    markets: dict[str, MarketInfo]
+    prices: dict[str, Decimal]
+    candles: tuple[Candle, ...]
+    futures: bool
+
+    def snapshot(
+        self, strategy: Strategy, now: datetime, owned: dict[str, Decimal]
+    ) -> tuple[MarketSnapshot, dict[str, MarketRules]]:
+        price = self.prices.get(strategy.symbol, Decimal(1) if "/" not in strategy.symbol else ZERO)
+        snapshot = MarketSnapshot(
+            now=now, symbol=strategy.symbol, price=price, candles=self.candles, markets=self.markets,
+            prices=self.prices, holdings=owned, futures=self.futures,
+        )
+        return snapshot, self.rules
 
 
 class StrategyRunner:
@@ -74,28 +100,72 @@ class StrategyRunner:
         return RunResult(next_run, placed=len(order_ids))
 
     async def _decide(self, strategy_id: int) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult:
-        """Decide under the strategy's lock and commit the state with the intents; return their row ids."""
-        async with self.ctx.lock(strategy_id):
-            found = await self.ctx.strategy_reader.get(strategy_id)  # read under the lock, batched per round
-            if found is None or found[0].status != ACTIVE:
-                return RunResult(None)
-            strategy, self._notes[strategy_id] = found
-            account = await self.ctx.account(strategy.account_id)
-            if account is None or account.status != "active":
-                return RunResult(None)
-            try:
-                return await self._decide_locked(strategy, account)
-            except ExchangeFailure as failure:
-                return await self._on_failure(strategy, account, failure)
+        """Decide under the strategy's lock and commit the state with the intents; return their row ids.
+
+        Recording a fill takes the same lock, so nothing here asks the venue anything while holding it (a streamed
+        fill would wait behind a REST call queued on the IP's weight): the market data is read before the lock,
+        and a decision that places orders releases it to read the balance, then decides again on the state of
+        that moment. A balance read while a fill of the strategy was being recorded is read again, so the gate
+        never judges a sell against a balance from before the fill that bought its coins.
+        """
+        found = await self._active(strategy_id)
+        if isinstance(found, RunResult):
+            return found
+        strategy, account = found
+        market: _MarketData | None = None
+        balance: tuple[Strategy, dict[str, Decimal]] | None = None  # free per asset, and the row it was read for
+        try:
+            for _ in range(DECIDE_ATTEMPTS):
+                needs = self._needs(strategy)
+                if market is None or market.needs != needs:
+                    market = await self._market_data(strategy, account, needs)
+                async with self.ctx.lock(strategy_id):
+                    found = await self._active(strategy_id, keep_note=True)
+                    if isinstance(found, RunResult):
+                        return found
+                    strategy, account = found
+                    if self._needs(strategy) != market.needs:
+                        continue  # edited meanwhile: its markets are read again
+                    free = balance[1] if balance is not None and balance[0] == strategy else None
+                    decided = await self._decide_locked(strategy, account, market, free)
+                    if decided is not NEED_BALANCE:
+                        return decided
+                read_for = strategy
+                creds = await self.ctx.credentials(account)
+                lines = await self.ctx.gateway.fetch_balance(account.venue, creds)
+                balance = read_for, {asset: line.free for asset, line in lines.items()}
+        except ExchangeFailure as failure:
+            return await self._on_failure(strategy, account, failure)
+        logger.info("strategy %s: its fills kept changing it while deciding; retrying later", strategy_id)
+        return RunResult(None, retry_later=True)
+
+    async def _active(self, strategy_id: int, *, keep_note: bool = False) -> tuple[Strategy, Account] | RunResult:
+        """The strategy and its account, if both are active (`keep_note`: remember its stored status line)."""
+        found = await self.ctx.strategy_reader.get(strategy_id)  # batched per round
+        if found is None or found[0].status != ACTIVE:
+            return RunResult(None)
+        strategy = found[0]
+        if keep_note:
+            self._notes[strategy_id] = found[1]
+        account = await self.ctx.account(strategy.account_id)
+        if account is None or account.status != "active" or not self.ctx.owns(account.id):
+            return RunResult(None)  # (an account another worker runs now: it schedules the strategy)
+        return strategy, account
+
+    def _needs(self, strategy: Strategy) -> tuple[tuple[str, ...], str | None]:
+        """The markets and candle timeframe a decision of the strategy reads."""
+        kind = STRATEGIES[strategy.kind]
+        params, _ = self._parsed(strategy)
+        return kind.symbols(strategy.symbol, params), kind.timeframe(params)
 
     async def _decide_locked(
-        self, strategy: Strategy, account: Account
-    ) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult:
+        self, strategy: Strategy, account: Account, market: _MarketData, free: dict[str, Decimal] | None
+    ) -> tuple[Strategy, Account, datetime | None, list[int]] | RunResult | object:
+        """Decide from what is recorded now; `NEED_BALANCE` when the decision places orders and `free` is None."""
         store = self.ctx.store
         kind = STRATEGIES[strategy.kind]
         params, state = self._parsed(strategy)
-        symbols = kind.symbols(strategy.symbol, params)
-        snapshot, rules = await self._snapshot(strategy, account, symbols, kind.timeframe(params))
+        snapshot, rules = market.snapshot(strategy, self.ctx.clock(), await holdings(self.ctx, strategy.id))
         live = await self.ctx.live_orders(strategy.id)
         reserved = sum((outstanding(o) for o in live), ZERO)
         net_spent = strategy.spent - strategy.received
@@ -104,9 +174,8 @@ class StrategyRunner:
 
         gated = Gated()
         if decision.orders:
-            creds = await self.ctx.credentials(account)
-            balance = await self.ctx.gateway.fetch_balance(account.venue, creds)
-            free = {asset: line.free for asset, line in balance.items()}
+            if free is None:
+                return NEED_BALANCE
             # Already written by an earlier run: never twice.
             placed = {d.tag for d in decision.orders if await store.orders.tag_exists(strategy.id, d.tag)}
             ledger = Ledger(budget=strategy.budget, spent=net_spent, reserved=reserved)
@@ -170,9 +239,11 @@ class StrategyRunner:
             return strategy.next_run == next_run
         return strategy.next_run <= next_run
 
-    async def _snapshot(
-        self, strategy: Strategy, account: Account, symbols: tuple[str, ...], timeframe: str | None
-    ) -> tuple[MarketSnapshot, dict[str, MarketRules]]:
+    async def _market_data(
+        self, strategy: Strategy, account: Account, needs: tuple[tuple[str, ...], str | None]
+    ) -> _MarketData:
+        """What the venue says about the strategy's markets (read before its lock: these are REST calls)."""
+        symbols, timeframe = needs
         gateway = self.ctx.gateway
         venue = account.venue
         # One ticker request per key per round: a run that started in an earlier second and reaches the cache
@@ -196,12 +267,7 @@ class StrategyRunner:
                        c.volume)
                 for c in data.closed
             )
-        price = prices.get(strategy.symbol, Decimal(1) if "/" not in strategy.symbol else ZERO)
-        snapshot = MarketSnapshot(
-            now=self.ctx.clock(), symbol=strategy.symbol, price=price, candles=candles, markets=markets,
-            prices=prices, holdings=await holdings(self.ctx, strategy.id), futures=adapter(venue).futures,
-        )
-        return snapshot, rules
+        return _MarketData(needs, rules, markets, prices, candles, adapter(venue).futures)
 
     async def _prepare_order(self, order: Order, account: Account) -> bool:
         """The desk's hook before any send: futures orders need one-way mode and leverage 1 first."""

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -53,6 +53,7 @@ from bot.vault import CredentialUnreadable
 from storage.accounts import KEY_REJECTED, KEY_UNSAFE
 from storage.models import Order
 from storage.orders import INTENT, LIVE, OPEN, UNCONFIRMED, UNKNOWN
+from storage.partitions import AllPartitions, Ownership, partition_of
 from storage.strategies import ACTIVE, ENGINE, HOLDING, STOPPED
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,12 @@ SEND_WAIT_SECONDS = 30.0
 WATCH_SECONDS = 1.0
 #: `place_now`'s answer for an order whose fate is not known yet.
 UNCONFIRMED_ORDER = "could not be confirmed yet; I keep checking and will tell you how it ends"
+
+
+class BelowMinimum(str):
+    """`place_now`'s refusal of an amount below the market's minimum (or its step): dust, not an error."""
+
+
 #: How long past the receive window /disconnect waits for its unconfirmed orders to be resolved.
 SETTLE_MARGIN_SECONDS = 5.0
 
@@ -114,8 +121,13 @@ class Engine:
         jitter_seconds: float = 2.0,
         poll_interval: float | None = None,
         stream_options: dict[str, Any] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
-        self.ctx = EngineContext(store=store, vault=vault, gateway=gateway, notifier=notifier, clock=clock)
+        #: Which accounts this engine runs: all of them (`run`), or its worker's partitions (`storage.partitions`).
+        self.ownership: Ownership = ownership if ownership is not None else AllPartitions()
+        self.ctx = EngineContext(
+            store=store, vault=vault, gateway=gateway, notifier=notifier, clock=clock, owns=self.ownership.owns
+        )
         self.desk = OrderDesk(self.ctx, on_activity=self._on_activity)
         self.desk.is_running = lambda strategy_id: strategy_id in self._running
         self.runner = StrategyRunner(self.ctx, self.desk)
@@ -143,6 +155,9 @@ class Engine:
         #: How often a streamed account is still polled, and when each account was last polled.
         self.sweep_seconds = SWEEP_SECONDS
         self._last_polled: dict[int, float] = {}
+        #: Start-up and every adoption of gained partitions reconcile one at a time (never one order twice).
+        self._adopting = asyncio.Lock()
+        self.ownership.subscribe(self._partitions_changed)
 
     @property
     def store(self) -> Any:
@@ -159,19 +174,21 @@ class Engine:
         self.scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, event_loop=asyncio.get_running_loop())
         self.scheduler.start()
         started = time.monotonic()
-        await self.reconcile()
-        await self._rebook_futures_ledgers()
-        strategies = await self.store.strategies.list_by_status((ACTIVE,))
-        self.ctx.preload_live_orders(await self.store.orders.in_states(LIVE), [s.id for s in strategies])
-        for strategy in strategies:
-            self.schedule(strategy.id, strategy.next_run, spread=True)
+        async with self._adopting:
+            await self.reconcile()
+            await self._rebook_futures_ledgers()
+            strategies = await self._owned_active_strategies()
+            self.ctx.preload_live_orders(await self.store.orders.in_states(LIVE), [s.id for s in strategies])
+            for strategy in strategies:
+                self.schedule(strategy.id, strategy.next_run, spread=True)
         self.scheduler.add_job(
-            self.retry_rejected_keys, "interval", seconds=KEY_RETRY_INTERVAL.total_seconds(), id=KEY_RETRY_JOB,
-            replace_existing=True, **JOB_DEFAULTS,
+            self._owned, "interval", args=[self.retry_rejected_keys], seconds=KEY_RETRY_INTERVAL.total_seconds(),
+            id=KEY_RETRY_JOB, replace_existing=True, **JOB_DEFAULTS,
         )
         self.scheduler.add_job(
-            self.key_health.tick, "interval", seconds=self.key_health.tick_interval.total_seconds(),
-            id=KEY_HEALTH_JOB, replace_existing=True, **JOB_DEFAULTS,
+            self._owned, "interval", args=[self.key_health.tick],
+            seconds=self.key_health.tick_interval.total_seconds(), id=KEY_HEALTH_JOB, replace_existing=True,
+            **JOB_DEFAULTS,
         )
         self._poller = asyncio.get_running_loop().create_task(self._poll_loop(), name="strata-fill-poller")
         if self.streams is not None:
@@ -189,7 +206,10 @@ class Engine:
         Older versions booked a short's sale as money received, so its budget looked unused and the next
         position could take more than the budget; rebooking from the fills is idempotent (no-op once right).
         """
-        futures = [s for s in await self.store.strategies.list_by_status(HOLDING) if is_contract(s.symbol)]
+        futures = [
+            s for s in await self.store.strategies.list_by_status(HOLDING)
+            if is_contract(s.symbol) and self.ctx.owns(s.account_id)
+        ]
         fills = await self.store.orders.fills_for_strategies([s.id for s in futures])  # one read per 500
         for strategy in futures:
             pnl = compute(fills[strategy.id], strategy.quote)
@@ -202,6 +222,8 @@ class Engine:
     async def shutdown(self) -> None:
         """Stop scheduling and polling; in-flight order sends finish or are reconciled at the next start."""
         self.started = False
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.pause()  # no job starts from now on
         if self.streams is not None:
             await self.streams.close()
         for task in (self._poller, self._watcher):
@@ -211,6 +233,10 @@ class Engine:
                     await task
         self._poller = self._watcher = None
         if self.scheduler is not None and self.scheduler.running:
+            # APScheduler's shutdown cancels the jobs it has started and logs each as a crash: let those handed
+            # out just before the pause take their first step (a strategy's job only hands its run to `_tasks`;
+            # a periodic one stops quietly, `_owned`).
+            await asyncio.sleep(0)
             self.scheduler.shutdown(wait=False)
         for task in list(self._tasks):
             task.cancel()
@@ -222,6 +248,55 @@ class Engine:
         while self._tasks or self._running:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
             await asyncio.sleep(0)
+
+    # --- partitions (engine workers) --------------------------------------------------------------------
+
+    def _partitions_changed(self, gained: set[int], lost: set[int]) -> None:
+        """The worker's partitions changed. Lost ones are already not run (every path checks `ctx.owns`
+        before acting); their jobs are removed and their streams dropped here. Gained ones are adopted as at
+        start-up: unconfirmed orders reconciled with the venue, strategies scheduled."""
+        self.ctx.forget_cached_orders()  # another worker may have written their orders meanwhile
+        if self.scheduler is None or not self.scheduler.running:
+            return  # not started: `start` takes whatever is owned by then (a change during `start` waits for it)
+        if lost:
+            self._background(self._release(lost), "strata-release-partitions")
+        if gained:
+            self._background(self.adopt(gained), "strata-adopt-partitions")
+
+    def _background(self, work: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _owned_active_strategies(self, partitions: set[int] | None = None) -> list[Any]:
+        return [
+            s for s in await self.store.strategies.list_by_status((ACTIVE,))
+            if self.ctx.owns(s.account_id) and (partitions is None or partition_of(s.account_id) in partitions)
+        ]
+
+    async def adopt(self, partitions: set[int]) -> int:
+        """Run the accounts of newly gained partitions, as crash recovery does at start-up; return how many
+        strategies were scheduled."""
+        async with self._adopting:
+            await self.reconcile(partitions)
+            strategies = await self._owned_active_strategies(partitions)
+            for strategy in strategies:
+                self.schedule(strategy.id, strategy.next_run, spread=True)
+            if await self.store.order_watches.pending():
+                self._ensure_watcher()
+            if self.streams is not None:
+                await self.streams.sync()
+                await self.streams.foreign.recover()
+        logger.info("adopted partitions %s: %d strategies scheduled", sorted(partitions), len(strategies))
+        return len(strategies)
+
+    async def _release(self, partitions: set[int]) -> None:
+        """Remove the jobs of the accounts of lost partitions, and stop streaming them."""
+        for strategy in await self.store.strategies.list_by_status((ACTIVE,)):
+            if partition_of(strategy.account_id) in partitions and not self.ctx.owns(strategy.account_id):
+                self.unschedule(strategy.id)
+        if self.streams is not None:
+            await self.streams.sync()
 
     # --- scheduling -------------------------------------------------------------------------------------
 
@@ -275,6 +350,19 @@ class Engine:
         if self.started:
             self.run_soon(strategy_id)
 
+    async def _owned(self, work: Callable[[], Awaitable[Any]]) -> None:
+        """A periodic job (key retries, key health) that stops quietly with the engine: APScheduler's shutdown
+        cancels the jobs it is running and logs each as a crash, traceback and all; here that cancel ends the work
+        and, the engine stopping, the job returns. Its failures still reach APScheduler's log."""
+        task = asyncio.ensure_future(work())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if self.started:
+                raise
+
     async def _job(self, strategy_id: int) -> None:
         # The run is its own task, so this job instance ends at once: a run that reschedules its own job
         # (same id) is never refused by APScheduler's max_instances; `_running` serialises runs instead.
@@ -313,9 +401,14 @@ class Engine:
 
     # --- reconciliation ---------------------------------------------------------------------------------
 
-    async def reconcile(self) -> int:
-        """Resolve every unconfirmed order (intent/sent/unknown) with its exchange, by client order id."""
-        orders = await self.store.orders.in_states(UNCONFIRMED)
+    async def reconcile(self, partitions: set[int] | None = None) -> int:
+        """Resolve every unconfirmed order (intent/sent/unknown) of the accounts this engine runs (of those
+        `partitions` only, if given) with its exchange, by client order id."""
+        orders = [
+            order for order in await self.store.orders.in_states(UNCONFIRMED)
+            if self.ctx.owns(order.account_id)
+            and (partitions is None or partition_of(order.account_id) in partitions)
+        ]
         accounts: dict[int, Any] = {}
         semaphore = asyncio.Semaphore(32)
 
@@ -362,6 +455,8 @@ class Engine:
         revived = 0
         accounts = self.store.accounts
         for account in [*await accounts.with_status(KEY_REJECTED), *await accounts.with_status(KEY_UNSAFE)]:
+            if not self.ctx.owns(account.id):
+                continue
             try:
                 creds = await self.ctx.credentials(account)
                 if not await self._may_work_again(checker, account, creds):
@@ -425,7 +520,8 @@ class Engine:
         orders = await self.store.orders.in_states((OPEN, UNKNOWN, INTENT))
         by_account: dict[int, list] = {}
         for order in orders:
-            by_account.setdefault(order.account_id, []).append(order)
+            if self.ctx.owns(order.account_id):
+                by_account.setdefault(order.account_id, []).append(order)
         now = time.monotonic()
         if not streamed:
             by_account = {a: items for a, items in by_account.items() if not self._left_to_stream(a, items, now)}
@@ -440,8 +536,8 @@ class Engine:
             if step:
                 await asyncio.sleep(index * step)
             account = await self.store.accounts.get(account_id)
-            if account is None or account.status != "active":
-                return
+            if account is None or account.status != "active" or not self.ctx.owns(account_id):
+                return  # (given to another worker while this poll waited its turn)
             try:
                 await self.desk.refresh_account(account, items)
             except (ExchangeFailure, CredentialsMissing) as failure:
@@ -485,8 +581,11 @@ class Engine:
             per_symbol, all_symbols = weights
             symbols = len({o.symbol for o in orders})
             weight[account.venue] = weight.get(account.venue, 0) + min(all_symbols, per_symbol * symbols)
+        # Engine workers sharing one address's budget (`RateBudgets.shared`) each poll only their own accounts:
+        # each plans on its part of the polling share.
+        sharers = max(1, getattr(self.ownership, "alive", 1)) if getattr(budgets, "shared", None) else 1
         stretched = (
-            used * 60.0 / (budgets.limit(venue) * POLL_BUDGET_SHARE) for venue, used in weight.items()
+            used * 60.0 * sharers / (budgets.limit(venue) * POLL_BUDGET_SHARE) for venue, used in weight.items()
         )
         return max([self.poll_interval, *stretched])
 
@@ -601,6 +700,8 @@ class Engine:
         order = await self.store.orders.get(order_id)
         if order is None:
             return  # deleted with its account: the watch went with it
+        if not self.ctx.owns(order.account_id):
+            return  # another worker runs the account: it resolves the watch
         if order.status in LIVE:
             account = await self.store.accounts.get(order.account_id)
             if account is None or account.status != "active" or self.desk.in_flight(order):
@@ -666,7 +767,7 @@ class Engine:
             ledger=Ledger(budget=Decimal("Infinity")), free_quote=None,
         )
         if isinstance(verdict, Refused):
-            return verdict.reason
+            return BelowMinimum(verdict.reason) if verdict.kind == "minimum" else verdict.reason
         self.ctx.orders_changed(strategy_id)
         async with self.ctx.lock(strategy_id), store.db.transaction() as tx:
             order_id = await store.orders.insert_intent(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,10 +33,10 @@ from bot.engine.actions import mark_unreadable
 from bot.engine.context import CredentialsMissing, EngineContext
 from bot.engine.foreign import ForeignTrades
 from bot.engine.intents import OrderDesk
-from bot.exchanges.errors import AuthFailure, ExchangeFailure
+from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.models import Order as VenueOrder
+from bot.exchanges.rate_budget import trading_call
 from bot.exchanges.streams import UserStreamHub, protocol
-from bot.exchanges.streams.base import StreamCredentials
 from bot.exchanges.venues import adapter, find
 from bot.secret import Credentials
 from bot.vault import CredentialUnreadable
@@ -127,8 +126,8 @@ class FillStreams:
         by_venue: dict[str, set[int]] = {venue: set() for venue in self.hubs}
         for account_id in wanted_ids:
             account = active.get(account_id)
-            if account is None:
-                continue  # gone, or its key rejected or unreadable
+            if account is None or not self.ctx.owns(account_id):
+                continue  # gone, its key rejected or unreadable, or run by another worker
             known = find(account.venue)
             if known is None or known.simulated or known.user_stream is None:
                 continue  # Paper accounts are never subscribed
@@ -144,12 +143,18 @@ class FillStreams:
         url = pool.stream_url(venue) if pool is not None else None
         if url is None or known.user_stream is None:
             return None
-        # The signed REST calls a stream needs (USD-M's listenKeys) go on the gateway's private path and budget.
-        rest = functools.partial(self.ctx.gateway.private_call, venue)
+        gateway = self.ctx.gateway
+
+        async def rest(creds: Credentials, op: Callable[[Any], Awaitable[Any]]) -> Any:
+            """The signed REST calls a stream needs (USD-M's listenKeys, Kraken's tokens), on the gateway's private
+            path and budget, ahead of reads like orders: one such call (weight 1) keeps every fill of its account
+            off polling (≥ 24 weight each), and reads can spend the IP's budget for minutes."""
+            with trading_call():
+                return await gateway.private_call(venue, creds, op)
+
         hub = UserStreamHub(
-            venue, url, protocol(known.user_stream, rest=rest), pool.stream_session(),
-            credentials=self._credentials, on_order=self._on_order, on_live=self._backfill, on_down=self._on_down,
-            **self.hub_options,
+            venue, url, protocol(known.user_stream), pool.stream_session(), credentials=self._credentials, rest=rest,
+            on_order=self._on_order, on_live=self._backfill, on_down=self._on_down, **self.hub_options,
         )
         self.hubs[venue] = hub
         return hub
@@ -189,20 +194,16 @@ class FillStreams:
         if account is None:
             raise CredentialsMissing(f"account {account_id} is gone")
         try:
-            creds = await self.ctx.credentials(account)
+            return await self.ctx.credentials(account)
         except CredentialUnreadable:
             await mark_unreadable(self.ctx, account_id)
             raise
-        try:  # a venue whose subscription takes a short-lived token (Kraken) gets a fresh one for each
-            token = await self.ctx.gateway.stream_token(account.venue, creds)
-        except AuthFailure:
-            self._on_down({account_id})  # a key refused here is checked as a refused subscription would be
-            raise
-        return creds if token is None else StreamCredentials(creds, token)
 
     async def _on_order(self, account_id: int, remote: VenueOrder) -> None:
         """Record a streamed order update through the fill path polling uses (idempotent by trade id)."""
         self.updates += 1
+        if not self.ctx.owns(account_id):
+            return  # moved to another worker since it was followed: that worker backfills it
         order = await self.ctx.store.orders.by_client_id(remote.client_order_id) if remote.client_order_id else None
         if order is None:  # every order of ours is stored before it is sent: someone else made this one
             await self.foreign.seen(account_id, remote)
@@ -222,7 +223,7 @@ class FillStreams:
         """The account's subscription is (again) live: record what happened while it was not, from REST."""
         self.backfills += 1
         account = await self.ctx.store.accounts.get(account_id)
-        if account is None or account.status != "active":
+        if account is None or account.status != "active" or not self.ctx.owns(account_id):
             return
         orders = await self.ctx.store.orders.in_states((OPEN, UNKNOWN, INTENT), account_id=account_id)
         if not orders:

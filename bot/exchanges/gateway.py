@@ -152,7 +152,7 @@ class ExchangeGateway:
         )
 
     async def private_call(self, venue: str, creds: Credentials, op: Callable[[Any], Awaitable[T]]) -> T:
-        """One signed call of a venue-specific endpoint (a user-data stream's listenKey) on the private path:
+        """One signed call of a venue-specific endpoint (a user-data stream's listenKey or token) on the private path:
         the same pooled client, weight budget, retries and error translation as every other private call."""
         return await self._private(venue, creds, op)
 
@@ -357,15 +357,6 @@ class ExchangeGateway:
 
         data = await adapter(venue).find_order_by_client_id(private, symbol, client_order_id)
         return order_from_ccxt(venue, data) if data is not None else None
-
-    async def stream_token(self, venue: str, creds: Credentials) -> str | None:
-        """The token the venue's user-data stream subscription of this key needs (Kraken's WebSocket token),
-        fetched on the private path (the key's counter, its nonce, retries); None where none is needed."""
-
-        async def private(op: Callable[[Any], Awaitable[T]]) -> T:
-            return await self._private(venue, creds, op)
-
-        return await adapter(venue).stream_token(private)
 
     async def fetch_closed_orders(self, venue: str, creds: Credentials, symbol: str | None = None) -> list[Order]:
         """The key's recently closed or canceled orders (Kraken: its 50 latest, all symbols, in one call)."""

@@ -18,12 +18,19 @@ host (`side_budget`: shared by spot and USD-M, which both call api.binance.com; 
 endpoints is stricter than Binance's one per endpoint, and Strata calls only `apiRestrictions`).
 
 Fair shares (one user must not make everyone's orders wait for the next minute):
-- **Trading first.** Orders and cancels (`trading_call()`, set by the gateway) may use the whole safe limit;
+- **Trading first.** Orders and cancels (`trading_call()`, set by the gateway), and the user-data streams'
+  upkeep (USD-M listenKeys: `bot.engine.streams`), may use the whole safe limit;
   reads stop `trade_reserve` (20 %) short of it, so a flood of reads always leaves room for trading. While a
   trading call waits (the server said the IP is busy), reads wait behind it.
 - **Per-user reads.** Reads made for a user (`charged_to("user:<id>")`, set by the services around e.g.
   `/accounts`) may use at most `user_share` (25 %) of the read budget per minute each, and all users' reads
   together `users_share` (50 %): the engine's own reads (fill polling, reconciliation) keep the rest.
+- **Shared by the workers of one address** (engine workers, issue 22): a budget given a `lease` (see
+  `RateBudgets(shared=…)`, backed by `storage.ip_budgets`) charges its requests against weight leased in
+  chunks (`LEASE_CHUNK`) from a count all those workers share, so together they stay within the one limit the
+  venue enforces per IP. Its view of what is used (`_used`) is then everyone's leases, and what it leased but did
+  not spend yet (`_allowance`) is its own. Without one (`python -m bot run`) nothing changes and nothing waits
+  on a database.
 - **No waiting while holding a client.** A read made on a pooled private client (`release_to_wait`) that
   finds no room raises `BudgetWait` instead of sleeping with the client (and its slot) held; the gateway
   releases the client, waits for room, and tries again. A trading call never gives its client up.
@@ -33,11 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from bot.exchanges.venues import WeightRule, find
@@ -52,6 +61,17 @@ USER_SHARE = 0.25
 USERS_SHARE = 0.5
 #: A read that would fit while a trading call is still waiting looks again this soon, after the trade went.
 _TRADES_FIRST_SECONDS = 0.05
+#: Weight a worker leases at once from a shared per-IP budget (one database round trip per chunk): about 1 % of
+#: Binance spot's minute, so a handful of workers waste little when a minute ends with their chunks unspent.
+LEASE_CHUNK = 60
+
+#: How long requests wait when the shared count cannot be reached (then it is asked again).
+LEASE_RETRY_SECONDS = 1.0
+
+#: `lease(minute, need, floor, limit) -> (granted, total leased by everyone)` (`storage.ip_budgets`).
+Lease = Callable[[int, int, int, int], Awaitable[tuple[bool, int]]]
+
+logger = logging.getLogger(__name__)
 
 _trading: ContextVar[bool] = ContextVar("strata_trading_call", default=False)
 _owner: ContextVar[str | None] = ContextVar("strata_budget_owner", default=None)
@@ -98,6 +118,8 @@ class WeightBudget:
         users_share: float = 1.0,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        lease: Lease | None = None,
+        chunk: int = LEASE_CHUNK,
     ) -> None:
         if not 0 < margin <= 1:
             raise ValueError("margin must be in (0, 1]")
@@ -119,6 +141,12 @@ class WeightBudget:
         self._trades_waiting = 0
         self.waits = 0
         self.requests = 0
+        self._lease = lease
+        self._chunk = chunk
+        self._allowance = 0  # shared: weight leased this window and not spent yet
+        self._seen_used = 0  # shared: the venue's own count for this window, told to the others at the next lease
+        self._lease_lock = asyncio.Lock()
+        self.leases = 0
 
     def _window_now(self) -> int:
         return int(self._clock() // 60)
@@ -129,6 +157,7 @@ class WeightBudget:
             self._previous_used = self._used if window == self._window + 1 else 0
             self._window = window
             self._used = 0
+            self._allowance = self._seen_used = 0
             self._by_owner.clear()
 
     def _delay(self, weight: int, trading: bool, owner: str | None) -> float | None:
@@ -138,10 +167,11 @@ class WeightBudget:
         if now < self._blocked_until:
             return self._blocked_until - now
         next_window = max(0.001, 60.0 - now % 60.0)
+        used = self._used - self._allowance  # (what this process leased and has not spent is its own to spend)
         # A request heavier than its whole allowance still goes out when nothing of it was used yet.
         if trading:
-            return None if self._used == 0 or self._used + weight <= self.safe_limit else next_window
-        fits = self._used == 0 or self._used + weight <= self.read_limit
+            return None if used == 0 or used + weight <= self.safe_limit else next_window
+        fits = used == 0 or used + weight <= self.read_limit
         if owner is not None:
             mine = self._by_owner.get(owner, 0)
             users = sum(self._by_owner.values())
@@ -160,7 +190,12 @@ class WeightBudget:
         """
         queued = False
         try:
-            while (delay := self._delay(weight, trading, owner)) is not None:
+            while True:
+                delay = self._delay(weight, trading, owner)
+                if delay is None:
+                    if self._lease is None or await self._leased(weight):
+                        break
+                    continue  # the other workers leased the rest of the minute: `_delay` now says how long
                 self.waits += 1
                 if release_to_wait and not trading:
                     raise BudgetWait(lambda: self.wait_for_room(weight, owner))
@@ -170,10 +205,45 @@ class WeightBudget:
         finally:
             if queued:
                 self._trades_waiting -= 1
-        self._used += weight
+        if self._lease is not None:
+            self._allowance -= weight
+        else:
+            self._used += weight
         if owner is not None and not trading:
             self._by_owner[owner] = self._by_owner.get(owner, 0) + weight
         self.requests += 1
+
+    async def _leased(self, weight: int) -> bool:
+        """Make sure this process's allowance covers `weight`, leasing a chunk from the shared count if not.
+
+        A lease refused (the others took the rest of the minute) raises our view of the used weight to the shared
+        total, so the caller waits for the next window.
+        """
+        async with self._lease_lock:  # one lease at a time: the requests waiting behind it share its chunk
+            if self._allowance >= weight:
+                return True
+            return await self._lease_chunk(weight)
+
+    async def _lease_chunk(self, weight: int) -> bool:
+        window = self._window
+        need = max(self._chunk, weight - self._allowance)
+        limit = self.safe_limit  # the shared count caps the total; the shares of reads are checked locally
+        try:
+            granted, total = await self._lease(window, need, self._seen_used, limit)  # type: ignore[misc]
+        except Exception as exc:  # the shared count unreachable: spend nothing we cannot account for
+            logger.warning("shared request budget unreachable (%s); waiting", type(exc).__name__)
+            self.block_for(LEASE_RETRY_SECONDS)
+            return False
+        self.leases += 1
+        self._roll()
+        if self._window != window:
+            return False  # the minute ended while we asked: look again in the new one
+        self._used = max(self._used, total)
+        if granted:
+            self._allowance += need
+            return self._allowance >= weight
+        self._used = max(self._used, self.safe_limit)  # full for everyone: wait for the next minute
+        return False
 
     async def wait_for_room(self, weight: int, owner: str | None = None) -> None:
         """Wait until a read of `weight` for `owner` would fit (without charging it)."""
@@ -184,6 +254,7 @@ class WeightBudget:
         """Take the server's count for the current minute when it is higher than ours."""
         self._roll()
         self._used = max(self._used, used)
+        self._seen_used = max(self._seen_used, used)
 
     def block_for(self, seconds: float) -> None:
         """Hold every caller for `seconds` (a 429/418 with `Retry-After`)."""
@@ -303,8 +374,33 @@ def request_weight(venue: str, api_name: str, path: str, cost: float | None) -> 
     return rule.weight(api_name, path, 1.0 if cost is None else float(cost)) or 0
 
 
+class SharedIpBudget:
+    """The per-IP weight of the workers going out through one address, leased from a count they share.
+
+    `repository` is `storage.ip_budgets.IpBudgetRepository` (any object with its `lease`/`forget_before`);
+    `egress` names the address: workers with the same name share one budget per (venue, origin host).
+    """
+
+    def __init__(self, repository: Any, egress: str = "default") -> None:
+        self.repository = repository
+        self.egress = egress
+        self._forgot_before = 0
+
+    def lease_for(self, budget: str) -> Lease:
+        async def lease(minute: int, need: int, floor: int, limit: int) -> tuple[bool, int]:
+            if minute > self._forgot_before:  # once a minute: drop the ended minutes' rows
+                self._forgot_before = minute
+                await self.repository.forget_before(minute - 1)
+            return await self.repository.lease(self.egress, budget, minute, need, floor, limit)
+
+        return lease
+
+
 class RateBudgets:
-    """The process-wide registry of budgets; every pooled ccxt instance charges and informs it."""
+    """The process-wide registry of budgets; every pooled ccxt instance charges and informs it.
+
+    `shared`: the engine workers' per-IP budget (`SharedIpBudget`); None (one process): all in memory.
+    """
 
     def __init__(
         self,
@@ -319,8 +415,12 @@ class RateBudgets:
         trade_reserve: float = TRADE_RESERVE,
         user_share: float = USER_SHARE,
         users_share: float = USERS_SHARE,
+        shared: SharedIpBudget | None = None,
+        lease_chunk: int = LEASE_CHUNK,
     ) -> None:
         self._margin = margin
+        self.shared = shared
+        self._lease_chunk = lease_chunk
         self._shares = {"trade_reserve": trade_reserve, "user_share": user_share, "users_share": users_share}
         #: Weight limits per minute lowered for some venues (to leave room for others); the rest use their
         #: adapter's `WeightRule` (see `limit`).
@@ -351,7 +451,9 @@ class RateBudgets:
         budget = self._weights.get((venue, host))
         if budget is None:
             budget = WeightBudget(
-                self.limit(venue), margin=self._margin, clock=self._clock, sleep=self._sleep, **self._shares
+                self.limit(venue), margin=self._margin, clock=self._clock, sleep=self._sleep, **self._shares,
+                lease=self.shared.lease_for(f"{venue} {host}") if self.shared is not None else None,
+                chunk=self._lease_chunk,
             )
             self._weights[(venue, host)] = budget
         return budget
@@ -361,7 +463,9 @@ class RateBudgets:
         budget = self._side.get(host)
         if budget is None:
             budget = self._side[host] = WeightBudget(
-                limit_per_minute, margin=self._margin, clock=self._clock, sleep=self._sleep
+                limit_per_minute, margin=self._margin, clock=self._clock, sleep=self._sleep,
+                lease=self.shared.lease_for(f"sapi {host}") if self.shared is not None else None,
+                chunk=self._lease_chunk,
             )
         return budget
 

@@ -110,6 +110,8 @@ class FakeExchanges:
         and `events_sent`. A venue's fake stream is found as its app's served object's `streams` attribute.
         """
         app = self.apps.get(venue)
+        if venue == "kraken" and app is not None:  # its served object has a key of its own module
+            return self.kraken_streams
         served = app.get(VENUE_KEY) if app is not None else None
         return getattr(served, "streams", None)
 

@@ -38,6 +38,7 @@ from bot.venues import next_label, reserved_labels, venue_name
 from storage.accounts import (
     ACTIVE,
     KEY_REJECTED,
+    KEY_REMOVED,
     KEY_UNREADABLE,
     KEY_UNSAFE,
     KeyAlreadyConnected,
@@ -349,7 +350,7 @@ class AccountService:
     async def _disconnect_suspended(self, attempt: Attempt, user_id: int, account_id: int) -> Disconnected:
         account = await self.owned(user_id, account_id)
         attempt.target = _account_target(account.label, account.venue)
-        if account.status == ACTIVE:
+        if account.status in (ACTIVE, KEY_UNSAFE):
             raise UserError(
                 f"The key of {account.label} works again: send /disconnect {account.label} again to stop its "
                 "strategies and cancel their orders first.",
@@ -375,6 +376,21 @@ class AccountService:
             len(left),
         )
         return Disconnected(account=account, left_open=left, stopped=tuple(stopped))
+
+    async def remove_key(self, account_id: int, *, abandon: str | None = None) -> None:
+        """The service is closing (`wind-down`): shred the account's data key and mark it `key_removed`, keeping
+        the account, its strategies and its history. Its strategies are stopped and its orders settled first (the
+        caller); `abandon`: its key cannot cancel, so its live orders end here with this error. Idempotent: the
+        data key is shredded before the rows change, so an interruption leaves nothing readable behind."""
+        self._forget_credentials(account_id)
+        sealed = await self._store.accounts.credential(account_id)
+        if sealed is not None:
+            await self._vault.shred(sealed.dek_id)
+        async with self._store.db.transaction() as tx:
+            if abandon is not None:
+                await self._store.orders.abandon_live(tx, account_id, abandon)
+            await self._store.accounts.remove_key(tx, account_id)
+        logger.info("account %s: key removed (wind-down)", account_id)
 
     async def backfill_fingerprints(self) -> int:
         """Fingerprint the keys of accounts connected before fingerprints existed (start-up; cheap, local)."""
@@ -577,7 +593,8 @@ class AccountService:
     async def _disconnect(self, attempt: Attempt, user_id: int, account_id: int) -> Disconnected:
         account = await self.owned(user_id, account_id)
         attempt.target = _account_target(account.label, account.venue)
-        if account.status != ACTIVE:  # its key cannot cancel: the confirmation must list what stays open
+        # A key that can withdraw still cancels (its strategies are paused, its orders left open until now).
+        if account.status not in (ACTIVE, KEY_UNSAFE):  # its key cannot cancel: the confirmation lists what stays
             raise UserError(
                 f"The key of {account.label} no longer works, so its orders cannot be cancelled from here: send "
                 f"/disconnect {account.label} again to see which ones to cancel on the exchange.",
@@ -752,6 +769,8 @@ def _fix_note(label: str, status: str) -> str | None:
         return f"key rejected by the exchange (I retry it every few minutes); {fix}"
     if status == KEY_UNREADABLE:
         return f"stored key unreadable (failed its integrity check); {fix}"
+    if status == KEY_REMOVED:
+        return f"its key was deleted when the host closed the service; /disconnect {label} removes the account"
     if status == KEY_UNSAFE:
         return f"key can withdraw (turned on after /connect): revoke it or turn withdrawals off (I re-check it); {fix}"
     return None

@@ -158,6 +158,7 @@ class StrategyStatus:
     figures: Figures | None = None  # every figure above, as `bot.engine.figures` words them
     position: PositionView | None = None  # futures: the open position, valued at the venue's mark price
     fills: str | None = None  # running: how its fills reach the bot, "streamed" or "polled" (Paper: None)
+    fill_sweep_seconds: float | None = None  # a streamed account's safety poll: every this many seconds
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,8 @@ class PanicResult:
     filled: int = 0
     unconfirmed: int = 0
     paper: int = 0  # of the strategies paused, those trading on a Paper account (simulated money)
+    sell: bool = False  # "Pause, cancel and sell": every strategy was then stopped, what it bought sold
+    sales: tuple[StopSummary, ...] = ()  # with `sell`: each strategy's stop summary (sold, at what, dust)
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,24 @@ class StopSummary:
     futures: bool = False  # `sold` is then the position closed: negative for a short bought back
     unconfirmed: int = 0  # orders whose fate is not known yet: resolved in the background, alerted once
     figures: Figures | None = None  # the strategy's figures once stopped (`bot.engine.figures`)
+    sold_at: Mapping[str, Decimal] = field(default_factory=dict)  # asset → average price of the sale's fills
+    dust: Mapping[str, Decimal] = field(default_factory=dict)  # asset → left held, below the market's minimum
+
+
+@dataclass
+class _Sale:
+    """What selling a stopped strategy's holdings did (`bot.control.Stopped`, as the summary reads it)."""
+
+    sold: dict[str, Decimal] = field(default_factory=dict)
+    sold_at: dict[str, Decimal] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # sold by an order placed but not filled (or confirmed) yet
+    dust: dict[str, Decimal] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def _sale_of(stopped: Any) -> _Sale:
+    return _Sale(sold=dict(stopped.sold), sold_at=dict(stopped.sold_at), pending=set(stopped.pending),
+                 dust=dict(stopped.dust), errors=list(stopped.errors))
 
 
 class StrategyService:
@@ -690,22 +711,31 @@ class StrategyService:
             raise UserError("This change was already made: see /status.", reason="already made")
         strategy = await self._owned(preview.user_id, preview.strategy_id)
         attempt.target = _target(strategy)
-        edited = await self._control.edit(preview, lambda p: self.apply_edit(p, attempt=attempt))
+        # The free balance (a REST call) is read before the lock: the strategy's fills are recorded under it.
+        free = await self._free_for_raise(strategy, preview.new_budget)
+        edited = await self._control.edit(
+            preview, lambda p, f: self.apply_edit(p, attempt=attempt, free=f), free=free
+        )
         self._confirmed.add(preview.token)
         if not attempt.recorded:  # made by a worker: recorded here, once its outcome is known
             await attempt.done(detail=_edit_words(strategy, edited.preview))
         return edited
 
-    async def apply_edit(self, preview: EditPreview, *, attempt: Attempt | None = None) -> Edited:
+    async def apply_edit(
+        self, preview: EditPreview, *, attempt: Attempt | None = None, free: Decimal | None = None
+    ) -> Edited:
         """The change itself, called under the strategy's lock by the process that runs its engine; recorded in
-        its transaction when the audit `attempt` is this process's (a worker's caller records it instead)."""
+        its transaction when the audit `attempt` is this process's (a worker's caller records it instead).
+        `free`: the account's free quote, read before the lock."""
         strategy = await self._owned(preview.user_id, preview.strategy_id)
         if strategy.status not in HOLDING:
             raise UserError(
                 f"{_title(strategy)} is {strategy.status} now: nothing was changed.",
                 reason=f"it was {strategy.status}",
             )
-        checked = await self._checked_edit(strategy, preview.new_budget, preview.new_name, token=preview.token)
+        checked = await self._checked_edit(
+            strategy, preview.new_budget, preview.new_name, token=preview.token, free=free
+        )
         self._confirmed.add(preview.token)
         async with self._store.db.transaction() as tx:
             if checked.new_budget is not None:
@@ -724,8 +754,10 @@ class StrategyService:
         return Edited(strategy.id, checked)
 
     async def _checked_edit(
-        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str
+        self, strategy: Strategy, new_budget: Decimal | None, new_name: str | None, *, token: str,
+        free: Decimal | None = None,
     ) -> EditPreview:
+        """The change checked (`free`: the account's free quote if already read; else it is read when needed)."""
         used = strategy.spent - strategy.received
         reserved = await self._store.orders.reserved_for(strategy.id)
         minimum = max(ZERO, used + reserved)
@@ -741,7 +773,7 @@ class StrategyService:
             if account is None or account.status != "active":
                 raise UserError("This strategy's account key does not work (see /accounts): fix it first.")
             if new_budget > strategy.budget:
-                maximum = await self._most_budget(account, strategy, used + reserved)
+                maximum = await self._most_budget(account, strategy, used + reserved, free)
                 if new_budget > maximum:
                     raise UserError(
                         f"The budget {money(new_budget, strategy.quote)} is more than {_account_name(account)} "
@@ -758,21 +790,39 @@ class StrategyService:
             maximum=_round_down_for_display(maximum) if maximum is not None else None, per_level=per_level,
         )
 
-    async def _most_budget(self, account: Account, strategy: Strategy, claimed: Decimal) -> Decimal:
+    async def _most_budget(
+        self, account: Account, strategy: Strategy, claimed: Decimal, free: Decimal | None = None
+    ) -> Decimal:
         """The largest budget `strategy` may have: what it used and reserved plus what the account's free quote
-        leaves after the other strategies' unspent budgets (the /allocate ceiling, without this one)."""
-        creds = await self._control.credentials(account)
-        try:
-            balance = await self._gateway.fetch_balance(account.venue, creds)
-        except ExchangeFailure as failure:
-            raise UserError(f"Could not read your balance: {failure.user_message}") from None
-        free = balance[strategy.quote].free if strategy.quote in balance else ZERO
+        (`free`, read now if not given) leaves after the other strategies' unspent budgets (the /allocate
+        ceiling, without this one)."""
+        if free is None:
+            free = await self._free_quote(account, strategy.quote)
         others = []
         for other in await self._store.strategies.list_for_account(account.id, HOLDING):
             if other.quote == strategy.quote and other.id != strategy.id:
                 reserved = await self._store.orders.reserved_for(other.id)
                 others.append(Ledger(other.budget, other.spent - other.received, reserved))
         return max(ZERO, claimed) + allocation_headroom(free, others)
+
+    async def _free_quote(self, account: Account, quote: str) -> Decimal:
+        """The account's free `quote` on the exchange (a UserError when it cannot be read)."""
+        creds = await self._control.credentials(account)
+        try:
+            balance = await self._gateway.fetch_balance(account.venue, creds)
+        except ExchangeFailure as failure:
+            raise UserError(f"Could not read your balance: {failure.user_message}") from None
+        return balance[quote].free if quote in balance else ZERO
+
+    async def _free_for_raise(self, strategy: Strategy, new_budget: Decimal | None) -> Decimal | None:
+        """The free quote a raised budget is checked against (None when the budget is not raised, or the account
+        is not active: the check under the lock then says why)."""
+        if new_budget is None or new_budget <= strategy.budget:
+            return None
+        account = await self._store.accounts.get(strategy.account_id)
+        if account is None or account.status != "active":
+            return None
+        return await self._free_quote(account, strategy.quote)
 
     async def _check_new_budget(self, account: Account, strategy: Strategy, budget: Decimal) -> Decimal | None:
         """The strategy's own checks of a budget, as at /allocate; a started grid's new quote per level."""
@@ -859,6 +909,7 @@ class StrategyService:
             label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
             fills=self._control.fill_mode(account) if strategy.status == ACTIVE else None,
+            fill_sweep_seconds=self._control.sweep_seconds,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
@@ -990,31 +1041,45 @@ class StrategyService:
         )
         return ResumeAllResult(resumed=tuple(resumed), skipped=tuple(skipped))
 
-    async def panic(self, user_id: int, *, actor_id: int | None = None) -> PanicResult:
-        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
-
-        Audited (panic), with how many were paused and cancelled; `actor_id`: who did it when not the user (an
-        admin's block).
-        """
+    async def panic(self, user_id: int, *, sell: bool = False, actor_id: int | None = None) -> PanicResult:
+        """/panic: `halt_all`, audited (panic) with how many were paused and cancelled and, with `sell`, stopped
+        and sold (the option the user chose); `actor_id`: who did it when not the user (an admin's block)."""
         actor = user_id if actor_id is None else actor_id
         async with self._audit.attempt("panic", actor_id=actor, user_id=user_id, target="every strategy") as attempt:
-            result = await self._panic(user_id)
-            await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}")
+            result = await self.halt_all(user_id, sell=sell)
+            sold = f"; {len(result.sales)} stopped and sold (pause, cancel and sell)" if sell else ""
+            await attempt.done(detail=f"{result.paused} paused; {_cancel_words(result)}{sold}")
         return result
 
-    async def _panic(self, user_id: int) -> PanicResult:
+    async def halt_all(self, user_id: int, *, sell: bool = False, by: str = "/panic") -> PanicResult:
+        """Pause every strategy of the user and cancel every open order they have (none is sent afterwards).
+
+        `sell` ("Pause, cancel and sell what the strategies bought"): then stop each strategy that holds
+        something as /stop's "Stop and sell" does (spot: sell what its fills bought, up to the free balance;
+        futures: close its position reduce-only), waiting for the outcome; what is below the market's minimum
+        stays as dust. A stopped strategy cannot be resumed, so the answer offers no Resume all. `by`: what the
+        strategies' status says paused or stopped them. Not audited: its callers record it (/panic, wind-down).
+        """
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
-            if strategy.status == ACTIVE and await self._control.pause(strategy.id, "paused by /panic", by=PANIC):
+            if strategy.status == ACTIVE and await self._control.pause(strategy.id, f"paused by {by}", by=PANIC):
                 paused += 1
                 paper += is_paper(strategy.venue)
         done = Cancellation()
         for strategy in strategies:
-            done += await self._control.cancel_orders(strategy.id, "paused by /panic")
+            done += await self._control.cancel_orders(strategy.id, f"paused by {by}")
+        sales = []
+        if sell:
+            for strategy in await self._store.strategies.list_for_user(user_id, (*HOLDING, FINISHED)):
+                # The engine re-reads it under the account's control lock: None if stopped meanwhile.
+                stopped = await self._control.stop(strategy.id, f"stopped by {by}", sell=True)
+                if stopped is not None:
+                    sales.append(await self._stop_summary(strategy, stopped.cancellation, _sale_of(stopped)))
+        logger.info("user %s: %d strategies paused by %s, %d sold", user_id, paused, by, len(sales))
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
-            unconfirmed=done.unconfirmed, paper=paper,
+            unconfirmed=done.unconfirmed, paper=paper, sell=sell, sales=tuple(sales),
         )
 
     async def stop(self, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
@@ -1035,22 +1100,20 @@ class StrategyService:
         stopped = await self._control.stop(strategy.id, "stopped by you", sell=sell)
         if stopped is None:
             raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
-        return await self._stop_summary(
-            strategy, stopped.cancellation, sold=stopped.sold, pending=set(stopped.pending), errors=list(stopped.errors)
-        )
+        return await self._stop_summary(strategy, stopped.cancellation, _sale_of(stopped))
 
-    async def _stop_summary(
-        self, strategy: Strategy, done: Any, *, sold: Mapping[str, Decimal], pending: set[str], errors: list[str]
-    ) -> StopSummary:
-        """What a stop did and left, from the strategy's figures (/stop and /disconnect send it alike)."""
+    async def _stop_summary(self, strategy: Strategy, done: Any, sale: _Sale | None = None) -> StopSummary:
+        """What a stop did and left, from the strategy's figures (/stop, /panic's sell and /disconnect alike)."""
+        sale = sale or _Sale()
         stopped = await self._store.strategies.get(strategy.id) or strategy  # its ledger, with a stop's sale booked
         figures = await self.figures(stopped, await self._store.accounts.get(stopped.account_id), prices=False)
         return StopSummary(
-            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled, sold=sold,
-            kept={a: held.held for a, held in figures.held.items() if a not in pending},
+            strategy_id=strategy.id, title=_title(strategy), quote=strategy.quote, canceled=done.canceled,
+            sold=sale.sold, kept={a: held.held for a, held in figures.held.items() if a not in sale.pending},
             invested=figures.invested, returned=figures.returned, fees=figures.fees, realised_pnl=figures.realised,
-            errors=tuple(errors), futures=figures.futures,
-            unconfirmed=done.unconfirmed, figures=figures,
+            errors=(*done.errors, *sale.errors), futures=figures.futures,
+            unconfirmed=done.unconfirmed, figures=figures, sold_at=sale.sold_at,
+            dust={a: held.held for a, held in figures.held.items() if a in sale.dust and held.held},
         )
 
     async def account_strategies_to_stop(self, account_id: int) -> list[str]:
@@ -1059,7 +1122,9 @@ class StrategyService:
             _list_title(s) for s in await self._store.strategies.list_for_account(account_id) if s.status in HOLDING
         ]
 
-    async def stop_account_strategies(self, account_id: int, *, cancel: bool = True) -> tuple[StopSummary, ...]:
+    async def stop_account_strategies(
+        self, account_id: int, *, cancel: bool = True, reason: str = STOPPED_BY_DISCONNECT
+    ) -> tuple[StopSummary, ...]:
         """Stop every strategy of an account and settle its orders (before /disconnect shreds the key).
 
         No order of the account is sent once this returns: its strategies are stopped inside their send gates, the
@@ -1068,16 +1133,14 @@ class StrategyService:
         the database; the caller refuses to shred the key while any is (calling again retries). Returns the stop
         summary of each strategy a /disconnect stopped (also by an earlier attempt that could not finish), as
         /stop gives one: what it holds is kept, nothing is sold. `cancel=False` (a key the exchange rejects
-        cannot cancel anything): the strategies only stop, the caller abandons their orders.
+        cannot cancel anything): the strategies only stop, the caller abandons their orders. `reason`: what the
+        strategies' status says stopped them (the wind-down's own).
         """
-        cancelled = await self._control.stop_account(account_id, STOPPED_BY_DISCONNECT, cancel=cancel)
+        cancelled = await self._control.stop_account(account_id, reason, cancel=cancel)
         summaries = []
         for strategy in await self._store.strategies.list_for_account(account_id):
-            if strategy.status == STOPPED and strategy.pause_reason == STOPPED_BY_DISCONNECT:
-                done = cancelled.get(strategy.id, Cancellation())
-                summaries.append(
-                    await self._stop_summary(strategy, done, sold={}, pending=set(), errors=list(done.errors))
-                )
+            if strategy.status == STOPPED and strategy.pause_reason == reason:
+                summaries.append(await self._stop_summary(strategy, cancelled.get(strategy.id, Cancellation())))
         return tuple(summaries)
 
     async def _owned(self, user_id: int, strategy_id: int) -> Strategy:

@@ -10,9 +10,14 @@ does) is `bot.engine.streams`.
 
 from __future__ import annotations
 
-from typing import Any
-
-from bot.exchanges.streams.base import AttemptWindow, Backoff, StreamProtocol, SubscribeRefused, UserStreamHub
+from bot.exchanges.streams.base import (
+    AttemptWindow,
+    Backoff,
+    RestCredential,
+    StreamProtocol,
+    SubscribeRefused,
+    UserStreamHub,
+)
 from bot.exchanges.streams.binance import BinanceSpotStream
 from bot.exchanges.streams.binanceusdm import BinanceUsdmStream
 from bot.exchanges.streams.kraken import KrakenExecutionsStream
@@ -24,13 +29,12 @@ PROTOCOLS: dict[str, type] = {
 }
 
 
-def protocol(name: str, *, rest: Any = None) -> StreamProtocol:
-    """The protocol `name`; `rest(creds, op)` runs one signed REST call on the gateway's private path, for the
-    protocols that need one (`uses_rest`: USD-M's listenKeys)."""
-    cls = PROTOCOLS[name]
-    return cls(rest=rest) if getattr(cls, "uses_rest", False) else cls()
+def protocol(name: str) -> StreamProtocol:
+    """The protocol `name` (its REST needs, if any, go through the hub's `rest`)."""
+    return PROTOCOLS[name]()
 
 
 __all__ = [
-    "PROTOCOLS", "AttemptWindow", "Backoff", "StreamProtocol", "SubscribeRefused", "UserStreamHub", "protocol",
+    "PROTOCOLS", "AttemptWindow", "Backoff", "RestCredential", "StreamProtocol", "SubscribeRefused",
+    "UserStreamHub", "protocol",
 ]

@@ -17,17 +17,21 @@ first, so there is no gap, and are reopened after a drop with exponential backof
 counted against the venue's per-IP connection limit (`AttemptWindow`). An account whose subscription the venue
 refuses (a rejected key) is tried again only after `refused_retry` seconds; polling covers it meanwhile.
 
-How other venues fit: Binance USD-M is a protocol whose `subscribe` first gets a listenKey by REST
-(`POST /fapi/v1/listenKey`, renewed by `PUT` every 30 min) and subscribes it on the `/private` stream URL
-(several listenKeys per connection), reading `ORDER_TRADE_UPDATE` with `x=TRADE`; Kraken is a protocol with
-`max_subscriptions=1` (one token, from `GetWebSocketsToken`, per connection) subscribing v2 `executions` with
-`snap_trades`. Both map their events to the same `bot.exchanges.models.Order` with its trade.
+A venue whose subscription needs something from a signed REST call first names it in `rest_credential`
+(`RestCredential`): the hub fetches it through `rest` (the gateway's private path: the key's budget, nonce and
+retries) right before each subscribe, so every (re)subscription gets a fresh one, and hands it to `subscribe`.
+Binance USD-M's is the account's listenKey (`POST /fapi/v1/listenKey`, renewed by `PUT` every 30 min in the
+protocol's `keepalive`), subscribed on the `/private` stream URL (several listenKeys per connection); Kraken's
+is a `GetWebSocketsToken` token, one account per connection (`max_subscriptions=1`) on v2 `executions`. A
+refusal of that call is a refused subscription (a rejected key: `on_down`, retried after `refused_retry`). Every
+protocol maps its events to the same `bot.exchanges.models.Order` with its trade.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import itertools
 import json
@@ -41,6 +45,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bot.exchanges.failures import Action, ExchangeFailure
 from bot.exchanges.models import Order
 from bot.secret import Credentials, Secret
 
@@ -72,15 +77,42 @@ class Update:
     ended: bool = False
 
 
-class StreamCredentials(Credentials):
-    """A key with the short-lived token its venue's stream subscription needs (Kraken: `GetWebSocketsToken`),
-    fetched through the gateway's private path just before subscribing (`VenueAdapter.stream_token`)."""
+#: One signed REST call of a key on the gateway's private path (its weight budget or call counter, nonce, retries,
+#: error translation): `await rest(creds, lambda exchange: exchange.fapiPrivatePostListenKey())`.
+RestCall = Callable[[Credentials, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
-    __slots__ = ("token",)
 
-    def __init__(self, creds: Credentials, token: str) -> None:
-        super().__init__(creds.api_key, creds.secret)
-        self.token = Secret(token)
+class SubscribeRefused(Exception):
+    """A subscription's REST step failed (`key_rejected`: the venue refused the key)."""
+
+    def __init__(self, error: str, *, key_rejected: bool = False) -> None:
+        super().__init__(error)
+        self.error, self.key_rejected = error, key_rejected
+
+
+@dataclass(frozen=True)
+class RestCredential:
+    """What a venue's subscription needs from one signed REST call first (USD-M: the account's listenKey; Kraken:
+    a WebSocket token, to be used within 15 minutes): fetched just before each subscribe, never stored."""
+
+    #: What the venue calls it (in refusals).
+    name: str
+    #: The call, on the venue's ccxt client.
+    call: Callable[[Any], Awaitable[Any]]
+    #: The credential in the call's answer (None when missing).
+    read: Callable[[Any], Any]
+
+    async def fetch(self, rest: RestCall, creds: Credentials) -> Secret:
+        """The credential, wrapped so no repr or log shows it; `SubscribeRefused` when the call fails or answers
+        none."""
+        try:
+            answer = await rest(creds, self.call)
+        except ExchangeFailure as failure:
+            raise SubscribeRefused(str(failure)[:200], key_rejected=failure.action is Action.AUTH) from None
+        value = self.read(answer)
+        if not value:
+            raise SubscribeRefused(f"the venue answered without a {self.name}")
+        return Secret(str(value))
 
 
 class StreamProtocol(Protocol):
@@ -94,9 +126,14 @@ class StreamProtocol(Protocol):
     attempt_limit: int
     attempt_window: float
 
-    def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any] | Awaitable[dict[str, Any]]:
-        """The signed subscribe request of one account (never logged: it carries the API key). A protocol that
-        first needs something from REST (a listenKey) returns an awaitable, raising `SubscribeRefused`."""
+    #: What each subscription needs from a signed REST call first (None: the subscribe is signed with the key).
+    rest_credential: RestCredential | None
+
+    def subscribe(
+        self, request_id: str, creds: Credentials, credential: Secret | None
+    ) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """The subscribe request of one account (never logged: it carries the API key or its `credential`, the
+        fresh `rest_credential`). A protocol that paces its requests returns an awaitable."""
         ...
 
     def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any] | Awaitable[dict[str, Any]]: ...
@@ -105,16 +142,8 @@ class StreamProtocol(Protocol):
         """What one received message means (None: nothing for us; a list: several events in one message)."""
         ...
 
-    # Optional: `async def keepalive(self, handles: set) -> set`, called on every resync of a connection with
-    # its subscriptions' handles; renews what is due and returns the handles it could not keep alive.
-
-
-class SubscribeRefused(Exception):
-    """A protocol's REST step before subscribing failed (`key_rejected`: the venue refused the key)."""
-
-    def __init__(self, error: str, *, key_rejected: bool = False) -> None:
-        super().__init__(error)
-        self.error, self.key_rejected = error, key_rejected
+    # Optional: `async def keepalive(self, rest: RestCall, handles: set) -> set`, called on every resync of a
+    # connection with its subscriptions' handles; renews what is due and returns the handles it could not keep.
 
 
 class AttemptWindow:
@@ -174,12 +203,20 @@ class _Slot:
         self.number = number
         self.accounts: set[int] = set()
         self.conn: _Connection | None = None
+        #: A connection being opened (start, reconnect, rollover): subscribing its accounts, already delivering.
+        self.opening: _Connection | None = None
         self.changed = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"stream:{hub.venue}:{number}")
 
     @property
     def live(self) -> set[int]:
-        return set(self.conn.accounts) if self.conn is not None and not self.conn.ws.closed else set()
+        """Accounts confirmed on an open connection of the slot, including the one being opened: each is live as
+        soon as its subscription is confirmed (1,000 subscribes on one connection take minutes)."""
+        live: set[int] = set()
+        for conn in (self.conn, self.opening):
+            if conn is not None and not conn.ws.closed:
+                live.update(conn.accounts)
+        return live
 
     async def _run(self) -> None:
         failures = 0
@@ -198,7 +235,14 @@ class _Slot:
                 await asyncio.sleep(delay)
                 continue
             conn.wake = self.changed
-            await self._sync(conn)  # a rollover subscribes the new connection before the old one goes: no gap
+            self.opening = conn
+            try:
+                await self._sync(conn)  # a rollover subscribes the new connection before the old one goes: no gap
+            except BaseException:
+                await self._close(conn)  # stopped while opening it: it goes too
+                raise
+            finally:
+                self.opening = None
             old, self.conn = self.conn, conn
             if old is not None:
                 await self._close(old)
@@ -283,6 +327,7 @@ class UserStreamHub:
         session: aiohttp.ClientSession,
         *,
         credentials: Callable[[int], Awaitable[Credentials]],
+        rest: RestCall | None = None,
         on_order: Callable[[int, Order], Awaitable[None]],
         on_live: Callable[[int], Awaitable[None]],
         on_down: Callable[[set[int]], None] | None = None,
@@ -295,6 +340,8 @@ class UserStreamHub:
     ) -> None:
         self.venue, self.url, self.protocol, self.session = venue, url, protocol, session
         self.credentials, self.on_order, self.on_live, self.on_down = credentials, on_order, on_live, on_down
+        #: The signed REST calls the protocol needs (`rest_credential`, `keepalive`).
+        self.rest = rest
         self.heartbeat = heartbeat
         #: Replace a connection this long after it opened: the venue's lifetime less a margin.
         self.lifetime = lifetime if lifetime is not None else protocol.lifetime * 0.98
@@ -421,9 +468,9 @@ class UserStreamHub:
                     if conn.wake is not None:
                         conn.wake.set()
                 elif meaning.order is not None:
-                    self._dispatch(account_id, self.on_order(account_id, meaning.order))
+                    self._dispatch(account_id, functools.partial(self.on_order, account_id, meaning.order))
 
-    def _dispatch(self, account_id: int, work: Awaitable[None]) -> None:
+    def _dispatch(self, account_id: int, work: Callable[[], Awaitable[None]]) -> None:
         """Run an account's work in its own task, one at a time per account and in arrival order."""
         lock = self._account_locks.setdefault(account_id, asyncio.Lock())
 
@@ -433,9 +480,10 @@ class UserStreamHub:
 
         self._spawn(run())
 
-    async def _logged(self, account_id: int, work: Awaitable[None]) -> None:
+    async def _logged(self, account_id: int, work: Callable[[], Awaitable[None]]) -> None:
+        """Run `work` (made only now: a task cancelled before it starts, at close, leaves no coroutine unawaited)."""
         try:
-            await work
+            await work()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -469,7 +517,8 @@ class UserStreamHub:
             return
         request_id = str(next(self._ids))
         try:
-            message = self.protocol.subscribe(request_id, creds)
+            credential = await self._rest_credential(creds)
+            message = self.protocol.subscribe(request_id, creds, credential)
             if inspect.isawaitable(message):
                 message = await message
         except SubscribeRefused as refused:
@@ -487,7 +536,16 @@ class UserStreamHub:
         # The backfill runs beside the account's updates, not ahead of them: it waits for the shared request
         # budget (after a drop, every account backfills at once), and the stream's fills must not queue behind
         # it. Both record through the same idempotent path, so a fill seen by both is recorded once.
-        self._spawn(self._logged(account_id, self.on_live(account_id)))
+        self._spawn(self._logged(account_id, functools.partial(self.on_live, account_id)))
+
+    async def _rest_credential(self, creds: Credentials) -> Secret | None:
+        """A fresh `rest_credential` for one subscribe, where the protocol needs one."""
+        needed = getattr(self.protocol, "rest_credential", None)
+        if needed is None:
+            return None
+        if self.rest is None:
+            raise SubscribeRefused(f"no REST path to fetch the {needed.name}")
+        return await needed.fetch(self.rest, creds)
 
     def _refused(self, account_id: int, error: str, *, key_rejected: bool) -> None:
         logger.warning("%s stream: subscription of account %s refused: %s", self.venue, account_id, error)
@@ -499,9 +557,9 @@ class UserStreamHub:
         """Let the protocol renew what its subscriptions need (USD-M: each listenKey every 30 min); those it
         could not renew are dropped here and subscribed again by the sync that follows."""
         keepalive = getattr(self.protocol, "keepalive", None)
-        if keepalive is None or not conn.handles:
+        if keepalive is None or not conn.handles or self.rest is None:
             return
-        for handle in await keepalive(set(conn.handles)):
+        for handle in await keepalive(self.rest, set(conn.handles)):
             account_id = conn.handles.pop(handle, None)
             if account_id is not None:
                 conn.accounts.pop(account_id, None)

@@ -21,7 +21,7 @@ from typing import Any
 
 from bot.exchanges.models import Order, Trade
 from bot.exchanges.streams.base import Reply, Update
-from bot.secret import Credentials
+from bot.secret import Credentials, Secret
 
 #: Binance order status → ccxt's (what `bot.engine.fills.order_status` reads).
 _STATUS = {
@@ -51,7 +51,10 @@ class BinanceSpotStream:
     def __init__(self, clock_ms=None) -> None:
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
 
-    def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any]:
+    #: The subscribe is signed with the key itself: nothing to fetch first.
+    rest_credential = None
+
+    def subscribe(self, request_id: str, creds: Credentials, credential: Secret | None = None) -> dict[str, Any]:
         """`userDataStream.subscribe.signature`: HMAC-SHA256 over the parameters sorted by name."""
         params: dict[str, Any] = {"apiKey": creds.api_key.reveal(), "timestamp": self._clock_ms()}
         payload = "&".join(f"{key}={params[key]}" for key in sorted(params))

@@ -11,11 +11,14 @@ How Binance documents it (2026; ccxt's `pro/binance.py` `authenticate`, `keep_al
   connection; in stream mode each event comes wrapped `{"stream": <listenKey>, "data": {...}}`. We connect to
   `/private/stream` and add each account with `{"method": "SUBSCRIBE", "params": [<listenKey>], "id": n}`
   (answer `{"result": null, "id": n}`). One connection takes 1,024 streams and 10 incoming messages per second
-  (subscribes, pings and pongs all count): subscribes are paced below that. Connections live 24 h; 300 attempts
+  (subscribes, pings and pongs all count): subscribes are paced below that (6 a second: 1,000 accounts take
+  under 3 minutes). Connections live 24 h; 300 attempts
   per 5 minutes per IP.
 - `ORDER_TRADE_UPDATE` with `o.x=TRADE` is a fill: `c` client order id, `i` order id, `l`/`L` last quantity
   and price, `n`/`N` commission, `t` trade id, `z` cumulative quantity, `ap` average price, `X` status, `rp`
-  the trade's realised profit (not kept: Strata computes futures P&L from its own fills). A cancel keeps our
+  the trade's realised profit (not read: a fill is recorded alike whichever path sees it first, the stream, a
+  backfill or a poll, and REST trades reach us without it through ccxt's unified fields; Strata books futures
+  P&L from its own fills as Binance does, which the tests check against the venue's wallet). A cancel keeps our
   client id in `c`. `listenKeyExpired` ends that account's subscription: the hub subscribes it again (a new
   listenKey) and the engine backfills the gap from REST.
 
@@ -27,18 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from bot.exchanges.failures import Action, ExchangeFailure
 from bot.exchanges.models import Order, Trade
-from bot.exchanges.streams.base import Reply, SubscribeRefused, Update
-from bot.secret import Credentials
-
-#: One signed REST call on the gateway's private path: `await rest(creds, lambda ex: ex.fapiPrivatePostListenKey())`.
-RestCall = Callable[[Credentials, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
+from bot.exchanges.streams.base import Reply, RestCall, RestCredential, SubscribeRefused, Update
+from bot.secret import Credentials, Secret
 
 #: Binance futures order status → ccxt's (what `bot.engine.fills.order_status` reads).
 _STATUS = {
@@ -68,13 +68,18 @@ class BinanceUsdmStream:
     """listenKeys by REST, their events on the `/private` stream."""
 
     venue = "binanceusdm"
-    uses_rest = True
+    #: `POST /fapi/v1/listenKey` (API-key header, weight 1): the account's listenKey, fetched by the hub.
+    rest_credential = RestCredential(
+        "listenKey", lambda ex: ex.fapiPrivatePostListenKey(),
+        lambda answer: answer.get("listenKey") if isinstance(answer, dict) else None,
+    )
     max_subscriptions = 1000  # Binance: 1,024 streams per connection
     lifetime = 24 * 3600.0
     attempt_limit = 300
     attempt_window = 300.0
-    #: Subscribes sent per second at most (Binance: 10 incoming messages per second, pings and pongs included).
-    messages_per_second = 8.0
+    #: Subscribes sent per second at most (Binance: 10 incoming messages per second, pings and pongs included;
+    #: the margin absorbs the network or the venue bunching what we spaced).
+    messages_per_second = 6.0
     #: A listenKey is valid 60 minutes: renewed every 30.
     renew_seconds = 30 * 60.0
     #: A renewal that failed for a passing reason (network, 5xx, budget) is tried again this much later.
@@ -82,39 +87,36 @@ class BinanceUsdmStream:
     #: Renewals in flight at once.
     renew_concurrency = 10
 
-    def __init__(self, rest: RestCall | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if rest is None:
-            raise ValueError("the USD-M stream needs the gateway's private REST path for its listenKeys")
-        self._rest = rest
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._keys: dict[str, _ListenKey] = {}  # listenKey → its key and last renewal
         self._requests: dict[str, str] = {}  # subscribe request id → listenKey
-        self._next_send = 0.0
+        self._last_send = float("-inf")
 
     # --- subscriptions ---------------------------------------------------------------------------------------
 
-    async def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any]:
-        """Get the account's listenKey (`POST /fapi/v1/listenKey`), then subscribe it on the connection."""
-        try:
-            answer = await self._rest(creds, lambda ex: ex.fapiPrivatePostListenKey())
-        except ExchangeFailure as failure:
-            raise SubscribeRefused(str(failure)[:200], key_rejected=failure.action is Action.AUTH) from None
-        listen_key = answer.get("listenKey") if isinstance(answer, dict) else None
-        if not listen_key:
-            raise SubscribeRefused("the venue answered without a listenKey")
+    async def subscribe(self, request_id: str, creds: Credentials, credential: Secret | None) -> dict[str, Any]:
+        """Subscribe the account's listenKey (`credential`, just fetched by the hub) on the connection."""
+        if credential is None:
+            raise SubscribeRefused("a USD-M subscription needs the account's listenKey")
+        listen_key = credential.reveal()
         self._keys[listen_key] = _ListenKey(creds, renewed=self._clock())
         self._requests[request_id] = listen_key
         await self._pace()
         return {"method": "SUBSCRIBE", "params": [listen_key], "id": int(request_id)}
 
     async def _pace(self) -> None:
-        """Keep this venue's subscribes under its per-connection message rate (shared by all connections:
-        stricter than needed, never over)."""
-        now = self._clock()
-        slot = max(now, self._next_send)
-        self._next_send = slot + 1.0 / self.messages_per_second
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        """Keep this venue's subscribes and unsubscribes under its per-connection message rate (shared by all
+        connections: stricter than needed, never over). Spaced by the times they are actually let out, not by
+        slots handed out in advance: after the event loop was busy, waiters that all wake at once still leave one
+        `1 / messages_per_second` apart (a connection over Binance's rate is closed, losing every subscription)."""
+        while True:
+            now = self._clock()
+            wait = self._last_send + 1.0 / self.messages_per_second - now
+            if wait <= 0:
+                self._last_send = now
+                return
+            await asyncio.sleep(wait)
 
     async def unsubscribe(self, request_id: str, handle: Any) -> dict[str, Any]:
         """Stop receiving the listenKey's events; it is no longer renewed (it expires within the hour). Paced
@@ -123,7 +125,7 @@ class BinanceUsdmStream:
         await self._pace()
         return {"method": "UNSUBSCRIBE", "params": [handle], "id": int(request_id)}
 
-    async def keepalive(self, handles: set[Any]) -> set[Any]:
+    async def keepalive(self, rest: RestCall, handles: set[Any]) -> set[Any]:
         """Renew (`PUT /fapi/v1/listenKey`) the listenKeys of `handles` last renewed `renew_seconds` ago; return
         those the venue no longer knows (expired) or whose key it refused: they need a new subscription."""
         now = self._clock()
@@ -142,7 +144,7 @@ class BinanceUsdmStream:
             entry = self._keys[listen_key]
             async with gate:
                 try:
-                    await self._rest(entry.creds, lambda ex: ex.fapiPrivatePutListenKey())
+                    await rest(entry.creds, lambda ex: ex.fapiPrivatePutListenKey())
                 except ExchangeFailure as failure:
                     if failure.code == _LISTEN_KEY_GONE or failure.action is Action.AUTH:
                         self._keys.pop(listen_key, None)

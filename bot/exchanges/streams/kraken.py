@@ -3,9 +3,9 @@
 A subscription is authorised by a token from the private REST call `GetWebSocketsToken`, not by a signature:
 the token must be used within 15 minutes and then lasts as long as its subscription. Events name no token or
 subscription, so a connection carries one account (`max_subscriptions = 1`): the hub's handle for it is the
-channel name. The token is fetched right before each subscribe (a new one on every reconnect) through the
-gateway's private path (the adapter's `stream_token`), which respects Kraken's per-key call counter and nonce,
-and reaches `subscribe` inside `StreamCredentials`.
+channel name. The token is the protocol's `rest_credential`: the hub fetches it right before each subscribe (a
+new one on every reconnect) through the gateway's private path, which respects Kraken's per-key call counter and
+nonce, and hands it to `subscribe`.
 
 Shapes as Kraken documents them (spot-websocket-v2/executions) and ccxt's `pro/kraken.py` (`watch_private`,
 `handle_my_trades`, `parse_ws_order`) reads them: answers `{"method": "subscribe", "req_id", "success", "result"
@@ -24,8 +24,8 @@ from decimal import Decimal
 from typing import Any
 
 from bot.exchanges.models import Order, Trade
-from bot.exchanges.streams.base import Reply, StreamCredentials, Update
-from bot.secret import Credentials
+from bot.exchanges.streams.base import Reply, RestCredential, SubscribeRefused, Update
+from bot.secret import Credentials, Secret
 
 #: The hub's handle of a connection's one subscription.
 CHANNEL = "executions"
@@ -61,12 +61,19 @@ class KrakenExecutionsStream:
     attempt_limit = 150
     attempt_window = 600.0
 
-    def subscribe(self, request_id: str, creds: Credentials) -> dict[str, Any]:
-        if not isinstance(creds, StreamCredentials):
-            raise TypeError("a Kraken subscription needs the key's WebSocket token (StreamCredentials)")
+    #: `GetWebSocketsToken` (one call on the key's counter): the subscription's token, to be used within 15
+    #: minutes; it then lasts as long as the subscription.
+    rest_credential = RestCredential(
+        "WebSocket token", lambda ex: ex.private_post_getwebsocketstoken(),
+        lambda answer: ((answer or {}).get("result") or {}).get("token"),
+    )
+
+    def subscribe(self, request_id: str, creds: Credentials, credential: Secret | None) -> dict[str, Any]:
+        if credential is None:
+            raise SubscribeRefused("a Kraken subscription needs the key's WebSocket token")
         return {
             "method": "subscribe",
-            "params": {"channel": CHANNEL, "token": creds.token.reveal(), "snap_trades": False, "snap_orders": False},
+            "params": {"channel": CHANNEL, "token": credential.reveal(), "snap_trades": False, "snap_orders": False},
             "req_id": int(request_id),
         }
 

@@ -251,11 +251,6 @@ class VenueAdapter:
         True without a call where there is no cheap one (the caller then runs the full key check)."""
         return True
 
-    async def stream_token(self, private: PrivateCall) -> str | None:
-        """The short-lived token a user-data stream subscription of this key needs, fetched by the gateway's
-        private path (Kraken: `GetWebSocketsToken`); None where the subscription is signed with the key itself."""
-        return None
-
     async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
         """What a connected key may do now, by the venue's cheapest signed call; None when the venue offers no
         such call (nothing is checked). A rejected key or an unreachable venue raises `ExchangeFailure`, which

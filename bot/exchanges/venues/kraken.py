@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from bot.exchanges.failures import Action, ExchangeFailure, UnknownFailure
+from bot.exchanges.failures import Action, ExchangeFailure
 from bot.exchanges.keys import MSG_UNVERIFIABLE, MSG_WITHDRAW, KeyCheck, KeyHealth, KeyRejected
 from bot.exchanges.venues.base import KeyCounterRule, OnceCall, PrivateCall, VenueAdapter
 
@@ -141,15 +141,6 @@ class Kraken(VenueAdapter):
                 )
             raise KeyRejected("unverifiable", MSG_UNVERIFIABLE) from None
         raise KeyRejected("withdraw_enabled", MSG_WITHDRAW)
-
-    async def stream_token(self, private: PrivateCall) -> str | None:
-        """`GetWebSocketsToken` (one call on the key's counter): the `executions` subscription's token, to be
-        used within 15 minutes; it then lasts as long as the subscription."""
-        answer = await private(lambda ex: ex.private_post_getwebsocketstoken())
-        token = ((answer or {}).get("result") or {}).get("token")
-        if not token:
-            raise UnknownFailure("kraken", "GetWebSocketsToken answered no token")
-        return str(token)
 
     async def check_health(self, once: OnceCall, *, testnet: bool, now: datetime) -> KeyHealth | None:
         """The /connect proof again (`WithdrawMethods`, one point on the key's own call counter, which decays
