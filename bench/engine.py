@@ -156,9 +156,15 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
     rounds_used: dict[tuple[str, str], set[object]] = defaultdict(set)
     fetch_ticker = world.gateway.fetch_ticker
 
+    ticker_waits: list[float] = []
+
     async def counted_ticker(venue: str, symbol: str, round_id: object = None):  # the rounds each key served
         rounds_used[(venue, symbol)].add(round_id if round_id is not None else int(time.time()))
-        return await fetch_ticker(venue, symbol, round_id)
+        started = time.perf_counter()
+        try:
+            return await fetch_ticker(venue, symbol, round_id)
+        finally:
+            ticker_waits.append(time.perf_counter() - started)
 
     world.gateway.fetch_ticker = counted_ticker  # type: ignore[method-assign]
     try:
@@ -168,6 +174,7 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
         t_started = time.time()
         say(f"engine.start(): reconciled and scheduled {expected} strategies in {t_started - t_start:.2f}s")
         last_report = time.time()
+        dumped = False
         while not all_ran.is_set():
             try:
                 await asyncio.wait_for(all_ran.wait(), timeout=1.0)
@@ -176,6 +183,10 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
             if time.time() - last_report >= 1.0:
                 last_report = time.time()
                 say(f"  round: {len(first_run)}/{expected} strategies evaluated")
+                if last_report - t_start > 30 and not dumped:  # a straggler: show where its run waits
+                    dumped = True
+                    for task in [t for t in asyncio.all_tasks() if t.get_name().startswith("strategy:")][:3]:
+                        task.print_stack(limit=30, file=sys.stderr)
         cpu_bot, cpu_fakes = cpu_seconds() - cpu_bot, cpu_seconds(fakes.process.pid) - cpu_fakes
         wall = time.time() - t_start
         first_of_round = [r for r in runs if first_run.get(r[0]) == r[1]]
@@ -185,6 +196,9 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
         evals_per_s = len(first_of_round) / round_seconds
         say(f"round: {len(first_of_round)} evaluations in {round_seconds:.2f}s = {evals_per_s:.0f}/s "
             f"(+{len(runs) - len(first_of_round)} re-runs after fills)")
+        slowest = sorted(first_of_round, key=lambda r: r[1] - r[2])[:3]
+        say(f"slowest runs: {', '.join(f'strategy {sid} {end - start:.2f}s' for sid, start, end in slowest)}; "
+            f"slowest ticker answer {max(ticker_waits, default=0.0):.2f}s")
         say(f"CPU while the round ran ({wall:.1f}s): bot process {cpu_bot:.1f}s ({cpu_bot / wall:.0%} of a core), "
             f"fakes {cpu_fakes:.1f}s ({cpu_fakes / wall:.0%})")
         md = engine.gateway.market_data.requests_per_key
@@ -243,9 +257,9 @@ async def main_async(args: argparse.Namespace, fakes) -> dict[str, object]:
         await fresh_weight_window(fakes, allowed=3000)
         say(f"measured round: {strategies} strategies due now, {owing} DCA owing a buy")
         if args.profile:
-            from pyinstrument import Profiler  # investigation only: `pip install pyinstrument`
+            from pyinstrument import Profiler  # investigation only: `pip install -e .[bench]`
 
-            with Profiler(async_mode="enabled", interval=0.0005) as profiler:
+            with Profiler(async_mode=args.profile_async, interval=0.0005) as profiler:
                 figures = await measure(data_dir, fakes.exchange_urls, fakes, args.window)
             Path(args.profile).write_text(profiler.output_text(unicode=False))  # noqa: ASYNC240 - after the run
             say(f"profile of the measured phase written to {args.profile}")
@@ -264,6 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-account", type=int, help="strategies per account (default 10, quick 2)")
     parser.add_argument("--window", type=float, help="seconds of weight measurement (default 60, quick 5)")
     parser.add_argument("--profile", metavar="PATH", help="write a pyinstrument profile of the measured phase")
+    parser.add_argument(
+        "--profile-async", choices=("enabled", "disabled"), default="enabled",
+        help="pyinstrument's async mode: 'enabled' charges awaits to the coroutine that waits (wall time), "
+             "'disabled' shows what the event loop's thread really runs (CPU, incl. the loop's own overhead)",
+    )
     parser.add_argument("--database", metavar="URL", help="engine workers on PostgreSQL (bench/workers.py): a "
                         "postgresql:// server URL whose user may create a database, or `auto`")
     parser.add_argument("--workers", default="1,2", help="with --database: worker counts to measure (1,2)")

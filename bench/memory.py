@@ -97,9 +97,8 @@ async def streamed(world: World, accounts: int) -> None:
 async def settle(world: World, strategies: int) -> None:
     """Wait until the re-runs the fills triggered are over and every strategy's next run is a job again."""
     deadline = time.monotonic() + 30
-    scheduler = world.engine.scheduler
     while time.monotonic() < deadline:
-        if not world.engine._tasks and scheduler is not None and len(scheduler.get_jobs()) >= strategies:
+        if not world.engine._tasks and world.engine.scheduled_count() >= strategies:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("the engine did not settle in 30 s")
@@ -127,9 +126,9 @@ async def run(low: int, high: int, data_dir: Path, urls: str, streams: bool) -> 
         await add_accounts(world, low, high - low)
         say(f"connected {high - low} more in {time.perf_counter() - started:.1f}s")
         rss_high, traced_high = measure("B", high)
-        jobs = len(world.engine.scheduler.get_jobs()) if world.engine.scheduler else 0
+        jobs = world.engine.scheduled_count()
         instances = len(world.gateway.pool.instances(VENUE))
-        say(f"{jobs} scheduled jobs, {instances} ccxt instances for {VENUE} (master + pooled slots)")
+        say(f"{jobs} strategies scheduled, {instances} ccxt instances for {VENUE} (master + pooled slots)")
         connections = live = 0
         if world.engine.streams is not None:
             hub = world.engine.streams.hubs[VENUE]

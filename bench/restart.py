@@ -143,7 +143,7 @@ async def measure(data_dir: Path, fakes: Fakes, cids: list[str], database: str |
         await world.engine.start()
         seconds = time.perf_counter() - started
         cpu_bot, cpu_fakes = cpu_seconds() - cpu_bot, cpu_seconds(fakes.process.pid) - cpu_fakes
-        jobs = len(world.engine.scheduler.get_jobs()) if world.engine.scheduler else 0
+        jobs = world.engine.scheduled_count()
         unresolved = len(await world.store.orders.in_states(UNCONFIRMED))
         statuses = Counter(
             r["status"] for r in await world.store.db.fetchall(
@@ -153,7 +153,7 @@ async def measure(data_dir: Path, fakes: Fakes, cids: list[str], database: str |
         )
         weight = sum(c.weight for c in budgets.charges)
         private = Counter(f"{c.api} {c.path}" for c in budgets.charges if c.private)
-        say(f"engine.start(): {len(cids)} intents reconciled and {jobs} jobs scheduled in {seconds:.2f}s "
+        say(f"engine.start(): {len(cids)} intents reconciled and {jobs} strategies scheduled in {seconds:.2f}s "
             f"(reconcile {reconcile_seconds:.2f}s); CPU: bot {cpu_bot:.1f}s, fakes {cpu_fakes:.1f}s")
         say(f"intents now {dict(statuses)}; {unresolved} still unconfirmed; requests {dict(private)}, "
             f"Binance weight {weight}")

@@ -165,6 +165,16 @@ class AccountRepository:
         row = await self._db.fetchone("SELECT * FROM accounts WHERE id = ?", (account_id,))
         return _account(row) if row else None
 
+    async def get_many(self, account_ids: list[int]) -> dict[int, Account]:
+        """Many accounts by id, in one read per 500 ids (the strategies of a round share it); missing: absent."""
+        result: dict[int, Account] = {}
+        for start in range(0, len(account_ids), 500):
+            chunk = account_ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = await self._db.fetchall(f"SELECT * FROM accounts WHERE id IN ({marks})", chunk)  # noqa: S608 - placeholders only
+            result.update({row["id"]: _account(row) for row in rows})
+        return result
+
     async def get_owned(self, user_id: int, account_id: int) -> Account | None:
         """The account if and only if it belongs to `user_id` (ownership is checked in SQL)."""
         row = await self._db.fetchone("SELECT * FROM accounts WHERE id = ? AND user_id = ?", (account_id, user_id))

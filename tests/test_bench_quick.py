@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.timing  # benchmarks: run on the default backend (CI's first pass)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 KEYS = {

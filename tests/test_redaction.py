@@ -302,6 +302,7 @@ def test_a_value_first_seen_as_key_shaped_text_stays_once_it_turns_out_to_be_a_r
     assert value not in redact(value)
 
 
+@pytest.mark.timing
 def test_key_shaped_text_pasted_by_the_thousand_holds_a_bounded_amount_of_memory():
     # Before the fix the bounded tier counted forms, not their size: a key-shaped message of 4,000 characters
     # was kept with its hex and base64 forms (~17 KB), so the ~16,000 messages the tier holds took ~300 MB.

@@ -157,6 +157,7 @@ def test_a_basket_is_valued_with_each_assets_last_price():
     assert series.hold == [budget, D(510) + D(475), D(510) + D(525)]
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("count", [MAX_POINTS, 1000])
 def test_a_full_size_chart_is_computed_and_drawn_in_under_a_second(count):
     """720 hourly candles and 720 fills (each also a point of the lines) or 1,000 (a busy grid: markers only, as

@@ -14,10 +14,11 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.engine.actions import pause_strategy, reject_key
 from bot.engine.context import EngineContext
@@ -37,6 +38,7 @@ from storage.strategies import ACTIVE
 logger = logging.getLogger(__name__)
 
 CANDLE_LIMIT = 200
+T = TypeVar("T")
 #: Decisions tried per run when fills keep changing the strategy while its balance is read (then: retry later).
 DECIDE_ATTEMPTS = 4
 #: `_decide_locked`'s answer when its decision places orders and it has no balance to gate them with.
@@ -147,7 +149,7 @@ class StrategyRunner:
         strategy = found[0]
         if keep_note:
             self._notes[strategy_id] = found[1]
-        account = await self.ctx.account(strategy.account_id)
+        account = await self.ctx.account(strategy.account_id, batched=True)
         if account is None or account.status != "active" or not self.ctx.owns(account.id):
             return RunResult(None)  # (an account another worker runs now: it schedules the strategy)
         return strategy, account
@@ -250,8 +252,8 @@ class StrategyRunner:
         # after a newer round began is served that round's ticker (the cache keeps the newest round id).
         self._round = max(self._round, int(time.time()))
         round_id = self._round
-        infos = await asyncio.gather(*(gateway.market(venue, s) for s in symbols))
-        tickers = await asyncio.gather(*(gateway.fetch_ticker(venue, s, round_id) for s in symbols))
+        infos = await _each(gateway.market(venue, s) for s in symbols)
+        tickers = await _each(gateway.fetch_ticker(venue, s, round_id) for s in symbols)
         rules = {info.symbol: MarketRules.from_info(info) for info in infos}
         markets = {
             info.symbol: MarketInfo(info.symbol, info.base, info.quote, info.min_amount, info.min_cost,
@@ -339,6 +341,15 @@ async def holdings(ctx: EngineContext, strategy_id: int) -> dict[str, Decimal]:
     result = holdings_of((item.symbol, item.fill) for item in await ctx.fills_reader.get(strategy_id) or ())
     ctx.holdings_cache[strategy_id] = result
     return dict(result)
+
+
+async def _each(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await several calls together; one (most strategies trade one symbol) directly: `gather` would wrap it in
+    a task, which costs more than the cached answer it waits for."""
+    calls = list(calls)
+    if len(calls) == 1:
+        return [await calls[0]]
+    return list(await asyncio.gather(*calls))
 
 
 def _refusal_message(order: DesiredOrder, refused: Refused) -> str:
