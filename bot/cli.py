@@ -1,10 +1,12 @@
-"""Command line: `python -m bot run | demo | rotate-master-key | wind-down`.
+"""Command line: `python -m bot run | front | worker | migrate | demo | rotate-master-key | wind-down`.
 
 Operator mistakes (missing token, bad variable, wrong master key, a second process on a data folder or key
 store in use) end with one actionable line on stderr and exit status 2, never a traceback.
 
 `run`, `demo`, `rotate-master-key` and `wind-down` turn core dumps off first (`bot.hardening`), then lock the data
-folder and the key store (`storage.lock`) before they read a key, migrate or write anything.
+folder and the key store (`storage.lock`) before they read a key, migrate or write anything. `front` and `worker`
+run several to a PostgreSQL database (DESIGN.md section 7), so they take no folder lock: they refuse anything but
+a PostgreSQL main database and key store instead.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="run the bot with long polling (needs TELEGRAM_BOT_TOKEN)")
+    sub.add_parser("front", help="Telegram handlers and notifier only, on PostgreSQL (needs TELEGRAM_BOT_TOKEN)")
+    sub.add_parser("worker", help="the engine only (strategies, fills, streams), on PostgreSQL")
+    sub.add_parser("migrate", help="apply the database migrations and create the key store, then exit")
     demo = sub.add_parser("demo", help="offline demo: fake Telegram and exchanges, chat in this terminal")
     demo.add_argument("--data-dir", type=Path, default=None, help="keep the demo's data here (default: temporary)")
     rotate = sub.add_parser("rotate-master-key", help="re-wrap every data key under a new master key")
@@ -58,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run()
+        if args.command == "front":
+            return _front()
+        if args.command == "worker":
+            return _worker()
+        if args.command == "migrate":
+            return asyncio.run(_migrate())
         if args.command == "demo":
             from bot.sandbox.demo import run_demo
 
@@ -78,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run() -> int:
     settings = load_settings()
     register_secret(settings.require_token())
+    _register_database_passwords(settings)
     configure_logging(settings.log_level)
     ensure_private_dir(settings.data_dir)
     with ProcessLocks(settings.data_dir, settings.keystore_path) as locks:
@@ -86,6 +98,98 @@ def _run() -> int:
         asyncio.run(preflight(settings))
         locks.acquire()  # a key store that preflight has just created in a new folder
         return _poll(build_application(settings))
+
+
+def _register_database_passwords(settings) -> None:
+    for password in settings.database_passwords():
+        register_secret(password)
+
+
+def _shared_settings(role: str):
+    """The settings of a role that runs beside others: PostgreSQL for both databases, a master key given."""
+    settings = load_settings()
+    _register_database_passwords(settings)
+    if not settings.uses_postgres:
+        raise ConfigError(
+            f"`{role}` runs beside other processes on one PostgreSQL database: set STRATA_DATABASE_URL to a "
+            "postgresql:// URL (or use `python -m bot run` for one process on SQLite)."
+        )
+    if not isinstance(settings.keystore, str):
+        raise ConfigError(
+            f"`{role}` needs the key store on PostgreSQL too: set STRATA_KEYSTORE_URL to a postgresql:// URL "
+            "(another database than STRATA_DATABASE_URL's)."
+        )
+    if settings.master_key is None and settings.master_key_file is None:
+        raise ConfigError(
+            f"`{role}` needs the master key every process shares: set STRATA_MASTER_KEY or STRATA_MASTER_KEY_FILE."
+        )
+    return settings
+
+
+def _front() -> int:
+    settings = _shared_settings("front")
+    register_secret(settings.require_token())
+    configure_logging(settings.log_level)
+    from bot.app import build_application, preflight
+    from bot.runtime import Runtime
+
+    asyncio.run(preflight(settings))
+    return _poll(build_application(settings, runtime=Runtime(settings, role="front")))
+
+
+def _worker() -> int:
+    settings = _shared_settings("worker")
+    configure_logging(settings.log_level)
+    logger.info("Strata worker starting")
+    asyncio.run(_work(settings))  # a wrong master key or database ends start-up before the engine runs
+    return 0
+
+
+async def _work(settings) -> None:
+    """Run the engine until SIGTERM or SIGINT, then stop it cleanly (sends under way finish)."""
+    import signal
+
+    from bot.runtime import WorkerRuntime
+
+    worker = WorkerRuntime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+        logger.info("Strata worker up")
+        await stop.wait()
+    finally:
+        await worker.close()
+
+
+async def _migrate() -> int:
+    """Bring the main database to the current schema and create the key store; print the schema version."""
+    settings = load_settings()
+    _register_database_passwords(settings)
+    configure_logging(settings.log_level)
+    if settings.uses_postgres:  # migrations serialise themselves there (an advisory lock)
+        return await _migrate_databases(settings)
+    ensure_private_dir(settings.data_dir)
+    with ProcessLocks(settings.data_dir, settings.keystore_path):  # not under a running `run`
+        return await _migrate_databases(settings)
+
+
+async def _migrate_databases(settings) -> int:
+    from bot.runtime import open_vault
+    from storage.migrations import migrate
+    from storage.store import Store
+
+    store = await Store.open(settings.database, migrate_schema=False)
+    try:
+        vault = await open_vault(settings, store)  # a wrong master key stops here, before any migration
+        await vault.close()
+        version = await migrate(store.db)
+    finally:
+        await store.close()
+    print(f"Schema version {version}; the key store is ready.")
+    return 0
 
 
 def _poll(application) -> int:

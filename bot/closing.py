@@ -20,6 +20,7 @@ import time
 import telegram
 
 from bot.config import Settings
+from bot.control import LocalControl
 from bot.engine.scheduler import Engine
 from bot.exchanges.gateway import ExchangeGateway
 from bot.formatting import amount, price
@@ -52,10 +53,11 @@ async def wind_down(settings: Settings, *, sell: bool, message: str | None) -> i
         await notifier.start()
         engine = Engine(store, vault, gateway, notifier, settings)  # never started: nothing runs on its own
         await engine.reconcile()  # orders a crash left unconfirmed: known before they are cancelled
-        strategies = StrategyService(store, engine)
+        control = LocalControl(engine)
+        strategies = StrategyService(store, control)
         accounts = AccountService(
             store, vault, gateway, stop_account_strategies=strategies.stop_account_strategies,
-            strategies_to_stop=strategies.account_strategies_to_stop, forget_credentials=engine.ctx.forget_credentials,
+            strategies_to_stop=strategies.account_strategies_to_stop, forget_credentials=control.forget_credentials,
         )
         service = WindDown(store, strategies, accounts)
         messages: list[int] = []

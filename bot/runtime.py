@@ -7,11 +7,16 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
 from bot.config import Settings
+from bot.control import CommandExecutor, EngineControl, LocalControl, RemoteControl
 from bot.engine.scheduler import Engine
 from bot.exchanges.gateway import ExchangeGateway
+from bot.exchanges.rate_budget import SharedIpBudget
 from bot.master_key import load_master_key
 from bot.notifier import Notifier
 from bot.services.access import AccessService
@@ -27,6 +32,7 @@ from bot.summary import DailySummary
 from bot.vault import Vault
 from bot.vault import where as _where
 from storage.files import ensure_private_dir
+from storage.partitions import AllPartitions, PartitionLeases
 from storage.store import Store
 
 logger = logging.getLogger(__name__)
@@ -65,16 +71,25 @@ async def check_startup(settings: Settings) -> None:
 
 
 class Runtime:
-    """The services bundle shared by all handlers (one per process)."""
+    """The services bundle shared by all handlers (one per process).
 
-    def __init__(self, settings: Settings) -> None:
+    `role` "run": the engine runs here and the services drive it directly (`LocalControl`). `role` "front": no
+    engine in this process; control actions become commands for the workers (`RemoteControl`), and the
+    notifier sends the alerts the workers queue in the outbox.
+    """
+
+    def __init__(self, settings: Settings, *, role: str = "run") -> None:
+        if role not in ("run", "front"):
+            raise ValueError(f"unknown role {role!r}")
         self.settings = settings
+        self.role = role
         self.intakes = IntakeBook(on_expire=self._intake_expired)
         self.drafts = Drafts()
         self.bot = None
         self.store: Store | None = None
         self.vault: Vault | None = None
         self.gateway = None
+        self.control: EngineControl | None = None
         self.accounts = None
         self.strategies = None
         self.reports = None
@@ -85,6 +100,7 @@ class Runtime:
         self.summary = None
         self.backtests = None
         self.access = None
+        self._scheduler: AsyncIOScheduler | None = None  # the front's own (in `run` the engine's)
 
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
@@ -97,36 +113,47 @@ class Runtime:
         self.gateway.attach_paper(self.store.paper)
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()
-        self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
-        self.strategies = StrategyService(
-            self.store, self.engine, max_strategies=self.settings.max_strategies_per_user
-        )
+        if self.role == "run":
+            self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
+            self.control = LocalControl(self.engine)
+        else:
+            self.control = RemoteControl(self.store, self.vault, self.gateway, self.settings)
+            await self.control.start()
+        control = self.control
+        self.strategies = StrategyService(self.store, control, max_strategies=self.settings.max_strategies_per_user)
         self.access = AccessService(self.store, self.settings, self.strategies)
         self.accounts = AccountService(
             self.store, self.vault, self.gateway, stop_account_strategies=self.strategies.stop_account_strategies,
             strategies_to_stop=self.strategies.account_strategies_to_stop,
-            forget_credentials=self.engine.ctx.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
+            forget_credentials=control.forget_credentials, max_accounts=self.settings.max_accounts_per_user,
         )
         await self.accounts.backfill_fingerprints()
-        # `lambda`: tests (and the demo) replace the engine's clock; the views follow it.
-        self.reports = ReportService(self.store, self.accounts, self.gateway, lambda: self.engine.ctx.clock())
-        self.charts = ChartService(self.store, self.strategies, self.gateway, lambda: self.engine.ctx.clock())
+        # `control.clock`: tests (and the demo) replace the engine's clock; the views follow it.
+        self.reports = ReportService(self.store, self.accounts, self.gateway, control.clock)
+        self.charts = ChartService(self.store, self.strategies, self.gateway, control.clock)
         self.settings_service = SettingsService(self.store)
-        self.backtests = BacktestService(
-            self.gateway, self.settings.data_dir, lambda: self.engine.ctx.clock(), self.strategies.resolve_market
-        )
-        await self.engine.start()
+        self.backtests = BacktestService(self.gateway, self.settings.data_dir, control.clock,
+                                         self.strategies.resolve_market)
+        if self.engine is not None:
+            await self.engine.start()
+            scheduler = self.engine.scheduler
+        else:
+            scheduler = self._scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+            scheduler.start()
         # In the background: a slow exchange must not hold start-up (one call per legacy Binance account).
-        self.engine.scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
-        self.summary = DailySummary(self.store, self.reports, self.notifier, lambda: self.engine.ctx.clock(),
-                                    charts=self.charts)
-        self.summary.schedule(self.engine.scheduler)
+        scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
+        self.summary = DailySummary(self.store, self.reports, self.notifier, control.clock, charts=self.charts)
+        self.summary.schedule(scheduler)
 
     async def close(self) -> None:
         if self.summary is not None:
             await self.summary.close()
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
         if self.engine is not None:
             await self.engine.shutdown()
+        if isinstance(self.control, RemoteControl):
+            await self.control.close()
         if self.notifier is not None:
             await self.notifier.stop()
         if self.gateway is not None:
@@ -141,3 +168,55 @@ class Runtime:
 
         if self.bot is not None:
             await expired(intake, self.bot)
+
+
+class WorkerRuntime:
+    """`python -m bot worker`: the engine (strategies, fills, streams, key health) and the executor of the
+    front's commands, for the accounts this worker owns. No Telegram: alerts wait in the outbox for the front's
+    notifier."""
+
+    def __init__(self, settings: Settings, *, ownership=None) -> None:
+        self.settings = settings
+        #: Which accounts this worker runs: given, else leased partitions on PostgreSQL (every account on SQLite).
+        self.ownership = ownership
+        self._leases: PartitionLeases | None = None
+        self.store: Store | None = None
+        self.vault: Vault | None = None
+        self.gateway = None
+        self.engine: Engine | None = None
+        self.control: LocalControl | None = None
+        self.commands: CommandExecutor | None = None
+
+    async def start(self) -> None:
+        ensure_private_dir(self.settings.data_dir)
+        self.store = await Store.open(self.settings.database, migrate_schema=False)
+        self.vault = await open_vault(self.settings, self.store)
+        await self.store.migrate()
+        self.gateway = ExchangeGateway.from_settings(self.settings)
+        self.gateway.attach_paper(self.store.paper)
+        if self.ownership is None and self.store.db.backend == "postgresql":
+            self.ownership = self._leases = await PartitionLeases.start(self.store.db)
+            # The per-IP request weight is shared by the workers of this host, through the database.
+            self.gateway.pool.budgets.shared = SharedIpBudget(self.store.ip_budgets)
+        if self.ownership is None:
+            self.ownership = AllPartitions()
+        self.engine = Engine(self.store, self.vault, self.gateway, None, self.settings, ownership=self.ownership)
+        self.control = LocalControl(self.engine)
+        strategies = StrategyService(self.store, self.control, max_strategies=self.settings.max_strategies_per_user)
+        self.commands = CommandExecutor(self.store, self.control, self.ownership, strategies=strategies)
+        await self.engine.start()
+        self.commands.start()
+
+    async def close(self) -> None:
+        if self.commands is not None:
+            await self.commands.close()
+        if self.engine is not None:
+            await self.engine.shutdown()
+        if self._leases is not None:
+            await self._leases.close()  # the partitions go to the other workers at once
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.vault is not None:
+            await self.vault.close()
+        if self.store is not None:
+            await self.store.close()

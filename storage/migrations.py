@@ -298,6 +298,21 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (egress, budget, minute)
     );
     """,
+    # Control commands from the Telegram front to the worker owning the account (storage/commands.py).
+    """
+    CREATE TABLE commands (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id  INTEGER NOT NULL,
+        user_id     INTEGER,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL,              -- JSON
+        status      TEXT NOT NULL DEFAULT 'pending',  -- pending, running, done, failed
+        result      TEXT,                       -- JSON, once done or failed
+        created_at  TEXT NOT NULL,              -- ISO UTC
+        updated_at  TEXT NOT NULL
+    );
+    CREATE INDEX commands_by_status ON commands (status, id);
+    """,
 ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from storage.accounts import AccountRepository
 from storage.audit import AuditRepository
 from storage.balances import BalanceRepository
+from storage.commands import CommandRepository
 from storage.db import Database, connect
 from storage.foreign_trades import ForeignTradeRepository
 from storage.ip_budgets import IpBudgetRepository
@@ -35,6 +36,7 @@ class Store:
     key_health: KeyHealthRepository
     foreign_trades: ForeignTradeRepository
     audit: AuditRepository
+    commands: CommandRepository
     ip_budgets: IpBudgetRepository
 
     @classmethod
@@ -47,7 +49,8 @@ class Store:
             db=db, users=UserRepository(db), accounts=AccountRepository(db), outbox=OutboxRepository(db),
             strategies=StrategyRepository(db), orders=OrderRepository(db), order_watches=OrderWatchRepository(db),
             balances=BalanceRepository(db), paper=PaperRepository(db), key_health=KeyHealthRepository(db),
-            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db), ip_budgets=IpBudgetRepository(db),
+            foreign_trades=ForeignTradeRepository(db), audit=AuditRepository(db), commands=CommandRepository(db),
+            ip_budgets=IpBudgetRepository(db),
         )
 
     async def migrate(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import load_settings
+from bot.control import LocalControl
 from bot.engine.scheduler import Engine
 from bot.exchanges.errors import RetryPolicy
 from bot.exchanges.gateway import ExchangeGateway
@@ -130,7 +131,7 @@ async def open_world(
         kwargs["clock"] = clock
     engine = Engine(store, vault, gateway, notifier, settings, **kwargs)
     engine.desk.unknown_grace = timedelta(seconds=unknown_grace_seconds)
-    world = World(store, vault, gateway, engine, StrategyService(store, engine), notifier)
+    world = World(store, vault, gateway, engine, StrategyService(store, LocalControl(engine)), notifier)
     if start:
         await engine.start()
     return world

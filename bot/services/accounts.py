@@ -127,6 +127,10 @@ OWNER_BACKFILL_LIMIT = 20
 OWNER_BACKFILL_PAUSE_S = 1.0
 
 
+async def _nothing_cached(account_id: int) -> None:
+    """No engine in this process keeps credentials (tests of the service alone)."""
+
+
 class AccountService:
     def __init__(
         self,
@@ -136,7 +140,7 @@ class AccountService:
         *,
         stop_account_strategies: Callable[..., Awaitable[tuple]] | None = None,
         strategies_to_stop: Callable[[int], Awaitable[list[str]]] | None = None,
-        forget_credentials: Callable[[int], None] | None = None,
+        forget_credentials: Callable[[int], Awaitable[None]] | None = None,
         max_accounts: int = 10,
     ) -> None:
         self._store = store
@@ -145,7 +149,7 @@ class AccountService:
         self._checker = KeyChecker(gateway)
         self._stop_strategies = stop_account_strategies
         self._strategies_to_stop = strategies_to_stop
-        self._forget_credentials = forget_credentials or (lambda account_id: None)
+        self._forget_credentials = forget_credentials or _nothing_cached
         self.max_accounts = max_accounts
         self._audit = AuditLog(store)
 
@@ -314,7 +318,7 @@ class AccountService:
             raise
         if old is not None and old.dek_id != sealed.dek_id:
             await self._vault.shred(old.dek_id)  # the old key can never be opened again, in any backup
-        self._forget_credentials(account.id)
+        await self._forget_credentials(account.id)
         paused = await self._store.strategies.list_for_account(account.id, (PAUSED,))
         logger.info("user %s replaced the key of account %s", user_id, account.id)
         fresh = await self._store.accounts.get(account.id)
@@ -354,7 +358,7 @@ class AccountService:
             )
         stopped = () if self._stop_strategies is None else await self._stop_strategies(account.id, cancel=False)
         left = tuple(_left(o) for o in await self._store.orders.in_states(LIVE, account_id=account.id))
-        self._forget_credentials(account.id)
+        await self._forget_credentials(account.id)
         sealed = await self._store.accounts.credential(account.id)
         if sealed is not None:
             await self._vault.shred(sealed.dek_id)

@@ -14,17 +14,17 @@ import re
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from bot.control import EngineControl
 from bot.engine.alerts import finished_reason
-from bot.engine.context import CredentialsMissing
 from bot.engine.figures import Figures, Precision, figures_of
 from bot.engine.pnl import compute, is_contract
 from bot.engine.risk import Ledger, MarketRules, Refused, allocation_headroom, check_order, smallest_buy_cost
-from bot.engine.scheduler import UNCONFIRMED_ORDER, BelowMinimum, Cancellation
+from bot.engine.scheduler import Cancellation
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.rate_budget import charged_to
 from bot.exchanges.venues import adapter
@@ -39,11 +39,9 @@ from bot.strategies.base import Budget, DesiredOrder, MarketInfo, amount_for_cos
 from bot.strategies.grid import GridPlan, per_level_for, plan_grid, prices_of
 from bot.strategies.naming import clean_name, list_title, title
 from bot.strategies.params import ParamError, format_value, parse_budget, shown
-from bot.vault import CredentialUnreadable
 from bot.venues import FUTURES_LEVERAGE, is_paper, venue_name
 from storage.accounts import KEY_UNSAFE
 from storage.models import Account, Strategy
-from storage.orders import LIVE
 from storage.strategies import ACTIVE, FINISHED, HOLDING, PANIC, PAUSED, STOPPED, USER
 
 logger = logging.getLogger(__name__)
@@ -216,6 +214,17 @@ class EditPreview:
     maximum: Decimal | None  # the largest the account allows now, down to the cent (None: the budget is not raised)
     per_level: Decimal | None = None  # a started grid: its ladder's new quote per level
 
+    def to_json(self) -> dict[str, Any]:
+        """For a command to the worker that makes the change (amounts as exact strings)."""
+        return {k: str(v) if isinstance(v, Decimal) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EditPreview:
+        return cls(**{k: Decimal(v) if k in _EDIT_AMOUNTS and v is not None else v for k, v in data.items()})
+
+
+_EDIT_AMOUNTS = frozenset({"budget", "new_budget", "used", "reserved", "minimum", "maximum", "per_level"})
+
 
 @dataclass(frozen=True)
 class Edited:
@@ -253,7 +262,7 @@ class StopSummary:
 
 @dataclass
 class _Sale:
-    """What selling a stopped strategy's holdings did (`_sell_holdings`)."""
+    """What selling a stopped strategy's holdings did (`bot.control.Stopped`, as the summary reads it)."""
 
     sold: dict[str, Decimal] = field(default_factory=dict)
     sold_at: dict[str, Decimal] = field(default_factory=dict)
@@ -262,19 +271,24 @@ class _Sale:
     errors: list[str] = field(default_factory=list)
 
 
+def _sale_of(stopped: Any) -> _Sale:
+    return _Sale(sold=dict(stopped.sold), sold_at=dict(stopped.sold_at), pending=set(stopped.pending),
+                 dust=dict(stopped.dust), errors=list(stopped.errors))
+
+
 class StrategyService:
     """The strategy use-cases over the store and the engine."""
 
-    def __init__(self, store: Any, engine: Any, *, max_strategies: int = 50) -> None:
+    def __init__(self, store: Any, control: EngineControl, *, max_strategies: int = 50) -> None:
         self._store = store
-        self._engine = engine
+        self._control = control
         self._confirmed: set[str] = set()
         self.max_strategies = max_strategies
         self._audit = AuditLog(store)
 
     @property
     def _gateway(self) -> Any:
-        return self._engine.gateway
+        return self._control.gateway
 
     # --- catalogue ------------------------------------------------------------------------------------
 
@@ -350,7 +364,7 @@ class StrategyService:
 
         with _fixed_at("budget"):
             free, available = await self._check_headroom(account, quote, amount)
-        creds = await self._engine.ctx.credentials(account)
+        creds = await self._control.credentials(account)
         if adapter(account.venue).futures:
             try:
                 hedged = await self._gateway.fetch_position_mode(account.venue, creds)
@@ -485,7 +499,7 @@ class StrategyService:
             self._confirmed.clear()
         strategy = STRATEGIES[preview.kind]
         params = strategy.parse_params(dict(preview.params))
-        now = self._engine.ctx.clock()
+        now = self._control.clock()
         state = strategy.dump_state(strategy.initial_state(params, now))
         self._confirmed.add(preview.token)
         async with self._store.db.transaction() as tx:
@@ -499,7 +513,7 @@ class StrategyService:
                 detail=f"budget {money(preview.budget, preview.quote)} on account {preview.account_label}", tx=tx
             )
         logger.info("user %s allocated %s strategy %s", preview.user_id, preview.kind, strategy_id)
-        self._engine.run_soon(strategy_id)
+        await self._control.run_soon(strategy_id)
         return Allocated(strategy_id=strategy_id, preview=preview)
 
     async def _check_strategy_limit(self, user_id: int) -> None:
@@ -535,7 +549,7 @@ class StrategyService:
 
     async def _check_headroom(self, account: Account, quote: str, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Free quote and what may still be allocated (free minus the other budgets' unspent part); refuse more."""
-        creds = await self._engine.ctx.credentials(account)
+        creds = await self._control.credentials(account)
         try:
             balance = await self._gateway.fetch_balance(account.venue, creds)
         except ExchangeFailure as failure:
@@ -685,7 +699,8 @@ class StrategyService:
 
     async def confirm_edit(self, preview: EditPreview) -> Edited:
         """Make a previewed change, checked again under the strategy's lock (its engine decisions wait), so the
-        next decision uses the new budget and no fill or order in between can make it too small. Audited (edit)."""
+        next decision uses the new budget and no fill or order in between can make it too small. The lock is the
+        engine's: in a front, the worker running the strategy makes the change (`apply_edit` there). Audited (edit)."""
         async with self._audit.attempt(
             "edit", actor_id=preview.user_id, user_id=preview.user_id, target=f"strategy #{preview.strategy_id}"
         ) as attempt:
@@ -698,30 +713,44 @@ class StrategyService:
         attempt.target = _target(strategy)
         # The free balance (a REST call) is read before the lock: the strategy's fills are recorded under it.
         free = await self._free_for_raise(strategy, preview.new_budget)
-        async with self._engine.ctx.lock(strategy.id):
-            strategy = await self._owned(preview.user_id, preview.strategy_id)
-            if strategy.status not in HOLDING:
-                raise UserError(
-                    f"{_title(strategy)} is {strategy.status} now: nothing was changed.",
-                    reason=f"it was {strategy.status}",
-                )
-            checked = await self._checked_edit(
-                strategy, preview.new_budget, preview.new_name, token=preview.token, free=free
+        edited = await self._control.edit(
+            preview, lambda p, f: self.apply_edit(p, attempt=attempt, free=f), free=free
+        )
+        self._confirmed.add(preview.token)
+        if not attempt.recorded:  # made by a worker: recorded here, once its outcome is known
+            await attempt.done(detail=_edit_words(strategy, edited.preview))
+        return edited
+
+    async def apply_edit(
+        self, preview: EditPreview, *, attempt: Attempt | None = None, free: Decimal | None = None
+    ) -> Edited:
+        """The change itself, called under the strategy's lock by the process that runs its engine; recorded in
+        its transaction when the audit `attempt` is this process's (a worker's caller records it instead).
+        `free`: the account's free quote, read before the lock."""
+        strategy = await self._owned(preview.user_id, preview.strategy_id)
+        if strategy.status not in HOLDING:
+            raise UserError(
+                f"{_title(strategy)} is {strategy.status} now: nothing was changed.",
+                reason=f"it was {strategy.status}",
             )
-            self._confirmed.add(preview.token)
-            async with self._store.db.transaction() as tx:
-                if checked.new_budget is not None:
-                    await self._store.strategies.set_budget(tx, strategy.id, checked.new_budget)
-                    if checked.per_level is not None:
-                        kind = STRATEGIES[strategy.kind]
-                        state = replace(kind.load_state(strategy.state), quote_per_level=checked.per_level)
-                        await self._store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
-                if checked.new_name is not None:
-                    await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
+        checked = await self._checked_edit(
+            strategy, preview.new_budget, preview.new_name, token=preview.token, free=free
+        )
+        self._confirmed.add(preview.token)
+        async with self._store.db.transaction() as tx:
+            if checked.new_budget is not None:
+                await self._store.strategies.set_budget(tx, strategy.id, checked.new_budget)
+                if checked.per_level is not None:
+                    kind = STRATEGIES[strategy.kind]
+                    state = replace(kind.load_state(strategy.state), quote_per_level=checked.per_level)
+                    await self._store.strategies.save_state(tx, strategy.id, kind.dump_state(state))
+            if checked.new_name is not None:
+                await self._store.strategies.set_name(tx, strategy.id, checked.new_name)
+            if attempt is not None:
                 await attempt.done(detail=_edit_words(strategy, checked), tx=tx)
         logger.info("user %s edited strategy %s", preview.user_id, strategy.id)
         if strategy.status == ACTIVE:
-            self._engine.run_soon(strategy.id)  # a raised budget may fund an order now
+            await self._control.run_soon(strategy.id)  # a raised budget may fund an order now
         return Edited(strategy.id, checked)
 
     async def _checked_edit(
@@ -778,7 +807,7 @@ class StrategyService:
 
     async def _free_quote(self, account: Account, quote: str) -> Decimal:
         """The account's free `quote` on the exchange (a UserError when it cannot be read)."""
-        creds = await self._engine.ctx.credentials(account)
+        creds = await self._control.credentials(account)
         try:
             balance = await self._gateway.fetch_balance(account.venue, creds)
         except ExchangeFailure as failure:
@@ -847,7 +876,7 @@ class StrategyService:
             statuses = tuple([await self._status(s, accounts.get(s.account_id)) for s in on_page])
         return StatusPage(
             statuses=statuses,
-            page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._engine.effective_poll_interval,
+            page=page, pages=pages, total=len(strategies), fill_poll_seconds=self._control.effective_poll_interval,
         )
 
     async def strategy_status(self, user_id: int, strategy_id: int) -> StrategyStatus:
@@ -874,13 +903,13 @@ class StrategyService:
             entry_price=_q8(main.entry_price) if main is not None else None, realised_pnl=_q8(figures.realised),
             unrealised_pnl=_q8(figures.unrealised),
             fees=figures.fees,
-            next_run=self._engine.next_run_time(strategy.id) if strategy.status == ACTIVE else None,
-            fill_poll_seconds=self._engine.effective_poll_interval,
+            next_run=self._control.next_run_time(strategy) if strategy.status == ACTIVE else None,
+            fill_poll_seconds=self._control.effective_poll_interval,
             dust=_dust(strategy), name=strategy.name,
             label=list_title(strategy),
             params=dict(strategy.params), figures=figures, position=position,
-            fills=self._engine.fill_mode(account) if strategy.status == ACTIVE else None,
-            fill_sweep_seconds=self._engine.sweep_seconds,
+            fills=self._control.fill_mode(account) if strategy.status == ACTIVE else None,
+            fill_sweep_seconds=self._control.sweep_seconds,
         )
 
     async def figures(self, strategy: Strategy, account: Account | None, *, prices: bool = True) -> Figures:
@@ -932,8 +961,8 @@ class StrategyService:
             raise UserError(
                 f"{_title(strategy)} is {strategy.status}, not running.", reason=f"it was {strategy.status}"
             )
-        await self._engine.pause(strategy.id, "paused by you", alert=False, by=USER)
-        done = await self._engine.cancel_orders(strategy.id, "paused by you")
+        await self._control.pause(strategy.id, "paused by you", by=USER)
+        done = await self._control.cancel_orders(strategy.id, "paused by you")
         await attempt.done(detail=_cancel_words(done))
         return ControlResult(
             strategy.id, _title(strategy), PAUSED, canceled=done.canceled, filled=done.filled,
@@ -974,7 +1003,7 @@ class StrategyService:
                 await attempt.done(tx=tx)
         if not resumed:  # resumed (or stopped) by another press meanwhile
             raise UserError(f"{_title(strategy)} is no longer paused: see /status.", reason="no longer paused")
-        await self._engine.resume(strategy.id)
+        await self._control.resume(strategy.id)
         return ControlResult(strategy.id, _title(strategy), ACTIVE)
 
     async def resume_all(self, user_id: int) -> ResumeAllResult:
@@ -1003,7 +1032,7 @@ class StrategyService:
                     tx, strategy.id, ACTIVE, reason=None, only_from=(PAUSED,), only_paused_by=PANIC
                 )
             if changed:
-                await self._engine.resume(strategy.id)
+                await self._control.resume(strategy.id)
                 resumed.append(label)
         logger.info("user %s resumed %d strategies paused by /panic", user_id, len(resumed))
         await self._audit.record(
@@ -1034,23 +1063,19 @@ class StrategyService:
         strategies = await self._store.strategies.list_for_user(user_id)
         paused = paper = 0
         for strategy in strategies:
-            if strategy.status == ACTIVE and await self._engine.pause(
-                strategy.id, f"paused by {by}", alert=False, by=PANIC
-            ):
+            if strategy.status == ACTIVE and await self._control.pause(strategy.id, f"paused by {by}", by=PANIC):
                 paused += 1
                 paper += is_paper(strategy.venue)
         done = Cancellation()
         for strategy in strategies:
-            done += await self._engine.cancel_orders(strategy.id, f"paused by {by}")
+            done += await self._control.cancel_orders(strategy.id, f"paused by {by}")
         sales = []
         if sell:
             for strategy in await self._store.strategies.list_for_user(user_id, (*HOLDING, FINISHED)):
-                async with self._engine.account_control(strategy.account_id):
-                    fresh = await self._store.strategies.get(strategy.id)
-                    if fresh is None or fresh.status == STOPPED:  # stopped meanwhile (/stop, /disconnect)
-                        continue
-                    stopped, sale = await self._stop_and_settle(fresh, sell=True, reason=f"stopped by {by}")
-                sales.append(await self._stop_summary(fresh, stopped, sale))
+                # The engine re-reads it under the account's control lock: None if stopped meanwhile.
+                stopped = await self._control.stop(strategy.id, f"stopped by {by}", sell=True)
+                if stopped is not None:
+                    sales.append(await self._stop_summary(strategy, stopped.cancellation, _sale_of(stopped)))
         logger.info("user %s: %d strategies paused by %s, %d sold", user_id, paused, by, len(sales))
         return PanicResult(
             paused=paused, canceled=done.canceled, errors=done.errors, filled=done.filled,
@@ -1069,20 +1094,13 @@ class StrategyService:
     async def _stop(self, attempt: Attempt, user_id: int, strategy_id: int, sell: bool) -> StopSummary:
         strategy = await self._owned(user_id, strategy_id)
         attempt.target = _target(strategy)
-        async with self._engine.account_control(strategy.account_id):  # a /disconnect waits for the sale
-            strategy = await self._owned(user_id, strategy_id)
-            if strategy.status == STOPPED:
-                raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
-            done, sale = await self._stop_and_settle(strategy, sell=sell, reason="stopped by you")
-        return await self._stop_summary(strategy, done, sale)
-
-    async def _stop_and_settle(self, strategy: Strategy, *, sell: bool, reason: str) -> tuple[Cancellation, _Sale]:
-        """Stop one strategy, cancel its orders and, with `sell`, sell what it holds (the caller holds the
-        account's control lock, so a /disconnect waits for the sale)."""
-        await self._engine.stop(strategy.id, reason)
-        done = await self._engine.cancel_orders(strategy.id, reason)
-        sale = await self._sell_holdings(strategy) if sell else _Sale()
-        return done, sale
+        if strategy.status == STOPPED:
+            raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
+        # The engine re-reads it under the account's control lock (a /disconnect waits for the sale).
+        stopped = await self._control.stop(strategy.id, "stopped by you", sell=sell)
+        if stopped is None:
+            raise UserError(f"{_title(strategy)} is already stopped.", reason="already stopped")
+        return await self._stop_summary(strategy, stopped.cancellation, _sale_of(stopped))
 
     async def _stop_summary(self, strategy: Strategy, done: Any, sale: _Sale | None = None) -> StopSummary:
         """What a stop did and left, from the strategy's figures (/stop, /panic's sell and /disconnect alike)."""
@@ -1118,97 +1136,12 @@ class StrategyService:
         cannot cancel anything): the strategies only stop, the caller abandons their orders. `reason`: what the
         strategies' status says stopped them (the wind-down's own).
         """
-        cancelled: dict[int, Cancellation] = {}
-        async with self._engine.account_control(account_id):
-            for strategy in await self._store.strategies.list_for_account(account_id):
-                if strategy.status in HOLDING:
-                    await self._engine.stop(strategy.id, reason)
-            for strategy in await self._store.strategies.list_for_account(account_id) if cancel else ():
-                if await self._store.orders.in_states(LIVE, strategy_id=strategy.id):
-                    done = await self._engine.cancel_orders(strategy.id, "the account is being disconnected")
-                    cancelled[strategy.id] = done
-                    for error in done.errors:
-                        logger.warning("account %s: order not cancelled: %s", account_id, error)
-            if cancel:
-                await self._engine.settle_account_orders(account_id)
-            summaries = []
-            for strategy in await self._store.strategies.list_for_account(account_id):
-                if strategy.status == STOPPED and strategy.pause_reason == reason:
-                    summaries.append(await self._stop_summary(strategy, cancelled.get(strategy.id, Cancellation())))
-        self._engine.ctx.forget_credentials(account_id)  # the key is about to be shredded: drop our copy
+        cancelled = await self._control.stop_account(account_id, reason, cancel=cancel)
+        summaries = []
+        for strategy in await self._store.strategies.list_for_account(account_id):
+            if strategy.status == STOPPED and strategy.pause_reason == reason:
+                summaries.append(await self._stop_summary(strategy, cancelled.get(strategy.id, Cancellation())))
         return tuple(summaries)
-
-    async def _sell_holdings(self, strategy: Strategy) -> _Sale:
-        """Sell (futures: close reduce-only) what a stopped strategy's fills hold, at market, within each market's
-        minimums and step; spot sells no more than the account's free balance. Waits for the fills: what is
-        reported sold is what the exchange filled, at the fills' average price; what is below the minimum (or
-        the step leaves) is dust."""
-        sale = _Sale()
-        account = await self._store.accounts.get(strategy.account_id)
-        if account is None:
-            sale.errors.append("the account is gone")
-            return sale
-        if account.status != "active":  # its key can neither read the balance nor sell
-            sale.errors.append(f"nothing sold: the API key of {account.label} does not work (see /accounts)")
-            return sale
-        try:
-            await self._engine.ctx.credentials(account)
-        except (CredentialUnreadable, CredentialsMissing):
-            sale.errors.append(f"nothing sold: the stored API key of {account.label} cannot be read (see /accounts)")
-            return sale
-        placed = []
-        fills = await self._store.orders.fills_for_strategy(strategy.id)
-        seen = {item.fill.id for item in fills}
-        pnl = compute(fills, strategy.quote)
-        for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
-            if asset.held == 0:
-                continue
-            symbol = _venue_symbol(account.venue, f"{asset.asset}/{strategy.quote}")
-            side = "sell" if asset.held > 0 else "buy"
-            amount = abs(asset.held)
-            if side == "sell" and not adapter(account.venue).futures:
-                amount = min(amount, await self._free(account, asset.asset))
-            if amount <= 0:
-                continue
-            desired = DesiredOrder(symbol, side, "market", f"stop:{asset.asset}:close", amount=amount,
-                                   reduce_only=adapter(account.venue).futures)
-            problem = await self._engine.place_now(strategy.id, desired)
-            if problem is None:
-                placed.append((asset, symbol))
-            elif problem == UNCONFIRMED_ORDER:
-                sale.pending.add(asset.asset)
-                sale.errors.append(f"{asset.asset}: the {side} at market {problem}")
-            elif isinstance(problem, BelowMinimum):
-                sale.dust[asset.asset] = asset.held
-            else:
-                sale.errors.append(f"{asset.asset} kept: {problem}")
-        if placed:
-            # What the exchange sold (its step may leave dust), from the fills: not what was asked.
-            fills = await self._store.orders.fills_for_strategy(strategy.id)
-            after = compute(fills, strategy.quote).assets
-            for asset, symbol in placed:
-                moved = asset.held - after[asset.asset].held  # < 0: a short bought back
-                if moved:
-                    sale.sold[asset.asset] = moved
-                    new = [item.fill for item in fills if item.fill.id not in seen and item.symbol == symbol]
-                    if traded := sum((f.amount for f in new), ZERO):
-                        sale.sold_at[asset.asset] = sum((f.price * f.amount for f in new), ZERO) / traded
-                    if after[asset.asset].held:
-                        sale.dust[asset.asset] = after[asset.asset].held
-                else:
-                    sale.pending.add(asset.asset)
-                    sale.errors.append(
-                        f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)"
-                    )
-        return sale
-
-    async def _free(self, account: Account, asset: str) -> Decimal:
-        creds = await self._engine.ctx.credentials(account)
-        try:
-            balance = await self._gateway.fetch_balance(account.venue, creds)
-        except ExchangeFailure:
-            return ZERO
-        return balance[asset].free if asset in balance else ZERO
 
     async def _owned(self, user_id: int, strategy_id: int) -> Strategy:
         strategy = await self._store.strategies.get_owned(user_id, int(strategy_id))

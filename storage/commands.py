@@ -1,0 +1,152 @@
+"""Control commands: what the Telegram front asks of the engine worker that owns an account.
+
+The front never calls an engine object (DESIGN.md section 7): a pause, a stop, a disconnect… is a row here,
+`pending` until the worker owning its account claims it (`running`), then `done` or `failed` with a JSON result the
+front is waiting for. A claim is a conditional update (`pending` → `running`), so exactly one worker runs a
+command even if two see it. Wake-ups go through PostgreSQL's LISTEN/NOTIFY (`listen`); both sides also poll, so a
+missed notification (or SQLite, which has none) only delays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from storage.db import Database
+from storage.models import from_iso, to_iso, utcnow
+from storage.partitions import PARTITIONS
+
+logger = logging.getLogger(__name__)
+
+PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+#: NOTIFY channels: a new command was submitted / a command finished (payload: its id).
+SUBMITTED_CHANNEL = "strata_commands"
+FINISHED_CHANNEL = "strata_command_done"
+
+
+@dataclass(frozen=True)
+class Command:
+    id: int
+    account_id: int
+    user_id: int | None
+    kind: str
+    payload: dict[str, Any]
+    status: str
+    result: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (DONE, FAILED)
+
+
+class CommandRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def submit(self, *, account_id: int, user_id: int | None, kind: str, payload: dict[str, Any]) -> int:
+        """Queue a command (and wake the workers, on PostgreSQL, when it commits)."""
+        now = to_iso(utcnow())
+        async with self._db.transaction() as tx:
+            command_id = await tx.insert(
+                "INSERT INTO commands (account_id, user_id, kind, payload, status, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (account_id, user_id, kind, json.dumps(payload), PENDING, now, now),
+            )
+            if tx.backend == "postgresql":  # delivered at commit, so a woken worker sees the row
+                await tx.execute("SELECT pg_notify(?, ?)", (SUBMITTED_CHANNEL, str(command_id)))
+        return command_id
+
+    async def get(self, command_id: int) -> Command | None:
+        row = await self._db.fetchone("SELECT * FROM commands WHERE id = ?", (command_id,))
+        return _command(row) if row is not None else None
+
+    async def pending(self, limit: int = 100, *, partitions: Collection[int] | None = None) -> list[Command]:
+        """The oldest commands nobody has claimed yet; `partitions`: only those of accounts in these partitions
+        (`storage.partitions.partition_of`), so a worker never waits behind other workers' commands."""
+        where, params = "status = ?", [PENDING]
+        if partitions is not None:
+            if not partitions:
+                return []
+            where += f" AND (account_id % ?) IN ({', '.join('?' * len(partitions))})"
+            params += [PARTITIONS, *sorted(partitions)]
+        rows = await self._db.fetchall(
+            f"SELECT * FROM commands WHERE {where} ORDER BY id LIMIT ?",  # noqa: S608 - only placeholders
+            (*params, limit),
+        )
+        return [_command(row) for row in rows]
+
+    async def claim(self, command_id: int) -> bool:
+        """Take a pending command; False if another worker took it first."""
+        async with self._db.transaction() as tx:
+            changed = await tx.execute(
+                "UPDATE commands SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (RUNNING, to_iso(utcnow()), command_id, PENDING),
+            )
+        return changed == 1
+
+    async def finish(self, command_id: int, *, ok: bool, result: dict[str, Any]) -> None:
+        """Record the outcome the front is waiting for (and wake it, on PostgreSQL)."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE id = ?",
+                (DONE if ok else FAILED, json.dumps(result), to_iso(utcnow()), command_id),
+            )
+            if tx.backend == "postgresql":
+                await tx.execute("SELECT pg_notify(?, ?)", (FINISHED_CHANNEL, str(command_id)))
+
+    async def requeue_stale(self, account_ids: set[int] | None, *, older_than: timedelta) -> int:
+        """Put back commands left `running` by a worker that died mid-way (a new owner runs them again: every
+        command is safe to repeat). `account_ids` None: any account."""
+        cutoff = to_iso(utcnow() - older_than)
+        rows = await self._db.fetchall(
+            "SELECT id, account_id FROM commands WHERE status = ? AND updated_at < ? ORDER BY id", (RUNNING, cutoff)
+        )
+        ids = [r["id"] for r in rows if account_ids is None or r["account_id"] in account_ids]
+        async with self._db.transaction() as tx:
+            for command_id in ids:
+                await tx.execute(
+                    "UPDATE commands SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
+                    (PENDING, to_iso(utcnow()), command_id, RUNNING),
+                )
+        return len(ids)
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel: str, on_notify: Callable[[str], None]) -> AsyncIterator[bool]:
+        """Call `on_notify(payload)` for each NOTIFY on `channel` while inside; yields whether notifications work
+        at all (False on SQLite, or when PostgreSQL refused: the caller's poll then does all the work)."""
+        connection = getattr(self._db, "connection", None)
+        if self._db.backend != "postgresql" or connection is None:
+            yield False
+            return
+
+        def listener(_conn, _pid, _channel, payload) -> None:
+            on_notify(payload)
+
+        async with connection() as conn:
+            try:
+                await conn.add_listener(channel, listener)
+            except Exception:  # polling still works; say why once
+                logger.warning("LISTEN %s failed; commands are polled only", channel, exc_info=True)
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                with contextlib.suppress(Exception):  # the connection may be gone; it goes back to the pool
+                    await conn.remove_listener(channel, listener)
+
+
+def _command(row: Any) -> Command:
+    return Command(
+        id=row["id"], account_id=row["account_id"], user_id=row["user_id"], kind=row["kind"],
+        payload=json.loads(row["payload"]), status=row["status"],
+        result=json.loads(row["result"]) if row["result"] else None,
+        created_at=from_iso(row["created_at"]), updated_at=from_iso(row["updated_at"]),
+    )

@@ -1,0 +1,133 @@
+"""The command path between a front and its workers (bot/control.py, storage/commands.py), on both backends:
+claimed once, run only by the owner of the account, the outcome (or the user's error) read back by the front,
+an honest answer when no worker answers in time, and LISTEN/NOTIFY waking the worker at once on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from bot.control import POLL_SECONDS, CommandExecutor, RemoteControl, StillRunning
+from bot.services.errors import UserError
+from storage.commands import DONE, PENDING
+from storage.partitions import PARTITIONS, partition_of
+from storage.store import Store
+
+
+class Settings:
+    fill_poll_seconds = 10.0
+    streams = True
+
+
+class Owner:
+    """Owns the partitions of the accounts whose id is in `ids` (and says it owns only those accounts)."""
+
+    def __init__(self, *ids: int) -> None:
+        self.ids = set(ids)
+        self.held = frozenset(partition_of(i) for i in ids)
+
+    def owns(self, account_id: int) -> bool:
+        return account_id in self.ids
+
+
+class EngineSide:
+    """What a worker's LocalControl does, reduced to what these tests look at (which account it acted on)."""
+
+    def __init__(self, refuse: str | None = None) -> None:
+        self.forgotten: list[int] = []
+        self.refuse = refuse
+
+    async def forget_credentials(self, account_id: int) -> None:
+        self.forgotten.append(account_id)
+
+    async def stop_account(self, account_id: int, reason: str, *, cancel: bool):
+        if self.refuse:
+            raise UserError(self.refuse)
+        return {}
+
+
+@pytest.fixture
+async def store(any_database):
+    store = await Store.open(any_database)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_command_is_claimed_by_exactly_one_worker_and_its_outcome_read_back(store):
+    command_id = await store.commands.submit(account_id=3, user_id=7, kind="pause", payload={"strategy_id": 9})
+    claims = await asyncio.gather(*(store.commands.claim(command_id) for _ in range(5)))
+    assert claims.count(True) == 1
+    await store.commands.finish(command_id, ok=True, result={"changed": True})
+    command = await store.commands.get(command_id)
+    assert (command.status, command.result, command.payload) == (DONE, {"changed": True}, {"strategy_id": 9})
+    assert await store.commands.pending() == []
+
+
+async def test_a_worker_runs_only_the_commands_of_the_accounts_it_owns(store):
+    mine = await store.commands.submit(account_id=2, user_id=7, kind="forget_credentials", payload={})
+    other = await store.commands.submit(account_id=3, user_id=7, kind="forget_credentials", payload={})
+    engine = EngineSide()
+    executor = CommandExecutor(store, engine, Owner(2))
+
+    assert await executor.run_pending() == 1
+    await executor.close()
+
+    assert engine.forgotten == [2]
+    assert (await store.commands.get(mine)).status == DONE
+    assert (await store.commands.get(other)).status == PENDING  # left for the worker that owns account 3
+
+
+async def test_a_worker_finds_its_commands_behind_a_crowd_of_other_workers(store):
+    for _ in range(120):  # more than one read's worth, all for an account of another partition
+        await store.commands.submit(account_id=3, user_id=7, kind="forget_credentials", payload={})
+    mine = await store.commands.submit(account_id=2 + PARTITIONS, user_id=7, kind="forget_credentials", payload={})
+    engine = EngineSide()
+    executor = CommandExecutor(store, engine, Owner(2 + PARTITIONS))
+
+    assert await executor.run_pending() == 1
+    await executor.close()
+
+    assert engine.forgotten == [2 + PARTITIONS] and (await store.commands.get(mine)).status == DONE
+
+
+async def test_the_front_gets_the_workers_refusal_as_the_users_message(store):
+    front = RemoteControl(store, None, None, Settings(), wait_seconds=10)
+    executor = CommandExecutor(store, EngineSide(refuse="That account is busy: try again."), Owner(4))
+    executor.start()
+    try:
+        with pytest.raises(UserError, match="That account is busy"):
+            await front.stop_account(4, "stopped by /disconnect", cancel=True)
+    finally:
+        await executor.close()
+
+
+async def test_the_front_says_the_action_is_still_under_way_when_no_worker_answers_in_time(store):
+    front = RemoteControl(store, None, None, Settings(), wait_seconds=0.5, disconnect_wait_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(StillRunning, match="goes on in the background"):
+        await front.stop_account(5, "r", cancel=True)
+    assert 0.5 <= time.monotonic() - started < 3
+    [command] = await store.commands.pending()
+    assert command.account_id == 5  # still queued: the owner runs it when it comes back
+
+
+async def test_on_postgresql_a_notification_wakes_the_worker_before_its_poll(store):
+    if store.db.backend != "postgresql":
+        pytest.skip("SQLite has no notifications: its workers poll")
+    engine = EngineSide()
+    executor = CommandExecutor(store, engine, Owner(6))
+    front = RemoteControl(store, None, None, Settings())
+    executor.start()
+    await front.start()
+    try:
+        await asyncio.sleep(POLL_SECONDS * 1.5)  # the worker is now between two polls, listening
+        started = time.monotonic()
+        await front.stop_account(6, "r", cancel=True)
+        assert time.monotonic() - started < POLL_SECONDS * 0.3
+    finally:
+        await front.close()
+        await executor.close()

@@ -1,0 +1,273 @@
+"""`python -m bot front` and `python -m bot worker` as an operator starts them on PostgreSQL: real processes, only
+the contract's environment, the fake Telegram and fake exchanges. The front never runs the engine: every control
+action goes to the worker as a command and the answer waits for the worker's outcome; alerts the worker queues
+are sent by the front's notifier, once, even across a front restart. Also `migrate`, and the one-line refusals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+from bot.vault import Vault
+from storage.migrations import MIGRATIONS, schema_version
+from storage.store import Store
+from tests.chat_helpers import USER, register
+from tests.databases import fresh_postgres_database
+from tests.plugins.strata import MASTER_KEY
+from tests.test_run_process import run_env, run_to_end
+
+_names = iter(range(1, 1_000_000))
+
+
+class Role:
+    """A running `python -m bot <role>` whose output is drained (and kept) so a chatty log never blocks it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._drain = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls, role: str, env: dict[str, str], cwd: Path) -> Role:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", role, cwd=cwd, env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        return cls(proc)
+
+    async def _read(self) -> None:
+        async for line in self.proc.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    async def wait_for_line(self, text: str, timeout: float = 30.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while text not in self.output:
+            assert self.proc.returncode is None, self.output
+            assert asyncio.get_running_loop().time() < deadline, f"no {text!r} in:\n{self.output}"
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=30)
+        finally:
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+        await self._drain
+        return self.proc.returncode
+
+
+class Chat:
+    """The user's side of the fake Telegram."""
+
+    def __init__(self, tg) -> None:
+        self.tg = tg
+
+    async def send(self, text: str) -> None:
+        self.tg.user_sends(USER, text)
+
+    async def reply(self, contains: str, timeout: float = 30.0):
+        needle = contains.lower()
+        return await self.tg.wait_for_message(
+            USER, timeout=timeout, predicate=lambda record: needle in (record.text or "").lower()
+        )
+
+    async def press(self, message, button: str) -> None:
+        self.tg.press_button(USER, message, button)
+
+
+async def pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path: Path) -> dict[str, str]:
+    prefix = f"r{os.getpid()}_{next(_names)}"
+    main = await fresh_postgres_database(postgres_server, f"{prefix}_main", migrated=False)
+    keys = await fresh_postgres_database(postgres_server, f"{prefix}_keys", migrated=False)
+    return run_env(fake_telegram, fake_exchanges, tmp_path, STRATA_DATABASE_URL=main, STRATA_KEYSTORE_URL=keys,
+                   STRATA_FILL_POLL_SECONDS="0.5")
+
+
+async def test_migrate_prepares_a_fresh_postgres_database_and_key_store(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+
+    code, out, err = await run_to_end("migrate", env=env, cwd=tmp_path)
+
+    assert code == 0, err
+    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
+    try:
+        assert await schema_version(store.db) == len(MIGRATIONS)
+        assert await store.db.has_table("commands")
+    finally:
+        await store.close()
+    assert out.strip() == f"Schema version {len(MIGRATIONS)}; the key store is ready."
+    vault = await Vault.open(env["STRATA_KEYSTORE_URL"], base64.b64decode(MASTER_KEY), expect_existing=False)
+    await vault.close()
+    # Again: nothing left to do, same answer.
+    code, out, _ = await run_to_end("migrate", env=env, cwd=tmp_path)
+    assert code == 0 and str(len(MIGRATIONS)) in out
+    assert not (tmp_path / "data" / "strata.db").exists()
+
+
+async def test_front_and_worker_refuse_sqlite_in_one_line(fake_telegram, fake_exchanges, tmp_path):
+    env = run_env(fake_telegram, fake_exchanges, tmp_path)
+    for role in ("front", "worker"):
+        code, out, err = await run_to_end(role, env=env, cwd=tmp_path)
+        assert code == 2 and out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "STRATA_DATABASE_URL" in lines[0] and "postgresql" in lines[0], err
+    assert not (tmp_path / "data" / "strata.db").exists()
+    assert fake_telegram.sent == []
+
+
+async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_and_restart_the_front(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
+    worker = await Role.start("worker", env, tmp_path)
+    front = await Role.start("front", env, tmp_path)
+    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
+    chat = Chat(fake_telegram)
+    try:
+        await worker.wait_for_line("Strata worker up")
+        await chat.send("/start")
+        await chat.reply("Strata")
+        # Several roles share a host: neither took the data folder's lock.
+        assert not (tmp_path / "data" / "strata.lock").exists()
+
+        # /connect: the front checks and seals the key (it holds the vault, not the engine).
+        binance = fake_exchanges.books["binance"]
+        binance.set_price("BTC/USDT", "50000")
+        api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+        await chat.send("/connect")
+        await chat.press(await chat.reply("Which exchange"), "Binance Spot")
+        await chat.reply("send the")
+        await chat.send(api_key)
+        await chat.reply("Now send")
+        await chat.send(secret)
+        await chat.reply("Connected")
+
+        # /allocate a DCA: the worker runs it (first buy at once) and the front sends its fill alert.
+        await chat.send("/allocate binance dca 100 BTC/USDT every=1d amount=20")
+        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
+        await chat.reply("is running")
+        bought = await chat.reply("Bought", timeout=30)
+        assert "Budget 100.00 USDT" in bought.text
+        [dca] = await store.strategies.list_for_user(USER)
+        assert len(binance.all_orders(api_key)) == 1
+
+        # /pause and /resume: answered once the worker has done it.
+        await chat.send(f"/pause {dca.id}")
+        await chat.reply("paused")
+        assert (await store.strategies.get(dca.id)).status == "paused"
+        await chat.send(f"/resume {dca.id}")
+        await chat.reply("running again")
+        assert (await store.strategies.get(dca.id)).status == "active"
+        # /edit: the worker makes the change under the strategy's lock; the answer shows what it made.
+        await chat.send(f"/edit {dca.id} budget=150 name=core")
+        await chat.press(await chat.reply("Change"), "Confirm change")
+        await chat.reply("changed")
+        edited = await store.strategies.get(dca.id)
+        assert (edited.budget, edited.name) == (Decimal(150), "core")
+        audited = [(e.action, e.outcome) for e in await store.audit.page(user_id=USER, limit=50)]
+        assert audited.count(("edit", "ok")) == 1 and audited.count(("pause", "ok")) == 1, audited
+
+        # The front goes away; the worker goes on and queues a fill alert meanwhile (a Kraken grid's buy fills).
+        kraken = fake_exchanges.books["kraken"]
+        kraken.set_price("BTC/USD", "65000")
+        k_key, k_secret = register(fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
+        await chat.send("/connect")
+        await chat.press(await chat.reply("Which exchange"), "Kraken")
+        await chat.reply("send the")
+        await chat.send(k_key)
+        await chat.reply("Now send")
+        await chat.send(k_secret)
+        await chat.reply("Connected")
+        await chat.send("/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
+        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
+        await chat.reply("is running")
+        await _wait_until(lambda: any(o.side == "buy" and o.price == 62500 for o in kraken.open_orders(k_key)))
+        assert await front.stop() == 0, front.output
+        kraken.set_price("BTC/USD", "62000")
+        await _wait_until_async(lambda: _fill_alert_queued(store, "at 62,500.0 USD"))
+        front = await Role.start("front", env, tmp_path)
+        await chat.reply("at 62,500.0 USD", timeout=30)
+
+        # /stop and sell: the worker sells and the summary shows what the venue recorded.
+        await chat.send(f"/stop {dca.id}")
+        await chat.press(await chat.reply("Keep what it bought"), "Stop and sell")
+        summary = await chat.reply("Realised", timeout=30)
+        assert "Sold" in summary.text or "sold" in summary.text
+        assert (await store.strategies.get(dca.id)).status == "stopped"
+        assert binance.open_orders(api_key) == []
+        sells = [t for t in binance.trades(api_key, "BTC/USDT") if t.side == "sell"]
+        assert len(sells) == 1
+
+        # /disconnect: the worker stops the grid and cancels its resting orders before the front shreds the key.
+        assert kraken.open_orders(k_key)
+        await chat.send("/disconnect kraken")
+        await chat.press(await chat.reply("Disconnect"), "Confirm disconnect")
+        await chat.reply("destroyed", timeout=60)
+        assert kraken.open_orders(k_key) == []
+        assert [a.label for a in await store.accounts.list_for_user(USER)] == ["binance"]
+        await asyncio.sleep(2)  # time for a doubled alert to show
+    finally:
+        await store.close()
+        front_code = await front.stop()
+        worker_code = await worker.stop()
+    assert front_code == 0, front.output
+    assert worker_code == 0, worker.output
+    texts = [m.text or "" for m in fake_telegram.sent if m.chat_id == USER]
+    assert len([t for t in texts if "at 62,500.0 USD" in t and "Bought" in t]) == 1, texts
+    assert len([t for t in texts if "Bought" in t and "BTC/USDT" in t]) == 1, texts
+    for output in (front.output, worker.output):
+        assert "Traceback" not in output
+        assert secret not in output and k_secret not in output
+        assert fake_telegram.token.split(":")[1] not in output
+
+
+async def _fill_alert_queued(store: Store, text: str) -> bool:
+    """The alert is in the outbox, not sent yet (no front is running)."""
+    return any(a.status == "pending" and text in a.text for a in await store.outbox.list_for_chat(USER))
+
+
+async def _wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def _wait_until_async(predicate, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+def test_compose_and_dockerfile_start_only_real_roles_from_the_packaged_code():
+    """Docker is not testable on every machine (README): at least the files name what exists."""
+    import re
+
+    from bot.cli import build_parser
+
+    repo = Path(__file__).resolve().parents[1]
+    roles = set(build_parser()._subparsers._group_actions[0].choices)
+    compose = (repo / "compose.yaml").read_text()
+    commands = re.findall(r'command: \["([a-z-]+)"\]', compose)
+    assert sorted(commands) == ["front", "migrate", "worker", "worker"] and set(commands) <= roles
+    dockerfile = (repo / "Dockerfile").read_text()
+    for package in ("bot", "handlers", "storage"):
+        assert f"COPY {package} ./{package}" in dockerfile
+    assert ".env" in (repo / ".dockerignore").read_text().split()
