@@ -271,3 +271,82 @@ def test_compose_and_dockerfile_start_only_real_roles_from_the_packaged_code():
     for package in ("bot", "handlers", "storage"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert ".env" in (repo / ".dockerignore").read_text().split()
+
+
+async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_one_order_one_alert(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    """`python -m bot front` and two `python -m bot worker` on one PostgreSQL database. The worker running the
+    user's account is SIGKILLed while the DCA's first buy is on the venue but its answer has not come back. The
+    other worker takes the dead one's partitions within 10 s, finds the order by its client order id and records
+    it: exactly one order on the exchange, one fill alert in the chat (sent by the front)."""
+    from storage.partitions import PARTITION_LOCK, PARTITIONS, partition_of
+
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
+    workers = [await Role.start("worker", env, tmp_path) for _ in range(2)]
+    front = await Role.start("front", env, tmp_path)
+    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
+    chat = Chat(fake_telegram)
+    try:
+        for worker in workers:
+            await worker.wait_for_line("Strata worker up")
+
+        async def split_evenly() -> bool:
+            rows = await store.db.fetchall("SELECT held FROM engine_workers ORDER BY worker_id")
+            return [r["held"] for r in rows] == [PARTITIONS // 2] * 2
+
+        await _wait_until_async(split_evenly, timeout=30)
+        await chat.send("/start")
+        await chat.reply("Strata")
+        binance = fake_exchanges.books["binance"]
+        binance.set_price("BTC/USDT", "50000")
+        api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+        await chat.send("/connect")
+        await chat.press(await chat.reply("Which exchange"), "Binance Spot")
+        await chat.reply("send the")
+        await chat.send(api_key)
+        await chat.reply("Now send")
+        await chat.send(secret)
+        await chat.reply("Connected")
+        [account] = await store.accounts.list_for_user(USER)
+
+        binance.inject("hold", path="/api/v3/order", method="POST", seconds=8.0)  # the answer comes too late
+        await chat.send("/allocate binance dca 100 BTC/USDT every=1d amount=20")
+        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
+        await _wait_until(lambda: len(binance.all_orders(api_key)) == 1)
+
+        (owner_id,) = (await store.db.fetchone(
+            "SELECT w.worker_id FROM engine_workers w JOIN pg_locks l ON l.pid = w.backend "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ? AND l.objid = ?",
+            (PARTITION_LOCK, partition_of(account.id)),
+        ))
+        owner_pid = int(owner_id.split(":")[1])
+        [owner] = [w for w in workers if w.proc.pid == owner_pid]
+        [survivor] = [w for w in workers if w is not owner]
+        owner.proc.send_signal(signal.SIGKILL)
+        killed = asyncio.get_running_loop().time()
+        await owner.proc.wait()
+
+        bought = await chat.reply("Bought", timeout=20)
+        took = asyncio.get_running_loop().time() - killed
+        assert took < 10.0, f"the fill alert came {took:.1f} s after the kill"
+        assert "Budget 100.00 USDT" in bought.text
+        await asyncio.sleep(2.0)  # nothing more comes
+        assert len(binance.all_orders(api_key)) == 1
+        orders = await store.orders.in_states(("intent", "sent", "open", "closed", "canceled", "rejected", "unknown"))
+        assert [o.status for o in orders] == ["closed"]
+        assert len(await store.orders.fills_for_strategy(orders[0].strategy_id)) == 1
+        fills = [m for m in fake_telegram.sent if m.chat_id == USER and "Bought" in (m.text or "")]
+        assert len(fills) == 1
+        held = await store.db.fetchall("SELECT held FROM engine_workers")
+        assert sorted(r["held"] for r in held)[-1] == PARTITIONS  # the survivor runs everything now
+        assert survivor.proc.returncode is None
+    finally:
+        await store.close()
+        await front.stop()
+        for worker in workers:
+            if worker.proc.returncode is None:
+                await worker.stop()
+            else:
+                await worker._drain
