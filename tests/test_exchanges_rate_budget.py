@@ -228,6 +228,33 @@ async def test_reads_stop_short_of_the_reserve_that_orders_and_cancels_keep():
     assert clock.slept == []
 
 
+async def test_the_engines_polls_and_backfills_leave_room_for_market_data():
+    """A start-up's fill polls and stream backfills (the engine's private reads, by the thousand) used to take the
+    whole read budget, so a strategy's ticker (a fill's fee valued in quote, say) waited for the next minute, and
+    at each new minute raced the thousands of polls again: bench/engine.py's buying DCAs stalled for minutes."""
+    clock = StepClock()
+    budget = WeightBudget(100, margin=1.0, trade_reserve=0.2, market_reserve=0.25, clock=clock, sleep=clock.sleep)
+    assert (budget.read_limit, budget.engine_read_limit) == (80, 60)
+    for _ in range(6):
+        await budget.acquire(10)  # polls and backfills: up to their limit
+    with pytest.raises(BudgetWait):
+        await budget.acquire(10, release_to_wait=True)
+    await budget.acquire(10, public=True)  # a ticker still goes at once
+    await budget.acquire(10, owner="user:A")  # and so does a user's read (it has its own shares)
+    assert clock.slept == []
+
+
+async def test_market_data_is_the_public_api_of_the_weight_budget():
+    clock = StepClock()
+    budgets = RateBudgets(clock=clock, sleep=clock.sleep, limits={"binance": 100}, margin=1.0)
+    url = "https://api.binance.com/api/v3"
+    with pytest.raises(BudgetWait):  # private engine reads until their share is spent
+        for _ in range(100):
+            await budgets.acquire("binance", "private", url, 1.0, path="order", release_to_wait=True)
+    await budgets.acquire("binance", "public", url, 1.0, path="ticker/24hr", release_to_wait=True)
+    assert clock.slept == []
+
+
 async def test_one_owners_reads_stop_at_their_share_while_others_still_read():
     clock = StepClock()
     budget = WeightBudget(200, margin=1.0, trade_reserve=0.2, user_share=0.25, users_share=0.5,
