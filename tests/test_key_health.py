@@ -18,7 +18,7 @@ from bot.engine.key_health import RETRY_AFTER, KeyHealthMonitor, Verdict
 from storage.accounts import KEY_REJECTED, KEY_UNSAFE
 from tests.chat_helpers import USER, connect_with_key, list_accounts
 from tests.engine_world import open_world
-from tests.test_chat_strategies import allocate_one_line, wait_for_open_orders
+from tests.test_chat_strategies import allocate_one_line, open_orders, wait_for_open_orders
 from tests.test_chat_streams import wait_until
 
 GRID = "/allocate binance grid 500 BTC/USDT low=60000 high=70000 levels=5"
@@ -38,7 +38,9 @@ async def _grid(s, fake_exchanges, **flags):
         s, fake_exchanges, "binance", balances={"USDT": Decimal(5000)}, **flags
     )
     await allocate_one_line(s, GRID)
-    resting = await wait_for_open_orders(fake_exchanges, "binance", api_key)
+    await wait_for_open_orders(fake_exchanges, "binance", api_key)
+    await wait_until(lambda: len(open_orders(fake_exchanges, "binance", api_key)) == 4)  # 2 buys, 2 sells placed
+    resting = open_orders(fake_exchanges, "binance", api_key)
     strategy = (await s.runtime.store.strategies.list_for_user(USER))[-1]
     return account, strategy, api_key, resting
 
