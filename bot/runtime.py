@@ -70,6 +70,18 @@ async def check_startup(settings: Settings) -> None:
         await store.close()
 
 
+async def open_stores_and_gateway(settings: Settings) -> tuple[Store, Vault, ExchangeGateway]:
+    """What every role opens first, in this order: the main database (not migrated until the master key has
+    opened the key store, so a wrong key changes nothing), the vault, the migration, the exchange gateway."""
+    ensure_private_dir(settings.data_dir)
+    store = await Store.open(settings.database, migrate_schema=False)
+    vault = await open_vault(settings, store)
+    await store.migrate()
+    gateway = ExchangeGateway.from_settings(settings)
+    gateway.attach_paper(store.paper)
+    return store, vault, gateway
+
+
 class Runtime:
     """The services bundle shared by all handlers (one per process).
 
@@ -105,12 +117,7 @@ class Runtime:
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
         self.bot = bot
-        ensure_private_dir(self.settings.data_dir)
-        self.store = await Store.open(self.settings.database, migrate_schema=False)
-        self.vault = await open_vault(self.settings, self.store)
-        await self.store.migrate()
-        self.gateway = ExchangeGateway.from_settings(self.settings)
-        self.gateway.attach_paper(self.store.paper)
+        self.store, self.vault, self.gateway = await open_stores_and_gateway(self.settings)
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()
         if self.role == "run":
@@ -188,12 +195,7 @@ class WorkerRuntime:
         self.commands: CommandExecutor | None = None
 
     async def start(self) -> None:
-        ensure_private_dir(self.settings.data_dir)
-        self.store = await Store.open(self.settings.database, migrate_schema=False)
-        self.vault = await open_vault(self.settings, self.store)
-        await self.store.migrate()
-        self.gateway = ExchangeGateway.from_settings(self.settings)
-        self.gateway.attach_paper(self.store.paper)
+        self.store, self.vault, self.gateway = await open_stores_and_gateway(self.settings)
         if self.ownership is None and self.store.db.backend == "postgresql":
             self.ownership = self._leases = await PartitionLeases.start(self.store.db)
             # The per-IP request weight is shared by the workers of this host, through the database.
