@@ -14,8 +14,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
-
 from bot.engine.key_health import RETRY_AFTER, KeyHealthMonitor, Verdict
 from storage.accounts import KEY_REJECTED, KEY_UNSAFE
 from tests.chat_helpers import USER, connect_with_key, list_accounts
@@ -242,7 +240,6 @@ async def test_paper_accounts_are_never_checked_and_checks_are_spread_over_the_p
         await world.close()
 
 
-@pytest.mark.sqlite_only  # on PostgreSQL a second concurrent check_now sometimes checks again (2 of 4 runs)
 async def test_check_now_asked_many_times_at_once_checks_once(tmp_path, fake_exchanges):
     world = await open_world(tmp_path, fake_exchanges.exchange_urls)
     try:
@@ -251,6 +248,30 @@ async def test_check_now_asked_many_times_at_once_checks_once(tmp_path, fake_exc
         verdicts = await asyncio.gather(*(world.engine.key_health.check_now(account_id) for _ in range(20)))
         assert sorted(verdicts).count(Verdict.HEALTHY) == 1 and verdicts.count(Verdict.SKIPPED) == 19
         assert _sapi_calls(fake_exchanges, "burst") == 1
+    finally:
+        await world.close()
+
+
+async def test_check_now_calls_at_once_check_once_even_when_the_database_answers_slowly(tmp_path, fake_exchanges):
+    """The race the PostgreSQL pass found under load: a call that read "never checked" and then waited on a slow
+    database must not check again after another call already checked and finished. Here the database answers
+    late on purpose (every read of the last check takes 0.3 s more), which made the race happen every time."""
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        fake_exchanges.books["binance"].add_key("slow-db", "s")
+        account_id = await world.connect(USER, "binance", "slow-db", "s")
+        store = world.engine.ctx.store
+        read_last_check = store.key_health.get
+
+        async def slow_read(account: int):
+            row = await read_last_check(account)
+            await asyncio.sleep(0.3)
+            return row
+
+        store.key_health.get = slow_read
+        verdicts = await asyncio.gather(*(world.engine.key_health.check_now(account_id) for _ in range(8)))
+        assert verdicts.count(Verdict.HEALTHY) == 1 and verdicts.count(Verdict.SKIPPED) == 7, verdicts
+        assert _sapi_calls(fake_exchanges, "slow-db") == 1
     finally:
         await world.close()
 

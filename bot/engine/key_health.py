@@ -91,6 +91,8 @@ class KeyHealthMonitor:
         self.tick_interval = tick
         self._checking: set[int] = set()
         self._at_once = asyncio.Semaphore(CHECK_NOW_AT_ONCE)
+        #: One lock per account with `check_now` calls in flight, and how many calls hold or wait for it.
+        self._check_now_locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
     @property
     def checker(self) -> KeyChecker:
@@ -113,16 +115,31 @@ class KeyHealthMonitor:
         return len(due)
 
     async def check_now(self, account_id: int) -> Verdict:
-        """Check one account's key at once (e.g. its stream ended unexpectedly), unless it was just checked."""
-        async with self._at_once:  # read inside: a call that waited its turn sees what the others found
-            account = await self.ctx.store.accounts.get(account_id)
-            if account is None or not self._checkable(account) or not self.ctx.owns(account_id):
-                return Verdict.SKIPPED
-            row = await self.ctx.store.key_health.get(account_id)
-            since = _ms(self.ctx.clock()) - row.checked_ms if row is not None and row.checked_ms is not None else None
-            if since is not None and since < _ms_of(CHECK_NOW_SPACING):
-                return Verdict.SKIPPED
-            return await self.check(account)
+        """Check one account's key at once (e.g. its stream ended unexpectedly), unless it was just checked.
+
+        Calls for one account take turns: each reads when the key was last checked only after the one before it
+        has written its answer, so twenty calls at once make one request to the venue, on any database."""
+        lock, users = self._check_now_locks.get(account_id, (asyncio.Lock(), 0))
+        self._check_now_locks[account_id] = (lock, users + 1)
+        try:
+            async with lock, self._at_once:
+                return await self._check_now(account_id)
+        finally:
+            lock, users = self._check_now_locks[account_id]
+            if users == 1:
+                del self._check_now_locks[account_id]
+            else:
+                self._check_now_locks[account_id] = (lock, users - 1)
+
+    async def _check_now(self, account_id: int) -> Verdict:
+        account = await self.ctx.store.accounts.get(account_id)
+        if account is None or not self._checkable(account) or not self.ctx.owns(account_id):
+            return Verdict.SKIPPED
+        row = await self.ctx.store.key_health.get(account_id)
+        since = _ms(self.ctx.clock()) - row.checked_ms if row is not None and row.checked_ms is not None else None
+        if since is not None and since < _ms_of(CHECK_NOW_SPACING):
+            return Verdict.SKIPPED
+        return await self.check(account)
 
     async def check(self, account: Account) -> Verdict:
         """Check one account's key and act on what the venue says (see the module docstring)."""
