@@ -32,6 +32,7 @@ from bot.summary import DailySummary
 from bot.vault import Vault
 from bot.vault import where as _where
 from storage.files import ensure_private_dir
+from storage.key_nonces import SharedKeyNonces
 from storage.partitions import AllPartitions, PartitionLeases
 from storage.store import Store
 
@@ -79,6 +80,8 @@ async def open_stores_and_gateway(settings: Settings) -> tuple[Store, Vault, Exc
     await store.migrate()
     gateway = ExchangeGateway.from_settings(settings)
     gateway.attach_paper(store.paper)
+    if store.db.backend == "postgresql":  # a front and workers may sign with one Kraken key at once
+        gateway.pool.shared_nonces = SharedKeyNonces(store.db)
     return store, vault, gateway
 
 

@@ -313,6 +313,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX commands_by_status ON commands (status, id);
     """,
+    # The last nonce used with each Kraken key by any process (storage/key_nonces.py; PostgreSQL only: on
+    #    SQLite one process counts them in memory). `kid` is the key's short hash, never the key.
+    """
+    CREATE TABLE key_nonces (
+        kid         TEXT PRIMARY KEY,
+        last_nonce  INTEGER NOT NULL
+    );
+    """,
 ]
 
 

@@ -58,19 +58,19 @@ async def test_a_stopped_or_paused_strategy_keeps_no_running_line(strata, fake_e
     await strata.next_reply(USER, contains="Bought", timeout=15)
     await strata.send(USER, "/status 1")
     running = await strata.next_reply(USER, contains="#1 DCA")
-    assert "waiting" in running.text  # the note of a running DCA: when it buys next
+    assert "next buy at" in running.text  # the note of a running DCA: when it buys next (also before its fill)
     await strata.send(USER, "/pause 1")
     await strata.next_reply(USER, contains="paused")
     await strata.send(USER, "/status 1")
     paused = await strata.next_reply(USER, contains="#1 DCA")
-    assert "waiting" not in paused.text and "next run" not in paused.text and "paused by you" in paused.text
+    assert "next buy" not in paused.text and "next run" not in paused.text and "paused by you" in paused.text
     await strata.send(USER, "/stop 1")
     confirm = await strata.next_reply(USER, contains="Keep what it bought")
     await strata.press(USER, confirm, "Stop and keep")
     await strata.next_reply(USER, contains="stopped;")
     await strata.send(USER, "/status")
     stopped = await strata.next_reply(USER, contains="Your strategies")
-    assert "stopped" in stopped.text and "waiting" not in stopped.text and "next run" not in stopped.text
+    assert "stopped" in stopped.text and "next buy" not in stopped.text and "next run" not in stopped.text
 
 
 async def test_status_with_an_id_shows_that_strategy_in_detail(strata, fake_exchanges):

@@ -53,9 +53,12 @@ async def _setup(s, fake_exchanges) -> dict[int, str]:
         strategy_id = (await service.confirm(preview)).strategy_id
         names[strategy_id] = name
     await _wait_for_first_orders(s, names)
-    dcas = sum(1 for _, kind in plan if kind == "dca")
-    for _ in range(dcas):  # every fill alert delivered: none arrives between a command and its answer later
-        await s.next_reply(USER, contains=": filled", timeout=30)
+    # Every fill alert delivered (each DCA's first buy, each grid's start purchase), so none arrives between a
+    # command and its answer later.
+    filled: set[int] = set()
+    while len(filled) < len(names):
+        alert = await s.next_reply(USER, contains=": filled", timeout=30)
+        filled.update(i for i in names if f"#{i} " in alert.plain_text)
     for index, strategy_id in enumerate(sorted(names)):
         if index % 5 == 4:
             await service.pause(USER, strategy_id)

@@ -123,6 +123,14 @@ def test_a_run_before_the_next_slot_buys_nothing():
     assert decision.orders == () and decision.status.startswith("waiting: next buy at")
 
 
+def test_a_placed_buy_says_when_the_next_one_is_due():
+    params = DCA.parse_params({"every": "1d", "amount": "10"})
+    first = snapshot_at(0)
+    decision = DCA.decide(first, DCA.initial_state(params, first.now), Budget(Decimal(100)), params)
+    assert len(decision.orders) == 1
+    assert decision.status == f"bought; next buy at {first.now + DAY:%Y-%m-%d %H:%M:%S} UTC"
+
+
 def test_a_rerun_on_the_old_state_after_a_crash_gives_the_same_tag():
     params = DCA.parse_params({"every": "1d", "amount": "10"})
     snap = snapshot_at(5)

@@ -17,6 +17,8 @@ endpoint, and every response's headers are shown to the budget (`X-MBX-USED-WEIG
 What differs by venue (ccxt class and options, testnet, per-key nonces) is its adapter's (`bot.exchanges.venues`).
 Kraken nonces are per key and must strictly increase: one key's private calls are serialised by a per-key
 lock, and the nonce comes from a per-key source shared by all slots instead of ccxt's per-instance counter.
+With a front and workers on PostgreSQL, several processes sign with one key: `shared_nonces`
+(`storage.key_nonces`) makes them take turns and carries the last nonce from one process to the next.
 
 Configuration: `STRATA_EXCHANGE_URLS` moves the origin of every URL in `urls['api']` (path kept);
 `STRATA_SANDBOX=1` switches binance/binanceusdm to ccxt's testnet URLs (Kraken has no testnet: refused),
@@ -34,7 +36,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -44,6 +46,9 @@ import certifi
 from bot.exchanges.rate_budget import RateBudgets
 from bot.exchanges.venues import VenueAdapter, connectable, find
 from bot.secret import Credentials
+
+if TYPE_CHECKING:
+    from storage.key_nonces import SharedKeyNonces
 
 DEFAULT_POOL_SIZE = 4
 DEFAULT_TIMEOUT_MS = 10_000
@@ -89,6 +94,14 @@ class KeyNonces:
         value = max(self._clock_ms(), self._last.get(kid, 0) + 1)
         self._last[kid] = value
         return value
+
+    def last(self, kid: str) -> int:
+        """The last nonce handed out for this key (0: none yet)."""
+        return self._last.get(kid, 0)
+
+    def lift(self, kid: str, floor: int) -> None:
+        """Never hand out a nonce at or below `floor` again (another process used it: `storage.key_nonces`)."""
+        self._last[kid] = max(self._last.get(kid, 0), floor)
 
     def bump(self, kid: str, ms: int = 1_000) -> None:
         """Jump this key's nonce ahead (resync after `EAPI:Invalid nonce`)."""
@@ -170,6 +183,7 @@ class ClientPool:
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
         budgets: RateBudgets | None = None,
         nonces: KeyNonces | None = None,
+        shared_nonces: SharedKeyNonces | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("pool size must be at least 1")
@@ -179,6 +193,8 @@ class ClientPool:
         self._timeout_ms = timeout_ms
         self.budgets = budgets if budgets is not None else RateBudgets()
         self.nonces = nonces if nonces is not None else KeyNonces()
+        #: On PostgreSQL: per-key nonces shared by every process (`storage.key_nonces`); closed with the pool.
+        self.shared_nonces = shared_nonces
         self._venues: dict[str, _Venue] = {}
         self._session: aiohttp.ClientSession | None = None
         self._stream_session: aiohttp.ClientSession | None = None
@@ -327,7 +343,7 @@ class ClientPool:
         per_key_nonce = self.check_venue(venue).nonce_per_key
         async with AsyncExitStack() as stack:
             if per_key_nonce:
-                await stack.enter_async_context(self._key_lock(venue, kid))
+                await stack.enter_async_context(self._key_turn(venue, kid))
             slot = self._pick_slot(state)
             await stack.enter_async_context(slot.lock)
             exchange = slot.exchange
@@ -342,6 +358,21 @@ class ClientPool:
                 yield exchange
             finally:
                 _unbind(exchange)
+
+    @asynccontextmanager
+    async def _key_turn(self, venue: str, kid: str) -> AsyncIterator[None]:
+        """One key's signed calls one at a time: in this process (a lock) and, with `shared_nonces`, in every
+        process signing with it, each turn's nonces above the last one anyone used."""
+        async with self._key_lock(venue, kid):
+            if self.shared_nonces is None:
+                yield
+                return
+            async with self.shared_nonces.turn(kid) as turn:
+                self.nonces.lift(kid, turn.last)
+                try:
+                    yield
+                finally:
+                    turn.last = self.nonces.last(kid)
 
     def _key_lock(self, venue: str, kid: str) -> asyncio.Lock:
         lock = self._key_locks.get((venue, kid))
@@ -372,6 +403,8 @@ class ClientPool:
         instances = [exchange for venue in list(self._venues) for exchange in self.instances(venue)]
         self._venues.clear()
         await asyncio.gather(*(exchange.close() for exchange in instances), return_exceptions=True)
+        if self.shared_nonces is not None:
+            await self.shared_nonces.close()
         if self._stream_session is not None:
             stream_session, self._stream_session = self._stream_session, None
             await stream_session.close()

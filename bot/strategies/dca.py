@@ -116,7 +116,10 @@ class Dca(Strategy):
         last = left_after <= 0 or left_after < minimum
         new_state = replace(state, last_slot=slot, buys=state.buys + 1, finished=last)
         order = DesiredOrder(snapshot.symbol, "buy", "market", tag=_tag(state, slot), cost=cost)
-        status = "finished: last buy placed, the budget is used" if last else f"bought for slot {slot}"
+        if last:
+            status = "finished: last buy placed, the budget is used"
+        else:  # /status says when it buys next from the moment this buy is placed, not only after its fill
+            status = f"bought; next buy at {self._slot_time(new_state, params, slot + 1):%Y-%m-%d %H:%M:%S} UTC"
         return Decision((order,), new_state, status, finished=last)
 
     def on_fill(self, state: DcaState, fill: Fill, params: Params) -> FillUpdate:
