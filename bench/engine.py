@@ -64,6 +64,7 @@ from bench._common import (
     weight_per_minute,
     weight_per_sliding_minute,
 )
+from bot import memory
 from bot.engine.context import utc_now
 from bot.engine.runner import RunResult
 from storage.models import dumps
@@ -186,7 +187,7 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
                 if last_report - t_start > 30 and not dumped:  # a straggler: show where its run waits
                     dumped = True
                     for task in [t for t in asyncio.all_tasks() if t.get_name().startswith("strategy:")][:3]:
-                        task.print_stack(limit=30, file=sys.stderr)
+                        say(f"{task.get_name()} waits in: {' <- '.join(_awaiting(task))}")
         cpu_bot, cpu_fakes = cpu_seconds() - cpu_bot, cpu_seconds(fakes.process.pid) - cpu_fakes
         wall = time.time() - t_start
         first_of_round = [r for r in runs if first_run.get(r[0]) == r[1]]
@@ -249,6 +250,18 @@ async def measure(data_dir: Path, urls: str, fakes, window: float) -> dict[str, 
         await world.close()
 
 
+def _awaiting(task: asyncio.Task) -> list[str]:
+    """Where a task waits: its coroutine and every coroutine it awaits, innermost last (file:line function)."""
+    chain, coro = [], task.get_coro()
+    while coro is not None and getattr(coro, "cr_frame", None) is not None:
+        frame = coro.cr_frame
+        chain.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = coro.cr_await
+    if coro is not None:
+        chain.append(repr(coro)[:120])
+    return chain
+
+
 async def main_async(args: argparse.Namespace, fakes) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="strata-bench-engine-") as tmp:
         data_dir = Path(tmp)
@@ -297,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
 
         workers_main(args)
         return
+    memory.enable()  # the engine as `python -m bot run` or `worker` runs it (bot/memory.py)
     fakes = start_fakes(args.accounts)
     try:
         say(f"fakes in process {fakes.process.pid}; bench process {pin_to_two_cores()}")

@@ -53,6 +53,7 @@ from bench._common import (
     say,
     start_fakes,
 )
+from bot import memory
 from bot.engine.context import utc_now
 from bot.exchanges.rate_budget import SharedIpBudget
 from storage.models import dumps
@@ -290,5 +291,6 @@ async def child(database: str, data_dir: Path, urls: str, workers: int, real_wei
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
+        memory.enable()  # an engine worker, as `python -m bot worker` runs it
         database, data_dir, urls, workers, weight = sys.argv[2:7]
         asyncio.run(child(database, Path(data_dir), urls, int(workers), weight == "real"))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from telegram.error import InvalidToken, TelegramError
 
+from bot import memory
 from bot.config import ConfigError, load_settings
 from bot.hardening import disable_core_dumps
 from bot.redaction import configure_logging, redact, register_secret
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     disable_core_dumps()
+    if args.command in ("run", "front", "worker", "demo"):
+        memory.enable()  # a long-running process: keep the collector off what it loads once (bot/memory.py)
     try:
         if args.command == "run":
             return _run()

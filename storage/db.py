@@ -224,6 +224,9 @@ def sqlite_path(target: str | Path) -> Path:
     return Path(target)
 
 
+WAL_ATTEMPTS = 50
+
+
 async def connect(target: str | Path) -> Database:
     """Open a database without migrating: PostgreSQL for a `postgresql://` URL, else a SQLite file.
 
@@ -238,7 +241,27 @@ async def connect(target: str | Path) -> Database:
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
     await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA journal_mode = WAL")
+    await _use_wal(conn)
     await conn.execute("PRAGMA synchronous = NORMAL")
     await conn.execute("PRAGMA foreign_keys = ON")
     return SqliteDatabase(conn, path)
+
+
+async def _use_wal(conn: aiosqlite.Connection) -> None:
+    """Switch the file to WAL (once: the mode is stored in the file). Two processes opening a new file at the
+    same moment (engine workers, tests' children) may both try; SQLite can answer the loser "database is locked"
+    at once, without its busy timeout, so it looks again shortly: by then the file is in WAL."""
+    for attempt in range(WAL_ATTEMPTS):
+        try:
+            if await _journal_mode(conn) == "wal" or await _journal_mode(conn, "WAL") == "wal":
+                return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == WAL_ATTEMPTS - 1:
+                raise
+        await asyncio.sleep(0.05)
+    raise sqlite3.OperationalError("could not switch the database to WAL mode")
+
+
+async def _journal_mode(conn: aiosqlite.Connection, new: str | None = None) -> str:
+    rows = await conn.execute_fetchall("PRAGMA journal_mode" + (f" = {new}" if new else ""))
+    return str(rows[0][0]).lower()

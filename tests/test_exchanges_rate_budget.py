@@ -20,6 +20,7 @@ from bot.exchanges.rate_budget import (
     WeightBudget,
     binance_weight,
     charged_to,
+    decision_read,
     trading_call,
 )
 from bot.sandbox.binance import VENUE_KEY
@@ -228,19 +229,57 @@ async def test_reads_stop_short_of_the_reserve_that_orders_and_cancels_keep():
     assert clock.slept == []
 
 
-async def test_the_engines_polls_and_backfills_leave_room_for_market_data():
-    """A start-up's fill polls and stream backfills (the engine's private reads, by the thousand) used to take the
-    whole read budget, so a strategy's ticker (a fill's fee valued in quote, say) waited for the next minute, and
-    at each new minute raced the thousands of polls again: bench/engine.py's buying DCAs stalled for minutes."""
+async def test_the_engines_background_reads_leave_room_for_what_decisions_wait_on():
+    """A start-up's fill polls and stream backfills (the engine's background reads, by the thousand) used to take
+    the whole read budget, so a strategy's ticker, or the balance a DCA reads before its buy, waited for the next
+    minute: bench/engine.py's buying DCAs stalled behind 1,000 accounts' backfills."""
     clock = StepClock()
-    budget = WeightBudget(100, margin=1.0, trade_reserve=0.2, market_reserve=0.25, clock=clock, sleep=clock.sleep)
+    budget = WeightBudget(
+        100, margin=1.0, trade_reserve=0.2, foreground_reserve=0.25, clock=clock, sleep=clock.sleep
+    )
     assert (budget.read_limit, budget.engine_read_limit) == (80, 60)
     for _ in range(6):
         await budget.acquire(10)  # polls and backfills: up to their limit
     with pytest.raises(BudgetWait):
         await budget.acquire(10, release_to_wait=True)
-    await budget.acquire(10, public=True)  # a ticker still goes at once
+    await budget.acquire(10, foreground=True)  # a ticker or a decision's balance still goes at once
     await budget.acquire(10, owner="user:A")  # and so does a user's read (it has its own shares)
+    assert clock.slept == []
+
+
+async def test_a_waiting_decision_read_goes_before_background_reads_at_the_next_minute():
+    clock = StepClock()
+
+    async def slow_sleep(seconds: float) -> None:  # a sleeper wakes a few loop turns after its time came
+        await clock.sleep(seconds)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    budget = WeightBudget(100, margin=1.0, trade_reserve=0.2, foreground_reserve=0.5, clock=clock, sleep=slow_sleep)
+    for _ in range(8):
+        await budget.acquire(10, foreground=True)  # the minute's reads are spent
+    order: list[str] = []
+
+    async def read(name: str, **kind) -> None:
+        await budget.acquire(10, **kind)
+        order.append(name)
+
+    decision = asyncio.create_task(read("decision", foreground=True))
+    await asyncio.sleep(0)  # it waits for the next minute; the minute comes while it still sleeps
+    background = asyncio.create_task(read("backfill"))
+    await asyncio.gather(decision, background)
+    assert order == ["decision", "backfill"]
+
+
+async def test_a_balance_read_before_an_order_is_a_decision_read_of_the_venue_budget():
+    clock = StepClock()
+    budgets = RateBudgets(clock=clock, sleep=clock.sleep, limits={"binance": 100}, margin=1.0)
+    url = "https://api.binance.com/api/v3"
+    with pytest.raises(BudgetWait):  # background reads stop at their share
+        for _ in range(100):
+            await budgets.acquire("binance", "private", url, 1.0, path="account", release_to_wait=True)
+    with decision_read():
+        await budgets.acquire("binance", "private", url, 1.0, path="account", release_to_wait=True)
     assert clock.slept == []
 
 

@@ -27,6 +27,7 @@ from bot.engine.crash_hook import crash_point
 from bot.engine.intents import OrderDesk, client_order_id
 from bot.engine.risk import Ledger, MarketRules, Refused
 from bot.exchanges.errors import Action, ExchangeFailure
+from bot.exchanges.rate_budget import decision_read
 from bot.exchanges.venues import adapter
 from bot.strategies import STRATEGIES
 from bot.strategies.base import Candle, DesiredOrder, MarketInfo, MarketSnapshot
@@ -134,7 +135,8 @@ class StrategyRunner:
                         return decided
                 read_for = strategy
                 creds = await self.ctx.credentials(account)
-                lines = await self.ctx.gateway.fetch_balance(account.venue, creds)
+                with decision_read():  # the order waits on it: ahead of the engine's background reads
+                    lines = await self.ctx.gateway.fetch_balance(account.venue, creds)
                 balance = read_for, {asset: line.free for asset, line in lines.items()}
         except ExchangeFailure as failure:
             return await self._on_failure(strategy, account, failure)

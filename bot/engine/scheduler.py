@@ -52,6 +52,7 @@ from bot.engine.streams import SWEEP_SECONDS, FillStreams
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.key_check import KeyChecker, KeyRejected
 from bot.exchanges.venues import adapter
+from bot.memory import freeze_long_lived
 from bot.strategies.base import DesiredOrder
 from bot.vault import CredentialUnreadable
 from storage.accounts import KEY_REJECTED, KEY_UNSAFE
@@ -67,8 +68,10 @@ JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1
 SLOT_BATCH = 500
 #: Retry a run that failed on a transient exchange problem after this long.
 RETRY_DELAY = timedelta(seconds=30)
-#: Share of a venue's per-minute request budget the fill poller may plan to use (the rest is for trading).
-POLL_BUDGET_SHARE = 0.6
+#: Share of a venue's per-minute request budget the fill poller may plan to use: within what the engine's
+#: background reads may spend (`bot.exchanges.rate_budget`: 90 % margin × 80 % reads × 50 % background = 36 %);
+#: the rest is for trading and for what decisions wait on.
+POLL_BUDGET_SHARE = 0.35
 #: How long a control action waits for a send under way (a send is bounded by the client's timeout, 10 s);
 #: one still under way after this is reported unconfirmed and watched.
 SEND_WAIT_SECONDS = 30.0
@@ -199,6 +202,7 @@ class Engine:
             self.ctx.preload_live_orders(await self.store.orders.in_states(LIVE), [s.id for s in strategies])
             for strategy in strategies:
                 self.schedule(strategy.id, strategy.next_run, spread=True)
+        freeze_long_lived()
         self.scheduler.add_job(
             self._owned, "interval", args=[self.retry_rejected_keys], seconds=KEY_RETRY_INTERVAL.total_seconds(),
             id=KEY_RETRY_JOB, replace_existing=True, **JOB_DEFAULTS,

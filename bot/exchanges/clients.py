@@ -45,6 +45,7 @@ import certifi
 
 from bot.exchanges.rate_budget import RateBudgets
 from bot.exchanges.venues import VenueAdapter, connectable, find
+from bot.memory import freeze_long_lived
 from bot.secret import Credentials
 
 if TYPE_CHECKING:
@@ -316,6 +317,7 @@ class ClientPool:
             await state.master.load_markets(reload)
             for slot in state.slots:
                 slot.exchange.set_markets_from_exchange(state.master)
+            freeze_long_lived()  # the markets live as long as the pool
 
     def _pick_slot(self, state: _Venue) -> _Slot:
         for slot in state.slots:

@@ -25,11 +25,13 @@ Fair shares (one user must not make everyone's orders wait for the next minute):
 - **Per-user reads.** Reads made for a user (`charged_to("user:<id>")`, set by the services around e.g.
   `/accounts`) may use at most `user_share` (25 %) of the read budget per minute each, and all users' reads
   together `users_share` (50 %): the engine's own reads (fill polling, reconciliation) keep the rest.
-- **Market data before the engine's background reads.** The engine's own private reads (fill polls, stream
-  backfills, reconciliation: no owner) stop `market_reserve` (10 %) short of the read budget; public market data
-  (tickers, candles) may use all of it. A start-up polls and backfills every account at once, and without that
-  room a strategy's ticker waited for the next minute and then raced thousands of polls again (bench/engine.py's
-  buying DCAs stalled for minutes).
+- **What a decision waits on before the engine's background reads.** The engine's background reads (fill
+  polls, stream backfills, reconciliation: private, no owner) stop `foreground_reserve` (50 %) short of the read
+  budget; the reads a strategy's decision waits on may use all of it: public market data (tickers, candles) and
+  the balance a strategy reads before it places an order (`decision_read()`). While such a read waits for room,
+  background reads wait behind it, so at a new minute it goes first. A start-up backfills every account at once
+  (1,000 Binance accounts: 12,000 weight, two minutes of budget), and without that room the strategies due at
+  that moment waited a minute behind them (bench/engine.py's buying DCAs stalled, ticker or balance).
 - **Shared by the workers of one address** (engine workers, issue 22): a budget given a `lease` (see
   `RateBudgets(shared=…)`, backed by `storage.ip_budgets`) charges its requests against weight leased in
   chunks (`LEASE_CHUNK`) from a count all those workers share, so together they stay within the one limit the
@@ -62,7 +64,7 @@ Sleep = Callable[[float], Awaitable[None]]
 #: Defaults for `RateBudgets`: the share of the safe limit only trading calls may use, and the shares of the
 #: read budget one user's reads, and all users' reads together, may use per minute.
 TRADE_RESERVE = 0.2
-MARKET_RESERVE = 0.1
+FOREGROUND_RESERVE = 0.5
 USER_SHARE = 0.25
 USERS_SHARE = 0.5
 #: A read that would fit while a trading call is still waiting looks again this soon, after the trade went.
@@ -81,6 +83,7 @@ logger = logging.getLogger(__name__)
 
 _trading: ContextVar[bool] = ContextVar("strata_trading_call", default=False)
 _owner: ContextVar[str | None] = ContextVar("strata_budget_owner", default=None)
+_decision: ContextVar[bool] = ContextVar("strata_decision_read", default=False)
 
 
 @contextmanager
@@ -91,6 +94,17 @@ def trading_call() -> Iterator[None]:
         yield
     finally:
         _trading.reset(token)
+
+
+@contextmanager
+def decision_read() -> Iterator[None]:
+    """Reads made inside are what a strategy's decision waits on (its balance before an order): they go with
+    market data, ahead of the engine's background reads."""
+    token = _decision.set(True)
+    try:
+        yield
+    finally:
+        _decision.reset(token)
 
 
 @contextmanager
@@ -120,7 +134,7 @@ class WeightBudget:
         *,
         margin: float = 0.9,
         trade_reserve: float = 0.0,
-        market_reserve: float = 0.0,
+        foreground_reserve: float = 0.0,
         user_share: float = 1.0,
         users_share: float = 1.0,
         clock: Clock = time.time,
@@ -130,16 +144,17 @@ class WeightBudget:
     ) -> None:
         if not 0 < margin <= 1:
             raise ValueError("margin must be in (0, 1]")
-        if not 0 <= trade_reserve < 1 or not 0 <= market_reserve < 1:
-            raise ValueError("trade_reserve and market_reserve must be in [0, 1)")
+        if not 0 <= trade_reserve < 1 or not 0 <= foreground_reserve < 1:
+            raise ValueError("trade_reserve and foreground_reserve must be in [0, 1)")
         if not 0 < user_share <= 1 or not 0 < users_share <= 1:
             raise ValueError("the shares must be in (0, 1]")
         self.limit_per_minute = limit_per_minute
         self.safe_limit = max(1, int(limit_per_minute * margin))
         #: What reads may use: the safe limit minus the reserve kept for orders and cancels.
         self.read_limit = max(1, int(self.safe_limit * (1 - trade_reserve)))
-        #: What the engine's own private reads (polls, backfills) may use: the rest is kept for market data.
-        self.engine_read_limit = max(1, int(self.read_limit * (1 - market_reserve)))
+        #: What the engine's background reads (polls, backfills) may use: the rest is kept for what decisions
+        #: wait on (market data, a balance before an order).
+        self.engine_read_limit = max(1, int(self.read_limit * (1 - foreground_reserve)))
         self.user_limit = max(1, int(self.read_limit * user_share))
         self.users_limit = max(1, int(self.read_limit * users_share))
         self._clock = clock
@@ -150,6 +165,7 @@ class WeightBudget:
         self._by_owner: dict[str, int] = {}  # this window's read weight per owner
         self._blocked_until = 0.0
         self._trades_waiting = 0
+        self._foreground_waiting = 0
         self.waits = 0
         self.requests = 0
         self._lease = lease
@@ -171,7 +187,7 @@ class WeightBudget:
             self._allowance = self._seen_used = 0
             self._by_owner.clear()
 
-    def _delay(self, weight: int, trading: bool, owner: str | None, public: bool = False) -> float | None:
+    def _delay(self, weight: int, trading: bool, owner: str | None, foreground: bool = False) -> float | None:
         """None if the request may go now, else how long to wait before looking again."""
         self._roll()
         now = self._clock()
@@ -182,7 +198,8 @@ class WeightBudget:
         # A request heavier than its whole allowance still goes out when nothing of it was used yet.
         if trading:
             return None if used == 0 or used + weight <= self.safe_limit else next_window
-        limit = self.engine_read_limit if owner is None and not public else self.read_limit
+        background = owner is None and not foreground
+        limit = self.engine_read_limit if background else self.read_limit
         fits = used == 0 or used + weight <= limit
         if owner is not None:
             mine = self._by_owner.get(owner, 0)
@@ -191,33 +208,34 @@ class WeightBudget:
             fits = fits and (users == 0 or users + weight <= self.users_limit)
         if not fits:
             return next_window
-        return _TRADES_FIRST_SECONDS if self._trades_waiting else None
+        return _TRADES_FIRST_SECONDS if self._trades_waiting or (background and self._foreground_waiting) else None
 
     async def acquire(
         self, weight: int, *, trading: bool = False, owner: str | None = None, release_to_wait: bool = False,
-        public: bool = False,
+        foreground: bool = False,
     ) -> None:
         """Charge `weight`, first waiting while it does not fit its class's share or the server asked to wait.
 
-        A read with `release_to_wait` raises `BudgetWait` instead of waiting; `public`: market data.
+        A read with `release_to_wait` raises `BudgetWait` instead of waiting; `foreground`: market data or a read a
+        decision waits on (see the module docstring).
         """
-        queued = False
+        queued = None
         try:
             while True:
-                delay = self._delay(weight, trading, owner, public)
+                delay = self._delay(weight, trading, owner, foreground)
                 if delay is None:
                     if self._lease is None or await self._leased(weight):
                         break
                     continue  # the other workers leased the rest of the minute: `_delay` now says how long
                 self.waits += 1
                 if release_to_wait and not trading:
-                    raise BudgetWait(lambda: self.wait_for_room(weight, owner, public))
-                if trading and not queued:
-                    queued, self._trades_waiting = True, self._trades_waiting + 1
+                    raise BudgetWait(lambda: self.wait_for_room(weight, owner, foreground))
+                if queued is None and (trading or foreground):
+                    queued = self._queue(trading)
                 await self._sleep(delay)
         finally:
-            if queued:
-                self._trades_waiting -= 1
+            if queued is not None:
+                self._unqueue(queued)
         if self._lease is not None:
             self._allowance -= weight
         else:
@@ -258,10 +276,29 @@ class WeightBudget:
         self._used = max(self._used, self.safe_limit)  # full for everyone: wait for the next minute
         return False
 
-    async def wait_for_room(self, weight: int, owner: str | None = None, public: bool = False) -> None:
+    async def wait_for_room(self, weight: int, owner: str | None = None, foreground: bool = False) -> None:
         """Wait until a read of `weight` for `owner` would fit (without charging it)."""
-        while (delay := self._delay(weight, False, owner, public)) is not None:
-            await self._sleep(delay)
+        queued = self._queue(False) if foreground else None
+        try:
+            while (delay := self._delay(weight, False, owner, foreground)) is not None:
+                await self._sleep(delay)
+        finally:
+            if queued is not None:
+                self._unqueue(queued)
+
+    def _queue(self, trading: bool) -> bool:
+        """Count a trading call or a foreground read as waiting (what waits behind it: see `_delay`)."""
+        if trading:
+            self._trades_waiting += 1
+        else:
+            self._foreground_waiting += 1
+        return trading
+
+    def _unqueue(self, trading: bool) -> None:
+        if trading:
+            self._trades_waiting -= 1
+        else:
+            self._foreground_waiting -= 1
 
     def observe_used(self, used: int) -> None:
         """Take the server's count for the current minute when it is higher than ours."""
@@ -426,7 +463,7 @@ class RateBudgets:
         kraken_public_burst: float = 15.0,
         limits: Mapping[str, int] | None = None,
         trade_reserve: float = TRADE_RESERVE,
-        market_reserve: float = MARKET_RESERVE,
+        foreground_reserve: float = FOREGROUND_RESERVE,
         user_share: float = USER_SHARE,
         users_share: float = USERS_SHARE,
         shared: SharedIpBudget | None = None,
@@ -435,8 +472,8 @@ class RateBudgets:
         self._margin = margin
         self.shared = shared
         self._lease_chunk = lease_chunk
-        self._shares = {"trade_reserve": trade_reserve, "market_reserve": market_reserve, "user_share": user_share,
-                        "users_share": users_share}
+        self._shares = {"trade_reserve": trade_reserve, "foreground_reserve": foreground_reserve,
+                        "user_share": user_share, "users_share": users_share}
         #: Weight limits per minute lowered for some venues (to leave room for others); the rest use their
         #: adapter's `WeightRule` (see `limit`).
         self.limits: dict[str, int] = dict(limits or {})
@@ -537,7 +574,7 @@ class RateBudgets:
                 return
             await self.weight_budget(venue, parts.netloc).acquire(
                 weight, trading=_trading.get(), owner=_owner.get(), release_to_wait=release_to_wait,
-                public="public" in api_name.lower(),
+                foreground="public" in api_name.lower() or _decision.get(),
             )
         elif known.key_counter is not None:
             rule = known.key_counter
