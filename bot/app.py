@@ -52,6 +52,7 @@ def build_application(settings: Settings, *, runtime: Runtime | None = None) -> 
 
 async def _post_init(application: Application) -> None:
     rt: Runtime = application.bot_data["runtime"]
+    rt.stop_application = application.stop_running
     await rt.start(application.bot)
     await set_commands(application.bot)
     logger.info("Strata is up as @%s", application.bot.username)

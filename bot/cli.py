@@ -137,7 +137,9 @@ def _front() -> int:
     from bot.runtime import Runtime
 
     asyncio.run(preflight(settings))
-    return _poll(build_application(settings, runtime=Runtime(settings, role="front")))
+    runtime = Runtime(settings, role="front")
+    code = _poll(build_application(settings, runtime=runtime))
+    return 1 if runtime.lost_lead else code  # a supervisor restarts it: it stands by or takes over
 
 
 def _worker() -> int:

@@ -34,7 +34,8 @@ stripped, rather than lost. New alerts are picked up on `wake()` and by polling 
 several fronts may run by mistake (or on purpose, as standbys): only the holder of the notifier's leader lock
 sends (storage/leader.py); the others wait, and the first to take the lock after the holder dies releases its
 claims and carries on, so every alert is still sent once, in order per chat. Engine workers in other processes
-wake the leader through LISTEN/NOTIFY.
+wake the leader through LISTEN/NOTIFY. `leading` is set while this notifier holds the lock and `on_lost` is
+called when it loses it: a front answers users only while it leads (bot/runtime.py).
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ class Notifier:
         self._blocked_users: set[int] = set()
         self._unmarked: set[int] = set()  # accepted by Telegram, mark not yet written
 
+        #: Set while this notifier holds the leader lock (always, on SQLite).
+        self.leading = asyncio.Event()
+        #: Called (synchronously) when the lock is lost after it was held.
+        self.on_lost: Callable[[], None] | None = None
         self._nudge = asyncio.Event()
         self._load_requested = True
         self._stopping = False
@@ -180,6 +185,7 @@ class Notifier:
         if self._leader.held:
             await self._store.outbox.release_claims(of=self.claimer)  # the next notifier sends what is left
         await self._leader.release()
+        self.leading.clear()
         self._drop_loaded()
 
     def wake(self) -> None:
@@ -207,12 +213,16 @@ class Notifier:
             if not await self._leader.still_held():
                 log.warning("notifier %s lost the leader lock; standing by", self.claimer)
                 self._drop_loaded()
+                self.leading.clear()
+                if self.on_lost is not None:
+                    self.on_lost()
             return self._leader.held
         if await self._leader.try_acquire():
             released = await self._store.outbox.release_claims(except_of=self.claimer)
             await self._leader.listen(OUTBOX_CHANNEL, self.wake)
             log.info("notifier %s is sending (took over %d claimed alert(s))", self.claimer, released)
             self._load_requested = True
+            self.leading.set()
         return self._leader.held
 
     def _drop_loaded(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -37,6 +38,9 @@ from storage.partitions import AllPartitions, PartitionLeases
 from storage.store import Store
 
 logger = logging.getLogger(__name__)
+
+#: A front that has not got the notifier's lock by then says it stands by (the lock is tried every 2 s).
+STANDBY_NOTICE_S = 5.0
 
 
 async def open_vault(settings: Settings, store: Store) -> Vault:
@@ -116,6 +120,9 @@ class Runtime:
         self.backtests = None
         self.access = None
         self._scheduler: AsyncIOScheduler | None = None  # the front's own (in `run` the engine's)
+        #: Stops the Telegram application (set by bot/app.py): a front that lost its lock stops.
+        self.stop_application: Callable[[], None] | None = None
+        self.lost_lead = False
 
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
@@ -123,6 +130,8 @@ class Runtime:
         self.store, self.vault, self.gateway = await open_stores_and_gateway(self.settings)
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()
+        if self.role == "front":
+            await self._lead_or_stand_by()
         if self.role == "run":
             self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
             self.control = LocalControl(self.engine)
@@ -154,6 +163,25 @@ class Runtime:
         scheduler.add_job(self.accounts.backfill_owners, id="owner-backfill", replace_existing=True)
         self.summary = DailySummary(self.store, self.reports, self.notifier, control.clock, charts=self.charts)
         self.summary.schedule(scheduler)
+
+    async def _lead_or_stand_by(self) -> None:
+        """A front answers users and sends alerts only while it holds the notifier's lock: a second front (by
+        mistake, or a standby) waits here, before Telegram's updates are polled, until the first one stops; one
+        that loses the lock stops (`stop_application`), so two fronts never answer the same update."""
+        self.notifier.on_lost = self._lost_lead
+        try:
+            await asyncio.wait_for(self.notifier.leading.wait(), STANDBY_NOTICE_S)
+        except TimeoutError:
+            logger.info("another front is running on this database: standing by until it stops")
+            await self.notifier.leading.wait()
+            logger.info("the other front stopped: this one takes over")
+
+    def _lost_lead(self) -> None:
+        self.lost_lead = True
+        logger.error("this front lost its lock on the database (connection lost): stopping so that only one front "
+                     "answers users; start it again and it stands by or takes over")
+        if self.stop_application is not None:
+            self.stop_application()
 
     async def close(self) -> None:
         if self.summary is not None:

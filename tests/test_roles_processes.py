@@ -237,6 +237,10 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         assert fake_telegram.token.split(":")[1] not in output
 
 
+async def _nothing_pending(store: Store) -> bool:
+    return (await store.outbox.counts()).get("pending", 0) == 0
+
+
 async def _fill_alert_queued(store: Store, text: str) -> bool:
     """The alert is in the outbox, not sent yet (no front is running)."""
     return any(a.status == "pending" and text in a.text for a in await store.outbox.list_for_chat(USER))
@@ -350,3 +354,73 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
                 await worker.stop()
             else:
                 await worker._drain
+
+
+async def test_two_fronts_by_mistake_answer_each_update_and_send_each_alert_once_and_the_second_takes_over(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    """Two `python -m bot front` on one database (an operator started a second by mistake) and a worker. Only the
+    front holding the notifier's lock polls Telegram and sends: the other says it stands by. Every command is
+    answered once and every alert sent once; SIGKILL the first front and the second takes over, answering and
+    sending, still once each."""
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
+    worker = await Role.start("worker", env, tmp_path)
+    first = await Role.start("front", env, tmp_path)
+    second = None
+    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
+    chat = Chat(fake_telegram)
+    try:
+        await worker.wait_for_line("Strata worker up")
+        await first.wait_for_line("Strata is up")
+        second = await Role.start("front", env, tmp_path)
+        await second.wait_for_line("standing by")
+        assert "Strata is up" not in second.output
+
+        await chat.send("/start")
+        await chat.reply("Strata")
+        binance = fake_exchanges.books["binance"]
+        binance.set_price("BTC/USDT", "50000")
+        api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+        await chat.send("/connect")
+        await chat.press(await chat.reply("Which exchange"), "Binance Spot")
+        await chat.reply("send the")
+        await chat.send(api_key)
+        await chat.reply("Now send")
+        await chat.send(secret)
+        await chat.reply("Connected")
+        await chat.send("/allocate binance dca 100 BTC/USDT every=1d amount=10")
+        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
+        await chat.reply("is running")
+        await chat.reply("Bought", timeout=30)
+        # Killed once it has recorded the alert as sent. (Killed in the instant between Telegram's answer and that
+        # record, a front cannot know the alert went out: the next one sends it again, Telegram having no way to
+        # ask. At least once, never lost.)
+        await _wait_until_async(lambda: _nothing_pending(store))
+
+        first.proc.send_signal(signal.SIGKILL)
+        await first.proc.wait()
+        await second.wait_for_line("takes over", timeout=20)
+        await second.wait_for_line("Strata is up", timeout=20)
+        await chat.send("/accounts")
+        await chat.reply("Your accounts", timeout=20)
+        await chat.send("/allocate binance dca 50 ETH/USDT every=1d amount=10")
+        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
+        await chat.reply("Bought 0.0", timeout=30)  # queued by the worker, sent by the second front
+        await asyncio.sleep(2)  # time for a doubled answer or alert to show
+    finally:
+        await store.close()
+        if first.proc.returncode is None:
+            await first.stop()
+        else:
+            await first._drain
+        second_code = await second.stop() if second is not None else 0
+        worker_code = await worker.stop()
+    assert second_code == 0, second.output
+    assert worker_code == 0, worker.output
+    answers = [m for m in fake_telegram.outbox if m.chat_id == USER]  # messages and their edits
+    for needle, count in (("Connected", 1), ("Your accounts", 1), ("is running", 2)):  # answered by one front
+        assert len({m.message_id for m in answers if needle in (m.text or "")}) == count, needle
+    buys = [m.text or "" for m in fake_telegram.sent if m.chat_id == USER and "Bought" in (m.text or "")]
+    assert len(buys) == len(set(buys)) == 2, buys
+    assert "Traceback" not in second.output + first.output
