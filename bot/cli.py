@@ -97,10 +97,13 @@ def _run() -> int:
     ensure_private_dir(settings.data_dir)
     with ProcessLocks(settings.data_dir, settings.keystore_path) as locks:
         from bot.app import build_application, preflight
+        from bot.runtime import Runtime
 
         asyncio.run(preflight(settings))
         locks.acquire()  # a key store that preflight has just created in a new folder
-        return _poll(build_application(settings))
+        runtime = Runtime(settings)
+        code = _poll(build_application(settings, runtime=runtime))
+        return 1 if runtime.lost_lead else code  # its claim on PostgreSQL was lost: started again, it claims afresh
 
 
 def _register_database_passwords(settings) -> None:
@@ -146,11 +149,10 @@ def _worker() -> int:
     settings = _shared_settings("worker")
     configure_logging(settings.log_level)
     logger.info("Strata worker starting")
-    asyncio.run(_work(settings))  # a wrong master key or database ends start-up before the engine runs
-    return 0
+    return asyncio.run(_work(settings))  # a wrong master key or database ends start-up before the engine runs
 
 
-async def _work(settings) -> None:
+async def _work(settings) -> int:
     """Run the engine until SIGTERM or SIGINT, then stop it cleanly (sends under way finish)."""
     import signal
 
@@ -164,9 +166,13 @@ async def _work(settings) -> None:
     try:
         await worker.start()
         logger.info("Strata worker up")
-        await stop.wait()
+        stopping, lost = asyncio.ensure_future(stop.wait()), asyncio.ensure_future(worker.lost.wait())
+        await asyncio.wait((stopping, lost), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        lost.cancel()
     finally:
         await worker.close()
+    return 1 if worker.lost.is_set() else 0
 
 
 async def _migrate() -> int:

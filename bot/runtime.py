@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.control import CommandExecutor, EngineControl, LocalControl, RemoteControl
 from bot.engine.scheduler import Engine
 from bot.exchanges.gateway import ExchangeGateway
@@ -34,6 +34,7 @@ from bot.vault import Vault
 from bot.vault import where as _where
 from storage.files import ensure_private_dir
 from storage.key_nonces import SharedKeyNonces
+from storage.leader import ENGINE_LOCK, LeaderLock
 from storage.partitions import AllPartitions, PartitionLeases
 from storage.store import Store
 
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 #: A front that has not got the notifier's lock by then says it stands by (the lock is tried every 2 s).
 STANDBY_NOTICE_S = 5.0
+#: How often an engine checks it still holds its claim on a PostgreSQL database.
+ENGINE_CHECK_S = 2.0
 
 
 async def open_vault(settings: Settings, store: Store) -> Vault:
@@ -89,6 +92,45 @@ async def open_stores_and_gateway(settings: Settings) -> tuple[Store, Vault, Exc
     return store, vault, gateway
 
 
+class EngineClaim:
+    """The right to run an engine on a PostgreSQL database, held for the process's life (`ENGINE_LOCK`): one
+    `python -m bot run` alone (exclusive), or any number of workers (shared), never both, so no account is ever
+    traded by two engines. Checked every `ENGINE_CHECK_S`; `on_lost` is called if the lock went with its
+    connection (the process then stops: started again, it claims afresh)."""
+
+    def __init__(self, store: Store, *, shared: bool, on_lost: Callable[[], None]) -> None:
+        self._lock = LeaderLock(store.db, ENGINE_LOCK, shared=shared)
+        self._shared = shared
+        self._on_lost = on_lost
+        self._watch: asyncio.Task | None = None
+
+    async def take(self) -> None:
+        if not await self._lock.try_acquire():
+            await self._lock.release()
+            raise ConfigError(
+                "A `python -m bot run` is running on this database: stop it before starting workers (it runs every "
+                "account itself)." if self._shared else
+                "Another Strata engine runs on this database (a `python -m bot run`, or engine workers): run one "
+                "`run` per database, or `front` and `worker` processes beside each other."
+            )
+        self._watch = asyncio.get_running_loop().create_task(self._check(), name="strata-engine-claim")
+
+    async def _check(self) -> None:
+        while True:
+            await asyncio.sleep(ENGINE_CHECK_S)
+            if not await self._lock.still_held():
+                break
+        logger.error("this engine lost its claim on the database (connection lost): stopping so that no account "
+                     "is traded by two engines; start it again to claim afresh")
+        self._on_lost()
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        await self._lock.release()
+
+
 class Runtime:
     """The services bundle shared by all handlers (one per process).
 
@@ -123,6 +165,7 @@ class Runtime:
         #: Stops the Telegram application (set by bot/app.py): a front that lost its lock stops.
         self.stop_application: Callable[[], None] | None = None
         self.lost_lead = False
+        self._engine_claim: EngineClaim | None = None
 
     async def start(self, bot) -> None:
         """Open everything in dependency order; the engine reconciles intents and reschedules from the DB."""
@@ -132,6 +175,9 @@ class Runtime:
         await self.notifier.start()
         if self.role == "front":
             await self._lead_or_stand_by()
+        if self.role == "run" and self.store.db.backend == "postgresql":
+            self._engine_claim = EngineClaim(self.store, shared=False, on_lost=self._lost_lead)
+            await self._engine_claim.take()
         if self.role == "run":
             self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
             self.control = LocalControl(self.engine)
@@ -177,9 +223,11 @@ class Runtime:
             logger.info("the other front stopped: this one takes over")
 
     def _lost_lead(self) -> None:
+        """The notifier's lock (a front) or the engine's claim (`run` on PostgreSQL) went with its connection."""
         self.lost_lead = True
-        logger.error("this front lost its lock on the database (connection lost): stopping so that only one front "
-                     "answers users; start it again and it stands by or takes over")
+        if self.role == "front":
+            logger.error("this front lost its lock on the database (connection lost): stopping so that only one "
+                         "front answers users; start it again and it stands by or takes over")
         if self.stop_application is not None:
             self.stop_application()
 
@@ -190,6 +238,8 @@ class Runtime:
             self._scheduler.shutdown(wait=False)
         if self.engine is not None:
             await self.engine.shutdown()
+        if self._engine_claim is not None:
+            await self._engine_claim.close()
         if isinstance(self.control, RemoteControl):
             await self.control.close()
         if self.notifier is not None:
@@ -224,9 +274,15 @@ class WorkerRuntime:
         self.engine: Engine | None = None
         self.control: LocalControl | None = None
         self.commands: CommandExecutor | None = None
+        self._engine_claim: EngineClaim | None = None
+        #: Set if the engine's claim on the database was lost: the worker stops (bot/cli.py).
+        self.lost = asyncio.Event()
 
     async def start(self) -> None:
         self.store, self.vault, self.gateway = await open_stores_and_gateway(self.settings)
+        if self.store.db.backend == "postgresql":
+            self._engine_claim = EngineClaim(self.store, shared=True, on_lost=self.lost.set)
+            await self._engine_claim.take()
         if self.ownership is None and self.store.db.backend == "postgresql":
             self.ownership = self._leases = await PartitionLeases.start(self.store.db)
             # The per-IP request weight is shared by the workers of this host, through the database.
@@ -247,6 +303,8 @@ class WorkerRuntime:
             await self.engine.shutdown()
         if self._leases is not None:
             await self._leases.close()  # the partitions go to the other workers at once
+        if self._engine_claim is not None:
+            await self._engine_claim.close()
         if self.gateway is not None:
             await self.gateway.close()
         if self.vault is not None:

@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: Advisory lock ids (the 0x5354524154 prefix spells STRAT; one per role).
 NOTIFIER_LOCK = 0x5354524154_20
+#: Which engines run on the database: one `python -m bot run` holds it exclusively, engine workers share it, so a
+#: `run` never trades beside workers or another `run` (bot/runtime.py).
+ENGINE_LOCK = 0x5354524154_30
 OUTBOX_CHANNEL = "strata_outbox"
 
 
@@ -29,9 +32,12 @@ async def notify(tx: Transaction, channel: str) -> None:
 
 
 class LeaderLock:
-    def __init__(self, db: Database, key: int) -> None:
+    """`shared`: any number of holders at once, but never beside an exclusive holder (and the other way round)."""
+
+    def __init__(self, db: Database, key: int, *, shared: bool = False) -> None:
         self._db = db
         self._key = key
+        self._take = "SELECT pg_try_advisory_lock_shared($1)" if shared else "SELECT pg_try_advisory_lock($1)"
         self._conn = None
         self._listening: list[tuple[str, Callable]] = []
         self.held = False
@@ -45,7 +51,7 @@ class LeaderLock:
             return True
         if self._conn is None or self._conn.is_closed():
             self._conn = await self._db.dedicated_connection()
-        self.held = bool(await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self._key))
+        self.held = bool(await self._conn.fetchval(self._take, self._key))
         return self.held
 
     async def still_held(self) -> bool:

@@ -424,3 +424,38 @@ async def test_two_fronts_by_mistake_answer_each_update_and_send_each_alert_once
     buys = [m.text or "" for m in fake_telegram.sent if m.chat_id == USER and "Bought" in (m.text or "")]
     assert len(buys) == len(set(buys)) == 2, buys
     assert "Traceback" not in second.output + first.output
+
+
+async def test_a_run_and_workers_never_trade_on_one_database_together(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    """`python -m bot run` runs every account itself: beside engine workers, or a second `run`, on the same
+    PostgreSQL database, accounts would be traded twice. Whichever comes second refuses in one line and trades
+    nothing; once the first stops, the other starts."""
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
+    worker = await Role.start("worker", env, tmp_path)
+    try:
+        await worker.wait_for_line("Strata worker up")
+        other_folder = tmp_path / "elsewhere"  # another host's `run`: its own data folder, the same database
+        other_folder.mkdir()
+        code, out, err = await run_to_end("run", env={**env, "STRATA_DATA_DIR": str(other_folder / "data")},
+                                          cwd=other_folder)
+        assert code == 2, (out, err)
+        assert err.strip().splitlines()[-1].startswith("strata: Another Strata engine runs on this database"), err
+        assert "Traceback" not in out + err
+    finally:
+        assert await worker.stop() == 0, worker.output
+
+    run = await Role.start("run", env, tmp_path)
+    try:
+        await run.wait_for_line("Strata is up")
+        code, out, err = await run_to_end("worker", env=env, cwd=tmp_path)
+        assert code == 2, (out, err)
+        assert err.strip().splitlines()[-1] == (
+            "strata: A `python -m bot run` is running on this database: stop it before starting workers (it runs "
+            "every account itself)."
+        ), err
+        assert "Strata worker up" not in out + err
+    finally:
+        assert await run.stop() == 0, run.output
