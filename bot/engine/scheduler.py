@@ -51,6 +51,7 @@ from bot.engine.runner import RunResult, StrategyRunner
 from bot.engine.streams import SWEEP_SECONDS, FillStreams
 from bot.exchanges.errors import ExchangeFailure
 from bot.exchanges.key_check import KeyChecker, KeyRejected
+from bot.exchanges.rate_budget import decision_read
 from bot.exchanges.venues import adapter
 from bot.memory import freeze_long_lived
 from bot.strategies.base import DesiredOrder
@@ -481,9 +482,12 @@ class Engine:
                 account = accounts[order.account_id] = await self.store.accounts.get(order.account_id)
             if account is None or account.status != "active":
                 return
+            # The strategy decides nothing until its order in doubt is known: these lookups go with the reads
+            # decisions wait on, not behind the background ones (bench/restart.py: 2 s, not the next minute).
             async with semaphore:
                 try:
-                    await self.desk.resolve(order, account, at_startup=True)
+                    with decision_read():
+                        await self.desk.resolve(order, account, at_startup=True)
                 except (ExchangeFailure, CredentialsMissing) as failure:
                     logger.warning("order %s not reconciled yet: %s", order.client_order_id, failure)
                 except CredentialUnreadable:
