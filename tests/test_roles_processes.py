@@ -376,6 +376,10 @@ async def test_two_fronts_by_mistake_answer_each_update_and_send_each_alert_once
         second = await Role.start("front", env, tmp_path)
         await second.wait_for_line("standing by")
         assert "Strata is up" not in second.output
+        third = await Role.start("front", env, tmp_path)  # a standby stopped while standing by stops cleanly
+        await third.wait_for_line("standing by")
+        assert await third.stop() == 0, third.output
+        assert "Traceback" not in third.output
 
         await chat.send("/start")
         await chat.reply("Strata")
