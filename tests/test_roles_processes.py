@@ -87,6 +87,16 @@ class Chat:
     async def press(self, message, button: str) -> None:
         self.tg.press_button(USER, message, button)
 
+    async def connect(self, venue_button: str, api_key: str, secret: str) -> None:
+        """/connect through the chat: the venue's button, the API key, then the secret."""
+        await self.send("/connect")
+        await self.press(await self.reply("Which exchange"), venue_button)
+        await self.reply("send the")
+        await self.send(api_key)
+        await self.reply("Now send")
+        await self.send(secret)
+        await self.reply("Connected")
+
 
 async def pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path: Path) -> dict[str, str]:
     prefix = f"r{os.getpid()}_{next(_names)}"
@@ -146,23 +156,10 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         # Several roles share a host: neither took the data folder's lock.
         assert not (tmp_path / "data" / "strata.lock").exists()
 
-        # /connect: the front checks and seals the key (it holds the vault, not the engine).
+        # /connect: the front checks and seals the key (it holds the vault, not the engine). /allocate a DCA: the
+        # worker runs it (first buy at once) and the front sends its fill alert.
         binance = fake_exchanges.books["binance"]
-        binance.set_price("BTC/USDT", "50000")
-        api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
-        await chat.send("/connect")
-        await chat.press(await chat.reply("Which exchange"), "Binance Spot")
-        await chat.reply("send the")
-        await chat.send(api_key)
-        await chat.reply("Now send")
-        await chat.send(secret)
-        await chat.reply("Connected")
-
-        # /allocate a DCA: the worker runs it (first buy at once) and the front sends its fill alert.
-        await chat.send("/allocate binance dca 100 BTC/USDT every=1d amount=20")
-        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
-        await chat.reply("is running")
-        bought = await chat.reply("Bought", timeout=30)
+        api_key, secret, bought = await _binance_dca_bought(chat, fake_exchanges, amount=20)
         assert "Budget 100.00 USDT" in bought.text
         [dca] = await store.strategies.list_for_user(USER)
         assert len(binance.all_orders(api_key)) == 1
@@ -187,13 +184,7 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         kraken = fake_exchanges.books["kraken"]
         kraken.set_price("BTC/USD", "65000")
         k_key, k_secret = register(fake_exchanges, "kraken", balances={"USD": Decimal(5000)})
-        await chat.send("/connect")
-        await chat.press(await chat.reply("Which exchange"), "Kraken")
-        await chat.reply("send the")
-        await chat.send(k_key)
-        await chat.reply("Now send")
-        await chat.send(k_secret)
-        await chat.reply("Connected")
+        await chat.connect("Kraken", k_key, k_secret)
         await chat.send("/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=5")
         await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
         await chat.reply("is running")
@@ -235,6 +226,18 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         assert "Traceback" not in output
         assert secret not in output and k_secret not in output
         assert fake_telegram.token.split(":")[1] not in output
+
+
+async def _binance_dca_bought(chat: Chat, fake_exchanges, *, amount: int):
+    """Connect a Binance Spot key through the chat and allocate a DCA of 100 USDT; return the key, the secret
+    and its first buy's alert."""
+    fake_exchanges.books["binance"].set_price("BTC/USDT", "50000")
+    api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+    await chat.connect("Binance Spot", api_key, secret)
+    await chat.send(f"/allocate binance dca 100 BTC/USDT every=1d amount={amount}")
+    await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
+    await chat.reply("is running")
+    return api_key, secret, await chat.reply("Bought", timeout=30)
 
 
 async def _nothing_pending(store: Store) -> bool:
@@ -306,13 +309,7 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
         binance = fake_exchanges.books["binance"]
         binance.set_price("BTC/USDT", "50000")
         api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
-        await chat.send("/connect")
-        await chat.press(await chat.reply("Which exchange"), "Binance Spot")
-        await chat.reply("send the")
-        await chat.send(api_key)
-        await chat.reply("Now send")
-        await chat.send(secret)
-        await chat.reply("Connected")
+        await chat.connect("Binance Spot", api_key, secret)
         [account] = await store.accounts.list_for_user(USER)
 
         binance.inject("hold", path="/api/v3/order", method="POST", seconds=8.0)  # the answer comes too late
@@ -383,20 +380,7 @@ async def test_two_fronts_by_mistake_answer_each_update_and_send_each_alert_once
 
         await chat.send("/start")
         await chat.reply("Strata")
-        binance = fake_exchanges.books["binance"]
-        binance.set_price("BTC/USDT", "50000")
-        api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
-        await chat.send("/connect")
-        await chat.press(await chat.reply("Which exchange"), "Binance Spot")
-        await chat.reply("send the")
-        await chat.send(api_key)
-        await chat.reply("Now send")
-        await chat.send(secret)
-        await chat.reply("Connected")
-        await chat.send("/allocate binance dca 100 BTC/USDT every=1d amount=10")
-        await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
-        await chat.reply("is running")
-        await chat.reply("Bought", timeout=30)
+        await _binance_dca_bought(chat, fake_exchanges, amount=10)
         # Killed once it has recorded the alert as sent. (Killed in the instant between Telegram's answer and that
         # record, a front cannot know the alert went out: the next one sends it again, Telegram having no way to
         # ask. At least once, never lost.)
