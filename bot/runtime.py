@@ -93,14 +93,15 @@ async def open_stores_and_gateway(settings: Settings) -> tuple[Store, Vault, Exc
 
 
 class EngineClaim:
-    """The right to run an engine on a PostgreSQL database, held for the process's life (`ENGINE_LOCK`): one
-    `python -m bot run` alone (exclusive), or any number of workers (shared), never both, so no account is ever
-    traded by two engines. Checked every `ENGINE_CHECK_S`; `on_lost` is called if the lock went with its
-    connection (the process then stops: started again, it claims afresh)."""
+    """Which processes run on a PostgreSQL database, held for the process's life (`ENGINE_LOCK`): one
+    `python -m bot run` alone (exclusive), or any number of fronts and workers (shared), never both, so no account
+    is ever traded by two engines and no update answered by two bots. Checked every `ENGINE_CHECK_S`; `on_lost` is
+    called if the lock went with its connection (the process then stops: started again, it claims afresh)."""
 
-    def __init__(self, store: Store, *, shared: bool, on_lost: Callable[[], None]) -> None:
-        self._lock = LeaderLock(store.db, ENGINE_LOCK, shared=shared)
-        self._shared = shared
+    def __init__(self, store: Store, *, role: str, on_lost: Callable[[], None]) -> None:
+        self._shared = role != "run"
+        self._lock = LeaderLock(store.db, ENGINE_LOCK, shared=self._shared)
+        self._role = role
         self._on_lost = on_lost
         self._watch: asyncio.Task | None = None
 
@@ -108,10 +109,10 @@ class EngineClaim:
         if not await self._lock.try_acquire():
             await self._lock.release()
             raise ConfigError(
-                "A `python -m bot run` is running on this database: stop it before starting workers (it runs every "
-                "account itself)." if self._shared else
-                "Another Strata engine runs on this database (a `python -m bot run`, or engine workers): run one "
-                "`run` per database, or `front` and `worker` processes beside each other."
+                f"A `python -m bot run` is running on this database: stop it before starting a {self._role} (it "
+                "runs every account and answers Telegram itself)." if self._shared else
+                "Another Strata process runs on this database (a `python -m bot run`, or fronts and workers): run "
+                "one `run` per database, or `front` and `worker` processes beside each other."
             )
         self._watch = asyncio.get_running_loop().create_task(self._check(), name="strata-engine-claim")
 
@@ -120,8 +121,8 @@ class EngineClaim:
             await asyncio.sleep(ENGINE_CHECK_S)
             if not await self._lock.still_held():
                 break
-        logger.error("this engine lost its claim on the database (connection lost): stopping so that no account "
-                     "is traded by two engines; start it again to claim afresh")
+        logger.error("this %s lost its claim on the database (connection lost): stopping so that no account is "
+                     "traded by two engines; start it again to claim afresh", self._role)
         self._on_lost()
 
     async def close(self) -> None:
@@ -173,11 +174,11 @@ class Runtime:
         self.store, self.vault, self.gateway = await open_stores_and_gateway(self.settings)
         self.notifier = Notifier(self.store, bot)
         await self.notifier.start()
+        if self.store.db.backend == "postgresql":
+            self._engine_claim = EngineClaim(self.store, role=self.role, on_lost=self._lost_lead)
+            await self._engine_claim.take()
         if self.role == "front":
             await self._lead_or_stand_by()
-        if self.role == "run" and self.store.db.backend == "postgresql":
-            self._engine_claim = EngineClaim(self.store, shared=False, on_lost=self._lost_lead)
-            await self._engine_claim.take()
         if self.role == "run":
             self.engine = Engine(self.store, self.vault, self.gateway, self.notifier, self.settings)
             self.control = LocalControl(self.engine)
@@ -223,7 +224,7 @@ class Runtime:
             logger.info("the other front stopped: this one takes over")
 
     def _lost_lead(self) -> None:
-        """The notifier's lock (a front) or the engine's claim (`run` on PostgreSQL) went with its connection."""
+        """The notifier's lock (a front) or the claim on the database (`EngineClaim`) went with its connection."""
         self.lost_lead = True
         if self.role == "front":
             logger.error("this front lost its lock on the database (connection lost): stopping so that only one "
@@ -281,7 +282,7 @@ class WorkerRuntime:
     async def start(self) -> None:
         self.store, self.vault, self.gateway = await open_stores_and_gateway(self.settings)
         if self.store.db.backend == "postgresql":
-            self._engine_claim = EngineClaim(self.store, shared=True, on_lost=self.lost.set)
+            self._engine_claim = EngineClaim(self.store, role="worker", on_lost=self.lost.set)
             await self._engine_claim.take()
         if self.ownership is None and self.store.db.backend == "postgresql":
             self.ownership = self._leases = await PartitionLeases.start(self.store.db)

@@ -417,9 +417,9 @@ async def test_two_fronts_by_mistake_answer_each_update_and_send_each_alert_once
 async def test_a_run_and_workers_never_trade_on_one_database_together(
     postgres_server, fake_telegram, fake_exchanges, tmp_path
 ):
-    """`python -m bot run` runs every account itself: beside engine workers, or a second `run`, on the same
-    PostgreSQL database, accounts would be traded twice. Whichever comes second refuses in one line and trades
-    nothing; once the first stops, the other starts."""
+    """`python -m bot run` runs every account and answers Telegram itself: beside engine workers or a front, or a
+    second `run`, on the same PostgreSQL database, accounts would be traded twice or updates answered twice.
+    Whichever comes second refuses in one line and does nothing; once the first stops, the other starts."""
     env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
     assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
     worker = await Role.start("worker", env, tmp_path)
@@ -430,7 +430,7 @@ async def test_a_run_and_workers_never_trade_on_one_database_together(
         code, out, err = await run_to_end("run", env={**env, "STRATA_DATA_DIR": str(other_folder / "data")},
                                           cwd=other_folder)
         assert code == 2, (out, err)
-        assert err.strip().splitlines()[-1].startswith("strata: Another Strata engine runs on this database"), err
+        assert err.strip().splitlines()[-1].startswith("strata: Another Strata process runs on this database"), err
         assert "Traceback" not in out + err
     finally:
         assert await worker.stop() == 0, worker.output
@@ -438,12 +438,13 @@ async def test_a_run_and_workers_never_trade_on_one_database_together(
     run = await Role.start("run", env, tmp_path)
     try:
         await run.wait_for_line("Strata is up")
-        code, out, err = await run_to_end("worker", env=env, cwd=tmp_path)
-        assert code == 2, (out, err)
-        assert err.strip().splitlines()[-1] == (
-            "strata: A `python -m bot run` is running on this database: stop it before starting workers (it runs "
-            "every account itself)."
-        ), err
-        assert "Strata worker up" not in out + err
+        for role in ("worker", "front"):
+            code, out, err = await run_to_end(role, env=env, cwd=tmp_path)
+            assert code == 2, (out, err)
+            assert err.strip().splitlines()[-1] == (
+                f"strata: A `python -m bot run` is running on this database: stop it before starting a {role} (it "
+                "runs every account and answers Telegram itself)."
+            ), err
+            assert "Strata worker up" not in out + err and "Strata is up" not in out + err
     finally:
         assert await run.stop() == 0, run.output
