@@ -214,10 +214,13 @@ async def _confirmation(rt, user_id: int, account) -> tuple[str, object]:
     if account.status == "active":
         return _confirm_text(account.label, strategies, paper=is_paper(account.venue)), _confirm_keyboard(account.id)
     left = await rt.accounts.left_open(user_id, account.id)
-    why = "was rejected by the exchange" if account.status == "key_rejected" else "cannot be read"
+    why, then = {
+        "key_rejected": ("was rejected by the exchange", "its key is destroyed"),
+        "key_removed": ("was removed when the service closed", "the account is removed"),
+    }.get(account.status, ("cannot be read", "its key is destroyed"))
     lines = [
         f"Disconnect <b>{esc(account.label)}</b>? Its key {why}, so I cannot cancel anything on the exchange. "
-        "Its strategies stop and its key is destroyed.",
+        f"Its strategies stop and {then}.",
     ]
     if strategies:
         lines += [f"{_these(strategies)}:", *_strategy_lines(strategies)]

@@ -187,3 +187,20 @@ def test_stored_figures_from_another_day_name_the_day_and_a_position_at_another_
     assert "refreshing…" in text and "as of 3 Dec 19:45 UTC" in text and "  1,234.50 USDT" in text, text
     assert ("• ETH/USDT short 1.500 ETH at 1x, entry 3,000.00 USDT, mark 2,990.25 USDT, notional 4,485.38 USDT, "
             "unrealised +14.63 USDT (the exchange shows 5x)") in text, text
+
+
+async def test_disconnect_of_an_account_whose_key_the_wind_down_removed_says_so(strata, fake_exchanges):
+    """After `wind-down` an account is kept with its key destroyed (`key_removed`): /disconnect's confirmation says
+    the key was removed when the service closed, not that it was rejected or cannot be read."""
+    account, _ = await connect_with_key(strata, fake_exchanges, "binance")
+    await strata.runtime.accounts.remove_key(account.id)
+
+    await strata.send(USER, f"/disconnect {account.label}")
+    confirm = await strata.next_reply(USER, contains="Disconnect")
+    text = confirm.plain_text
+    assert "removed when the service closed" in text, text
+    assert "rejected" not in text and "cannot be read" not in text, text
+    await strata.press(USER, confirm, "Confirm disconnect")
+    done = await strata.next_reply(USER, contains=account.label, timeout=20)
+    assert "Traceback" not in done.plain_text and "wrong" not in done.plain_text, done.plain_text
+    assert await strata.runtime.store.accounts.list_for_user(USER) == []

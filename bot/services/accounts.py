@@ -382,7 +382,7 @@ class AccountService:
         the account, its strategies and its history. Its strategies are stopped and its orders settled first (the
         caller); `abandon`: its key cannot cancel, so its live orders end here with this error. Idempotent: the
         data key is shredded before the rows change, so an interruption leaves nothing readable behind."""
-        self._forget_credentials(account_id)
+        await self._forget_credentials(account_id)
         sealed = await self._store.accounts.credential(account_id)
         if sealed is not None:
             await self._vault.shred(sealed.dek_id)
