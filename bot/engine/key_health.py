@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -91,8 +92,8 @@ class KeyHealthMonitor:
         self.tick_interval = tick
         self._checking: set[int] = set()
         self._at_once = asyncio.Semaphore(CHECK_NOW_AT_ONCE)
-        #: One lock per account with `check_now` calls in flight, and how many calls hold or wait for it.
-        self._check_now_locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        #: One lock per account with `check_now` calls in flight (gone with the last of them).
+        self._check_now_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     @property
     def checker(self) -> KeyChecker:
@@ -119,17 +120,11 @@ class KeyHealthMonitor:
 
         Calls for one account take turns: each reads when the key was last checked only after the one before it
         has written its answer, so twenty calls at once make one request to the venue, on any database."""
-        lock, users = self._check_now_locks.get(account_id, (asyncio.Lock(), 0))
-        self._check_now_locks[account_id] = (lock, users + 1)
-        try:
-            async with lock, self._at_once:
-                return await self._check_now(account_id)
-        finally:
-            lock, users = self._check_now_locks[account_id]
-            if users == 1:
-                del self._check_now_locks[account_id]
-            else:
-                self._check_now_locks[account_id] = (lock, users - 1)
+        lock = self._check_now_locks.get(account_id)
+        if lock is None:
+            lock = self._check_now_locks[account_id] = asyncio.Lock()
+        async with lock, self._at_once:
+            return await self._check_now(account_id)
 
     async def _check_now(self, account_id: int) -> Verdict:
         account = await self.ctx.store.accounts.get(account_id)
