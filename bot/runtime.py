@@ -177,6 +177,10 @@ class Runtime:
         if self.store.db.backend == "postgresql":
             self._engine_claim = EngineClaim(self.store, role=self.role, on_lost=self._lost_lead)
             await self._engine_claim.take()
+        if self.role == "front" and self.store.db.backend == "postgresql":
+            # The front calls the venues from its host too (key checks, /balance, charts): it leases from the
+            # per-IP weight the workers of that address share, or together they would pass the venue's limit.
+            self.gateway.pool.budgets.shared = SharedIpBudget(self.store.ip_budgets)
         if self.role == "front":
             await self._lead_or_stand_by()
         if self.role == "run":
@@ -286,7 +290,7 @@ class WorkerRuntime:
             await self._engine_claim.take()
         if self.ownership is None and self.store.db.backend == "postgresql":
             self.ownership = self._leases = await PartitionLeases.start(self.store.db)
-            # The per-IP request weight is shared by the workers of this host, through the database.
+            # The per-IP request weight is shared by the workers (and fronts) of this host, through the database.
             self.gateway.pool.budgets.shared = SharedIpBudget(self.store.ip_budgets)
         if self.ownership is None:
             self.ownership = AllPartitions()

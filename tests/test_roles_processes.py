@@ -228,6 +228,34 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         assert fake_telegram.token.split(":")[1] not in output
 
 
+async def test_the_fronts_binance_requests_count_in_the_weight_the_workers_share(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    """The front also calls Binance from the host (the key check of /connect, /balance, /allocate's checks,
+    charts): its weight must come out of the count the workers of that address lease from, or together they
+    pass the venue's per-IP limit."""
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
+    front = await Role.start("front", env, tmp_path)
+    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
+    chat = Chat(fake_telegram)
+    try:
+        await chat.send("/start")
+        await chat.reply("Strata")
+        api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+        await chat.connect("Binance Spot", api_key, secret)
+        await chat.send("/balance")
+        await chat.reply("USDT")
+        leased = await store.db.fetchall("SELECT budget, used FROM ip_budgets")
+    finally:
+        await store.close()
+        code = await front.stop()
+    assert code == 0, front.output
+    sent = [r for r in fake_exchanges.books["binance"].requests if r.path.startswith("/api/")]
+    assert sent, "the front made no Binance request"
+    assert any("binance" in row["budget"] and row["used"] > 0 for row in leased), leased
+
+
 async def _binance_dca_bought(chat: Chat, fake_exchanges, *, amount: int):
     """Connect a Binance Spot key through the chat and allocate a DCA of 100 USDT; return the key, the secret
     and its first buy's alert."""
