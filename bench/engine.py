@@ -299,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", metavar="URL", help="engine workers on PostgreSQL (bench/workers.py): a "
                         "postgresql:// server URL whose user may create a database, or `auto`")
     parser.add_argument("--workers", default="1,2", help="with --database: worker counts to measure (1,2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="with --database: measured rounds per worker count; the median is reported (3)")
     parser.add_argument("--real-weight", action="store_true",
                         help="with --database: Binance's real per-IP weight limit (default lifted: bench/workers.py)")
     args = parser.parse_args(argv)

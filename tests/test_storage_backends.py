@@ -7,6 +7,7 @@ server; CI never skips it).
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -14,6 +15,7 @@ from storage.db import IntegrityError, connect
 from storage.migrations import MIGRATIONS, migrate, schema_version
 from storage.postgres import translate
 from storage.store import Store
+from tests.databases import fresh_postgres_database
 
 
 def test_translation_numbers_placeholders_outside_literals_and_widens_ddl_types():
@@ -121,3 +123,32 @@ async def test_the_key_store_seals_opens_rotates_and_shreds_on_both_backends(any
             await vault.unseal(sealed, user_id=1, venue="binance")
     finally:
         await vault.close()
+
+
+async def test_a_pooled_statement_goes_back_without_a_reset_but_a_borrowed_connection_is_reset(postgres_server):
+    """asyncpg resets every connection going back to its pool (advisory locks, cursors, LISTEN, settings): one
+    more round trip and four statements for each of the engine's thousands of small reads. Only a connection
+    borrowed whole (`connection()`: LISTEN, VACUUM) can carry session state, so only it is reset."""
+    import asyncpg
+
+    url = await fresh_postgres_database(postgres_server, f"reset_{os.getpid()}", migrated=False)
+    db = await connect(url)
+    observer = await asyncpg.connect(url)
+    try:
+        async def last_statement(pid: int) -> str:
+            return await observer.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+
+        pid = (await db.fetchone("SELECT pg_backend_pid() AS pid /* plain */"))["pid"]
+        assert await last_statement(pid) == "SELECT pg_backend_pid() AS pid /* plain */"
+        async with db.transaction() as tx:
+            pid = (await tx.fetchone("SELECT pg_backend_pid() AS pid"))["pid"]
+        assert (await last_statement(pid)).rstrip(";") == "COMMIT"
+
+        async with db.connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            assert await conn.fetchval("SELECT pg_try_advisory_lock(7)")
+        assert "pg_advisory_unlock_all" in await last_statement(pid)
+        assert await observer.fetchval("SELECT pg_try_advisory_lock(7)")  # released with the reset
+    finally:
+        await observer.close()
+        await db.close()
