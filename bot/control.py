@@ -37,7 +37,7 @@ from bot.strategies.base import DesiredOrder
 from bot.vault import CredentialUnreadable
 from storage.commands import FINISHED_CHANNEL, SUBMITTED_CHANNEL, Command
 from storage.models import Account, Strategy, utcnow
-from storage.orders import LIVE
+from storage.orders import FINAL, LIVE
 from storage.strategies import HOLDING, STOPPED
 
 logger = logging.getLogger(__name__)
@@ -154,14 +154,16 @@ class LocalControl:
     async def cancel_orders(self, strategy_id: int, reason: str) -> Cancellation:
         return await self._engine.cancel_orders(strategy_id, reason)
 
-    async def stop(self, strategy_id: int, reason: str, *, sell: bool) -> Stopped | None:
+    async def stop(self, strategy_id: int, reason: str, *, sell: bool, again: bool = False) -> Stopped | None:
         """Stop, cancel its orders and (with `sell`) close what it holds; None if it was already stopped.
 
+        `again`: this /stop ran before on a worker that died; the strategy may be stopped already, so the rest
+        is done (the sale placed once: an earlier attempt's order is reported, not placed twice).
         Under the account's control lock, so a /disconnect of the same account waits for the sale."""
         engine = self._engine
         async with engine.account_control(await self._account_of(strategy_id)):
             strategy = await engine.store.strategies.get(strategy_id)
-            if strategy is None or strategy.status == STOPPED:
+            if strategy is None or (strategy.status == STOPPED and not again):
                 return None
             await engine.stop(strategy_id, reason)
             done = await engine.cancel_orders(strategy_id, reason)
@@ -232,8 +234,24 @@ class LocalControl:
         seen = {item.fill.id for item in fills}
         pnl = compute(fills, strategy.quote)
         futures = adapter(account.venue).futures
+        # A sale an earlier attempt of this /stop placed (its worker died): reported from the venue's answer,
+        # never placed twice (its tag is the same).
+        orders = await store.orders.in_states((*LIVE, *FINAL), strategy_id=strategy.id)
+        earlier = {_closed_asset(o.tag): o for o in orders if _closed_asset(o.tag)}
+        for asset_name, order in sorted(earlier.items()):
+            if order.status in LIVE:
+                pending.add(asset_name)
+                errors.append(f"{asset_name}: the order is placed but its fill is not confirmed yet (see /status)")
+                continue
+            if order.filled:
+                sold[asset_name] = order.filled if order.side == "sell" else -order.filled
+                sold_at[asset_name] = order.filled_cost / order.filled
+            else:
+                errors.append(f"{asset_name} kept: the {order.side} at market was {order.status}")
+            if asset_name in pnl.assets and pnl.assets[asset_name].held:
+                dust[asset_name] = pnl.assets[asset_name].held
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
-            if asset.held == 0:
+            if asset.held == 0 or asset.asset in earlier:
                 continue
             symbol = adapter(account.venue).market_symbol(f"{asset.asset}/{strategy.quote}")
             side = "sell" if asset.held > 0 else "buy"
@@ -242,7 +260,7 @@ class LocalControl:
                 amount = min(amount, await self._free(account, asset.asset))
             if amount <= 0:
                 continue
-            desired = DesiredOrder(symbol, side, "market", f"stop:{asset.asset}:close", amount=amount,
+            desired = DesiredOrder(symbol, side, "market", _closing_tag(asset.asset), amount=amount,
                                    reduce_only=futures)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
@@ -278,6 +296,17 @@ class LocalControl:
         except ExchangeFailure:
             return Decimal(0)
         return balance[asset].free if asset in balance else Decimal(0)
+
+
+def _closing_tag(asset: str) -> str:
+    """The tag of /stop's closing order of `asset`: one per strategy and asset, so never placed twice."""
+    return f"stop:{asset}:close"
+
+
+def _closed_asset(tag: str) -> str | None:
+    """The asset a /stop closing order's tag names (None: another order's tag)."""
+    parts = tag.split(":")
+    return parts[1] if len(parts) == 3 and parts[0] == "stop" and parts[2] == "close" else None
 
 
 # --- remote (the front) ----------------------------------------------------------------------------------------
@@ -467,11 +496,18 @@ class CommandExecutor:
 
     async def run_pending(self) -> int:
         """Claim and start every pending command of an owned account; how many were started."""
-        await self._store.commands.requeue_stale(None, older_than=STALE_AFTER)
+        commands = self._store.commands
+        if orphaned := await commands.requeue_orphaned():
+            logger.warning("commands %s were left running by a worker that is gone: run again", orphaned)
+        await commands.requeue_stale(None, older_than=STALE_AFTER)
         started = 0
         held = getattr(self._ownership, "held", None)
-        for command in await self._store.commands.pending(partitions=held):
-            if not self._ownership.owns(command.account_id) or not await self._store.commands.claim(command.id):
+        me = getattr(self._ownership, "worker_id", None)
+        for waiting in await commands.pending(partitions=held):
+            if not self._ownership.owns(waiting.account_id):
+                continue
+            command = await commands.claim(waiting.id, by=me)
+            if command is None:
                 continue
             task = asyncio.get_running_loop().create_task(self._execute(command), name=f"command:{command.id}")
             self._running.add(task)
@@ -506,7 +542,10 @@ class CommandExecutor:
         if kind == "cancel_orders":
             return asdict(await control.cancel_orders(payload["strategy_id"], payload["reason"]))
         if kind == "stop":
-            stopped = await control.stop(payload["strategy_id"], payload["reason"], sell=bool(payload["sell"]))
+            # Claimed before (a worker died running it): the strategy may be stopped already, its sale not done.
+            stopped = await control.stop(
+                payload["strategy_id"], payload["reason"], sell=bool(payload["sell"]), again=command.claims > 1
+            )
             return {"stopped": None} if stopped is None else {"stopped": _stopped_json(stopped)}
         if kind == "edit":
             from bot.services.strategies import EditPreview

@@ -40,6 +40,8 @@ class Command:
     result: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    #: How many times a worker claimed it: more than one means an earlier worker died while running it.
+    claims: int = 0
 
     @property
     def finished(self) -> bool:
@@ -82,14 +84,32 @@ class CommandRepository:
         )
         return [_command(row) for row in rows]
 
-    async def claim(self, command_id: int) -> bool:
-        """Take a pending command; False if another worker took it first."""
+    async def claim(self, command_id: int, *, by: str | None = None) -> Command | None:
+        """Take a pending command for worker `by` (its `claims` counts this one); None if another took it first."""
         async with self._db.transaction() as tx:
-            changed = await tx.execute(
-                "UPDATE commands SET status = ?, updated_at = ? WHERE id = ? AND status = ?",
-                (RUNNING, to_iso(utcnow()), command_id, PENDING),
+            row = await tx.fetchone(
+                "UPDATE commands SET status = ?, claimed_by = ?, claims = claims + 1, updated_at = ? "
+                "WHERE id = ? AND status = ? RETURNING *",
+                (RUNNING, by, to_iso(utcnow()), command_id, PENDING),
             )
-        return changed == 1
+        return _command(row) if row is not None else None
+
+    async def requeue_orphaned(self) -> list[int]:
+        """Put back at once the commands whose claiming worker is gone: its row removed (it stopped) or its lock
+        connection no longer on the server (killed, or its host lost), the same test that hands its partitions
+        to the others (storage/partitions.py). Only a worker gone from the server counts, never a slow one,
+        so a command is not run twice at once. PostgreSQL only (SQLite has one process); returns their ids."""
+        if self._db.backend != "postgresql":
+            return []
+        async with self._db.transaction() as tx:
+            rows = await tx.fetchall(
+                "UPDATE commands SET status = ?, claimed_by = NULL, updated_at = ? "
+                "WHERE status = ? AND claimed_by IS NOT NULL AND NOT EXISTS ("
+                "SELECT 1 FROM engine_workers w JOIN pg_stat_activity a ON a.pid = w.backend "
+                "WHERE w.worker_id = commands.claimed_by) RETURNING id",
+                (PENDING, to_iso(utcnow()), RUNNING),
+            )
+        return [r["id"] for r in rows]
 
     async def finish(self, command_id: int, *, ok: bool, result: dict[str, Any]) -> None:
         """Record the outcome the front is waiting for (and wake it, on PostgreSQL)."""
@@ -148,5 +168,5 @@ def _command(row: Any) -> Command:
         id=row["id"], account_id=row["account_id"], user_id=row["user_id"], kind=row["kind"],
         payload=json.loads(row["payload"]), status=row["status"],
         result=json.loads(row["result"]) if row["result"] else None,
-        created_at=from_iso(row["created_at"]), updated_at=from_iso(row["updated_at"]),
+        created_at=from_iso(row["created_at"]), updated_at=from_iso(row["updated_at"]), claims=row["claims"],
     )

@@ -321,6 +321,12 @@ MIGRATIONS: list[str] = [
         last_nonce  INTEGER NOT NULL
     );
     """,
+    # Which worker claimed a command, and how many claims it has had: a command left `running` by a worker
+    #    that died is taken again at once by the next owner, which knows it is a re-run (storage/commands.py).
+    """
+    ALTER TABLE commands ADD COLUMN claimed_by TEXT;
+    ALTER TABLE commands ADD COLUMN claims INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import sys
@@ -198,8 +199,8 @@ async def test_front_and_worker_on_postgres_connect_allocate_alert_pause_stop_an
         # /stop and sell: the worker sells and the summary shows what the venue recorded.
         await chat.send(f"/stop {dca.id}")
         await chat.press(await chat.reply("Keep what it bought"), "Stop and sell")
-        summary = await chat.reply("Realised", timeout=30)
-        assert "Sold" in summary.text or "sold" in summary.text
+        summary = await chat.reply("stopped; its budget is released", timeout=30)
+        assert "Sold" in summary.text and "at market" in summary.text, summary.text
         assert (await store.strategies.get(dca.id)).status == "stopped"
         assert binance.open_orders(api_key) == []
         sells = [t for t in binance.trades(api_key, "BTC/USDT") if t.side == "sell"]
@@ -315,25 +316,11 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
     user's account is SIGKILLed while the DCA's first buy is on the venue but its answer has not come back. The
     other worker takes the dead one's partitions within 10 s, finds the order by its client order id and records
     it: exactly one order on the exchange, one fill alert in the chat (sent by the front)."""
-    from storage.partitions import PARTITION_LOCK, PARTITIONS, partition_of
+    from storage.partitions import PARTITIONS
 
-    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
-    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
-    workers = [await Role.start("worker", env, tmp_path) for _ in range(2)]
-    front = await Role.start("front", env, tmp_path)
-    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
-    chat = Chat(fake_telegram)
-    try:
-        for worker in workers:
-            await worker.wait_for_line("Strata worker up")
-
-        async def split_evenly() -> bool:
-            rows = await store.db.fetchall("SELECT held FROM engine_workers ORDER BY worker_id")
-            return [r["held"] for r in rows] == [PARTITIONS // 2] * 2
-
-        await _wait_until_async(split_evenly, timeout=30)
-        await chat.send("/start")
-        await chat.reply("Strata")
+    async with _front_and_two_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path) as (
+        workers, store, chat
+    ):
         binance = fake_exchanges.books["binance"]
         binance.set_price("BTC/USDT", "50000")
         api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
@@ -345,14 +332,7 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
         await chat.press(await chat.reply("Allocation summary"), "Confirm allocation")
         await _wait_until(lambda: len(binance.all_orders(api_key)) == 1)
 
-        (owner_id,) = (await store.db.fetchone(
-            "SELECT w.worker_id FROM engine_workers w JOIN pg_locks l ON l.pid = w.backend "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ? AND l.objid = ?",
-            (PARTITION_LOCK, partition_of(account.id)),
-        ))
-        owner_pid = int(owner_id.split(":")[1])
-        [owner] = [w for w in workers if w.proc.pid == owner_pid]
-        [survivor] = [w for w in workers if w is not owner]
+        owner, survivor = await _owner_and_other(store, workers, account.id)
         owner.proc.send_signal(signal.SIGKILL)
         killed = asyncio.get_running_loop().time()
         await owner.proc.wait()
@@ -371,6 +351,59 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
         held = await store.db.fetchall("SELECT held FROM engine_workers")
         assert sorted(r["held"] for r in held)[-1] == PARTITIONS  # the survivor runs everything now
         assert survivor.proc.returncode is None
+
+
+async def test_a_stop_and_sell_whose_worker_dies_mid_sale_is_finished_by_the_other_and_answered(
+    postgres_server, fake_telegram, fake_exchanges, tmp_path
+):
+    """The user's "Stop and sell" is a command the owning worker runs; that worker is SIGKILLed while the sale
+    is on the venue and its answer not back. The other worker takes the partitions, sees the command's worker
+    gone and runs it again at once (not after minutes): the sale is found, never placed twice, and the user
+    gets the stop's summary within the front's wait, not "check /status in a minute"."""
+    async with _front_and_two_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path) as (
+        workers, store, chat
+    ):
+        api_key, _secret, _bought = await _binance_dca_bought(chat, fake_exchanges, amount=20)
+        binance = fake_exchanges.books["binance"]
+        [account] = await store.accounts.list_for_user(USER)
+        [dca] = await store.strategies.list_for_user(USER)
+
+        binance.inject("hold", path="/api/v3/order", method="POST", seconds=8.0)  # the sale's answer is late
+        await chat.send(f"/stop {dca.id}")
+        await chat.press(await chat.reply("Keep what it bought"), "Stop and sell")
+        await _wait_until(lambda: any(o.side == "sell" for o in binance.all_orders(api_key)))
+        owner, survivor = await _owner_and_other(store, workers, account.id)
+        owner.proc.send_signal(signal.SIGKILL)
+        await owner.proc.wait()
+
+        summary = await chat.reply("stopped; its budget is released", timeout=25)  # the front waits 30 s
+        assert "Sold" in summary.text and "at market" in summary.text, summary.text
+        await asyncio.sleep(2.0)  # nothing more comes
+        sells = [t for t in binance.trades(api_key, "BTC/USDT") if t.side == "sell"]
+        assert len(sells) == 1 and len([o for o in binance.all_orders(api_key) if o.side == "sell"]) == 1
+        assert f"{sells[0].amount.normalize():f}" in summary.text, summary.text
+        assert (await store.strategies.get(dca.id)).status == "stopped"
+        texts = [m.text or "" for m in fake_telegram.sent if m.chat_id == USER]
+        assert not any("has not finished" in t for t in texts), texts
+        assert survivor.proc.returncode is None
+        assert "run again" in survivor.output
+
+
+@contextlib.asynccontextmanager
+async def _front_and_two_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path: Path):
+    """A migrated PostgreSQL database, two workers holding half the partitions each and a front the user has
+    said /start to; yields (workers, store, chat) and stops them all (a killed worker's output drained)."""
+    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
+    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
+    workers = [await Role.start("worker", env, tmp_path) for _ in range(2)]
+    front = await Role.start("front", env, tmp_path)
+    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
+    chat = Chat(fake_telegram)
+    try:
+        await _split_evenly(workers, store)
+        await chat.send("/start")
+        await chat.reply("Strata")
+        yield workers, store, chat
     finally:
         await store.close()
         await front.stop()
@@ -379,6 +412,35 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
                 await worker.stop()
             else:
                 await worker._drain
+
+
+async def _split_evenly(workers: list[Role], store: Store) -> None:
+    """Wait until the workers are up and hold half the partitions each."""
+    from storage.partitions import PARTITIONS
+
+    for worker in workers:
+        await worker.wait_for_line("Strata worker up")
+
+    async def split() -> bool:
+        rows = await store.db.fetchall("SELECT held FROM engine_workers ORDER BY worker_id")
+        return [r["held"] for r in rows] == [PARTITIONS // 2] * len(workers)
+
+    await _wait_until_async(split, timeout=30)
+
+
+async def _owner_and_other(store: Store, workers: list[Role], account_id: int) -> tuple[Role, Role]:
+    """The worker whose partition lock covers the account, and the other one."""
+    from storage.partitions import PARTITION_LOCK, partition_of
+
+    (owner_id,) = (await store.db.fetchone(
+        "SELECT w.worker_id FROM engine_workers w JOIN pg_locks l ON l.pid = w.backend "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = ? AND l.objid = ?",
+        (PARTITION_LOCK, partition_of(account_id)),
+    ))
+    owner_pid = int(owner_id.split(":")[1])
+    [owner] = [w for w in workers if w.proc.pid == owner_pid]
+    [other] = [w for w in workers if w is not owner]
+    return owner, other
 
 
 async def test_two_fronts_by_mistake_answer_each_update_and_send_each_alert_once_and_the_second_takes_over(
