@@ -171,7 +171,9 @@ async def measure(
     say(f"  CPU from GO to the last DONE: workers {cpu_workers}s, PostgreSQL {cpu_db:.1f}s, fakes {cpu_fakes:.1f}s "
         f"(the machine's {os.cpu_count()} cores offer {seconds * (os.cpu_count() or 1):.1f}s)")
     say(f"  workers' CPU from their first run to their last: {cpu_round}s = {per_1000:.2f}s per 1,000 evaluations")
-    return {"workers": workers, "evals_per_s": round(evals, 1), "runs": runs, "round_seconds": round(seconds, 2),
+    # `active`: the strategies still running (a DCA whose budget is spent finishes: later rounds have fewer).
+    return {"workers": workers, "evals_per_s": round(evals, 1), "runs": runs, "active": sum(d["owned"] for d in done),
+            "round_seconds": round(seconds, 2),
             "per_worker_runs": [d["runs"] for d in done], "cpu_workers_s": cpu_workers,
             "cpu_round_s": cpu_round, "worker_cpu_s_per_1000_evals": round(per_1000, 3),
             "cpu_postgres_s": round(cpu_db, 1), "cpu_fakes_s": round(cpu_fakes, 1)}
@@ -308,11 +310,13 @@ async def child(database: str, data_dir: Path, urls: str, workers: int, real_wei
     starts = [s for s, _ in first.values()] or [time.time()]
     ends = [e for _, e in first.values()] or [time.time()]
     weight = list(budgets.budgets().values())
-    print("DONE " + json.dumps({"runs": len(first), "first_start": min(starts), "last_end": max(ends),
-                                "seconds": max(ends) - min(starts), "budget_waits": sum(b.waits for b in weight),
-                                "leases": sum(b.leases for b in weight), "cpu": cpu_seconds() - cpu,
-                                "cpu_round": cpu_round[-1] - cpu_round[0] if len(cpu_round) == 2 else 0.0}),
-          flush=True)
+    done = {
+        "runs": len(first), "owned": expected, "first_start": min(starts), "last_end": max(ends),
+        "seconds": max(ends) - min(starts), "budget_waits": sum(b.waits for b in weight),
+        "leases": sum(b.leases for b in weight), "cpu": cpu_seconds() - cpu,
+        "cpu_round": cpu_round[-1] - cpu_round[0] if len(cpu_round) == 2 else 0.0,
+    }
+    print("DONE " + json.dumps(done), flush=True)
     await stdin.readline()  # STOP: hold the partitions until every worker is done
     with contextlib.suppress(Exception):
         await world.close()
