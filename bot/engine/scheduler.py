@@ -641,8 +641,9 @@ class Engine:
         if not by_account or budgets is None:
             return self.poll_interval
         weight: dict[str, int] = {}
-        for account_id, orders in by_account.items():
-            account = await self.ctx.account(account_id)
+        # One query for every account's row (the batched reader), not a round trip each: this runs every poll.
+        accounts = await asyncio.gather(*(self.ctx.account(a, batched=True) for a in by_account))
+        for account, orders in zip(accounts, by_account.values(), strict=True):
             if account is None or (weights := adapter(account.venue).open_orders_weights) is None:
                 continue
             per_symbol, all_symbols = weights
