@@ -453,6 +453,8 @@ async def picker_button(update: Update, context: Context) -> None:
 async def _control(update: Update, context: Context, services, verb: str, user_id: int, strategy_id: int) -> None:
     if verb == "stop":
         s = await services.strategy_status(user_id, strategy_id)
+        if s.status == "stopped":  # said at once: "keep or sell?" would only lead to this answer
+            raise UserError(f"{s.label} is already stopped. /status shows what it did.")
         text = (
             f"Stop <b>{esc(s.label)}</b>? Its open orders are cancelled. "
             "Keep what it bought, or sell it at market (futures: close the position)?"

@@ -163,6 +163,11 @@ async def test_stop_and_sell_leaves_no_order_sells_the_holdings_and_sums_up_what
     assert f"Invested {invested.quantize(Decimal('0.01')):,} USDT" in summary.plain_text
     assert f"returned {returned.quantize(Decimal('0.01')):,} USDT" in summary.plain_text
     assert (await strata.runtime.store.strategies.get(strategy.id)).status == "stopped"
+    # Stopped already: said at once, not asked "keep or sell?" only to be told so after the choice.
+    await strata.send(USER, f"/stop {strategy.id}")
+    again = await strata.next_reply(USER, contains="already stopped")
+    assert again.buttons == []
+    assert len([m for m in strata.tg.sent if m.chat_id == USER and "Keep what it bought" in (m.text or "")]) == 1
 
 
 async def test_disconnect_keeps_the_key_when_open_orders_could_not_be_cancelled(strata, fake_exchanges):
