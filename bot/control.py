@@ -166,7 +166,7 @@ class LocalControl:
             if strategy is None or (strategy.status == STOPPED and not again):
                 return None
             await engine.stop(strategy_id, reason)
-            done = await engine.cancel_orders(strategy_id, reason)
+            done = await engine.cancel_orders(strategy_id, reason, spare_closing=again)
             if not sell:
                 return Stopped(done)
             return await self._sell_holdings(strategy, done)
@@ -234,24 +234,27 @@ class LocalControl:
         seen = {item.fill.id for item in fills}
         pnl = compute(fills, strategy.quote)
         futures = adapter(account.venue).futures
-        # A sale an earlier attempt of this /stop placed (its worker died): reported from the venue's answer,
-        # never placed twice (its tag is the same).
-        orders = await store.orders.in_states((*LIVE, *FINAL), strategy_id=strategy.id)
-        earlier = {_closed_asset(o.tag): o for o in orders if _closed_asset(o.tag)}
-        for asset_name, order in sorted(earlier.items()):
-            if order.status in LIVE:
+        # Closing orders an earlier attempt of this /stop placed (its worker died): what they filled is reported,
+        # one still live is left to finish (never a second sale beside it); one that ended with part or nothing
+        # filled is followed by a new one, under the next tag, for what is still held.
+        closing: dict[str, list] = {}
+        for order in await store.orders.in_states((*LIVE, *FINAL), strategy_id=strategy.id):
+            if (name := _closed_asset(order.tag)) is not None:
+                closing.setdefault(name, []).append(order)
+        traded: dict[str, tuple[Decimal, Decimal]] = {}  # asset -> (amount, cost) closing orders filled: sold_at
+        for asset_name, orders in sorted(closing.items()):
+            amount = sum((o.filled for o in orders), Decimal(0))
+            if amount:
+                sold[asset_name] = sum((o.filled if o.side == "sell" else -o.filled for o in orders), Decimal(0))
+                traded[asset_name] = (amount, sum((o.filled_cost for o in orders), Decimal(0)))
+            if any(o.status in LIVE for o in orders):
                 pending.add(asset_name)
                 errors.append(f"{asset_name}: the order is placed but its fill is not confirmed yet (see /status)")
-                continue
-            if order.filled:
-                sold[asset_name] = order.filled if order.side == "sell" else -order.filled
-                sold_at[asset_name] = order.filled_cost / order.filled
-            else:
-                errors.append(f"{asset_name} kept: the {order.side} at market was {order.status}")
-            if asset_name in pnl.assets and pnl.assets[asset_name].held:
-                dust[asset_name] = pnl.assets[asset_name].held
         for asset in sorted(pnl.assets.values(), key=lambda a: a.asset):
-            if asset.held == 0 or asset.asset in earlier:
+            if asset.held == 0 or asset.asset in pending:
+                continue
+            if (last := closing.get(asset.asset, [None])[-1]) is not None and last.filled >= last.amount:
+                dust[asset.asset] = asset.held  # the earlier sale filled in full: what is left is its step's rest
                 continue
             symbol = adapter(account.venue).market_symbol(f"{asset.asset}/{strategy.quote}")
             side = "sell" if asset.held > 0 else "buy"
@@ -260,7 +263,8 @@ class LocalControl:
                 amount = min(amount, await self._free(account, asset.asset))
             if amount <= 0:
                 continue
-            desired = DesiredOrder(symbol, side, "market", _closing_tag(asset.asset), amount=amount,
+            tag = _closing_tag(asset.asset, attempt=len(closing.get(asset.asset, ())))
+            desired = DesiredOrder(symbol, side, "market", tag, amount=amount,
                                    reduce_only=futures)
             problem = await self._engine.place_now(strategy.id, desired)
             if problem is None:
@@ -279,15 +283,17 @@ class LocalControl:
             for asset, symbol in placed:
                 moved = asset.held - after[asset.asset].held  # < 0: a short bought back
                 if moved:
-                    sold[asset.asset] = moved
+                    sold[asset.asset] = sold.get(asset.asset, Decimal(0)) + moved
                     new = [item.fill for item in fills if item.fill.id not in seen and item.symbol == symbol]
-                    if traded := sum((f.amount for f in new), Decimal(0)):
-                        sold_at[asset.asset] = sum((f.price * f.amount for f in new), Decimal(0)) / traded
+                    amount, cost = traded.get(asset.asset, (Decimal(0), Decimal(0)))
+                    traded[asset.asset] = (amount + sum((f.amount for f in new), Decimal(0)),
+                                           cost + sum((f.price * f.amount for f in new), Decimal(0)))
                     if after[asset.asset].held:
                         dust[asset.asset] = after[asset.asset].held
                 else:
                     pending.add(asset.asset)
                     errors.append(f"{asset.asset}: the order is placed but its fill is not confirmed yet (see /status)")
+        sold_at.update({name: cost / amount for name, (amount, cost) in traded.items() if amount})
         return outcome()
 
     async def _free(self, account: Account, asset: str) -> Decimal:
@@ -298,15 +304,16 @@ class LocalControl:
         return balance[asset].free if asset in balance else Decimal(0)
 
 
-def _closing_tag(asset: str) -> str:
-    """The tag of /stop's closing order of `asset`: one per strategy and asset, so never placed twice."""
-    return f"stop:{asset}:close"
+def _closing_tag(asset: str, *, attempt: int = 0) -> str:
+    """The tag of /stop's closing order of `asset`: one per strategy, asset and attempt (a re-run of the stop
+    after an earlier closing order ended unfilled), so a retried send is never a second order."""
+    return f"stop:{asset}:close" + (f":{attempt + 1}" if attempt else "")
 
 
 def _closed_asset(tag: str) -> str | None:
     """The asset a /stop closing order's tag names (None: another order's tag)."""
     parts = tag.split(":")
-    return parts[1] if len(parts) == 3 and parts[0] == "stop" and parts[2] == "close" else None
+    return parts[1] if len(parts) in (3, 4) and parts[0] == "stop" and parts[2] == "close" else None
 
 
 # --- remote (the front) ----------------------------------------------------------------------------------------
@@ -517,16 +524,15 @@ class CommandExecutor:
 
     async def _execute(self, command: Command) -> None:
         try:
-            result = await self._dispatch(command)
+            ok, result = True, await self._dispatch(command)
         except UserError as exc:
-            await self._store.commands.finish(
-                command.id, ok=False, result={"user_error": exc.message, "reason": exc.reason, "step": exc.step}
-            )
+            ok, result = False, {"user_error": exc.message, "reason": exc.reason, "step": exc.step}
         except Exception:
             logger.exception("command %s (%s) failed", command.id, command.kind)
-            await self._store.commands.finish(command.id, ok=False, result={"error": "internal"})
-        else:
-            await self._store.commands.finish(command.id, ok=True, result=result)
+            ok, result = False, {"error": "internal"}
+        if not await self._store.commands.finish(command.id, ok=ok, result=result, claims=command.claims):
+            logger.warning("command %s (%s): another worker ran it again meanwhile; its outcome stands",
+                           command.id, command.kind)
 
     async def _dispatch(self, command: Command) -> dict:
         control, payload = self._control, command.payload

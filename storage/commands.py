@@ -19,7 +19,7 @@ from typing import Any
 
 from storage.db import Database
 from storage.models import from_iso, to_iso, utcnow
-from storage.partitions import PARTITIONS
+from storage.partitions import ALIVE_SECONDS, PARTITIONS, SERVER_NOW_MS
 
 logger = logging.getLogger(__name__)
 
@@ -94,32 +94,43 @@ class CommandRepository:
             )
         return _command(row) if row is not None else None
 
-    async def requeue_orphaned(self) -> list[int]:
-        """Put back at once the commands whose claiming worker is gone: its row removed (it stopped) or its lock
-        connection no longer on the server (killed, or its host lost), the same test that hands its partitions
-        to the others (storage/partitions.py). Only a worker gone from the server counts, never a slow one,
-        so a command is not run twice at once. PostgreSQL only (SQLite has one process); returns their ids."""
+    async def requeue_orphaned(self, alive_seconds: float = ALIVE_SECONDS) -> list[int]:
+        """Put back at once the commands whose claiming worker is gone: its row removed (it stopped, after its
+        commands ended) or both its lock connection gone from the server and its heartbeat older than
+        `alive_seconds` (killed, or its host lost). A worker whose lock connection blipped beats again within
+        a tick, so its commands stay its own; should one still be run twice, `finish` keeps one outcome.
+        PostgreSQL only (SQLite has one process); returns their ids."""
         if self._db.backend != "postgresql":
             return []
         async with self._db.transaction() as tx:
             rows = await tx.fetchall(
-                "UPDATE commands SET status = ?, claimed_by = NULL, updated_at = ? "
+                "UPDATE commands SET status = ?, claimed_by = NULL, updated_at = ? "  # noqa: S608 - constants only
                 "WHERE status = ? AND claimed_by IS NOT NULL AND NOT EXISTS ("
-                "SELECT 1 FROM engine_workers w JOIN pg_stat_activity a ON a.pid = w.backend "
-                "WHERE w.worker_id = commands.claimed_by) RETURNING id",
-                (PENDING, to_iso(utcnow()), RUNNING),
+                "SELECT 1 FROM engine_workers w WHERE w.worker_id = commands.claimed_by "
+                f"AND (w.seen_ms >= {SERVER_NOW_MS} - ? "
+                "OR EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.backend))) RETURNING id",
+                (PENDING, to_iso(utcnow()), RUNNING, int(alive_seconds * 1000)),
             )
         return [r["id"] for r in rows]
 
-    async def finish(self, command_id: int, *, ok: bool, result: dict[str, Any]) -> None:
-        """Record the outcome the front is waiting for (and wake it, on PostgreSQL)."""
+    async def finish(self, command_id: int, *, ok: bool, result: dict[str, Any], claims: int | None = None) -> bool:
+        """Record the outcome the front is waiting for (and wake it, on PostgreSQL).
+
+        `claims`: the claim that ran it. Its outcome is kept only while no later claim took the command: a run
+        put back as orphaned that finishes after all is recorded if no other worker claimed it meanwhile, else
+        the later claim's outcome stands and this one is dropped. Returns whether it was recorded."""
+        where, params = "id = ?", [command_id]
+        if claims is not None:
+            where += " AND claims = ? AND status IN (?, ?)"
+            params += [claims, RUNNING, PENDING]
         async with self._db.transaction() as tx:
-            await tx.execute(
-                "UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE id = ?",
-                (DONE if ok else FAILED, json.dumps(result), to_iso(utcnow()), command_id),
+            changed = await tx.execute(
+                f"UPDATE commands SET status = ?, result = ?, updated_at = ? WHERE {where}",  # noqa: S608
+                (DONE if ok else FAILED, json.dumps(result), to_iso(utcnow()), *params),
             )
-            if tx.backend == "postgresql":
+            if changed and tx.backend == "postgresql":
                 await tx.execute("SELECT pg_notify(?, ?)", (FINISHED_CHANNEL, str(command_id)))
+        return bool(changed)
 
     async def requeue_stale(self, account_ids: set[int] | None, *, older_than: timedelta) -> int:
         """Put back commands left `running` by a worker that died mid-way (a new owner runs them again: every

@@ -56,16 +56,16 @@ HANDOVER_SECONDS = 3.0
 FORGET_SECONDS = 3600.0
 
 Callback = Callable[[set[int], set[int]], None]
-_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"  # the server's clock: hosts may drift
+SERVER_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"  # the server's clock: hosts may drift
 _BEAT = (
-    f"INSERT INTO engine_workers (worker_id, backend, seen_ms, held) VALUES ($1, $2, {_NOW_MS}, $3) "  # noqa: S608
+    f"INSERT INTO engine_workers (worker_id, backend, seen_ms, held) VALUES ($1, $2, {SERVER_NOW_MS}, $3) "  # noqa: S608
     "ON CONFLICT (worker_id) DO UPDATE SET backend = excluded.backend, seen_ms = excluded.seen_ms, held = excluded.held"
 )
 _ALIVE = (
-    f"SELECT count(*) FROM engine_workers w WHERE w.seen_ms >= {_NOW_MS} - $1 "  # noqa: S608 - constants only
+    f"SELECT count(*) FROM engine_workers w WHERE w.seen_ms >= {SERVER_NOW_MS} - $1 "  # noqa: S608 - constants only
     "AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.backend)"
 )
-_FORGET = f"DELETE FROM engine_workers WHERE seen_ms < {_NOW_MS} - $1"  # noqa: S608 - constants only
+_FORGET = f"DELETE FROM engine_workers WHERE seen_ms < {SERVER_NOW_MS} - $1"  # noqa: S608 - constants only
 
 
 def partition_of(account_id: int) -> int:

@@ -12,7 +12,7 @@ import pytest
 from bot.control import POLL_SECONDS, CommandExecutor, RemoteControl, StillRunning
 from bot.services.errors import UserError
 from storage.commands import DONE, PENDING
-from storage.partitions import PARTITIONS, partition_of
+from storage.partitions import PARTITIONS, SERVER_NOW_MS, partition_of
 from storage.store import Store
 
 
@@ -134,20 +134,80 @@ async def test_on_postgresql_a_notification_wakes_the_worker_before_its_poll(sto
 
 
 async def test_a_command_whose_worker_is_gone_is_put_back_at_once_but_never_one_of_a_live_worker(store):
-    """A worker that died (its lock connection gone from the server) or stopped (its row removed) leaves its
-    running command to the next owner at once; a live worker's command stays its own, however slow."""
-    first = await store.commands.submit(account_id=3, user_id=7, kind="pause", payload={"strategy_id": 9})
-    second = await store.commands.submit(account_id=4, user_id=7, kind="pause", payload={"strategy_id": 10})
-    assert (await store.commands.claim(first, by="gone")).claims == 1
-    assert await store.commands.claim(second, by="alive")
+    """A worker that died (lock connection gone from the server, heartbeat stale) or stopped (its row removed)
+    leaves its running command to the next owner at once. A live worker's command stays its own, however old its
+    heartbeat, and so does one whose lock connection just blipped (heartbeat fresh, connection being replaced).
+    Should a command still run twice, only the latest claim's outcome is recorded."""
+    ids = [
+        await store.commands.submit(account_id=3 + n, user_id=7, kind="pause", payload={"strategy_id": 9 + n})
+        for n in range(4)
+    ]
+    for command_id, worker in zip(ids, ("stopped", "killed", "alive", "blipped"), strict=True):
+        assert (await store.commands.claim(command_id, by=worker)).claims == 1
     if store.db.backend != "postgresql":
         assert await store.commands.requeue_orphaned() == []  # one process: nothing else could have claimed it
         return
-    async with store.db.transaction() as tx:  # "alive": its lock connection is this session, still connected
-        await tx.execute(
-            "INSERT INTO engine_workers (worker_id, backend, seen_ms, held) VALUES (?, pg_backend_pid(), 0, 1)",
-            ("alive",),
-        )
-    assert await store.commands.requeue_orphaned() == [first]
-    again = await store.commands.claim(first, by="next")
-    assert again.claims == 2 and (await store.commands.get(second)).status == "running"
+    async with store.db.transaction() as tx:
+        for worker, backend, seen in (("killed", "-1", "0"), ("alive", "pg_backend_pid()", "0"),
+                                      ("blipped", "-1", SERVER_NOW_MS)):
+            await tx.execute(
+                f"INSERT INTO engine_workers (worker_id, backend, seen_ms, held) VALUES (?, {backend}, {seen}, 1)",  # noqa: S608
+                (worker,),
+            )
+    assert sorted(await store.commands.requeue_orphaned()) == ids[:2]
+    again = await store.commands.claim(ids[1], by="next")
+    assert again.claims == 2 and (await store.commands.get(ids[2])).status == "running"
+    # The killed worker's run finishing after all is dropped: the next claim's outcome is the one kept.
+    assert not await store.commands.finish(ids[1], ok=False, result={"error": "internal"}, claims=1)
+    assert await store.commands.finish(ids[1], ok=True, result={"changed": True}, claims=2)
+    # Put back but not claimed again yet: the first run's outcome still counts, and nobody runs it twice.
+    assert await store.commands.finish(ids[0], ok=True, result={"changed": True}, claims=1)
+    assert (await store.commands.get(ids[0])).status == DONE and await store.commands.pending() == []
+
+
+async def test_a_stop_run_again_sells_what_an_earlier_closing_order_left_unsold_under_a_new_tag(
+    fake_exchanges, tmp_path
+):
+    """A /stop-and-sell whose worker died after writing the closing order but before sending it: that order ends
+    cancelled with nothing filled. The stop run again (`again`) places the sale once more under the next tag and
+    reports what the venue sold; run again once more, it places nothing and reports the same sale."""
+    from decimal import Decimal
+
+    from bot.control import LocalControl
+    from tests.chat_helpers import register
+    from tests.engine_world import open_world
+
+    book = fake_exchanges.books["binance"]
+    book.set_price("BTC/USDT", "50000")
+    api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
+    world = await open_world(tmp_path, fake_exchanges.exchange_urls)
+    try:
+        account_id = await world.connect(7, "binance", api_key, secret)
+        strategy_id = await world.allocate(7, "binance", "dca", "100", "BTC/USDT", every="1d", amount="20")
+        await world.engine.settle()
+        [bought] = book.trades(api_key, "BTC/USDT")
+        await world.engine.stop(strategy_id, "stopped by you")
+        store = world.store
+        async with store.db.transaction() as tx:  # the first attempt's closing order, never sent
+            first = await store.orders.insert_intent(
+                tx, strategy_id=strategy_id, account_id=account_id, client_order_id="dead-worker-close",
+                tag="stop:BTC:close", symbol="BTC/USDT", side="sell", type="market", amount=bought.amount,
+                price=None, cost=None, reserved=Decimal(0), reduce_only=False,
+            )
+            await store.orders.set_status(tx, first, "canceled", error="never sent")
+        control = LocalControl(world.engine)
+        book.set_price("BTC/USDT", "51000")
+
+        stopped = await control.stop(strategy_id, "stopped by you", sell=True, again=True)
+        sells = [t for t in book.trades(api_key, "BTC/USDT") if t.side == "sell"]
+        assert len(sells) == 1 and stopped.sold == {"BTC": sells[0].amount}
+        assert stopped.sold_at == {"BTC": sells[0].price} and not stopped.errors and not stopped.pending
+        tags = [r["tag"] for r in await world.orders() if r["side"] == "sell"]
+        assert tags == ["stop:BTC:close", "stop:BTC:close:2"]
+
+        again = await control.stop(strategy_id, "stopped by you", sell=True, again=True)
+        assert len([t for t in book.trades(api_key, "BTC/USDT") if t.side == "sell"]) == 1
+        assert again.sold == stopped.sold and again.sold_at == stopped.sold_at
+        assert await control.stop(strategy_id, "stopped by you", sell=True) is None  # a fresh /stop: already stopped
+    finally:
+        await world.close()

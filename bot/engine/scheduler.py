@@ -684,11 +684,14 @@ class Engine:
             lock = self._account_controls[account_id] = asyncio.Lock()
         return lock
 
-    async def cancel_orders(self, strategy_id: int, reason: str = "stopped") -> Cancellation:
+    async def cancel_orders(
+        self, strategy_id: int, reason: str = "stopped", *, spare_closing: bool = False
+    ) -> Cancellation:
         """Cancel every live order of a halted strategy, after the sends under way ended.
 
         An order whose fate cannot be known yet (its send still under way, its request possibly still on its
         way, or the exchange not answering) is watched: resolved in the background, the user alerted once.
+        `spare_closing`: leave /stop's own closing orders (a re-run of a stop finishing its sale).
         """
         strategy = await self.store.strategies.get(strategy_id)
         if strategy is None:
@@ -699,6 +702,8 @@ class Engine:
         await self.desk.wait_sends(strategy_id, SEND_WAIT_SECONDS)
         result = Cancellation()
         live = await self.store.orders.in_states(LIVE, strategy_id=strategy_id)
+        if spare_closing:
+            live = [o for o in live if not o.tag.startswith("stop:")]
         try:
             ended = await self.desk.cancel_together(live, account)
         except (ExchangeFailure, CredentialsMissing, CredentialUnreadable) as failure:
