@@ -63,6 +63,7 @@ async def test_a_kraken_key_of_another_account_cannot_replace_one_whose_first_or
     book.inject("server_error", count=3, path="AddOrder")
     await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=10")
     await wait_for_open_orders(fake_exchanges, "kraken", old_key)
+    await strata.runtime.engine.settle()  # every buy sent: under load the last ones were still on their way
     book.revoke_key(old_key)
     await strata.next_reply(USER, contains="was rejected", timeout=15)
     live = await strata.runtime.store.orders.in_states(LIVE, account_id=account.id)
@@ -143,6 +144,7 @@ async def test_a_replaced_key_never_sends_a_paused_strategys_order_that_never_re
     book.inject("server_error", count=1, path="AddOrder")
     await allocate_one_line(strata, "/allocate kraken grid 500 BTC/USD low=60000 high=70000 levels=10")
     await wait_for_open_orders(fake_exchanges, "kraken", old_key)
+    await strata.runtime.engine.settle()  # every buy sent: under load the last ones were still on their way
     book.revoke_key(old_key)
     await strata.next_reply(USER, contains="was rejected", timeout=15)
     store = strata.runtime.store
