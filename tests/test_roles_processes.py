@@ -235,23 +235,15 @@ async def test_the_fronts_binance_requests_count_in_the_weight_the_workers_share
     """The front also calls Binance from the host (the key check of /connect, /balance, /allocate's checks,
     charts): its weight must come out of the count the workers of that address lease from, or together they
     pass the venue's per-IP limit."""
-    env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
-    assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
-    front = await Role.start("front", env, tmp_path)
-    store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
-    chat = Chat(fake_telegram)
-    try:
-        await chat.send("/start")
-        await chat.reply("Strata")
+    async with _front_and_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path, workers=0) as (
+        front, _workers, store, chat
+    ):
         api_key, secret = register(fake_exchanges, "binance", balances={"USDT": Decimal(1000)})
         await chat.connect("Binance Spot", api_key, secret)
         await chat.send("/balance")
         await chat.reply("USDT")
         leased = await store.db.fetchall("SELECT budget, used FROM ip_budgets")
-    finally:
-        await store.close()
-        code = await front.stop()
-    assert code == 0, front.output
+        assert await front.stop() == 0, front.output
     sent = [r for r in fake_exchanges.books["binance"].requests if r.path.startswith("/api/")]
     assert sent, "the front made no Binance request"
     assert any("binance" in row["budget"] and row["used"] > 0 for row in leased), leased
@@ -318,8 +310,8 @@ async def test_a_worker_killed_with_an_order_in_flight_is_replaced_by_the_other_
     it: exactly one order on the exchange, one fill alert in the chat (sent by the front)."""
     from storage.partitions import PARTITIONS
 
-    async with _front_and_two_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path) as (
-        workers, store, chat
+    async with _front_and_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path, workers=2) as (
+        _front, workers, store, chat
     ):
         binance = fake_exchanges.books["binance"]
         binance.set_price("BTC/USDT", "50000")
@@ -360,8 +352,8 @@ async def test_a_stop_and_sell_whose_worker_dies_mid_sale_is_finished_by_the_oth
     is on the venue and its answer not back. The other worker takes the partitions, sees the command's worker
     gone and runs it again at once (not after minutes): the sale is found, never placed twice, and the user
     gets the stop's summary within the front's wait, not "check /status in a minute"."""
-    async with _front_and_two_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path) as (
-        workers, store, chat
+    async with _front_and_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path, workers=2) as (
+        _front, workers, store, chat
     ):
         api_key, _secret, _bought = await _binance_dca_bought(chat, fake_exchanges, amount=20)
         binance = fake_exchanges.books["binance"]
@@ -390,24 +382,26 @@ async def test_a_stop_and_sell_whose_worker_dies_mid_sale_is_finished_by_the_oth
 
 
 @contextlib.asynccontextmanager
-async def _front_and_two_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path: Path):
-    """A migrated PostgreSQL database, two workers holding half the partitions each and a front the user has
-    said /start to; yields (workers, store, chat) and stops them all (a killed worker's output drained)."""
+async def _front_and_workers(postgres_server, fake_telegram, fake_exchanges, tmp_path: Path, *, workers: int):
+    """A migrated PostgreSQL database, `workers` workers holding an even share of the partitions each and a front
+    the user has said /start to; yields (front, workers, store, chat) and stops them all (a killed worker's
+    output drained)."""
     env = await pg_env(postgres_server, fake_telegram, fake_exchanges, tmp_path)
     assert (await run_to_end("migrate", env=env, cwd=tmp_path))[0] == 0
-    workers = [await Role.start("worker", env, tmp_path) for _ in range(2)]
+    started = [await Role.start("worker", env, tmp_path) for _ in range(workers)]
     front = await Role.start("front", env, tmp_path)
     store = await Store.open(env["STRATA_DATABASE_URL"], migrate_schema=False)
     chat = Chat(fake_telegram)
     try:
-        await _split_evenly(workers, store)
+        if started:
+            await _split_evenly(started, store)
         await chat.send("/start")
         await chat.reply("Strata")
-        yield workers, store, chat
+        yield front, started, store, chat
     finally:
         await store.close()
         await front.stop()
-        for worker in workers:
+        for worker in started:
             if worker.proc.returncode is None:
                 await worker.stop()
             else:
